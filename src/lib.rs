@@ -1,3 +1,6 @@
 //! cognifs: mount your own prefix of an S3 bucket, signed in through AWS Cognito.
 
+pub mod auth;
 pub mod config;
+pub mod fs;
+pub mod store;

@@ -595,7 +595,12 @@ async fn every_cross_identity_operation_is_denied() {
                 .upload_id(upload_id)
                 .multipart_upload(
                     CompletedMultipartUpload::builder()
-                        .parts(CompletedPart::builder().part_number(1).e_tag("\"x\"").build())
+                        .parts(
+                            CompletedPart::builder()
+                                .part_number(1)
+                                .e_tag("\"x\"")
+                                .build(),
+                        )
                         .build(),
                 )
                 .send()

@@ -1,0 +1,447 @@
+//! The sign-in kept on disk, one directory per profile under the state dir:
+//! `tokens.json` holds the refresh token, the last ID token and its expiry, and the identity
+//! id. The directory is 0700 and the file 0600, written atomically (temp file + rename), and
+//! a file that group or others can read is refused, as ssh refuses a loose private key.
+//!
+//! The refresh_token grant lives here too: it is what turns the stored refresh token into a
+//! fresh ID token.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use oauth2::basic::{
+    BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
+    BasicTokenType,
+};
+use oauth2::{
+    AuthUrl, ClientId, EndpointNotSet, EndpointSet, ExtraTokenFields, RedirectUrl, RefreshToken,
+    RequestTokenError, RevocationUrl, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
+};
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+use crate::config::Profile;
+
+/// Cognito's token response carries an `id_token`, which oauth2's basic response drops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdTokenField {
+    pub id_token: Option<String>,
+}
+impl ExtraTokenFields for IdTokenField {}
+
+pub type CognitoTokenResponse = StandardTokenResponse<IdTokenField, BasicTokenType>;
+
+pub type CognitoClient = oauth2::Client<
+    BasicErrorResponse,
+    CognitoTokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+    EndpointSet,
+>;
+
+/// The OAuth client for a profile's hosted UI (a public client: no secret).
+pub fn oauth_client(profile: &Profile) -> Result<CognitoClient, AuthError> {
+    let url = |path: &str| format!("{}{path}", profile.domain);
+    let bad = |e: url::ParseError| {
+        AuthError::Config(format!(
+            "domain {:?} does not make a valid URL: {e}",
+            profile.domain
+        ))
+    };
+    Ok(
+        oauth2::Client::new(ClientId::new(profile.client_id.clone()))
+            .set_auth_uri(AuthUrl::new(url("/oauth2/authorize")).map_err(bad)?)
+            .set_token_uri(TokenUrl::new(url("/oauth2/token")).map_err(bad)?)
+            .set_revocation_url(RevocationUrl::new(url("/oauth2/revoke")).map_err(bad)?)
+            .set_redirect_uri(RedirectUrl::new(profile.redirect_uri()).map_err(bad)?),
+    )
+}
+
+/// An HTTP client for the token endpoint: no redirects (a token request must never be
+/// forwarded), bounded time.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("reqwest client builds")
+}
+
+/// Describes a failed token request without echoing any part of a response body (which
+/// could hold a token).
+pub fn describe_token_error<RE: std::error::Error + 'static>(
+    err: RequestTokenError<RE, BasicErrorResponse>,
+    profile: &Profile,
+) -> AuthError {
+    match err {
+        RequestTokenError::ServerResponse(resp) => {
+            let code = resp.error().as_ref().to_owned();
+            if code == "invalid_grant" {
+                AuthError::SignedOut {
+                    profile: profile.name.clone(),
+                }
+            } else {
+                AuthError::Token(format!("the token endpoint refused the request: {code}"))
+            }
+        }
+        RequestTokenError::Request(e) => AuthError::Network(format!(
+            "cannot reach {}: {}",
+            profile.domain,
+            error_chain(&e)
+        )),
+        RequestTokenError::Parse(_, _) => {
+            AuthError::Token("the token endpoint's answer could not be read".into())
+        }
+        RequestTokenError::Other(why) => AuthError::Token(why),
+    }
+}
+
+/// `e: cause: cause`, for errors whose Display hides the useful part in `source()`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// What is stored for a signed-in profile.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenState {
+    pub refresh_token: String,
+    pub id_token: Option<String>,
+    /// Unix seconds.
+    pub id_token_expires: Option<u64>,
+    pub identity_id: Option<String>,
+    pub username: Option<String>,
+    pub email: Option<String>,
+}
+
+impl std::fmt::Debug for TokenState {
+    // Tokens never reach a log, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenState")
+            .field("username", &self.username)
+            .field("identity_id", &self.identity_id)
+            .field("id_token_expires", &self.id_token_expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Claims cognifs reads from an ID token. The token came straight from the token endpoint
+/// over TLS, so it is read, not verified; the identity pool verifies it.
+#[derive(Debug, Default, Deserialize)]
+pub struct IdClaims {
+    pub exp: Option<u64>,
+    #[serde(rename = "cognito:username")]
+    pub username: Option<String>,
+    pub email: Option<String>,
+}
+
+pub fn read_claims(id_token: &str) -> IdClaims {
+    id_token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|raw| serde_json::from_slice(&raw).ok())
+        .unwrap_or_default()
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TokenState {
+    /// Builds the state from a token response; `previous_refresh` is kept when the answer
+    /// carries no new refresh token (Cognito rotates only when rotation is enabled).
+    pub fn from_response(
+        resp: &CognitoTokenResponse,
+        previous: Option<&TokenState>,
+    ) -> Result<Self, AuthError> {
+        let id_token = resp.extra_fields().id_token.clone().ok_or_else(|| {
+            AuthError::Token(
+                "the token endpoint returned no id_token (is the `openid` scope allowed?)".into(),
+            )
+        })?;
+        let refresh_token = match (resp.refresh_token(), previous) {
+            (Some(r), _) => r.secret().clone(),
+            (None, Some(p)) => p.refresh_token.clone(),
+            (None, None) => {
+                return Err(AuthError::Token(
+                    "the token endpoint returned no refresh_token".into(),
+                ));
+            }
+        };
+        let claims = read_claims(&id_token);
+        let expires = claims
+            .exp
+            .or_else(|| resp.expires_in().map(|d| unix_now() + d.as_secs()));
+        Ok(Self {
+            refresh_token,
+            id_token: Some(id_token),
+            id_token_expires: expires,
+            // A new sign-in may be a different user: the identity is looked up again.
+            identity_id: previous
+                .filter(|p| p.username == claims.username)
+                .and_then(|p| p.identity_id.clone()),
+            username: claims.username,
+            email: claims.email,
+        })
+    }
+
+    /// Whether the ID token is good for at least `margin` more.
+    pub fn id_token_fresh(&self, margin: Duration) -> bool {
+        self.id_token.is_some()
+            && self
+                .id_token_expires
+                .is_some_and(|exp| exp > unix_now() + margin.as_secs())
+    }
+}
+
+/// The token file of one profile.
+#[derive(Debug, Clone)]
+pub struct TokenStore {
+    dir: PathBuf,
+}
+
+impl TokenStore {
+    pub fn new(state_dir: &Path, profile: &str) -> Self {
+        Self {
+            dir: state_dir.join(profile),
+        }
+    }
+
+    pub fn for_profile(profile: &Profile) -> Self {
+        Self::new(&crate::config::state_dir(), &profile.name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("tokens.json")
+    }
+
+    /// The stored state, `None` when not signed in.
+    pub fn load(&self) -> Result<Option<TokenState>, AuthError> {
+        let path = self.path();
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(AuthError::Io(format!("reading {}: {e}", path.display()))),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(AuthError::Insecure(format!(
+                "permissions {mode:04o} for {} are too open: the file holds your sign-in and must be readable by you alone. \
+                 Run `chmod 600 {}` (or `cognifs login` again).",
+                path.display(),
+                path.display()
+            )));
+        }
+        let raw = fs::read(&path)
+            .map_err(|e| AuthError::Io(format!("reading {}: {e}", path.display())))?;
+        serde_json::from_slice(&raw).map(Some).map_err(|e| {
+            AuthError::Io(format!(
+                "{} is damaged ({e}); run `cognifs login` again",
+                path.display()
+            ))
+        })
+    }
+
+    /// Writes atomically: a reader sees the old file or the new one, never half of one.
+    pub fn save(&self, state: &TokenState) -> Result<(), AuthError> {
+        let io = |what: &str, e: std::io::Error| {
+            AuthError::Io(format!("{what} {}: {e}", self.dir.display()))
+        };
+        fs::create_dir_all(&self.dir).map_err(|e| io("creating", e))?;
+        fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| io("securing", e))?;
+        let tmp = self
+            .dir
+            .join(format!(".tokens.json.{}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            fs::rename(&tmp, self.path())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| io("writing tokens in", e))
+    }
+
+    pub fn delete(&self) -> Result<bool, AuthError> {
+        match fs::remove_file(self.path()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(AuthError::Io(format!(
+                "deleting {}: {e}",
+                self.path().display()
+            ))),
+        }
+    }
+
+    /// Modification time, to notice another process (a new `cognifs login`) rewriting it.
+    pub fn modified(&self) -> Option<SystemTime> {
+        fs::metadata(self.path()).and_then(|m| m.modified()).ok()
+    }
+}
+
+/// The refresh_token grant. Re-reads the file first: another cognifs process of the same
+/// profile may have rotated the refresh token already. Stores the answer at once.
+pub async fn refresh(
+    profile: &Profile,
+    store: &TokenStore,
+    http: &reqwest::Client,
+) -> Result<TokenState, AuthError> {
+    let current = store.load()?.ok_or_else(|| AuthError::NotSignedIn {
+        profile: profile.name.clone(),
+    })?;
+    let client = oauth_client(profile)?;
+    let resp = client
+        .exchange_refresh_token(&RefreshToken::new(current.refresh_token.clone()))
+        .request_async(http)
+        .await
+        .map_err(|e| describe_token_error(e, profile))?;
+    let mut next = TokenState::from_response(&resp, Some(&current))?;
+    next.identity_id = current.identity_id.clone();
+    // If a login replaced the file while we were asking, its state wins over ours.
+    if let Some(now) = store.load()?
+        && now.refresh_token != current.refresh_token
+    {
+        return Ok(now);
+    }
+    store.save(&next)?;
+    Ok(next)
+}
+
+/// Revokes the refresh token at the hosted UI (RFC 7009).
+pub async fn revoke(
+    profile: &Profile,
+    refresh_token: &str,
+    http: &reqwest::Client,
+) -> Result<(), AuthError> {
+    let client = oauth_client(profile)?;
+    let token = StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.to_owned()));
+    client
+        .revoke_token(token)
+        .map_err(|e| AuthError::Config(e.to_string()))?
+        .request_async(http)
+        .await
+        .map_err(|e| match e {
+            RequestTokenError::ServerResponse(r) => {
+                AuthError::Token(format!("revocation refused: {}", r.error().as_ref()))
+            }
+            RequestTokenError::Request(e) => AuthError::Network(format!(
+                "cannot reach {}: {}",
+                profile.domain,
+                error_chain(&e)
+            )),
+            _ => AuthError::Token("revocation failed".into()),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(refresh: &str) -> TokenState {
+        TokenState {
+            refresh_token: refresh.into(),
+            id_token: Some("h.e.s".into()),
+            id_token_expires: Some(unix_now() + 600),
+            identity_id: Some("us-east-1:abc".into()),
+            username: Some("alice".into()),
+            email: None,
+        }
+    }
+
+    #[test]
+    fn saves_0600_in_a_0700_dir_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "default");
+        assert!(store.load().unwrap().is_none());
+        store.save(&state("r1")).unwrap();
+        assert_eq!(
+            fs::metadata(store.path()).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(store.load().unwrap().unwrap(), state("r1"));
+        store.save(&state("r2")).unwrap();
+        assert_eq!(store.load().unwrap().unwrap().refresh_token, "r2");
+        assert_eq!(
+            fs::read_dir(store.dir()).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+        assert!(store.delete().unwrap());
+        assert!(!store.delete().unwrap());
+    }
+
+    #[test]
+    fn refuses_a_token_file_others_can_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "work");
+        store.save(&state("r1")).unwrap();
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(err.contains("chmod 600") && err.contains("0644"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_tokens() {
+        let shown = format!("{:?}", state("super-secret-refresh"));
+        assert!(
+            !shown.contains("super-secret") && !shown.contains("h.e.s"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn claims_are_read_from_the_payload() {
+        let payload =
+            URL_SAFE_NO_PAD.encode(r#"{"exp":42,"cognito:username":"bob","email":"b@x"}"#);
+        let claims = read_claims(&format!("h.{payload}.s"));
+        assert_eq!(
+            (
+                claims.exp,
+                claims.username.as_deref(),
+                claims.email.as_deref()
+            ),
+            (Some(42), Some("bob"), Some("b@x"))
+        );
+        assert!(read_claims("garbage").exp.is_none());
+    }
+}

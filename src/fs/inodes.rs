@@ -1,0 +1,480 @@
+//! The inode table: inode number ↔ path, kind, size, mtime, etag, kernel lookup count,
+//! and what we know about each directory's listing, each with a metadata TTL.
+//!
+//! Inode numbers are stable for the life of the mount: a (parent, name, kind) keeps its
+//! number even after the kernel forgets it, so `ls -i`, `find` and hard-link detectors see
+//! one number per path. The price is that the table only grows; an entry is small (a path
+//! and a few numbers). A name that changes kind (file `a` replaced by directory `a/`) gets a
+//! new number, because the kernel treats a kind change under one nodeid as corruption.
+//!
+//! The mapping rules (what is a directory, what is hidden) live in [`build_listing`] and
+//! [`valid_name`]; docs/SEMANTICS.md states them in prose.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::store::ListPage;
+
+pub const ROOT_INO: u64 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+}
+
+/// What S3 says about one name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub kind: Kind,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    /// `x-amz-meta-mtime`, known only after a HEAD.
+    pub head_mtime: Option<SystemTime>,
+}
+
+impl Found {
+    pub fn dir() -> Self {
+        Found {
+            kind: Kind::Dir,
+            size: 0,
+            etag: String::new(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            head_mtime: None,
+        }
+    }
+
+    pub fn file(info: &crate::store::ObjectInfo) -> Self {
+        Found {
+            kind: Kind::File,
+            size: info.size,
+            etag: info.etag.clone(),
+            last_modified: info.last_modified,
+            head_mtime: info.mtime,
+        }
+    }
+}
+
+/// Attributes the fs layer hands to the FUSE adapter (which adds uid/gid/mode).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub mtime: SystemTime,
+}
+
+/// A snapshot of one node.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub ino: u64,
+    pub parent: u64,
+    pub kind: Kind,
+    /// Relative to the mount prefix: `""` for the root, `a/b/` for a directory, `a/b` for a file.
+    pub rel: String,
+    pub etag: String,
+    pub attr: Attr,
+    /// Within the metadata TTL.
+    pub fresh: bool,
+}
+
+/// One visible entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: String,
+    pub ino: u64,
+    pub attr: Attr,
+}
+
+/// A name the kernel can be given: not empty, not `.`/`..`, no `/` or NUL, ≤ 255 bytes.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains('/')
+        && !name.contains('\0')
+}
+
+/// Applies the mapping rules to the pages of one directory listing: names that cannot be
+/// file names are hidden (never mangled), a directory hides an object of the same name,
+/// and the result is sorted by name (bytewise).
+pub fn build_listing(pages: &[ListPage]) -> Vec<(String, Found)> {
+    let mut out: BTreeMap<String, Found> = BTreeMap::new();
+    for page in pages {
+        for d in &page.dirs {
+            if valid_name(d) {
+                out.insert(d.clone(), Found::dir());
+            }
+        }
+    }
+    for page in pages {
+        for f in &page.files {
+            if valid_name(&f.name) && !out.contains_key(&f.name) {
+                out.insert(f.name.clone(), Found::file(f));
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+struct Node {
+    parent: u64,
+    name: String,
+    rel: String,
+    found: Found,
+    expires: Instant,
+    lookups: u64,
+    listing: Option<(Arc<Vec<DirEntry>>, Instant)>,
+}
+
+struct State {
+    nodes: HashMap<u64, Node>,
+    children: HashMap<(u64, String), u64>,
+    negative: HashMap<(u64, String), Instant>,
+    next_ino: u64,
+}
+
+pub struct Inodes {
+    ttl: Duration,
+    mount_time: SystemTime,
+    state: Mutex<State>,
+}
+
+impl Inodes {
+    pub fn new(ttl: Duration) -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT_INO,
+            Node {
+                parent: ROOT_INO,
+                name: String::new(),
+                rel: String::new(),
+                found: Found::dir(),
+                expires: Instant::now() + ttl,
+                lookups: 1,
+                listing: None,
+            },
+        );
+        Inodes {
+            ttl,
+            mount_time: SystemTime::now(),
+            state: Mutex::new(State {
+                nodes,
+                children: HashMap::new(),
+                negative: HashMap::new(),
+                next_ino: ROOT_INO + 1,
+            }),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn attr(&self, ino: u64, found: &Found) -> Attr {
+        Attr {
+            ino,
+            kind: found.kind,
+            size: found.size,
+            mtime: match found.kind {
+                // S3 has no directory times; the mount time is a stable stand-in.
+                Kind::Dir => self.mount_time,
+                Kind::File => found.head_mtime.unwrap_or(found.last_modified),
+            },
+        }
+    }
+
+    fn info(&self, ino: u64, node: &Node, now: Instant) -> NodeInfo {
+        NodeInfo {
+            ino,
+            parent: node.parent,
+            kind: node.found.kind,
+            rel: node.rel.clone(),
+            etag: node.found.etag.clone(),
+            attr: self.attr(ino, &node.found),
+            fresh: now < node.expires,
+        }
+    }
+
+    pub fn get(&self, ino: u64) -> Option<NodeInfo> {
+        let state = self.state.lock().unwrap();
+        state
+            .nodes
+            .get(&ino)
+            .map(|n| self.info(ino, n, Instant::now()))
+    }
+
+    /// The child's node if we have one, fresh or not.
+    pub fn child(&self, parent: u64, name: &str) -> Option<NodeInfo> {
+        let state = self.state.lock().unwrap();
+        let ino = *state.children.get(&(parent, name.to_owned()))?;
+        state
+            .nodes
+            .get(&ino)
+            .map(|n| self.info(ino, n, Instant::now()))
+    }
+
+    /// Records what S3 says about `parent/name`; returns its attributes. `count_lookup`
+    /// when the reply hands the kernel a reference (lookup, readdirplus).
+    pub fn upsert(&self, parent: u64, name: &str, found: Found, count_lookup: bool) -> Attr {
+        let mut state = self.state.lock().unwrap();
+        let ino = self.upsert_locked(&mut state, parent, name, found);
+        let node = state.nodes.get_mut(&ino).expect("just inserted");
+        if count_lookup {
+            node.lookups += 1;
+        }
+        self.attr(ino, &node.found)
+    }
+
+    fn upsert_locked(&self, state: &mut State, parent: u64, name: &str, mut found: Found) -> u64 {
+        let now = Instant::now();
+        let key = (parent, name.to_owned());
+        state.negative.remove(&key);
+        if let Some(&ino) = state.children.get(&key)
+            && let Some(node) = state.nodes.get_mut(&ino)
+            && node.found.kind == found.kind
+        {
+            // A listing has no user metadata; keep the HEAD's mtime while the object is unchanged.
+            if found.head_mtime.is_none() && found.etag == node.found.etag {
+                found.head_mtime = node.found.head_mtime;
+            }
+            node.found = found;
+            node.expires = now + self.ttl;
+            return ino;
+        }
+        let parent_rel = state
+            .nodes
+            .get(&parent)
+            .map(|p| p.rel.clone())
+            .unwrap_or_default();
+        let rel = match found.kind {
+            Kind::Dir => format!("{parent_rel}{name}/"),
+            Kind::File => format!("{parent_rel}{name}"),
+        };
+        let ino = state.next_ino;
+        state.next_ino += 1;
+        state.nodes.insert(
+            ino,
+            Node {
+                parent,
+                name: name.to_owned(),
+                rel,
+                found,
+                expires: now + self.ttl,
+                lookups: 0,
+                listing: None,
+            },
+        );
+        state.children.insert(key, ino);
+        ino
+    }
+
+    /// Updates a node from a fresh HEAD of its own key.
+    pub fn refresh(&self, ino: u64, found: Found) -> Option<Attr> {
+        let mut state = self.state.lock().unwrap();
+        let node = state.nodes.get_mut(&ino)?;
+        if node.found.kind != found.kind {
+            return None;
+        }
+        node.found = found;
+        node.expires = Instant::now() + self.ttl;
+        Some(self.attr(ino, &node.found))
+    }
+
+    /// Marks a directory's attributes fresh again (they are synthetic; nothing to fetch).
+    pub fn touch(&self, ino: u64) {
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            n.expires = Instant::now() + self.ttl;
+        }
+    }
+
+    /// Forces the next use of this node to ask S3 again (e.g. after "object changed").
+    pub fn invalidate(&self, ino: u64) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            n.expires = Instant::now();
+            let parent = n.parent;
+            if let Some(p) = state.nodes.get_mut(&parent) {
+                p.listing = None;
+            }
+        }
+    }
+
+    pub fn set_negative(&self, parent: u64, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .negative
+            .insert((parent, name.to_owned()), Instant::now() + self.ttl);
+    }
+
+    pub fn is_negative(&self, parent: u64, name: &str) -> bool {
+        let mut state = self.state.lock().unwrap();
+        let key = (parent, name.to_owned());
+        match state.negative.get(&key) {
+            Some(&until) if Instant::now() < until => true,
+            Some(_) => {
+                state.negative.remove(&key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The directory's listing if fetched within the TTL.
+    pub fn fresh_listing(&self, ino: u64) -> Option<Arc<Vec<DirEntry>>> {
+        let state = self.state.lock().unwrap();
+        match &state.nodes.get(&ino)?.listing {
+            Some((entries, until)) if Instant::now() < *until => Some(entries.clone()),
+            _ => None,
+        }
+    }
+
+    /// Stores a complete listing (already filtered by [`build_listing`]) and records every
+    /// entry in the table, so readdir can report the same inode numbers lookup will.
+    pub fn set_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
+        let mut state = self.state.lock().unwrap();
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, found) in entries {
+            let child = self.upsert_locked(&mut state, ino, &name, found);
+            let attr = self.attr(child, &state.nodes[&child].found);
+            out.push(DirEntry {
+                name,
+                ino: child,
+                attr,
+            });
+        }
+        let out = Arc::new(out);
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            n.listing = Some((out.clone(), Instant::now() + self.ttl));
+        }
+        // Names absent from a fresh listing are known-absent for the TTL too.
+        state.negative.retain(|(p, _), _| *p != ino);
+        out
+    }
+
+    /// The kernel took a reference without a lookup (readdirplus).
+    pub fn add_lookup(&self, ino: u64) {
+        if let Some(node) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            node.lookups += 1;
+        }
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if let Some(node) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            node.lookups = node.lookups.saturating_sub(n);
+        }
+    }
+
+    /// The kernel's reference count, for tests and diagnostics.
+    pub fn lookups(&self, ino: u64) -> u64 {
+        self.state
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&ino)
+            .map_or(0, |n| n.lookups)
+    }
+
+    /// The name a node was found under.
+    pub fn name(&self, ino: u64) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&ino)
+            .map(|n| n.name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectInfo;
+
+    fn obj(name: &str, size: u64) -> ObjectInfo {
+        ObjectInfo {
+            name: name.into(),
+            size,
+            etag: format!("\"{name}\""),
+            last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn listing_rules() {
+        let pages = vec![
+            ListPage {
+                files: vec![
+                    obj("b", 1),
+                    obj("a", 2),
+                    obj("", 0),
+                    obj(&"x".repeat(256), 1),
+                ],
+                dirs: vec!["a".into(), "".into(), ".".into(), "..".into()],
+                next: Some("t".into()),
+            },
+            ListPage {
+                files: vec![obj("c\0", 1), obj("0", 3)],
+                dirs: vec!["z".into()],
+                next: None,
+            },
+        ];
+        let l = build_listing(&pages);
+        let names: Vec<_> = l.iter().map(|(n, f)| (n.as_str(), f.kind)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("0", Kind::File),
+                ("a", Kind::Dir), // the directory hides object `a`
+                ("b", Kind::File),
+                ("z", Kind::Dir),
+            ]
+        );
+    }
+
+    #[test]
+    fn inode_numbers_are_stable_and_kind_changes_renumber() {
+        let t = Inodes::new(Duration::from_secs(5));
+        let f = Found::file(&obj("f", 1));
+        let a1 = t.upsert(ROOT_INO, "f", f.clone(), true);
+        t.forget(a1.ino, 1);
+        assert_eq!(t.lookups(a1.ino), 0);
+        let a2 = t.upsert(ROOT_INO, "f", Found::file(&obj("f", 9)), true);
+        assert_eq!(a1.ino, a2.ino);
+        assert_eq!(a2.size, 9);
+        let d = t.upsert(ROOT_INO, "f", Found::dir(), true);
+        assert_ne!(d.ino, a1.ino);
+        assert_eq!(t.get(d.ino).unwrap().rel, "f/");
+        let c = t.upsert(d.ino, "g", f, false);
+        assert_eq!(t.get(c.ino).unwrap().rel, "f/g");
+    }
+
+    #[test]
+    fn head_mtime_survives_a_listing_of_the_same_version() {
+        let t = Inodes::new(Duration::from_secs(5));
+        let mut o = obj("f", 1);
+        let m = SystemTime::UNIX_EPOCH + Duration::new(42, 7);
+        o.mtime = Some(m);
+        t.upsert(ROOT_INO, "f", Found::file(&o), true);
+        let l = t.set_listing(ROOT_INO, vec![("f".into(), Found::file(&obj("f", 1)))]);
+        assert_eq!(l[0].attr.mtime, m);
+        let mut changed = obj("f", 1);
+        changed.etag = "\"other\"".into();
+        let l = t.set_listing(ROOT_INO, vec![("f".into(), Found::file(&changed))]);
+        assert_eq!(l[0].attr.mtime, changed.last_modified);
+    }
+
+    #[test]
+    fn negative_entries_expire() {
+        let t = Inodes::new(Duration::from_millis(30));
+        t.set_negative(ROOT_INO, "x");
+        assert!(t.is_negative(ROOT_INO, "x"));
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!t.is_negative(ROOT_INO, "x"));
+    }
+}

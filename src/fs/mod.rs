@@ -1,0 +1,415 @@
+//! The filesystem: a semantic core ([`Fs`]) that answers lookups, attributes, listings and
+//! reads in terms of [`Store`], and a thin FUSE adapter (`fuse.rs`) that links kernel
+//! requests to it. The core has no FUSE types in it, so it can be driven directly.
+//!
+//! Layers: `fuse.rs` → [`Fs`] → `inodes.rs` (metadata, TTLs) / `read.rs` (readers,
+//! readahead) → `cache.rs` (blocks) → [`Store`] (S3).
+
+pub mod cache;
+mod fuse;
+pub mod inodes;
+pub mod read;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+
+use crate::store::{Store, StoreError};
+use cache::BlockCache;
+use inodes::{Attr, DirEntry, Found, Inodes, Kind, ROOT_INO, build_listing, valid_name};
+use read::{FileReader, ReadShared};
+
+/// How a mount behaves. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub read_only: bool,
+    pub allow_other: bool,
+    /// Block cache budget in bytes (256 MiB).
+    pub cache_bytes: u64,
+    /// Read block size, one ranged GET each (1 MiB).
+    pub block_size: u64,
+    /// Readahead window cap per sequential reader (64 MiB).
+    pub max_readahead: u64,
+    /// How long attributes, listings and negative lookups are trusted (5 s); also the
+    /// kernel's entry and attribute timeouts. Zero is raised to 1 ms: never exactly zero.
+    pub metadata_ttl: Duration,
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// Prefetch GETs in flight across the mount.
+    pub max_prefetch_gets: usize,
+    /// FUSE worker threads (they only dispatch; work runs on the tokio runtime).
+    pub fuse_threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        // SAFETY: geteuid/getegid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            cache_bytes: 256 << 20,
+            block_size: 1 << 20,
+            max_readahead: 64 << 20,
+            metadata_ttl: Duration::from_secs(5),
+            uid,
+            gid,
+            file_mode: 0o644,
+            dir_mode: 0o755,
+            max_prefetch_gets: 32,
+            fuse_threads: 2,
+        }
+    }
+}
+
+/// An errno, the only error the FUSE side needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsError(pub i32);
+
+pub type FsResult<T> = Result<T, FsError>;
+
+impl From<&StoreError> for FsError {
+    fn from(e: &StoreError) -> Self {
+        match e {
+            StoreError::NotFound => {}
+            StoreError::Changed => tracing::warn!("object changed while reading"),
+            e => tracing::warn!(error = %e, "S3 request failed"),
+        }
+        FsError(e.errno())
+    }
+}
+
+impl From<StoreError> for FsError {
+    fn from(e: StoreError) -> Self {
+        FsError::from(&e)
+    }
+}
+
+struct OpenFile {
+    ino: u64,
+    reader: FileReader,
+}
+
+/// The semantic core of the mount.
+pub struct Fs {
+    store: Arc<Store>,
+    inodes: Inodes,
+    read: Arc<ReadShared>,
+    opts: MountOptions,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEntry>>>>>,
+    next_fh: AtomicU64,
+}
+
+impl Fs {
+    pub fn new(store: Store, mut opts: MountOptions) -> Self {
+        opts.metadata_ttl = opts.metadata_ttl.max(Duration::from_millis(1));
+        let store = Arc::new(store);
+        let cache = Arc::new(BlockCache::new(opts.cache_bytes));
+        let block = opts.block_size.max(4096);
+        let read = Arc::new(ReadShared::new(
+            store.clone(),
+            cache,
+            block,
+            opts.max_readahead,
+            opts.max_prefetch_gets,
+            // Unread prefetched blocks may use up to half the cache budget.
+            ((opts.cache_bytes / 2) / block).max(4) as usize,
+        ));
+        Fs {
+            store,
+            inodes: Inodes::new(opts.metadata_ttl),
+            read,
+            opts,
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn options(&self) -> &MountOptions {
+        &self.opts
+    }
+
+    pub fn inodes(&self) -> &Inodes {
+        &self.inodes
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.opts.metadata_ttl
+    }
+
+    fn dir_node(&self, ino: u64) -> FsResult<inodes::NodeInfo> {
+        let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
+        if node.kind != Kind::Dir {
+            return Err(FsError(libc::ENOTDIR));
+        }
+        Ok(node)
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        if name.len() > 255 {
+            return Err(FsError(libc::ENAMETOOLONG));
+        }
+        if !valid_name(name) {
+            return Err(FsError(libc::ENOENT));
+        }
+        let dir = self.dir_node(parent)?;
+        if let Some(child) = self.inodes.child(parent, name)
+            && child.fresh
+        {
+            self.inodes.add_lookup(child.ino);
+            return Ok(child.attr);
+        }
+        if self.inodes.is_negative(parent, name) {
+            return Err(FsError(libc::ENOENT));
+        }
+        if let Some(listing) = self.inodes.fresh_listing(parent) {
+            return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
+                Ok(i) => {
+                    self.inodes.add_lookup(listing[i].ino);
+                    Ok(listing[i].attr.clone())
+                }
+                Err(_) => {
+                    self.inodes.set_negative(parent, name);
+                    Err(FsError(libc::ENOENT))
+                }
+            };
+        }
+        // Ask S3 both questions at once: is `name/` a directory (it wins), is `name` an object?
+        let file_rel = format!("{}{name}", dir.rel);
+        let dir_rel = format!("{file_rel}/");
+        let (head, list) = tokio::join!(
+            self.store.head(&file_rel),
+            self.store.list_page_max(&dir_rel, None, 1)
+        );
+        let list = list?;
+        if !list.files.is_empty() || !list.dirs.is_empty() {
+            return Ok(self.inodes.upsert(parent, name, Found::dir(), true));
+        }
+        match head? {
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), true)),
+            None => {
+                self.inodes.set_negative(parent, name);
+                Err(FsError(libc::ENOENT))
+            }
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
+        if node.fresh {
+            return Ok(node.attr);
+        }
+        match node.kind {
+            Kind::Dir => {
+                self.inodes.touch(ino);
+                Ok(node.attr)
+            }
+            Kind::File => self.refresh_file(&node).await,
+        }
+    }
+
+    async fn refresh_file(&self, node: &inodes::NodeInfo) -> FsResult<Attr> {
+        match self.store.head(&node.rel).await? {
+            Some(info) => self
+                .inodes
+                .refresh(node.ino, Found::file(&info))
+                .ok_or(FsError(libc::ENOENT)),
+            None => Err(FsError(libc::ENOENT)),
+        }
+    }
+
+    /// Opens a file for reading; write access is refused (the mount is read-only for now).
+    pub async fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
+        if write {
+            return Err(FsError(libc::EROFS));
+        }
+        let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
+        if node.kind == Kind::Dir {
+            return Err(FsError(libc::EISDIR));
+        }
+        let (etag, size) = if node.fresh {
+            (node.etag.clone(), node.attr.size)
+        } else {
+            self.refresh_file(&node).await?;
+            let n = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
+            (n.etag, n.attr.size)
+        };
+        let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .unwrap()
+            .insert(fh, Arc::new(OpenFile { ino, reader }));
+        Ok(fh)
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let file = self
+            .files
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError(libc::EBADF))?;
+        file.reader.read(offset, size).await.map_err(|e| {
+            if matches!(*e, StoreError::Changed) {
+                // The next open must see the new version, not retry the old etag.
+                self.inodes.invalidate(file.ino);
+            }
+            FsError::from(&*e)
+        })
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.lock().unwrap().remove(&fh);
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.dir_node(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap().insert(fh, None);
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// The entries of a directory handle, `.` and `..` first. The listing is taken when the
+    /// handle is first read (or rewound to offset 0) and kept for the handle's life, so
+    /// offsets stay meaningful across the kernel's successive readdir calls.
+    pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        if offset > 0
+            && let Some(Some(snapshot)) = self.dirs.lock().unwrap().get(&fh)
+        {
+            return Ok(snapshot.clone());
+        }
+        let dir = self.dir_node(ino)?;
+        let listing = self.list_dir(ino, &dir.rel).await?;
+        let parent = self
+            .inodes
+            .get(dir.parent)
+            .map(|p| p.attr)
+            .unwrap_or_else(|| dir.attr.clone());
+        let mut entries = Vec::with_capacity(listing.len() + 2);
+        entries.push(DirEntry {
+            name: ".".into(),
+            ino,
+            attr: dir.attr.clone(),
+        });
+        entries.push(DirEntry {
+            name: "..".into(),
+            ino: parent.ino,
+            attr: parent,
+        });
+        entries.extend(listing.iter().cloned());
+        let snapshot = Arc::new(entries);
+        if let Some(slot) = self.dirs.lock().unwrap().get_mut(&fh) {
+            *slot = Some(snapshot.clone());
+        }
+        Ok(snapshot)
+    }
+
+    /// Every page of the directory's listing, cached for the metadata TTL.
+    async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.inodes.fresh_listing(ino) {
+            return Ok(l);
+        }
+        let mut pages = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.store.list_page(rel, next).await?;
+            next = page.next.clone();
+            pages.push(page);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(self.inodes.set_listing(ino, build_listing(&pages)))
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino != ROOT_INO {
+            self.inodes.forget(ino, n);
+        }
+    }
+
+    /// Checks that the prefix can be listed (used before mounting).
+    pub async fn check_access(&self) -> FsResult<()> {
+        self.store.check_access().await.map_err(FsError::from)
+    }
+}
+
+/// A live mount; dropping it unmounts.
+pub struct Mount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    fs: Arc<Fs>,
+}
+
+impl Mount {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
+    /// Unmounts and waits for the FUSE session thread to finish.
+    pub fn unmount(mut self) -> anyhow::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> anyhow::Result<()> {
+        if let Some(session) = self.session.take() {
+            session
+                .umount_and_join()
+                .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (e.g. `fusermount3 -u`).
+    pub fn join(mut self) -> anyhow::Result<()> {
+        if let Some(session) = self.session.take() {
+            session.join()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
+/// Mounts `store` at `mountpoint`. FUSE callbacks hand their work to `runtime` and reply
+/// from there, so no FUSE thread ever waits on the network.
+pub fn mount(
+    store: Store,
+    opts: MountOptions,
+    mountpoint: &Path,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<Mount> {
+    let fs = Arc::new(Fs::new(store, opts));
+    let session = fuse::spawn(fs.clone(), mountpoint, runtime)
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    Ok(Mount {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+        fs,
+    })
+}

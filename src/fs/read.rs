@@ -1,0 +1,304 @@
+//! Reading objects through a per-open-handle [`FileReader`].
+//!
+//! # Design
+//!
+//! An object is read in fixed blocks (1 MiB by default). Every block is one ranged GET that
+//! carries `If-Match: <etag seen at open>`, so a file replaced under a reader fails with
+//! EIO ("object changed while reading") instead of mixing bytes of two versions. Fetched
+//! blocks go into the shared [`BlockCache`], keyed by (key, etag, block), and any read
+//! whose blocks are all cached never touches S3.
+//!
+//! The kernel sends reads of at most 128 KiB, so a sequential reader only gets S3
+//! throughput if the next megabytes are already on their way when it asks. Each handle
+//! therefore tracks where the last read ended:
+//!
+//! - A read that starts at (or slightly before — async reads arrive out of order) that
+//!   point, or skips forward by less than the current window, is *sequential*. Each time a
+//!   sequential reader enters a new block, its readahead window doubles, from one block up
+//!   to `max_readahead` (64 MiB by default), and every block inside `[end, end + window)`
+//!   that is neither cached nor in flight is requested at once — several GETs in flight.
+//! - Any other read is *random*: the window falls back to one block, prefetches in flight
+//!   for this handle are dropped (aborting their GETs), and only the blocks the read
+//!   covers are fetched.
+//!
+//! # Backpressure
+//!
+//! Two semaphores shared by every handle of the mount bound the work:
+//! - `fetch_permits` bounds prefetch GETs in flight across the mount, so fifty sequential
+//!   readers share the connection pool fairly (tokio's semaphore is FIFO). Demand fetches
+//!   (blocks a read is waiting for right now) do not queue behind it, so a reader always
+//!   makes progress.
+//! - `readahead_budget` counts blocks that were prefetched but not yet consumed, so
+//!   memory held by readahead is bounded mount-wide. When it is exhausted a reader simply
+//!   prefetches less (`try_acquire`); the permit returns when the reader moves past the
+//!   block, seeks elsewhere, or closes.
+//!
+//! Dropping the handle drops its in-flight map, which aborts GETs nobody waits for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::fs::cache::{BlockCache, BlockKey};
+use crate::store::{Store, StoreError};
+
+pub type ReadResult<T> = Result<T, Arc<StoreError>>;
+
+/// What every reader of one mount shares.
+pub struct ReadShared {
+    pub store: Arc<Store>,
+    pub cache: Arc<BlockCache>,
+    pub block_size: u64,
+    pub max_readahead: u64,
+    fetch_permits: Arc<Semaphore>,
+    readahead_budget: Arc<Semaphore>,
+}
+
+impl ReadShared {
+    /// `max_prefetch_gets`: prefetch GETs in flight mount-wide; `readahead_blocks`: blocks
+    /// prefetched but not yet read, mount-wide.
+    pub fn new(
+        store: Arc<Store>,
+        cache: Arc<BlockCache>,
+        block_size: u64,
+        max_readahead: u64,
+        max_prefetch_gets: usize,
+        readahead_blocks: usize,
+    ) -> Self {
+        ReadShared {
+            store,
+            cache,
+            block_size: block_size.max(4096),
+            max_readahead: max_readahead.max(block_size),
+            fetch_permits: Arc::new(Semaphore::new(max_prefetch_gets.max(1))),
+            readahead_budget: Arc::new(Semaphore::new(readahead_blocks.max(1))),
+        }
+    }
+}
+
+type FetchFuture = Shared<BoxFuture<'static, ReadResult<Bytes>>>;
+
+struct Fetch {
+    fut: FetchFuture,
+    /// Held while a prefetched block waits to be read.
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Aborts the GET task once nobody can receive its result.
+struct AbortOnDrop(JoinHandle<ReadResult<Bytes>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct State {
+    /// End offset of the furthest sequential read so far.
+    last_end: u64,
+    /// Highest block a sequential read has entered.
+    last_block: Option<u64>,
+    window: u64,
+    inflight: HashMap<u64, Fetch>,
+}
+
+pub struct FileReader {
+    shared: Arc<ReadShared>,
+    rel: String,
+    etag: String,
+    size: u64,
+    state: Mutex<State>,
+}
+
+enum Part {
+    Ready(Bytes),
+    Pending(FetchFuture),
+}
+
+impl FileReader {
+    pub fn new(shared: Arc<ReadShared>, rel: String, etag: String, size: u64) -> Self {
+        let window = shared.block_size;
+        FileReader {
+            shared,
+            rel,
+            etag,
+            size,
+            state: Mutex::new(State {
+                last_end: 0,
+                last_block: None,
+                window,
+                inflight: HashMap::new(),
+            }),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    fn block_key(&self, block: u64) -> BlockKey {
+        BlockKey {
+            key: self.rel.clone(),
+            etag: self.etag.clone(),
+            block,
+        }
+    }
+
+    fn start_fetch(&self, block: u64, prefetch: bool) -> FetchFuture {
+        let sh = self.shared.clone();
+        let rel = self.rel.clone();
+        let etag = self.etag.clone();
+        let key = self.block_key(block);
+        let start = block * sh.block_size;
+        let len = sh.block_size.min(self.size - start);
+        let task = tokio::spawn(async move {
+            let _permit = if prefetch {
+                sh.fetch_permits.clone().acquire_owned().await.ok()
+            } else {
+                None
+            };
+            let data = sh
+                .store
+                .get_range(&rel, &etag, start, len)
+                .await
+                .map_err(Arc::new)?;
+            if data.len() as u64 != len {
+                return Err(Arc::new(StoreError::Other(format!(
+                    "short read: {} of {len} bytes at {start}",
+                    data.len()
+                ))));
+            }
+            sh.cache.insert(key, data.clone());
+            Ok(data)
+        });
+        let guard = AbortOnDrop(task);
+        async move {
+            let mut guard = guard;
+            match (&mut guard.0).await {
+                Ok(r) => r,
+                Err(e) => Err(Arc::new(StoreError::Other(format!("fetch task: {e}")))),
+            }
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// Reads up to `size` bytes at `offset`; fewer only at end of file.
+    pub async fn read(&self, offset: u64, size: u32) -> ReadResult<Bytes> {
+        if offset >= self.size || size == 0 {
+            return Ok(Bytes::new());
+        }
+        let bs = self.shared.block_size;
+        let end = (offset + u64::from(size)).min(self.size);
+        let first = offset / bs;
+        let last = (end - 1) / bs;
+
+        let parts: Vec<Part> = {
+            let mut st = self.state.lock().unwrap();
+            let skip = st.window.max(bs);
+            let sequential =
+                offset >= st.last_end.saturating_sub(bs) && offset <= st.last_end + skip;
+            if sequential {
+                if st.last_block.is_some_and(|b| last > b) {
+                    st.window = (st.window * 2).min(self.shared.max_readahead);
+                }
+                st.last_block = Some(st.last_block.map_or(last, |b| b.max(last)));
+                st.last_end = st.last_end.max(end);
+            } else {
+                st.window = bs;
+                st.inflight.clear();
+                st.last_block = Some(last);
+                st.last_end = end;
+            }
+            st.inflight.retain(|&b, _| b >= first);
+
+            let mut parts = Vec::with_capacity((last - first + 1) as usize);
+            for b in first..=last {
+                if let Some(f) = st.inflight.get(&b) {
+                    parts.push(Part::Pending(f.fut.clone()));
+                } else if let Some(data) = self.shared.cache.get(&self.block_key(b)) {
+                    parts.push(Part::Ready(data));
+                } else {
+                    let fut = self.start_fetch(b, false);
+                    st.inflight.insert(
+                        b,
+                        Fetch {
+                            fut: fut.clone(),
+                            _budget: None,
+                        },
+                    );
+                    parts.push(Part::Pending(fut));
+                }
+            }
+
+            if sequential {
+                let ra_end = (st.last_end + st.window).min(self.size);
+                let ra_last = ra_end.saturating_sub(1) / bs;
+                for b in (last + 1)..=ra_last {
+                    if st.inflight.contains_key(&b)
+                        || self.shared.cache.contains(&self.block_key(b))
+                    {
+                        continue;
+                    }
+                    let Ok(permit) = self.shared.readahead_budget.clone().try_acquire_owned()
+                    else {
+                        break;
+                    };
+                    let fut = self.start_fetch(b, true);
+                    st.inflight.insert(
+                        b,
+                        Fetch {
+                            fut,
+                            _budget: Some(permit),
+                        },
+                    );
+                }
+            }
+            parts
+        };
+
+        let mut blocks = Vec::with_capacity(parts.len());
+        for p in parts {
+            blocks.push(match p {
+                Part::Ready(b) => b,
+                Part::Pending(f) => f.await?,
+            });
+        }
+        let base = first * bs;
+        let (from, to) = ((offset - base) as usize, (end - base) as usize);
+        if blocks.len() == 1 {
+            return Ok(blocks.pop().unwrap().slice(from..to));
+        }
+        let mut out = BytesMut::with_capacity(to - from);
+        let mut pos = 0usize;
+        for b in blocks {
+            let (s, e) = (pos, pos + b.len());
+            let lo = from.max(s);
+            let hi = to.min(e);
+            if lo < hi {
+                out.extend_from_slice(&b[lo - s..hi - s]);
+            }
+            pos = e;
+        }
+        Ok(out.freeze())
+    }
+
+    /// Current readahead window in bytes (for tests and diagnostics).
+    pub fn window(&self) -> u64 {
+        self.state.lock().unwrap().window
+    }
+
+    /// Blocks requested and not yet passed by the reader.
+    pub fn in_flight(&self) -> usize {
+        self.state.lock().unwrap().inflight.len()
+    }
+}

@@ -1,0 +1,554 @@
+//! End-to-end: real FUSE mounts of a user's prefix against devstack, read-only.
+//! Needs /dev/fuse and root (as on the CI machines).
+
+mod support;
+
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use cognifs::fs::MountOptions;
+use support::*;
+
+const ALICE: (&str, &str) = ("alice", "alice-pass");
+const BOB: (&str, &str) = ("bob", "bob-pass");
+
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `ls -1a`, in the order the filesystem returns entries (`-f`: unsorted).
+fn ls_raw(dir: &std::path::Path) -> Vec<String> {
+    let out = Command::new("ls").arg("-1af").arg(dir).output().unwrap();
+    assert!(out.status.success(), "ls failed: {out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ls_stat_cat_and_refuses_writes() {
+    with_timeout(120, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let bucket = running.profile.bucket.clone();
+        put(
+            &admin,
+            &bucket,
+            &format!("{id}/hello.txt"),
+            "hello, world\n",
+        )
+        .await;
+        put(
+            &admin,
+            &bucket,
+            &format!("{id}/docs/readme.md"),
+            "# readme\n",
+        )
+        .await;
+        put(
+            &admin,
+            &bucket,
+            &format!("{id}/docs/deep/x.bin"),
+            vec![7u8; 3000],
+        )
+        .await;
+        put(&admin, &bucket, &format!("{id}/marker/"), "").await;
+        admin
+            .put_object()
+            .bucket(&bucket)
+            .key(format!("{id}/stamped"))
+            .metadata("mtime", "1234567890.5")
+            .body(b"t".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        blocking(move || {
+            // stat before any listing: the HEAD's x-amz-meta-mtime wins over Last-Modified.
+            let st = std::fs::metadata(root.join("stamped")).unwrap();
+            assert_eq!(
+                st.modified().unwrap(),
+                SystemTime::UNIX_EPOCH + Duration::new(1_234_567_890, 500_000_000)
+            );
+
+            assert_eq!(names(&root), ["docs", "hello.txt", "marker", "stamped"]);
+            assert_eq!(names(&root.join("docs")), ["deep", "readme.md"]);
+            assert_eq!(names(&root.join("docs/deep")), ["x.bin"]);
+            assert!(names(&root.join("marker")).is_empty());
+
+            let st = std::fs::metadata(root.join("hello.txt")).unwrap();
+            assert!(st.is_file());
+            assert_eq!(st.len(), 13);
+            assert_eq!(st.mode() & 0o7777, 0o644);
+            // SAFETY: geteuid has no preconditions.
+            assert_eq!(st.uid(), unsafe { libc::geteuid() });
+            let age = SystemTime::now()
+                .duration_since(st.modified().unwrap())
+                .unwrap_or_default();
+            assert!(
+                age < Duration::from_secs(300),
+                "mtime is Last-Modified: {age:?}"
+            );
+            let st = std::fs::metadata(root.join("docs")).unwrap();
+            assert!(st.is_dir());
+            assert_eq!(st.mode() & 0o7777, 0o755);
+            assert!(std::fs::metadata(root.join("marker")).unwrap().is_dir());
+            assert_eq!(
+                std::fs::metadata(root.join("docs/deep/x.bin"))
+                    .unwrap()
+                    .len(),
+                3000
+            );
+
+            assert_eq!(
+                std::fs::read_to_string(root.join("hello.txt")).unwrap(),
+                "hello, world\n"
+            );
+            let cat = Command::new("cat")
+                .arg(root.join("docs/readme.md"))
+                .output()
+                .unwrap();
+            assert_eq!(cat.stdout, b"# readme\n");
+            assert_eq!(
+                std::fs::read(root.join("docs/deep/x.bin")).unwrap(),
+                vec![7u8; 3000]
+            );
+
+            let missing = std::fs::metadata(root.join("nope")).unwrap_err();
+            assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+            // Twice: the second answer comes from the negative cache, and must agree.
+            assert!(std::fs::metadata(root.join("nope")).is_err());
+
+            let err = std::fs::write(root.join("new.txt"), "x").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+            let err = std::fs::OpenOptions::new()
+                .write(true)
+                .open(root.join("hello.txt"))
+                .unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+            let err = std::fs::create_dir(root.join("d")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+            let err = std::fs::remove_file(root.join("hello.txt")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+
+            // statfs answers with something plausible.
+            let df = Command::new("df").arg(&root).output().unwrap();
+            assert!(df.status.success(), "{df:?}");
+        })
+        .await;
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_object_sequential_and_random_reads_match() {
+    with_timeout(300, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let data = pseudo_random(48 << 20, 0x5eed);
+        put(
+            &admin,
+            &running.profile.bucket,
+            &format!("{id}/big.bin"),
+            data.clone(),
+        )
+        .await;
+
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let path = m.join("big.bin");
+        blocking_for(Duration::from_secs(240), move || {
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), data.len() as u64);
+
+            // Sequential, in the kernel's 128 KiB requests.
+            let mut f = std::fs::File::open(&path).unwrap();
+            let mut got = Vec::with_capacity(data.len());
+            f.read_to_end(&mut got).unwrap();
+            assert_eq!(got.len(), data.len());
+            assert!(got == data, "sequential read differs");
+
+            // Hundreds of random offsets and sizes, including block-crossing and EOF reads.
+            let f = std::fs::File::open(&path).unwrap();
+            let mut seed = 0x1234_5678_9abc_def1u64;
+            let mut next = move || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let len = data.len() as u64;
+            for i in 0..400 {
+                let off = next() % len;
+                let size = match i % 4 {
+                    0 => 1 + next() % 4096,
+                    1 => 1 + next() % (3 << 20),
+                    2 => (1 << 20) - (off % (1 << 20)) + 1 + next() % 1000, // crosses a block
+                    _ => 1 + next() % (256 << 10),
+                } as usize;
+                let mut buf = vec![0u8; size];
+                let n = read_fully_at(&f, &mut buf, off);
+                let want = (len - off).min(size as u64) as usize;
+                assert_eq!(n, want, "read {size} at {off}");
+                assert!(
+                    buf[..n] == data[off as usize..off as usize + n],
+                    "bytes differ: read {size} at {off}"
+                );
+            }
+            // Exactly at and past the end.
+            let mut buf = [0u8; 16];
+            assert_eq!(f.read_at(&mut buf, len).unwrap(), 0);
+            assert_eq!(read_fully_at(&f, &mut buf, len - 5), 5);
+            assert_eq!(&buf[..5], &data[data.len() - 5..]);
+        })
+        .await;
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+fn read_fully_at(f: &std::fs::File, buf: &mut [u8], off: u64) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = f.read_at(&mut buf[done..], off + done as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn directory_of_3000_objects_lists_completely_in_order() {
+    with_timeout(300, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let expected: Vec<String> = (0..3000).map(|i| format!("f{i:05}")).collect();
+        let objects = expected
+            .iter()
+            .map(|n| (format!("{id}/many/{n}"), n.as_bytes().to_vec()))
+            .collect();
+        put_many(&admin, &running.profile.bucket, objects, 64).await;
+
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let dir = m.join("many");
+        blocking(move || {
+            let listed = ls_raw(&dir);
+            assert_eq!(listed.len(), 3002, "all pages plus . and ..");
+            assert_eq!(&listed[..2], [".", ".."]);
+            assert_eq!(&listed[2..], &expected[..], "complete and in order");
+            // ls -l: every entry stats, sizes right.
+            for n in ["f00000", "f01000", "f02999"] {
+                assert_eq!(std::fs::metadata(dir.join(n)).unwrap().len(), 6);
+            }
+            assert_eq!(
+                std::fs::read_to_string(dir.join("f01999")).unwrap(),
+                "f01999"
+            );
+            let out = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
+            assert!(out.status.success());
+            assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3001); // + "total"
+        })
+        .await;
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn directory_hides_file_and_bad_keys_are_hidden() {
+    with_timeout(120, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let b = running.profile.bucket.clone();
+        let long = "L".repeat(300);
+        for (k, v) in [
+            ("a".to_owned(), "the hidden object"),
+            ("a/inner".to_owned(), "inner"),
+            ("bad//b".to_owned(), "empty segment"),
+            ("./x".to_owned(), "dot"),
+            ("../y".to_owned(), "dotdot"),
+            (long.clone(), "long name"),
+            (format!("ok/{long}/z"), "long dir"),
+            ("ok/fine".to_owned(), "fine"),
+            ("/leading".to_owned(), "leading slash"),
+            ("good".to_owned(), "good"),
+        ] {
+            put(&admin, &b, &format!("{id}/{k}"), v).await;
+        }
+
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        blocking(move || {
+            // `a` is a directory; the object `a` is hidden.
+            let st = std::fs::metadata(root.join("a")).unwrap();
+            assert!(st.is_dir());
+            assert_eq!(names(&root.join("a")), ["inner"]);
+            assert_eq!(
+                std::fs::read_to_string(root.join("a/inner")).unwrap(),
+                "inner"
+            );
+            let err = std::fs::read(root.join("a")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EISDIR), "{err}");
+
+            // Bad keys never appear, and never as mangled or duplicate `.`/`..`.
+            assert_eq!(ls_raw(&root), [".", "..", "a", "bad", "good", "ok"]);
+            assert_eq!(ls_raw(&root.join("bad")), [".", ".."]);
+            assert_eq!(ls_raw(&root.join("ok")), [".", "..", "fine"]);
+            // `./x` is key `x`'s neighbour, not `x`: the path resolves to a missing name.
+            assert!(std::fs::metadata(root.join("x")).is_err());
+            assert!(std::fs::metadata(root.join("y")).is_err());
+            assert!(std::fs::metadata(root.join("leading")).is_err());
+            let err = std::fs::metadata(root.join(&long)).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err}");
+            assert_eq!(std::fs::read_to_string(root.join("good")).unwrap(), "good");
+        })
+        .await;
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outside_change_is_seen_after_ttl_and_never_mixed() {
+    with_timeout(120, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let b = running.profile.bucket.clone();
+        put(&admin, &b, &format!("{id}/c.txt"), "version one").await;
+        let old = pseudo_random(8 << 20, 1);
+        let new = pseudo_random(8 << 20, 2);
+        put(&admin, &b, &format!("{id}/big.bin"), old.clone()).await;
+
+        let opts = MountOptions {
+            metadata_ttl: Duration::from_secs(1),
+            ..MountOptions::default()
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
+        let c = m.join("c.txt");
+        let c2 = c.clone();
+        assert_eq!(
+            blocking(move || std::fs::read_to_string(&c2).unwrap()).await,
+            "version one"
+        );
+        let before = blocking({
+            let root = m.path().to_path_buf();
+            move || names(&root)
+        })
+        .await;
+        assert_eq!(before, ["big.bin", "c.txt"]);
+
+        put(&admin, &b, &format!("{id}/c.txt"), "version two, longer").await;
+        put(&admin, &b, &format!("{id}/added.txt"), "new").await;
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let c2 = c.clone();
+        assert_eq!(
+            blocking(move || std::fs::read_to_string(&c2).unwrap()).await,
+            "version two, longer"
+        );
+        let root = m.path().to_path_buf();
+        assert_eq!(
+            blocking(move || names(&root)).await,
+            ["added.txt", "big.bin", "c.txt"],
+            "listing refreshed after the TTL"
+        );
+
+        // A reader that opened the old version gets EIO for blocks it has not read yet,
+        // never bytes of the new version.
+        let big = m.join("big.bin");
+        let f = blocking({
+            let big = big.clone();
+            let old = old.clone();
+            move || {
+                let f = std::fs::File::open(&big).unwrap();
+                let mut buf = vec![0u8; 4096];
+                f.read_exact_at(&mut buf, 0).unwrap();
+                assert_eq!(buf, old[..4096]);
+                f
+            }
+        })
+        .await;
+        put(&admin, &b, &format!("{id}/big.bin"), new.clone()).await;
+        let err = blocking(move || {
+            let mut buf = vec![0u8; 4096];
+            f.read_exact_at(&mut buf, 6 << 20).unwrap_err()
+        })
+        .await;
+        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        // A fresh open sees the new version whole.
+        let got = blocking(move || std::fs::read(&big).unwrap()).await;
+        assert!(got == new, "reopen reads the new version");
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unmount_works() {
+    with_timeout(60, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        put(
+            &admin_s3(&running),
+            &running.profile.bucket,
+            &format!("{id}/f"),
+            "x",
+        )
+        .await;
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        assert!(is_mounted(&root));
+        let r = root.clone();
+        assert_eq!(blocking(move || names(&r)).await, ["f"]);
+        let _m = blocking(move || {
+            let mut m = m;
+            m.unmount().map(|()| m)
+        })
+        .await
+        .expect("unmount");
+        assert!(!is_mounted(&root), "still mounted");
+        let r = root.clone();
+        assert!(
+            blocking(move || names(&r)).await.is_empty(),
+            "mount point is empty again"
+        );
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_users_see_only_their_own_prefix() {
+    with_timeout(120, async {
+        let running = start().await;
+        let alice_id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let bob_id = identity_of(&running, BOB.0, BOB.1).await;
+        assert_ne!(alice_id, bob_id);
+        let admin = admin_s3(&running);
+        let b = running.profile.bucket.clone();
+        put(&admin, &b, &format!("{alice_id}/alice.txt"), "alice's").await;
+        put(&admin, &b, &format!("{alice_id}/shared/a"), "a").await;
+        put(&admin, &b, &format!("{bob_id}/bob.txt"), "bob's").await;
+        put(&admin, &b, &format!("{bob_id}/shared/b"), "b").await;
+        put(&admin, &b, "toplevel.txt", "outside every prefix").await;
+
+        let ma = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let mb = mount_user(&running, BOB.0, BOB.1, MountOptions::default()).await;
+        assert_eq!(ma.identity_id, alice_id);
+        assert_eq!(mb.identity_id, bob_id);
+        let (ra, rb) = (ma.path().to_path_buf(), mb.path().to_path_buf());
+        blocking(move || {
+            assert_eq!(names(&ra), ["alice.txt", "shared"]);
+            assert_eq!(names(&rb), ["bob.txt", "shared"]);
+            assert_eq!(names(&ra.join("shared")), ["a"]);
+            assert_eq!(names(&rb.join("shared")), ["b"]);
+            assert_eq!(
+                std::fs::read_to_string(ra.join("alice.txt")).unwrap(),
+                "alice's"
+            );
+            assert_eq!(
+                std::fs::read_to_string(rb.join("bob.txt")).unwrap(),
+                "bob's"
+            );
+            assert!(std::fs::metadata(ra.join("bob.txt")).is_err());
+            assert!(std::fs::metadata(rb.join("alice.txt")).is_err());
+            assert!(std::fs::metadata(ra.join("toplevel.txt")).is_err());
+        })
+        .await;
+        drop(ma);
+        drop(mb);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_readers_all_make_progress() {
+    with_timeout(300, async {
+        // Every S3 request takes 100 ms, so a reader that had to wait for others to finish
+        // would be visible in the timings below.
+        let running = start_with(|o| o.latency = Duration::from_millis(100)).await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        const N: usize = 50;
+        const SIZE: usize = 4 << 20;
+        let objects = (0..N)
+            .map(|i| (format!("{id}/r/{i:02}"), pseudo_random(SIZE, i as u64 + 10)))
+            .collect();
+        put_many(&admin, &running.profile.bucket, objects, 50).await;
+
+        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        let dir = m.join("r");
+        let d = dir.clone();
+        assert_eq!(blocking(move || names(&d)).await.len(), N);
+
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(N));
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let path = dir.join(format!("{i:02}"));
+            let barrier = barrier.clone();
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let mut f = std::fs::File::open(&path).unwrap();
+                barrier.wait();
+                let start = Instant::now();
+                let mut buf = vec![0u8; 128 << 10];
+                let mut got = Vec::with_capacity(SIZE);
+                let mut first = None;
+                loop {
+                    let n = f.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    first.get_or_insert_with(|| start.elapsed());
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert!(
+                    got == pseudo_random(SIZE, i as u64 + 10),
+                    "reader {i} got wrong bytes"
+                );
+                (first.unwrap(), start.elapsed())
+            }));
+        }
+        let mut firsts = Vec::new();
+        let mut finishes = Vec::new();
+        for t in tasks {
+            let (first, done) = tokio::time::timeout(Duration::from_secs(200), t)
+                .await
+                .expect("a reader made no progress")
+                .expect("reader panicked");
+            firsts.push(first);
+            finishes.push(done);
+        }
+        let slowest_first = *firsts.iter().max().unwrap();
+        let fastest_finish = *finishes.iter().min().unwrap();
+        assert!(
+            slowest_first < fastest_finish,
+            "every reader got its first bytes before any reader finished: \
+             slowest first {slowest_first:?}, fastest finish {fastest_finish:?}"
+        );
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}

@@ -1,0 +1,353 @@
+//! Shared helpers for end-to-end tests: devstack in-process, a user's S3 credentials
+//! obtained the way cognifs does (hosted UI → PKCE code → tokens → Cognito Identity),
+//! seeding through an admin client, and mounts that always unmount.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::Region;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use cognifs::fs::{Mount, MountOptions};
+use cognifs::store::Store;
+use devstack::{Options, Running};
+use futures::StreamExt;
+
+pub const ADMIN: (&str, &str) = ("ADMINKEY", "admin-secret");
+
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+pub fn users() -> Vec<(String, String)> {
+    vec![
+        ("alice".into(), "alice-pass".into()),
+        ("bob".into(), "bob-pass".into()),
+    ]
+}
+
+pub async fn start_with(f: impl FnOnce(&mut Options)) -> Running {
+    install_crypto();
+    let mut options = Options {
+        users: users(),
+        admin: Some((ADMIN.0.into(), ADMIN.1.into())),
+        ..Options::default()
+    };
+    f(&mut options);
+    devstack::start(options).await.expect("devstack starts")
+}
+
+pub async fn start() -> Running {
+    start_with(|_| {}).await
+}
+
+/// Runs a test body with a deadline, so a hung mount fails the test instead of hanging it.
+pub async fn with_timeout<T>(secs: u64, body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), body)
+        .await
+        .unwrap_or_else(|_| panic!("test body exceeded {secs} s"))
+}
+
+/// Blocking file I/O off the runtime's workers (the FUSE replies come from those), with a
+/// deadline.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    blocking_for(Duration::from_secs(60), f).await
+}
+
+pub async fn blocking_for<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(f)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => panic!("blocking file operation exceeded {limit:?}"),
+    }
+}
+
+fn http() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Authorize → sign-in form → code → tokens (PKCE S256); returns the ID token.
+pub async fn id_token(running: &Running, user: &str, password: &str) -> String {
+    let verifier = devstack::cognito::random_token(48);
+    let challenge = URL_SAFE_NO_PAD.encode(devstack::cognito::sha256(verifier.as_bytes()));
+    let redirect = format!(
+        "http://localhost:{}/callback",
+        running.profile.callback_port
+    );
+    let mut url = url::Url::parse(&format!("{}/oauth2/authorize", running.base_url)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &running.profile.client_id)
+        .append_pair("redirect_uri", &redirect)
+        .append_pair("state", "st4te")
+        .append_pair("scope", "openid")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let page = http().get(url.as_str()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let form = [
+        ("username", user),
+        ("password", password),
+        ("client_id", running.profile.client_id.as_str()),
+        ("redirect_uri", redirect.as_str()),
+        ("state", "st4te"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+        ("response_type", "code"),
+        ("scope", "openid"),
+    ];
+    let resp = http()
+        .post(format!("{}/login", running.base_url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302, "sign-in should redirect");
+    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("code in redirect");
+    let resp = http()
+        .post(format!("{}/oauth2/token", running.base_url))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", running.profile.client_id.as_str()),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tokens: serde_json::Value = resp.json().await.unwrap();
+    tokens["id_token"].as_str().expect("id_token").to_owned()
+}
+
+/// GetId + GetCredentialsForIdentity; returns (identity id, credentials).
+pub async fn aws_credentials(running: &Running, id_token: &str) -> (String, Credentials) {
+    install_crypto();
+    let config = aws_sdk_cognitoidentity::Config::builder()
+        .behavior_version(aws_sdk_cognitoidentity::config::BehaviorVersion::latest())
+        .region(aws_sdk_cognitoidentity::config::Region::new(
+            running.profile.region.clone(),
+        ))
+        .endpoint_url(&running.profile.identity_endpoint)
+        .build();
+    let client = aws_sdk_cognitoidentity::Client::from_conf(config);
+    let provider = format!(
+        "cognito-idp.{}.amazonaws.com/{}",
+        running.profile.region, running.profile.user_pool_id
+    );
+    let id = client
+        .get_id()
+        .identity_pool_id(&running.profile.identity_pool_id)
+        .logins(&provider, id_token)
+        .send()
+        .await
+        .expect("GetId")
+        .identity_id
+        .unwrap();
+    let out = client
+        .get_credentials_for_identity()
+        .identity_id(&id)
+        .logins(&provider, id_token)
+        .send()
+        .await
+        .expect("GetCredentialsForIdentity");
+    let c = out.credentials.unwrap();
+    let creds = Credentials::new(
+        c.access_key_id.unwrap(),
+        c.secret_key.unwrap(),
+        c.session_token,
+        c.expiration
+            .map(|e| std::time::UNIX_EPOCH + Duration::from_secs(e.secs() as u64)),
+        "devstack-test",
+    );
+    (id, creds)
+}
+
+pub fn s3_client(running: &Running, creds: Credentials) -> aws_sdk_s3::Client {
+    install_crypto();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(Region::new(running.profile.region.clone()))
+        .endpoint_url(&running.profile.s3_endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+pub fn admin_s3(running: &Running) -> aws_sdk_s3::Client {
+    s3_client(
+        running,
+        Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"),
+    )
+}
+
+/// Signs `user` in; returns (identity id, an S3 client with that identity's credentials).
+pub async fn user_s3(
+    running: &Running,
+    user: &str,
+    password: &str,
+) -> (String, aws_sdk_s3::Client) {
+    let token = id_token(running, user, password).await;
+    let (id, creds) = aws_credentials(running, &token).await;
+    (id, s3_client(running, creds))
+}
+
+pub async fn put(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, data: impl Into<Vec<u8>>) {
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(data.into().into())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
+}
+
+/// PUTs many objects, `parallel` at a time.
+pub async fn put_many(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    objects: Vec<(String, Vec<u8>)>,
+    parallel: usize,
+) {
+    futures::stream::iter(objects)
+        .map(|(k, v)| async move { put(s3, bucket, &k, v).await })
+        .buffer_unordered(parallel)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A mount in a temporary directory that is unmounted on drop, panics included.
+pub struct MountGuard {
+    mount: Option<Mount>,
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    pub identity_id: String,
+}
+
+impl MountGuard {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    pub fn mount(&self) -> &Mount {
+        self.mount.as_ref().expect("mounted")
+    }
+
+    /// Unmounts now and reports the result.
+    pub fn unmount(&mut self) -> anyhow::Result<()> {
+        match self.mount.take() {
+            Some(m) => m.unmount(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        if let Some(m) = self.mount.take() {
+            // Unmount on another thread: if a test left a process stuck inside the mount, a
+            // join could wait forever; a lazy unmount below still detaches it.
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(m.unmount());
+            });
+            if !matches!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(()))) {
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(&self.path)
+                    .status();
+            }
+        }
+        if is_mounted(&self.path) {
+            // Never leave the temp dir's removal to fail on a live mount.
+            std::mem::forget(self.dir.take());
+        }
+    }
+}
+
+/// Whether `path` is a mount point, per /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|mp| mp == want))
+}
+
+/// Signs `user` in and mounts their prefix with `opts`.
+pub async fn mount_user(
+    running: &Running,
+    user: &str,
+    password: &str,
+    opts: MountOptions,
+) -> MountGuard {
+    let (identity_id, s3) = user_s3(running, user, password).await;
+    let store = Store::new(
+        s3,
+        running.profile.bucket.clone(),
+        format!("{identity_id}/"),
+    );
+    store
+        .check_access()
+        .await
+        .expect("user can list their prefix");
+    let dir = tempfile::Builder::new()
+        .prefix("cognifs-mnt-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    let handle = tokio::runtime::Handle::current();
+    let p = path.clone();
+    let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
+        .await
+        .expect("mount");
+    MountGuard {
+        mount: Some(mount),
+        dir: Some(dir),
+        path,
+        identity_id,
+    }
+}
+
+/// The identity id `user` gets, without mounting.
+pub async fn identity_of(running: &Running, user: &str, password: &str) -> String {
+    let token = id_token(running, user, password).await;
+    aws_credentials(running, &token).await.0
+}
