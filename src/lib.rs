@@ -2,5 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod fs;
+pub mod mounts;
 pub mod store;

@@ -1,1 +1,673 @@
-fn main() {}
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use cognifs::auth::identity::{Session, s3_client, start_refresher};
+use cognifs::auth::login::{Browser, LoginOptions, login};
+use cognifs::auth::tokens::{TokenStore, http_client, read_claims, revoke, unix_now};
+use cognifs::auth::{AuthError, profile_flag};
+use cognifs::config::{self, ConfigSource, Profile};
+use cognifs::fs::MountOptions;
+use cognifs::mounts;
+use cognifs::store::Store;
+
+/// Mount your own prefix of an S3 bucket, signed in through AWS Cognito.
+#[derive(Parser, Debug)]
+#[command(name = "cognifs", version)]
+struct Cli {
+    /// Config file (default: $COGNIFS_CONFIG, else $XDG_CONFIG_HOME/cognifs/config.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Profile (table) of the config file (default: $COGNIFS_PROFILE, else "default").
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sign in through the hosted sign-in page (authorization code + PKCE).
+    Login {
+        /// Print the URL and read back the address the browser was sent to.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Revoke the sign-in and delete the stored tokens.
+    Logout,
+    /// Who is signed in, where the data lives, and the running mounts.
+    Status,
+    /// Mount the profile's prefix at DIR (default: the profile's mount_point).
+    Mount(MountArgs),
+    /// Unmount DIR and wait for its cognifs process to exit.
+    Unmount { dir: PathBuf },
+    /// Start a local Cognito + S3 stand-in, sign a demo user in, and mount at DIR.
+    Demo { dir: PathBuf },
+    /// Read or import configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// The resolved profile and where each value came from.
+    Show,
+    /// Write a profile from a web app's .env (VITE_APP_*, REACT_APP_* or bare names).
+    Import { env_file: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+struct MountArgs {
+    dir: Option<PathBuf>,
+    /// Stay in the foreground (logs also to stderr).
+    #[arg(short, long)]
+    foreground: bool,
+    #[arg(long)]
+    read_only: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
+    /// Block cache budget, e.g. 512MiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    cache_size: u64,
+    /// Read block size, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    block_size: u64,
+    /// Largest readahead window of a sequential reader.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_readahead: u64,
+    /// Seconds that attributes and listings are trusted.
+    #[arg(long, default_value_t = 5.0)]
+    metadata_ttl: f64,
+    #[arg(long)]
+    uid: Option<u32>,
+    #[arg(long)]
+    gid: Option<u32>,
+    /// Mode of files, octal.
+    #[arg(long, value_parser = parse_mode)]
+    file_mode: Option<u16>,
+    /// Mode of directories, octal.
+    #[arg(long, value_parser = parse_mode)]
+    dir_mode: Option<u16>,
+}
+
+/// Exit status when the profile is not signed in: distinct, so a service manager can avoid
+/// restarting into the same failure.
+const EXIT_SIGNED_OUT: u8 = 3;
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
+fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 0644"))
+}
+
+fn source(cli: &Cli) -> ConfigSource {
+    ConfigSource {
+        path: cli.config.clone(),
+        profile: cli.profile.clone(),
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("cognifs: {err:#}");
+            if err.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<AuthError>(),
+                    Some(AuthError::NotSignedIn { .. } | AuthError::SignedOut { .. })
+                )
+            }) {
+                ExitCode::from(EXIT_SIGNED_OUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    // Never below info for the HTTP stacks: their debug output can carry headers.
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            .add_directive("s3s=warn".parse().expect("static directive"))
+            .add_directive("aws_smithy_runtime=info".parse().expect("static directive"))
+            .add_directive("aws_sigv4=info".parse().expect("static directive"))
+            .add_directive("hyper=info".parse().expect("static directive"))
+            .add_directive("reqwest=info".parse().expect("static directive"))
+    };
+    let file_layer = match log_file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(filter()),
+            )
+        }
+        None => None,
+    };
+    let stderr_layer = to_stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .ok();
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let src = source(&cli);
+    match cli.command {
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", config::show(&src)?);
+        }
+        Command::Config(ConfigCommand::Import { env_file }) => {
+            let report = config::import_env(&env_file, &src)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            println!(
+                "wrote profile [{}] to {}",
+                report.profile,
+                report.config_path.display()
+            );
+            println!("next: cognifs login{}", profile_flag(&report.profile));
+        }
+        Command::Login { no_browser } => {
+            let profile = config::load(&src)?;
+            let store = TokenStore::for_profile(&profile);
+            let browser = if no_browser {
+                Browser::Paste
+            } else {
+                Browser::System
+            };
+            let state = runtime()?.block_on(login(
+                &profile,
+                &store,
+                LoginOptions {
+                    browser,
+                    ..Default::default()
+                },
+            ))?;
+            println!(
+                "Signed in as {} (profile {}). Next: cognifs mount{} DIR",
+                state
+                    .username
+                    .as_deref()
+                    .or(state.email.as_deref())
+                    .unwrap_or("?"),
+                profile.name,
+                profile_flag(&profile.name)
+            );
+        }
+        Command::Logout => {
+            let profile = config::load(&src)?;
+            let store = TokenStore::for_profile(&profile);
+            let Some(state) = store.load()? else {
+                println!("Not signed in (profile {}).", profile.name);
+                return Ok(ExitCode::SUCCESS);
+            };
+            if let Err(e) =
+                runtime()?.block_on(revoke(&profile, &state.refresh_token, &http_client()))
+            {
+                eprintln!(
+                    "warning: could not revoke the sign-in at {} ({e}); deleting it locally anyway",
+                    profile.domain
+                );
+            }
+            store.delete()?;
+            println!("Signed out (profile {}).", profile.name);
+        }
+        Command::Status => return status(&src),
+        Command::Mount(args) => return mount(&src, args),
+        Command::Unmount { dir } => unmount(&dir)?,
+        Command::Demo { dir } => demo(&dir)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fmt_time(unix: u64) -> String {
+    let now = unix_now();
+    if unix > now {
+        format!("in {}m{:02}s", (unix - now) / 60, (unix - now) % 60)
+    } else {
+        format!(
+            "{}m{:02}s ago (expired; renewed on next use)",
+            (now - unix) / 60,
+            (now - unix) % 60
+        )
+    }
+}
+
+fn status(src: &ConfigSource) -> anyhow::Result<ExitCode> {
+    let profile = config::load(src)?;
+    let store = TokenStore::for_profile(&profile);
+    let Some(state) = store.load()? else {
+        eprintln!(
+            "Not signed in (profile {}). Run: cognifs login{}",
+            profile.name,
+            profile_flag(&profile.name)
+        );
+        return Ok(ExitCode::from(EXIT_SIGNED_OUT));
+    };
+    let claims = state
+        .id_token
+        .as_deref()
+        .map(read_claims)
+        .unwrap_or_default();
+    println!(
+        "profile        {} ({})",
+        profile.name,
+        profile.config_path.display()
+    );
+    println!(
+        "signed in as   {} <{}>",
+        claims.username.as_deref().unwrap_or("?"),
+        claims.email.as_deref().unwrap_or("no email")
+    );
+    match &state.identity_id {
+        Some(id) => {
+            println!("identity       {id}");
+            println!(
+                "data           s3://{}/{}",
+                profile.bucket,
+                profile.prefix_for(id)
+            );
+        }
+        None => println!("identity       not looked up yet (first mount does it)"),
+    }
+    if let Some(exp) = state.id_token_expires {
+        println!("ID token       expires {}", fmt_time(exp));
+    }
+    let running = mounts::running(&config::state_dir(), &profile.name);
+    if running.is_empty() {
+        println!("mounts         none");
+    }
+    for m in running {
+        println!("mount          {} (pid {})", m.mountpoint.display(), m.pid);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
+    let mut opts = MountOptions {
+        read_only: args.read_only,
+        allow_other: args.allow_other,
+        cache_bytes: args.cache_size,
+        block_size: args.block_size,
+        max_readahead: args.max_readahead,
+        ..MountOptions::default()
+    };
+    if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
+        bail!("--metadata-ttl must be a number of seconds");
+    }
+    opts.metadata_ttl = Duration::from_secs_f64(args.metadata_ttl);
+    if args.block_size > 64 << 20 {
+        bail!("--block-size above 64MiB makes every random read fetch too much");
+    }
+    if args.cache_size < args.block_size * 4 {
+        bail!("--cache-size must hold at least four blocks");
+    }
+    opts.uid = args.uid.unwrap_or(opts.uid);
+    opts.gid = args.gid.unwrap_or(opts.gid);
+    opts.file_mode = args.file_mode.unwrap_or(opts.file_mode);
+    opts.dir_mode = args.dir_mode.unwrap_or(opts.dir_mode);
+    Ok(opts)
+}
+
+/// The checks that need no network: a mount point that is a directory, empty, and FUSE.
+fn check_mountpoint(dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = dir.canonicalize().with_context(|| {
+        format!(
+            "mount point {} does not exist (create it with mkdir)",
+            dir.display()
+        )
+    })?;
+    if !dir.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    if mounts::is_mounted(&dir) {
+        bail!(
+            "{} is already mounted (cognifs unmount {} first)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if std::fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "mount point {} is not empty; cognifs mounts only on an empty directory",
+            dir.display()
+        );
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: FUSE is not available. Install it (Debian/Ubuntu: apt-get install fuse3) and load the module (modprobe fuse)"
+        );
+    }
+    Ok(dir)
+}
+
+fn mount(src: &ConfigSource, args: MountArgs) -> anyhow::Result<ExitCode> {
+    let profile = config::load(src)?;
+    let dir = match (&args.dir, &profile.mount_point) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => bail!(
+            "no mount point: give DIR, or set mount_point in profile [{}] of {}",
+            profile.name,
+            profile.config_path.display()
+        ),
+    };
+    let dir = check_mountpoint(&dir)?;
+    let opts = mount_options(&args)?;
+    if !args.foreground {
+        return daemonize(&dir, &profile);
+    }
+    let log = config::state_dir().join(&profile.name).join("cognifs.log");
+    let daemon_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
+    init_logging(Some(&log), !daemon_child)?;
+    let rt = runtime()?;
+    let session = Session::new(profile.clone());
+    serve(&rt, session, &dir, opts, None)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Signs in, mounts, and serves until a signal or an outside unmount. `ready` is told once
+/// the mount answers.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    session: Session,
+    dir: &Path,
+    opts: MountOptions,
+    ready: Option<Box<dyn FnOnce(&str)>>,
+) -> anyhow::Result<()> {
+    let profile = session.profile.clone();
+    let refresher = rt.block_on(start_refresher(session))?;
+    let prefix = profile.prefix_for(&refresher.identity_id);
+    let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
+    let store = Store::new(
+        s3_client(&profile, refresher.credentials.clone()),
+        profile.bucket.clone(),
+        prefix,
+    );
+    rt.block_on(store.check_access())
+        .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
+    let mount = cognifs::fs::mount(store, opts, dir, rt.handle().clone())?;
+    let _registration = mounts::register(
+        &config::state_dir(),
+        mounts::MountRecord {
+            pid: std::process::id(),
+            mountpoint: dir.to_path_buf(),
+            profile: profile.name.clone(),
+            s3_url: s3_url.clone(),
+            started: unix_now(),
+        },
+    )
+    .ok();
+    tracing::info!(mountpoint = %dir.display(), %s3_url, "mounted");
+    if let Some(ready) = ready {
+        ready(&s3_url);
+    }
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = interval.tick() => {
+                    if !mounts::is_mounted(dir) {
+                        tracing::info!("unmounted from outside");
+                        break;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!(mountpoint = %dir.display(), "unmounting");
+    if mounts::is_mounted(dir) {
+        mount.unmount()?;
+    } else {
+        drop(mount);
+    }
+    Ok(())
+}
+
+const DAEMON_CHILD_ENV: &str = "COGNIFS_DAEMON_CHILD";
+
+/// Runs the mount as a detached child and returns once it answers, or with its error.
+fn daemonize(dir: &Path, profile: &Profile) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("locating the cognifs executable")?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.push("--foreground".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .env(DAEMON_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the mount process")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use std::io::Read;
+                let _ = stderr.read_to_string(&mut err);
+            }
+            eprint!("{err}");
+            return Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(1, 255) as u8
+            ));
+        }
+        if mounts::is_mounted(dir) {
+            println!(
+                "mounted {} (profile {}, pid {}); logs in {}",
+                dir.display(),
+                profile.name,
+                child.id(),
+                config::state_dir()
+                    .join(&profile.name)
+                    .join("cognifs.log")
+                    .display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount did not answer within 60 s; see the log under {}",
+                config::state_dir().join(&profile.name).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn unmount(dir: &Path) -> anyhow::Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", dir.display()))?;
+    if !mounts::is_mounted(&dir) {
+        bail!("{} is not mounted", dir.display());
+    }
+    let record = mounts::find_by_mountpoint(&config::state_dir(), &dir);
+    let fusermount = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&dir)
+        .status();
+    let ok = match fusermount {
+        Ok(s) if s.success() => true,
+        _ => std::process::Command::new("umount")
+            .arg(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+    };
+    if !ok {
+        bail!(
+            "could not unmount {} (is a file in it still open? `fuser -m {}` lists who uses it)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if let Some(r) = record
+        && !mounts::wait_for_exit(r.pid, Duration::from_secs(60))
+    {
+        bail!(
+            "unmounted, but cognifs process {} has not exited yet",
+            r.pid
+        );
+    }
+    println!("unmounted {}", dir.display());
+    Ok(())
+}
+
+fn demo(dir: &Path) -> anyhow::Result<()> {
+    let dir = check_mountpoint(dir)?;
+    init_logging(None, true)?;
+    let rt = runtime()?;
+    let data_dir = config::state_dir().join("demo");
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let running = rt.block_on(devstack::start(devstack::Options {
+        data_dir: Some(data_dir.join("s3")),
+        callback_port: free_port,
+        ..devstack::Options::default()
+    }))?;
+    let profile = cognifs::demo::profile_for(&running, data_dir.join("config.toml"));
+    running.write_config(&data_dir.join("config.toml"))?;
+    let store = TokenStore::new(&data_dir, "tokens");
+    let (user, password) = devstack::DEMO_USER;
+    let browser = Browser::Custom(Box::new(move |url| {
+        tokio::spawn(async move {
+            if let Err(e) = cognifs::demo::scripted_sign_in(url, user.into(), password.into()).await
+            {
+                eprintln!("demo sign-in failed: {e}");
+            }
+        });
+    }));
+    rt.block_on(login(
+        &profile,
+        &store,
+        LoginOptions {
+            browser,
+            timeout: Duration::from_secs(30),
+        },
+    ))?;
+    let session = Session::with_store(profile, store);
+    let objects = data_dir.join("s3");
+    let shown = dir.clone();
+    let ready = Box::new(move |s3_url: &str| {
+        println!(
+            "\ncognifs demo: {s3_url} is mounted at {}\n",
+            shown.display()
+        );
+        println!(
+            "  try:   ls -la {0}    cat {0}/welcome.txt    (writes arrive with the write path)",
+            shown.display()
+        );
+        println!(
+            "  data:  devstack keeps objects under {}",
+            objects.display()
+        );
+        println!("  stop:  Ctrl-C (unmounts and stops devstack)\n");
+    });
+    seed_demo(&rt, &session)?;
+    let result = serve(&rt, session, &dir, MountOptions::default(), Some(ready));
+    rt.block_on(running.shutdown());
+    result
+}
+
+/// Puts a welcome file in the demo user's prefix, with the user's own credentials.
+fn seed_demo(rt: &tokio::runtime::Runtime, session: &Session) -> anyhow::Result<()> {
+    rt.block_on(async {
+        let (identity_id, creds) = session.fetch_credentials().await?;
+        let client = s3_client(&session.profile, creds);
+        let key = format!("{}welcome.txt", session.profile.prefix_for(&identity_id));
+        let text = "Welcome to cognifs.\nThis file is an S3 object in your own prefix, served by a local devstack.\n";
+        client
+            .put_object()
+            .bucket(&session.profile.bucket)
+            .key(key)
+            .body(text.as_bytes().to_vec().into())
+            .send()
+            .await
+            .context("seeding the demo bucket")?;
+        anyhow::Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_modes_parse() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert!(parse_mode("999").is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Running mounts: a small registry under the state dir (`{profile}/mounts/{pid}.json`) that
+//! `cognifs status` and `cognifs unmount` read, and the kernel's view of what is mounted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MountRecord {
+    pub pid: u32,
+    pub mountpoint: PathBuf,
+    pub profile: String,
+    pub s3_url: String,
+    /// Unix seconds when the mount started.
+    pub started: u64,
+}
+
+fn dir(state_dir: &Path, profile: &str) -> PathBuf {
+    state_dir.join(profile).join("mounts")
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Records this process's mount; the guard removes the record when dropped.
+pub fn register(state_dir: &Path, record: MountRecord) -> std::io::Result<Registration> {
+    let dir = dir(state_dir, &record.profile);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{}.json", record.pid));
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?,
+    )?;
+    Ok(Registration { path })
+}
+
+pub struct Registration {
+    path: PathBuf,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Mounts of `profile` whose process is still running; stale records are removed.
+pub fn running(state_dir: &Path, profile: &str) -> Vec<MountRecord> {
+    let Ok(entries) = std::fs::read_dir(dir(state_dir, profile)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let Some(record) = std::fs::read(entry.path())
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<MountRecord>(&raw).ok())
+        else {
+            continue;
+        };
+        if alive(record.pid) && is_mounted(&record.mountpoint) {
+            out.push(record);
+        } else if !alive(record.pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    out
+}
+
+/// Every running mount of any profile (for `unmount`, which is given only a path).
+pub fn find_by_mountpoint(state_dir: &Path, mountpoint: &Path) -> Option<MountRecord> {
+    let profiles = std::fs::read_dir(state_dir).ok()?;
+    profiles
+        .flatten()
+        .filter_map(|p| p.file_name().into_string().ok())
+        .flat_map(|profile| running(state_dir, &profile))
+        .find(|r| r.mountpoint == mountpoint)
+}
+
+/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = Vec::new();
+    let bytes = field.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let v = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 4]).unwrap_or("0"), 8)
+                .unwrap_or(b'?');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether a cognifs FUSE filesystem is mounted at `path` (already canonical).
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let fstype = line
+            .split(" - ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_default();
+        fields
+            .get(4)
+            .is_some_and(|mp| Path::new(&unescape_mountinfo(mp)) == path)
+            && fstype.starts_with("fuse")
+    })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Waits until `pid` is gone, up to `limit`.
+pub fn wait_for_exit(pid: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(
+            unescape_mountinfo(r"/home/me/my\040cloud"),
+            "/home/me/my cloud"
+        );
+        assert_eq!(unescape_mountinfo(r"/a\134b"), r"/a\b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn registry_lists_live_records_and_drops_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = MountRecord {
+            pid: u32::MAX - 1,
+            mountpoint: "/x".into(),
+            profile: "p".into(),
+            s3_url: "s3://b/x/".into(),
+            started: 0,
+        };
+        let reg = register(dir.path(), dead).unwrap();
+        assert!(running(dir.path(), "p").is_empty());
+        assert!(!reg.path.exists(), "a dead process's record is cleaned up");
+    }
+}
