@@ -332,7 +332,15 @@ fn status(src: &ConfigSource) -> anyhow::Result<ExitCode> {
         println!("mounts         none");
     }
     for m in running {
-        println!("mount          {} (pid {})", m.mountpoint.display(), m.pid);
+        let creds = m
+            .credentials_expire
+            .map(|e| format!(", credentials expire {}", fmt_time(e)));
+        println!(
+            "mount          {} (pid {}{})",
+            m.mountpoint.display(),
+            m.pid,
+            creds.unwrap_or_default()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -441,17 +449,21 @@ fn serve(
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
     let mount = cognifs::fs::mount(store, opts, dir, rt.handle().clone())?;
-    let _registration = mounts::register(
-        &config::state_dir(),
-        mounts::MountRecord {
-            pid: std::process::id(),
-            mountpoint: dir.to_path_buf(),
-            profile: profile.name.clone(),
-            s3_url: s3_url.clone(),
-            started: unix_now(),
-        },
-    )
-    .ok();
+    let expiry_secs = || {
+        let expiry = refresher.credentials.expiry()?;
+        Some(expiry.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+    };
+    let mut record = mounts::MountRecord {
+        pid: std::process::id(),
+        mountpoint: dir.to_path_buf(),
+        profile: profile.name.clone(),
+        s3_url: s3_url.clone(),
+        started: unix_now(),
+        credentials_expire: expiry_secs(),
+    };
+    let registration = mounts::register(&config::state_dir(), record.clone())
+        .inspect_err(|e| tracing::warn!("cannot record the mount for `cognifs status`: {e}"))
+        .ok();
     tracing::info!(mountpoint = %dir.display(), %s3_url, "mounted");
     if let Some(ready) = ready {
         ready(&s3_url);
@@ -467,6 +479,10 @@ fn serve(
                     if !mounts::is_mounted(dir) {
                         tracing::info!("unmounted from outside");
                         break;
+                    }
+                    if let Some(reg) = &registration && record.credentials_expire != expiry_secs() {
+                        record.credentials_expire = expiry_secs();
+                        let _ = reg.update(&record);
                     }
                 }
             }

@@ -14,6 +14,9 @@ pub struct MountRecord {
     pub s3_url: String,
     /// Unix seconds when the mount started.
     pub started: u64,
+    /// Unix seconds when the credentials in use expire (renewed well before).
+    #[serde(default)]
+    pub credentials_expire: Option<u64>,
 }
 
 fn dir(state_dir: &Path, profile: &str) -> PathBuf {
@@ -28,16 +31,27 @@ fn alive(pid: u32) -> bool {
 pub fn register(state_dir: &Path, record: MountRecord) -> std::io::Result<Registration> {
     let dir = dir(state_dir, &record.profile);
     std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.json", record.pid));
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?,
-    )?;
-    Ok(Registration { path })
+    let registration = Registration {
+        path: dir.join(format!("{}.json", record.pid)),
+    };
+    registration.update(&record)?;
+    Ok(registration)
 }
 
 pub struct Registration {
     path: PathBuf,
+}
+
+impl Registration {
+    /// Rewrites the record atomically, so `status` never reads half of it.
+    pub fn update(&self, record: &MountRecord) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(tmp, &self.path)
+    }
 }
 
 impl Drop for Registration {
@@ -164,6 +178,7 @@ mod tests {
             profile: "p".into(),
             s3_url: "s3://b/x/".into(),
             started: 0,
+            credentials_expire: None,
         };
         let reg = register(dir.path(), dead).unwrap();
         assert!(running(dir.path(), "p").is_empty());
