@@ -197,7 +197,8 @@ fn login_status_mount_unmount_logout() {
     assert!(
         status.contains("alice")
             && status.contains(&identity)
-            && status.contains(mountpoint.to_str().unwrap()),
+            && status.contains(mountpoint.to_str().unwrap())
+            && status.contains("credentials expire in"),
         "{status}"
     );
     assert!(
