@@ -259,6 +259,8 @@ async fn refresh_loop(
     let mut delay = renew_delay(obtained, expiry);
     loop {
         tokio::time::sleep(delay).await;
+        // Taken before the attempt, so a login that lands while it fails is not missed.
+        let seen = session.store.fingerprint();
         match session.fetch_credentials().await {
             Ok((_, creds)) => {
                 obtained = SystemTime::now();
@@ -275,8 +277,7 @@ async fn refresh_loop(
             ) => {
                 tracing::error!(profile, "{err}");
                 let _ = tx.send(CredentialState::SignedOut(err.to_string()));
-                let seen = session.store.modified();
-                while session.store.modified() == seen {
+                while session.store.fingerprint() == seen {
                     tokio::time::sleep(SIGNED_OUT_POLL).await;
                 }
                 tracing::info!(profile, "token file changed; signing in again");

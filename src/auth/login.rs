@@ -93,8 +93,8 @@ pub async fn login(
         Ok(cb) => cb?,
         Err(_) => {
             return Err(AuthError::Login(format!(
-                "no sign-in arrived within {} minutes; run `cognifs login` again",
-                options.timeout.as_secs() / 60
+                "no sign-in arrived within {}; run `cognifs login` again",
+                human_duration(options.timeout)
             )));
         }
     };
@@ -117,6 +117,13 @@ pub async fn login(
         let _ = respond(&mut stream, status, &body).await;
     }
     result
+}
+
+fn human_duration(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 120 => format!("{s} seconds"),
+        s => format!("{} minutes", s / 60),
+    }
 }
 
 async fn finish(

@@ -20,8 +20,7 @@ use oauth2::basic::{
 };
 use oauth2::{
     AuthUrl, ClientId, EndpointNotSet, EndpointSet, ExtraTokenFields, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, StandardRevocableToken, StandardTokenResponse, TokenResponse,
-    TokenUrl,
+    RequestTokenError, StandardRevocableToken, StandardTokenResponse, TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +45,7 @@ pub type CognitoClient = oauth2::Client<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
-    EndpointSet,
+    EndpointNotSet,
     EndpointSet,
 >;
 
@@ -63,7 +62,6 @@ pub fn oauth_client(profile: &Profile) -> Result<CognitoClient, AuthError> {
         oauth2::Client::new(ClientId::new(profile.client_id.clone()))
             .set_auth_uri(AuthUrl::new(url("/oauth2/authorize")).map_err(bad)?)
             .set_token_uri(TokenUrl::new(url("/oauth2/token")).map_err(bad)?)
-            .set_revocation_url(RevocationUrl::new(url("/oauth2/revoke")).map_err(bad)?)
             .set_redirect_uri(RedirectUrl::new(profile.redirect_uri()).map_err(bad)?),
     )
 }
@@ -309,9 +307,12 @@ impl TokenStore {
         }
     }
 
-    /// Modification time, to notice another process (a new `cognifs login`) rewriting it.
-    pub fn modified(&self) -> Option<SystemTime> {
-        fs::metadata(self.path()).and_then(|m| m.modified()).ok()
+    /// Changes whenever the file is rewritten, replaced or chmod-ed (ctime, inode, mode), to
+    /// notice a new `cognifs login` or a permissions fix by another process.
+    pub fn fingerprint(&self) -> Option<(i64, i64, u64, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(self.path()).ok()?;
+        Some((m.ctime(), m.ctime_nsec(), m.ino(), m.mode()))
     }
 }
 
@@ -349,24 +350,35 @@ pub async fn revoke(
     refresh_token: &str,
     http: &reqwest::Client,
 ) -> Result<(), AuthError> {
-    let client = oauth_client(profile)?;
-    let token = StandardRevocableToken::RefreshToken(RefreshToken::new(refresh_token.to_owned()));
-    client
-        .revoke_token(token)
-        .map_err(|e| AuthError::Config(e.to_string()))?
-        .request_async(http)
+    // Sent by hand: the oauth2 crate refuses a revocation endpoint that is not https, which
+    // rules out devstack and any loopback test server.
+    let resp = http
+        .post(format!("{}/oauth2/revoke", profile.domain))
+        .form(&[
+            ("token", refresh_token),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", profile.client_id.as_str()),
+        ])
+        .send()
         .await
-        .map_err(|e| match e {
-            RequestTokenError::ServerResponse(r) => {
-                AuthError::Token(format!("revocation refused: {}", r.error().as_ref()))
-            }
-            RequestTokenError::Request(e) => AuthError::Network(format!(
+        .map_err(|e| {
+            AuthError::Network(format!(
                 "cannot reach {}: {}",
                 profile.domain,
                 error_chain(&e)
-            )),
-            _ => AuthError::Token("revocation failed".into()),
-        })
+            ))
+        })?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    let status = resp.status();
+    let code = resp
+        .json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.to_string());
+    Err(AuthError::Token(format!("revocation refused: {code}")))
 }
 
 #[cfg(test)]

@@ -351,3 +351,236 @@ pub async fn identity_of(running: &Running, user: &str, password: &str) -> Strin
     let token = id_token(running, user, password).await;
     aws_credentials(running, &token).await.0
 }
+
+// ---- Sign-in helpers (tests/auth.rs and anything else that drives `cognifs::auth`) ----
+
+/// A port nothing listens on right now (bound to 127.0.0.1:0, then released), so tests that
+/// run in parallel each get their own sign-in callback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A cognifs profile pointing at `running` (its callback port included).
+pub fn cognifs_profile(
+    running: &Running,
+    name: &str,
+    config_path: PathBuf,
+) -> cognifs::config::Profile {
+    let p = &running.profile;
+    cognifs::config::Profile {
+        name: name.to_owned(),
+        region: p.region.clone(),
+        user_pool_id: p.user_pool_id.clone(),
+        client_id: p.client_id.clone(),
+        domain: p.domain.clone(),
+        identity_pool_id: p.identity_pool_id.clone(),
+        bucket: p.bucket.clone(),
+        bucket_region: p.region.clone(),
+        callback_port: p.callback_port,
+        mount_point: None,
+        prefix_template: cognifs::config::DEFAULT_PREFIX_TEMPLATE.to_owned(),
+        s3_endpoint: Some(running.base_url.clone()),
+        identity_endpoint: Some(running.base_url.clone()),
+        config_path,
+    }
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The value of attribute `name` in one HTML tag (double-quoted attributes only).
+fn html_attr(tag: &str, name: &str) -> Option<String> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let len = tag[start..].find('"')?;
+    Some(html_unescape(&tag[start..start + len]))
+}
+
+/// The opening tags named `element` (`<input …>`), in document order.
+fn html_tags<'a>(html: &'a str, element: &str) -> Vec<&'a str> {
+    let open = format!("<{element} ");
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find(&open) {
+        let tag = &rest[i..];
+        let end = tag.find('>').map_or(tag.len(), |e| e + 1);
+        out.push(&tag[..end]);
+        rest = &tag[end..];
+    }
+    out
+}
+
+/// What a person does in a browser, over plain HTTP: open the sign-in page at `auth_url`,
+/// submit its form (hidden inputs + username + password), follow the redirect to the
+/// loopback callback. Returns the callback page's status and body.
+pub async fn scripted_sign_in(
+    auth_url: &str,
+    user: &str,
+    password: &str,
+) -> Result<(u16, String), String> {
+    scripted_sign_in_with(auth_url, user, password, |u| u).await
+}
+
+/// [`scripted_sign_in`], with `tamper` rewriting the redirect's address before it is followed
+/// (a forged or replayed callback).
+pub async fn scripted_sign_in_with(
+    auth_url: &str,
+    user: &str,
+    password: &str,
+    tamper: impl FnOnce(url::Url) -> url::Url,
+) -> Result<(u16, String), String> {
+    let http = http();
+    let page = http
+        .get(auth_url)
+        .send()
+        .await
+        .map_err(|e| format!("GET sign-in page: {e}"))?;
+    let status = page.status();
+    let page_url = page.url().clone();
+    let html = page.text().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("sign-in page answered {status}: {html}"));
+    }
+    let form_tag = html_tags(&html, "form")
+        .first()
+        .copied()
+        .ok_or_else(|| format!("no form on the sign-in page: {html}"))?;
+    let action = html_attr(form_tag, "action").unwrap_or_default();
+    let action = page_url
+        .join(&action)
+        .map_err(|e| format!("form action {action:?}: {e}"))?;
+    let mut form: Vec<(String, String)> = html_tags(&html, "input")
+        .into_iter()
+        .filter(|t| html_attr(t, "type").as_deref() == Some("hidden"))
+        .filter_map(|t| {
+            Some((
+                html_attr(t, "name")?,
+                html_attr(t, "value").unwrap_or_default(),
+            ))
+        })
+        .collect();
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let resp = http
+        .post(action)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| format!("POST sign-in form: {e}"))?;
+    if resp.status() != 302 {
+        let status = resp.status();
+        return Err(format!(
+            "sign-in form answered {status}, not a redirect: {}",
+            resp.text().await.unwrap_or_default()
+        ));
+    }
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .ok_or("redirect without a Location")?;
+    let location = url::Url::parse(location).map_err(|e| format!("Location {location:?}: {e}"))?;
+    let location = tamper(location);
+    let callback = http
+        .get(location.as_str())
+        .send()
+        .await
+        .map_err(|e| format!("GET the callback {location}: {e}"))?;
+    let status = callback.status().as_u16();
+    Ok((status, callback.text().await.unwrap_or_default()))
+}
+
+/// What [`scripted_sign_in`] reports: the loopback page's status and body, or what failed.
+pub type SignInOutcome = tokio::sync::oneshot::Receiver<Result<(u16, String), String>>;
+
+/// A `Browser::Custom` that runs [`scripted_sign_in`] on the sign-in URL; the receiver gets
+/// its outcome (the loopback page cognifs answered with).
+pub fn scripted_browser(
+    user: &str,
+    password: &str,
+) -> (cognifs::auth::login::Browser, SignInOutcome) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (user, password) = (user.to_owned(), password.to_owned());
+    let browser = cognifs::auth::login::Browser::Custom(Box::new(move |url: String| {
+        tokio::spawn(async move {
+            let _ = tx.send(scripted_sign_in(&url, &user, &password).await);
+        });
+    }));
+    (browser, rx)
+}
+
+// ---- S3-side checks for write tests (tests/mount_write.rs) ----
+
+/// An object's bytes as S3 holds them, `None` when the key does not exist.
+pub async fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<Vec<u8>> {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => Some(out.body.collect().await.unwrap().into_bytes().to_vec()),
+        Err(e) => {
+            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_owned);
+            assert_eq!(code.as_deref(), Some("NoSuchKey"), "GET {key}: {e:?}");
+            None
+        }
+    }
+}
+
+/// Every key under `prefix` (no delimiter), relative to it, sorted.
+pub async fn keys_under(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut next = None;
+    loop {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(next)
+            .send()
+            .await
+            .unwrap();
+        for o in page.contents() {
+            out.push(o.key().unwrap().strip_prefix(prefix).unwrap().to_owned());
+        }
+        next = page.next_continuation_token().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Multipart uploads still open under `prefix`.
+pub async fn open_uploads(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> usize {
+    s3.list_multipart_uploads()
+        .bucket(bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .unwrap()
+        .uploads()
+        .len()
+}
+
+/// `user` metadata of an object (HEAD).
+pub async fn user_meta(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> std::collections::HashMap<String, String> {
+    s3.head_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {e:?}"))
+        .metadata()
+        .cloned()
+        .unwrap_or_default()
+}
