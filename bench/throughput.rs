@@ -20,7 +20,10 @@ use futures::StreamExt;
 const ADMIN: (&str, &str) = ("BENCHADMIN", "bench-admin-secret");
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
@@ -50,7 +53,12 @@ fn read_file(path: &Path) -> u64 {
 
 /// `ls -l`: every entry's attributes.
 fn list_long(dir: &Path) -> usize {
-    std::fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").metadata().expect("stat").len()).count()
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        entry.expect("entry").metadata().expect("stat");
+        n += 1;
+    }
+    n
 }
 
 struct Row {
@@ -61,16 +69,26 @@ struct Row {
 }
 
 fn mibps(bytes: u64, d: Duration) -> String {
-    format!("{:.0} MiB/s", bytes as f64 / (1 << 20) as f64 / d.as_secs_f64())
+    format!(
+        "{:.0} MiB/s",
+        bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+    )
 }
 
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let size_mib = env_usize("BENCH_SIZE_MIB", 512);
     let files = env_usize("BENCH_FILES", 5000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let work = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let running = rt
         .block_on(devstack::start(devstack::Options {
             data_dir: Some(work.path().join("s3")),
@@ -83,33 +101,76 @@ fn main() {
     let tokens = TokenStore::new(work.path(), "bench");
     let (user, password) = devstack::DEMO_USER;
     let browser = Browser::Custom(Box::new(move |url| {
-        tokio::spawn(async move { cognifs::demo::scripted_sign_in(url, user.into(), password.into()).await.expect("sign-in") });
+        tokio::spawn(async move {
+            cognifs::demo::scripted_sign_in(url, user.into(), password.into())
+                .await
+                .expect("sign-in")
+        });
     }));
-    rt.block_on(login(&profile, &tokens, LoginOptions { browser, timeout: Duration::from_secs(30) })).expect("login");
-    let refresher = rt.block_on(start_refresher(Session::with_store(profile.clone(), tokens))).expect("credentials");
+    rt.block_on(login(
+        &profile,
+        &tokens,
+        LoginOptions {
+            browser,
+            timeout: Duration::from_secs(30),
+        },
+    ))
+    .expect("login");
+    let refresher = rt
+        .block_on(start_refresher(Session::with_store(
+            profile.clone(),
+            tokens,
+        )))
+        .expect("credentials");
     let prefix = profile.prefix_for(&refresher.identity_id);
     let admin = admin_client(&running.base_url);
     let bucket = profile.bucket.clone();
 
     eprintln!("seeding {size_mib} MiB object and {files} small objects...");
-    let big: Vec<u8> = (0..size_mib << 20).map(|i| (i as u32).wrapping_mul(2654435761) as u8).collect();
+    let big: Vec<u8> = (0..size_mib << 20)
+        .map(|i| (i as u32).wrapping_mul(2654435761) as u8)
+        .collect();
     let big_key = format!("{prefix}big.bin");
     rt.block_on(async {
         // Multipart, so the seed itself does not buffer a second copy per request.
-        let up = admin.create_multipart_upload().bucket(&bucket).key(&big_key).send().await.unwrap();
+        let up = admin
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(&big_key)
+            .send()
+            .await
+            .unwrap();
         let id = up.upload_id().unwrap();
         let mut parts = Vec::new();
         for (i, chunk) in big.chunks(16 << 20).enumerate() {
             let n = i as i32 + 1;
-            let out = admin.upload_part().bucket(&bucket).key(&big_key).upload_id(id).part_number(n).body(ByteStream::from(chunk.to_vec())).send().await.unwrap();
-            parts.push(aws_sdk_s3::types::CompletedPart::builder().part_number(n).e_tag(out.e_tag().unwrap()).build());
+            let out = admin
+                .upload_part()
+                .bucket(&bucket)
+                .key(&big_key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            parts.push(
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(out.e_tag().unwrap())
+                    .build(),
+            );
         }
         admin
             .complete_multipart_upload()
             .bucket(&bucket)
             .key(&big_key)
             .upload_id(id)
-            .multipart_upload(aws_sdk_s3::types::CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .unwrap();
@@ -118,7 +179,16 @@ fn main() {
                 let admin = admin.clone();
                 let key = format!("{prefix}many/file-{i:05}.txt");
                 let bucket = bucket.clone();
-                async move { admin.put_object().bucket(bucket).key(key).body(ByteStream::from(vec![b'x'; 100])).send().await.unwrap() }
+                async move {
+                    admin
+                        .put_object()
+                        .bucket(bucket)
+                        .key(key)
+                        .body(ByteStream::from(vec![b'x'; 100]))
+                        .send()
+                        .await
+                        .unwrap()
+                }
             })
             .buffer_unordered(32)
             .collect::<Vec<_>>()
@@ -132,7 +202,14 @@ fn main() {
     // Direct: one streaming GET of the whole object; one paged LIST of the directory.
     let t = Instant::now();
     let direct_bytes = rt.block_on(async {
-        let mut body = user_s3.get_object().bucket(&bucket).key(&big_key).send().await.unwrap().body;
+        let mut body = user_s3
+            .get_object()
+            .bucket(&bucket)
+            .key(&big_key)
+            .send()
+            .await
+            .unwrap()
+            .body;
         let mut n = 0u64;
         while let Some(chunk) = body.next().await {
             n += chunk.unwrap().len() as u64;
@@ -143,7 +220,13 @@ fn main() {
     let t = Instant::now();
     let listed = rt.block_on(async {
         let mut count = 0;
-        let mut pages = user_s3.list_objects_v2().bucket(&bucket).prefix(format!("{prefix}many/")).delimiter("/").into_paginator().send();
+        let mut pages = user_s3
+            .list_objects_v2()
+            .bucket(&bucket)
+            .prefix(format!("{prefix}many/"))
+            .delimiter("/")
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             count += page.unwrap().contents().len();
         }
@@ -154,7 +237,10 @@ fn main() {
 
     let mountpoint: PathBuf = work.path().join("mnt");
     std::fs::create_dir(&mountpoint).unwrap();
-    let opts = MountOptions { cache_bytes: ((size_mib as u64) << 20) + (64 << 20), ..MountOptions::default() };
+    let opts = MountOptions {
+        cache_bytes: ((size_mib as u64) << 20) + (64 << 20),
+        ..MountOptions::default()
+    };
     let store = Store::new(user_s3.clone(), bucket.clone(), prefix.clone());
     let mount = cognifs::fs::mount(store, opts, &mountpoint, rt.handle().clone()).expect("mount");
 
@@ -162,29 +248,59 @@ fn main() {
     let n = read_file(&mountpoint.join("big.bin"));
     let cold = t.elapsed();
     assert_eq!(n, direct_bytes);
-    rows.push(Row { what: "cold sequential read", direct: direct_read, cognifs: cold, bytes: Some(n) });
+    rows.push(Row {
+        what: "cold sequential read",
+        direct: direct_read,
+        cognifs: cold,
+        bytes: Some(n),
+    });
     let t = Instant::now();
     read_file(&mountpoint.join("big.bin"));
     let warm = t.elapsed();
-    rows.push(Row { what: "warm re-read (vs direct GET)", direct: direct_read, cognifs: warm, bytes: Some(n) });
+    rows.push(Row {
+        what: "warm re-read (vs direct GET)",
+        direct: direct_read,
+        cognifs: warm,
+        bytes: Some(n),
+    });
     let t = Instant::now();
     let entries = list_long(&mountpoint.join("many"));
     let ls = t.elapsed();
     assert_eq!(entries, files);
-    rows.push(Row { what: "ls -l of the directory", direct: direct_list, cognifs: ls, bytes: None });
+    rows.push(Row {
+        what: "ls -l of the directory",
+        direct: direct_list,
+        cognifs: ls,
+        bytes: None,
+    });
     mount.unmount().expect("unmount");
 
-    println!("\ncognifs vs direct aws-sdk-s3 on the same devstack ({size_mib} MiB object, {files} entries)\n");
+    println!(
+        "\ncognifs vs direct aws-sdk-s3 on the same devstack ({size_mib} MiB object, {files} entries)\n"
+    );
     println!("| operation | direct | cognifs | cognifs speed / direct |");
     println!("|---|---|---|---|");
     for r in &rows {
         let (d, c) = match r.bytes {
-            Some(b) => (format!("{:.2} s ({})", r.direct.as_secs_f64(), mibps(b, r.direct)), format!("{:.2} s ({})", r.cognifs.as_secs_f64(), mibps(b, r.cognifs))),
-            None => (format!("{:.3} s", r.direct.as_secs_f64()), format!("{:.3} s", r.cognifs.as_secs_f64())),
+            Some(b) => (
+                format!("{:.2} s ({})", r.direct.as_secs_f64(), mibps(b, r.direct)),
+                format!("{:.2} s ({})", r.cognifs.as_secs_f64(), mibps(b, r.cognifs)),
+            ),
+            None => (
+                format!("{:.3} s", r.direct.as_secs_f64()),
+                format!("{:.3} s", r.cognifs.as_secs_f64()),
+            ),
         };
-        println!("| {} | {d} | {c} | {:.2} |", r.what, r.direct.as_secs_f64() / r.cognifs.as_secs_f64());
+        println!(
+            "| {} | {d} | {c} | {:.2} |",
+            r.what,
+            r.direct.as_secs_f64() / r.cognifs.as_secs_f64()
+        );
     }
-    println!("\nwarm re-read is {:.1}x faster than the cold read", cold.as_secs_f64() / warm.as_secs_f64());
+    println!(
+        "\nwarm re-read is {:.1}x faster than the cold read",
+        cold.as_secs_f64() / warm.as_secs_f64()
+    );
     drop(refresher);
     rt.block_on(running.shutdown());
 }
