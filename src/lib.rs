@@ -5,4 +5,5 @@ pub mod config;
 pub mod demo;
 pub mod fs;
 pub mod mounts;
+pub mod service;
 pub mod store;

@@ -12,6 +12,7 @@ use cognifs::auth::{AuthError, profile_flag};
 use cognifs::config::{self, ConfigSource, Profile};
 use cognifs::fs::MountOptions;
 use cognifs::mounts;
+use cognifs::service;
 use cognifs::store::Store;
 
 /// Mount your own prefix of an S3 bucket, signed in through AWS Cognito.
@@ -40,7 +41,7 @@ enum Command {
     Logout,
     /// Who is signed in, where the data lives, and the running mounts.
     Status,
-    /// Mount the profile's prefix at DIR (default: the profile's mount_point).
+    /// Mount the profile's prefix at DIR (default: the profile's mount_point, else ~/cloud).
     Mount(MountArgs),
     /// Unmount DIR and wait for its cognifs process to exit.
     Unmount { dir: PathBuf },
@@ -49,6 +50,21 @@ enum Command {
     /// Read or import configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run the mount as a systemd user service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// mount(8) helper: `SOURCE DIR [-o OPTIONS]`, SOURCE being `cognifs#PROFILE` or PROFILE
+    /// (what /sbin/mount.fuse.cognifs, a symlink to cognifs, runs for an fstab line).
+    MountHelper {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Write ~/.config/systemd/user/cognifs@.service and enable cognifs@PROFILE.
+    Install,
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,10 +147,27 @@ fn source(cli: &Cli) -> ConfigSource {
     }
 }
 
+/// The name mount(8) runs for an fstab entry of type `fuse.cognifs`.
+const MOUNT_HELPER_NAME: &str = "mount.fuse.cognifs";
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = Cli::parse();
-    match run(cli) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    let result = if invoked_as == MOUNT_HELPER_NAME {
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        mount_helper(&args)
+    } else {
+        run(Cli::parse(), argv[1..].to_vec())
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("cognifs: {err:#}");
@@ -144,6 +177,8 @@ fn main() -> ExitCode {
                     Some(AuthError::NotSignedIn { .. } | AuthError::SignedOut { .. })
                 )
             }) {
+                // Shown by `systemctl status` for the unit, which will not restart into this.
+                service::notify_or_log("STATUS=not signed in: run cognifs login");
                 ExitCode::from(EXIT_SIGNED_OUT)
             } else {
                 ExitCode::FAILURE
@@ -203,7 +238,8 @@ fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// `argv` (without the program name) is what a daemonized mount re-runs with `--foreground`.
+fn run(cli: Cli, argv: Vec<std::ffi::OsString>) -> anyhow::Result<ExitCode> {
     let src = source(&cli);
     match cli.command {
         Command::Config(ConfigCommand::Show) => {
@@ -267,7 +303,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Signed out (profile {}).", profile.name);
         }
         Command::Status => return status(&src),
-        Command::Mount(args) => return mount(&src, args),
+        Command::Mount(args) => return mount(&src, args, argv),
+        Command::MountHelper { args } => return mount_helper(&args),
+        Command::Service(ServiceCommand::Install) => service_install(&src)?,
         Command::Unmount { dir } => unmount(&dir)?,
         Command::Demo { dir } => demo(&dir)?,
     }
@@ -403,21 +441,41 @@ fn check_mountpoint(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn mount(src: &ConfigSource, args: MountArgs) -> anyhow::Result<ExitCode> {
+/// `~/cloud`: where a profile without `mount_point` mounts (the systemd unit relies on it).
+fn default_mount_point() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join("cloud"))
+}
+
+fn mount(
+    src: &ConfigSource,
+    args: MountArgs,
+    argv: Vec<std::ffi::OsString>,
+) -> anyhow::Result<ExitCode> {
     let profile = config::load(src)?;
     let dir = match (&args.dir, &profile.mount_point) {
         (Some(d), _) => d.clone(),
         (None, Some(d)) => d.clone(),
-        (None, None) => bail!(
-            "no mount point: give DIR, or set mount_point in profile [{}] of {}",
-            profile.name,
-            profile.config_path.display()
-        ),
+        (None, None) => {
+            let Some(d) = default_mount_point() else {
+                bail!(
+                    "no mount point: give DIR, or set mount_point in profile [{}] of {}",
+                    profile.name,
+                    profile.config_path.display()
+                )
+            };
+            // Only the default is created: a DIR or mount_point that does not exist is more
+            // likely a typo than a wish for a new directory.
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("creating the default mount point {}", d.display()))?;
+            d
+        }
     };
     let dir = check_mountpoint(&dir)?;
     let opts = mount_options(&args)?;
     if !args.foreground {
-        return daemonize(&dir, &profile);
+        return daemonize(&dir, &profile, argv);
     }
     let log = config::state_dir().join(&profile.name).join("cognifs.log");
     let daemon_child = std::env::var_os(DAEMON_CHILD_ENV).is_some();
@@ -428,6 +486,9 @@ fn mount(src: &ConfigSource, args: MountArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Told the `s3://` URL once the mount answers.
+type ReadyCallback = Box<dyn FnOnce(&str)>;
+
 /// Signs in, mounts, and serves until a signal or an outside unmount. `ready` is told once
 /// the mount answers.
 fn serve(
@@ -435,7 +496,7 @@ fn serve(
     session: Session,
     dir: &Path,
     opts: MountOptions,
-    ready: Option<Box<dyn FnOnce(&str)>>,
+    ready: Option<ReadyCallback>,
 ) -> anyhow::Result<()> {
     let profile = session.profile.clone();
     let refresher = rt.block_on(start_refresher(session))?;
@@ -448,6 +509,17 @@ fn serve(
     );
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
+    // Handlers before mounting: a SIGTERM (systemctl stop) or Ctrl-C arriving any time after
+    // READY must unmount, not kill the process and leave a dead mount behind. (Before this
+    // point nothing is mounted, and the default action ends a hung start-up at once.)
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
     let mount = cognifs::fs::mount(store, opts, dir, rt.handle().clone())?;
     let expiry_secs = || {
         let expiry = refresher.credentials.expiry()?;
@@ -465,24 +537,42 @@ fn serve(
         .inspect_err(|e| tracing::warn!("cannot record the mount for `cognifs status`: {e}"))
         .ok();
     tracing::info!(mountpoint = %dir.display(), %s3_url, "mounted");
+    // The kernel lists the mount once the FUSE handshake is done; systemd hears READY only then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mounts::is_mounted(dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sd_status = |expire: Option<u64>| {
+        let renew = match expire {
+            Some(e) => format!("credentials renew before {} UTC", clock(e)),
+            None => "credentials do not expire".to_owned(),
+        };
+        format!("STATUS=mounted {s3_url} at {}; {renew}", dir.display())
+    };
+    service::notify_or_log(&format!(
+        "READY=1\n{}",
+        sd_status(record.credentials_expire)
+    ));
     if let Some(ready) = ready {
         ready(&s3_url);
     }
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut interval = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = interval.tick() => {
                     if !mounts::is_mounted(dir) {
                         tracing::info!("unmounted from outside");
                         break;
                     }
-                    if let Some(reg) = &registration && record.credentials_expire != expiry_secs() {
+                    if record.credentials_expire != expiry_secs() {
                         record.credentials_expire = expiry_secs();
-                        let _ = reg.update(&record);
+                        if let Some(reg) = &registration {
+                            let _ = reg.update(&record);
+                        }
+                        service::notify_or_log(&sd_status(record.credentials_expire));
                     }
                 }
             }
@@ -490,6 +580,7 @@ fn serve(
         anyhow::Ok(())
     })?;
     tracing::info!(mountpoint = %dir.display(), "unmounting");
+    service::notify_or_log("STOPPING=1\nSTATUS=unmounting");
     if mounts::is_mounted(dir) {
         mount.unmount()?;
     } else {
@@ -498,13 +589,181 @@ fn serve(
     Ok(())
 }
 
+/// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
+fn clock(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+fn service_install(src: &ConfigSource) -> anyhow::Result<()> {
+    let profile = config::load(src)?;
+    if src.path.is_some() || std::env::var_os("COGNIFS_CONFIG").is_some() {
+        eprintln!(
+            "warning: the unit reads the default config file; {} is not it unless it lives there",
+            profile.config_path.display()
+        );
+    }
+    let exe = std::env::current_exe().context("locating the cognifs executable")?;
+    let report = service::install(&exe, &profile.name)?;
+    println!("wrote {}", report.unit_path.display());
+    for (cmd, result) in &report.ran {
+        match result {
+            Ok(()) => println!("ran {cmd}"),
+            Err(e) => eprintln!("failed: {cmd}: {e}"),
+        }
+    }
+    let dir = profile
+        .mount_point
+        .clone()
+        .or_else(default_mount_point)
+        .unwrap_or_else(|| PathBuf::from("~/cloud"));
+    if report.todo.is_empty() {
+        println!(
+            "{} is enabled and started: it mounts {} now and at every login.",
+            report.instance,
+            dir.display()
+        );
+    } else {
+        println!("to enable it, run:");
+        for cmd in &report.todo {
+            println!("  {cmd}");
+        }
+    }
+    println!("logs: journalctl --user -u {}", report.instance);
+    if TokenStore::for_profile(&profile).load()?.is_none() {
+        println!(
+            "note: profile {} is not signed in; the service exits (status 3, no restart loop) until you run cognifs login{}",
+            profile.name,
+            profile_flag(&profile.name)
+        );
+    }
+    Ok(())
+}
+
+/// mount(8) options that concern mount(8) or the kernel's generic flags, not cognifs.
+fn ignored_mount_option(opt: &str) -> bool {
+    const IGNORED: &[&str] = &[
+        "_netdev",
+        "user",
+        "users",
+        "nouser",
+        "owner",
+        "group",
+        "auto",
+        "noauto",
+        "nofail",
+        "defaults",
+        "exec",
+        "noexec",
+        "suid",
+        "nosuid",
+        "dev",
+        "nodev",
+        "sync",
+        "async",
+        "atime",
+        "noatime",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "diratime",
+        "nodiratime",
+        "silent",
+        "loud",
+        "lazytime",
+        "nolazytime",
+    ];
+    IGNORED.contains(&opt)
+        || opt.starts_with("x-")
+        || opt.starts_with("comment=")
+        || opt.starts_with("fsname=")
+        || opt.starts_with("subtype=")
+}
+
+/// Translates a mount(8) helper call (`SOURCE DIR [-sfnvrw] [-o OPTS] [-t TYPE]`) into the
+/// arguments of `cognifs mount`.
+fn helper_argv(args: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut positional = Vec::new();
+    let mut opts: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "-o" => opts.extend(
+                it.next()
+                    .context("-o needs options")?
+                    .split(',')
+                    .map(str::to_owned),
+            ),
+            o if o.starts_with("-o") => opts.extend(o[2..].split(',').map(str::to_owned)),
+            // The type (fuse.cognifs) and namespace are mount(8)'s business.
+            "-t" | "-N" => {
+                it.next();
+            }
+            o if o.starts_with("-t") || o.starts_with("-N") => {}
+            "-r" => opts.push("ro".into()),
+            "-w" => opts.push("rw".into()),
+            // sloppy, fake, no-mtab, verbose: nothing to do for a FUSE mount.
+            "-s" | "-f" | "-n" | "-v" => {}
+            o if o.starts_with('-') => bail!("unknown mount helper flag {o}"),
+            _ => positional.push(arg.clone()),
+        }
+    }
+    let [source, dir] = positional.as_slice() else {
+        bail!("usage: {MOUNT_HELPER_NAME} cognifs#PROFILE DIR [-o OPTIONS]");
+    };
+    let profile = source.strip_prefix("cognifs#").unwrap_or(source);
+    if profile.is_empty() {
+        bail!("no profile in {source:?}: write cognifs#PROFILE, e.g. cognifs#default");
+    }
+    let mut global = vec!["--profile".to_owned(), profile.to_owned()];
+    let mut mount = vec!["mount".to_owned(), dir.clone()];
+    let mut read_only = false;
+    for opt in opts.iter().filter(|o| !o.is_empty()) {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k.replace('-', "_"), Some(v)),
+            None => (opt.replace('-', "_"), None),
+        };
+        match (key.as_str(), value) {
+            ("ro", None) => read_only = true,
+            ("rw", None) => read_only = false,
+            ("allow_other", None) => mount.push("--allow-other".into()),
+            ("config", Some(v)) => global.extend(["--config".to_owned(), v.to_owned()]),
+            (
+                "cache_size" | "block_size" | "max_readahead" | "metadata_ttl" | "uid" | "gid"
+                | "file_mode" | "dir_mode",
+                Some(v),
+            ) => mount.extend([format!("--{}", key.replace('_', "-")), v.to_owned()]),
+            _ if ignored_mount_option(opt) => {}
+            _ => bail!("unknown mount option {opt:?}"),
+        }
+    }
+    if read_only {
+        mount.push("--read-only".into());
+    }
+    global.extend(mount);
+    Ok(global)
+}
+
+/// Mounts as `cognifs mount` would (daemonized, returning once the mount answers), from a
+/// mount(8) helper call.
+fn mount_helper(args: &[String]) -> anyhow::Result<ExitCode> {
+    let argv: Vec<std::ffi::OsString> = helper_argv(args)?.into_iter().map(Into::into).collect();
+    let cli = Cli::try_parse_from(std::iter::once("cognifs".into()).chain(argv.iter().cloned()))
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+    run(cli, argv)
+}
+
 const DAEMON_CHILD_ENV: &str = "COGNIFS_DAEMON_CHILD";
 
 /// Runs the mount as a detached child and returns once it answers, or with its error.
-fn daemonize(dir: &Path, profile: &Profile) -> anyhow::Result<ExitCode> {
+fn daemonize(
+    dir: &Path,
+    profile: &Profile,
+    mut args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::CommandExt;
+    // current_exe resolves symlinks, so a mount.fuse.cognifs helper re-runs plain `cognifs`.
     let exe = std::env::current_exe().context("locating the cognifs executable")?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     args.push("--foreground".into());
     let mut cmd = std::process::Command::new(exe);
     cmd.args(args)
@@ -685,5 +944,35 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert_eq!(parse_mode("0644"), Ok(0o644));
         assert!(parse_mode("999").is_err());
+    }
+
+    fn argv(s: &str) -> anyhow::Result<Vec<String>> {
+        helper_argv(&s.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn mount_helper_arguments() {
+        assert_eq!(
+            argv(
+                "cognifs#work /home/me/cloud -o rw,_netdev,user,noauto,nofail,x-systemd.automount"
+            )
+            .unwrap(),
+            ["--profile", "work", "mount", "/home/me/cloud"]
+        );
+        assert_eq!(
+            argv("default /m -n -o ro,allow_other,cache_size=512MiB,config=/etc/c.toml -t fuse.cognifs")
+                .unwrap(),
+            [
+                "--profile", "default", "--config", "/etc/c.toml", "mount", "/m", "--allow-other",
+                "--cache-size", "512MiB", "--read-only"
+            ]
+        );
+        assert!(argv("cognifs# /m").is_err());
+        assert!(argv("cognifs#default").is_err());
+        let err = argv("cognifs#default /m -o cache_sise=1").unwrap_err();
+        assert!(err.to_string().contains("cache_sise"), "{err}");
+        // Every translation parses as a real command line.
+        let args = argv("cognifs#default /m -o ro,metadata_ttl=2,uid=1000,file_mode=0600").unwrap();
+        Cli::try_parse_from(std::iter::once("cognifs".to_owned()).chain(args)).unwrap();
     }
 }
