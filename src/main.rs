@@ -95,6 +95,12 @@ struct MountArgs {
     /// Largest readahead window of a sequential reader.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_readahead: u64,
+    /// Multipart upload part size (at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    part_size: u64,
+    /// Where files being written are spooled (default: $XDG_CACHE_HOME/cognifs/spool).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Seconds that attributes and listings are trusted.
     #[arg(long, default_value_t = 5.0)]
     metadata_ttl: f64,
@@ -390,8 +396,15 @@ fn mount_options(args: &MountArgs) -> anyhow::Result<MountOptions> {
         cache_bytes: args.cache_size,
         block_size: args.block_size,
         max_readahead: args.max_readahead,
+        part_size: args.part_size,
         ..MountOptions::default()
     };
+    if args.part_size < 5 << 20 || args.part_size > 5 << 30 {
+        bail!("--part-size must be between 5MiB and 5GiB (S3's part limits)");
+    }
+    if let Some(dir) = &args.cache_dir {
+        opts.spool_dir = dir.join("spool");
+    }
     if !(args.metadata_ttl.is_finite() && args.metadata_ttl >= 0.0) {
         bail!("--metadata-ttl must be a number of seconds");
     }
@@ -897,7 +910,7 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
             shown.display()
         );
         println!(
-            "  try:   ls -la {0}    cat {0}/welcome.txt    (writes arrive with the write path)",
+            "  try:   ls -la {0}    cat {0}/welcome.txt    cp -r ~/Documents {0}/    mkdir {0}/notes",
             shown.display()
         );
         println!(

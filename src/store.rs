@@ -27,6 +27,43 @@ pub struct ObjectInfo {
     pub last_modified: SystemTime,
     /// From `x-amz-meta-mtime` ("secs.nanos"); only HEAD returns user metadata.
     pub mtime: Option<SystemTime>,
+    /// Permission bits from `x-amz-meta-mode` (octal); only HEAD returns user metadata.
+    pub mode: Option<u32>,
+}
+
+/// The user metadata cognifs keeps on an object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub mtime: Option<SystemTime>,
+    pub mode: Option<u32>,
+}
+
+impl Meta {
+    fn to_map(self) -> Option<std::collections::HashMap<String, String>> {
+        let mut m = std::collections::HashMap::new();
+        if let Some(t) = self.mtime {
+            m.insert("mtime".to_owned(), format_mtime(t));
+        }
+        if let Some(mode) = self.mode {
+            m.insert("mode".to_owned(), format!("{:o}", mode & 0o7777));
+        }
+        (!m.is_empty()).then_some(m)
+    }
+}
+
+/// One part of a multipart upload, as CompleteMultipartUpload needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartDone {
+    pub number: i32,
+    pub etag: String,
+}
+
+/// A multipart upload in progress, from ListMultipartUploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Relative to the prefix.
+    pub rel: String,
+    pub upload_id: String,
 }
 
 /// One page of a delimited listing.
@@ -54,6 +91,12 @@ pub enum StoreError {
     InvalidPath(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The local spool (or a file being uploaded) could not be written: disk full.
+    #[error("no space left in the local spool")]
+    NoSpace,
+    /// A local file could not be read or written for a reason other than space.
+    #[error("local I/O: {0}")]
+    Local(String),
     /// Throttling and 5xx after the SDK's retries, transport failures, malformed replies.
     #[error("S3 error: {0}")]
     Other(String),
@@ -69,6 +112,8 @@ impl StoreError {
             StoreError::KeyTooLong => libc::ENAMETOOLONG,
             StoreError::InvalidPath(_) => libc::EINVAL,
             StoreError::Timeout(_) => libc::ETIMEDOUT,
+            StoreError::NoSpace => libc::ENOSPC,
+            StoreError::Local(_) => libc::EIO,
             StoreError::Other(_) => libc::EIO,
         }
     }
@@ -112,6 +157,15 @@ impl StoreError {
                 StoreError::AccessDenied("credentials unavailable".into())
             }
             _ => StoreError::Other(text),
+        }
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => StoreError::NoSpace,
+            _ => StoreError::Local(e.to_string()),
         }
     }
 }
@@ -170,6 +224,30 @@ pub fn parse_mtime(s: &str) -> Option<SystemTime> {
         format!("{frac:0<9}").parse().ok()?
     };
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+}
+
+/// Formats `x-amz-meta-mtime` as `secs.nanos` (nanos zero-padded to 9 digits).
+pub fn format_mtime(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+}
+
+/// Parses `x-amz-meta-mode` (octal permission bits).
+pub fn parse_mode(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.trim(), 8).ok().map(|m| m & 0o7777)
+}
+
+/// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
+fn encode_copy_source(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// S3 access scoped to `bucket/prefix`.
@@ -257,12 +335,17 @@ impl Store {
             .metadata()
             .and_then(|m| m.get("mtime"))
             .and_then(|v| parse_mtime(v));
+        let mode = out
+            .metadata()
+            .and_then(|m| m.get("mode"))
+            .and_then(|v| parse_mode(v));
         Ok(Some(ObjectInfo {
             name: rel.rsplit('/').next().unwrap_or(rel).to_owned(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
             etag: out.e_tag().unwrap_or_default().to_owned(),
             last_modified: to_system_time(out.last_modified()),
             mtime,
+            mode,
         }))
     }
 
@@ -306,6 +389,7 @@ impl Store {
                     etag: o.e_tag().unwrap_or_default().to_owned(),
                     last_modified: to_system_time(o.last_modified()),
                     mtime: None,
+                    mode: None,
                 })
             })
             .collect();
@@ -362,6 +446,300 @@ impl Store {
             .map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
         Ok(body.into_bytes())
     }
+
+    /// Fails with [`StoreError::KeyTooLong`] / [`StoreError::InvalidPath`] when `rel`
+    /// cannot name an object; lets callers refuse a name before any data is written.
+    pub fn check_object(&self, rel: &str) -> StoreResult<()> {
+        check_object_rel(rel)?;
+        self.key(rel).map(drop)
+    }
+
+    /// PutObject of a whole body; returns the new etag.
+    pub async fn put(&self, rel: &str, body: Bytes, meta: Meta) -> StoreResult<String> {
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_metadata(meta.to_map())
+            .body(body.into())
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// PutObject streaming a local file; returns the new etag.
+    pub async fn put_file(
+        &self,
+        rel: &str,
+        path: &std::path::Path,
+        meta: Meta,
+    ) -> StoreResult<String> {
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        let body = aws_sdk_s3::primitives::ByteStream::from_path(path)
+            .await
+            .map_err(|e| StoreError::Local(e.to_string()))?;
+        let out = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_metadata(meta.to_map())
+            .body(body)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    /// The zero-byte marker object `dir/` (`dir_rel` ends in `/`).
+    pub async fn put_dir_marker(&self, dir_rel: &str) -> StoreResult<()> {
+        if dir_rel.is_empty() {
+            return Err(StoreError::InvalidPath(String::new()));
+        }
+        check_dir_rel(dir_rel)?;
+        let key = self.key(dir_rel)?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .body(Bytes::new().into())
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    pub async fn create_multipart(&self, rel: &str, meta: Meta) -> StoreResult<String> {
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_metadata(meta.to_map())
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Other("CreateMultipartUpload without an upload id".into()))
+    }
+
+    /// Uploads part `number` (1-based).
+    pub async fn upload_part(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> StoreResult<PartDone> {
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(PartDone {
+            number,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+        })
+    }
+
+    /// Completes an upload from its parts (any order; sorted here); returns the etag.
+    pub async fn complete_multipart(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        mut parts: Vec<PartDone>,
+    ) -> StoreResult<String> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        parts.sort_by_key(|p| p.number);
+        let done = CompletedMultipartUpload::builder()
+            .set_parts(Some(
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        CompletedPart::builder()
+                            .part_number(p.number)
+                            .e_tag(p.etag)
+                            .build()
+                    })
+                    .collect(),
+            ))
+            .build();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(upload_id)
+            .multipart_upload(done)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.e_tag().unwrap_or_default().to_owned())
+    }
+
+    pub async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
+        check_object_rel(rel)?;
+        let key = self.key(rel)?;
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(())
+    }
+
+    /// Multipart uploads in progress under `dir_rel` (`""` for the whole prefix).
+    pub async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
+        check_dir_rel(dir_rel)?;
+        let prefix = self.key(dir_rel)?;
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for u in page.uploads() {
+                if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                    && let Some(rel) = k.strip_prefix(&self.prefix)
+                {
+                    out.push(UploadInfo {
+                        rel: rel.to_owned(),
+                        upload_id: id.to_owned(),
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() && id_marker.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// DeleteObject of a file (`a/b`) or a directory marker (`a/b/`). Deleting a key that
+    /// does not exist succeeds, as in S3.
+    pub async fn delete(&self, rel: &str) -> StoreResult<()> {
+        check_segments(rel)?;
+        let key = self.key(rel)?;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match StoreError::from_sdk(e) {
+                StoreError::NotFound => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// CopyObject `src` → `dst` (both files, or both markers ending in `/`). `meta: None`
+    /// keeps the source's metadata (directive COPY); `Some` replaces it (REPLACE), which is
+    /// also how metadata of an object is changed in place (`src == dst`). Returns the etag.
+    pub async fn copy(&self, src: &str, dst: &str, meta: Option<Meta>) -> StoreResult<String> {
+        use aws_sdk_s3::types::MetadataDirective;
+        check_segments(src)?;
+        check_segments(dst)?;
+        if src.ends_with('/') != dst.ends_with('/') {
+            return Err(StoreError::InvalidPath(dst.to_owned()));
+        }
+        let src_key = self.key(src)?;
+        let dst_key = self.key(dst)?;
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&dst_key)
+            .copy_source(encode_copy_source(&format!("{}/{}", self.bucket, src_key)));
+        req = match meta {
+            None => req.metadata_directive(MetadataDirective::Copy),
+            Some(m) => req
+                .metadata_directive(MetadataDirective::Replace)
+                .set_metadata(m.to_map()),
+        };
+        let out = req.send().await.map_err(StoreError::from_sdk)?;
+        Ok(out
+            .copy_object_result()
+            .and_then(|r| r.e_tag())
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Every key under `dir_rel` (no delimiter), names relative to `dir_rel`; the marker
+    /// of `dir_rel` itself, if any, has the name `""`.
+    pub async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
+        check_dir_rel(dir_rel)?;
+        let prefix = self.key(dir_rel)?;
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(&prefix)
+                .set_continuation_token(next.take())
+                .send()
+                .await
+                .map_err(StoreError::from_sdk)?;
+            for o in page.contents() {
+                if let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) {
+                    out.push(ObjectInfo {
+                        name: name.to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        etag: o.e_tag().unwrap_or_default().to_owned(),
+                        last_modified: to_system_time(o.last_modified()),
+                        mtime: None,
+                        mode: None,
+                    });
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            next = page.next_continuation_token().map(str::to_owned);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -405,5 +783,28 @@ mod tests {
         assert_eq!(StoreError::Changed.errno(), libc::EIO);
         assert_eq!(StoreError::KeyTooLong.errno(), libc::ENAMETOOLONG);
         assert_eq!(StoreError::Other("503".into()).errno(), libc::EIO);
+        assert_eq!(StoreError::NoSpace.errno(), libc::ENOSPC);
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(StoreError::from(full).errno(), libc::ENOSPC);
+    }
+
+    #[test]
+    fn metadata_round_trips() {
+        let t = SystemTime::UNIX_EPOCH + Duration::new(12, 5);
+        assert_eq!(format_mtime(t), "12.000000005");
+        assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
+        assert_eq!(parse_mode("644"), Some(0o644));
+        assert_eq!(parse_mode("x"), None);
+        let m = Meta {
+            mtime: Some(t),
+            mode: Some(0o600),
+        }
+        .to_map()
+        .unwrap();
+        assert_eq!(m["mode"], "600");
+        assert_eq!(
+            encode_copy_source("b/a b#%+?ü"),
+            "b/a%20b%23%25%2B%3F%C3%BC"
+        );
     }
 }

@@ -228,7 +228,11 @@ fn login_status_mount_unmount_logout() {
 
     let out = env.run(&["logout"], Duration::from_secs(30));
     assert_ok(&out, "logout");
-    assert!(!text(&out.stderr).contains("could not revoke"), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("could not revoke"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!token_file.exists());
     assert_eq!(
         env.run(&["status"], Duration::from_secs(30)).status.code(),

@@ -73,7 +73,12 @@ async fn ls_stat_cat_and_refuses_writes() {
             .await
             .unwrap();
 
-        let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
+        // Read-only, so the write attempts below must answer EROFS.
+        let opts = MountOptions {
+            read_only: true,
+            ..MountOptions::default()
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
         let root = m.path().to_path_buf();
         blocking(move || {
             // stat before any listing: the HEAD's x-amz-meta-mtime wins over Last-Modified.

@@ -2,7 +2,7 @@
 //!
 //! Every callback that may touch the network moves its arguments and reply object into a
 //! task on the tokio runtime and returns at once; the task replies. Callbacks that only
-//! touch memory (forget, release, statfs, the EROFS refusals) answer inline.
+//! touch memory (forget, releasedir, statfs, the refusals) answer inline.
 
 use std::ffi::OsStr;
 use std::io;
@@ -19,7 +19,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 use super::inodes::{Attr, Kind};
-use super::{Fs, FsError, MountOptions};
+use super::{Fs, FsError, MountOptions, SetAttr};
 
 struct FuseFs {
     fs: Arc<Fs>,
@@ -32,7 +32,11 @@ fn errno(e: FsError) -> Errno {
 
 fn file_attr(a: &Attr, o: &MountOptions) -> FileAttr {
     let (kind, perm, nlink) = match a.kind {
-        Kind::File => (FileType::RegularFile, o.file_mode, 1),
+        Kind::File => (
+            FileType::RegularFile,
+            a.mode.map_or(o.file_mode, |m| (m & 0o7777) as u16),
+            1,
+        ),
         Kind::Dir => (FileType::Directory, o.dir_mode, 2),
     };
     FileAttr {
@@ -65,6 +69,51 @@ impl FuseFs {
     fn ttl(&self) -> Duration {
         self.fs.ttl()
     }
+
+    /// Runs `f` on the runtime and answers an entry reply from its outcome.
+    fn entry_reply(
+        &self,
+        reply: ReplyEntry,
+        f: impl std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
+    ) {
+        let fs = self.fs.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            match f.await {
+                Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+
+    /// Runs `f` on the runtime and answers an empty reply from its outcome.
+    fn empty_reply(
+        &self,
+        reply: ReplyEmpty,
+        f: impl std::future::Future<Output = Result<(), FsError>> + Send + 'static,
+    ) {
+        self.rt.spawn(async move {
+            match f.await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
+    }
+}
+
+/// A name as S3 can store it (UTF-8), or the errno for one it cannot.
+fn utf8(name: &OsStr) -> Result<String, Errno> {
+    if name.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    name.to_str().map(str::to_owned).ok_or(Errno::EINVAL)
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
 }
 
 impl Filesystem for FuseFs {
@@ -81,6 +130,8 @@ impl Filesystem for FuseFs {
         let _ = config
             .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // O_TRUNC arrives with open, so truncating opens never download the old contents.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
@@ -116,11 +167,11 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write =
-            !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY) || flags.0 & libc::O_TRUNC != 0;
+        let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
+        let trunc = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
         self.rt.spawn(async move {
-            match fs.open(ino.0, write).await {
+            match fs.open(ino.0, write, trunc).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(errno(e)),
             }
@@ -157,19 +208,36 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
-        reply.ok();
+        let fs = self.fs.clone();
+        // flush already reported any upload error to close(); this one goes to the log.
+        self.rt.spawn(async move {
+            let _ = fs.release(fh.0).await;
+            reply.ok();
+        });
     }
 
     fn flush(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        let fs = self.fs.clone();
+        self.empty_reply(reply, async move { fs.flush(fh.0).await });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let fs = self.fs.clone();
+        self.empty_reply(reply, async move { fs.flush(fh.0).await });
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -267,60 +335,93 @@ impl Filesystem for FuseFs {
         reply.statfs(blocks, blocks, blocks, 1 << 40, 1 << 40, bsize, 255, bsize);
     }
 
-    // Writes arrive in a later issue; until then every modifying call is refused.
-
     fn setattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
-        _size: Option<u64>,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
         _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        reply.error(Errno::EROFS);
+        // atime is not kept (the mount is noatime).
+        let req = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            mtime: mtime.map(time),
+        };
+        let fs = self.fs.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            match fs.setattr(ino.0, fh.map(|f| f.0), req).await {
+                Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 
     fn mknod(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.entry_reply(reply, async move { fs.mknod(parent.0, &name, mode).await });
     }
 
     fn mkdir(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
+        parent: INodeNo,
+        name: &OsStr,
         _mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.entry_reply(reply, async move { fs.mkdir(parent.0, &name).await });
     }
 
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.empty_reply(reply, async move { fs.unlink(parent.0, &name).await });
     }
 
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EROFS);
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        self.empty_reply(reply, async move { fs.rmdir(parent.0, &name).await });
     }
 
     fn symlink(
@@ -331,20 +432,37 @@ impl Filesystem for FuseFs {
         _target: &Path,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        // S3 has no links.
+        reply.error(if self.fs.options().read_only {
+            Errno::EROFS
+        } else {
+            Errno::EPERM
+        });
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EROFS);
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            return reply.error(Errno::EINVAL);
+        }
+        let (name, newname) = match (utf8(name), utf8(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let fs = self.fs.clone();
+        self.empty_reply(reply, async move {
+            fs.rename(parent.0, &name, newparent.0, &newname, noreplace)
+                .await
+        });
     }
 
     fn link(
@@ -355,35 +473,63 @@ impl Filesystem for FuseFs {
         _newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply.error(Errno::EROFS);
+        reply.error(if self.fs.options().read_only {
+            Errno::EROFS
+        } else {
+            Errno::EPERM
+        });
     }
 
     fn write(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::EROFS);
+        let data = data.to_vec();
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.write(fh.0, offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 
     fn create(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
         _umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(Errno::EROFS);
+        let name = match utf8(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let fs = self.fs.clone();
+        let ttl = self.ttl();
+        self.rt.spawn(async move {
+            match fs.create(parent.0, &name, mode).await {
+                Ok((a, fh)) => reply.created(
+                    &ttl,
+                    &file_attr(&a, fs.options()),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                ),
+                Err(e) => reply.error(errno(e)),
+            }
+        });
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Found {
     pub last_modified: SystemTime,
     /// `x-amz-meta-mtime`, known only after a HEAD.
     pub head_mtime: Option<SystemTime>,
+    /// `x-amz-meta-mode`, known only after a HEAD.
+    pub mode: Option<u32>,
 }
 
 impl Found {
@@ -43,6 +45,7 @@ impl Found {
             etag: String::new(),
             last_modified: SystemTime::UNIX_EPOCH,
             head_mtime: None,
+            mode: None,
         }
     }
 
@@ -53,6 +56,7 @@ impl Found {
             etag: info.etag.clone(),
             last_modified: info.last_modified,
             head_mtime: info.mtime,
+            mode: info.mode,
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+    /// Permission bits stored with the object (chmod); `None` means the mount's default.
+    pub mode: Option<u32>,
 }
 
 /// A snapshot of one node.
@@ -184,6 +190,7 @@ impl Inodes {
                 Kind::Dir => self.mount_time,
                 Kind::File => found.head_mtime.unwrap_or(found.last_modified),
             },
+            mode: found.mode,
         }
     }
 
@@ -240,6 +247,9 @@ impl Inodes {
             // A listing has no user metadata; keep the HEAD's mtime while the object is unchanged.
             if found.head_mtime.is_none() && found.etag == node.found.etag {
                 found.head_mtime = node.found.head_mtime;
+            }
+            if found.mode.is_none() && found.etag == node.found.etag {
+                found.mode = node.found.mode;
             }
             node.found = found;
             node.expires = now + self.ttl;
@@ -298,6 +308,91 @@ impl Inodes {
             n.expires = Instant::now();
             let parent = n.parent;
             if let Some(p) = state.nodes.get_mut(&parent) {
+                p.listing = None;
+            }
+        }
+    }
+
+    /// Drops a directory's cached listing (its contents changed through the mount).
+    pub fn invalidate_listing(&self, ino: u64) {
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            n.listing = None;
+        }
+    }
+
+    /// Records what this mount just wrote to a node's key, and drops the parent's listing
+    /// so the next readdir shows it.
+    pub fn set_written(&self, ino: u64, found: Found) -> Option<Attr> {
+        let mut state = self.state.lock().unwrap();
+        let node = state.nodes.get_mut(&ino)?;
+        node.found = found;
+        node.expires = Instant::now() + self.ttl;
+        let (parent, name) = (node.parent, node.name.clone());
+        let attr = self.attr(ino, &node.found);
+        state.negative.remove(&(parent, name));
+        if let Some(p) = state.nodes.get_mut(&parent) {
+            p.listing = None;
+        }
+        Some(attr)
+    }
+
+    /// `parent/name` no longer exists (unlink, rmdir). The node keeps its number for the
+    /// kernel's sake but can no longer be found by name.
+    pub fn remove(&self, parent: u64, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let key = (parent, name.to_owned());
+        state.children.remove(&key);
+        state.negative.insert(key, Instant::now() + self.ttl);
+        if let Some(p) = state.nodes.get_mut(&parent) {
+            p.listing = None;
+        }
+    }
+
+    /// Moves a node (and, for a directory, every node below it) to a new name, keeping its
+    /// number: the kernel keeps the same inode across a rename. Whatever was at the target
+    /// name is unlinked.
+    pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        let Some(ino) = state.children.remove(&(parent, name.to_owned())) else {
+            return;
+        };
+        state
+            .negative
+            .insert((parent, name.to_owned()), now + self.ttl);
+        state.negative.remove(&(new_parent, new_name.to_owned()));
+        state.children.remove(&(new_parent, new_name.to_owned()));
+        let parent_rel = state
+            .nodes
+            .get(&new_parent)
+            .map(|p| p.rel.clone())
+            .unwrap_or_default();
+        let Some(node) = state.nodes.get_mut(&ino) else {
+            return;
+        };
+        let old_rel = node.rel.clone();
+        let new_rel = match node.found.kind {
+            Kind::Dir => format!("{parent_rel}{new_name}/"),
+            Kind::File => format!("{parent_rel}{new_name}"),
+        };
+        node.parent = new_parent;
+        node.name = new_name.to_owned();
+        node.rel = new_rel.clone();
+        node.listing = None;
+        if node.found.kind == Kind::Dir {
+            for n in state.nodes.values_mut() {
+                if let Some(rest) = n.rel.strip_prefix(&old_rel)
+                    && !rest.is_empty()
+                {
+                    n.rel = format!("{new_rel}{rest}");
+                }
+            }
+        }
+        state
+            .children
+            .insert((new_parent, new_name.to_owned()), ino);
+        for p in [parent, new_parent] {
+            if let Some(p) = state.nodes.get_mut(&p) {
                 p.listing = None;
             }
         }
@@ -402,6 +497,7 @@ mod tests {
             etag: format!("\"{name}\""),
             last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
             mtime: None,
+            mode: None,
         }
     }
 
@@ -467,6 +563,23 @@ mod tests {
         changed.etag = "\"other\"".into();
         let l = t.set_listing(ROOT_INO, vec![("f".into(), Found::file(&changed))]);
         assert_eq!(l[0].attr.mtime, changed.last_modified);
+    }
+
+    #[test]
+    fn rename_moves_subtrees_and_keeps_numbers() {
+        let t = Inodes::new(Duration::from_secs(5));
+        let d = t.upsert(ROOT_INO, "d", Found::dir(), true);
+        let f = t.upsert(d.ino, "f", Found::file(&obj("f", 1)), true);
+        let old = t.upsert(ROOT_INO, "e", Found::file(&obj("e", 1)), true);
+        t.rename(ROOT_INO, "d", ROOT_INO, "e");
+        assert_eq!(t.child(ROOT_INO, "e").unwrap().ino, d.ino);
+        assert!(t.child(ROOT_INO, "d").is_none());
+        assert!(t.is_negative(ROOT_INO, "d"));
+        assert_eq!(t.get(f.ino).unwrap().rel, "e/f");
+        assert_eq!(t.get(d.ino).unwrap().rel, "e/");
+        assert_ne!(old.ino, d.ino);
+        t.remove(d.ino, "f");
+        assert!(t.child(d.ino, "f").is_none());
     }
 
     #[test]

@@ -3,12 +3,14 @@
 //! requests to it. The core has no FUSE types in it, so it can be driven directly.
 //!
 //! Layers: `fuse.rs` → [`Fs`] → `inodes.rs` (metadata, TTLs) / `read.rs` (readers,
-//! readahead) → `cache.rs` (blocks) → [`Store`] (S3).
+//! readahead) → `cache.rs` (blocks) → [`Store`] (S3); `write.rs` (spool, uploads,
+//! namespace changes) → [`Store`].
 
 pub mod cache;
 mod fuse;
 pub mod inodes;
 pub mod read;
+pub mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,8 @@ use crate::store::{Store, StoreError};
 use cache::BlockCache;
 use inodes::{Attr, DirEntry, Found, Inodes, Kind, ROOT_INO, build_listing, valid_name};
 use read::{FileReader, ReadShared};
+pub use write::SetAttr;
+use write::{UploadCtx, WriteState};
 
 /// How a mount behaves. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -46,6 +50,31 @@ pub struct MountOptions {
     pub max_prefetch_gets: usize,
     /// FUSE worker threads (they only dispatch; work runs on the tokio runtime).
     pub fuse_threads: usize,
+    /// Where files open for writing are spooled (anonymous files; nothing persists).
+    pub spool_dir: PathBuf,
+    /// Uploads of this size or more are multipart, in parts of this size (8 MiB).
+    pub part_size: u64,
+    /// Parts of one multipart upload in flight at once.
+    pub parts_in_flight: usize,
+    /// Parts buffered for upload across the mount (memory ≈ this × `part_size`); writers
+    /// beyond it wait.
+    pub upload_parts_budget: usize,
+}
+
+/// `$XDG_CACHE_HOME/cognifs/spool`, else `~/.cache/cognifs/spool`, else a temp dir.
+pub fn default_spool_dir() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        });
+    match cache {
+        Some(c) => c.join("cognifs").join("spool"),
+        None => std::env::temp_dir().join("cognifs-spool"),
+    }
 }
 
 impl Default for MountOptions {
@@ -65,6 +94,10 @@ impl Default for MountOptions {
             dir_mode: 0o755,
             max_prefetch_gets: 32,
             fuse_threads: 2,
+            spool_dir: default_spool_dir(),
+            part_size: 8 << 20,
+            parts_in_flight: 4,
+            upload_parts_budget: 32,
         }
     }
 }
@@ -94,7 +127,9 @@ impl From<StoreError> for FsError {
 
 struct OpenFile {
     ino: u64,
-    reader: FileReader,
+    /// Reads of S3 (absent for handles opened for writing: they read the spool).
+    reader: Option<FileReader>,
+    write: Option<Arc<WriteState>>,
 }
 
 /// The semantic core of the mount.
@@ -105,6 +140,9 @@ pub struct Fs {
     opts: MountOptions,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEntry>>>>>,
+    /// Write state per inode open for writing.
+    writes: Mutex<HashMap<u64, Arc<WriteState>>>,
+    upload: Arc<UploadCtx>,
     next_fh: AtomicU64,
 }
 
@@ -123,13 +161,22 @@ impl Fs {
             // Unread prefetched blocks may use up to half the cache budget.
             ((opts.cache_bytes / 2) / block).max(4) as usize,
         ));
+        let upload = Arc::new(UploadCtx {
+            store: store.clone(),
+            // S3's minimum part size is 5 MiB (except the last part).
+            part_size: opts.part_size.max(5 << 20),
+            parts_in_flight: opts.parts_in_flight.max(1),
+            budget: Arc::new(tokio::sync::Semaphore::new(opts.upload_parts_budget.max(1))),
+        });
         Fs {
+            upload,
             store,
             inodes: Inodes::new(opts.metadata_ttl),
             read,
             opts,
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            writes: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
         }
     }
@@ -155,6 +202,16 @@ impl Fs {
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.lookup_attr(parent, name, true).await
+    }
+
+    /// Resolves `parent/name`; `count` when the kernel gets a reference to the result.
+    async fn lookup_attr(&self, parent: u64, name: &str, count: bool) -> FsResult<Attr> {
+        let add = |ino| {
+            if count {
+                self.inodes.add_lookup(ino);
+            }
+        };
         if name.len() > 255 {
             return Err(FsError(libc::ENAMETOOLONG));
         }
@@ -162,11 +219,16 @@ impl Fs {
             return Err(FsError(libc::ENOENT));
         }
         let dir = self.dir_node(parent)?;
-        if let Some(child) = self.inodes.child(parent, name)
-            && child.fresh
-        {
-            self.inodes.add_lookup(child.ino);
-            return Ok(child.attr);
+        if let Some(child) = self.inodes.child(parent, name) {
+            if let Some(ws) = self.write_state(child.ino) {
+                // Being written here: S3 may not have it yet.
+                add(child.ino);
+                return Ok(ws.overlay(child.attr));
+            }
+            if child.fresh {
+                add(child.ino);
+                return Ok(child.attr);
+            }
         }
         if self.inodes.is_negative(parent, name) {
             return Err(FsError(libc::ENOENT));
@@ -174,7 +236,7 @@ impl Fs {
         if let Some(listing) = self.inodes.fresh_listing(parent) {
             return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
                 Ok(i) => {
-                    self.inodes.add_lookup(listing[i].ino);
+                    add(listing[i].ino);
                     Ok(listing[i].attr.clone())
                 }
                 Err(_) => {
@@ -192,10 +254,10 @@ impl Fs {
         );
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
-            return Ok(self.inodes.upsert(parent, name, Found::dir(), true));
+            return Ok(self.inodes.upsert(parent, name, Found::dir(), count));
         }
         match head? {
-            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), true)),
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), count)),
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError(libc::ENOENT))
@@ -205,6 +267,9 @@ impl Fs {
 
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
+        if let Some(ws) = self.write_state(ino) {
+            return Ok(ws.overlay(node.attr));
+        }
         if node.fresh {
             return Ok(node.attr);
         }
@@ -227,10 +292,21 @@ impl Fs {
         }
     }
 
-    /// Opens a file for reading; write access is refused (the mount is read-only for now).
-    pub async fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
-        if write {
-            return Err(FsError(libc::EROFS));
+    /// Opens a file; `write` for write access, `trunc` for `O_TRUNC`.
+    pub async fn open(&self, ino: u64, write: bool, trunc: bool) -> FsResult<u64> {
+        if write || trunc {
+            return self.open_write(ino, trunc).await;
+        }
+        if self.write_state(ino).is_some() {
+            // Being written in this mount: reads go to the spool, see `read`.
+            let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+            let file = OpenFile {
+                ino,
+                reader: None,
+                write: None,
+            };
+            self.files.lock().unwrap().insert(fh, Arc::new(file));
+            return Ok(fh);
         }
         let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
         if node.kind == Kind::Dir {
@@ -245,22 +321,40 @@ impl Fs {
         };
         let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.files
-            .lock()
-            .unwrap()
-            .insert(fh, Arc::new(OpenFile { ino, reader }));
+        self.files.lock().unwrap().insert(
+            fh,
+            Arc::new(OpenFile {
+                ino,
+                reader: Some(reader),
+                write: None,
+            }),
+        );
         Ok(fh)
     }
 
-    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        let file = self
-            .files
+    fn open_file(&self, fh: u64) -> FsResult<Arc<OpenFile>> {
+        self.files
             .lock()
             .unwrap()
             .get(&fh)
             .cloned()
-            .ok_or(FsError(libc::EBADF))?;
-        file.reader.read(offset, size).await.map_err(|e| {
+            .ok_or(FsError(libc::EBADF))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let file = self.open_file(fh)?;
+        // A dirty inode is read from its spool, by every handle.
+        if let Some(ws) = file.write.clone().or_else(|| self.write_state(file.ino)) {
+            let node = self.inodes.get(file.ino).ok_or(FsError(libc::ENOENT))?;
+            ws.ensure_loaded(&self.store, &node.rel, &node.etag, node.attr.size)
+                .await?;
+            return ws.read(offset, size).await.map_err(FsError::from);
+        }
+        let Some(reader) = &file.reader else {
+            // Opened while the file was being written and the writer has since closed.
+            return self.read_after_writer(&file, offset, size).await;
+        };
+        reader.read(offset, size).await.map_err(|e| {
             if matches!(*e, StoreError::Changed) {
                 // The next open must see the new version, not retry the old etag.
                 self.inodes.invalidate(file.ino);
@@ -269,8 +363,13 @@ impl Fs {
         })
     }
 
-    pub fn release(&self, fh: u64) {
-        self.files.lock().unwrap().remove(&fh);
+    async fn read_after_writer(&self, file: &OpenFile, offset: u64, size: u32) -> FsResult<Bytes> {
+        let node = self.inodes.get(file.ino).ok_or(FsError(libc::ENOENT))?;
+        let reader = FileReader::new(self.read.clone(), node.rel, node.etag, node.attr.size);
+        reader
+            .read(offset, size)
+            .await
+            .map_err(|e| FsError::from(&*e))
     }
 
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -311,12 +410,51 @@ impl Fs {
             ino: parent.ino,
             attr: parent,
         });
-        entries.extend(listing.iter().cloned());
+        entries.extend(self.with_open_writes(ino, &listing));
         let snapshot = Arc::new(entries);
         if let Some(slot) = self.dirs.lock().unwrap().get_mut(&fh) {
             *slot = Some(snapshot.clone());
         }
         Ok(snapshot)
+    }
+
+    /// The listing as this mount sees it: files being written here show their current size,
+    /// and ones S3 does not have yet (created, not yet flushed) are added.
+    fn with_open_writes(&self, dir: u64, listing: &[DirEntry]) -> Vec<DirEntry> {
+        let live: Vec<Arc<WriteState>> = self.writes.lock().unwrap().values().cloned().collect();
+        if live.is_empty() {
+            return listing.to_vec();
+        }
+        let mut out: Vec<DirEntry> = listing.to_vec();
+        for ws in live {
+            let Some(node) = self.inodes.get(ws.ino) else {
+                continue;
+            };
+            let Some(name) = self.inodes.name(ws.ino) else {
+                continue;
+            };
+            let named = self
+                .inodes
+                .child(dir, &name)
+                .is_some_and(|c| c.ino == ws.ino);
+            if node.parent != dir || !named || ws.is_unlinked() {
+                continue;
+            }
+            let attr = ws.overlay(node.attr);
+            match out.binary_search_by(|e| e.name.as_str().cmp(&name)) {
+                Ok(i) if out[i].ino == ws.ino => out[i].attr = attr,
+                Ok(_) => {}
+                Err(i) => out.insert(
+                    i,
+                    DirEntry {
+                        name,
+                        ino: ws.ino,
+                        attr,
+                    },
+                ),
+            }
+        }
+        out
     }
 
     /// Every page of the directory's listing, cached for the metadata TTL.

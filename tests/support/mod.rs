@@ -584,3 +584,60 @@ pub async fn user_meta(
         .cloned()
         .unwrap_or_default()
 }
+
+/// [`s3_client`] with `attempts` tries per request (for fault-injection runs).
+pub fn s3_client_attempts(
+    running: &Running,
+    creds: Credentials,
+    attempts: u32,
+) -> aws_sdk_s3::Client {
+    install_crypto();
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(Region::new(running.profile.region.clone()))
+        .endpoint_url(&running.profile.s3_endpoint)
+        .force_path_style(true)
+        .credentials_provider(creds)
+        .retry_config(
+            aws_sdk_s3::config::retry::RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(Duration::from_millis(20))
+                .with_max_backoff(Duration::from_millis(500)),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// [`mount_user`] whose S3 client tries each request `attempts` times.
+pub async fn mount_user_attempts(
+    running: &Running,
+    user: &str,
+    password: &str,
+    opts: MountOptions,
+    attempts: u32,
+) -> MountGuard {
+    let token = id_token(running, user, password).await;
+    let (identity_id, creds) = aws_credentials(running, &token).await;
+    let s3 = s3_client_attempts(running, creds, attempts);
+    let store = Store::new(
+        s3,
+        running.profile.bucket.clone(),
+        format!("{identity_id}/"),
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("cognifs-mnt-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().to_path_buf();
+    let handle = tokio::runtime::Handle::current();
+    let p = path.clone();
+    let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
+        .await
+        .expect("mount");
+    MountGuard {
+        mount: Some(mount),
+        dir: Some(dir),
+        path,
+        identity_id,
+    }
+}
