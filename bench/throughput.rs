@@ -273,6 +273,106 @@ fn main() {
         cognifs: ls,
         bytes: None,
     });
+
+    // Writes. Direct: one multipart upload of the same bytes (8 MiB parts, 4 in flight,
+    // like cognifs's defaults) and 500 sequential PutObjects of 4 KiB.
+    let local = work.path().join("local.bin");
+    let data: Vec<u8> = (0..size_mib << 20)
+        .map(|i| (i as u32).wrapping_mul(40503) as u8)
+        .collect();
+    std::fs::write(&local, &data).unwrap();
+    let t = Instant::now();
+    rt.block_on(async {
+        let key = format!("{prefix}direct-upload.bin");
+        let up = user_s3
+            .create_multipart_upload()
+            .bucket(&bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        let id = up.upload_id().unwrap().to_owned();
+        let parts: Vec<_> = futures::stream::iter(data.chunks(8 << 20).enumerate())
+            .map(|(i, chunk)| {
+                let (s3, bucket, key, id) =
+                    (user_s3.clone(), bucket.clone(), key.clone(), id.clone());
+                let body = ByteStream::from(chunk.to_vec());
+                async move {
+                    let n = i as i32 + 1;
+                    let out = s3
+                        .upload_part()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .part_number(n)
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(n)
+                        .e_tag(out.e_tag().unwrap())
+                        .build()
+                }
+            })
+            .buffered(4)
+            .collect()
+            .await;
+        user_s3
+            .complete_multipart_upload()
+            .bucket(&bucket)
+            .key(&key)
+            .upload_id(&id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    });
+    let direct_write = t.elapsed();
+    let t = Instant::now();
+    std::fs::copy(&local, mountpoint.join("copied.bin")).expect("cp into the mount");
+    let cp = t.elapsed();
+    rows.push(Row {
+        what: "sequential write (cp)",
+        direct: direct_write,
+        cognifs: cp,
+        bytes: Some(data.len() as u64),
+    });
+    drop(data);
+
+    let small = vec![b's'; 4096];
+    let t = Instant::now();
+    rt.block_on(async {
+        for i in 0..500 {
+            let key = format!("{prefix}direct-small/f{i:03}");
+            user_s3
+                .put_object()
+                .bucket(&bucket)
+                .key(key)
+                .body(ByteStream::from(small.clone()))
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let direct_small = t.elapsed();
+    std::fs::create_dir(mountpoint.join("small")).unwrap();
+    let t = Instant::now();
+    for i in 0..500 {
+        std::fs::write(mountpoint.join(format!("small/f{i:03}")), &small).expect("small write");
+    }
+    let small_writes = t.elapsed();
+    rows.push(Row {
+        what: "500 x 4 KiB files",
+        direct: direct_small,
+        cognifs: small_writes,
+        bytes: None,
+    });
+
     mount.unmount().expect("unmount");
 
     println!(
