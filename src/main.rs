@@ -594,13 +594,57 @@ fn serve(
     })?;
     tracing::info!(mountpoint = %dir.display(), "unmounting");
     service::notify_or_log("STOPPING=1\nSTATUS=unmounting");
-    if mounts::is_mounted(dir) {
-        mount.unmount()?;
-    } else {
-        drop(mount);
+    // Detach at once (lazy unmount: nothing new can open), then wait for the FUSE session to
+    // end, which the kernel does once every open file is closed: a `cp` under way finishes
+    // and its close uploads the whole file. Uploading a file while its writer is still
+    // going would put a truncated object in S3; so that happens only after the grace period.
+    let fs = mount.fs().clone();
+    if mounts::is_mounted(dir)
+        && let Err(e) = mount.detach()
+    {
+        tracing::warn!("{e:#}");
     }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(mount.join());
+    });
+    let started = std::time::Instant::now();
+    loop {
+        match done_rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(r) => {
+                if let Err(e) = r {
+                    tracing::warn!("{e:#}");
+                }
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let pending = fs.pending_writes();
+        if started.elapsed() >= SHUTDOWN_GRACE {
+            tracing::warn!(
+                files = pending.len(),
+                "files still open after the grace period"
+            );
+            break;
+        }
+        for (key, size) in &pending {
+            tracing::info!(%key, size, "waiting for a file being written to be closed");
+        }
+        service::notify_or_log(&format!(
+            "STATUS=unmounting: waiting for {} file(s) being written",
+            pending.len()
+        ));
+    }
+    // Anything still dirty (a writer that outlived the grace period) goes up as it stands.
+    rt.block_on(fs.flush_all())
+        .map_err(|e| anyhow::anyhow!("uploading open files at shutdown: errno {}", e.0))?;
     Ok(())
 }
+
+/// How long a stop waits for files being written to be closed; below the unit's
+/// TimeoutStopSec (120 s), so the final uploads still happen before systemd kills us.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
 
 /// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
 fn clock(unix: u64) -> String {

@@ -64,6 +64,8 @@ pub struct UploadInfo {
     /// Relative to the prefix.
     pub rel: String,
     pub upload_id: String,
+    /// When the upload was created, if the server said.
+    pub initiated: Option<SystemTime>,
 }
 
 /// One page of a delimited listing.
@@ -633,6 +635,7 @@ impl Store {
                     out.push(UploadInfo {
                         rel: rel.to_owned(),
                         upload_id: id.to_owned(),
+                        initiated: u.initiated().and_then(|t| SystemTime::try_from(*t).ok()),
                     });
                 }
             }

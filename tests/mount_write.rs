@@ -683,3 +683,608 @@ async fn cp_completes_correctly_with_injected_503s() {
     })
     .await;
 }
+
+// ---- rsync, shutdown safety, model-based ----
+
+/// Fails (never skips) when rsync is missing: CI installs it (.ci/run).
+fn require_rsync() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "install rsync (Debian package `rsync`; .ci/run does)"
+    );
+}
+
+/// `rsync -a --itemize-changes --stats SRC/ DST/`; returns (files transferred, itemized
+/// file transfers).
+async fn rsync_into(src: &Path, dst: &Path) -> (u64, Vec<String>) {
+    let (s, d) = (format!("{}/", src.display()), format!("{}/", dst.display()));
+    let out = blocking_for(Duration::from_secs(120), move || {
+        Command::new("rsync")
+            .args(["-a", "--itemize-changes", "--stats", &s, &d])
+            .output()
+            .unwrap()
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rsync failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let transferred = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Number of regular files transferred: "))
+        .unwrap_or_else(|| panic!("no stats in rsync output:\n{stdout}"))
+        .trim()
+        .replace(',', "")
+        .parse()
+        .unwrap();
+    let sent = stdout
+        .lines()
+        .filter(|l| l.starts_with(">f") || l.starts_with("<f"))
+        .map(str::to_owned)
+        .collect();
+    (transferred, sent)
+}
+
+/// FNV-1a of some bytes: comparable contents that print short.
+fn digest(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Every file below `root`: relative path → (size, digest, mtime in whole seconds, mode).
+fn tree_with_times(root: &Path) -> std::collections::BTreeMap<String, (usize, u64, i64, u32)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let data = std::fs::read(&p).unwrap();
+                let entry = (data.len(), digest(&data), md.mtime(), md.mode() & 0o7777);
+                out.insert(rel, entry);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rsync_twice_transfers_nothing_the_second_time() {
+    require_rsync();
+    with_timeout(300, async {
+        let env = Env::new().await;
+        let src = tempfile::tempdir().unwrap();
+        let files: [(&str, usize, u64, u32); 6] = [
+            ("top.txt", 10, 1_000_000_000, 0o644),
+            ("empty", 0, 1_100_000_000, 0o644),
+            ("a/one.bin", 70_000, 1_200_000_000, 0o600),
+            ("a/b/two.bin", 3 << 20, 1_300_000_000, 0o644),
+            ("a/b/c/three with space.txt", 123, 1_400_000_000, 0o640),
+            ("d/four.bin", 9 << 20, 1_500_000_000, 0o644),
+        ];
+        for (i, (rel, len, secs, mode)) in files.iter().enumerate() {
+            let p = src.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, pseudo_random(*len, i as u64 + 1)).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(*secs))
+                .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        let want = tree_with_times(src.path());
+
+        let mut m = env.mount().await;
+        let dst = m.join("tree");
+        let (n, _) = rsync_into(src.path(), &dst).await;
+        assert_eq!(n, files.len() as u64, "first run sends every file");
+        let d = dst.clone();
+        assert_eq!(blocking(move || tree_with_times(&d)).await, want);
+        let (n, sent) = rsync_into(src.path(), &dst).await;
+        assert_eq!((n, sent), (0, vec![]), "second run, same mount");
+
+        // After a remount everything is known only from S3; a listing comes first (ls -l),
+        // which carries no user metadata, and must still show the stored mtimes.
+        m.unmount().unwrap();
+        drop(m);
+        let m = env.mount().await;
+        let dst = m.join("tree");
+        let d = dst.clone();
+        assert_eq!(blocking(move || tree_with_times(&d)).await, want);
+        let (n, sent) = rsync_into(src.path(), &dst).await;
+        assert_eq!((n, sent), (0, vec![]), "run after a remount");
+        assert_eq!(open_uploads(&env.admin, &env.bucket, &env.key("")).await, 0);
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// The real `cognifs` binary, signed in as alice against one devstack, with config, state
+/// and spool (XDG_CACHE_HOME) in a temp dir of its own.
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cognifs"));
+        cmd.args(args)
+            .env("COGNIFS_CONFIG", self.dir.path().join("config.toml"))
+            .env("COGNIFS_STATE_DIR", self.dir.path().join("state"))
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env_remove("COGNIFS_PROFILE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("BROWSER")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        cmd
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.dir.path().join("cache/cognifs/spool")
+    }
+
+    /// `cognifs login --no-browser`, answered over HTTP as tests/cli.rs does.
+    async fn login(running: &Running, user: &str, password: &str) -> Cli {
+        use std::io::BufRead;
+        let cli = Cli {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        running
+            .write_config(&cli.dir.path().join("config.toml"))
+            .unwrap();
+        let mut child = ChildGuard(Some(
+            cli.command(&["login", "--no-browser"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ));
+        let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
+        // The reader comes back: closing login's stderr early would kill it (EPIPE).
+        let (url, mut lines) = blocking_for(Duration::from_secs(30), move || {
+            let mut lines = std::io::BufReader::new(stderr);
+            loop {
+                let mut line = String::new();
+                assert!(
+                    lines.read_line(&mut line).unwrap() > 0,
+                    "login printed no URL"
+                );
+                if let Some(url) = line.trim().strip_prefix("http") {
+                    break (format!("http{url}"), lines);
+                }
+            }
+        })
+        .await;
+        let location = cognifs::demo::sign_in_redirect(&url, user.into(), password.into())
+            .await
+            .unwrap();
+        let mut proc = child.0.take().unwrap();
+        writeln!(proc.stdin.take().unwrap(), "{location}").unwrap();
+        let rest = blocking(move || {
+            let mut rest = String::new();
+            let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+            rest
+        })
+        .await;
+        let status = wait_child(proc, Duration::from_secs(30)).await;
+        assert!(status.success(), "login failed: {status:?}\n{rest}");
+        cli
+    }
+
+    /// `cognifs mount --foreground DIR`, logging to `log`; returns once DIR is mounted.
+    async fn mount(&self, dir: &Path, log: &Path) -> ChildGuard {
+        let log = std::fs::File::create(log).unwrap();
+        let child = self
+            .command(&["mount", "--foreground", dir.to_str().unwrap()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut guard = ChildGuard(Some(child));
+        for _ in 0..600 {
+            if is_mounted(dir) {
+                return guard;
+            }
+            let exited = guard.0.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "cognifs mount exited: {exited:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} was not mounted within 60 s", dir.display());
+    }
+}
+
+/// Kills a child on drop so a failing test leaves no process behind.
+struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    fn signal(&self, sig: i32) {
+        let pid = self.0.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        wait_child(self.0.take().expect("a child"), limit).await
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits for a child (killing it past `limit`, then failing).
+async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not finish within {limit:?}", child.id());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Lazily unmounts a path on drop, whatever happened in the test.
+struct PathGuard(PathBuf);
+
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Waits (up to 60 s) until the file shows at least `len` bytes through the mount.
+async fn wait_size(path: &Path, len: u64) {
+    for _ in 0..3000 {
+        if std::fs::metadata(path).is_ok_and(|m| m.len() >= len) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{} never reached {len} bytes", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
+    with_timeout(600, async {
+        let port = free_port();
+        let running = start_with(|o| o.callback_port = port).await;
+        let admin = admin_s3(&running);
+        let bucket = running.profile.bucket.clone();
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let cli = Cli::login(&running, ALICE.0, ALICE.1).await;
+        let logs = tempfile::tempdir().unwrap();
+        let local = tempfile::tempdir().unwrap();
+        let src = local.path().join("big.bin");
+        let data = pseudo_random(200 << 20, 21);
+        std::fs::write(&src, &data).unwrap();
+        let mnt = tempfile::tempdir().unwrap();
+        let dir = mnt.path().canonicalize().unwrap();
+        let _unmount = PathGuard(dir.clone());
+
+        // SIGTERM while cp is under way: the mount detaches, cp finishes into the open
+        // file, its close uploads everything, then cognifs exits 0.
+        let mut daemon = cli.mount(&dir, &logs.path().join("1.log")).await;
+        let mut cp = ChildGuard(Some(
+            Command::new("cp")
+                .arg(&src)
+                .arg(dir.join("big.bin"))
+                .spawn()
+                .unwrap(),
+        ));
+        wait_size(&dir.join("big.bin"), 16 << 20).await;
+        assert!(
+            cp.running(),
+            "cp finished before the SIGTERM; the test proves nothing"
+        );
+        daemon.signal(libc::SIGTERM);
+        let cp_status = cp.wait(Duration::from_secs(240)).await;
+        let status = daemon.wait(Duration::from_secs(240)).await;
+        let log = std::fs::read_to_string(logs.path().join("1.log")).unwrap();
+        assert!(status.success(), "cognifs after SIGTERM: {status:?}\n{log}");
+        assert!(
+            !is_mounted(&dir),
+            "still mounted after exit; cp: {cp_status:?}\n{log}"
+        );
+        let got = get_bytes(&admin, &bucket, &format!("{id}/big.bin")).await;
+        if let Some(got) = &got {
+            assert_eq!(got.len(), data.len(), "a truncated object");
+            assert!(*got == data, "the object's bytes differ");
+        }
+        // cognifs waits for open files to be closed, so cp is not cut short.
+        assert!(cp_status.success(), "cp: {cp_status:?}\n{log}");
+        assert!(got.is_some(), "cp succeeded, so the object must be in S3");
+        eprintln!("{log}");
+        assert_eq!(open_uploads(&admin, &bucket, &format!("{id}/")).await, 0);
+
+        // SIGKILL mid-cp: nothing can be uploaded; the streamed upload is left open and the
+        // object never appears. The next mount aborts the stray upload.
+        let mut daemon = cli.mount(&dir, &logs.path().join("2.log")).await;
+        let mut cp = ChildGuard(Some(
+            Command::new("cp")
+                .arg(&src)
+                .arg(dir.join("killed.bin"))
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        wait_size(&dir.join("killed.bin"), 32 << 20).await;
+        for _ in 0..500 {
+            if open_uploads(&admin, &bucket, &format!("{id}/")).await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        daemon.signal(libc::SIGKILL);
+        daemon.wait(Duration::from_secs(30)).await;
+        let _ = cp.wait(Duration::from_secs(60)).await;
+        assert!(
+            Command::new("umount")
+                .arg("-l")
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            get_bytes(&admin, &bucket, &format!("{id}/killed.bin"))
+                .await
+                .is_none(),
+            "nothing of a killed copy reaches S3"
+        );
+        assert!(open_uploads(&admin, &bucket, &format!("{id}/")).await > 0);
+        // Spool files are unlinked at creation: the kill left none. A stale one (a crash
+        // between creating and unlinking; pid beyond any pid_max) is removed at mount.
+        let spool: Vec<_> = std::fs::read_dir(cli.spool()).unwrap().collect();
+        assert!(spool.is_empty(), "spool files left: {spool:?}");
+        std::fs::write(cli.spool().join("999999999-7-0"), b"").unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await; // older than STRAY_UPLOAD_AGE
+
+        let mut daemon = cli.mount(&dir, &logs.path().join("3.log")).await;
+        assert_eq!(
+            open_uploads(&admin, &bucket, &format!("{id}/")).await,
+            0,
+            "the next mount aborts stray uploads"
+        );
+        assert!(!cli.spool().join("999999999-7-0").exists());
+        // The complete object from the first copy is still intact.
+        let p = dir.join("big.bin");
+        let back = blocking(move || std::fs::read(p).unwrap()).await;
+        assert!(back == data);
+        daemon.signal(libc::SIGTERM);
+        let status = daemon.wait(Duration::from_secs(60)).await;
+        let log = std::fs::read_to_string(logs.path().join("3.log")).unwrap();
+        assert!(status.success(), "{log}");
+        assert!(log.contains("aborted a stray multipart upload"), "{log}");
+        assert!(log.contains("removed a stale spool file"), "{log}");
+        assert!(!is_mounted(&dir));
+        running.shutdown().await;
+    })
+    .await;
+}
+
+/// One step of the model-based test, on paths relative to the case's root.
+#[derive(Debug, Clone)]
+enum Op {
+    /// `O_CREAT | O_TRUNC`, then `len` bytes.
+    Create(String, usize),
+    /// Open an existing file (no truncation) and write `len` bytes at `offset`.
+    WriteAt(String, u64, usize),
+    Truncate(String, u64),
+    Rename(String, String),
+    Unlink(String),
+    Mkdir(String),
+    Rmdir(String),
+}
+
+/// A random step. Mostly on names that exist in the reference tree (`files`, `dirs`), so
+/// most steps succeed; sometimes on any name from a small pool, so failures are covered.
+fn random_op(rng: &mut rand::rngs::StdRng, files: &[String], dirs: &[String]) -> Op {
+    use rand::Rng;
+    const FILES: [&str; 8] = ["a", "b", "c", "d0/a", "d0/b", "d0/e/a", "d1/a", "d1/e/b"];
+    const DIRS: [&str; 5] = ["d0", "d1", "d0/e", "d1/e", "d2"];
+    let mut pick = |existing: &[String], pool: &[&str]| -> String {
+        if !existing.is_empty() && rng.random_bool(0.75) {
+            existing[rng.random_range(0..existing.len())].clone()
+        } else {
+            pool[rng.random_range(0..pool.len())].to_owned()
+        }
+    };
+    let file = pick(files, &FILES);
+    let dir = pick(dirs, &DIRS);
+    let new_file = pick(&[], &FILES);
+    let new_dir = pick(&[], &DIRS);
+    match rng.random_range(0..100) {
+        0..20 => Op::Create(new_file, rng.random_range(0..20_000)),
+        20..40 => Op::WriteAt(
+            file,
+            rng.random_range(0..30_000),
+            rng.random_range(1..10_000),
+        ),
+        40..50 => Op::Truncate(file, rng.random_range(0..25_000)),
+        50..58 => Op::Rename(file, new_file),
+        58..65 => Op::Rename(dir, new_dir),
+        65..75 => Op::Unlink(file),
+        75..88 => Op::Mkdir(new_dir),
+        _ => Op::Rmdir(dir),
+    }
+}
+
+/// Applies `op` under `root`; the errno on failure.
+fn apply(root: &Path, op: &Op, data: &[u8]) -> Result<(), i32> {
+    let p = |rel: &str| root.join(rel);
+    let r =
+        match op {
+            Op::Create(f, len) => std::fs::write(p(f), &data[..*len]),
+            Op::WriteAt(f, off, len) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(p(f))
+                .and_then(|file| {
+                    file.write_all_at(&data[..*len], *off)?;
+                    close_checked(file)
+                }),
+            Op::Truncate(f, size) => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p(f))
+                    .and_then(|file| {
+                        file.set_len(*size)?;
+                        close_checked(file)
+                    })
+            }
+            Op::Rename(a, b) => std::fs::rename(p(a), p(b)),
+            Op::Unlink(f) => std::fs::remove_file(p(f)),
+            Op::Mkdir(d) => std::fs::create_dir(p(d)),
+            Op::Rmdir(d) => std::fs::remove_dir(p(d)),
+        };
+    r.map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+/// The tree below `root`: relative path → file contents, `None` for a directory.
+fn snapshot(root: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                out.insert(rel, None);
+                stack.push(p);
+            } else {
+                let data = std::fs::read(&p).unwrap();
+                assert_eq!(md.len(), data.len() as u64, "{rel}: stat size vs contents");
+                out.insert(rel, Some(data));
+            }
+        }
+    }
+    out
+}
+
+/// Short, comparable form of a snapshot (contents as size + digest).
+fn summary(
+    s: &std::collections::BTreeMap<String, Option<Vec<u8>>>,
+) -> Vec<(String, Option<(usize, u64)>)> {
+    s.iter()
+        .map(|(k, v)| (k.clone(), v.as_ref().map(|d| (d.len(), digest(d)))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_based_random_namespace_and_data_ops_match_a_local_directory() {
+    use rand::SeedableRng;
+    const SEEDS: [u64; 3] = [1, 0x00c0_ffee, 20_261_126];
+    const STEPS: usize = 150;
+    with_timeout(600, async {
+        let env = Env::new().await;
+        let local = tempfile::tempdir().unwrap();
+        let data = pseudo_random(32 << 10, 99);
+        let mut m = env.mount().await;
+        for seed in SEEDS {
+            let case = format!("case{seed}");
+            let (mroot, lroot) = (m.join(&case), local.path().join(&case));
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let d = data.clone();
+            let succeeded = blocking(move || {
+                std::fs::create_dir(&mroot).unwrap();
+                std::fs::create_dir(&lroot).unwrap();
+                let mut succeeded = 0;
+                let mut tree = snapshot(&lroot);
+                for i in 0..STEPS {
+                    let (files, dirs): (Vec<_>, Vec<_>) =
+                        tree.iter().partition(|(_, v)| v.is_some());
+                    let names = |v: Vec<(&String, _)>| {
+                        v.into_iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+                    };
+                    let op = &random_op(&mut rng, &names(files), &names(dirs));
+                    // Different bytes per step, so a stale read cannot match by luck.
+                    let mut bytes = d.clone();
+                    bytes.rotate_left(i * 7919 % d.len());
+                    let want = apply(&lroot, op, &bytes);
+                    let got = apply(&mroot, op, &bytes);
+                    assert_eq!(got, want, "seed {seed} step {i} {op:?}: result");
+                    succeeded += usize::from(got.is_ok());
+                    tree = snapshot(&lroot);
+                    assert_eq!(
+                        summary(&snapshot(&mroot)),
+                        summary(&tree),
+                        "seed {seed} step {i} {op:?}: tree"
+                    );
+                }
+                succeeded
+            })
+            .await;
+            eprintln!("seed {seed}: {succeeded} of {STEPS} ops succeeded");
+            // A sequence of mostly failing calls would test little.
+            assert!(
+                succeeded > STEPS / 3,
+                "seed {seed}: only {succeeded} ops succeeded"
+            );
+        }
+
+        // The same trees after a remount (everything from S3, nothing from this mount's
+        // memory), and in S3 itself, read with the admin client.
+        m.unmount().unwrap();
+        drop(m);
+        let m = env.mount().await;
+        let keys = env.keys().await;
+        for seed in SEEDS {
+            let case = format!("case{seed}");
+            let (mroot, lroot) = (m.join(&case), local.path().join(&case));
+            let want = blocking(move || snapshot(&lroot)).await;
+            let w = want.clone();
+            let got = blocking(move || snapshot(&mroot)).await;
+            assert_eq!(summary(&got), summary(&w), "seed {seed}: after a remount");
+            let mut in_s3 = std::collections::BTreeMap::new();
+            let prefix = format!("{case}/");
+            let below = keys.iter().filter_map(|k| k.strip_prefix(&prefix));
+            for k in below.filter(|k| !k.is_empty()) {
+                if let Some(dir) = k.strip_suffix('/') {
+                    in_s3.insert(dir.to_owned(), None);
+                } else {
+                    in_s3.insert(k.to_owned(), env.s3(&format!("{prefix}{k}")).await);
+                }
+            }
+            // Every directory made here has a marker; every file is one object.
+            assert_eq!(summary(&in_s3), summary(&want), "seed {seed}: S3 keys");
+        }
+        assert_eq!(open_uploads(&env.admin, &env.bucket, &env.key("")).await, 0);
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}

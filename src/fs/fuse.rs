@@ -292,6 +292,13 @@ impl Filesystem for FuseFs {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
                         let attr = file_attr(&e.attr, fs.options());
+                        // Listing attributes lack the stored mtime/mode: not cached, so a
+                        // stat asks again (lookup, which HEADs) instead of showing them.
+                        let ttl = if e.attr.meta_known {
+                            ttl
+                        } else {
+                            Duration::ZERO
+                        };
                         if reply.add(
                             INodeNo(e.ino),
                             i as u64 + 1,

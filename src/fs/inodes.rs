@@ -35,6 +35,9 @@ pub struct Found {
     pub head_mtime: Option<SystemTime>,
     /// `x-amz-meta-mode`, known only after a HEAD.
     pub mode: Option<u32>,
+    /// `head_mtime` and `mode` are what S3 holds (from a HEAD or this mount's own write);
+    /// false for a file known only from a listing, which carries no user metadata.
+    pub meta_known: bool,
 }
 
 impl Found {
@@ -46,6 +49,7 @@ impl Found {
             last_modified: SystemTime::UNIX_EPOCH,
             head_mtime: None,
             mode: None,
+            meta_known: true,
         }
     }
 
@@ -57,6 +61,7 @@ impl Found {
             last_modified: info.last_modified,
             head_mtime: info.mtime,
             mode: info.mode,
+            meta_known: true,
         }
     }
 }
@@ -70,6 +75,8 @@ pub struct Attr {
     pub mtime: SystemTime,
     /// Permission bits stored with the object (chmod); `None` means the mount's default.
     pub mode: Option<u32>,
+    /// False when `mtime`/`mode` come from a listing and may not be what S3 stores.
+    pub meta_known: bool,
 }
 
 /// A snapshot of one node.
@@ -119,7 +126,11 @@ pub fn build_listing(pages: &[ListPage]) -> Vec<(String, Found)> {
     for page in pages {
         for f in &page.files {
             if valid_name(&f.name) && !out.contains_key(&f.name) {
-                out.insert(f.name.clone(), Found::file(f));
+                let found = Found {
+                    meta_known: false,
+                    ..Found::file(f)
+                };
+                out.insert(f.name.clone(), found);
             }
         }
     }
@@ -191,6 +202,7 @@ impl Inodes {
                 Kind::File => found.head_mtime.unwrap_or(found.last_modified),
             },
             mode: found.mode,
+            meta_known: found.meta_known,
         }
     }
 
@@ -245,11 +257,10 @@ impl Inodes {
             && node.found.kind == found.kind
         {
             // A listing has no user metadata; keep the HEAD's mtime while the object is unchanged.
-            if found.head_mtime.is_none() && found.etag == node.found.etag {
+            if !found.meta_known && node.found.meta_known && found.etag == node.found.etag {
                 found.head_mtime = node.found.head_mtime;
-            }
-            if found.mode.is_none() && found.etag == node.found.etag {
                 found.mode = node.found.mode;
+                found.meta_known = true;
             }
             node.found = found;
             node.expires = now + self.ttl;
@@ -557,12 +568,19 @@ mod tests {
         let m = SystemTime::UNIX_EPOCH + Duration::new(42, 7);
         o.mtime = Some(m);
         t.upsert(ROOT_INO, "f", Found::file(&o), true);
-        let l = t.set_listing(ROOT_INO, vec![("f".into(), Found::file(&obj("f", 1)))]);
+        // As `build_listing` makes them: no user metadata.
+        let listed = |o: &ObjectInfo| Found {
+            meta_known: false,
+            ..Found::file(o)
+        };
+        let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&obj("f", 1)))]);
         assert_eq!(l[0].attr.mtime, m);
+        assert!(l[0].attr.meta_known);
         let mut changed = obj("f", 1);
         changed.etag = "\"other\"".into();
-        let l = t.set_listing(ROOT_INO, vec![("f".into(), Found::file(&changed))]);
+        let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&changed))]);
         assert_eq!(l[0].attr.mtime, changed.last_modified);
+        assert!(!l[0].attr.meta_known, "a new version's metadata is unknown");
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl Fs {
                 add(child.ino);
                 return Ok(ws.overlay(child.attr));
             }
-            if child.fresh {
+            if child.fresh && (child.attr.meta_known || !count) {
                 add(child.ino);
                 return Ok(child.attr);
             }
@@ -235,6 +235,12 @@ impl Fs {
         }
         if let Some(listing) = self.inodes.fresh_listing(parent) {
             return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
+                // What the kernel is told must carry the stored mtime and mode (rsync
+                // compares mtimes); a listing has neither, so HEAD the file once.
+                Ok(i) if count && !listing[i].attr.meta_known => {
+                    self.head_lookup(parent, name, &format!("{}{name}", dir.rel))
+                        .await
+                }
                 Ok(i) => {
                     add(listing[i].ino);
                     Ok(listing[i].attr.clone())
@@ -265,12 +271,23 @@ impl Fs {
         }
     }
 
+    /// A counted lookup of a file known from a listing: HEAD it for its user metadata.
+    async fn head_lookup(&self, parent: u64, name: &str, rel: &str) -> FsResult<Attr> {
+        match self.store.head(rel).await? {
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), true)),
+            None => {
+                self.inodes.set_negative(parent, name);
+                Err(FsError(libc::ENOENT))
+            }
+        }
+    }
+
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.inodes.get(ino).ok_or(FsError(libc::ENOENT))?;
         if let Some(ws) = self.write_state(ino) {
             return Ok(ws.overlay(node.attr));
         }
-        if node.fresh {
+        if node.fresh && node.attr.meta_known {
             return Ok(node.attr);
         }
         match node.kind {
@@ -517,7 +534,36 @@ impl Mount {
         Ok(())
     }
 
-    /// Blocks until the filesystem is unmounted from outside (e.g. `fusermount3 -u`).
+    /// Lazy unmount: the mount leaves the namespace at once (nothing new can be opened),
+    /// while files already open keep working; the session ends when the last one is
+    /// closed (see [`Mount::join`]). A plain unmount would fail with `EBUSY` instead.
+    pub fn detach(&self) -> anyhow::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes())?;
+        // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err).with_context(|| format!("detaching {}", self.mountpoint.display()));
+        }
+        // Not root: the setuid helper may unmount what this user mounted.
+        for helper in ["fusermount3", "fusermount"] {
+            let status = std::process::Command::new(helper)
+                .args(["-u", "-z", "--"])
+                .arg(&self.mountpoint)
+                .stdin(std::process::Stdio::null())
+                .status();
+            if status.is_ok_and(|s| s.success()) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("could not detach {}", self.mountpoint.display())
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (e.g. `fusermount3 -u`), or
+    /// after [`Mount::detach`], until the last open file is closed.
     pub fn join(mut self) -> anyhow::Result<()> {
         if let Some(session) = self.session.take() {
             session.join()?;
@@ -543,6 +589,8 @@ pub fn mount(
     runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<Mount> {
     let fs = Arc::new(Fs::new(store, opts));
+    // Before the kernel sees the mount: clean up after a previous crash of this prefix.
+    runtime.block_on(fs.recover());
     let session = fuse::spawn(fs.clone(), mountpoint, runtime)
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     Ok(Mount {
