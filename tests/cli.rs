@@ -4,136 +4,18 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+use support::cli::*;
 use support::*;
-
-struct Env {
-    config: PathBuf,
-    state: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cognifs"));
-        cmd.args(args)
-            .env("COGNIFS_CONFIG", &self.config)
-            .env("COGNIFS_STATE_DIR", &self.state)
-            .env_remove("COGNIFS_PROFILE")
-            .env_remove("BROWSER")
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY");
-        cmd
-    }
-
-    /// Runs to completion within `limit`, killing the process if it overruns.
-    fn run(&self, args: &[&str], limit: Duration) -> Output {
-        let child = self
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_with_deadline(child, limit, args)
-    }
-}
-
-fn wait_with_deadline(mut child: Child, limit: Duration, what: &[&str]) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("cognifs {what:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
-
-/// Unmounts a path on drop, whatever happened in the test.
-struct PathGuard(PathBuf);
-impl Drop for PathGuard {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-fn setup(running: &devstack::Running) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    running.write_config(&config).unwrap();
-    Env {
-        config,
-        state: dir.path().join("state"),
-        _dir: dir,
-    }
-}
-
-/// `cognifs login --no-browser`: read the URL it prints, sign in over HTTP, paste the
-/// address the browser would have been sent to.
-fn login_by_paste(env: &Env, user: &str, password: &str, rt: &tokio::runtime::Handle) -> Output {
-    let mut child = env
-        .command(&["login", "--no-browser"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        assert!(Instant::now() < deadline, "login printed no URL");
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "login exited before printing the URL"
-        );
-        if let Some(url) = line.trim().strip_prefix("http") {
-            break format!("http{url}");
-        }
-    };
-    let location = rt
-        .block_on(cognifs::demo::sign_in_redirect(
-            &url,
-            user.into(),
-            password.into(),
-        ))
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{location}").unwrap();
-    let mut out = wait_with_deadline(child, Duration::from_secs(30), &["login"]);
-    let mut rest = String::new();
-    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
-    out.stderr = rest.into_bytes();
-    out
-}
-
-fn assert_ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
 
 #[test]
 fn login_status_mount_unmount_logout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let port = free_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
-    let env = setup(&running);
+    let env = Env::new(Some(&running));
     let mnt = tempfile::tempdir().unwrap();
     let mountpoint = mnt.path().canonicalize().unwrap();
     let _guard = PathGuard(mountpoint.clone());
@@ -257,7 +139,7 @@ fn login_status_mount_unmount_logout() {
 fn mount_refuses_bad_mount_points_with_reasons() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = rt.block_on(start());
-    let env = setup(&running);
+    let env = Env::new(Some(&running));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x"), b"x").unwrap();
     let out = env.run(
@@ -301,12 +183,7 @@ fn mount_refuses_bad_mount_points_with_reasons() {
 
 #[test]
 fn config_import_and_show() {
-    let dir = tempfile::tempdir().unwrap();
-    let env = Env {
-        config: dir.path().join("c.toml"),
-        state: dir.path().join("s"),
-        _dir: dir,
-    };
+    let env = Env::new(None);
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/webapp.env");
     let out = env.run(&["config", "import", fixture], Duration::from_secs(30));
     assert_ok(&out, "config import");

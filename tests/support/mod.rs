@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -369,23 +371,9 @@ pub fn cognifs_profile(
     name: &str,
     config_path: PathBuf,
 ) -> cognifs::config::Profile {
-    let p = &running.profile;
-    cognifs::config::Profile {
-        name: name.to_owned(),
-        region: p.region.clone(),
-        user_pool_id: p.user_pool_id.clone(),
-        client_id: p.client_id.clone(),
-        domain: p.domain.clone(),
-        identity_pool_id: p.identity_pool_id.clone(),
-        bucket: p.bucket.clone(),
-        bucket_region: p.region.clone(),
-        callback_port: p.callback_port,
-        mount_point: None,
-        prefix_template: cognifs::config::DEFAULT_PREFIX_TEMPLATE.to_owned(),
-        s3_endpoint: Some(running.base_url.clone()),
-        identity_endpoint: Some(running.base_url.clone()),
-        config_path,
-    }
+    let mut profile = cognifs::demo::profile_for(running, config_path);
+    profile.name = name.to_owned();
+    profile
 }
 
 fn html_unescape(s: &str) -> String {

@@ -1,0 +1,150 @@
+//! Driving the `cognifs` binary: an isolated config and state dir, deadlines on every child,
+//! guards that unmount and kill on drop, and `login --no-browser` by paste.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const EXE: &str = env!("CARGO_BIN_EXE_cognifs");
+
+pub struct Env {
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new(running: Option<&devstack::Running>) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        if let Some(running) = running {
+            running.write_config(&config).unwrap();
+        }
+        Env {
+            config,
+            state: dir.path().join("state"),
+            dir,
+        }
+    }
+
+    pub fn command_of(&self, program: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("COGNIFS_CONFIG", &self.config)
+            .env("COGNIFS_STATE_DIR", &self.state)
+            .env_remove("COGNIFS_PROFILE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("BROWSER")
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY");
+        cmd
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.command_of(Path::new(EXE), args)
+    }
+
+    /// Runs `cognifs ARGS` to completion within `limit`.
+    pub fn run(&self, args: &[&str], limit: Duration) -> Output {
+        run_with_deadline(self.command(args), limit, &format!("cognifs {args:?}"))
+    }
+}
+
+pub fn run_with_deadline(mut cmd: Command, limit: Duration, what: &str) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_with_deadline(child, limit, what)
+}
+
+pub fn wait_with_deadline(mut child: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Unmounts a path on drop, whatever happened in the test.
+pub struct PathGuard(pub PathBuf);
+impl Drop for PathGuard {
+    fn drop(&mut self) {
+        if super::is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Kills a child on drop so a failing test leaves no process behind.
+pub struct ChildGuard(pub Option<Child>);
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `cognifs login --no-browser`: read the URL it prints, sign in over HTTP, paste the
+/// address the browser would have been sent to (as tests/cli.rs does).
+pub fn login_by_paste(
+    env: &Env,
+    user: &str,
+    password: &str,
+    rt: &tokio::runtime::Handle,
+) -> Output {
+    let mut child = env
+        .command(&["login", "--no-browser"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "login exited before printing the URL"
+        );
+        if let Some(url) = line.trim().strip_prefix("http") {
+            break format!("http{url}");
+        }
+    };
+    let location = rt
+        .block_on(cognifs::demo::sign_in_redirect(
+            &url,
+            user.into(),
+            password.into(),
+        ))
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{location}").unwrap();
+    let out = wait_with_deadline(child, Duration::from_secs(30), "login");
+    assert_ok(&out, "login");
+    out
+}
