@@ -28,6 +28,9 @@ use read::{FileReader, ReadShared};
 pub use write::SetAttr;
 use write::{UploadCtx, WriteState};
 
+/// HEAD requests in flight while a listing's metadata is filled in.
+const METADATA_FETCHES_IN_FLIGHT: usize = 32;
+
 /// How a mount behaves. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -427,12 +430,45 @@ impl Fs {
             ino: parent.ino,
             attr: parent,
         });
+        let listing = self.fill_metadata(ino, &dir.rel, &listing).await;
         entries.extend(self.with_open_writes(ino, &listing));
         let snapshot = Arc::new(entries);
         if let Some(slot) = self.dirs.lock().unwrap().get_mut(&fh) {
             *slot = Some(snapshot.clone());
         }
         Ok(snapshot)
+    }
+
+    /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
+    /// so `ls -l` and rsync see stored values without one sequential round trip per file.
+    /// A file whose HEAD fails keeps its listing attributes (and is asked again on lookup).
+    async fn fill_metadata(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        listing: &[DirEntry],
+    ) -> Vec<DirEntry> {
+        use futures::StreamExt;
+        let mut filled = listing.to_vec();
+        let missing: Vec<usize> = (0..filled.len())
+            .filter(|&i| filled[i].attr.kind == Kind::File && !filled[i].attr.meta_known)
+            .collect();
+        let heads: Vec<_> = futures::stream::iter(missing)
+            .map(|i| {
+                let rel = format!("{dir_rel}{}", filled[i].name);
+                async move { (i, self.store.head(&rel).await) }
+            })
+            .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (i, head) in heads {
+            if let Ok(Some(info)) = head {
+                let name = filled[i].name.clone();
+                filled[i].attr = self.inodes.upsert(parent, &name, Found::file(&info), false);
+                filled[i].ino = filled[i].attr.ino;
+            }
+        }
+        filled
     }
 
     /// The listing as this mount sees it: files being written here show their current size,
