@@ -31,6 +31,9 @@ pub struct ObjectInfo {
     pub mode: Option<u32>,
 }
 
+/// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
+const COPY_PART_SIZE: u64 = 512 << 20;
+
 /// The user metadata cognifs keeps on an object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Meta {
@@ -696,12 +699,101 @@ impl Store {
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(m.to_map()),
         };
-        let out = req.send().await.map_err(StoreError::from_sdk)?;
+        let out = match req.send().await {
+            Ok(out) => out,
+            // S3 copies at most 5 GiB in one CopyObject; bigger objects go part by part.
+            Err(e)
+                if e.code() == Some("InvalidRequest")
+                    && DisplayErrorContext(&e)
+                        .to_string()
+                        .contains("copy source is larger") =>
+            {
+                return self.copy_by_parts(&src_key, dst, meta).await;
+            }
+            Err(e) => return Err(StoreError::from_sdk(e)),
+        };
         Ok(out
             .copy_object_result()
             .and_then(|r| r.e_tag())
             .unwrap_or_default()
             .to_owned())
+    }
+
+    /// CopyObject for objects over S3's single-copy limit: a multipart upload whose parts
+    /// are UploadPartCopy ranges of the source, aborted if any part fails.
+    async fn copy_by_parts(
+        &self,
+        src_key: &str,
+        dst: &str,
+        meta: Option<Meta>,
+    ) -> StoreResult<String> {
+        use futures::{StreamExt, TryStreamExt};
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(src_key)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        let metadata = match meta {
+            Some(m) => m.to_map(),
+            None => head.metadata().cloned(),
+        };
+        let dst_key = self.key(dst)?;
+        let upload = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&dst_key)
+            .set_metadata(metadata)
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
+        let source = encode_copy_source(&format!("{}/{}", self.bucket, src_key));
+        let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(COPY_PART_SIZE).max(1))
+            .map(|i| {
+                (
+                    i as i32 + 1,
+                    i * COPY_PART_SIZE,
+                    ((i + 1) * COPY_PART_SIZE).min(size),
+                )
+            })
+            .collect();
+        let parts: StoreResult<Vec<PartDone>> = futures::stream::iter(ranges)
+            .map(|(number, start, end)| {
+                let req = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(&dst_key)
+                    .upload_id(&upload_id)
+                    .part_number(number)
+                    .copy_source(&source)
+                    .copy_source_range(format!("bytes={start}-{}", end.max(start + 1) - 1));
+                async move {
+                    let out = req.send().await.map_err(StoreError::from_sdk)?;
+                    let etag = out
+                        .copy_part_result()
+                        .and_then(|r| r.e_tag())
+                        .unwrap_or_default()
+                        .to_owned();
+                    Ok(PartDone { number, etag })
+                }
+            })
+            .buffer_unordered(4)
+            .try_collect()
+            .await;
+        let result = match parts {
+            Ok(parts) => self.complete_multipart(dst, &upload_id, parts).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = self.abort_multipart(dst, &upload_id).await;
+        }
+        result
     }
 
     /// Every key under `dir_rel` (no delimiter), names relative to `dir_rel`; the marker

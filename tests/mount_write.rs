@@ -37,7 +37,10 @@ struct Env {
 
 impl Env {
     async fn new() -> Env {
-        let running = start().await;
+        Self::with(start().await).await
+    }
+
+    async fn with(running: Running) -> Env {
         let id = identity_of(&running, ALICE.0, ALICE.1).await;
         Env {
             admin: admin_s3(&running),
@@ -245,6 +248,34 @@ async fn overwrite_append_random_write_and_truncate() {
         assert_eq!(env.s3("w.txt").await.unwrap(), b"Partial");
         drop(m);
         env.running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_above_the_single_copy_limit_copies_by_parts() {
+    with_timeout(120, async {
+        // devstack refuses CopyObject above 1 MiB here, as S3 does above 5 GiB.
+        let env = Env::with(start_with(|o| o.max_copy_size = 1 << 20).await).await;
+        let data = pseudo_random(3 << 20, 21);
+        env.put("big.bin", data.clone()).await;
+        let m = env.mount().await;
+        let (a, b) = (m.join("big.bin"), m.join("moved.bin"));
+        blocking(move || std::fs::rename(a, b))
+            .await
+            .expect("rename of a large object");
+        assert_eq!(env.s3("moved.bin").await.as_deref(), Some(&data[..]));
+        assert_eq!(env.s3("big.bin").await, None);
+        assert_eq!(open_uploads(&env.admin, &env.bucket, &env.key("")).await, 0);
+        let (x, y) = (m.join("moved.bin"), m.join("small.bin"));
+        std::fs::write(&x, b"small now").unwrap();
+        blocking(move || std::fs::rename(x, y))
+            .await
+            .expect("small rename still one CopyObject");
+        assert_eq!(
+            env.s3("small.bin").await.as_deref(),
+            Some(&b"small now"[..])
+        );
     })
     .await;
 }

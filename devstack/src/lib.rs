@@ -45,6 +45,8 @@ pub struct Options {
     pub bucket: String,
     pub latency: Duration,
     pub s3_error_rate: f64,
+    /// Largest source a single CopyObject accepts (S3: 5 GiB); tests lower it.
+    pub max_copy_size: u64,
 }
 
 impl Default for Options {
@@ -61,6 +63,7 @@ impl Default for Options {
             bucket: "cognifs".into(),
             latency: Duration::ZERO,
             s3_error_rate: 0.0,
+            max_copy_size: 5 << 30,
         }
     }
 }
@@ -189,6 +192,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         store,
         bucket: options.bucket.clone(),
         region: options.region.clone(),
+        max_copy_size: options.max_copy_size,
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(dev_s3);
     builder.set_auth(s3::DevAuth {

@@ -80,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
         bucket: args.bucket,
         latency: Duration::from_millis(args.latency_ms),
         s3_error_rate: args.s3_error_rate,
+        max_copy_size: 5 << 30,
     })
     .await?;
     if let Some(path) = &args.config_out {

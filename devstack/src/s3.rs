@@ -25,6 +25,7 @@ pub struct DevS3 {
     pub store: Arc<ObjectStore>,
     pub bucket: String,
     pub region: String,
+    pub max_copy_size: u64,
 }
 
 fn store_error(err: StoreError) -> S3Error {
@@ -343,6 +344,19 @@ impl S3 for DevS3 {
         let input = req.input;
         self.check_key(&input.bucket, &input.key)?;
         let src = self.copy_source(&input.copy_source)?;
+        if self
+            .store
+            .head(&src)
+            .is_some_and(|m| m.size > self.max_copy_size)
+        {
+            return Err(S3Error::with_message(
+                S3ErrorCode::InvalidRequest,
+                format!(
+                    "The specified copy source is larger than the maximum allowable size for a copy source: {}",
+                    self.max_copy_size
+                ),
+            ));
+        }
         if let Some(cond) = &input.copy_source_if_match {
             let current = self.store.head(&src).ok_or_else(|| s3_error!(NoSuchKey))?;
             check_read_conditions(&current, Some(cond), None)?;
