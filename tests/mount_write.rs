@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use cognifs::fs::MountOptions;
 use devstack::Running;
+use support::cli::{ChildGuard, PathGuard};
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
@@ -938,9 +939,6 @@ impl Cli {
     }
 }
 
-/// Kills a child on drop so a failing test leaves no process behind.
-struct ChildGuard(Option<std::process::Child>);
-
 impl ChildGuard {
     fn signal(&self, sig: i32) {
         let pid = self.0.as_ref().expect("running").id() as i32;
@@ -959,17 +957,6 @@ impl ChildGuard {
     }
 }
 
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0
-            && child.try_wait().ok().flatten().is_none()
-        {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// Waits for a child (killing it past `limit`, then failing).
 async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
@@ -983,17 +970,6 @@ async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::pro
             panic!("child {} did not finish within {limit:?}", child.id());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Lazily unmounts a path on drop, whatever happened in the test.
-struct PathGuard(PathBuf);
-
-impl Drop for PathGuard {
-    fn drop(&mut self) {
-        if is_mounted(&self.0) {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
     }
 }
 
