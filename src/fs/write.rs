@@ -517,19 +517,32 @@ impl Fs {
         if !last {
             return Ok(());
         }
-        let result = self.flush_state(ws).await;
+        let mut result = self.flush_state(ws).await;
+        loop {
+            {
+                // Under the writes lock, which setattr holds while it marks metadata dirty:
+                // a chmod/utime that lands while this release is in flight is either seen
+                // here (and flushed) or finds no write state and copies the object itself.
+                let mut writes = self.writes.lock().unwrap();
+                let inner = ws.inner.lock().unwrap();
+                if inner.handles != 0 {
+                    return result;
+                }
+                if !inner.dirty || inner.unlinked || !inner.loaded || result.is_err() {
+                    if writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws)) {
+                        writes.remove(&ws.ino);
+                    }
+                    break;
+                }
+            }
+            result = self.flush_state(ws).await;
+        }
         if let Err(e) = result {
             tracing::error!(
                 ino = ws.ino,
                 errno = e.0,
                 "last upload failed; data dropped"
             );
-        }
-        let mut writes = self.writes.lock().unwrap();
-        if ws.inner.lock().unwrap().handles == 0
-            && writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws))
-        {
-            writes.remove(&ws.ino);
         }
         result
     }
@@ -763,9 +776,16 @@ impl Fs {
         if mode.is_none() && req.mtime.is_none() {
             return self.getattr(ino).await;
         }
-        if let Some(ws) = self.write_state(ino) {
+        let open_for_writing = {
+            // Marked under the writes lock so a release in flight cannot miss it.
+            let writes = self.writes.lock().unwrap();
+            writes
+                .get(&ino)
+                .cloned()
+                .inspect(|ws| ws.set_meta(mode, req.mtime))
+        };
+        if let Some(ws) = open_for_writing {
             // Open for writing: the metadata goes up with the contents at the next flush.
-            ws.set_meta(mode, req.mtime);
             return Ok(ws.overlay(node.attr));
         }
         // Metadata only: copy the object onto itself with the new metadata.
