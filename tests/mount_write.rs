@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use cognifs::fs::MountOptions;
 use devstack::Running;
-use support::cli::{ChildGuard, PathGuard};
+use support::cli::{ChildGuard, Env as CliEnv, PathGuard, login_by_paste};
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
@@ -845,75 +845,32 @@ async fn rsync_twice_transfers_nothing_the_second_time() {
 /// The real `cognifs` binary, signed in as alice against one devstack, with config, state
 /// and spool (XDG_CACHE_HOME) in a temp dir of its own.
 struct Cli {
-    dir: tempfile::TempDir,
+    env: CliEnv,
 }
 
 impl Cli {
+    /// `cognifs ARGS` with this test's config and state, and its own cache (spool) dir.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cognifs"));
-        cmd.args(args)
-            .env("COGNIFS_CONFIG", self.dir.path().join("config.toml"))
-            .env("COGNIFS_STATE_DIR", self.dir.path().join("state"))
-            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .env_remove("COGNIFS_PROFILE")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("BROWSER")
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY");
+        let mut cmd = self.env.command(args);
+        cmd.env("XDG_CACHE_HOME", self.env.dir.path().join("cache"));
         cmd
     }
 
     fn spool(&self) -> PathBuf {
-        self.dir.path().join("cache/cognifs/spool")
+        self.env.dir.path().join("cache/cognifs/spool")
     }
 
-    /// `cognifs login --no-browser`, answered over HTTP as tests/cli.rs does.
+    /// `cognifs login --no-browser`, answered over HTTP (support::cli::login_by_paste).
     async fn login(running: &Running, user: &str, password: &str) -> Cli {
-        use std::io::BufRead;
-        let cli = Cli {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        running
-            .write_config(&cli.dir.path().join("config.toml"))
-            .unwrap();
-        let mut child = ChildGuard(Some(
-            cli.command(&["login", "--no-browser"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap(),
-        ));
-        let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
-        // The reader comes back: closing login's stderr early would kill it (EPIPE).
-        let (url, mut lines) = blocking_for(Duration::from_secs(30), move || {
-            let mut lines = std::io::BufReader::new(stderr);
-            loop {
-                let mut line = String::new();
-                assert!(
-                    lines.read_line(&mut line).unwrap() > 0,
-                    "login printed no URL"
-                );
-                if let Some(url) = line.trim().strip_prefix("http") {
-                    break (format!("http{url}"), lines);
-                }
-            }
+        let env = CliEnv::new(Some(running));
+        let handle = tokio::runtime::Handle::current();
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let env = blocking(move || {
+            login_by_paste(&env, &user, &password, &handle);
+            env
         })
         .await;
-        let location = cognifs::demo::sign_in_redirect(&url, user.into(), password.into())
-            .await
-            .unwrap();
-        let mut proc = child.0.take().unwrap();
-        writeln!(proc.stdin.take().unwrap(), "{location}").unwrap();
-        let rest = blocking(move || {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
-            rest
-        })
-        .await;
-        let status = wait_child(proc, Duration::from_secs(30)).await;
-        assert!(status.success(), "login failed: {status:?}\n{rest}");
-        cli
+        Cli { env }
     }
 
     /// `cognifs mount --foreground DIR`, logging to `log`; returns once DIR is mounted.

@@ -330,6 +330,11 @@ pub async fn mount_user(
         .check_access()
         .await
         .expect("user can list their prefix");
+    mount_store(store, identity_id, opts).await
+}
+
+/// Mounts `store` on a fresh temp dir, behind a guard that unmounts on drop.
+async fn mount_store(store: Store, identity_id: String, opts: MountOptions) -> MountGuard {
     let dir = tempfile::Builder::new()
         .prefix("cognifs-mnt-")
         .tempdir()
@@ -612,20 +617,5 @@ pub async fn mount_user_attempts(
         running.profile.bucket.clone(),
         format!("{identity_id}/"),
     );
-    let dir = tempfile::Builder::new()
-        .prefix("cognifs-mnt-")
-        .tempdir()
-        .unwrap();
-    let path = dir.path().to_path_buf();
-    let handle = tokio::runtime::Handle::current();
-    let p = path.clone();
-    let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
-        .await
-        .expect("mount");
-    MountGuard {
-        mount: Some(mount),
-        dir: Some(dir),
-        path,
-        identity_id,
-    }
+    mount_store(store, identity_id, opts).await
 }
