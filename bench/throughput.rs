@@ -61,6 +61,58 @@ fn list_long(dir: &Path) -> usize {
     n
 }
 
+/// One object uploaded as `part_size` parts, `in_flight` at a time.
+async fn multipart_put(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    data: &[u8],
+    part_size: usize,
+    in_flight: usize,
+) {
+    let up = s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let parts: Vec<_> = futures::stream::iter(data.chunks(part_size).enumerate())
+        .map(|(i, chunk)| {
+            let n = i as i32 + 1;
+            let req = s3
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(id)
+                .part_number(n)
+                .body(ByteStream::from(chunk.to_vec()));
+            async move {
+                let out = req.send().await.unwrap();
+                aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(n)
+                    .e_tag(out.e_tag().unwrap())
+                    .build()
+            }
+        })
+        .buffered(in_flight)
+        .collect()
+        .await;
+    s3.complete_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .upload_id(id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
 struct Row {
     what: &'static str,
     direct: Duration,
@@ -133,47 +185,7 @@ fn main() {
     let big_key = format!("{prefix}big.bin");
     rt.block_on(async {
         // Multipart, so the seed itself does not buffer a second copy per request.
-        let up = admin
-            .create_multipart_upload()
-            .bucket(&bucket)
-            .key(&big_key)
-            .send()
-            .await
-            .unwrap();
-        let id = up.upload_id().unwrap();
-        let mut parts = Vec::new();
-        for (i, chunk) in big.chunks(16 << 20).enumerate() {
-            let n = i as i32 + 1;
-            let out = admin
-                .upload_part()
-                .bucket(&bucket)
-                .key(&big_key)
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(chunk.to_vec()))
-                .send()
-                .await
-                .unwrap();
-            parts.push(
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(n)
-                    .e_tag(out.e_tag().unwrap())
-                    .build(),
-            );
-        }
-        admin
-            .complete_multipart_upload()
-            .bucket(&bucket)
-            .key(&big_key)
-            .upload_id(id)
-            .multipart_upload(
-                aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        multipart_put(&admin, &bucket, &big_key, &big, 16 << 20, 1).await;
         futures::stream::iter(0..files)
             .map(|i| {
                 let admin = admin.clone();
@@ -282,56 +294,14 @@ fn main() {
         .collect();
     std::fs::write(&local, &data).unwrap();
     let t = Instant::now();
-    rt.block_on(async {
-        let key = format!("{prefix}direct-upload.bin");
-        let up = user_s3
-            .create_multipart_upload()
-            .bucket(&bucket)
-            .key(&key)
-            .send()
-            .await
-            .unwrap();
-        let id = up.upload_id().unwrap().to_owned();
-        let parts: Vec<_> = futures::stream::iter(data.chunks(8 << 20).enumerate())
-            .map(|(i, chunk)| {
-                let (s3, bucket, key, id) =
-                    (user_s3.clone(), bucket.clone(), key.clone(), id.clone());
-                let body = ByteStream::from(chunk.to_vec());
-                async move {
-                    let n = i as i32 + 1;
-                    let out = s3
-                        .upload_part()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(id)
-                        .part_number(n)
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    aws_sdk_s3::types::CompletedPart::builder()
-                        .part_number(n)
-                        .e_tag(out.e_tag().unwrap())
-                        .build()
-                }
-            })
-            .buffered(4)
-            .collect()
-            .await;
-        user_s3
-            .complete_multipart_upload()
-            .bucket(&bucket)
-            .key(&key)
-            .upload_id(&id)
-            .multipart_upload(
-                aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-    });
+    rt.block_on(multipart_put(
+        &user_s3,
+        &bucket,
+        &format!("{prefix}direct-upload.bin"),
+        &data,
+        8 << 20,
+        4,
+    ));
     let direct_write = t.elapsed();
     let t = Instant::now();
     std::fs::copy(&local, mountpoint.join("copied.bin")).expect("cp into the mount");
