@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use aws_sdk_s3::primitives::ByteStream;
-use cognifs::auth::identity::{Session, s3_client, start_refresher};
+use cognifs::auth::identity::{Session, start_refresher};
 use cognifs::auth::login::{Browser, LoginOptions, login};
 use cognifs::auth::tokens::TokenStore;
 use cognifs::fs::MountOptions;
-use cognifs::store::Store;
+use cognifs::store::{S3Store, s3_client};
 use futures::StreamExt;
 
 const ADMIN: (&str, &str) = ("BENCHADMIN", "bench-admin-secret");
@@ -253,7 +253,11 @@ fn main() {
         cache_bytes: ((size_mib as u64) << 20) + (64 << 20),
         ..MountOptions::default()
     };
-    let store = Store::new(user_s3.clone(), bucket.clone(), prefix.clone());
+    let store = std::sync::Arc::new(S3Store::new(
+        user_s3.clone(),
+        bucket.clone(),
+        prefix.clone(),
+    ));
     let mount = cognifs::fs::mount(store, opts, &mountpoint, rt.handle().clone()).expect("mount");
 
     let t = Instant::now();

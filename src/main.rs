@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 
-use cognifs::auth::identity::{Session, s3_client, start_refresher};
+use cognifs::auth::identity::{Session, start_refresher};
 use cognifs::auth::login::{Browser, LoginOptions, login};
 use cognifs::auth::tokens::{TokenStore, http_client, read_claims, revoke, unix_now};
 use cognifs::auth::{AuthError, profile_flag};
@@ -13,7 +13,7 @@ use cognifs::config::{self, ConfigSource, Profile};
 use cognifs::fs::MountOptions;
 use cognifs::mounts;
 use cognifs::service;
-use cognifs::store::Store;
+use cognifs::store::{ObjectStore, S3Store, s3_client};
 
 /// Mount your own prefix of an S3 bucket, signed in through AWS Cognito.
 #[derive(Parser, Debug)]
@@ -515,11 +515,11 @@ fn serve(
     let refresher = rt.block_on(start_refresher(session))?;
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
-    let store = Store::new(
+    let store = std::sync::Arc::new(S3Store::new(
         s3_client(&profile, refresher.credentials.clone()),
         profile.bucket.clone(),
         prefix,
-    );
+    ));
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
     // Handlers before mounting: a SIGTERM (systemctl stop) or Ctrl-C arriving any time after
@@ -638,7 +638,7 @@ fn serve(
     }
     // Anything still dirty (a writer that outlived the grace period) goes up as it stands.
     rt.block_on(fs.flush_all())
-        .map_err(|e| anyhow::anyhow!("uploading open files at shutdown: errno {}", e.0))?;
+        .map_err(|e| anyhow::anyhow!("uploading open files at shutdown: {e}"))?;
     Ok(())
 }
 
@@ -973,15 +973,14 @@ fn demo(dir: &Path) -> anyhow::Result<()> {
 fn seed_demo(rt: &tokio::runtime::Runtime, session: &Session) -> anyhow::Result<()> {
     rt.block_on(async {
         let (identity_id, creds) = session.fetch_credentials().await?;
-        let client = s3_client(&session.profile, creds);
-        let key = format!("{}welcome.txt", session.profile.prefix_for(&identity_id));
+        let store = S3Store::new(
+            s3_client(&session.profile, creds),
+            session.profile.bucket.clone(),
+            session.profile.prefix_for(&identity_id),
+        );
         let text = "Welcome to cognifs.\nThis file is an S3 object in your own prefix, served by a local devstack.\n";
-        client
-            .put_object()
-            .bucket(&session.profile.bucket)
-            .key(key)
-            .body(text.as_bytes().to_vec().into())
-            .send()
+        store
+            .put("welcome.txt", text.into(), &Default::default())
             .await
             .context("seeding the demo bucket")?;
         anyhow::Ok(())

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use cognifs::auth::AuthError;
-use cognifs::auth::identity::{CredentialState, Session, s3_client, start_refresher};
+use cognifs::auth::identity::{CredentialState, Session, start_refresher};
 use cognifs::auth::login::{Browser, LoginOptions, login};
 use cognifs::auth::tokens::{TokenState, TokenStore, http_client, refresh, revoke};
 use cognifs::config::Profile;
+use cognifs::store::s3_client;
 use devstack::Running;
 use serde_json::{Value, json};
 use support::*;

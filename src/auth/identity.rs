@@ -294,26 +294,6 @@ async fn refresh_loop(
     }
 }
 
-/// The S3 client for a profile, signing with `credentials`. No identity cache: the provider
-/// is a cheap read of the watch channel, so renewals take effect on the next request.
-pub fn s3_client(
-    profile: &Profile,
-    credentials: impl ProvideCredentials + 'static,
-) -> aws_sdk_s3::Client {
-    let mut config = aws_sdk_s3::Config::builder()
-        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new(
-            profile.bucket_region.clone(),
-        ))
-        .credentials_provider(credentials)
-        .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5));
-    if let Some(endpoint) = &profile.s3_endpoint {
-        config = config.endpoint_url(endpoint).force_path_style(true);
-    }
-    aws_sdk_s3::Client::from_conf(config.build())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,13 +21,33 @@ use tokio::runtime::Handle;
 use super::inodes::{Attr, Kind};
 use super::{Fs, FsError, MountOptions, SetAttr};
 
+/// Answers a failed request: the errno for the kernel, and one log line for a failure
+/// (S3, credentials, the disk) with the operation and the path. Ordinary answers (ENOENT,
+/// EEXIST, ENOTEMPTY…) go to the debug log only.
+fn failed(fs: &Fs, op: &'static str, ino: u64, name: Option<&str>, e: FsError) -> Errno {
+    let dir = fs.path_of(ino).unwrap_or_else(|| format!("<inode {ino}>"));
+    let path = match name {
+        Some(n) => format!(
+            "{dir}{}{n}",
+            if dir.is_empty() || dir.ends_with('/') {
+                ""
+            } else {
+                "/"
+            }
+        ),
+        None => dir,
+    };
+    if e.is_failure() {
+        tracing::warn!(op, path = %path, error = %e, "request failed");
+    } else {
+        tracing::debug!(op, path = %path, error = %e, "request answered with an error");
+    }
+    Errno::from_i32(e.errno)
+}
+
 struct FuseFs {
     fs: Arc<Fs>,
     rt: Handle,
-}
-
-fn errno(e: FsError) -> Errno {
-    Errno::from_i32(e.0)
 }
 
 fn file_attr(a: &Attr, o: &MountOptions) -> FileAttr {
@@ -74,6 +94,7 @@ impl FuseFs {
     fn entry_reply(
         &self,
         reply: ReplyEntry,
+        (op, parent, name): (&'static str, INodeNo, String),
         f: impl std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
     ) {
         let fs = self.fs.clone();
@@ -81,7 +102,7 @@ impl FuseFs {
         self.rt.spawn(async move {
             match f.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, op, parent.0, Some(&name), e)),
             }
         });
     }
@@ -90,12 +111,14 @@ impl FuseFs {
     fn empty_reply(
         &self,
         reply: ReplyEmpty,
+        (op, ino, name): (&'static str, INodeNo, Option<String>),
         f: impl std::future::Future<Output = Result<(), FsError>> + Send + 'static,
     ) {
+        let fs = self.fs.clone();
         self.rt.spawn(async move {
             match f.await {
                 Ok(()) => reply.ok(),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, op, ino.0, name.as_deref(), e)),
             }
         });
     }
@@ -146,7 +169,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "lookup", parent.0, Some(&name), e)),
             }
         });
     }
@@ -161,7 +184,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "getattr", ino.0, None, e)),
             }
         });
     }
@@ -173,7 +196,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.open(ino.0, write, trunc).await {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "open", ino.0, None, e)),
             }
         });
     }
@@ -181,7 +204,7 @@ impl Filesystem for FuseFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -193,7 +216,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "read", ino.0, None, e)),
             }
         });
     }
@@ -201,7 +224,7 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -211,7 +234,9 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         // flush already reported any upload error to close(); this one goes to the log.
         self.rt.spawn(async move {
-            let _ = fs.release(fh.0).await;
+            if let Err(e) = fs.release(fh.0).await {
+                failed(&fs, "release", ino.0, None, e);
+            }
             reply.ok();
         });
     }
@@ -219,31 +244,39 @@ impl Filesystem for FuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.empty_reply(reply, async move { fs.flush(fh.0).await });
+        self.empty_reply(
+            reply,
+            ("flush", ino, None),
+            async move { fs.flush(fh.0).await },
+        );
     }
 
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        self.empty_reply(reply, async move { fs.flush(fh.0).await });
+        self.empty_reply(
+            reply,
+            ("fsync", ino, None),
+            async move { fs.flush(fh.0).await },
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(e)),
+            Err(e) => reply.error(failed(&self.fs, "opendir", ino.0, None, e)),
         }
     }
 
@@ -272,7 +305,7 @@ impl Filesystem for FuseFs {
                     }
                     reply.ok();
                 }
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "readdir", ino.0, None, e)),
             }
         });
     }
@@ -317,7 +350,7 @@ impl Filesystem for FuseFs {
                     }
                     reply.ok();
                 }
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "readdirplus", ino.0, None, e)),
             }
         });
     }
@@ -373,7 +406,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), req).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "setattr", ino.0, None, e)),
             }
         });
     }
@@ -393,7 +426,12 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.entry_reply(reply, async move { fs.mknod(parent.0, &name, mode).await });
+        let ctx = ("mknod", parent, name.clone());
+        self.entry_reply(
+            reply,
+            ctx,
+            async move { fs.mknod(parent.0, &name, mode).await },
+        );
     }
 
     fn mkdir(
@@ -410,7 +448,8 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.entry_reply(reply, async move { fs.mkdir(parent.0, &name).await });
+        let ctx = ("mkdir", parent, name.clone());
+        self.entry_reply(reply, ctx, async move { fs.mkdir(parent.0, &name).await });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -419,7 +458,8 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.empty_reply(reply, async move { fs.unlink(parent.0, &name).await });
+        let ctx = ("unlink", parent, Some(name.clone()));
+        self.empty_reply(reply, ctx, async move { fs.unlink(parent.0, &name).await });
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -428,7 +468,8 @@ impl Filesystem for FuseFs {
             Err(e) => return reply.error(e),
         };
         let fs = self.fs.clone();
-        self.empty_reply(reply, async move { fs.rmdir(parent.0, &name).await });
+        let ctx = ("rmdir", parent, Some(name.clone()));
+        self.empty_reply(reply, ctx, async move { fs.rmdir(parent.0, &name).await });
     }
 
     fn symlink(
@@ -466,7 +507,8 @@ impl Filesystem for FuseFs {
         };
         let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let fs = self.fs.clone();
-        self.empty_reply(reply, async move {
+        let ctx = ("rename", parent, Some(name.clone()));
+        self.empty_reply(reply, ctx, async move {
             fs.rename(parent.0, &name, newparent.0, &newname, noreplace)
                 .await
         });
@@ -490,7 +532,7 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -504,7 +546,7 @@ impl Filesystem for FuseFs {
         self.rt.spawn(async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "write", ino.0, None, e)),
             }
         });
     }
@@ -534,7 +576,7 @@ impl Filesystem for FuseFs {
                     FileHandle(fh),
                     FopenFlags::empty(),
                 ),
-                Err(e) => reply.error(errno(e)),
+                Err(e) => reply.error(failed(&fs, "create", parent.0, Some(&name), e)),
             }
         });
     }

@@ -53,15 +53,17 @@ impl Found {
         }
     }
 
+    /// What a HEAD (metadata known) or a listing (`meta: None`) says about a file.
     pub fn file(info: &crate::store::ObjectInfo) -> Self {
+        let meta = info.meta.as_ref().map(super::meta::Meta::from_user);
         Found {
             kind: Kind::File,
             size: info.size,
             etag: info.etag.clone(),
             last_modified: info.last_modified,
-            head_mtime: info.mtime,
-            mode: info.mode,
-            meta_known: true,
+            head_mtime: meta.and_then(|m| m.mtime),
+            mode: meta.and_then(|m| m.mode),
+            meta_known: meta.is_some(),
         }
     }
 }
@@ -126,11 +128,7 @@ pub fn build_listing(pages: &[ListPage]) -> Vec<(String, Found)> {
     for page in pages {
         for f in &page.files {
             if valid_name(&f.name) && !out.contains_key(&f.name) {
-                let found = Found {
-                    meta_known: false,
-                    ..Found::file(f)
-                };
-                out.insert(f.name.clone(), found);
+                out.insert(f.name.clone(), Found::file(f));
             }
         }
     }
@@ -507,8 +505,7 @@ mod tests {
             size,
             etag: format!("\"{name}\""),
             last_modified: SystemTime::UNIX_EPOCH + Duration::from_secs(1000),
-            mtime: None,
-            mode: None,
+            meta: None,
         }
     }
 
@@ -566,13 +563,14 @@ mod tests {
         let t = Inodes::new(Duration::from_secs(5));
         let mut o = obj("f", 1);
         let m = SystemTime::UNIX_EPOCH + Duration::new(42, 7);
-        o.mtime = Some(m);
+        let meta = crate::fs::meta::Meta {
+            mtime: Some(m),
+            mode: None,
+        };
+        o.meta = Some(meta.to_user());
         t.upsert(ROOT_INO, "f", Found::file(&o), true);
         // As `build_listing` makes them: no user metadata.
-        let listed = |o: &ObjectInfo| Found {
-            meta_known: false,
-            ..Found::file(o)
-        };
+        let listed = Found::file;
         let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&obj("f", 1)))]);
         assert_eq!(l[0].attr.mtime, m);
         assert!(l[0].attr.meta_known);

@@ -45,13 +45,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::fs::cache::{BlockCache, BlockKey};
-use crate::store::{Store, StoreError};
+use crate::store::{ObjectStore, StoreError};
 
 pub type ReadResult<T> = Result<T, Arc<StoreError>>;
 
 /// What every reader of one mount shares.
 pub struct ReadShared {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn ObjectStore>,
     pub cache: Arc<BlockCache>,
     pub block_size: u64,
     pub max_readahead: u64,
@@ -63,7 +63,7 @@ impl ReadShared {
     /// `max_prefetch_gets`: prefetch GETs in flight mount-wide; `readahead_blocks`: blocks
     /// prefetched but not yet read, mount-wide.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn ObjectStore>,
         cache: Arc<BlockCache>,
         block_size: u64,
         max_readahead: u64,

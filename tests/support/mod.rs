@@ -8,14 +8,16 @@ pub mod cli;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::Region;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use cognifs::fs::{Mount, MountOptions};
-use cognifs::store::Store;
+use cognifs::store::{ObjectStore, S3Store};
 use devstack::{Options, Running};
 use futures::StreamExt;
 
@@ -321,7 +323,7 @@ pub async fn mount_user(
     opts: MountOptions,
 ) -> MountGuard {
     let (identity_id, s3) = user_s3(running, user, password).await;
-    let store = Store::new(
+    let store = S3Store::new(
         s3,
         running.profile.bucket.clone(),
         format!("{identity_id}/"),
@@ -334,7 +336,7 @@ pub async fn mount_user(
 }
 
 /// Mounts `store` on a fresh temp dir, behind a guard that unmounts on drop.
-async fn mount_store(store: Store, identity_id: String, opts: MountOptions) -> MountGuard {
+async fn mount_store(store: S3Store, identity_id: String, opts: MountOptions) -> MountGuard {
     let dir = tempfile::Builder::new()
         .prefix("cognifs-mnt-")
         .tempdir()
@@ -342,7 +344,7 @@ async fn mount_store(store: Store, identity_id: String, opts: MountOptions) -> M
     let path = dir.path().to_path_buf();
     let handle = tokio::runtime::Handle::current();
     let p = path.clone();
-    let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
+    let mount = blocking(move || cognifs::fs::mount(Arc::new(store), opts, &p, handle))
         .await
         .expect("mount");
     MountGuard {
@@ -612,7 +614,7 @@ pub async fn mount_user_attempts(
     let token = id_token(running, user, password).await;
     let (identity_id, creds) = aws_credentials(running, &token).await;
     let s3 = s3_client_attempts(running, creds, attempts);
-    let store = Store::new(
+    let store = S3Store::new(
         s3,
         running.profile.bucket.clone(),
         format!("{identity_id}/"),

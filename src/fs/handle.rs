@@ -1,0 +1,115 @@
+//! Open file handles: what each one reads from and writes to, as one enum, and the
+//! operations that only need the handle (open, read).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::Fs;
+use super::error::{FsError, FsResult};
+use super::inodes::Kind;
+use super::read::FileReader;
+use super::write::WriteState;
+use crate::store::StoreError;
+
+/// One open file handle.
+pub(super) enum Handle {
+    /// Reads S3 through the block cache, pinned to the version seen at open.
+    Reader { ino: u64, reader: FileReader },
+    /// Opened for reading while this mount was writing the file: reads the spool as long
+    /// as the file is open for writing, then what the writer uploaded.
+    ReaderOfWritten { ino: u64 },
+    /// Open for writing: reads and writes go to the inode's shared write state.
+    Writer { ino: u64, state: Arc<WriteState> },
+}
+
+impl Handle {
+    pub fn ino(&self) -> u64 {
+        match self {
+            Handle::Reader { ino, .. }
+            | Handle::ReaderOfWritten { ino }
+            | Handle::Writer { ino, .. } => *ino,
+        }
+    }
+
+    pub fn write_state(&self) -> Option<&Arc<WriteState>> {
+        match self {
+            Handle::Writer { state, .. } => Some(state),
+            _ => None,
+        }
+    }
+}
+
+impl Fs {
+    pub(super) fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().unwrap().insert(fh, Arc::new(handle));
+        fh
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        self.handles
+            .lock()
+            .unwrap()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::new(libc::EBADF))
+    }
+
+    /// Opens a file; `write` for write access, `trunc` for `O_TRUNC`.
+    pub async fn open(&self, ino: u64, write: bool, trunc: bool) -> FsResult<u64> {
+        if write || trunc {
+            return self.open_write(ino, trunc).await;
+        }
+        if self.write_state(ino).is_some() {
+            return Ok(self.add_handle(Handle::ReaderOfWritten { ino }));
+        }
+        let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+        if node.kind == Kind::Dir {
+            return Err(FsError::new(libc::EISDIR));
+        }
+        let (etag, size) = if node.fresh {
+            (node.etag.clone(), node.attr.size)
+        } else {
+            self.refresh_file(&node).await?;
+            let n = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+            (n.etag, n.attr.size)
+        };
+        let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
+        Ok(self.add_handle(Handle::Reader { ino, reader }))
+    }
+
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let handle = self.handle(fh)?;
+        let ino = handle.ino();
+        // A file being written is read from its spool, by every handle.
+        let writing = handle
+            .write_state()
+            .cloned()
+            .or_else(|| self.write_state(ino));
+        if let Some(ws) = writing {
+            let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+            ws.ensure_loaded(&*self.store, &node.rel, &node.etag, node.attr.size)
+                .await?;
+            return Ok(ws.read(offset, size).await?);
+        }
+        let result = match &*handle {
+            Handle::Reader { reader, .. } => reader.read(offset, size).await,
+            // The writer has closed: read what it uploaded.
+            _ => {
+                let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+                let reader =
+                    FileReader::new(self.read.clone(), node.rel, node.etag, node.attr.size);
+                reader.read(offset, size).await
+            }
+        };
+        result.map_err(|e| {
+            if matches!(*e, StoreError::Changed) {
+                // The next open must see the new version, not retry the old etag.
+                self.inodes.invalidate(ino);
+            }
+            FsError::from(e)
+        })
+    }
+}

@@ -1,0 +1,261 @@
+//! Questions about the tree: lookups, attributes, listings. Answers come from the inode
+//! table while fresh (the metadata TTL), else from S3: a lookup asks HEAD and a one-key LIST
+//! at once (a directory wins over an object of the same name), a listing takes every page
+//! and then HEADs, many at a time, the files it does not know the metadata of.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Fs;
+use super::error::{FsError, FsResult};
+use super::inodes::{self, Attr, DirEntry, Found, Kind, build_listing, valid_name};
+use super::write::WriteState;
+
+/// HEAD requests in flight while a listing's metadata is filled in.
+const METADATA_FETCHES_IN_FLIGHT: usize = 32;
+
+impl Fs {
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        self.lookup_attr(parent, name, true).await
+    }
+
+    /// Resolves `parent/name`; `count` when the kernel gets a reference to the result.
+    pub(super) async fn lookup_attr(&self, parent: u64, name: &str, count: bool) -> FsResult<Attr> {
+        let add = |ino| {
+            if count {
+                self.inodes.add_lookup(ino);
+            }
+        };
+        if name.len() > 255 {
+            return Err(FsError::new(libc::ENAMETOOLONG));
+        }
+        if !valid_name(name) {
+            return Err(FsError::new(libc::ENOENT));
+        }
+        let dir = self.dir_node(parent)?;
+        if let Some(child) = self.inodes.child(parent, name) {
+            if let Some(ws) = self.write_state(child.ino) {
+                // Being written here: S3 may not have it yet.
+                add(child.ino);
+                return Ok(ws.overlay(child.attr));
+            }
+            if child.fresh && (child.attr.meta_known || !count) {
+                add(child.ino);
+                return Ok(child.attr);
+            }
+        }
+        if self.inodes.is_negative(parent, name) {
+            return Err(FsError::new(libc::ENOENT));
+        }
+        if let Some(listing) = self.inodes.fresh_listing(parent) {
+            return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
+                // What the kernel is told must carry the stored mtime and mode (rsync
+                // compares mtimes); a listing has neither, so HEAD the file once.
+                Ok(i) if count && !listing[i].attr.meta_known => {
+                    self.head_lookup(parent, name, &format!("{}{name}", dir.rel))
+                        .await
+                }
+                Ok(i) => {
+                    add(listing[i].ino);
+                    Ok(listing[i].attr.clone())
+                }
+                Err(_) => {
+                    self.inodes.set_negative(parent, name);
+                    Err(FsError::new(libc::ENOENT))
+                }
+            };
+        }
+        // Ask S3 both questions at once: is `name/` a directory (it wins), is `name` an object?
+        let file_rel = format!("{}{name}", dir.rel);
+        let dir_rel = format!("{file_rel}/");
+        let (head, list) = tokio::join!(
+            self.store.head(&file_rel),
+            self.store.list_page(&dir_rel, None, 1)
+        );
+        let list = list?;
+        if !list.files.is_empty() || !list.dirs.is_empty() {
+            return Ok(self.inodes.upsert(parent, name, Found::dir(), count));
+        }
+        match head? {
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), count)),
+            None => {
+                self.inodes.set_negative(parent, name);
+                Err(FsError::new(libc::ENOENT))
+            }
+        }
+    }
+
+    /// A counted lookup of a file known from a listing: HEAD it for its user metadata.
+    async fn head_lookup(&self, parent: u64, name: &str, rel: &str) -> FsResult<Attr> {
+        match self.store.head(rel).await? {
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), true)),
+            None => {
+                self.inodes.set_negative(parent, name);
+                Err(FsError::new(libc::ENOENT))
+            }
+        }
+    }
+
+    pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+        if let Some(ws) = self.write_state(ino) {
+            return Ok(ws.overlay(node.attr));
+        }
+        if node.fresh && node.attr.meta_known {
+            return Ok(node.attr);
+        }
+        match node.kind {
+            Kind::Dir => {
+                self.inodes.touch(ino);
+                Ok(node.attr)
+            }
+            Kind::File => self.refresh_file(&node).await,
+        }
+    }
+
+    pub(super) async fn refresh_file(&self, node: &inodes::NodeInfo) -> FsResult<Attr> {
+        match self.store.head(&node.rel).await? {
+            Some(info) => self
+                .inodes
+                .refresh(node.ino, Found::file(&info))
+                .ok_or(FsError::new(libc::ENOENT)),
+            None => Err(FsError::new(libc::ENOENT)),
+        }
+    }
+
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.dir_node(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap().insert(fh, None);
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// The entries of a directory handle, `.` and `..` first. The listing is taken when the
+    /// handle is first read (or rewound to offset 0) and kept for the handle's life, so
+    /// offsets stay meaningful across the kernel's successive readdir calls.
+    pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        if offset > 0
+            && let Some(Some(snapshot)) = self.dirs.lock().unwrap().get(&fh)
+        {
+            return Ok(snapshot.clone());
+        }
+        let dir = self.dir_node(ino)?;
+        let listing = self.list_dir(ino, &dir.rel).await?;
+        let parent = self
+            .inodes
+            .get(dir.parent)
+            .map(|p| p.attr)
+            .unwrap_or_else(|| dir.attr.clone());
+        let mut entries = Vec::with_capacity(listing.len() + 2);
+        entries.push(DirEntry {
+            name: ".".into(),
+            ino,
+            attr: dir.attr.clone(),
+        });
+        entries.push(DirEntry {
+            name: "..".into(),
+            ino: parent.ino,
+            attr: parent,
+        });
+        let listing = self.fill_metadata(ino, &dir.rel, &listing).await;
+        entries.extend(self.with_open_writes(ino, &listing));
+        let snapshot = Arc::new(entries);
+        if let Some(slot) = self.dirs.lock().unwrap().get_mut(&fh) {
+            *slot = Some(snapshot.clone());
+        }
+        Ok(snapshot)
+    }
+
+    /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
+    /// so `ls -l` and rsync see stored values without one sequential round trip per file.
+    /// A file whose HEAD fails keeps its listing attributes (and is asked again on lookup).
+    async fn fill_metadata(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        listing: &[DirEntry],
+    ) -> Vec<DirEntry> {
+        use futures::StreamExt;
+        let mut filled = listing.to_vec();
+        let missing: Vec<usize> = (0..filled.len())
+            .filter(|&i| filled[i].attr.kind == Kind::File && !filled[i].attr.meta_known)
+            .collect();
+        let heads: Vec<_> = futures::stream::iter(missing)
+            .map(|i| {
+                let rel = format!("{dir_rel}{}", filled[i].name);
+                async move { (i, self.store.head(&rel).await) }
+            })
+            .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (i, head) in heads {
+            if let Ok(Some(info)) = head {
+                let name = filled[i].name.clone();
+                filled[i].attr = self.inodes.upsert(parent, &name, Found::file(&info), false);
+                filled[i].ino = filled[i].attr.ino;
+            }
+        }
+        filled
+    }
+
+    /// The listing as this mount sees it: files being written here show their current size,
+    /// and ones S3 does not have yet (created, not yet flushed) are added.
+    fn with_open_writes(&self, dir: u64, listing: &[DirEntry]) -> Vec<DirEntry> {
+        let live: Vec<Arc<WriteState>> = self.write_states();
+        if live.is_empty() {
+            return listing.to_vec();
+        }
+        let mut out: Vec<DirEntry> = listing.to_vec();
+        for ws in live {
+            let Some(node) = self.inodes.get(ws.ino) else {
+                continue;
+            };
+            let Some(name) = self.inodes.name(ws.ino) else {
+                continue;
+            };
+            let named = self
+                .inodes
+                .child(dir, &name)
+                .is_some_and(|c| c.ino == ws.ino);
+            if node.parent != dir || !named || ws.is_unlinked() {
+                continue;
+            }
+            let attr = ws.overlay(node.attr);
+            match out.binary_search_by(|e| e.name.as_str().cmp(&name)) {
+                Ok(i) if out[i].ino == ws.ino => out[i].attr = attr,
+                Ok(_) => {}
+                Err(i) => out.insert(
+                    i,
+                    DirEntry {
+                        name,
+                        ino: ws.ino,
+                        attr,
+                    },
+                ),
+            }
+        }
+        out
+    }
+
+    /// Every page of the directory's listing, cached for the metadata TTL.
+    async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.inodes.fresh_listing(ino) {
+            return Ok(l);
+        }
+        let mut pages = Vec::new();
+        let mut next = None;
+        loop {
+            let page = self.store.list_page(rel, next, 1000).await?;
+            next = page.next.clone();
+            pages.push(page);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(self.inodes.set_listing(ino, build_listing(&pages)))
+    }
+}

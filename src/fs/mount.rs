@@ -1,0 +1,105 @@
+//! A live FUSE mount of an [`Fs`]: mounting, unmounting, detaching.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{Fs, MountOptions};
+use crate::store::ObjectStore;
+
+/// A live mount; dropping it unmounts.
+pub struct Mount {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    fs: Arc<Fs>,
+}
+
+impl Mount {
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
+    /// Unmounts and waits for the FUSE session thread to finish.
+    pub fn unmount(mut self) -> anyhow::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> anyhow::Result<()> {
+        if let Some(session) = self.session.take() {
+            session
+                .umount_and_join()
+                .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Lazy unmount: the mount leaves the namespace at once (nothing new can be opened),
+    /// while files already open keep working; the session ends when the last one is
+    /// closed (see [`Mount::join`]). A plain unmount would fail with `EBUSY` instead.
+    pub fn detach(&self) -> anyhow::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes())?;
+        // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
+        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EPERM) {
+            return Err(err).with_context(|| format!("detaching {}", self.mountpoint.display()));
+        }
+        // Not root: the setuid helper may unmount what this user mounted.
+        for helper in ["fusermount3", "fusermount"] {
+            let status = std::process::Command::new(helper)
+                .args(["-u", "-z", "--"])
+                .arg(&self.mountpoint)
+                .stdin(std::process::Stdio::null())
+                .status();
+            if status.is_ok_and(|s| s.success()) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("could not detach {}", self.mountpoint.display())
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (e.g. `fusermount3 -u`), or
+    /// after [`Mount::detach`], until the last open file is closed.
+    pub fn join(mut self) -> anyhow::Result<()> {
+        if let Some(session) = self.session.take() {
+            session.join()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
+/// Mounts `store` at `mountpoint`. FUSE callbacks hand their work to `runtime` and reply
+/// from there, so no FUSE thread ever waits on the network.
+pub fn mount(
+    store: Arc<dyn ObjectStore>,
+    opts: MountOptions,
+    mountpoint: &Path,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<Mount> {
+    let fs = Arc::new(Fs::new(store, opts));
+    // Before the kernel sees the mount: clean up after a previous crash of this prefix.
+    runtime.block_on(fs.recover());
+    let session = super::fuse::spawn(fs.clone(), mountpoint, runtime)
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    Ok(Mount {
+        session: Some(session),
+        mountpoint: mountpoint.to_path_buf(),
+        fs,
+    })
+}

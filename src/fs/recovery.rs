@@ -1,0 +1,116 @@
+//! Shutdown and crash recovery: what is still to upload, uploading it, and cleaning up
+//! after a mount that crashed or was killed.
+
+use std::time::SystemTime;
+
+use super::Fs;
+use super::error::FsResult;
+
+/// A multipart upload under the prefix older than this at mount time is stray (left by a
+/// crashed or killed mount) and is aborted. Aborting a live upload of another mount of the
+/// same prefix costs that mount only a retry: its completion fails and it uploads from its
+/// spool instead.
+const STRAY_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A spool file name `PID-INO-SEQ` whose process is gone (a crash between creating and
+/// unlinking it).
+fn stale_spool_name(name: &str) -> bool {
+    let mut parts = name.split('-');
+    let pid = parts.next().and_then(|p| p.parse::<libc::pid_t>().ok());
+    let rest_ok = parts.clone().count() == 2 && parts.all(|p| p.parse::<u64>().is_ok());
+    let Some(pid) = pid.filter(|p| *p > 0) else {
+        return false;
+    };
+    if !rest_ok || pid as u32 == std::process::id() {
+        return false;
+    }
+    // SAFETY: signal 0 only checks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+impl Fs {
+    /// Files open for writing with changes not yet in S3: (key relative to the prefix,
+    /// current size). For shutdown logs.
+    pub fn pending_writes(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .write_states()
+            .iter()
+            .filter_map(|ws| {
+                let size = ws.pending_size()?;
+                Some((self.inodes.get(ws.ino)?.rel, size))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Uploads every file whose changes are not in S3 yet, as it stands now (what `fsync`
+    /// would do), and waits for the uploads. Used at shutdown for files still open when the
+    /// grace period ends; returns the first error after trying them all.
+    pub async fn flush_all(&self) -> FsResult<()> {
+        let mut result = Ok(());
+        for ws in self.write_states() {
+            let (Some(size), Some(node)) = (ws.pending_size(), self.inodes.get(ws.ino)) else {
+                continue;
+            };
+            tracing::info!(key = %node.rel, size, "uploading a file still open for writing");
+            match self.flush_state(&ws).await {
+                Ok(()) => tracing::info!(key = %node.rel, size, "uploaded"),
+                Err(e) => {
+                    tracing::error!(key = %node.rel, size, error = %e, "upload at shutdown failed");
+                    result = result.and(Err(e));
+                }
+            }
+        }
+        result
+    }
+
+    /// Cleans up after a previous mount that crashed or was killed: aborts multipart
+    /// uploads under the prefix older than [`STRAY_UPLOAD_AGE`] and removes spool files
+    /// of dead processes. Spool files are unlinked right after creation, so a leftover one
+    /// can only come from a crash in between: it is empty, there is nothing to upload.
+    /// Failures are logged, never fatal: a mount without cleanup still works.
+    pub async fn recover(&self) {
+        if let Ok(dir) = std::fs::read_dir(&self.opts.spool_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name();
+                if name.to_str().is_some_and(stale_spool_name) {
+                    match std::fs::remove_file(e.path()) {
+                        Ok(()) => {
+                            tracing::info!(file = %e.path().display(), "removed a stale spool file")
+                        }
+                        Err(err) => {
+                            tracing::warn!(file = %e.path().display(), error = %err, "cannot remove a stale spool file")
+                        }
+                    }
+                }
+            }
+        }
+        if self.opts.read_only {
+            return;
+        }
+        let uploads = match self.store.list_uploads("").await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list multipart uploads; stray ones stay");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        for u in uploads {
+            let age = u.initiated.and_then(|t| now.duration_since(t).ok());
+            if age.is_none_or(|a| a < STRAY_UPLOAD_AGE) {
+                continue;
+            }
+            match self.store.abort_multipart(&u.rel, &u.upload_id).await {
+                Ok(()) => {
+                    tracing::info!(key = %u.rel, age_secs = age.map(|a| a.as_secs()), "aborted a stray multipart upload")
+                }
+                Err(e) => {
+                    tracing::warn!(key = %u.rel, error = %e, "cannot abort a stray multipart upload")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Getting a file's contents into S3: one entry point, [`upload`], over two paths.
+//!
+//! - **Streaming** ([`streaming::Stream`], the fast path for `cp`): a file that starts
+//!   empty (created, or opened with `O_TRUNC`) and is written front to back feeds a
+//!   multipart upload while it is written. Once a part's worth of bytes has arrived the
+//!   upload is started, and each full part is sent in the background while the writer goes
+//!   on, so at `close` only the last part and the completion remain.
+//! - **Whole file** ([`whole::upload_spool`]): anything else is uploaded from the spool at
+//!   flush: one PutObject below the part size, else a multipart upload with a few parts in
+//!   flight.
+//!
+//! The spool always receives every byte, so the stream is purely an optimization: a write
+//! anywhere but the end, a truncate, a rename, or a failed part abandons it (its upload is
+//! aborted) and [`upload`] falls back to the whole-file path. Metadata set after the stream
+//! started (`cp -p`'s utimens/chmod) is applied after completion by a CopyObject onto
+//! itself.
+//!
+//! Memory is bounded mount-wide by [`UploadCtx::budget`] (parts buffered for upload,
+//! streamed or flushed): a writer over budget waits for a permit, it never fails.
+
+pub mod streaming;
+pub mod whole;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::meta::Meta;
+use super::spool::Spool;
+use crate::store::{ObjectStore, StoreResult};
+pub use streaming::Stream;
+
+/// What every upload of one mount shares.
+pub struct UploadCtx {
+    pub store: Arc<dyn ObjectStore>,
+    /// Uploads of this size or more are multipart, in parts of this size.
+    pub part_size: u64,
+    /// Parts of one upload in flight at once.
+    pub parts_in_flight: usize,
+    /// Parts buffered for upload (streamed or flushed), mount-wide.
+    pub budget: Arc<Semaphore>,
+}
+
+/// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it
+/// carried exactly that, else from the spool. Returns the new etag.
+pub async fn upload(
+    ctx: &Arc<UploadCtx>,
+    spool: &Spool,
+    rel: &str,
+    size: u64,
+    meta: Meta,
+    stream: Option<Stream>,
+) -> StoreResult<String> {
+    if let Some(s) = stream {
+        if s.covers(rel, size) {
+            let started_with = s.meta();
+            match s.finish(ctx).await {
+                Ok(etag) if started_with == meta => return Ok(etag),
+                // Metadata set after the upload started: apply it server-side.
+                Ok(_) => return ctx.store.copy(rel, rel, Some(&meta.to_user())).await,
+                Err(e) => {
+                    tracing::warn!(key = %rel, error = %e, "streamed upload failed; uploading from the spool");
+                }
+            }
+        } else {
+            s.abandon(ctx);
+        }
+    }
+    whole::upload_spool(ctx, spool, rel, size, meta).await
+}

@@ -1,0 +1,141 @@
+//! A multipart upload fed while a file is written front to back (see the module above).
+//! Memory per stream is bounded by part size × (parts in flight + 1).
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::UploadCtx;
+use crate::fs::meta::Meta;
+use crate::store::{PartDone, StoreError, StoreResult};
+
+pub struct Stream {
+    rel: String,
+    meta: Meta,
+    upload_id: Option<String>,
+    /// Accepted bytes not yet sent as a part.
+    buf: BytesMut,
+    /// Bytes accepted so far; the next sequential write starts here.
+    end: u64,
+    next_part: i32,
+    parts: Vec<JoinHandle<StoreResult<PartDone>>>,
+    /// Parts of this stream in flight.
+    in_flight: Arc<Semaphore>,
+}
+
+impl Stream {
+    pub fn new(rel: String, meta: Meta, ctx: &UploadCtx) -> Self {
+        Stream {
+            rel,
+            meta,
+            upload_id: None,
+            buf: BytesMut::new(),
+            end: 0,
+            next_part: 1,
+            parts: Vec::new(),
+            in_flight: Arc::new(Semaphore::new(ctx.parts_in_flight.max(1))),
+        }
+    }
+
+    pub fn meta(&self) -> Meta {
+        self.meta
+    }
+
+    /// Bytes accepted so far.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Whether finishing this stream yields exactly `size` bytes at `rel`. A stream that
+    /// never started its upload (less than a part written) does not: one PUT is cheaper.
+    pub fn covers(&self, rel: &str, size: u64) -> bool {
+        self.upload_id.is_some() && self.end == size && self.rel == rel
+    }
+
+    /// Takes the bytes of a write at `offset`; `false` (nothing taken) when the write is
+    /// not at the end, and the stream must be abandoned. Full parts are sent as they fill.
+    pub async fn accept(&mut self, ctx: &UploadCtx, offset: u64, data: &[u8]) -> StoreResult<bool> {
+        if offset != self.end {
+            return Ok(false);
+        }
+        self.buf.extend_from_slice(data);
+        self.end += data.len() as u64;
+        let part = ctx.part_size as usize;
+        while self.buf.len() >= part {
+            self.send_part(ctx, part).await?;
+        }
+        Ok(true)
+    }
+
+    /// Sends the first `len` buffered bytes as the next part, starting the upload if needed.
+    /// Waits for a permit when this stream or the mount has too many parts in flight.
+    async fn send_part(&mut self, ctx: &UploadCtx, len: usize) -> StoreResult<()> {
+        let id = match &self.upload_id {
+            Some(id) => id.clone(),
+            None => {
+                let id = ctx
+                    .store
+                    .create_multipart(&self.rel, &self.meta.to_user())
+                    .await?;
+                self.upload_id = Some(id.clone());
+                id
+            }
+        };
+        let local = self.in_flight.clone().acquire_owned().await;
+        let global = ctx.budget.clone().acquire_owned().await;
+        let part = self.buf.split_to(len).freeze();
+        let number = self.next_part;
+        self.next_part += 1;
+        let (store, rel) = (ctx.store.clone(), self.rel.clone());
+        self.parts.push(tokio::spawn(async move {
+            let r = store.upload_part(&rel, &id, number, part).await;
+            drop((local, global));
+            r
+        }));
+        Ok(())
+    }
+
+    /// Sends the rest and completes the upload; aborts it on any failure.
+    pub async fn finish(mut self, ctx: &UploadCtx) -> StoreResult<String> {
+        let rest = self.buf.len();
+        let mut result = if rest > 0 {
+            self.send_part(ctx, rest).await
+        } else {
+            Ok(())
+        };
+        let mut done = Vec::with_capacity(self.parts.len());
+        for task in std::mem::take(&mut self.parts) {
+            match task.await {
+                Ok(Ok(p)) => done.push(p),
+                Ok(Err(e)) => result = result.and(Err(e)),
+                Err(e) => result = result.and(Err(StoreError::Other(format!("part task: {e}")))),
+            }
+        }
+        let id = self.upload_id.clone().unwrap_or_default();
+        let result = match result {
+            Ok(()) => ctx.store.complete_multipart(&self.rel, &id, done).await,
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.abandon(ctx);
+        }
+        result
+    }
+
+    /// Stops streaming: cancels parts in flight and aborts the upload in the background.
+    pub fn abandon(self, ctx: &UploadCtx) {
+        for t in &self.parts {
+            t.abort();
+        }
+        if let Some(id) = self.upload_id {
+            let (store, rel) = (ctx.store.clone(), self.rel);
+            tokio::spawn(async move {
+                if let Err(e) = store.abort_multipart(&rel, &id).await {
+                    tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! The object-store seam: the only way the filesystem reaches S3.
+//!
+//! [`ObjectStore`] is what `fs/` needs of S3, in S3's own terms (keys, etags, user
+//! metadata, multipart uploads) and nothing more: no inodes, no errnos, no file modes. Two
+//! implementations: [`S3Store`] speaks S3 through aws-sdk-s3 (the only code in the crate that
+//! does), and [`MemoryStore`] keeps objects in memory for tests, with injected failures,
+//! latency and request counts.
+//!
+//! A store is scoped to one key prefix (`<identity-id>/`). Every method takes a path
+//! *relative* to that prefix, validated segment by segment by [`Scope`], so no key outside
+//! the prefix can be formed through this API: there is no `..`, no empty segment, no leading
+//! `/`. Both implementations share that check.
+
+mod memory;
+mod s3;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use memory::{Fault, MemoryStore, Op, RequestCounts};
+pub use s3::{S3Store, s3_client};
+
+/// S3's limit on a whole key, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// User metadata of an object: `x-amz-meta-NAME` headers, keyed by `NAME` (lowercase, as S3
+/// returns them). What the keys mean is the filesystem's business (`fs/meta.rs`).
+pub type UserMeta = BTreeMap<String, String>;
+
+/// One object as a listing or HEAD reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Relative to the listed directory (for `head`, the last path segment). Raw: may be
+    /// empty or otherwise unusable as a file name; the fs layer decides what to hide.
+    pub name: String,
+    pub size: u64,
+    pub etag: String,
+    pub last_modified: SystemTime,
+    /// The object's user metadata; `None` from a listing, which carries none.
+    pub meta: Option<UserMeta>,
+}
+
+/// One part of a multipart upload, as CompleteMultipartUpload needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartDone {
+    pub number: i32,
+    pub etag: String,
+}
+
+/// A multipart upload in progress, from ListMultipartUploads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadInfo {
+    /// Relative to the prefix.
+    pub rel: String,
+    pub upload_id: String,
+    /// When the upload was created, if the server said.
+    pub initiated: Option<SystemTime>,
+}
+
+/// One page of a delimited listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    pub files: Vec<ObjectInfo>,
+    /// Common prefixes relative to the listed directory, without the trailing `/`.
+    /// Raw, like [`ObjectInfo::name`]: `a//b` under `a/` shows up here as `""`.
+    pub dirs: Vec<String>,
+    /// Continuation token for the next page, if any.
+    pub next: Option<String>,
+}
+
+/// What went wrong, in S3's terms. The filesystem picks the errno (`fs/error.rs`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such key")]
+    NotFound,
+    /// Denied, or the credentials are missing, expired or revoked (the code says which).
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// The object's etag is not the one the request was pinned to.
+    #[error("object changed while reading")]
+    Changed,
+    #[error("key too long")]
+    KeyTooLong,
+    #[error("invalid relative path {0:?}")]
+    InvalidPath(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The local spool (or a file being uploaded) could not be written: disk full.
+    #[error("no space left in the local spool")]
+    NoSpace,
+    /// A local file could not be read or written for a reason other than space.
+    #[error("local I/O: {0}")]
+    Local(String),
+    /// Throttling and 5xx after retries, transport failures, malformed replies.
+    #[error("S3 error: {0}")]
+    Other(String),
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => StoreError::NoSpace,
+            _ => StoreError::Local(e.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The key prefix a store is confined to, and the rules for paths relative to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    prefix: String,
+}
+
+impl Scope {
+    /// `prefix` is the identity's key prefix, e.g. `us-east-1:uuid/`; a missing trailing
+    /// `/` is added so that `abc` can never reach `abcd/...`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        let mut prefix = prefix.into();
+        if !prefix.is_empty() && !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Scope { prefix }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn full_key(&self, rel: &str) -> StoreResult<String> {
+        let key = format!("{}{}", self.prefix, rel);
+        if key.len() > MAX_KEY_BYTES {
+            return Err(StoreError::KeyTooLong);
+        }
+        Ok(key)
+    }
+
+    /// The key of an object: `rel` is `seg(/seg)*`.
+    pub fn object_key(&self, rel: &str) -> StoreResult<String> {
+        if rel.ends_with('/') {
+            return Err(StoreError::InvalidPath(rel.to_owned()));
+        }
+        check_segments(rel)?;
+        self.full_key(rel)
+    }
+
+    /// The key of a directory (a listing prefix or a marker): `""` or `seg(/seg)*/`.
+    pub fn dir_key(&self, rel: &str) -> StoreResult<String> {
+        if !rel.is_empty() {
+            if !rel.ends_with('/') {
+                return Err(StoreError::InvalidPath(rel.to_owned()));
+            }
+            check_segments(rel)?;
+        }
+        self.full_key(rel)
+    }
+
+    /// The key of an object or of a directory marker (`rel` ending in `/`), never the prefix
+    /// itself.
+    pub fn entry_key(&self, rel: &str) -> StoreResult<String> {
+        check_segments(rel)?;
+        self.full_key(rel)
+    }
+
+    /// `key` relative to the prefix, if it lies under it.
+    pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)
+    }
+}
+
+/// A relative path is `seg(/seg)*`, optionally ending in `/` where a directory is meant.
+fn check_segments(rel: &str) -> StoreResult<()> {
+    let body = rel.strip_suffix('/').unwrap_or(rel);
+    let bad = body.is_empty()
+        || body
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('\0') || s.len() > 255);
+    if bad {
+        Err(StoreError::InvalidPath(rel.to_owned()))
+    } else {
+        Ok(())
+    }
+}
+
+/// What the filesystem needs of S3, scoped to one prefix. Paths are relative to it (see
+/// [`Scope`]): objects `a/b`, directories `""` or `a/b/`.
+#[async_trait]
+pub trait ObjectStore: Send + Sync + fmt::Debug {
+    fn bucket(&self) -> &str;
+
+    fn scope(&self) -> &Scope;
+
+    fn prefix(&self) -> &str {
+        self.scope().prefix()
+    }
+
+    /// Fails with [`StoreError::KeyTooLong`] / [`StoreError::InvalidPath`] when `rel`
+    /// cannot name an object; lets callers refuse a name before any data is written.
+    fn check_object(&self, rel: &str) -> StoreResult<()> {
+        self.scope().object_key(rel).map(drop)
+    }
+
+    /// HEAD an object (with its user metadata); `Ok(None)` when it does not exist.
+    async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>>;
+
+    /// One page (at most `max_keys` entries) of the directory `dir_rel`, delimited by `/`.
+    async fn list_page(
+        &self,
+        dir_rel: &str,
+        continuation: Option<String>,
+        max_keys: i32,
+    ) -> StoreResult<ListPage>;
+
+    /// Every key under `dir_rel` (no delimiter), names relative to `dir_rel`; the marker of
+    /// `dir_rel` itself, if any, has the name `""`.
+    async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>>;
+
+    /// `len` bytes from `start`, only if the object still has `if_match_etag` (otherwise
+    /// [`StoreError::Changed`]).
+    async fn get_range(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Bytes>;
+
+    /// PutObject of a whole body (an object, or a directory marker when `rel` ends in `/`);
+    /// returns the new etag.
+    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String>;
+
+    async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String>;
+
+    /// Uploads part `number` (1-based).
+    async fn upload_part(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> StoreResult<PartDone>;
+
+    /// Completes an upload from its parts (any order); returns the etag.
+    async fn complete_multipart(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        parts: Vec<PartDone>,
+    ) -> StoreResult<String>;
+
+    async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()>;
+
+    /// Multipart uploads in progress under `dir_rel` (`""` for the whole prefix).
+    async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>>;
+
+    /// DeleteObject of a file (`a/b`) or a directory marker (`a/b/`). Deleting a key that
+    /// does not exist succeeds, as in S3.
+    async fn delete(&self, rel: &str) -> StoreResult<()>;
+
+    /// CopyObject `src` → `dst` (both files, or both markers ending in `/`), of any size.
+    /// `meta: None` keeps the source's metadata; `Some` replaces it, which is also how the
+    /// metadata of an object is changed in place (`src == dst`). Returns the new etag.
+    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String>;
+
+    /// Can the prefix be listed? (AWS policy forbids HeadBucket for these identities.)
+    async fn check_access(&self) -> StoreResult<()> {
+        self.list_page("", None, 1).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_cannot_escape_the_prefix() {
+        let s = Scope::new("p");
+        assert_eq!(s.prefix(), "p/");
+        for bad in [
+            "", "/", "/a", "a//b", "../x", "a/../b", "./a", "a/.", "a\0b", "a/", "..",
+        ] {
+            assert!(s.object_key(bad).is_err(), "{bad:?} accepted as object");
+        }
+        for bad in ["/", "a", "a//", "../", "a/./", "//"] {
+            assert!(s.dir_key(bad).is_err(), "{bad:?} accepted as dir");
+        }
+        assert!(s.object_key(&"x".repeat(256)).is_err());
+        for good in ["a", "a/b", "a b/ü.txt", "...", "a:b"] {
+            assert_eq!(s.object_key(good).unwrap(), format!("p/{good}"));
+        }
+        for good in ["", "a/", "a/b/"] {
+            s.dir_key(good).unwrap();
+        }
+        assert!(s.entry_key("").is_err());
+        assert!(matches!(
+            s.object_key(&"a/".repeat(600)[..1100]),
+            Err(StoreError::InvalidPath(_) | StoreError::KeyTooLong)
+        ));
+        let long = format!(
+            "{}/{}/{}/x",
+            "a".repeat(255),
+            "b".repeat(255),
+            "c".repeat(255)
+        );
+        assert!(s.object_key(&long).is_ok());
+        let too_long = format!("{long}/{}", "d".repeat(255));
+        assert!(matches!(
+            s.object_key(&too_long),
+            Err(StoreError::KeyTooLong)
+        ));
+    }
+
+    #[test]
+    fn disk_full_is_its_own_error() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(matches!(StoreError::from(full), StoreError::NoSpace));
+        let other = std::io::Error::from_raw_os_error(libc::EIO);
+        assert!(matches!(StoreError::from(other), StoreError::Local(_)));
+    }
+}
