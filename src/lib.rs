@@ -1,6 +1,7 @@
 //! cognifs: mount your own prefix of an S3 bucket, signed in through AWS Cognito.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod fs;

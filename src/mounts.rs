@@ -2,7 +2,7 @@
 //! `cognifs status` and `cognifs unmount` read, and the kernel's view of what is mounted.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -134,13 +134,6 @@ pub fn is_mounted(path: &Path) -> bool {
             .is_some_and(|mp| Path::new(&unescape_mountinfo(mp)) == path)
             && fstype.starts_with("fuse")
     })
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Waits until `pid` is gone, up to `limit`.

@@ -10,7 +10,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,6 +25,8 @@ use oauth2::{
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
+/// Re-exported: token expiries are in these units, and callers already import it from here.
+pub use crate::clock::unix_now;
 use crate::config::Profile;
 
 /// Cognito's token response carries an `id_token`, which oauth2's basic response drops.
@@ -160,13 +162,6 @@ pub fn read_claims(id_token: &str) -> IdClaims {
         .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
         .and_then(|raw| serde_json::from_slice(&raw).ok())
         .unwrap_or_default()
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl TokenState {
