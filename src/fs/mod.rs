@@ -82,20 +82,9 @@ pub struct MountOptions {
     pub upload_parts_budget: usize,
 }
 
-/// `$XDG_CACHE_HOME/cognifs/spool`, else `~/.cache/cognifs/spool`, else a temp dir.
+/// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
 pub fn default_spool_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        });
-    match cache {
-        Some(c) => c.join("cognifs").join("spool"),
-        None => std::env::temp_dir().join("cognifs-spool"),
-    }
+    crate::config::xdg_dir(crate::config::XdgBase::Cache).join("spool")
 }
 
 impl Default for MountOptions {

@@ -1,0 +1,905 @@
+//! The filesystem core against a reference model, without FUSE, root or a server.
+//!
+//! Random sequences of operations (proptest, shrunk to a minimal failing sequence) run on
+//! [`Fs`] over a [`MemoryStore`] and on a plain in-memory file tree. A small harness plays
+//! the kernel's part (path walks, the checks the VFS makes before it calls a filesystem),
+//! the same for both sides. After every step every observable result is compared: the
+//! errno, every directory's listing, every entry's kind, size and mode, every file's bytes
+//! (read through a fresh handle), and reads through the handles still open. A remount (a new
+//! `Fs` over the same store, after the open files are closed, as an unmount does) must show
+//! the same tree: what the model holds is what S3 holds.
+//!
+//! The second property injects one S3 failure (503 SlowDown) at a random request of a step:
+//! the step either fails with EIO and the tree looks as before, or it succeeds completely.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cognifs::fs::{Fs, FsError, Kind, MountOptions, ROOT_INO, SetAttr};
+use cognifs::store::{Fault, MemoryStore, ObjectStore};
+use proptest::prelude::*;
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+const DEFAULT_MODE: u32 = 0o644;
+
+type Path = Vec<&'static str>;
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// `open(path, O_CREAT|O_WRONLY|O_TRUNC)`, kept open.
+    Create(Path),
+    /// `open(path)` of an existing file; `write`: O_RDWR, `trunc`: O_TRUNC.
+    Open {
+        path: Path,
+        write: bool,
+        trunc: bool,
+    },
+    Write {
+        handle: usize,
+        offset: u64,
+        len: usize,
+        byte: u8,
+    },
+    /// A write of several MiB at the end: exercises multipart uploads.
+    WriteBig {
+        handle: usize,
+        len: usize,
+        byte: u8,
+    },
+    Read {
+        handle: usize,
+        offset: u64,
+        len: u32,
+    },
+    Ftruncate {
+        handle: usize,
+        size: u64,
+    },
+    Fsync {
+        handle: usize,
+    },
+    Close {
+        handle: usize,
+    },
+    Truncate {
+        path: Path,
+        size: u64,
+    },
+    Chmod {
+        path: Path,
+        mode: u32,
+    },
+    Utime {
+        path: Path,
+        secs: u64,
+    },
+    Mkdir(Path),
+    Rmdir(Path),
+    Unlink(Path),
+    Rename {
+        from: Path,
+        to: Path,
+        noreplace: bool,
+    },
+    Remount,
+}
+
+fn path() -> impl Strategy<Value = Path> {
+    prop::collection::vec(prop::sample::select(&NAMES[..]), 1..=3)
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let h = 0usize..4;
+    prop_oneof![
+        4 => path().prop_map(Step::Create),
+        2 => (path(), any::<bool>(), any::<bool>())
+            .prop_map(|(path, write, trunc)| Step::Open { path, write, trunc }),
+        6 => (h.clone(), 0u64..20_000, 0usize..6_000, any::<u8>())
+            .prop_map(|(handle, offset, len, byte)| Step::Write { handle, offset, len, byte }),
+        1 => (h.clone(), (5usize << 20)..(6usize << 20), any::<u8>())
+            .prop_map(|(handle, len, byte)| Step::WriteBig { handle, len, byte }),
+        2 => (h.clone(), 0u64..20_000, 1u32..9_000)
+            .prop_map(|(handle, offset, len)| Step::Read { handle, offset, len }),
+        1 => (h.clone(), 0u64..20_000).prop_map(|(handle, size)| Step::Ftruncate { handle, size }),
+        1 => h.clone().prop_map(|handle| Step::Fsync { handle }),
+        3 => h.prop_map(|handle| Step::Close { handle }),
+        1 => (path(), 0u64..20_000).prop_map(|(path, size)| Step::Truncate { path, size }),
+        1 => (path(), prop::sample::select(vec![0o600u32, 0o644, 0o755, 0o400]))
+            .prop_map(|(path, mode)| Step::Chmod { path, mode }),
+        1 => (path(), 1_000_000u64..2_000_000_000)
+            .prop_map(|(path, secs)| Step::Utime { path, secs }),
+        3 => path().prop_map(Step::Mkdir),
+        1 => path().prop_map(Step::Rmdir),
+        2 => path().prop_map(Step::Unlink),
+        3 => (path(), path(), any::<bool>())
+            .prop_map(|(from, to, noreplace)| Step::Rename { from, to, noreplace }),
+        1 => Just(Step::Remount),
+    ]
+}
+
+// ---- The model: a plain tree. ----
+
+#[derive(Debug, Clone, PartialEq)]
+struct ModelFile {
+    id: u64,
+    data: Vec<u8>,
+    mode: u32,
+    mtime: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    File(ModelFile),
+    Dir,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Model {
+    tree: BTreeMap<Path, Node>,
+    /// Contents of files unlinked while open, by id.
+    orphans: HashMap<u64, Vec<u8>>,
+    next_id: u64,
+}
+
+/// What a path walk finds.
+enum Walk {
+    Found(Kind),
+    Missing,
+    Errno(i32),
+}
+
+impl Model {
+    fn walk(&self, path: &[&'static str]) -> Walk {
+        for i in 1..path.len() {
+            match self.tree.get(&path[..i]) {
+                Some(Node::Dir) => {}
+                Some(Node::File(_)) => return Walk::Errno(libc::ENOTDIR),
+                None => return Walk::Errno(libc::ENOENT),
+            }
+        }
+        match self.tree.get(path) {
+            Some(Node::Dir) => Walk::Found(Kind::Dir),
+            Some(Node::File(_)) => Walk::Found(Kind::File),
+            None => Walk::Missing,
+        }
+    }
+
+    fn file_mut(&mut self, id: u64) -> Option<&mut ModelFile> {
+        self.tree.values_mut().find_map(|n| match n {
+            Node::File(f) if f.id == id => Some(f),
+            _ => None,
+        })
+    }
+
+    /// The bytes a handle of file `id` sees, linked or not.
+    fn data_mut(&mut self, id: u64) -> &mut Vec<u8> {
+        if self.file_mut(id).is_some() {
+            return &mut self.file_mut(id).unwrap().data;
+        }
+        self.orphans.entry(id).or_default()
+    }
+
+    fn has_children(&self, dir: &[&'static str]) -> bool {
+        self.tree
+            .keys()
+            .any(|p| p.len() == dir.len() + 1 && p.starts_with(dir))
+    }
+
+    fn remove(&mut self, path: &[&'static str]) {
+        if let Some(Node::File(f)) = self.tree.remove(path) {
+            self.orphans.insert(f.id, f.data);
+        }
+    }
+}
+
+fn write_at(data: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let end = offset as usize + bytes.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[offset as usize..end].copy_from_slice(bytes);
+}
+
+// ---- The system under test, driven as the kernel would. ----
+
+struct Open {
+    fh: u64,
+    ino: u64,
+    id: u64,
+    write: bool,
+}
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    store: Arc<MemoryStore>,
+    opts: MountOptions,
+    fs: Arc<Fs>,
+    model: Model,
+    handles: Vec<Open>,
+    _spool: tempfile::TempDir,
+}
+
+fn errno(e: FsError) -> i32 {
+    e.errno
+}
+
+impl Harness {
+    fn new(ttl: Duration) -> Self {
+        let spool = tempfile::tempdir().unwrap();
+        let store = Arc::new(MemoryStore::new("bucket", "us-east-1:model"));
+        let opts = MountOptions {
+            metadata_ttl: ttl,
+            uid: 1000,
+            gid: 1000,
+            file_mode: DEFAULT_MODE as u16,
+            spool_dir: spool.path().to_path_buf(),
+            ..MountOptions::default()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fs = Arc::new(Fs::new(store.clone() as Arc<dyn ObjectStore>, opts.clone()));
+        Harness {
+            rt,
+            store,
+            opts,
+            fs,
+            model: Model::default(),
+            handles: Vec::new(),
+            _spool: spool,
+        }
+    }
+
+    /// The kernel's path walk: the parent's inode, or the errno of the walk.
+    fn parent_ino(&self, path: &[&'static str]) -> Result<u64, i32> {
+        let mut ino = ROOT_INO;
+        for name in &path[..path.len() - 1] {
+            let attr = self.rt.block_on(self.fs.lookup(ino, name)).map_err(errno)?;
+            if attr.kind != Kind::Dir {
+                return Err(libc::ENOTDIR);
+            }
+            ino = attr.ino;
+        }
+        Ok(ino)
+    }
+
+    /// Looks `path` up: `Ok(None)` when the last component is missing.
+    fn lookup(&self, path: &[&'static str]) -> Result<(u64, Option<cognifs::fs::Attr>), i32> {
+        let parent = self.parent_ino(path)?;
+        match self
+            .rt
+            .block_on(self.fs.lookup(parent, path[path.len() - 1]))
+        {
+            Ok(a) => Ok((parent, Some(a))),
+            Err(e) if e.errno == libc::ENOENT => Ok((parent, None)),
+            Err(e) => Err(e.errno),
+        }
+    }
+
+    fn handle(&self, i: usize) -> Option<usize> {
+        (!self.handles.is_empty()).then(|| i % self.handles.len())
+    }
+
+    fn close_all(&mut self) -> Result<(), i32> {
+        let mut result = Ok(());
+        for h in std::mem::take(&mut self.handles) {
+            let flushed = self.rt.block_on(self.fs.flush(h.fh));
+            let released = self.rt.block_on(self.fs.release(h.fh));
+            result = result.and(flushed.and(released).map_err(errno));
+        }
+        result
+    }
+
+    /// Runs one step on both sides; returns the errno the filesystem answered (0: success)
+    /// and the model's.
+    fn apply(&mut self, step: &Step) -> (i32, i32) {
+        let fs = self.fs.clone();
+        let rt = &self.rt;
+        let res = |r: Result<(), FsError>| r.err().map_or(0, errno);
+        match step {
+            Step::Create(path) => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Found(Kind::Dir) => libc::EISDIR,
+                    _ => 0,
+                };
+                let got = match self.lookup(path) {
+                    Err(e) => e,
+                    Ok((_, Some(a))) if a.kind == Kind::Dir => libc::EISDIR,
+                    Ok((_, Some(a))) => match rt.block_on(fs.open(a.ino, true, true)) {
+                        Ok(fh) => {
+                            let Node::File(f) = &self.model.tree[path] else {
+                                unreachable!()
+                            };
+                            self.handles.push(Open {
+                                fh,
+                                ino: a.ino,
+                                id: f.id,
+                                write: true,
+                            });
+                            0
+                        }
+                        Err(e) => e.errno,
+                    },
+                    Ok((parent, None)) => {
+                        let name = path[path.len() - 1];
+                        match rt.block_on(fs.create(parent, name, libc::S_IFREG | DEFAULT_MODE)) {
+                            Ok((a, fh)) => {
+                                self.model.next_id += 1;
+                                self.handles.push(Open {
+                                    fh,
+                                    ino: a.ino,
+                                    id: self.model.next_id,
+                                    write: true,
+                                });
+                                0
+                            }
+                            Err(e) => e.errno,
+                        }
+                    }
+                };
+                if got == 0 && expected == 0 {
+                    let id = self.handles.last().unwrap().id;
+                    match self.model.tree.get_mut(path) {
+                        Some(Node::File(f)) => {
+                            f.data.clear();
+                            f.mtime = None;
+                        }
+                        _ => {
+                            self.model.tree.insert(
+                                path.clone(),
+                                Node::File(ModelFile {
+                                    id,
+                                    data: vec![],
+                                    mode: DEFAULT_MODE,
+                                    mtime: None,
+                                }),
+                            );
+                        }
+                    }
+                }
+                (got, expected)
+            }
+            Step::Open { path, write, trunc } => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Missing => libc::ENOENT,
+                    Walk::Found(Kind::Dir) if *write || *trunc => libc::EISDIR,
+                    Walk::Found(Kind::Dir) => return (0, 0), // opendir: listed below
+                    Walk::Found(Kind::File) => 0,
+                };
+                let got = match self.lookup(path) {
+                    Err(e) => e,
+                    Ok((_, None)) => libc::ENOENT,
+                    Ok((_, Some(a))) if a.kind == Kind::Dir => libc::EISDIR,
+                    Ok((_, Some(a))) => match rt.block_on(fs.open(a.ino, *write, *trunc)) {
+                        Ok(fh) => {
+                            let Node::File(f) = &self.model.tree[path] else {
+                                unreachable!()
+                            };
+                            self.handles.push(Open {
+                                fh,
+                                ino: a.ino,
+                                id: f.id,
+                                write: *write || *trunc,
+                            });
+                            0
+                        }
+                        Err(e) => e.errno,
+                    },
+                };
+                if got == 0
+                    && *trunc
+                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
+                {
+                    f.data.clear();
+                    f.mtime = None;
+                }
+                (got, expected)
+            }
+            Step::Write {
+                handle,
+                offset,
+                len,
+                byte,
+            } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                let (fh, id, write) = (
+                    self.handles[i].fh,
+                    self.handles[i].id,
+                    self.handles[i].write,
+                );
+                let data = vec![*byte; *len];
+                let got = rt.block_on(fs.write(fh, *offset, data.clone()));
+                if !write {
+                    return (got.err().map_or(0, errno), libc::EBADF);
+                }
+                let got = got.map(|n| assert_eq!(n as usize, *len, "short write"));
+                if got.is_ok() {
+                    write_at(self.model.data_mut(id), *offset, &data);
+                    if let Some(f) = self.model.file_mut(id) {
+                        f.mtime = None;
+                    }
+                }
+                (res(got), 0)
+            }
+            Step::WriteBig { handle, len, byte } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                let (fh, id, write) = (
+                    self.handles[i].fh,
+                    self.handles[i].id,
+                    self.handles[i].write,
+                );
+                if !write {
+                    return (0, 0);
+                }
+                let mut offset = self.model.data_mut(id).len() as u64;
+                // As the kernel sends it: 1 MiB at a time.
+                let mut result = Ok(());
+                for chunk in vec![*byte; *len].chunks(1 << 20) {
+                    result = rt.block_on(fs.write(fh, offset, chunk.to_vec())).map(drop);
+                    if result.is_err() {
+                        break;
+                    }
+                    write_at(self.model.data_mut(id), offset, chunk);
+                    offset += chunk.len() as u64;
+                }
+                if let Some(f) = self.model.file_mut(id) {
+                    f.mtime = None;
+                }
+                (res(result), 0)
+            }
+            Step::Read {
+                handle,
+                offset,
+                len,
+            } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                let (fh, id) = (self.handles[i].fh, self.handles[i].id);
+                let data = self.model.data_mut(id).clone();
+                match rt.block_on(fs.read(fh, *offset, *len)) {
+                    Ok(got) => {
+                        let start = (*offset as usize).min(data.len());
+                        let end = (start + *len as usize).min(data.len());
+                        assert!(
+                            got[..] == data[start..end],
+                            "read through an open handle differs"
+                        );
+                        (0, 0)
+                    }
+                    Err(e) => (e.errno, 0),
+                }
+            }
+            Step::Ftruncate { handle, size } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                let h = &self.handles[i];
+                if !h.write {
+                    return (0, 0);
+                }
+                let (fh, id, ino) = (h.fh, h.id, h.ino);
+                let req = SetAttr {
+                    size: Some(*size),
+                    ..SetAttr::default()
+                };
+                let got = rt.block_on(fs.setattr(ino, Some(fh), req)).map(drop);
+                if got.is_ok() {
+                    self.model.data_mut(id).resize(*size as usize, 0);
+                    if let Some(f) = self.model.file_mut(id) {
+                        f.mtime = None;
+                    }
+                }
+                (res(got), 0)
+            }
+            Step::Fsync { handle } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                (res(rt.block_on(fs.flush(self.handles[i].fh))), 0)
+            }
+            Step::Close { handle } => {
+                let Some(i) = self.handle(*handle) else {
+                    return (0, 0);
+                };
+                let h = self.handles.remove(i);
+                let flushed = rt.block_on(fs.flush(h.fh));
+                let released = rt.block_on(fs.release(h.fh));
+                if self.handles.iter().all(|o| o.id != h.id) {
+                    self.model.orphans.remove(&h.id);
+                }
+                (res(flushed.and(released)), 0)
+            }
+            Step::Truncate { path, size } => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Missing => libc::ENOENT,
+                    Walk::Found(Kind::Dir) => libc::EISDIR,
+                    Walk::Found(Kind::File) => 0,
+                };
+                let got = self.with_ino(path, |fs, ino| {
+                    let req = SetAttr {
+                        size: Some(*size),
+                        ..SetAttr::default()
+                    };
+                    rt.block_on(fs.setattr(ino, None, req)).map(drop)
+                });
+                if got == 0
+                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
+                {
+                    f.data.resize(*size as usize, 0);
+                    f.mtime = None;
+                }
+                (got, expected)
+            }
+            Step::Chmod { path, mode } => {
+                let expected = self.exists_errno(path);
+                let got = self.with_ino(path, |fs, ino| {
+                    let req = SetAttr {
+                        mode: Some(*mode),
+                        ..SetAttr::default()
+                    };
+                    rt.block_on(fs.setattr(ino, None, req)).map(drop)
+                });
+                if got == 0
+                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
+                {
+                    f.mode = *mode;
+                }
+                (got, expected)
+            }
+            Step::Utime { path, secs } => {
+                let expected = self.exists_errno(path);
+                let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(*secs);
+                let got = self.with_ino(path, |fs, ino| {
+                    let req = SetAttr {
+                        mtime: Some(mtime),
+                        ..SetAttr::default()
+                    };
+                    rt.block_on(fs.setattr(ino, None, req)).map(drop)
+                });
+                if got == 0
+                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
+                {
+                    f.mtime = Some(mtime);
+                }
+                (got, expected)
+            }
+            Step::Mkdir(path) => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Found(_) => libc::EEXIST,
+                    Walk::Missing => 0,
+                };
+                let got = match self.lookup(path) {
+                    Err(e) => e,
+                    Ok((_, Some(_))) => libc::EEXIST,
+                    Ok((parent, None)) => res(rt
+                        .block_on(fs.mkdir(parent, path[path.len() - 1]))
+                        .map(drop)),
+                };
+                if got == 0 && expected == 0 {
+                    self.model.tree.insert(path.clone(), Node::Dir);
+                }
+                (got, expected)
+            }
+            Step::Rmdir(path) => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Missing => libc::ENOENT,
+                    Walk::Found(Kind::File) => libc::ENOTDIR,
+                    Walk::Found(Kind::Dir) if self.model.has_children(path) => libc::ENOTEMPTY,
+                    Walk::Found(Kind::Dir) => 0,
+                };
+                let got = match self.lookup(path) {
+                    Err(e) => e,
+                    Ok((_, None)) => libc::ENOENT,
+                    Ok((parent, Some(_))) => {
+                        res(rt.block_on(fs.rmdir(parent, path[path.len() - 1])))
+                    }
+                };
+                if got == 0 && expected == 0 {
+                    self.model.tree.remove(path);
+                }
+                (got, expected)
+            }
+            Step::Unlink(path) => {
+                let expected = match self.model.walk(path) {
+                    Walk::Errno(e) => e,
+                    Walk::Missing => libc::ENOENT,
+                    Walk::Found(Kind::Dir) => libc::EISDIR,
+                    Walk::Found(Kind::File) => 0,
+                };
+                let got = match self.lookup(path) {
+                    Err(e) => e,
+                    Ok((_, None)) => libc::ENOENT,
+                    Ok((parent, Some(_))) => {
+                        res(rt.block_on(fs.unlink(parent, path[path.len() - 1])))
+                    }
+                };
+                if got == 0 && expected == 0 {
+                    self.model.remove(path);
+                }
+                (got, expected)
+            }
+            Step::Rename {
+                from,
+                to,
+                noreplace,
+            } => self.rename(from, to, *noreplace),
+            Step::Remount => {
+                let closed = self.close_all();
+                self.model.orphans.clear();
+                self.fs = Arc::new(Fs::new(
+                    self.store.clone() as Arc<dyn ObjectStore>,
+                    self.opts.clone(),
+                ));
+                (closed.err().unwrap_or(0), 0)
+            }
+        }
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path, noreplace: bool) -> (i32, i32) {
+        let model = &self.model;
+        let expected = match (model.walk(from), model.walk(to)) {
+            (Walk::Errno(e), _) => e,
+            (Walk::Missing, _) => libc::ENOENT,
+            (_, Walk::Errno(e)) => e,
+            // The VFS refuses to move a directory into itself.
+            (Walk::Found(Kind::Dir), _) if to.len() > from.len() && to.starts_with(from) => {
+                libc::EINVAL
+            }
+            _ if from == to => 0,
+            (Walk::Found(_), Walk::Found(_)) if noreplace => libc::EEXIST,
+            (Walk::Found(Kind::File), Walk::Found(Kind::Dir)) => libc::EISDIR,
+            (Walk::Found(Kind::Dir), Walk::Found(Kind::File)) => libc::ENOTDIR,
+            (Walk::Found(Kind::Dir), Walk::Found(Kind::Dir)) if model.has_children(to) => {
+                libc::ENOTEMPTY
+            }
+            (Walk::Found(_), _) => 0,
+        };
+        let got = (|| {
+            let (src_parent, src) = self.lookup(from)?;
+            let src = src.ok_or(libc::ENOENT)?;
+            let (dst_parent, _) = self.lookup(to)?;
+            if src.kind == Kind::Dir && to.len() > from.len() && to.starts_with(from) {
+                return Err(libc::EINVAL);
+            }
+            let (name, new_name) = (from[from.len() - 1], to[to.len() - 1]);
+            self.rt
+                .block_on(
+                    self.fs
+                        .rename(src_parent, name, dst_parent, new_name, noreplace),
+                )
+                .map_err(errno)
+        })();
+        let got = got.err().unwrap_or(0);
+        if got == 0 && expected == 0 && from != to {
+            let model = &mut self.model;
+            model.remove(to);
+            let moved: Vec<Path> = model
+                .tree
+                .keys()
+                .filter(|p| p.starts_with(from))
+                .cloned()
+                .collect();
+            for p in moved {
+                let node = model.tree.remove(&p).unwrap();
+                let mut q = to.clone();
+                q.extend_from_slice(&p[from.len()..]);
+                model.tree.insert(q, node);
+            }
+        }
+        (got, expected)
+    }
+
+    fn exists_errno(&self, path: &[&'static str]) -> i32 {
+        match self.model.walk(path) {
+            Walk::Errno(e) => e,
+            Walk::Missing => libc::ENOENT,
+            Walk::Found(_) => 0,
+        }
+    }
+
+    fn with_ino(
+        &self,
+        path: &[&'static str],
+        f: impl FnOnce(&Fs, u64) -> Result<(), FsError>,
+    ) -> i32 {
+        match self.lookup(path) {
+            Err(e) => e,
+            Ok((_, None)) => libc::ENOENT,
+            Ok((_, Some(a))) => f(&self.fs, a.ino).err().map_or(0, errno),
+        }
+    }
+
+    /// Compares the whole tree as the mount shows it with the model.
+    fn check_tree(&self) {
+        self.check_dir(ROOT_INO, &[]);
+    }
+
+    fn check_dir(&self, ino: u64, dir: &[&'static str]) {
+        let fs = &self.fs;
+        let fh = fs.opendir(ino).unwrap();
+        let entries = self.rt.block_on(fs.readdir(ino, fh, 0)).unwrap();
+        fs.releasedir(fh);
+        let listed: Vec<(String, Kind)> = entries[2..]
+            .iter()
+            .map(|e| (e.name.clone(), e.attr.kind))
+            .collect();
+        let expected: Vec<(String, Kind)> = self
+            .model
+            .tree
+            .iter()
+            .filter(|(p, _)| p.len() == dir.len() + 1 && p.starts_with(dir))
+            .map(|(p, n)| {
+                let kind = if matches!(n, Node::Dir) {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                };
+                (p[dir.len()].to_owned(), kind)
+            })
+            .collect();
+        assert_eq!(listed, expected, "listing of /{}", dir.join("/"));
+        for (name, _) in &expected {
+            let name: &'static str = NAMES.iter().find(|n| **n == name).unwrap();
+            let mut path = dir.to_vec();
+            path.push(name);
+            let attr = self.rt.block_on(fs.lookup(ino, name)).unwrap();
+            match &self.model.tree[&path] {
+                Node::Dir => {
+                    assert_eq!(attr.kind, Kind::Dir);
+                    self.check_dir(attr.ino, &path);
+                }
+                Node::File(f) => {
+                    let shown = self.rt.block_on(fs.getattr(attr.ino)).unwrap();
+                    assert_eq!(shown.kind, Kind::File, "/{}", path.join("/"));
+                    assert_eq!(
+                        shown.size,
+                        f.data.len() as u64,
+                        "size of /{}",
+                        path.join("/")
+                    );
+                    assert_eq!(
+                        shown.mode.unwrap_or(DEFAULT_MODE),
+                        f.mode,
+                        "mode of /{}",
+                        path.join("/")
+                    );
+                    if let Some(t) = f.mtime {
+                        assert_eq!(shown.mtime, t, "mtime of /{}", path.join("/"));
+                    }
+                    let fh = self.rt.block_on(fs.open(attr.ino, false, false)).unwrap();
+                    let mut data = Vec::new();
+                    loop {
+                        let chunk = self
+                            .rt
+                            .block_on(fs.read(fh, data.len() as u64, 1 << 20))
+                            .unwrap();
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        data.extend_from_slice(&chunk);
+                    }
+                    self.rt.block_on(fs.release(fh)).unwrap();
+                    assert!(
+                        data == f.data,
+                        "bytes of /{} differ ({} vs {} bytes)",
+                        path.join("/"),
+                        data.len(),
+                        f.data.len()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn run(steps: &[Step], ttl: Duration) {
+    let mut h = Harness::new(ttl);
+    for (i, step) in steps.iter().enumerate() {
+        let (got, expected) = h.apply(step);
+        assert_eq!(
+            got, expected,
+            "step {i} {step:?}: errno {got}, the model says {expected}"
+        );
+        h.check_tree();
+    }
+    // Unmount and mount again: what S3 holds is the model.
+    assert_eq!(h.apply(&Step::Remount), (0, 0));
+    h.check_tree();
+    assert_eq!(h.store.open_uploads(), 0, "multipart uploads left behind");
+}
+
+/// Like [`run`], with one injected failure armed at a random request of each step.
+fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
+    let mut h = Harness::new(ttl);
+    for (i, (step, fail_at)) in steps.iter().enumerate() {
+        let before = h.model.clone();
+        if let Some(n) = fail_at {
+            h.store.fail_nth(None, *n, Fault::SlowDown);
+        }
+        let (got, expected) = h.apply(step);
+        h.store.clear_faults();
+        if got != expected {
+            // A failure is allowed only as EIO, and only when it changed nothing the mount
+            // shows (the model was not advanced: restore it).
+            assert!(
+                fail_at.is_some() && got == libc::EIO,
+                "step {i} {step:?}: errno {got}, the model says {expected}"
+            );
+            let handles_now: Vec<u64> = h.handles.iter().map(|o| o.id).collect();
+            h.model = before;
+            // A failed create/open leaves no handle; a failed close still closed it.
+            h.model.orphans.retain(|id, _| handles_now.contains(id));
+        }
+        h.check_tree();
+    }
+    h.store.clear_faults();
+    let (got, _) = h.apply(&Step::Remount);
+    assert_eq!(got, 0, "closing at unmount failed without injected faults");
+    h.check_tree();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fs_matches_the_model(steps in prop::collection::vec(step(), 1..40), short_ttl in any::<bool>()) {
+        let ttl = if short_ttl { Duration::from_millis(1) } else { Duration::from_secs(60) };
+        run(&steps, ttl);
+    }
+
+    #[test]
+    fn an_s3_failure_changes_all_or_nothing(
+        steps in prop::collection::vec((step(), prop::option::weighted(0.5, 0u64..8)), 1..30),
+        short_ttl in any::<bool>(),
+    ) {
+        let ttl = if short_ttl { Duration::from_millis(1) } else { Duration::from_secs(60) };
+        run_with_failures(&steps, ttl);
+    }
+}
+
+#[test]
+fn regression_rename_over_an_open_file_then_remount() {
+    let steps = vec![
+        Step::Create(vec!["a"]),
+        Step::Write {
+            handle: 0,
+            offset: 0,
+            len: 10,
+            byte: 1,
+        },
+        Step::Create(vec!["b"]),
+        Step::Write {
+            handle: 1,
+            offset: 0,
+            len: 3,
+            byte: 2,
+        },
+        Step::Close { handle: 1 },
+        Step::Rename {
+            from: vec!["a"],
+            to: vec!["b"],
+            noreplace: false,
+        },
+        Step::Write {
+            handle: 0,
+            offset: 10,
+            len: 5,
+            byte: 3,
+        },
+        Step::Close { handle: 0 },
+    ];
+    run(&steps, Duration::from_secs(60));
+}
