@@ -181,9 +181,17 @@ impl Fs {
     ) -> Vec<DirEntry> {
         use futures::StreamExt;
         let mut filled = listing.to_vec();
-        let missing: Vec<usize> = (0..filled.len())
-            .filter(|&i| filled[i].attr.kind == Kind::File && !filled[i].attr.meta_known)
-            .collect();
+        let mut missing = Vec::new();
+        for (i, e) in filled.iter_mut().enumerate() {
+            if e.attr.kind != Kind::File || e.attr.meta_known {
+                continue;
+            }
+            // HEADed since the listing was taken (an earlier `ls -l`, a lookup): known.
+            match self.inodes.child(parent, &e.name) {
+                Some(c) if c.ino == e.ino && c.attr.meta_known => e.attr = c.attr,
+                _ => missing.push(i),
+            }
+        }
         let heads: Vec<_> = futures::stream::iter(missing)
             .map(|i| {
                 let rel = format!("{dir_rel}{}", filled[i].name);

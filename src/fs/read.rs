@@ -302,3 +302,92 @@ impl FileReader {
         self.state.lock().unwrap().inflight.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, Op, UserMeta};
+
+    const MIB: u64 = 1 << 20;
+
+    /// A 32 MiB object and a reader over it with 1 MiB blocks and an 8 MiB window cap.
+    async fn reader() -> (Arc<MemoryStore>, FileReader) {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        let body: Vec<u8> = (0..32 * MIB).map(|i| (i % 251) as u8).collect();
+        let etag = store
+            .put("f", Bytes::from(body), &UserMeta::new())
+            .await
+            .unwrap();
+        let cache = Arc::new(BlockCache::new(64 * MIB));
+        let shared = Arc::new(ReadShared::new(store.clone(), cache, MIB, 8 * MIB, 32, 64));
+        let reader = FileReader::new(shared, "f".into(), etag, 32 * MIB);
+        (store, reader)
+    }
+
+    fn expected(offset: u64, len: u64) -> Vec<u8> {
+        (offset..offset + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_double_the_window_up_to_the_cap() {
+        let (store, r) = reader().await;
+        let mut windows = Vec::new();
+        let mut off = 0;
+        while off < 16 * MIB {
+            let data = r.read(off, 128 << 10).await.unwrap();
+            assert_eq!(data[..], expected(off, 128 << 10)[..]);
+            off += data.len() as u64;
+            if off % MIB == 0 {
+                windows.push(r.window() / MIB);
+            }
+        }
+        // The window doubles each time the reader enters a new block, then stays at the cap.
+        assert_eq!(&windows[..6], [1, 2, 4, 8, 8, 8]);
+        // Every block was fetched once, readahead included: no block twice.
+        assert!(store.counts().get(Op::Get) <= 32);
+    }
+
+    #[tokio::test]
+    async fn a_random_read_falls_back_to_single_blocks() {
+        let (store, r) = reader().await;
+        for off in (0..4 * MIB).step_by(128 << 10) {
+            r.read(off, 128 << 10).await.unwrap();
+        }
+        assert!(r.window() > MIB);
+        let before = store.counts().get(Op::Get);
+        let data = r.read(20 * MIB + 5, 4096).await.unwrap();
+        assert_eq!(data[..], expected(20 * MIB + 5, 4096)[..]);
+        assert_eq!(r.window(), MIB, "a seek resets the window");
+        assert_eq!(
+            store.counts().get(Op::Get) - before,
+            1,
+            "a random read fetches only its own block"
+        );
+        assert_eq!(
+            r.in_flight(),
+            1,
+            "prefetches of the old position were dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn reads_across_blocks_and_past_the_end() {
+        let (_, r) = reader().await;
+        let data = r.read(MIB - 10, 20).await.unwrap();
+        assert_eq!(data[..], expected(MIB - 10, 20)[..]);
+        let tail = r.read(32 * MIB - 3, 100).await.unwrap();
+        assert_eq!(tail.len(), 3);
+        assert!(r.read(32 * MIB, 100).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_replaced_object_fails_instead_of_mixing_versions() {
+        let (store, r) = reader().await;
+        store
+            .put("f", Bytes::from_static(b"new"), &UserMeta::new())
+            .await
+            .unwrap();
+        let err = r.read(0, 10).await.unwrap_err();
+        assert!(matches!(*err, StoreError::Changed));
+    }
+}

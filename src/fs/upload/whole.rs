@@ -54,3 +54,78 @@ pub async fn upload_spool(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStore, Op};
+    use bytes::Bytes;
+    use std::time::Duration;
+    use tokio::sync::Semaphore;
+
+    fn ctx(store: Arc<MemoryStore>, budget: usize) -> Arc<UploadCtx> {
+        Arc::new(UploadCtx {
+            store,
+            part_size: 5 << 20,
+            parts_in_flight: 4,
+            budget: Arc::new(Semaphore::new(budget)),
+        })
+    }
+
+    async fn spool_of(len: usize) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path(), 1).unwrap();
+        spool
+            .write_at(Bytes::from(vec![9u8; len]), 0)
+            .await
+            .unwrap();
+        (dir, spool)
+    }
+
+    #[tokio::test]
+    async fn an_upload_waits_for_the_mount_wide_budget() {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        let ctx = ctx(store.clone(), 1);
+        let (_dir, spool) = spool_of(12 << 20).await;
+        // Another upload holds the only permit: this one must wait, not fail.
+        let held = ctx.budget.clone().acquire_owned().await.unwrap();
+        let task = {
+            let (ctx, spool) = (ctx.clone(), spool.clone());
+            tokio::spawn(
+                async move { upload_spool(&ctx, &spool, "f", 12 << 20, Meta::default()).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished());
+        assert_eq!(
+            store.counts().get(Op::UploadPart),
+            0,
+            "no part sent without a permit"
+        );
+        drop(held);
+        task.await.unwrap().unwrap();
+        assert_eq!(store.counts().get(Op::UploadPart), 3);
+        assert_eq!(store.get_raw("p/f").unwrap().0.len(), 12 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload() {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        store.fail_nth(Some(Op::UploadPart), 1, crate::store::Fault::SlowDown);
+        let (_dir, spool) = spool_of(11 << 20).await;
+        let r = upload_spool(
+            &ctx(store.clone(), 8),
+            &spool,
+            "f",
+            11 << 20,
+            Meta::default(),
+        )
+        .await;
+        assert!(r.is_err());
+        assert_eq!(store.open_uploads(), 0);
+        assert!(store.get_raw("p/f").is_none());
+        let small = upload_spool(&ctx(store.clone(), 8), &spool, "g", 10, Meta::default()).await;
+        small.unwrap();
+        assert_eq!(store.counts().get(Op::Put), 1, "below a part: one PUT");
+    }
+}

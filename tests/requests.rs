@@ -1,0 +1,205 @@
+//! How many S3 requests each common operation costs, as exact numbers, so a regression
+//! (one more HEAD per file in a listing, a LIST per stat) shows up as a failing test.
+//!
+//! Each operation is driven as the kernel drives it (the same calls in the same order) on a
+//! fresh `Fs` over a [`MemoryStore`]; the store counts the requests by kind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cognifs::fs::{Fs, MountOptions, ROOT_INO};
+use cognifs::store::{MemoryStore, ObjectStore, Op, UserMeta};
+
+struct Setup {
+    rt: tokio::runtime::Runtime,
+    store: Arc<MemoryStore>,
+    fs: Fs,
+    _spool: tempfile::TempDir,
+}
+
+fn setup(seed: &[(&str, usize)]) -> Setup {
+    let spool = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemoryStore::new("bucket", "us-east-1:counts"));
+    for (key, size) in seed {
+        store.insert_raw(
+            &format!("us-east-1:counts/{key}"),
+            &vec![7u8; *size],
+            UserMeta::new(),
+        );
+    }
+    let opts = MountOptions {
+        metadata_ttl: Duration::from_secs(60),
+        spool_dir: spool.path().to_path_buf(),
+        ..MountOptions::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fs = Fs::new(store.clone() as Arc<dyn ObjectStore>, opts);
+    Setup {
+        rt,
+        store,
+        fs,
+        _spool: spool,
+    }
+}
+
+/// Requests by kind, for the operations that cost any.
+fn counts(store: &MemoryStore) -> Vec<(Op, u64)> {
+    store
+        .counts()
+        .0
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+#[test]
+fn stat_of_a_fresh_file() {
+    let s = setup(&[("f", 10)]);
+    s.rt.block_on(async {
+        let a = s.fs.lookup(ROOT_INO, "f").await.unwrap();
+        s.fs.getattr(a.ino).await.unwrap();
+    });
+    // HEAD (the object, with its metadata) and a one-key LIST (is `f/` a directory?), at once.
+    assert_eq!(counts(&s.store), [(Op::Head, 1), (Op::List, 1)]);
+}
+
+#[test]
+fn ls_l_of_a_fresh_directory() {
+    let files: Vec<(String, usize)> = (0..50).map(|i| (format!("d/f{i:02}"), 100)).collect();
+    let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let s = setup(&seed);
+    s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        let fh = s.fs.opendir(d.ino).unwrap();
+        let entries = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+        s.fs.releasedir(fh);
+        // `ls -l` stats every entry.
+        for e in &entries[2..] {
+            let a = s.fs.lookup(d.ino, &e.name).await.unwrap();
+            s.fs.getattr(a.ino).await.unwrap();
+        }
+        assert_eq!(entries.len(), 52);
+    });
+    // The directory's lookup (HEAD + one-key LIST), one LIST page, and one HEAD per file for
+    // its metadata (in parallel); the stats then cost nothing.
+    assert_eq!(counts(&s.store), [(Op::Head, 51), (Op::List, 2)]);
+}
+
+#[test]
+fn ls_l_again_within_the_ttl_costs_nothing() {
+    let s = setup(&[("d/a", 1), ("d/b", 2)]);
+    let list = || {
+        s.rt.block_on(async {
+            let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+            let fh = s.fs.opendir(d.ino).unwrap();
+            let entries = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+            s.fs.releasedir(fh);
+            for e in &entries[2..] {
+                s.fs.lookup(d.ino, &e.name).await.unwrap();
+            }
+        })
+    };
+    list();
+    s.store.reset_counts();
+    list();
+    assert_eq!(counts(&s.store), []);
+}
+
+#[test]
+fn cp_of_a_small_file() {
+    let s = setup(&[]);
+    s.rt.block_on(async {
+        assert!(s.fs.lookup(ROOT_INO, "new").await.is_err());
+        let (_, fh) = s.fs.create(ROOT_INO, "new", 0o100644).await.unwrap();
+        s.fs.write(fh, 0, vec![1; 4096]).await.unwrap();
+        s.fs.flush(fh).await.unwrap();
+        s.fs.release(fh).await.unwrap();
+    });
+    // The failed lookup (HEAD + LIST), then one PUT at close.
+    assert_eq!(
+        counts(&s.store),
+        [(Op::Head, 1), (Op::List, 1), (Op::Put, 1)]
+    );
+}
+
+#[test]
+fn cp_of_a_large_file() {
+    let s = setup(&[]);
+    let size = 20 << 20;
+    s.rt.block_on(async {
+        assert!(s.fs.lookup(ROOT_INO, "big").await.is_err());
+        let (_, fh) = s.fs.create(ROOT_INO, "big", 0o100644).await.unwrap();
+        for off in (0..size).step_by(1 << 20) {
+            s.fs.write(fh, off as u64, vec![2; 1 << 20]).await.unwrap();
+        }
+        s.fs.flush(fh).await.unwrap();
+        s.fs.release(fh).await.unwrap();
+    });
+    // Streamed while written: 8 MiB parts (8 + 8 + 4), one create and one complete.
+    assert_eq!(
+        counts(&s.store),
+        [
+            (Op::Head, 1),
+            (Op::List, 1),
+            (Op::CreateMultipart, 1),
+            (Op::UploadPart, 3),
+            (Op::CompleteMultipart, 1)
+        ]
+    );
+    assert_eq!(
+        s.store.get_raw("us-east-1:counts/big").unwrap().0.len(),
+        size
+    );
+}
+
+#[test]
+fn rename_of_a_file() {
+    let s = setup(&[("a", 10)]);
+    s.rt.block_on(async {
+        s.fs.lookup(ROOT_INO, "a").await.unwrap();
+        assert!(s.fs.lookup(ROOT_INO, "b").await.is_err());
+        s.fs.rename(ROOT_INO, "a", ROOT_INO, "b", false)
+            .await
+            .unwrap();
+    });
+    // The kernel's two lookups (HEAD + LIST each), then CopyObject and DeleteObject; the
+    // rename itself reuses what the lookups found.
+    assert_eq!(
+        counts(&s.store),
+        [(Op::Head, 2), (Op::List, 2), (Op::Delete, 1), (Op::Copy, 1)]
+    );
+}
+
+#[test]
+fn reading_a_file_twice_reads_s3_once() {
+    let s = setup(&[("f", 3 << 20)]);
+    let read_all = || {
+        s.rt.block_on(async {
+            let a = s.fs.lookup(ROOT_INO, "f").await.unwrap();
+            let fh = s.fs.open(a.ino, false, false).await.unwrap();
+            let mut off = 0;
+            loop {
+                let chunk = s.fs.read(fh, off, 128 << 10).await.unwrap();
+                if chunk.is_empty() {
+                    break;
+                }
+                off += chunk.len() as u64;
+            }
+            s.fs.release(fh).await.unwrap();
+            off
+        })
+    };
+    assert_eq!(read_all(), 3 << 20);
+    // One GET per 1 MiB block, readahead included; nothing more.
+    assert_eq!(
+        counts(&s.store),
+        [(Op::Head, 1), (Op::List, 1), (Op::Get, 3)]
+    );
+    s.store.reset_counts();
+    assert_eq!(read_all(), 3 << 20);
+    assert_eq!(
+        counts(&s.store),
+        [],
+        "the second read comes from the block cache"
+    );
+}
