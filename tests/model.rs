@@ -600,13 +600,8 @@ impl Harness {
                     Walk::Found(Kind::Dir) if self.model.has_children(path) => libc::ENOTEMPTY,
                     Walk::Found(Kind::Dir) => 0,
                 };
-                let got = match self.lookup(path) {
-                    Err(e) => e,
-                    Ok((_, None)) => libc::ENOENT,
-                    Ok((parent, Some(_))) => {
-                        res(rt.block_on(fs.rmdir(parent, path[path.len() - 1])))
-                    }
-                };
+                let got =
+                    self.in_parent(path, |fs, parent, name| rt.block_on(fs.rmdir(parent, name)));
                 if got == 0 && expected == 0 {
                     self.model.tree.remove(path);
                 }
@@ -619,13 +614,9 @@ impl Harness {
                     Walk::Found(Kind::Dir) => libc::EISDIR,
                     Walk::Found(Kind::File) => 0,
                 };
-                let got = match self.lookup(path) {
-                    Err(e) => e,
-                    Ok((_, None)) => libc::ENOENT,
-                    Ok((parent, Some(_))) => {
-                        res(rt.block_on(fs.unlink(parent, path[path.len() - 1])))
-                    }
-                };
+                let got = self.in_parent(path, |fs, parent, name| {
+                    rt.block_on(fs.unlink(parent, name))
+                });
                 if got == 0 && expected == 0 {
                     self.model.remove(path);
                 }
@@ -700,6 +691,21 @@ impl Harness {
             }
         }
         (got, expected)
+    }
+
+    /// Runs `f` on an existing entry's parent and name, after the kernel's lookup.
+    fn in_parent(
+        &self,
+        path: &[&'static str],
+        f: impl FnOnce(&Fs, u64, &str) -> Result<(), FsError>,
+    ) -> i32 {
+        match self.lookup(path) {
+            Err(e) => e,
+            Ok((_, None)) => libc::ENOENT,
+            Ok((parent, Some(_))) => f(&self.fs, parent, path[path.len() - 1])
+                .err()
+                .map_or(0, errno),
+        }
     }
 
     fn exists_errno(&self, path: &[&'static str]) -> i32 {
