@@ -52,6 +52,8 @@ pub enum Command {
     /// Unmount DIR and wait for its cognifs process to exit.
     Unmount { dir: PathBuf },
     /// Start a local Cognito + S3 stand-in, sign a demo user in, and mount at DIR.
+    // Hidden in a build without the `demo` feature, where it only says so.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
     Demo { dir: PathBuf },
     /// Read or import configuration.
     #[command(subcommand)]
