@@ -1,6 +1,6 @@
 //! cognifs against a direct S3 client, on the same devstack server, in the same run.
-//! Prints a table of times and ratios; ratios are what count (see DESIGN.md, "Where the
-//! peers stand"). Run as root (FUSE): `cargo bench --bench throughput`.
+//! Prints a table of times and ratios; ratios are what count (the README's
+//! "Performance" section has figures). Run as root (FUSE): `cargo bench --bench throughput`.
 //! `BENCH_SIZE_MIB` (default 512) sets the large object, `BENCH_FILES` (default 5000) the
 //! directory listed.
 
@@ -149,14 +149,16 @@ fn main() {
             ..Default::default()
         }))
         .expect("devstack");
-    let profile = cognifs::demo::profile_for(&running, work.path().join("config.toml"));
+    let profile = cognifs::demo::profile_for(&running, &work.path().join("config.toml"), "bench")
+        .expect("the devstack profile loads");
     let tokens = TokenStore::new(work.path(), "bench");
     let (user, password) = devstack::DEMO_USER;
     let browser = Browser::Custom(Box::new(move |url| {
         tokio::spawn(async move {
-            cognifs::demo::scripted_sign_in(url, user.into(), password.into())
+            let (status, body) = cognifs::demo::scripted_sign_in(&url, user, password)
                 .await
-                .expect("sign-in")
+                .expect("sign-in");
+            assert_eq!(status, 200, "loopback page: {body}");
         });
     }));
     rt.block_on(login(

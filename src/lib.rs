@@ -1,8 +1,12 @@
 //! cognifs: mount your own prefix of an S3 bucket, signed in through AWS Cognito.
 
 pub mod auth;
+pub mod cli;
 pub mod clock;
+pub mod commands;
 pub mod config;
+pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod fs;
 pub mod mounts;

@@ -130,11 +130,17 @@ impl Running {
         let _ = self.server.await;
     }
 
+    /// Writes a cognifs config file whose `[default]` profile points here.
     pub fn write_config(&self, path: &Path) -> anyhow::Result<()> {
+        self.write_config_as(path, "default")
+    }
+
+    /// Writes a cognifs config file whose profile `[name]` points here.
+    pub fn write_config_as(&self, path: &Path, name: &str) -> anyhow::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(path, self.profile.to_toml("default"))
+        std::fs::write(path, self.profile.to_toml(name))
             .with_context(|| format!("writing {}", path.display()))
     }
 }

@@ -1,7 +1,7 @@
 //! devstack's S3: the s3s crate speaks the protocol (routing, SigV4, aws-chunked bodies, XML);
 //! this module answers the operations from [`ObjectStore`], decides who may sign (only live
 //! credentials devstack issued, or the admin), and enforces the per-identity policy of
-//! DESIGN.md strictly — an issued credential reaches only keys under `{identity-id}/`.
+//! docs/AWS-SETUP.md strictly — an issued credential reaches only keys under `{identity-id}/`.
 
 use std::io::SeekFrom;
 use std::sync::Arc;

@@ -137,11 +137,7 @@ pub fn login_by_paste(
         }
     };
     let location = rt
-        .block_on(cognifs::demo::sign_in_redirect(
-            &url,
-            user.into(),
-            password.into(),
-        ))
+        .block_on(cognifs::demo::sign_in_redirect(&url, user, password))
         .unwrap();
     writeln!(child.stdin.take().unwrap(), "{location}").unwrap();
     let out = wait_with_deadline(child, Duration::from_secs(30), "login");

@@ -83,6 +83,7 @@ fn http() -> reqwest::Client {
 
 /// Authorize → sign-in form → code → tokens (PKCE S256); returns the ID token.
 pub async fn id_token(running: &Running, user: &str, password: &str) -> String {
+    install_crypto();
     let verifier = devstack::cognito::random_token(48);
     let challenge = URL_SAFE_NO_PAD.encode(devstack::cognito::sha256(verifier.as_bytes()));
     let redirect = format!(
@@ -98,27 +99,11 @@ pub async fn id_token(running: &Running, user: &str, password: &str) -> String {
         .append_pair("scope", "openid")
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256");
-    let page = http().get(url.as_str()).send().await.unwrap();
-    assert_eq!(page.status(), 200);
-    let form = [
-        ("username", user),
-        ("password", password),
-        ("client_id", running.profile.client_id.as_str()),
-        ("redirect_uri", redirect.as_str()),
-        ("state", "st4te"),
-        ("code_challenge", challenge.as_str()),
-        ("code_challenge_method", "S256"),
-        ("response_type", "code"),
-        ("scope", "openid"),
-    ];
-    let resp = http()
-        .post(format!("{}/login", running.base_url))
-        .form(&form)
-        .send()
+    // The sign-in page's form, submitted as the demo's scripted browser does.
+    let location = cognifs::demo::sign_in_redirect(url.as_str(), user, password)
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 302, "sign-in should redirect");
-    let location = url::Url::parse(resp.headers()["location"].to_str().unwrap()).unwrap();
+        .unwrap_or_else(|e| panic!("sign-in as {user}: {e}"));
+    let location = url::Url::parse(&location).unwrap();
     let code = location
         .query_pairs()
         .find(|(k, _)| k == "code")
@@ -372,50 +357,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A cognifs profile pointing at `running` (its callback port included).
+/// A cognifs profile pointing at `running` (its callback port included), written by devstack
+/// to `config_path` as `[name]` and loaded as any config is.
 pub fn cognifs_profile(
     running: &Running,
     name: &str,
     config_path: PathBuf,
 ) -> cognifs::config::Profile {
-    let mut profile = cognifs::demo::profile_for(running, config_path);
-    profile.name = name.to_owned();
-    profile
+    cognifs::demo::profile_for(running, &config_path, name).expect("the devstack profile loads")
 }
 
-fn html_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The value of attribute `name` in one HTML tag (double-quoted attributes only).
-fn html_attr(tag: &str, name: &str) -> Option<String> {
-    let needle = format!(" {name}=\"");
-    let start = tag.find(&needle)? + needle.len();
-    let len = tag[start..].find('"')?;
-    Some(html_unescape(&tag[start..start + len]))
-}
-
-/// The opening tags named `element` (`<input …>`), in document order.
-fn html_tags<'a>(html: &'a str, element: &str) -> Vec<&'a str> {
-    let open = format!("<{element} ");
-    let mut out = Vec::new();
-    let mut rest = html;
-    while let Some(i) = rest.find(&open) {
-        let tag = &rest[i..];
-        let end = tag.find('>').map_or(tag.len(), |e| e + 1);
-        out.push(&tag[..end]);
-        rest = &tag[end..];
-    }
-    out
-}
-
-/// What a person does in a browser, over plain HTTP: open the sign-in page at `auth_url`,
-/// submit its form (hidden inputs + username + password), follow the redirect to the
-/// loopback callback. Returns the callback page's status and body.
+/// What a person does in a browser, over plain HTTP (the demo's scripted browser): open the
+/// sign-in page at `auth_url`, submit its form, follow the redirect to the loopback callback.
+/// Returns the callback page's status and body.
 pub async fn scripted_sign_in(
     auth_url: &str,
     user: &str,
@@ -432,65 +386,14 @@ pub async fn scripted_sign_in_with(
     password: &str,
     tamper: impl FnOnce(url::Url) -> url::Url,
 ) -> Result<(u16, String), String> {
-    let http = http();
-    let page = http
-        .get(auth_url)
-        .send()
+    install_crypto();
+    let location = cognifs::demo::sign_in_redirect(auth_url, user, password)
         .await
-        .map_err(|e| format!("GET sign-in page: {e}"))?;
-    let status = page.status();
-    let page_url = page.url().clone();
-    let html = page.text().await.map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("sign-in page answered {status}: {html}"));
-    }
-    let form_tag = html_tags(&html, "form")
-        .first()
-        .copied()
-        .ok_or_else(|| format!("no form on the sign-in page: {html}"))?;
-    let action = html_attr(form_tag, "action").unwrap_or_default();
-    let action = page_url
-        .join(&action)
-        .map_err(|e| format!("form action {action:?}: {e}"))?;
-    let mut form: Vec<(String, String)> = html_tags(&html, "input")
-        .into_iter()
-        .filter(|t| html_attr(t, "type").as_deref() == Some("hidden"))
-        .filter_map(|t| {
-            Some((
-                html_attr(t, "name")?,
-                html_attr(t, "value").unwrap_or_default(),
-            ))
-        })
-        .collect();
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let resp = http
-        .post(action)
-        .form(&form)
-        .send()
+        .map_err(|e| e.to_string())?;
+    let location = url::Url::parse(&location).map_err(|e| format!("Location {location:?}: {e}"))?;
+    cognifs::demo::open(tamper(location).as_str())
         .await
-        .map_err(|e| format!("POST sign-in form: {e}"))?;
-    if resp.status() != 302 {
-        let status = resp.status();
-        return Err(format!(
-            "sign-in form answered {status}, not a redirect: {}",
-            resp.text().await.unwrap_or_default()
-        ));
-    }
-    let location = resp
-        .headers()
-        .get(reqwest::header::LOCATION)
-        .and_then(|l| l.to_str().ok())
-        .ok_or("redirect without a Location")?;
-    let location = url::Url::parse(location).map_err(|e| format!("Location {location:?}: {e}"))?;
-    let location = tamper(location);
-    let callback = http
-        .get(location.as_str())
-        .send()
-        .await
-        .map_err(|e| format!("GET the callback {location}: {e}"))?;
-    let status = callback.status().as_u16();
-    Ok((status, callback.text().await.unwrap_or_default()))
+        .map_err(|e| e.to_string())
 }
 
 /// What [`scripted_sign_in`] reports: the loopback page's status and body, or what failed.

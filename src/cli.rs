@@ -1,0 +1,230 @@
+//! The command line: clap definitions and their value parsers. [`MountArgs`] is the one source
+//! of the `cognifs mount` flags and of the fstab options the mount(8) helper accepts
+//! (`commands::mount_helper` derives those from it).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::ConfigSource;
+use crate::fs::MountOptions;
+
+/// Mount your own prefix of an S3 bucket, signed in through AWS Cognito.
+#[derive(Parser, Debug)]
+#[command(name = "cognifs", version)]
+pub struct Cli {
+    /// Config file (default: $COGNIFS_CONFIG, else $XDG_CONFIG_HOME/cognifs/config.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Profile (table) of the config file (default: $COGNIFS_PROFILE, else "default").
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Where the profile is read from, as the command line asked.
+    pub fn source(&self) -> ConfigSource {
+        ConfigSource {
+            path: self.config.clone(),
+            profile: self.profile.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sign in through the hosted sign-in page (authorization code + PKCE).
+    Login {
+        /// Print the URL and read back the address the browser was sent to.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Revoke the sign-in and delete the stored tokens.
+    Logout,
+    /// Who is signed in, where the data lives, and the running mounts.
+    Status,
+    /// Mount the profile's prefix at DIR (default: the profile's mount_point, else ~/cloud).
+    Mount(MountArgs),
+    /// Unmount DIR and wait for its cognifs process to exit.
+    Unmount { dir: PathBuf },
+    /// Start a local Cognito + S3 stand-in, sign a demo user in, and mount at DIR.
+    // Hidden in a build without the `demo` feature, where it only says so.
+    #[cfg_attr(not(feature = "demo"), command(hide = true))]
+    Demo { dir: PathBuf },
+    /// Read or import configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run the mount as a systemd user service.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// mount(8) helper: `SOURCE DIR [-o OPTIONS]`, SOURCE being `cognifs#PROFILE` or PROFILE
+    /// (what /sbin/mount.fuse.cognifs, a symlink to cognifs, runs for an fstab line).
+    MountHelper {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Write ~/.config/systemd/user/cognifs@.service and enable cognifs@PROFILE.
+    Install,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// The resolved profile and where each value came from.
+    Show,
+    /// Write a profile from a web app's .env (VITE_APP_*, REACT_APP_* or bare names).
+    Import { env_file: PathBuf },
+}
+
+/// The flags of `cognifs mount`. Every long flag here is also an fstab option
+/// (`-o cache_size=512MiB`, `-o allow_other`), except those in
+/// `commands::mount_helper::NOT_FSTAB_OPTIONS`.
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    pub dir: Option<PathBuf>,
+    /// Stay in the foreground (logs also to stderr).
+    #[arg(short, long)]
+    pub foreground: bool,
+    #[arg(long)]
+    pub read_only: bool,
+    /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Block cache budget, e.g. 512MiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Read block size, e.g. 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub block_size: u64,
+    /// Largest readahead window of a sequential reader.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub max_readahead: u64,
+    /// Multipart upload part size (at least 5MiB).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// Where files being written are spooled (default: $XDG_CACHE_HOME/cognifs/spool).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds that attributes and listings are trusted.
+    #[arg(long, default_value_t = 5.0)]
+    pub metadata_ttl: f64,
+    #[arg(long)]
+    pub uid: Option<u32>,
+    #[arg(long)]
+    pub gid: Option<u32>,
+    /// Mode of files, octal.
+    #[arg(long, value_parser = parse_mode)]
+    pub file_mode: Option<u16>,
+    /// Mode of directories, octal.
+    #[arg(long, value_parser = parse_mode)]
+    pub dir_mode: Option<u16>,
+}
+
+impl MountArgs {
+    /// The checks that need neither network nor mount point, and the options they give.
+    pub fn mount_options(&self) -> anyhow::Result<MountOptions> {
+        let mut opts = MountOptions {
+            read_only: self.read_only,
+            allow_other: self.allow_other,
+            cache_bytes: self.cache_size,
+            block_size: self.block_size,
+            max_readahead: self.max_readahead,
+            part_size: self.part_size,
+            ..MountOptions::default()
+        };
+        if self.part_size < 5 << 20 || self.part_size > 5 << 30 {
+            bail!("--part-size must be between 5MiB and 5GiB (S3's part limits)");
+        }
+        if let Some(dir) = &self.cache_dir {
+            opts.spool_dir = dir.join("spool");
+        }
+        if !(self.metadata_ttl.is_finite() && self.metadata_ttl >= 0.0) {
+            bail!("--metadata-ttl must be a number of seconds");
+        }
+        opts.metadata_ttl = Duration::from_secs_f64(self.metadata_ttl);
+        if self.block_size > 64 << 20 {
+            bail!("--block-size above 64MiB makes every random read fetch too much");
+        }
+        if self.cache_size < self.block_size * 4 {
+            bail!("--cache-size must hold at least four blocks");
+        }
+        opts.uid = self.uid.unwrap_or(opts.uid);
+        opts.gid = self.gid.unwrap_or(opts.gid);
+        opts.file_mode = self.file_mode.unwrap_or(opts.file_mode);
+        opts.dir_mode = self.dir_mode.unwrap_or(opts.dir_mode);
+        Ok(opts)
+    }
+}
+
+/// `512MiB`, `1GiB`, `4096`: a positive number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("{s:?} is not a usable size"))
+}
+
+/// An octal mode like `0644` (permission bits only).
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    u16::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 0644"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_modes_parse() {
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert!(parse_mode("999").is_err());
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn mount_options_are_checked() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["cognifs", "mount"].iter().chain(args)).unwrap();
+            let Command::Mount(m) = cli.command else {
+                unreachable!()
+            };
+            m.mount_options()
+        };
+        let opts = parse(&["--part-size", "16MiB", "--cache-dir", "/c"]).unwrap();
+        assert_eq!(opts.part_size, 16 << 20);
+        assert_eq!(opts.spool_dir, PathBuf::from("/c/spool"));
+        assert!(parse(&["--part-size", "1MiB"]).is_err());
+        assert!(parse(&["--cache-size", "2MiB"]).is_err());
+    }
+}

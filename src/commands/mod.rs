@@ -1,0 +1,82 @@
+//! One module per command (or small group): what `cognifs COMMAND` does once parsed.
+
+pub mod account;
+pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod mount;
+pub mod mount_helper;
+pub mod service;
+pub mod status;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use crate::auth::AuthError;
+use crate::cli::{Cli, Command, ConfigCommand, ServiceCommand};
+
+/// Exit status when the profile is not signed in: distinct, so a service manager can avoid
+/// restarting into the same failure.
+pub const EXIT_SIGNED_OUT: u8 = 3;
+
+/// The whole program: `argv` as the process got it (program name first).
+pub fn main(argv: Vec<OsString>) -> ExitCode {
+    let result = if mount_helper::invoked_as_helper(&argv) {
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        mount_helper::run(&args)
+    } else {
+        use clap::Parser;
+        run(Cli::parse_from(&argv), argv[1..].to_vec())
+    };
+    exit_code(result)
+}
+
+/// Runs a parsed command line. `argv` (without the program name) is what a daemonized mount
+/// re-runs with `--foreground`.
+pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let src = cli.source();
+    match cli.command {
+        Command::Config(ConfigCommand::Show) => config::show(&src)?,
+        Command::Config(ConfigCommand::Import { env_file }) => config::import(&env_file, &src)?,
+        Command::Login { no_browser } => account::login(&src, no_browser)?,
+        Command::Logout => account::logout(&src)?,
+        Command::Status => return status::status(&src),
+        Command::Mount(args) => return mount::mount(&src, args, argv),
+        Command::MountHelper { args } => return mount_helper::run(&args),
+        Command::Service(ServiceCommand::Install) => service::install(&src)?,
+        Command::Unmount { dir } => mount::unmount(&dir)?,
+        #[cfg(feature = "demo")]
+        Command::Demo { dir } => demo::demo(&dir)?,
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => anyhow::bail!(
+            "this cognifs was built without the demo (cargo feature `demo`); try a cognifs-devstack and a profile pointing at it"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an error and picks the exit status: [`EXIT_SIGNED_OUT`] when the cause is a missing
+/// or lapsed sign-in.
+pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("cognifs: {err:#}");
+            if err.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<AuthError>(),
+                    Some(AuthError::NotSignedIn { .. } | AuthError::SignedOut { .. })
+                )
+            }) {
+                // Shown by `systemctl status` for the unit, which will not restart into this.
+                crate::service::notify_or_log("STATUS=not signed in: run cognifs login");
+                ExitCode::from(EXIT_SIGNED_OUT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

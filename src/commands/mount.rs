@@ -1,0 +1,125 @@
+//! `cognifs mount` (checks, then serve in the foreground or daemonize) and `cognifs unmount`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::auth::identity::Session;
+use crate::cli::MountArgs;
+use crate::config::{self, ConfigSource};
+use crate::daemon::{self, Extras, init_logging, runtime, serve};
+use crate::mounts;
+
+/// The checks that need no network: a mount point that is a directory, empty, and FUSE.
+pub fn check_mountpoint(dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = dir.canonicalize().with_context(|| {
+        format!(
+            "mount point {} does not exist (create it with mkdir)",
+            dir.display()
+        )
+    })?;
+    if !dir.is_dir() {
+        bail!("mount point {} is not a directory", dir.display());
+    }
+    if mounts::is_mounted(&dir) {
+        bail!(
+            "{} is already mounted (cognifs unmount {} first)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if std::fs::read_dir(&dir)?.next().is_some() {
+        bail!(
+            "mount point {} is not empty; cognifs mounts only on an empty directory",
+            dir.display()
+        );
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!(
+            "/dev/fuse is missing: FUSE is not available. Install it (Debian/Ubuntu: apt-get install fuse3) and load the module (modprobe fuse)"
+        );
+    }
+    Ok(dir)
+}
+
+/// `~/cloud`: where a profile without `mount_point` mounts (the systemd unit relies on it).
+pub fn default_mount_point() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join("cloud"))
+}
+
+pub fn mount(src: &ConfigSource, args: MountArgs, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
+    let profile = config::load(src)?;
+    let dir = match (&args.dir, &profile.mount_point) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d.clone(),
+        (None, None) => {
+            let Some(d) = default_mount_point() else {
+                bail!(
+                    "no mount point: give DIR, or set mount_point in profile [{}] of {}",
+                    profile.name,
+                    profile.config_path.display()
+                )
+            };
+            // Only the default is created: a DIR or mount_point that does not exist is more
+            // likely a typo than a wish for a new directory.
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("creating the default mount point {}", d.display()))?;
+            d
+        }
+    };
+    let dir = check_mountpoint(&dir)?;
+    let opts = args.mount_options()?;
+    if !args.foreground {
+        return daemon::daemonize(&dir, &profile, argv);
+    }
+    let log = config::state_dir().join(&profile.name).join("cognifs.log");
+    init_logging(Some(&log), !daemon::is_daemon_child())?;
+    let rt = runtime()?;
+    let session = Session::new(profile.clone());
+    serve(&rt, session, &dir, opts, Extras::default())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn unmount(dir: &Path) -> anyhow::Result<()> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", dir.display()))?;
+    if !mounts::is_mounted(&dir) {
+        bail!("{} is not mounted", dir.display());
+    }
+    let record = mounts::find_by_mountpoint(&config::state_dir(), &dir);
+    let fusermount = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&dir)
+        .status();
+    let ok = match fusermount {
+        Ok(s) if s.success() => true,
+        _ => std::process::Command::new("umount")
+            .arg(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+    };
+    if !ok {
+        bail!(
+            "could not unmount {} (is a file in it still open? `fuser -m {}` lists who uses it)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    if let Some(r) = record
+        && !mounts::wait_for_exit(r.pid, Duration::from_secs(60))
+    {
+        bail!(
+            "unmounted, but cognifs process {} has not exited yet",
+            r.pid
+        );
+    }
+    println!("unmounted {}", dir.display());
+    Ok(())
+}

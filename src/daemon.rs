@@ -1,0 +1,317 @@
+//! `serve`: mount, signals, sd_notify, graceful shutdown, the mount registry that
+//! `cognifs status` reads; `daemonize` (the detached child `cognifs mount` starts) and logging.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+
+use crate::auth::identity::{Session, start_refresher};
+use crate::auth::tokens::unix_now;
+use crate::config::{self, Profile};
+use crate::fs::MountOptions;
+use crate::mounts;
+use crate::service;
+use crate::store::{ObjectStore, S3Store, UserMeta, s3_client};
+
+/// The async runtime every command that talks to the network runs on.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Whether this process is the detached child of [`daemonize`].
+pub fn is_daemon_child() -> bool {
+    std::env::var_os(DAEMON_CHILD_ENV).is_some()
+}
+
+/// Logs to `log_file` (appending) and/or stderr; HTTP stacks never below info.
+pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<()> {
+    use tracing_subscriber::prelude::*;
+    // Never below info for the HTTP stacks: their debug output can carry headers.
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            .add_directive("s3s=warn".parse().expect("static directive"))
+            .add_directive("aws_smithy_runtime=info".parse().expect("static directive"))
+            .add_directive("aws_sigv4=info".parse().expect("static directive"))
+            .add_directive("hyper=info".parse().expect("static directive"))
+            .add_directive("reqwest=info".parse().expect("static directive"))
+    };
+    let file_layer = match log_file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening log {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(filter()),
+            )
+        }
+        None => None,
+    };
+    let stderr_layer = to_stderr.then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .ok();
+    Ok(())
+}
+
+/// Told the `s3://` URL once the mount answers.
+pub type ReadyCallback = Box<dyn FnOnce(&str)>;
+
+/// What a caller of [`serve`] may add to a plain mount (the demo uses both).
+#[derive(Default)]
+pub struct Extras {
+    /// Objects put (path relative to the prefix, body) before mounting.
+    pub seed: Vec<(String, Bytes)>,
+    /// Told the `s3://` URL once the mount answers.
+    pub ready: Option<ReadyCallback>,
+}
+
+/// Signs in, mounts, and serves until a signal or an outside unmount; then unmounts
+/// gracefully (files being written are closed and uploaded first, within a grace period).
+pub fn serve(
+    rt: &tokio::runtime::Runtime,
+    session: Session,
+    dir: &Path,
+    opts: MountOptions,
+    extras: Extras,
+) -> anyhow::Result<()> {
+    let profile = session.profile.clone();
+    let refresher = rt.block_on(start_refresher(session))?;
+    let prefix = profile.prefix_for(&refresher.identity_id);
+    let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
+    let store = Arc::new(S3Store::new(
+        s3_client(&profile, refresher.credentials.clone()),
+        profile.bucket.clone(),
+        prefix,
+    ));
+    rt.block_on(store.check_access())
+        .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
+    for (rel, body) in extras.seed {
+        rt.block_on(store.put(&rel, body, &UserMeta::new()))
+            .map_err(|e| anyhow::anyhow!("putting {rel} in {s3_url}: {e}"))?;
+    }
+    // Handlers before mounting: a SIGTERM (systemctl stop) or Ctrl-C arriving any time after
+    // READY must unmount, not kill the process and leave a dead mount behind. (Before this
+    // point nothing is mounted, and the default action ends a hung start-up at once.)
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    let mount = crate::fs::mount(store, opts, dir, rt.handle().clone())?;
+    let expiry_secs = || {
+        let expiry = refresher.credentials.expiry()?;
+        Some(expiry.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs())
+    };
+    let mut record = mounts::MountRecord {
+        pid: std::process::id(),
+        mountpoint: dir.to_path_buf(),
+        profile: profile.name.clone(),
+        s3_url: s3_url.clone(),
+        started: unix_now(),
+        credentials_expire: expiry_secs(),
+    };
+    let registration = mounts::register(&config::state_dir(), record.clone())
+        .inspect_err(|e| tracing::warn!("cannot record the mount for `cognifs status`: {e}"))
+        .ok();
+    tracing::info!(mountpoint = %dir.display(), %s3_url, "mounted");
+    // The kernel lists the mount once the FUSE handshake is done; systemd hears READY only then.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !mounts::is_mounted(dir) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sd_status = |expire: Option<u64>| {
+        let renew = match expire {
+            Some(e) => format!("credentials renew before {} UTC", clock(e)),
+            None => "credentials do not expire".to_owned(),
+        };
+        format!("STATUS=mounted {s3_url} at {}; {renew}", dir.display())
+    };
+    service::notify_or_log(&format!(
+        "READY=1\n{}",
+        sd_status(record.credentials_expire)
+    ));
+    if let Some(ready) = extras.ready {
+        ready(&s3_url);
+    }
+    rt.block_on(async {
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = interval.tick() => {
+                    if !mounts::is_mounted(dir) {
+                        tracing::info!("unmounted from outside");
+                        break;
+                    }
+                    if record.credentials_expire != expiry_secs() {
+                        record.credentials_expire = expiry_secs();
+                        if let Some(reg) = &registration {
+                            let _ = reg.update(&record);
+                        }
+                        service::notify_or_log(&sd_status(record.credentials_expire));
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!(mountpoint = %dir.display(), "unmounting");
+    service::notify_or_log("STOPPING=1\nSTATUS=unmounting");
+    // Detach at once (lazy unmount: nothing new can open), then wait for the FUSE session to
+    // end, which the kernel does once every open file is closed: a `cp` under way finishes
+    // and its close uploads the whole file. Uploading a file while its writer is still
+    // going would put a truncated object in S3; so that happens only after the grace period.
+    let fs = mount.fs().clone();
+    if mounts::is_mounted(dir)
+        && let Err(e) = mount.detach()
+    {
+        tracing::warn!("{e:#}");
+    }
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(mount.join());
+    });
+    let started = std::time::Instant::now();
+    loop {
+        match done_rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(r) => {
+                if let Err(e) = r {
+                    tracing::warn!("{e:#}");
+                }
+                break;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        let pending = fs.pending_writes();
+        if started.elapsed() >= SHUTDOWN_GRACE {
+            tracing::warn!(
+                files = pending.len(),
+                "files still open after the grace period"
+            );
+            break;
+        }
+        for (key, size) in &pending {
+            tracing::info!(%key, size, "waiting for a file being written to be closed");
+        }
+        service::notify_or_log(&format!(
+            "STATUS=unmounting: waiting for {} file(s) being written",
+            pending.len()
+        ));
+    }
+    // Anything still dirty (a writer that outlived the grace period) goes up as it stands.
+    rt.block_on(fs.flush_all())
+        .map_err(|e| anyhow::anyhow!("uploading open files at shutdown: {e}"))?;
+    Ok(())
+}
+
+/// How long a stop waits for files being written to be closed; below the unit's
+/// TimeoutStopSec (120 s), so the final uploads still happen before systemd kills us.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
+
+/// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
+fn clock(unix: u64) -> String {
+    let s = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// Set in the environment of the detached child [`daemonize`] starts.
+pub const DAEMON_CHILD_ENV: &str = "COGNIFS_DAEMON_CHILD";
+
+/// Runs the mount as a detached child and returns once it answers, or with its error.
+pub fn daemonize(
+    dir: &Path,
+    profile: &Profile,
+    mut args: Vec<std::ffi::OsString>,
+) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    // current_exe resolves symlinks, so a mount.fuse.cognifs helper re-runs plain `cognifs`.
+    let exe = std::env::current_exe().context("locating the cognifs executable")?;
+    args.push("--foreground".into());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(args)
+        .env(DAEMON_CHILD_ENV, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the mount process")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                use std::io::Read;
+                let _ = stderr.read_to_string(&mut err);
+            }
+            eprint!("{err}");
+            return Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(1, 255) as u8
+            ));
+        }
+        if mounts::is_mounted(dir) {
+            println!(
+                "mounted {} (profile {}, pid {}); logs in {}",
+                dir.display(),
+                profile.name,
+                child.id(),
+                config::state_dir()
+                    .join(&profile.name)
+                    .join("cognifs.log")
+                    .display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            bail!(
+                "the mount did not answer within 60 s; see the log under {}",
+                config::state_dir().join(&profile.name).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_is_utc_time_of_day() {
+        assert_eq!(clock(0), "00:00:00");
+        assert_eq!(clock(86_400 + 3_600 + 62), "01:01:02");
+    }
+}
