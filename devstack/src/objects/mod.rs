@@ -14,10 +14,13 @@
 //!
 //! Multipart uploads live under `uploads/{id}/` (`upload.json` plus one file per part) until
 //! completed or aborted; they survive a restart too.
+//!
+//! This file holds the store and its object operations (put, get, delete, copy, list); the
+//! journal is in `journal.rs` and multipart uploads in `multipart.rs`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -28,6 +31,13 @@ use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+
+use journal::JournalRecord;
+use multipart::Upload;
+pub use multipart::{MIN_PART_SIZE, PartInfo, UploadInfo};
+
+mod journal;
+mod multipart;
 
 /// What the index knows about one object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,32 +65,6 @@ impl ObjectMeta {
 pub struct NewObjectAttrs {
     pub metadata: BTreeMap<String, String>,
     pub content_type: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum JournalRecord {
-    Put { key: String, meta: ObjectMeta },
-    Del { key: String },
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct UploadInfo {
-    pub key: String,
-    pub attrs: NewObjectAttrs,
-    pub initiated_ns: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct PartInfo {
-    pub size: u64,
-    pub etag: String,
-    pub last_modified_ns: u64,
-}
-
-struct Upload {
-    info: UploadInfo,
-    parts: BTreeMap<i32, PartInfo>,
 }
 
 struct Index {
@@ -127,8 +111,6 @@ pub enum StoreError {
     Body(String),
 }
 
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,14 +120,6 @@ fn now_ns() -> u64 {
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-fn write_json_atomically(path: &Path, value: &impl Serialize) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(value).map_err(io::Error::other)?)?;
-    f.sync_all()?;
-    fs::rename(tmp, path)
 }
 
 /// The last code point: every key that starts with `p` sorts below `p + SENTINEL`
@@ -163,41 +137,9 @@ impl ObjectStore {
             let _ = fs::remove_file(entry?.path());
         }
         let journal_path = root.join("index.jsonl");
-        let mut objects = BTreeMap::new();
-        if journal_path.exists() {
-            let reader = BufReader::new(File::open(&journal_path)?);
-            for line in reader.lines() {
-                let line = line?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                // A torn last line (crash mid-append) names a blob we never promised anyone.
-                match serde_json::from_str::<JournalRecord>(&line) {
-                    Ok(JournalRecord::Put { key, meta }) => {
-                        objects.insert(key, meta);
-                    }
-                    Ok(JournalRecord::Del { key }) => {
-                        objects.remove(&key);
-                    }
-                    Err(err) => tracing::warn!(%err, "skipping unreadable journal line"),
-                }
-            }
-        }
+        let objects = journal::replay(&journal_path)?;
         // Compact: one record per live object.
-        let compact_path = root.join("index.jsonl.tmp");
-        {
-            let mut out = io::BufWriter::new(File::create(&compact_path)?);
-            for (key, meta) in &objects {
-                let rec = JournalRecord::Put {
-                    key: key.clone(),
-                    meta: meta.clone(),
-                };
-                serde_json::to_writer(&mut out, &rec).map_err(io::Error::other)?;
-                out.write_all(b"\n")?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        }
-        fs::rename(&compact_path, &journal_path)?;
+        journal::compact(&journal_path, &objects)?;
         let live: std::collections::HashSet<&str> =
             objects.values().map(|m| m.blob.as_str()).collect();
         for entry in fs::read_dir(root.join("blobs"))? {
@@ -218,53 +160,8 @@ impl ObjectStore {
         })
     }
 
-    fn load_uploads(dir: &Path) -> io::Result<HashMap<String, Upload>> {
-        let mut uploads = HashMap::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let Ok(raw) = fs::read(entry.path().join("upload.json")) else {
-                let _ = fs::remove_dir_all(entry.path());
-                continue;
-            };
-            let Ok(info) = serde_json::from_slice::<UploadInfo>(&raw) else {
-                continue;
-            };
-            let mut parts = BTreeMap::new();
-            for part in fs::read_dir(entry.path())? {
-                let part = part?;
-                let name = part.file_name().to_string_lossy().into_owned();
-                let Some(n) = name
-                    .strip_prefix("part-")
-                    .and_then(|n| n.parse::<i32>().ok())
-                else {
-                    continue;
-                };
-                let data = fs::read(part.path())?;
-                let mtime = part.metadata()?.modified()?;
-                parts.insert(
-                    n,
-                    PartInfo {
-                        size: data.len() as u64,
-                        etag: hex::encode(Md5::digest(&data)),
-                        last_modified_ns: mtime
-                            .duration_since(UNIX_EPOCH)
-                            .map(|d| d.as_nanos() as u64)
-                            .unwrap_or(0),
-                    },
-                );
-            }
-            uploads.insert(id, Upload { info, parts });
-        }
-        Ok(uploads)
-    }
-
     fn blob_path(&self, blob: &str) -> PathBuf {
         self.root.join("blobs").join(blob)
-    }
-
-    fn upload_dir(&self, upload_id: &str) -> PathBuf {
-        self.root.join("uploads").join(upload_id)
     }
 
     /// Streams a body into `path`, returning (size, hex md5).
@@ -294,18 +191,12 @@ impl ObjectStore {
         Ok((size, hex::encode(hasher.finalize())))
     }
 
-    fn append_journal(index: &mut Index, rec: &JournalRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(rec).map_err(io::Error::other)?;
-        line.push(b'\n');
-        index.journal.write_all(&line)
-    }
-
     /// Makes `meta` the current version of `key`; drops the blob it replaces.
     fn commit(&self, key: &str, meta: ObjectMeta) -> io::Result<()> {
         let replaced = {
             let mut index = self.index.lock().unwrap();
-            Self::append_journal(
-                &mut index,
+            journal::append(
+                &mut index.journal,
                 &JournalRecord::Put {
                     key: key.to_owned(),
                     meta: meta.clone(),
@@ -368,8 +259,8 @@ impl ObjectStore {
             if !index.objects.contains_key(key) {
                 return Ok(false);
             }
-            Self::append_journal(
-                &mut index,
+            journal::append(
+                &mut index.journal,
                 &JournalRecord::Del {
                     key: key.to_owned(),
                 },
@@ -502,234 +393,6 @@ impl ObjectStore {
             next_token,
         })
     }
-
-    pub fn create_upload(&self, key: &str, attrs: NewObjectAttrs) -> io::Result<String> {
-        let id = new_id();
-        let dir = self.upload_dir(&id);
-        fs::create_dir_all(&dir)?;
-        let info = UploadInfo {
-            key: key.to_owned(),
-            attrs,
-            initiated_ns: now_ns(),
-        };
-        write_json_atomically(&dir.join("upload.json"), &info)?;
-        self.index.lock().unwrap().uploads.insert(
-            id.clone(),
-            Upload {
-                info,
-                parts: BTreeMap::new(),
-            },
-        );
-        Ok(id)
-    }
-
-    fn check_upload(&self, upload_id: &str, key: &str) -> Result<(), StoreError> {
-        match self.index.lock().unwrap().uploads.get(upload_id) {
-            Some(u) if u.info.key == key => Ok(()),
-            _ => Err(StoreError::NoSuchUpload),
-        }
-    }
-
-    fn record_part(
-        &self,
-        upload_id: &str,
-        n: i32,
-        size: u64,
-        etag: String,
-        tmp: &Path,
-    ) -> Result<PartInfo, StoreError> {
-        let mut index = self.index.lock().unwrap();
-        let Some(upload) = index.uploads.get_mut(upload_id) else {
-            let _ = fs::remove_file(tmp);
-            return Err(StoreError::NoSuchUpload);
-        };
-        fs::rename(tmp, self.upload_dir(upload_id).join(format!("part-{n}")))?;
-        let part = PartInfo {
-            size,
-            etag,
-            last_modified_ns: now_ns(),
-        };
-        upload.parts.insert(n, part.clone());
-        Ok(part)
-    }
-
-    pub async fn upload_part<S, E>(
-        &self,
-        upload_id: &str,
-        key: &str,
-        n: i32,
-        body: S,
-    ) -> Result<PartInfo, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        if !(1..=10_000).contains(&n) {
-            return Err(StoreError::InvalidPart(format!(
-                "part number {n} is outside 1..=10000"
-            )));
-        }
-        self.check_upload(upload_id, key)?;
-        let tmp = self.root.join("tmp").join(new_id());
-        let (size, etag) = Self::write_stream(&tmp, body).await?;
-        self.record_part(upload_id, n, size, etag, &tmp)
-    }
-
-    /// UploadPartCopy: bytes `range` (half-open) of `src` become part `n`.
-    pub async fn upload_part_copy(
-        &self,
-        upload_id: &str,
-        key: &str,
-        n: i32,
-        src: &str,
-        range: Option<(u64, u64)>,
-    ) -> Result<PartInfo, StoreError> {
-        self.check_upload(upload_id, key)?;
-        let (meta, file) = self.open_object(src)?;
-        let (start, end) = range.unwrap_or((0, meta.size));
-        if start > end || end > meta.size {
-            return Err(StoreError::InvalidPart(
-                "copy source range is outside the object".into(),
-            ));
-        }
-        let tmp = self.root.join("tmp").join(new_id());
-        let tmp2 = tmp.clone();
-        let (size, etag) = tokio::task::spawn_blocking(move || -> io::Result<(u64, String)> {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut file = file;
-            file.seek(SeekFrom::Start(start))?;
-            let mut reader = file.take(end - start);
-            let mut out = io::BufWriter::new(File::create(&tmp2)?);
-            let mut hasher = Md5::new();
-            let mut buf = vec![0u8; 1 << 20];
-            let mut size = 0;
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                out.write_all(&buf[..n])?;
-                size += n as u64;
-            }
-            out.flush()?;
-            Ok((size, hex::encode(hasher.finalize())))
-        })
-        .await
-        .map_err(io::Error::other)??;
-        self.record_part(upload_id, n, size, etag, &tmp)
-    }
-
-    pub fn list_parts(
-        &self,
-        upload_id: &str,
-        key: &str,
-    ) -> Result<Vec<(i32, PartInfo)>, StoreError> {
-        let index = self.index.lock().unwrap();
-        match index.uploads.get(upload_id) {
-            Some(u) if u.info.key == key => {
-                Ok(u.parts.iter().map(|(n, p)| (*n, p.clone())).collect())
-            }
-            _ => Err(StoreError::NoSuchUpload),
-        }
-    }
-
-    /// Uploads in progress whose key starts with `prefix`, as (key, upload id, initiated).
-    pub fn list_uploads(&self, prefix: &str) -> Vec<(String, String, u64)> {
-        let index = self.index.lock().unwrap();
-        let mut out: Vec<_> = index
-            .uploads
-            .iter()
-            .filter(|(_, u)| u.info.key.starts_with(prefix))
-            .map(|(id, u)| (u.info.key.clone(), id.clone(), u.info.initiated_ns))
-            .collect();
-        out.sort();
-        out
-    }
-
-    pub fn abort_upload(&self, upload_id: &str, key: &str) -> Result<(), StoreError> {
-        {
-            let mut index = self.index.lock().unwrap();
-            match index.uploads.get(upload_id) {
-                Some(u) if u.info.key == key => {}
-                _ => return Err(StoreError::NoSuchUpload),
-            }
-            index.uploads.remove(upload_id);
-        }
-        fs::remove_dir_all(self.upload_dir(upload_id))?;
-        Ok(())
-    }
-
-    /// CompleteMultipartUpload with the client's list of (part number, etag).
-    pub async fn complete_upload(
-        &self,
-        upload_id: &str,
-        key: &str,
-        wanted: &[(i32, String)],
-    ) -> Result<ObjectMeta, StoreError> {
-        let (info, parts) = {
-            let index = self.index.lock().unwrap();
-            match index.uploads.get(upload_id) {
-                Some(u) if u.info.key == key => (u.info.clone(), u.parts.clone()),
-                _ => return Err(StoreError::NoSuchUpload),
-            }
-        };
-        if wanted.is_empty() {
-            return Err(StoreError::InvalidPart("no parts given".into()));
-        }
-        let mut chosen = Vec::with_capacity(wanted.len());
-        for (i, (n, etag)) in wanted.iter().enumerate() {
-            if i > 0 && *n <= wanted[i - 1].0 {
-                return Err(StoreError::InvalidPartOrder);
-            }
-            let part = parts
-                .get(n)
-                .ok_or_else(|| StoreError::InvalidPart(format!("part {n} was not uploaded")))?;
-            if etag.trim_matches('"') != part.etag {
-                return Err(StoreError::InvalidPart(format!(
-                    "part {n} has another etag"
-                )));
-            }
-            if i + 1 < wanted.len() && part.size < MIN_PART_SIZE {
-                return Err(StoreError::EntityTooSmall);
-            }
-            chosen.push((*n, part.etag.clone()));
-        }
-        let blob = new_id();
-        let tmp = self.root.join("tmp").join(&blob);
-        let dir = self.upload_dir(upload_id);
-        let numbers: Vec<i32> = chosen.iter().map(|(n, _)| *n).collect();
-        let tmp2 = tmp.clone();
-        let size = tokio::task::spawn_blocking(move || -> io::Result<u64> {
-            let mut out = File::create(&tmp2)?;
-            let mut size = 0;
-            for n in numbers {
-                let mut part = File::open(dir.join(format!("part-{n}")))?;
-                size += io::copy(&mut part, &mut out)?;
-            }
-            Ok(size)
-        })
-        .await
-        .map_err(io::Error::other)??;
-        let mut hasher = Md5::new();
-        for (_, etag) in &chosen {
-            hasher.update(hex::decode(etag).map_err(|e| StoreError::InvalidPart(e.to_string()))?);
-        }
-        let etag = format!("{}-{}", hex::encode(hasher.finalize()), chosen.len());
-        tokio::fs::rename(&tmp, self.blob_path(&blob)).await?;
-        let meta = ObjectMeta {
-            blob,
-            size,
-            etag,
-            last_modified_ns: now_ns(),
-            metadata: info.attrs.metadata,
-            content_type: info.attrs.content_type,
-        };
-        self.commit(key, meta.clone())?;
-        self.index.lock().unwrap().uploads.remove(upload_id);
-        let _ = fs::remove_dir_all(self.upload_dir(upload_id));
-        Ok(meta)
-    }
 }
 
 fn encode_token(entry: &ListEntry) -> String {
@@ -759,7 +422,9 @@ fn decode_token(token: &str) -> Result<(String, bool), StoreError> {
 mod tests {
     use super::*;
 
-    fn body(data: &'static [u8]) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
+    pub(super) fn body(
+        data: &'static [u8],
+    ) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
         futures::stream::iter(vec![Ok(Bytes::from_static(data))])
     }
 
@@ -802,34 +467,5 @@ mod tests {
         assert_eq!(names(&flat), ["p/b/", "p/b/1", "p/b/2"]);
         let after = store.list("", None, Some("p/c"), None, 1000).unwrap();
         assert_eq!(names(&after), ["p/d/x", "q"]);
-    }
-
-    #[tokio::test]
-    async fn journal_survives_reopen_and_drops_orphans() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = ObjectStore::open(dir.path()).unwrap();
-            let attrs = NewObjectAttrs {
-                metadata: [("mtime".to_owned(), "1.5".to_owned())].into(),
-                content_type: None,
-            };
-            store.put("k", body(b"one"), attrs).await.unwrap();
-            store
-                .put("k", body(b"two"), NewObjectAttrs::default())
-                .await
-                .unwrap();
-            store
-                .put("gone", body(b"x"), NewObjectAttrs::default())
-                .await
-                .unwrap();
-            store.delete("gone").unwrap();
-        }
-        fs::write(dir.path().join("blobs").join("orphan"), b"junk").unwrap();
-        let store = ObjectStore::open(dir.path()).unwrap();
-        let meta = store.head("k").unwrap();
-        assert_eq!(meta.etag, hex::encode(Md5::digest(b"two")));
-        assert!(meta.metadata.is_empty());
-        assert!(store.head("gone").is_none());
-        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 1);
     }
 }
