@@ -14,12 +14,12 @@ use fuser::{
     BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
     RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, SessionACL, TimeOrNow, WriteFlags,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
 use super::inodes::{Attr, Kind};
-use super::{Fs, FsError, MountOptions, SetAttr};
+use super::{Caller, Fs, FsError, MountOptions, SetAttr};
 
 /// Answers a failed request: the errno for the kernel, and one log line for a failure
 /// (S3, credentials, the disk) with the operation and the path. Ordinary answers (ENOENT,
@@ -51,28 +51,20 @@ struct FuseFs {
 }
 
 fn file_attr(a: &Attr, o: &MountOptions) -> FileAttr {
-    let (kind, perm, nlink) = match a.kind {
-        Kind::File => (
-            FileType::RegularFile,
-            a.mode.map_or(o.file_mode, |m| (m & 0o7777) as u16),
-            1,
-        ),
-        Kind::Dir => (FileType::Directory, o.dir_mode, 2),
-    };
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
-        atime: a.mtime,
+        atime: a.atime,
         mtime: a.mtime,
-        ctime: a.mtime,
+        ctime: a.ctime,
         crtime: a.mtime,
-        kind,
-        perm,
-        nlink,
-        uid: o.uid,
-        gid: o.gid,
-        rdev: 0,
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
         blksize: o.block_size.min(u64::from(u32::MAX)) as u32,
         flags: 0,
     }
@@ -82,6 +74,31 @@ fn file_type(k: Kind) -> FileType {
     match k {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDevice => FileType::CharDevice,
+        Kind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+/// The owner of what a request creates.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
+/// Answers an xattr read: the size when asked for it (`size` 0), else the bytes, or
+/// `ERANGE` when they do not fit.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() <= size as usize {
+        reply.data(data);
+    } else {
+        reply.error(Errno::ERANGE);
     }
 }
 
@@ -383,7 +400,7 @@ impl Filesystem for FuseFs {
         uid: Option<u32>,
         gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         fh: Option<FileHandle>,
@@ -393,12 +410,13 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // atime is not kept (the mount is noatime).
+        // An explicit atime (utimensat, touch -a) is stored; reads never move it (noatime).
         let req = SetAttr {
             mode,
             uid,
             gid,
             size,
+            atime: atime.map(time),
             mtime: mtime.map(time),
         };
         let fs = self.fs.clone();
@@ -413,33 +431,31 @@ impl Filesystem for FuseFs {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         _umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
         let name = match utf8(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let fs = self.fs.clone();
+        let (fs, who) = (self.fs.clone(), caller(req));
         let ctx = ("mknod", parent, name.clone());
-        self.entry_reply(
-            reply,
-            ctx,
-            async move { fs.mknod(parent.0, &name, mode).await },
-        );
+        self.entry_reply(reply, ctx, async move {
+            fs.mknod(parent.0, &name, mode, rdev, who).await
+        });
     }
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
+        mode: u32,
         _umask: u32,
         reply: ReplyEntry,
     ) {
@@ -447,9 +463,11 @@ impl Filesystem for FuseFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let fs = self.fs.clone();
+        let (fs, who) = (self.fs.clone(), caller(req));
         let ctx = ("mkdir", parent, name.clone());
-        self.entry_reply(reply, ctx, async move { fs.mkdir(parent.0, &name).await });
+        self.entry_reply(reply, ctx, async move {
+            fs.mkdir(parent.0, &name, mode, who).await
+        });
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -474,17 +492,91 @@ impl Filesystem for FuseFs {
 
     fn symlink(
         &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &Path,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
         reply: ReplyEntry,
     ) {
-        // S3 has no links.
-        reply.error(if self.fs.options().read_only {
-            Errno::EROFS
-        } else {
-            Errno::EPERM
+        use std::os::unix::ffi::OsStrExt;
+        let name = match utf8(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        let (fs, who) = (self.fs.clone(), caller(req));
+        let ctx = ("symlink", parent, name.clone());
+        self.entry_reply(reply, ctx, async move {
+            fs.symlink(parent.0, &name, &target, who).await
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(failed(&fs, "readlink", ino.0, None, e)),
+            }
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::ENODATA);
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.getxattr(ino.0, &name).await {
+                Ok(value) => reply_xattr(reply, size, &value),
+                Err(e) => reply.error(failed(&fs, "getxattr", ino.0, None, e)),
+            }
+        });
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let fs = self.fs.clone();
+        self.rt.spawn(async move {
+            match fs.listxattr(ino.0).await {
+                Ok(names) => {
+                    let mut list = Vec::new();
+                    for n in names {
+                        list.extend_from_slice(n.as_bytes());
+                        list.push(0);
+                    }
+                    reply_xattr(reply, size, &list)
+                }
+                Err(e) => reply.error(failed(&fs, "listxattr", ino.0, None, e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let (fs, value) = (self.fs.clone(), value.to_vec());
+        self.empty_reply(reply, ("setxattr", ino, None), async move {
+            fs.setxattr(ino.0, &name, &value, flags).await
+        });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            return reply.error(Errno::ENODATA);
+        };
+        let fs = self.fs.clone();
+        self.empty_reply(reply, ("removexattr", ino, None), async move {
+            fs.removexattr(ino.0, &name).await
         });
     }
 
@@ -553,7 +645,7 @@ impl Filesystem for FuseFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -565,10 +657,10 @@ impl Filesystem for FuseFs {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let fs = self.fs.clone();
+        let (fs, who) = (self.fs.clone(), caller(req));
         let ttl = self.ttl();
         self.rt.spawn(async move {
-            match fs.create(parent.0, &name, mode).await {
+            match fs.create(parent.0, &name, mode, who).await {
                 Ok((a, fh)) => reply.created(
                     &ttl,
                     &file_attr(&a, fs.options()),

@@ -14,14 +14,47 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::meta::Meta;
 use crate::store::ListPage;
 
 pub const ROOT_INO: u64 = 1;
 
+/// What a name is. Everything but a directory is one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     File,
     Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    /// The kind an object's stored `st_mode` says (regular when it says nothing usable).
+    pub fn of_object(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDevice,
+            libc::S_IFBLK => Kind::BlockDevice,
+            _ => Kind::File,
+        }
+    }
+
+    pub fn type_bits(self) -> u32 {
+        match self {
+            Kind::File => libc::S_IFREG,
+            Kind::Dir => libc::S_IFDIR,
+            Kind::Symlink => libc::S_IFLNK,
+            Kind::Fifo => libc::S_IFIFO,
+            Kind::Socket => libc::S_IFSOCK,
+            Kind::CharDevice => libc::S_IFCHR,
+            Kind::BlockDevice => libc::S_IFBLK,
+        }
+    }
 }
 
 /// What S3 says about one name.
@@ -31,53 +64,89 @@ pub struct Found {
     pub size: u64,
     pub etag: String,
     pub last_modified: SystemTime,
-    /// `x-amz-meta-mtime`, known only after a HEAD.
-    pub head_mtime: Option<SystemTime>,
-    /// `x-amz-meta-mode`, known only after a HEAD.
-    pub mode: Option<u32>,
-    /// `head_mtime` and `mode` are what S3 holds (from a HEAD or this mount's own write);
-    /// false for a file known only from a listing, which carries no user metadata.
+    /// The stored metadata (of the marker, for a directory).
+    pub meta: Meta,
+    /// `meta` (and so `kind`, for an object) is what S3 holds, from a HEAD or this mount's
+    /// own write; false for what a listing says, which carries no user metadata.
     pub meta_known: bool,
 }
 
 impl Found {
+    /// A directory as a listing shows it: its marker's metadata not read yet.
     pub fn dir() -> Self {
         Found {
             kind: Kind::Dir,
             size: 0,
             etag: String::new(),
             last_modified: SystemTime::UNIX_EPOCH,
-            head_mtime: None,
-            mode: None,
-            meta_known: true,
+            meta: Meta::default(),
+            meta_known: false,
         }
     }
 
-    /// What a HEAD (metadata known) or a listing (`meta: None`) says about a file.
-    pub fn file(info: &crate::store::ObjectInfo) -> Self {
-        let meta = info.meta.as_ref().map(super::meta::Meta::from_user);
+    /// A directory whose marker was read (`None`: it has no marker).
+    pub fn dir_with(marker: Option<&crate::store::ObjectInfo>) -> Self {
         Found {
-            kind: Kind::File,
+            meta: marker
+                .and_then(|m| m.meta.as_ref())
+                .map(Meta::from_user)
+                .unwrap_or_default(),
+            meta_known: true,
+            last_modified: marker.map_or(SystemTime::UNIX_EPOCH, |m| m.last_modified),
+            ..Found::dir()
+        }
+    }
+
+    /// What a HEAD (metadata known) or a listing (`meta: None`) says about an object.
+    pub fn object(info: &crate::store::ObjectInfo) -> Self {
+        let meta = info.meta.as_ref().map(Meta::from_user);
+        Found {
+            kind: meta.as_ref().map_or(Kind::File, |m| Kind::of_object(m.file_type())),
             size: info.size,
             etag: info.etag.clone(),
             last_modified: info.last_modified,
-            head_mtime: meta.and_then(|m| m.mtime),
-            mode: meta.and_then(|m| m.mode),
             meta_known: meta.is_some(),
+            meta: meta.unwrap_or_default(),
+        }
+    }
+
+    /// An object this mount is about to write (or just wrote) with `meta`.
+    pub fn written(kind: Kind, size: u64, etag: String, meta: Meta) -> Self {
+        Found {
+            kind,
+            size,
+            etag,
+            last_modified: SystemTime::now(),
+            meta,
+            meta_known: true,
         }
     }
 }
 
-/// Attributes the fs layer hands to the FUSE adapter (which adds uid/gid/mode).
+/// The owner and modes shown where the metadata stores none (the mount's options).
+#[derive(Clone, Copy, Debug)]
+pub struct Defaults {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+}
+
+/// Attributes as the kernel is told them: stored values, else the mount's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
     pub kind: Kind,
     pub size: u64,
+    /// Permission bits, setuid/setgid/sticky included.
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
     pub mtime: SystemTime,
-    /// Permission bits stored with the object (chmod); `None` means the mount's default.
-    pub mode: Option<u32>,
-    /// False when `mtime`/`mode` come from a listing and may not be what S3 stores.
+    pub atime: SystemTime,
+    pub ctime: SystemTime,
+    pub rdev: u32,
+    /// False when the attributes come from a listing and may not be what S3 stores.
     pub meta_known: bool,
 }
 
@@ -87,6 +156,7 @@ pub struct NodeInfo {
     pub ino: u64,
     pub parent: u64,
     pub kind: Kind,
+    pub found: Found,
     /// Relative to the mount prefix: `""` for the root, `a/b/` for a directory, `a/b` for a file.
     pub rel: String,
     pub etag: String,
@@ -128,7 +198,7 @@ pub fn build_listing(pages: &[ListPage]) -> Vec<(String, Found)> {
     for page in pages {
         for f in &page.files {
             if valid_name(&f.name) && !out.contains_key(&f.name) {
-                out.insert(f.name.clone(), Found::file(f));
+                out.insert(f.name.clone(), Found::object(f));
             }
         }
     }
@@ -143,6 +213,8 @@ struct Node {
     expires: Instant,
     lookups: u64,
     listing: Option<(Arc<Vec<DirEntry>>, Instant)>,
+    /// A symlink's target, for the version (etag) it was read from.
+    link: Option<(String, bytes::Bytes)>,
 }
 
 struct State {
@@ -154,12 +226,13 @@ struct State {
 
 pub struct Inodes {
     ttl: Duration,
+    defaults: Defaults,
     mount_time: SystemTime,
     state: Mutex<State>,
 }
 
 impl Inodes {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, defaults: Defaults) -> Self {
         let mut nodes = HashMap::new();
         nodes.insert(
             ROOT_INO,
@@ -167,14 +240,17 @@ impl Inodes {
                 parent: ROOT_INO,
                 name: String::new(),
                 rel: String::new(),
+                // The root's marker (the prefix's own key) is read at the first getattr.
                 found: Found::dir(),
-                expires: Instant::now() + ttl,
+                expires: Instant::now(),
                 lookups: 1,
                 listing: None,
+                link: None,
             },
         );
         Inodes {
             ttl,
+            defaults,
             mount_time: SystemTime::now(),
             state: Mutex::new(State {
                 nodes,
@@ -189,17 +265,34 @@ impl Inodes {
         self.ttl
     }
 
-    fn attr(&self, ino: u64, found: &Found) -> Attr {
+    /// The attributes shown for `found`: what is stored, else the mount's defaults. A
+    /// directory without stored times shows the mount time (stable); an object, its
+    /// Last-Modified.
+    pub fn attr(&self, ino: u64, found: &Found) -> Attr {
+        let m = &found.meta;
+        let d = &self.defaults;
+        let mtime = m.mtime.unwrap_or(match found.kind {
+            Kind::Dir => self.mount_time,
+            _ => found.last_modified,
+        });
+        let perm = match (found.kind, m.perm()) {
+            // Symlinks are always 0777 (Linux ignores their mode).
+            (Kind::Symlink, _) => 0o777,
+            (_, Some(p)) => p,
+            (Kind::Dir, None) => u32::from(d.dir_mode),
+            (_, None) => u32::from(d.file_mode),
+        };
         Attr {
             ino,
             kind: found.kind,
             size: found.size,
-            mtime: match found.kind {
-                // S3 has no directory times; the mount time is a stable stand-in.
-                Kind::Dir => self.mount_time,
-                Kind::File => found.head_mtime.unwrap_or(found.last_modified),
-            },
-            mode: found.mode,
+            perm: perm as u16,
+            uid: m.uid.unwrap_or(d.uid),
+            gid: m.gid.unwrap_or(d.gid),
+            mtime,
+            atime: m.atime.unwrap_or(mtime),
+            ctime: m.ctime.unwrap_or(mtime),
+            rdev: m.rdev.unwrap_or(0),
             meta_known: found.meta_known,
         }
     }
@@ -209,6 +302,7 @@ impl Inodes {
             ino,
             parent: node.parent,
             kind: node.found.kind,
+            found: node.found.clone(),
             rel: node.rel.clone(),
             etag: node.found.etag.clone(),
             attr: self.attr(ino, &node.found),
@@ -250,14 +344,20 @@ impl Inodes {
         let now = Instant::now();
         let key = (parent, name.to_owned());
         state.negative.remove(&key);
+        // A listing does not know an object's kind (it needs the metadata): there, only a
+        // change between directory and object counts as a change of kind.
+        let same_kind = |old: &Found, new: &Found| {
+            old.kind == new.kind
+                || (!new.meta_known && (old.kind == Kind::Dir) == (new.kind == Kind::Dir))
+        };
         if let Some(&ino) = state.children.get(&key)
             && let Some(node) = state.nodes.get_mut(&ino)
-            && node.found.kind == found.kind
+            && same_kind(&node.found, &found)
         {
-            // A listing has no user metadata; keep the HEAD's mtime while the object is unchanged.
+            // A listing has no user metadata; keep the HEAD's while the object is unchanged.
             if !found.meta_known && node.found.meta_known && found.etag == node.found.etag {
-                found.head_mtime = node.found.head_mtime;
-                found.mode = node.found.mode;
+                found.kind = node.found.kind;
+                found.meta = node.found.meta.clone();
                 found.meta_known = true;
             }
             node.found = found;
@@ -271,7 +371,7 @@ impl Inodes {
             .unwrap_or_default();
         let rel = match found.kind {
             Kind::Dir => format!("{parent_rel}{name}/"),
-            Kind::File => format!("{parent_rel}{name}"),
+            _ => format!("{parent_rel}{name}"),
         };
         let ino = state.next_ino;
         state.next_ino += 1;
@@ -285,6 +385,7 @@ impl Inodes {
                 expires: now + self.ttl,
                 lookups: 0,
                 listing: None,
+                link: None,
             },
         );
         state.children.insert(key, ino);
@@ -301,13 +402,6 @@ impl Inodes {
         node.found = found;
         node.expires = Instant::now() + self.ttl;
         Some(self.attr(ino, &node.found))
-    }
-
-    /// Marks a directory's attributes fresh again (they are synthetic; nothing to fetch).
-    pub fn touch(&self, ino: u64) {
-        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
-            n.expires = Instant::now() + self.ttl;
-        }
     }
 
     /// Forces the next use of this node to ask S3 again (e.g. after "object changed").
@@ -382,7 +476,7 @@ impl Inodes {
         let old_rel = node.rel.clone();
         let new_rel = match node.found.kind {
             Kind::Dir => format!("{parent_rel}{new_name}/"),
-            Kind::File => format!("{parent_rel}{new_name}"),
+            _ => format!("{parent_rel}{new_name}"),
         };
         node.parent = new_parent;
         node.name = new_name.to_owned();
@@ -483,6 +577,21 @@ impl Inodes {
             .map_or(0, |n| n.lookups)
     }
 
+    /// A symlink's target as read before, if the node is still that version.
+    pub fn link_target(&self, ino: u64, etag: &str) -> Option<bytes::Bytes> {
+        let state = self.state.lock().unwrap();
+        match &state.nodes.get(&ino)?.link {
+            Some((e, target)) if e == etag => Some(target.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn set_link_target(&self, ino: u64, etag: &str, target: bytes::Bytes) {
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            n.link = Some((etag.to_owned(), target));
+        }
+    }
+
     /// The name a node was found under.
     pub fn name(&self, ino: u64) -> Option<String> {
         self.state
@@ -498,6 +607,13 @@ impl Inodes {
 mod tests {
     use super::*;
     use crate::store::ObjectInfo;
+
+    const DEFAULTS: Defaults = Defaults {
+        uid: 1000,
+        gid: 1000,
+        file_mode: 0o644,
+        dir_mode: 0o755,
+    };
 
     fn obj(name: &str, size: u64) -> ObjectInfo {
         ObjectInfo {
@@ -543,12 +659,12 @@ mod tests {
 
     #[test]
     fn inode_numbers_are_stable_and_kind_changes_renumber() {
-        let t = Inodes::new(Duration::from_secs(5));
-        let f = Found::file(&obj("f", 1));
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let f = Found::object(&obj("f", 1));
         let a1 = t.upsert(ROOT_INO, "f", f.clone(), true);
         t.forget(a1.ino, 1);
         assert_eq!(t.lookups(a1.ino), 0);
-        let a2 = t.upsert(ROOT_INO, "f", Found::file(&obj("f", 9)), true);
+        let a2 = t.upsert(ROOT_INO, "f", Found::object(&obj("f", 9)), true);
         assert_eq!(a1.ino, a2.ino);
         assert_eq!(a2.size, 9);
         let d = t.upsert(ROOT_INO, "f", Found::dir(), true);
@@ -560,17 +676,17 @@ mod tests {
 
     #[test]
     fn head_mtime_survives_a_listing_of_the_same_version() {
-        let t = Inodes::new(Duration::from_secs(5));
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
         let mut o = obj("f", 1);
         let m = SystemTime::UNIX_EPOCH + Duration::new(42, 7);
         let meta = crate::fs::meta::Meta {
             mtime: Some(m),
-            mode: None,
+            ..Default::default()
         };
         o.meta = Some(meta.to_user());
-        t.upsert(ROOT_INO, "f", Found::file(&o), true);
+        t.upsert(ROOT_INO, "f", Found::object(&o), true);
         // As `build_listing` makes them: no user metadata.
-        let listed = Found::file;
+        let listed = Found::object;
         let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&obj("f", 1)))]);
         assert_eq!(l[0].attr.mtime, m);
         assert!(l[0].attr.meta_known);
@@ -583,10 +699,10 @@ mod tests {
 
     #[test]
     fn rename_moves_subtrees_and_keeps_numbers() {
-        let t = Inodes::new(Duration::from_secs(5));
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
         let d = t.upsert(ROOT_INO, "d", Found::dir(), true);
-        let f = t.upsert(d.ino, "f", Found::file(&obj("f", 1)), true);
-        let old = t.upsert(ROOT_INO, "e", Found::file(&obj("e", 1)), true);
+        let f = t.upsert(d.ino, "f", Found::object(&obj("f", 1)), true);
+        let old = t.upsert(ROOT_INO, "e", Found::object(&obj("e", 1)), true);
         t.rename(ROOT_INO, "d", ROOT_INO, "e");
         assert_eq!(t.child(ROOT_INO, "e").unwrap().ino, d.ino);
         assert!(t.child(ROOT_INO, "d").is_none());
@@ -600,7 +716,7 @@ mod tests {
 
     #[test]
     fn negative_entries_expire() {
-        let t = Inodes::new(Duration::from_millis(30));
+        let t = Inodes::new(Duration::from_millis(30), DEFAULTS);
         t.set_negative(ROOT_INO, "x");
         assert!(t.is_negative(ROOT_INO, "x"));
         std::thread::sleep(Duration::from_millis(40));

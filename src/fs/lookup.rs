@@ -37,7 +37,7 @@ impl Fs {
             if let Some(ws) = self.write_state(child.ino) {
                 // Being written here: S3 may not have it yet.
                 add(child.ino);
-                return Ok(ws.overlay(child.attr));
+                return Ok(self.inodes.attr(child.ino, &ws.overlay(child.found)));
             }
             if child.fresh && (child.attr.meta_known || !count) {
                 add(child.ino);
@@ -49,10 +49,11 @@ impl Fs {
         }
         if let Some(listing) = self.inodes.fresh_listing(parent) {
             return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
-                // What the kernel is told must carry the stored mtime and mode (rsync
-                // compares mtimes); a listing has neither, so HEAD the file once.
+                // What the kernel is told must carry the stored type, owner, mode and
+                // mtime (rsync compares mtimes); a listing has none, so HEAD it once.
                 Ok(i) if count && !listing[i].attr.meta_known => {
-                    self.head_lookup(parent, name, &format!("{}{name}", dir.rel))
+                    let is_dir = listing[i].attr.kind == Kind::Dir;
+                    self.head_lookup(parent, name, &format!("{}{name}", dir.rel), is_dir)
                         .await
                 }
                 Ok(i) => {
@@ -74,10 +75,16 @@ impl Fs {
         );
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
-            return Ok(self.inodes.upsert(parent, name, Found::dir(), count));
+            // The marker `name/`, if any, sorts first; it holds the directory's attributes.
+            let marker = match list.files.first() {
+                Some(f) if f.name.is_empty() => self.store.head(&dir_rel).await?,
+                _ => None,
+            };
+            let found = Found::dir_with(marker.as_ref());
+            return Ok(self.inodes.upsert(parent, name, found, count));
         }
         match head? {
-            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), count)),
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::object(&info), count)),
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
@@ -85,10 +92,16 @@ impl Fs {
         }
     }
 
-    /// A counted lookup of a file known from a listing: HEAD it for its user metadata.
-    async fn head_lookup(&self, parent: u64, name: &str, rel: &str) -> FsResult<Attr> {
+    /// A counted lookup of an entry known from a listing: HEAD it (a directory: its
+    /// marker) for its metadata.
+    async fn head_lookup(&self, parent: u64, name: &str, rel: &str, is_dir: bool) -> FsResult<Attr> {
+        if is_dir {
+            let marker = self.store.head(&format!("{rel}/")).await?;
+            let found = Found::dir_with(marker.as_ref());
+            return Ok(self.inodes.upsert(parent, name, found, true));
+        }
         match self.store.head(rel).await? {
-            Some(info) => Ok(self.inodes.upsert(parent, name, Found::file(&info), true)),
+            Some(info) => Ok(self.inodes.upsert(parent, name, Found::object(&info), true)),
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
@@ -99,17 +112,19 @@ impl Fs {
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
         if let Some(ws) = self.write_state(ino) {
-            return Ok(ws.overlay(node.attr));
+            return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
         }
         if node.fresh && node.attr.meta_known {
             return Ok(node.attr);
         }
         match node.kind {
             Kind::Dir => {
-                self.inodes.touch(ino);
-                Ok(node.attr)
+                let marker = self.store.head(&node.rel).await?;
+                self.inodes
+                    .refresh(ino, Found::dir_with(marker.as_ref()))
+                    .ok_or(FsError::new(libc::ENOENT))
             }
-            Kind::File => self.refresh_file(&node).await,
+            _ => self.refresh_file(&node).await,
         }
     }
 
@@ -117,7 +132,7 @@ impl Fs {
         match self.store.head(&node.rel).await? {
             Some(info) => self
                 .inodes
-                .refresh(node.ino, Found::file(&info))
+                .refresh(node.ino, Found::object(&info))
                 .ok_or(FsError::new(libc::ENOENT)),
             None => Err(FsError::new(libc::ENOENT)),
         }
@@ -183,7 +198,7 @@ impl Fs {
         let mut filled = listing.to_vec();
         let mut missing = Vec::new();
         for (i, e) in filled.iter_mut().enumerate() {
-            if e.attr.kind != Kind::File || e.attr.meta_known {
+            if e.attr.meta_known {
                 continue;
             }
             // HEADed since the listing was taken (an earlier `ls -l`, a lookup): known.
@@ -194,18 +209,24 @@ impl Fs {
         }
         let heads: Vec<_> = futures::stream::iter(missing)
             .map(|i| {
-                let rel = format!("{dir_rel}{}", filled[i].name);
-                async move { (i, self.store.head(&rel).await) }
+                let is_dir = filled[i].attr.kind == Kind::Dir;
+                // A directory's attributes are on its marker, if it has one.
+                let rel = format!("{dir_rel}{}{}", filled[i].name, if is_dir { "/" } else { "" });
+                async move { (i, is_dir, self.store.head(&rel).await) }
             })
             .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
             .collect()
             .await;
-        for (i, head) in heads {
-            if let Ok(Some(info)) = head {
-                let name = filled[i].name.clone();
-                filled[i].attr = self.inodes.upsert(parent, &name, Found::file(&info), false);
-                filled[i].ino = filled[i].attr.ino;
-            }
+        for (i, is_dir, head) in heads {
+            let found = match head {
+                Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
+                Ok(Some(info)) => Found::object(&info),
+                // Gone since the listing, or the HEAD failed: the lookup will ask again.
+                _ => continue,
+            };
+            let name = filled[i].name.clone();
+            filled[i].attr = self.inodes.upsert(parent, &name, found, false);
+            filled[i].ino = filled[i].attr.ino;
         }
         filled
     }
@@ -232,7 +253,7 @@ impl Fs {
             if node.parent != dir || !named || ws.is_unlinked() {
                 continue;
             }
-            let attr = ws.overlay(node.attr);
+            let attr = self.inodes.attr(ws.ino, &ws.overlay(node.found));
             match out.binary_search_by(|e| e.name.as_str().cmp(&name)) {
                 Ok(i) if out[i].ino == ws.ino => out[i].attr = attr,
                 Ok(_) => {}

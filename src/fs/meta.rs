@@ -1,52 +1,159 @@
 //! Object user metadata ⇄ file attributes: the one place that knows which `x-amz-meta-*`
 //! keys cognifs reads and writes, and their formats.
 //!
-//! - `mtime`: seconds since the epoch, optionally with a fraction (`secs.nanos`, written
-//!   with nine digits; rclone's float seconds read the same way).
-//! - `mode`: permission bits in octal (`644`).
+//! cognifs writes s3fs's keys and formats, so a bucket reads the same through s3fs:
 //!
-//! Keys cognifs does not know are not interpreted; files written without metadata (by the
-//! console, `aws s3 cp`, a web app) show Last-Modified and the mount's default mode.
+//! | key | format |
+//! |---|---|
+//! | `mode` | decimal `st_mode`, type bits included (`33188` = regular file 0644) |
+//! | `uid`, `gid` | decimal |
+//! | `mtime`, `atime`, `ctime` | seconds since the epoch, `secs` or `secs.nnnnnnnnn` (nanoseconds, nine digits) |
+//! | `rdev` | decimal device number (character and block devices) |
+//! | `xattr` | URL-encoded `{"name":"base64(value)",…}` |
+//!
+//! It also reads what other tools write: rclone's `mtime` as float seconds (`12.5`), AWS
+//! DataSync / FSx for Lustre's `file-permissions` (octal with type bits), `file-owner`,
+//! `file-group`, `file-mtime`/`file-atime` (nanoseconds, optionally suffixed `ns`), and the
+//! `mode` cognifs wrote before it used s3fs's format (octal permission bits only, no type
+//! bits: a `mode` whose decimal value has no type bits is read that way).
+//!
+//! Keys cognifs does not know are kept when it rewrites an object's metadata. Objects with
+//! no metadata (uploaded by the console, `aws s3 cp`, a web app) show Last-Modified and the
+//! mount's default owner and modes.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 use crate::store::UserMeta;
 
-const MTIME: &str = "mtime";
-const MODE: &str = "mode";
+/// S3's limit on user metadata per object: keys and values, in bytes.
+pub const MAX_USER_META_BYTES: usize = 2048;
 
-/// The attributes cognifs keeps on an object.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+const MODE: &str = "mode";
+const UID: &str = "uid";
+const GID: &str = "gid";
+const MTIME: &str = "mtime";
+const ATIME: &str = "atime";
+const CTIME: &str = "ctime";
+const RDEV: &str = "rdev";
+const XATTR: &str = "xattr";
+/// Keys only read (other tools'), never written.
+const FOREIGN: [&str; 5] = [
+    "file-permissions",
+    "file-owner",
+    "file-group",
+    "file-mtime",
+    "file-atime",
+];
+
+/// The attributes an object's metadata holds. `None`: not stored (the mount shows its
+/// default, or Last-Modified for times).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Meta {
-    pub mtime: Option<SystemTime>,
-    /// Permission bits (no type bits).
+    /// `st_mode`; the type bits may be zero when a tool stored permission bits only.
     pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<SystemTime>,
+    pub atime: Option<SystemTime>,
+    pub ctime: Option<SystemTime>,
+    pub rdev: Option<u32>,
+    /// Extended attributes by full name (`user.foo`).
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Keys cognifs does not interpret, kept as they are.
+    pub other: UserMeta,
 }
 
 impl Meta {
     /// Reads what it knows from an object's metadata; unreadable values count as absent.
     pub fn from_user(user: &UserMeta) -> Self {
+        let get = |k: &str| user.get(k).map(String::as_str);
+        let mode = get(MODE)
+            .and_then(parse_mode)
+            .or_else(|| get("file-permissions").and_then(|v| parse_octal(v)));
+        let ns = |k: &str| get(k).and_then(parse_nanos);
         Meta {
-            mtime: user.get(MTIME).and_then(|v| parse_mtime(v)),
-            mode: user.get(MODE).and_then(|v| parse_mode(v)),
+            mode,
+            uid: get(UID)
+                .or(get("file-owner"))
+                .and_then(|v| v.trim().parse().ok()),
+            gid: get(GID)
+                .or(get("file-group"))
+                .and_then(|v| v.trim().parse().ok()),
+            mtime: get(MTIME).and_then(parse_time).or_else(|| ns("file-mtime")),
+            atime: get(ATIME).and_then(parse_time).or_else(|| ns("file-atime")),
+            ctime: get(CTIME).and_then(parse_time),
+            rdev: get(RDEV).and_then(|v| v.trim().parse().ok()),
+            xattrs: get(XATTR).map(parse_xattrs).unwrap_or_default(),
+            other: user
+                .iter()
+                .filter(|(k, _)| {
+                    ![MODE, UID, GID, MTIME, ATIME, CTIME, RDEV, XATTR].contains(&k.as_str())
+                        && !FOREIGN.contains(&k.as_str())
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }
     }
 
     /// The metadata to store with an object.
-    pub fn to_user(self) -> UserMeta {
-        let mut m = UserMeta::new();
-        if let Some(t) = self.mtime {
-            m.insert(MTIME.to_owned(), format_mtime(t));
-        }
-        if let Some(mode) = self.mode {
-            m.insert(MODE.to_owned(), format!("{:o}", mode & 0o7777));
+    pub fn to_user(&self) -> UserMeta {
+        let mut m = self.other.clone();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v);
+            }
+        };
+        put(MODE, self.mode.map(|v| v.to_string()));
+        put(UID, self.uid.map(|v| v.to_string()));
+        put(GID, self.gid.map(|v| v.to_string()));
+        put(MTIME, self.mtime.map(format_time));
+        put(ATIME, self.atime.map(format_time));
+        put(CTIME, self.ctime.map(format_time));
+        put(RDEV, self.rdev.map(|v| v.to_string()));
+        if !self.xattrs.is_empty() {
+            put(XATTR, Some(format_xattrs(&self.xattrs)));
         }
         m
     }
+
+    /// Bytes S3 counts against its 2 KiB limit for this metadata.
+    pub fn stored_size(&self) -> usize {
+        self.to_user().iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// The type bits of `mode` (`0` when unknown).
+    pub fn file_type(&self) -> u32 {
+        self.mode.unwrap_or(0) & libc::S_IFMT
+    }
+
+    /// Permission bits (with setuid, setgid and sticky), if stored.
+    pub fn perm(&self) -> Option<u32> {
+        self.mode.map(|m| m & 0o7777)
+    }
 }
 
-/// Parses `x-amz-meta-mtime`: `secs` or `secs.fraction` (up to nine digits).
-pub fn parse_mtime(s: &str) -> Option<SystemTime> {
+/// `mode`: decimal `st_mode` (s3fs); a value without type bits is cognifs' earlier octal
+/// permission bits.
+fn parse_mode(s: &str) -> Option<u32> {
+    let s = s.trim();
+    let decimal: u32 = s.parse().ok()?;
+    if decimal & libc::S_IFMT != 0 {
+        return Some(decimal);
+    }
+    parse_octal(s).map(|m| m & 0o7777)
+}
+
+fn parse_octal(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.trim(), 8).ok()
+}
+
+/// `secs` or `secs.fraction`: the fraction is decimal (rclone's `12.5` is half a second;
+/// s3fs's nine digits are nanoseconds).
+pub fn parse_time(s: &str) -> Option<SystemTime> {
     let s = s.trim();
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
     let secs: u64 = secs.parse().ok()?;
@@ -61,48 +168,179 @@ pub fn parse_mtime(s: &str) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
-/// Formats `x-amz-meta-mtime` as `secs.nanos` (nanos zero-padded to 9 digits).
-pub fn format_mtime(t: SystemTime) -> String {
+/// s3fs's format: `secs`, or `secs.nnnnnnnnn` when there are nanoseconds.
+pub fn format_time(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    match d.subsec_nanos() {
+        0 => d.as_secs().to_string(),
+        n => format!("{}.{n:09}", d.as_secs()),
+    }
 }
 
-/// Parses `x-amz-meta-mode` (octal permission bits).
-pub fn parse_mode(s: &str) -> Option<u32> {
-    u32::from_str_radix(s.trim(), 8).ok().map(|m| m & 0o7777)
+/// DataSync's nanoseconds since the epoch, optionally suffixed `ns`.
+fn parse_nanos(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let n: u64 = s.strip_suffix("ns").unwrap_or(s).parse().ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_nanos(n))
+}
+
+/// Whether s3fs's layout can hold an attribute name: its parser splits on `,` and `:` and
+/// does not unescape quotes.
+pub fn storable_xattr_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['"', ',', ':', '%', '{', '}'])
+}
+
+fn format_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> String {
+    let json: Vec<String> = xattrs
+        .iter()
+        .map(|(k, v)| format!("\"{k}\":\"{}\"", STANDARD.encode(v)))
+        .collect();
+    url_encode(&format!("{{{}}}", json.join(",")))
+}
+
+/// Reads s3fs's layout; a malformed pair is skipped, as s3fs does.
+fn parse_xattrs(s: &str) -> BTreeMap<String, Vec<u8>> {
+    let json = url_decode(s);
+    let (Some(start), Some(end)) = (json.find('{'), json.rfind('}')) else {
+        return BTreeMap::new();
+    };
+    if end <= start {
+        return BTreeMap::new();
+    }
+    json[start + 1..end]
+        .split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once(':')?;
+            let k = k.trim().strip_prefix('"')?.strip_suffix('"')?;
+            let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+            Some((k.to_owned(), STANDARD.decode(v).ok()?))
+        })
+        .collect()
+}
+
+/// s3fs's `urlEncode`: all but `[A-Za-z0-9/._~-]` as `%XX`.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn mtime_parses_seconds_and_nanos() {
-        let t = |s, n| SystemTime::UNIX_EPOCH + Duration::new(s, n);
-        assert_eq!(parse_mtime("12"), Some(t(12, 0)));
-        assert_eq!(parse_mtime("12.5"), Some(t(12, 500_000_000)));
-        assert_eq!(parse_mtime("12.000000001"), Some(t(12, 1)));
-        assert_eq!(parse_mtime("x"), None);
-        assert_eq!(parse_mtime("1.0000000001"), None);
-        assert_eq!(parse_mtime("-1"), None);
+    fn t(s: u64, n: u32) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::new(s, n)
+    }
+
+    fn user(pairs: &[(&str, &str)]) -> UserMeta {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
-    fn metadata_round_trips() {
-        let t = SystemTime::UNIX_EPOCH + Duration::new(12, 5);
-        assert_eq!(format_mtime(t), "12.000000005");
-        assert_eq!(parse_mtime(&format_mtime(t)), Some(t));
-        assert_eq!(parse_mode("644"), Some(0o644));
-        assert_eq!(parse_mode("x"), None);
+    fn times_parse_seconds_fractions_and_nanos() {
+        assert_eq!(parse_time("12"), Some(t(12, 0)));
+        assert_eq!(parse_time("12.5"), Some(t(12, 500_000_000)));
+        assert_eq!(parse_time("12.000000001"), Some(t(12, 1)));
+        assert_eq!(parse_time("x"), None);
+        assert_eq!(parse_time("1.0000000001"), None);
+        assert_eq!(parse_time("-1"), None);
+        assert_eq!(format_time(t(12, 5)), "12.000000005");
+        assert_eq!(format_time(t(12, 0)), "12");
+        assert_eq!(parse_nanos("1500000000ns"), Some(t(1, 500_000_000)));
+    }
+
+    #[test]
+    fn s3fs_layout_round_trips() {
         let meta = Meta {
-            mtime: Some(t),
-            mode: Some(0o600),
+            mode: Some(libc::S_IFLNK | 0o777),
+            uid: Some(1000),
+            gid: Some(100),
+            mtime: Some(t(1_700_000_000, 123)),
+            atime: Some(t(1_600_000_000, 0)),
+            ctime: Some(t(1_700_000_001, 0)),
+            rdev: None,
+            xattrs: BTreeMap::from([
+                ("user.a".to_owned(), b"hello".to_vec()),
+                ("user.bin".to_owned(), vec![0, 255, 10]),
+                ("user.empty".to_owned(), vec![]),
+            ]),
+            other: user(&[("content-origin", "web")]),
         };
-        let user = meta.to_user();
-        assert_eq!(user["mode"], "600");
-        assert_eq!(Meta::from_user(&user), meta);
-        assert!(Meta::default().to_user().is_empty());
-        let junk = UserMeta::from([("mode".to_owned(), "rwx".to_owned())]);
-        assert_eq!(Meta::from_user(&junk), Meta::default());
+        let stored = meta.to_user();
+        assert_eq!(stored["mode"], "41471");
+        assert_eq!(stored["uid"], "1000");
+        assert_eq!(stored["mtime"], "1700000000.000000123");
+        assert_eq!(stored["content-origin"], "web");
+        assert_eq!(Meta::from_user(&stored), meta);
+        // What s3fs itself writes for `setfattr -n user.a -v hello`.
+        let s3fs = user(&[("xattr", "%7B%22user.a%22%3A%22aGVsbG8%3D%22%7D")]);
+        assert_eq!(Meta::from_user(&s3fs).xattrs["user.a"], b"hello");
+        assert_eq!(
+            format_xattrs(&BTreeMap::from([("user.a".to_owned(), b"hello".to_vec())])),
+            "%7B%22user.a%22%3A%22aGVsbG8%3D%22%7D"
+        );
+    }
+
+    #[test]
+    fn other_tools_formats_are_read() {
+        // cognifs before s3fs's layout: octal permission bits.
+        assert_eq!(Meta::from_user(&user(&[("mode", "644")])).mode, Some(0o644));
+        assert_eq!(Meta::from_user(&user(&[("mode", "33188")])).mode, Some(0o100644));
+        let datasync = Meta::from_user(&user(&[
+            ("file-permissions", "0100640"),
+            ("file-owner", "501"),
+            ("file-group", "20"),
+            ("file-mtime", "1600000000000000001ns"),
+        ]));
+        assert_eq!(datasync.mode, Some(0o100640));
+        assert_eq!((datasync.uid, datasync.gid), (Some(501), Some(20)));
+        assert_eq!(datasync.mtime, Some(t(1_600_000_000, 1)));
+        assert!(datasync.other.is_empty(), "foreign keys are not copied as ours");
+        assert_eq!(Meta::from_user(&user(&[("mtime", "12.5")])).mtime, Some(t(12, 500_000_000)));
+        let junk = Meta::from_user(&user(&[("mode", "rwx"), ("uid", "-1"), ("xattr", "{x")]));
+        assert_eq!((junk.mode, junk.uid), (None, None));
+        assert!(junk.xattrs.is_empty());
+    }
+
+    #[test]
+    fn size_counts_keys_and_values() {
+        let mut m = Meta {
+            mode: Some(0o100644),
+            ..Meta::default()
+        };
+        assert_eq!(m.stored_size(), "mode".len() + "33188".len());
+        m.xattrs.insert("user.big".into(), vec![1; 2000]);
+        assert!(m.stored_size() > MAX_USER_META_BYTES);
+        assert!(storable_xattr_name("user.x.y-z"));
+        assert!(!storable_xattr_name("user.a:b"));
     }
 }

@@ -30,6 +30,7 @@ mod recovery;
 mod spool;
 pub mod upload;
 mod write;
+mod xattr;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,10 +42,10 @@ use crate::store::ObjectStore;
 use cache::BlockCache;
 pub use error::{FsError, FsResult};
 use handle::Handle;
-use inodes::Inodes;
+use inodes::{Defaults, Inodes};
 pub use inodes::{Attr, DirEntry, Kind, ROOT_INO};
 pub use mount::{Mount, mount};
-pub use namespace::SetAttr;
+pub use namespace::{Caller, SetAttr};
 use read::ReadShared;
 use upload::UploadCtx;
 use write::WriteState;
@@ -150,7 +151,15 @@ impl Fs {
         Fs {
             upload,
             store,
-            inodes: Inodes::new(opts.metadata_ttl),
+            inodes: Inodes::new(
+                opts.metadata_ttl,
+                Defaults {
+                    uid: opts.uid,
+                    gid: opts.gid,
+                    file_mode: opts.file_mode,
+                    dir_mode: opts.dir_mode,
+                },
+            ),
             read,
             opts,
             handles: Mutex::new(HashMap::new()),

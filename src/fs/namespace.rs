@@ -17,7 +17,17 @@ use super::error::{FsError, FsResult};
 use super::handle::Handle;
 use super::inodes::{Attr, Found, Kind, valid_name};
 use super::meta::Meta;
+use super::meta::MAX_USER_META_BYTES;
 use crate::store::{ObjectStore, StoreResult, UserMeta};
+
+/// Refuses metadata S3 would refuse (over 2 KiB): the change fails, nothing is dropped.
+fn check_meta_size(meta: &Meta) -> FsResult<()> {
+    if meta.stored_size() > MAX_USER_META_BYTES {
+        Err(FsError::new(libc::ENOSPC))
+    } else {
+        Ok(())
+    }
+}
 
 /// Keys copied or deleted at once by a directory rename.
 const RENAME_CONCURRENCY: usize = 8;
@@ -25,11 +35,42 @@ const RENAME_CONCURRENCY: usize = 8;
 /// What `setattr` asks for, in fs terms.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SetAttr {
+    /// Permission bits (type bits, if any, are ignored).
     pub mode: Option<u32>,
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub size: Option<u64>,
+    pub atime: Option<SystemTime>,
     pub mtime: Option<SystemTime>,
+}
+
+impl SetAttr {
+    fn changes_meta(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
+    }
+
+    /// Applies the metadata part to `meta` of a `kind`; ctime moves.
+    fn apply(&self, meta: &mut Meta, kind: Kind) {
+        if let Some(m) = self.mode {
+            meta.mode = Some(kind.type_bits() | (m & 0o7777));
+        }
+        meta.uid = self.uid.or(meta.uid);
+        meta.gid = self.gid.or(meta.gid);
+        meta.atime = self.atime.or(meta.atime);
+        meta.mtime = self.mtime.or(meta.mtime);
+        meta.ctime = Some(SystemTime::now());
+    }
+}
+
+/// Who asks for a new entry: its owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Deletes `rel`, once more if the first attempt fails: a rename's copy is already done,
@@ -64,108 +105,155 @@ impl Fs {
         Ok(self.dir_node(parent)?.rel)
     }
 
-    /// The mode to store with a new file: only when it differs from the mount's default.
-    pub(super) fn stored_mode(&self, mode: u32) -> Option<u32> {
-        let mode = mode & 0o7777;
-        (mode != u32::from(self.opts.file_mode)).then_some(mode)
+    /// The metadata of a new entry under `parent`: `mode` (type bits included), owned by
+    /// `caller`, except that a setgid directory passes its group on (and, to directories,
+    /// its setgid bit), as on a local disk.
+    pub(super) fn new_meta(&self, parent: u64, mode: u32, caller: Caller) -> Meta {
+        let mut meta = Meta {
+            mode: Some(mode),
+            uid: Some(caller.uid),
+            gid: Some(caller.gid),
+            ..Meta::default()
+        };
+        if let Some(p) = self.inodes.get(parent)
+            && p.attr.perm & libc::S_ISGID as u16 != 0
+        {
+            meta.gid = Some(p.attr.gid);
+            if mode & libc::S_IFMT == libc::S_IFDIR {
+                meta.mode = Some(mode | libc::S_ISGID);
+            }
+        }
+        meta
     }
 
     pub async fn setattr(&self, ino: u64, fh: Option<u64>, req: SetAttr) -> FsResult<Attr> {
-        if req.uid.is_some_and(|u| u != self.opts.uid)
-            || req.gid.is_some_and(|g| g != self.opts.gid)
-        {
-            return Err(FsError::new(libc::EPERM));
-        }
-        let changes = req.size.is_some() || req.mode.is_some() || req.mtime.is_some();
-        if changes {
+        if req.size.is_some() || req.changes_meta() {
             self.writable()?;
         }
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
-        if node.kind == Kind::Dir {
-            // S3 has no directory metadata; accept chmod/utime so `cp -a` and rsync work.
-            if req.size.is_some() {
-                return Err(FsError::new(libc::EISDIR));
-            }
-            return self.getattr(ino).await;
-        }
-        let mode = req.mode.map(|m| m & 0o7777);
         if let Some(size) = req.size {
-            let handle_ws = fh
-                .and_then(|fh| self.handle(fh).ok())
-                .and_then(|h| h.write_state().cloned());
-            let (ws, temporary) = match handle_ws {
-                Some(ws) => (ws, false),
-                None => {
-                    // truncate(2) without an open file: a short-lived handle of our own.
-                    let fh = self.open_write(ino, size == 0).await?;
-                    let handle = self.handles.lock().unwrap().remove(&fh);
-                    let ws = handle.as_deref().and_then(Handle::write_state).cloned();
-                    (ws.ok_or(FsError::new(libc::EIO))?, true)
-                }
-            };
-            let result = async {
-                ws.truncate(size).await?;
-                ws.set_meta(mode, req.mtime);
-                if temporary {
-                    self.flush_state(&ws).await?;
-                }
-                Ok(())
+            match node.kind {
+                Kind::Dir => return Err(FsError::new(libc::EISDIR)),
+                Kind::File => self.truncate(ino, fh, size, req).await?,
+                _ => return Err(FsError::new(libc::EINVAL)),
             }
-            .await;
+            return self.getattr(ino).await;
+        }
+        if !req.changes_meta() {
+            return self.getattr(ino).await;
+        }
+        self.change_meta(ino, |meta, kind| {
+            req.apply(meta, kind);
+            Ok(())
+        })
+        .await
+    }
+
+    /// truncate(2) and ftruncate(2), with whatever else the same setattr changes.
+    async fn truncate(&self, ino: u64, fh: Option<u64>, size: u64, req: SetAttr) -> FsResult<()> {
+        let handle_ws = fh
+            .and_then(|fh| self.handle(fh).ok())
+            .and_then(|h| h.write_state().cloned());
+        let (ws, temporary) = match handle_ws {
+            Some(ws) => (ws, false),
+            None => {
+                // truncate(2) without an open file: a short-lived handle of our own.
+                let fh = self.open_write(ino, size == 0).await?;
+                let handle = self.handles.lock().unwrap().remove(&fh);
+                let ws = handle.as_deref().and_then(Handle::write_state).cloned();
+                (ws.ok_or(FsError::new(libc::EIO))?, true)
+            }
+        };
+        let result = async {
+            ws.truncate(size).await?;
+            if req.changes_meta() {
+                ws.update_meta(|m| req.apply(m, Kind::File));
+            }
             if temporary {
-                let released = self.detach_write(&ws).await;
-                result.and(released)?;
-            } else {
-                result?;
+                self.flush_state(&ws).await?;
             }
-            return self.getattr(ino).await;
+            Ok(())
         }
-        if mode.is_none() && req.mtime.is_none() {
-            return self.getattr(ino).await;
+        .await;
+        if temporary {
+            let released = self.detach_write(&ws).await;
+            result.and(released)
+        } else {
+            result
         }
+    }
+
+    /// Changes the stored metadata of `ino` with `f` (which may refuse, e.g. an xattr that
+    /// exists): on a file open for writing it goes up with the next flush; on a directory
+    /// the marker is rewritten (and made, if the directory had none); on any other object
+    /// it is copied onto itself with the new metadata. Returns the new attributes.
+    pub(super) async fn change_meta(
+        &self,
+        ino: u64,
+        f: impl Fn(&mut Meta, Kind) -> FsResult<()>,
+    ) -> FsResult<Attr> {
+        let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
         let open_for_writing = {
-            // Marked under the writes lock so a release in flight cannot miss it.
+            // Changed under the writes lock so a release in flight cannot miss it.
             let writes = self.writes.lock().unwrap();
-            writes
-                .get(&ino)
-                .cloned()
-                .inspect(|ws| ws.set_meta(mode, req.mtime))
+            match writes.get(&ino).cloned() {
+                Some(ws) => {
+                    let mut meta = ws.meta();
+                    f(&mut meta, Kind::File)?;
+                    check_meta_size(&meta)?;
+                    ws.update_meta(|m| *m = meta);
+                    Some(ws)
+                }
+                None => None,
+            }
         };
         if let Some(ws) = open_for_writing {
-            // Open for writing: the metadata goes up with the contents at the next flush.
-            return Ok(ws.overlay(node.attr));
+            return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
         }
-        // Metadata only: copy the object onto itself with the new metadata.
+        if node.kind == Kind::Dir {
+            return self.change_dir_meta(&node, f).await;
+        }
+        // Read what S3 holds now: the copy replaces all of it.
         let info = self
             .store
             .head(&node.rel)
             .await?
             .ok_or(FsError::new(libc::ENOENT))?;
-        let stored = Meta::from_user(info.meta.as_ref().unwrap_or(&UserMeta::new()));
-        let meta = Meta {
-            mtime: req.mtime.or(stored.mtime),
-            mode: mode.or(stored.mode),
-        };
-        let mut user = info.meta.unwrap_or_default();
-        user.extend(meta.to_user());
-        let etag = self.store.copy(&node.rel, &node.rel, Some(&user)).await?;
+        let found = Found::object(&info);
+        let mut meta = found.meta.clone();
+        f(&mut meta, found.kind)?;
+        check_meta_size(&meta)?;
+        let etag = self
+            .store
+            .copy(&node.rel, &node.rel, Some(&meta.to_user()))
+            .await?;
+        let written = Found::written(found.kind, info.size, etag, meta);
         self.inodes
-            .set_written(
-                ino,
-                Found {
-                    kind: Kind::File,
-                    size: info.size,
-                    etag,
-                    last_modified: SystemTime::now(),
-                    head_mtime: meta.mtime,
-                    mode: meta.mode,
-                    meta_known: true,
-                },
-            )
+            .set_written(ino, written)
             .ok_or(FsError::new(libc::ENOENT))
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    async fn change_dir_meta(
+        &self,
+        node: &super::inodes::NodeInfo,
+        f: impl Fn(&mut Meta, Kind) -> FsResult<()>,
+    ) -> FsResult<Attr> {
+        let marker = self.store.head(&node.rel).await?;
+        let mut found = Found::dir_with(marker.as_ref());
+        f(&mut found.meta, Kind::Dir)?;
+        if found.meta.mode.is_none() {
+            found.meta.mode = Some(libc::S_IFDIR | u32::from(self.opts.dir_mode));
+        }
+        check_meta_size(&found.meta)?;
+        self.store
+            .put(&node.rel, bytes::Bytes::new(), &found.meta.to_user())
+            .await?;
+        self.inodes
+            .set_written(node.ino, found)
+            .ok_or(FsError::new(libc::ENOENT))
+    }
+
+    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, caller: Caller) -> FsResult<Attr> {
         self.writable()?;
         let parent_rel = self.new_name(parent, name)?;
         match self.lookup_attr(parent, name, false).await {
@@ -174,24 +262,112 @@ impl Fs {
             Err(e) => return Err(e),
         }
         let marker = format!("{parent_rel}{name}/");
+        let meta = self.new_meta(parent, libc::S_IFDIR | (mode & 0o7777), caller);
         self.store
-            .put(&marker, bytes::Bytes::new(), &UserMeta::new())
+            .put(&marker, bytes::Bytes::new(), &meta.to_user())
             .await?;
-        let attr = self.inodes.upsert(parent, name, Found::dir(), true);
+        let found = Found {
+            meta,
+            meta_known: true,
+            last_modified: SystemTime::now(),
+            ..Found::dir()
+        };
+        let attr = self.inodes.upsert(parent, name, found, true);
         self.inodes.invalidate_listing(parent);
         Ok(attr)
     }
 
-    /// `mknod` of a regular file: an empty object, uploaded before the reply.
-    pub async fn mknod(&self, parent: u64, name: &str, mode: u32) -> FsResult<Attr> {
-        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+    /// `mknod`: a regular file is an empty object uploaded before the reply; fifos, sockets
+    /// and devices are zero-byte objects whose metadata says what they are.
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        let kind = match mode & libc::S_IFMT {
+            0 | libc::S_IFREG => {
+                let (attr, fh) = self.create(parent, name, mode, caller).await?;
+                let flushed = self.flush(fh).await;
+                let released = self.release(fh).await;
+                flushed.and(released)?;
+                return self.getattr(attr.ino).await;
+            }
+            t => Kind::of_object(t),
+        };
+        if kind == Kind::File || kind == Kind::Symlink {
             return Err(FsError::new(libc::EPERM));
         }
-        let (attr, fh) = self.create(parent, name, mode).await?;
-        let flushed = self.flush(fh).await;
-        let released = self.release(fh).await;
-        flushed.and(released)?;
-        self.getattr(attr.ino).await
+        let mut meta = self.new_meta(parent, kind.type_bits() | (mode & 0o7777), caller);
+        if matches!(kind, Kind::CharDevice | Kind::BlockDevice) {
+            meta.rdev = Some(rdev);
+        }
+        self.put_object(parent, name, kind, bytes::Bytes::new(), meta)
+            .await
+    }
+
+    /// `symlink`: an object whose body is the target, byte for byte, as s3fs stores them.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &str,
+        target: &[u8],
+        caller: Caller,
+    ) -> FsResult<Attr> {
+        if target.is_empty() || target.len() > libc::PATH_MAX as usize {
+            return Err(FsError::new(libc::ENAMETOOLONG));
+        }
+        let meta = self.new_meta(parent, libc::S_IFLNK | 0o777, caller);
+        let body = bytes::Bytes::copy_from_slice(target);
+        self.put_object(parent, name, Kind::Symlink, body, meta)
+            .await
+    }
+
+    /// Creates `parent/name` as one PUT of `body` (never over an existing name).
+    async fn put_object(
+        &self,
+        parent: u64,
+        name: &str,
+        kind: Kind,
+        body: bytes::Bytes,
+        meta: Meta,
+    ) -> FsResult<Attr> {
+        self.writable()?;
+        let parent_rel = self.new_name(parent, name)?;
+        match self.lookup_attr(parent, name, false).await {
+            Ok(_) => return Err(FsError::new(libc::EEXIST)),
+            Err(e) if e.errno == libc::ENOENT => {}
+            Err(e) => return Err(e),
+        }
+        let rel = format!("{parent_rel}{name}");
+        self.store.check_object(&rel)?;
+        let size = body.len() as u64;
+        let etag = self.store.put(&rel, body, &meta.to_user()).await?;
+        let attr = self
+            .inodes
+            .upsert(parent, name, Found::written(kind, size, etag, meta), true);
+        self.inodes.invalidate_listing(parent);
+        Ok(attr)
+    }
+
+    /// The target of a symlink (read once per version, then from the inode table).
+    pub async fn readlink(&self, ino: u64) -> FsResult<bytes::Bytes> {
+        let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+        if node.kind != Kind::Symlink {
+            return Err(FsError::new(libc::EINVAL));
+        }
+        if let Some(target) = self.inodes.link_target(ino, &node.found.etag) {
+            return Ok(target);
+        }
+        let target = self
+            .store
+            .get_range(&node.rel, &node.found.etag, 0, node.found.size)
+            .await?;
+        self.inodes
+            .set_link_target(ino, &node.found.etag, target.clone());
+        Ok(target)
     }
 
     pub async fn unlink(&self, parent: u64, name: &str) -> FsResult<()> {
@@ -270,7 +446,12 @@ impl Fs {
         }
         let src_node = self.inodes.get(src.ino).ok_or(FsError::new(libc::ENOENT))?;
         match src.kind {
-            Kind::File => {
+            Kind::File
+            | Kind::Symlink
+            | Kind::Fifo
+            | Kind::Socket
+            | Kind::CharDevice
+            | Kind::BlockDevice => {
                 if dst.as_ref().is_some_and(|d| d.kind == Kind::Dir) {
                     return Err(FsError::new(libc::EISDIR));
                 }

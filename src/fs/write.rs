@@ -26,6 +26,7 @@ use super::Fs;
 use super::error::{FsError, FsResult};
 use super::handle::Handle;
 use super::inodes::{Attr, Found, Kind};
+use super::namespace::Caller;
 use super::meta::Meta;
 use super::spool::Spool;
 use super::upload::{self, Stream, UploadCtx};
@@ -54,11 +55,13 @@ impl Inner {
         self.dirty && self.loaded && !self.unlinked
     }
 
-    /// New contents: dirty, and the upload's mtime is "now" again, not an earlier utimens.
+    /// New contents: dirty, and the upload's mtime and ctime are "now" again (the object's
+    /// Last-Modified), not an earlier utimens.
     fn touched(&mut self) {
         self.dirty = true;
         self.modified = SystemTime::now();
         self.meta.mtime = None;
+        self.meta.ctime = None;
     }
 }
 
@@ -83,6 +86,7 @@ impl WriteState {
         stream_to: Option<String>,
     ) -> Self {
         let empty = stream_to.is_some();
+        let stream = stream_to.map(|rel| Stream::new(rel, meta.clone(), &ctx));
         WriteState {
             ino,
             spool,
@@ -96,7 +100,7 @@ impl WriteState {
                 modified: SystemTime::now(),
             }),
             io: tokio::sync::Mutex::new(()),
-            stream: tokio::sync::Mutex::new(stream_to.map(|rel| Stream::new(rel, meta, &ctx))),
+            stream: tokio::sync::Mutex::new(stream),
             ctx,
         }
     }
@@ -111,14 +115,20 @@ impl WriteState {
         i.upload_pending().then_some(i.size)
     }
 
-    /// Attributes as the mount should show them while this state is live.
-    pub fn overlay(&self, mut attr: Attr) -> Attr {
+    /// What the mount should show for the file while this state is live.
+    pub fn overlay(&self, mut found: Found) -> Found {
         let i = self.inner.lock().unwrap();
-        attr.size = i.size;
-        attr.mtime = i.meta.mtime.unwrap_or(i.modified);
-        attr.mode = i.meta.mode;
-        attr.meta_known = true;
-        attr
+        found.kind = Kind::File;
+        found.size = i.size;
+        found.meta = i.meta.clone();
+        found.meta.mtime = found.meta.mtime.or(Some(i.modified));
+        found.meta_known = true;
+        found
+    }
+
+    /// The metadata the next upload carries (the file's, changed by `f`).
+    pub fn meta(&self) -> Meta {
+        self.inner.lock().unwrap().meta.clone()
     }
 
     /// Copies the object into the spool unless that was done (or not needed).
@@ -212,14 +222,10 @@ impl WriteState {
         Ok(())
     }
 
-    pub(super) fn set_meta(&self, mode: Option<u32>, mtime: Option<SystemTime>) {
+    /// Changes the metadata the next upload carries.
+    pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) {
         let mut i = self.inner.lock().unwrap();
-        if mode.is_some() {
-            i.meta.mode = mode;
-        }
-        if mtime.is_some() {
-            i.meta.mtime = mtime;
-        }
+        f(&mut i.meta);
         i.dirty = true;
     }
 
@@ -311,7 +317,7 @@ impl Fs {
         let _io = ws.io.lock().await;
         let pending = {
             let mut i = ws.inner.lock().unwrap();
-            let pending = i.upload_pending().then_some((i.size, i.meta));
+            let pending = i.upload_pending().then(|| (i.size, i.meta.clone()));
             if pending.is_some() {
                 i.dirty = false;
             }
@@ -324,20 +330,10 @@ impl Fs {
             }
             return Ok(());
         };
-        match upload::upload(&ws.ctx, &ws.spool, &node.rel, size, meta, stream).await {
+        match upload::upload(&ws.ctx, &ws.spool, &node.rel, size, &meta, stream).await {
             Ok(etag) => {
-                self.inodes.set_written(
-                    ws.ino,
-                    Found {
-                        kind: Kind::File,
-                        size,
-                        etag,
-                        last_modified: SystemTime::now(),
-                        head_mtime: meta.mtime,
-                        mode: meta.mode,
-                        meta_known: true,
-                    },
-                );
+                let found = Found::written(Kind::File, size, etag, meta);
+                self.inodes.set_written(ws.ino, found);
                 Ok(())
             }
             Err(e) => {
@@ -354,17 +350,21 @@ impl Fs {
         if node.kind == Kind::Dir {
             return Err(FsError::new(libc::EISDIR));
         }
+        if node.kind != Kind::File {
+            // Symlinks and special files are never opened through the filesystem.
+            return Err(FsError::new(libc::EINVAL));
+        }
         let live = self.write_state(ino).is_some();
-        let node = if node.fresh || live {
+        // The upload rewrites the object's metadata: it must be what S3 holds.
+        let node = if live || (node.fresh && node.found.meta_known) {
             node
         } else {
             self.refresh_file(&node).await?;
             self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?
         };
-        let meta = Meta {
-            mtime: None,
-            mode: node.attr.mode,
-        };
+        let mut meta = node.found.meta.clone();
+        meta.mtime = None;
+        meta.ctime = None;
         let ws = self.attach_write(ino, meta, trunc.then(|| node.rel.clone()))?;
         let prepared = if trunc {
             ws.truncate(0).await
@@ -379,36 +379,29 @@ impl Fs {
         Ok(self.add_handle(Handle::Writer { ino, state: ws }))
     }
 
-    /// Creates (or recreates) `parent/name` as an empty file open for writing. The object
-    /// appears in S3 at the first flush.
-    pub async fn create(&self, parent: u64, name: &str, mode: u32) -> FsResult<(Attr, u64)> {
+    /// Creates (or recreates) `parent/name` as an empty file open for writing, owned by
+    /// `caller`. The object appears in S3 at the first flush.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<(Attr, u64)> {
         self.writable()?;
         let parent_rel = self.new_name(parent, name)?;
         self.store.check_object(&format!("{parent_rel}{name}"))?;
-        let mode = self.stored_mode(mode);
-        let attr = self.inodes.upsert(
-            parent,
-            name,
-            Found {
-                kind: Kind::File,
-                size: 0,
-                etag: String::new(),
-                last_modified: SystemTime::now(),
-                head_mtime: None,
-                mode,
-                meta_known: true,
-            },
-            true,
-        );
+        let meta = self.new_meta(parent, libc::S_IFREG | (mode & 0o7777), caller);
+        let found = Found::written(Kind::File, 0, String::new(), meta.clone());
+        let attr = self.inodes.upsert(parent, name, found.clone(), true);
         self.inodes.invalidate_listing(parent);
-        let meta = Meta { mtime: None, mode };
         let ws = self.attach_write(attr.ino, meta, Some(format!("{parent_rel}{name}")))?;
         ws.truncate(0).await?;
         let fh = self.add_handle(Handle::Writer {
             ino: attr.ino,
             state: ws.clone(),
         });
-        Ok((ws.overlay(attr), fh))
+        Ok((self.inodes.attr(attr.ino, &ws.overlay(found)), fh))
     }
 
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {

@@ -289,7 +289,7 @@ impl ObjectStore for MemoryStore {
     }
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
-        let key = self.scope.object_key(rel)?;
+        let key = self.scope.entry_key(rel)?;
         self.request(Op::Head).await?;
         let objects = self.objects.lock().unwrap();
         let name = rel.rsplit('/').next().unwrap_or(rel);

@@ -160,9 +160,13 @@ impl Scope {
         self.full_key(rel)
     }
 
-    /// The key of an object or of a directory marker (`rel` ending in `/`), never the prefix
-    /// itself.
+    /// The key of an object or of a directory marker (`rel` ending in `/`). `""` is the
+    /// marker of the prefix itself (the mount's root; s3fs reads a mount point's attributes
+    /// there too), when there is a prefix.
     pub fn entry_key(&self, rel: &str) -> StoreResult<String> {
+        if rel.is_empty() && !self.prefix.is_empty() {
+            return Ok(self.prefix.clone());
+        }
         check_segments(rel)?;
         self.full_key(rel)
     }
@@ -205,7 +209,8 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         self.scope().object_key(rel).map(drop)
     }
 
-    /// HEAD an object (with its user metadata); `Ok(None)` when it does not exist.
+    /// HEAD an object or a directory marker (`a/`, `""` for the prefix's), with its user
+    /// metadata; `Ok(None)` when it does not exist.
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>>;
 
     /// One page (at most `max_keys` entries) of the directory `dir_rel`, delimited by `/`.
@@ -296,7 +301,8 @@ mod tests {
         for good in ["", "a/", "a/b/"] {
             s.dir_key(good).unwrap();
         }
-        assert!(s.entry_key("").is_err());
+        assert_eq!(s.entry_key("").unwrap(), "p/");
+        assert!(Scope::new("").entry_key("").is_err());
         assert!(matches!(
             s.object_key(&"a/".repeat(600)[..1100]),
             Err(StoreError::InvalidPath(_) | StoreError::KeyTooLong)

@@ -232,7 +232,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
-        let key = self.scope.object_key(rel)?;
+        let key = self.scope.entry_key(rel)?;
         let out = match self
             .client
             .head_object()

@@ -48,14 +48,14 @@ pub async fn upload(
     spool: &Spool,
     rel: &str,
     size: u64,
-    meta: Meta,
+    meta: &Meta,
     stream: Option<Stream>,
 ) -> StoreResult<String> {
     if let Some(s) = stream {
         if s.covers(rel, size) {
-            let started_with = s.meta();
+            let started_with = s.meta().clone();
             match s.finish(ctx).await {
-                Ok(etag) if started_with == meta => return Ok(etag),
+                Ok(etag) if started_with == *meta => return Ok(etag),
                 // Metadata set after the upload started: apply it server-side.
                 Ok(_) => return ctx.store.copy(rel, rel, Some(&meta.to_user())).await,
                 Err(e) => {

@@ -39,8 +39,8 @@ impl Stream {
         }
     }
 
-    pub fn meta(&self) -> Meta {
-        self.meta
+    pub fn meta(&self) -> &Meta {
+        &self.meta
     }
 
     /// Bytes accepted so far.

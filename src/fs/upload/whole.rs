@@ -16,7 +16,7 @@ pub async fn upload_spool(
     spool: &Spool,
     rel: &str,
     size: u64,
-    meta: Meta,
+    meta: &Meta,
 ) -> StoreResult<String> {
     let (store, part_size) = (&ctx.store, ctx.part_size);
     let user = meta.to_user();
@@ -92,7 +92,7 @@ mod tests {
         let task = {
             let (ctx, spool) = (ctx.clone(), spool.clone());
             tokio::spawn(
-                async move { upload_spool(&ctx, &spool, "f", 12 << 20, Meta::default()).await },
+                async move { upload_spool(&ctx, &spool, "f", 12 << 20, &Meta::default()).await },
             )
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,13 +118,13 @@ mod tests {
             &spool,
             "f",
             11 << 20,
-            Meta::default(),
+            &Meta::default(),
         )
         .await;
         assert!(r.is_err());
         assert_eq!(store.open_uploads(), 0);
         assert!(store.get_raw("p/f").is_none());
-        let small = upload_spool(&ctx(store.clone(), 8), &spool, "g", 10, Meta::default()).await;
+        let small = upload_spool(&ctx(store.clone(), 8), &spool, "g", 10, &Meta::default()).await;
         small.unwrap();
         assert_eq!(store.counts().get(Op::Put), 1, "below a part: one PUT");
     }
