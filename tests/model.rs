@@ -4,24 +4,36 @@
 //! [`Fs`] over a [`MemoryStore`] and on a plain in-memory file tree. A small harness plays
 //! the kernel's part (path walks, the checks the VFS makes before it calls a filesystem),
 //! the same for both sides. After every step every observable result is compared: the
-//! errno, every directory's listing, every entry's kind, size and mode, every file's bytes
-//! (read through a fresh handle), and reads through the handles still open. A remount (a new
-//! `Fs` over the same store, after the open files are closed, as an unmount does) must show
-//! the same tree: what the model holds is what S3 holds.
+//! errno, every directory's listing with each entry's kind, and each entry's size, mode,
+//! owner, explicitly set times, extended attributes, symlink target and bytes (read through
+//! a fresh handle), and reads through the handles still open. A remount (a new `Fs` over the
+//! same store, after the open files are closed, as an unmount does) must show the same
+//! tree: what the model holds is what S3 holds.
 //!
 //! The second property injects one S3 failure (503 SlowDown) at a random request of a step:
 //! the step either fails with EIO and the tree looks as before, or it succeeds completely.
+//!
+//! Operations the kernel would resolve by following a symlink (open, truncate, chmod of a
+//! path through or at a symlink) are skipped: the kernel never hands those to the
+//! filesystem. Ownership and time changes act on the entry itself (lchown, lutimes).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cognifs::fs::{Fs, FsError, Kind, MountOptions, ROOT_INO, SetAttr};
+use cognifs::fs::{Caller, Fs, FsError, Kind, MountOptions, ROOT_INO, SetAttr};
 use cognifs::store::{Fault, MemoryStore, ObjectStore};
 use proptest::prelude::*;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
 const DEFAULT_MODE: u32 = 0o644;
+const DIR_MODE: u32 = 0o755;
+/// Who creates entries (the mount's default owner too).
+const CALLER: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
+const XATTR_NAMES: [&str; 3] = ["user.a", "user.b", "user.mime_type"];
 
 type Path = Vec<&'static str>;
 
@@ -70,9 +82,39 @@ enum Step {
         path: Path,
         mode: u32,
     },
+    /// lutimes: both times.
     Utime {
         path: Path,
         secs: u64,
+        atime_secs: u64,
+    },
+    /// lchown; `None` leaves that id.
+    Chown {
+        path: Path,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    },
+    Symlink {
+        path: Path,
+        target: Vec<u8>,
+    },
+    /// mknod of a fifo, socket, character or block device.
+    Mknod {
+        path: Path,
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+    },
+    /// setxattr with flags 0, XATTR_CREATE (1) or XATTR_REPLACE (2).
+    SetXattr {
+        path: Path,
+        name: usize,
+        value: Vec<u8>,
+        flags: i32,
+    },
+    RemoveXattr {
+        path: Path,
+        name: usize,
     },
     Mkdir(Path),
     Rmdir(Path),
@@ -91,6 +133,21 @@ fn path() -> impl Strategy<Value = Path> {
 
 fn step() -> impl Strategy<Value = Step> {
     let h = 0usize..4;
+    let id = || prop::option::of(prop::sample::select(vec![0u32, 1000, 1001]));
+    let targets = vec![
+        b"a".to_vec(),
+        b"../b/c".to_vec(),
+        b"/abs/olute".to_vec(),
+        b"dangling target".to_vec(),
+        vec![b'x'; 300],
+    ];
+    let specials = vec![
+        Kind::Fifo,
+        Kind::Socket,
+        Kind::CharDevice,
+        Kind::BlockDevice,
+    ];
+    let modes = vec![0o600u32, 0o644, 0o755, 0o400, 0o2775, 0o4755, 0o1777];
     prop_oneof![
         4 => path().prop_map(Step::Create),
         2 => (path(), any::<bool>(), any::<bool>())
@@ -105,10 +162,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => h.clone().prop_map(|handle| Step::Fsync { handle }),
         3 => h.prop_map(|handle| Step::Close { handle }),
         1 => (path(), 0u64..20_000).prop_map(|(path, size)| Step::Truncate { path, size }),
-        1 => (path(), prop::sample::select(vec![0o600u32, 0o644, 0o755, 0o400]))
-            .prop_map(|(path, mode)| Step::Chmod { path, mode }),
-        1 => (path(), 1_000_000u64..2_000_000_000)
-            .prop_map(|(path, secs)| Step::Utime { path, secs }),
+        2 => (path(), prop::sample::select(modes)).prop_map(|(path, mode)| Step::Chmod { path, mode }),
+        1 => (path(), 1_000_000u64..2_000_000_000, 1_000_000u64..2_000_000_000)
+            .prop_map(|(path, secs, atime_secs)| Step::Utime { path, secs, atime_secs }),
+        1 => (path(), id(), id()).prop_map(|(path, uid, gid)| Step::Chown { path, uid, gid }),
+        2 => (path(), prop::sample::select(targets))
+            .prop_map(|(path, target)| Step::Symlink { path, target }),
+        1 => (path(), prop::sample::select(specials), prop::sample::select(vec![0o600u32, 0o644]), 0u32..70_000)
+            .prop_map(|(path, kind, perm, rdev)| Step::Mknod { path, kind, perm, rdev }),
+        2 => (path(), 0usize..3, prop::collection::vec(any::<u8>(), 0..60), 0i32..3)
+            .prop_map(|(path, name, value, flags)| Step::SetXattr { path, name, value, flags }),
+        1 => (path(), 0usize..3).prop_map(|(path, name)| Step::RemoveXattr { path, name }),
         3 => path().prop_map(Step::Mkdir),
         1 => path().prop_map(Step::Rmdir),
         2 => path().prop_map(Step::Unlink),
@@ -120,18 +184,56 @@ fn step() -> impl Strategy<Value = Step> {
 
 // ---- The model: a plain tree. ----
 
+/// What a local disk would keep about an entry.
+#[derive(Debug, Clone, PartialEq)]
+struct Attrs {
+    perm: u32,
+    uid: u32,
+    gid: u32,
+    /// Set explicitly (utimes); `None`: "when it was last written".
+    mtime: Option<SystemTime>,
+    atime: Option<SystemTime>,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct ModelFile {
     id: u64,
     data: Vec<u8>,
-    mode: u32,
-    mtime: Option<SystemTime>,
+    attrs: Attrs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
     File(ModelFile),
-    Dir,
+    Dir(Attrs),
+    Link { target: Vec<u8>, attrs: Attrs },
+    Special { kind: Kind, rdev: u32, attrs: Attrs },
+}
+
+impl Node {
+    fn kind(&self) -> Kind {
+        match self {
+            Node::File(_) => Kind::File,
+            Node::Dir(_) => Kind::Dir,
+            Node::Link { .. } => Kind::Symlink,
+            Node::Special { kind, .. } => *kind,
+        }
+    }
+
+    fn attrs(&self) -> &Attrs {
+        match self {
+            Node::File(f) => &f.attrs,
+            Node::Dir(a) | Node::Link { attrs: a, .. } | Node::Special { attrs: a, .. } => a,
+        }
+    }
+
+    fn attrs_mut(&mut self) -> &mut Attrs {
+        match self {
+            Node::File(f) => &mut f.attrs,
+            Node::Dir(a) | Node::Link { attrs: a, .. } | Node::Special { attrs: a, .. } => a,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -147,20 +249,22 @@ enum Walk {
     Found(Kind),
     Missing,
     Errno(i32),
+    /// Through a symlink: the kernel would follow it; the model does not go there.
+    Followed,
 }
 
 impl Model {
     fn walk(&self, path: &[&'static str]) -> Walk {
         for i in 1..path.len() {
             match self.tree.get(&path[..i]) {
-                Some(Node::Dir) => {}
-                Some(Node::File(_)) => return Walk::Errno(libc::ENOTDIR),
+                Some(Node::Dir(_)) => {}
+                Some(Node::Link { .. }) => return Walk::Followed,
+                Some(_) => return Walk::Errno(libc::ENOTDIR),
                 None => return Walk::Errno(libc::ENOENT),
             }
         }
         match self.tree.get(path) {
-            Some(Node::Dir) => Walk::Found(Kind::Dir),
-            Some(Node::File(_)) => Walk::Found(Kind::File),
+            Some(n) => Walk::Found(n.kind()),
             None => Walk::Missing,
         }
     }
@@ -178,6 +282,35 @@ impl Model {
             return &mut self.file_mut(id).unwrap().data;
         }
         self.orphans.entry(id).or_default()
+    }
+
+    /// A write through a handle: new bytes, and the mtime is "now" again.
+    fn written(&mut self, id: u64) {
+        if let Some(f) = self.file_mut(id) {
+            f.attrs.mtime = None;
+        }
+    }
+
+    /// A new entry's attributes: the caller's, but a setgid parent passes its group on
+    /// (and its setgid bit, to directories).
+    fn new_attrs(&self, path: &[&'static str], perm: u32, dir: bool) -> Attrs {
+        let mut a = Attrs {
+            perm,
+            uid: CALLER.uid,
+            gid: CALLER.gid,
+            mtime: None,
+            atime: None,
+            xattrs: BTreeMap::new(),
+        };
+        if let Some(Node::Dir(p)) = self.tree.get(&path[..path.len() - 1])
+            && p.perm & libc::S_ISGID != 0
+        {
+            a.gid = p.gid;
+            if dir {
+                a.perm |= libc::S_ISGID;
+            }
+        }
+        a
     }
 
     fn has_children(&self, dir: &[&'static str]) -> bool {
@@ -224,15 +357,20 @@ fn errno(e: FsError) -> i32 {
     e.errno
 }
 
+fn res(r: Result<(), FsError>) -> i32 {
+    r.err().map_or(0, errno)
+}
+
 impl Harness {
     fn new(ttl: Duration) -> Self {
         let spool = tempfile::tempdir().unwrap();
         let store = Arc::new(MemoryStore::new("bucket", "us-east-1:model"));
         let opts = MountOptions {
             metadata_ttl: ttl,
-            uid: 1000,
-            gid: 1000,
+            uid: CALLER.uid,
+            gid: CALLER.gid,
             file_mode: DEFAULT_MODE as u16,
+            dir_mode: DIR_MODE as u16,
             spool_dir: spool.path().to_path_buf(),
             ..MountOptions::default()
         };
@@ -293,12 +431,44 @@ impl Harness {
         result
     }
 
+    /// Whether the kernel would follow a symlink for this step (or never call the
+    /// filesystem for it, as for opening a fifo): the model does not follow symlinks.
+    fn skipped(&self, step: &Step) -> bool {
+        let walk = |p: &Path| self.model.walk(p);
+        let through = |p: &Path| matches!(walk(p), Walk::Followed);
+        let at_non_file =
+            |p: &Path| matches!(walk(p), Walk::Found(k) if k != Kind::File && k != Kind::Dir);
+        match step {
+            Step::Create(p) | Step::Open { path: p, .. } | Step::Truncate { path: p, .. } => {
+                through(p) || at_non_file(p)
+            }
+            Step::Chmod { path: p, .. } => {
+                through(p) || matches!(walk(p), Walk::Found(Kind::Symlink))
+            }
+            // User xattrs exist only on files and directories (the VFS refuses the rest).
+            Step::SetXattr { path: p, .. } | Step::RemoveXattr { path: p, .. } => {
+                through(p) || at_non_file(p)
+            }
+            Step::Utime { path: p, .. }
+            | Step::Chown { path: p, .. }
+            | Step::Symlink { path: p, .. }
+            | Step::Mknod { path: p, .. }
+            | Step::Mkdir(p)
+            | Step::Rmdir(p)
+            | Step::Unlink(p) => through(p),
+            Step::Rename { from, to, .. } => through(from) || through(to),
+            _ => false,
+        }
+    }
+
     /// Runs one step on both sides; returns the errno the filesystem answered (0: success)
     /// and the model's.
     fn apply(&mut self, step: &Step) -> (i32, i32) {
+        if self.skipped(step) {
+            return (0, 0);
+        }
         let fs = self.fs.clone();
         let rt = &self.rt;
-        let res = |r: Result<(), FsError>| r.err().map_or(0, errno);
         match step {
             Step::Create(path) => {
                 let expected = match self.model.walk(path) {
@@ -314,10 +484,11 @@ impl Harness {
                             let Node::File(f) = &self.model.tree[path] else {
                                 unreachable!()
                             };
+                            let id = f.id;
                             self.handles.push(Open {
                                 fh,
                                 ino: a.ino,
-                                id: f.id,
+                                id,
                                 write: true,
                             });
                             0
@@ -326,13 +497,15 @@ impl Harness {
                     },
                     Ok((parent, None)) => {
                         let name = path[path.len() - 1];
-                        match rt.block_on(fs.create(parent, name, libc::S_IFREG | DEFAULT_MODE)) {
+                        let mode = libc::S_IFREG | DEFAULT_MODE;
+                        match rt.block_on(fs.create(parent, name, mode, CALLER)) {
                             Ok((a, fh)) => {
                                 self.model.next_id += 1;
+                                let id = self.model.next_id;
                                 self.handles.push(Open {
                                     fh,
                                     ino: a.ino,
-                                    id: self.model.next_id,
+                                    id,
                                     write: true,
                                 });
                                 0
@@ -346,18 +519,16 @@ impl Harness {
                     match self.model.tree.get_mut(path) {
                         Some(Node::File(f)) => {
                             f.data.clear();
-                            f.mtime = None;
+                            f.attrs.mtime = None;
                         }
                         _ => {
-                            self.model.tree.insert(
-                                path.clone(),
-                                Node::File(ModelFile {
-                                    id,
-                                    data: vec![],
-                                    mode: DEFAULT_MODE,
-                                    mtime: None,
-                                }),
-                            );
+                            let attrs = self.model.new_attrs(path, DEFAULT_MODE, false);
+                            let file = ModelFile {
+                                id,
+                                data: vec![],
+                                attrs,
+                            };
+                            self.model.tree.insert(path.clone(), Node::File(file));
                         }
                     }
                 }
@@ -369,7 +540,7 @@ impl Harness {
                     Walk::Missing => libc::ENOENT,
                     Walk::Found(Kind::Dir) if *write || *trunc => libc::EISDIR,
                     Walk::Found(Kind::Dir) => return (0, 0), // opendir: listed below
-                    Walk::Found(Kind::File) => 0,
+                    _ => 0,
                 };
                 let got = match self.lookup(path) {
                     Err(e) => e,
@@ -380,11 +551,12 @@ impl Harness {
                             let Node::File(f) = &self.model.tree[path] else {
                                 unreachable!()
                             };
+                            let (id, write) = (f.id, *write || *trunc);
                             self.handles.push(Open {
                                 fh,
                                 ino: a.ino,
-                                id: f.id,
-                                write: *write || *trunc,
+                                id,
+                                write,
                             });
                             0
                         }
@@ -396,7 +568,7 @@ impl Harness {
                     && let Some(Node::File(f)) = self.model.tree.get_mut(path)
                 {
                     f.data.clear();
-                    f.mtime = None;
+                    f.attrs.mtime = None;
                 }
                 (got, expected)
             }
@@ -409,11 +581,7 @@ impl Harness {
                 let Some(i) = self.handle(*handle) else {
                     return (0, 0);
                 };
-                let (fh, id, write) = (
-                    self.handles[i].fh,
-                    self.handles[i].id,
-                    self.handles[i].write,
-                );
+                let Open { fh, id, write, .. } = self.handles[i];
                 let data = vec![*byte; *len];
                 let got = rt.block_on(fs.write(fh, *offset, data.clone()));
                 if !write {
@@ -422,9 +590,7 @@ impl Harness {
                 let got = got.map(|n| assert_eq!(n as usize, *len, "short write"));
                 if got.is_ok() {
                     write_at(self.model.data_mut(id), *offset, &data);
-                    if let Some(f) = self.model.file_mut(id) {
-                        f.mtime = None;
-                    }
+                    self.model.written(id);
                 }
                 (res(got), 0)
             }
@@ -432,11 +598,7 @@ impl Harness {
                 let Some(i) = self.handle(*handle) else {
                     return (0, 0);
                 };
-                let (fh, id, write) = (
-                    self.handles[i].fh,
-                    self.handles[i].id,
-                    self.handles[i].write,
-                );
+                let Open { fh, id, write, .. } = self.handles[i];
                 if !write {
                     return (0, 0);
                 }
@@ -451,9 +613,7 @@ impl Harness {
                     write_at(self.model.data_mut(id), offset, chunk);
                     offset += chunk.len() as u64;
                 }
-                if let Some(f) = self.model.file_mut(id) {
-                    f.mtime = None;
-                }
+                self.model.written(id);
                 (res(result), 0)
             }
             Step::Read {
@@ -464,7 +624,7 @@ impl Harness {
                 let Some(i) = self.handle(*handle) else {
                     return (0, 0);
                 };
-                let (fh, id) = (self.handles[i].fh, self.handles[i].id);
+                let Open { fh, id, .. } = self.handles[i];
                 let data = self.model.data_mut(id).clone();
                 match rt.block_on(fs.read(fh, *offset, *len)) {
                     Ok(got) => {
@@ -483,11 +643,10 @@ impl Harness {
                 let Some(i) = self.handle(*handle) else {
                     return (0, 0);
                 };
-                let h = &self.handles[i];
-                if !h.write {
+                let Open { fh, id, ino, write } = self.handles[i];
+                if !write {
                     return (0, 0);
                 }
-                let (fh, id, ino) = (h.fh, h.id, h.ino);
                 let req = SetAttr {
                     size: Some(*size),
                     ..SetAttr::default()
@@ -495,9 +654,7 @@ impl Harness {
                 let got = rt.block_on(fs.setattr(ino, Some(fh), req)).map(drop);
                 if got.is_ok() {
                     self.model.data_mut(id).resize(*size as usize, 0);
-                    if let Some(f) = self.model.file_mut(id) {
-                        f.mtime = None;
-                    }
+                    self.model.written(id);
                 }
                 (res(got), 0)
             }
@@ -524,81 +681,148 @@ impl Harness {
                     Walk::Errno(e) => e,
                     Walk::Missing => libc::ENOENT,
                     Walk::Found(Kind::Dir) => libc::EISDIR,
-                    Walk::Found(Kind::File) => 0,
+                    _ => 0,
+                };
+                let req = SetAttr {
+                    size: Some(*size),
+                    ..SetAttr::default()
                 };
                 let got = self.with_ino(path, |fs, ino| {
-                    let req = SetAttr {
-                        size: Some(*size),
-                        ..SetAttr::default()
-                    };
                     rt.block_on(fs.setattr(ino, None, req)).map(drop)
                 });
                 if got == 0
                     && let Some(Node::File(f)) = self.model.tree.get_mut(path)
                 {
                     f.data.resize(*size as usize, 0);
-                    f.mtime = None;
+                    f.attrs.mtime = None;
                 }
                 (got, expected)
             }
             Step::Chmod { path, mode } => {
-                let expected = self.exists_errno(path);
+                let req = SetAttr {
+                    mode: Some(*mode),
+                    ..SetAttr::default()
+                };
+                self.set_attr(path, req, |a| a.perm = *mode)
+            }
+            Step::Utime {
+                path,
+                secs,
+                atime_secs,
+            } => {
+                let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(*secs);
+                let atime = SystemTime::UNIX_EPOCH + Duration::from_secs(*atime_secs);
+                let req = SetAttr {
+                    mtime: Some(mtime),
+                    atime: Some(atime),
+                    ..SetAttr::default()
+                };
+                self.set_attr(path, req, |a| {
+                    a.mtime = Some(mtime);
+                    a.atime = Some(atime);
+                })
+            }
+            Step::Chown { path, uid, gid } => {
+                let req = SetAttr {
+                    uid: *uid,
+                    gid: *gid,
+                    ..SetAttr::default()
+                };
+                self.set_attr(path, req, |a| {
+                    a.uid = uid.unwrap_or(a.uid);
+                    a.gid = gid.unwrap_or(a.gid);
+                })
+            }
+            Step::Symlink { path, target } => {
+                let attrs = self.model.new_attrs(path, 0o777, false);
+                let node = Node::Link {
+                    target: target.clone(),
+                    attrs,
+                };
+                self.make(path, node, |rt, fs, parent, name| {
+                    rt.block_on(fs.symlink(parent, name, target, CALLER))
+                        .map(drop)
+                })
+            }
+            Step::Mknod {
+                path,
+                kind,
+                perm,
+                rdev,
+            } => {
+                let device = matches!(kind, Kind::CharDevice | Kind::BlockDevice);
+                let rdev = if device { *rdev } else { 0 };
+                let attrs = self.model.new_attrs(path, *perm, false);
+                let node = Node::Special {
+                    kind: *kind,
+                    rdev,
+                    attrs,
+                };
+                let mode = type_bits(*kind) | perm;
+                self.make(path, node, |rt, fs, parent, name| {
+                    rt.block_on(fs.mknod(parent, name, mode, rdev, CALLER))
+                        .map(drop)
+                })
+            }
+            Step::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
+                let name = XATTR_NAMES[*name];
+                let expected = match (self.exists_errno(path), self.model.tree.get(path)) {
+                    (0, Some(n)) => {
+                        let exists = n.attrs().xattrs.contains_key(name);
+                        match flags {
+                            1 if exists => libc::EEXIST,
+                            2 if !exists => libc::ENODATA,
+                            _ => 0,
+                        }
+                    }
+                    (e, _) => e,
+                };
                 let got = self.with_ino(path, |fs, ino| {
-                    let req = SetAttr {
-                        mode: Some(*mode),
-                        ..SetAttr::default()
-                    };
-                    rt.block_on(fs.setattr(ino, None, req)).map(drop)
+                    rt.block_on(fs.setxattr(ino, name, value, *flags))
                 });
-                if got == 0
-                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
-                {
-                    f.mode = *mode;
+                if got == 0 && expected == 0 {
+                    let a = self.model.tree.get_mut(path).unwrap().attrs_mut();
+                    a.xattrs.insert(name.to_owned(), value.clone());
                 }
                 (got, expected)
             }
-            Step::Utime { path, secs } => {
-                let expected = self.exists_errno(path);
-                let mtime = SystemTime::UNIX_EPOCH + Duration::from_secs(*secs);
-                let got = self.with_ino(path, |fs, ino| {
-                    let req = SetAttr {
-                        mtime: Some(mtime),
-                        ..SetAttr::default()
-                    };
-                    rt.block_on(fs.setattr(ino, None, req)).map(drop)
-                });
-                if got == 0
-                    && let Some(Node::File(f)) = self.model.tree.get_mut(path)
-                {
-                    f.mtime = Some(mtime);
+            Step::RemoveXattr { path, name } => {
+                let name = XATTR_NAMES[*name];
+                let expected = match (self.exists_errno(path), self.model.tree.get(path)) {
+                    (0, Some(n)) if !n.attrs().xattrs.contains_key(name) => libc::ENODATA,
+                    (e, _) => e,
+                };
+                let got = self.with_ino(path, |fs, ino| rt.block_on(fs.removexattr(ino, name)));
+                if got == 0 && expected == 0 {
+                    self.model
+                        .tree
+                        .get_mut(path)
+                        .unwrap()
+                        .attrs_mut()
+                        .xattrs
+                        .remove(name);
                 }
                 (got, expected)
             }
             Step::Mkdir(path) => {
-                let expected = match self.model.walk(path) {
-                    Walk::Errno(e) => e,
-                    Walk::Found(_) => libc::EEXIST,
-                    Walk::Missing => 0,
-                };
-                let got = match self.lookup(path) {
-                    Err(e) => e,
-                    Ok((_, Some(_))) => libc::EEXIST,
-                    Ok((parent, None)) => res(rt
-                        .block_on(fs.mkdir(parent, path[path.len() - 1]))
-                        .map(drop)),
-                };
-                if got == 0 && expected == 0 {
-                    self.model.tree.insert(path.clone(), Node::Dir);
-                }
-                (got, expected)
+                let attrs = self.model.new_attrs(path, DIR_MODE, true);
+                self.make(path, Node::Dir(attrs), |rt, fs, parent, name| {
+                    rt.block_on(fs.mkdir(parent, name, DIR_MODE, CALLER))
+                        .map(drop)
+                })
             }
             Step::Rmdir(path) => {
                 let expected = match self.model.walk(path) {
                     Walk::Errno(e) => e,
                     Walk::Missing => libc::ENOENT,
-                    Walk::Found(Kind::File) => libc::ENOTDIR,
                     Walk::Found(Kind::Dir) if self.model.has_children(path) => libc::ENOTEMPTY,
                     Walk::Found(Kind::Dir) => 0,
+                    _ => libc::ENOTDIR,
                 };
                 let got =
                     self.in_parent(path, |fs, parent, name| rt.block_on(fs.rmdir(parent, name)));
@@ -612,7 +836,7 @@ impl Harness {
                     Walk::Errno(e) => e,
                     Walk::Missing => libc::ENOENT,
                     Walk::Found(Kind::Dir) => libc::EISDIR,
-                    Walk::Found(Kind::File) => 0,
+                    _ => 0,
                 };
                 let got = self.in_parent(path, |fs, parent, name| {
                     rt.block_on(fs.unlink(parent, name))
@@ -639,8 +863,51 @@ impl Harness {
         }
     }
 
+    /// A setattr of metadata on an existing entry (any kind).
+    fn set_attr(
+        &mut self,
+        path: &Path,
+        req: SetAttr,
+        change: impl FnOnce(&mut Attrs),
+    ) -> (i32, i32) {
+        let expected = self.exists_errno(path);
+        let rt = &self.rt;
+        let got = self.with_ino(path, |fs, ino| {
+            rt.block_on(fs.setattr(ino, None, req)).map(drop)
+        });
+        if got == 0 && expected == 0 {
+            change(self.model.tree.get_mut(path).unwrap().attrs_mut());
+        }
+        (got, expected)
+    }
+
+    /// Creates `node` at `path` with `create` (mkdir, symlink, mknod): `EEXIST` over
+    /// anything.
+    fn make(
+        &mut self,
+        path: &Path,
+        node: Node,
+        create: impl FnOnce(&tokio::runtime::Runtime, &Fs, u64, &str) -> Result<(), FsError>,
+    ) -> (i32, i32) {
+        let expected = match self.model.walk(path) {
+            Walk::Errno(e) => e,
+            Walk::Found(_) => libc::EEXIST,
+            _ => 0,
+        };
+        let got = match self.lookup(path) {
+            Err(e) => e,
+            Ok((_, Some(_))) => libc::EEXIST,
+            Ok((parent, None)) => res(create(&self.rt, &self.fs, parent, path[path.len() - 1])),
+        };
+        if got == 0 && expected == 0 {
+            self.model.tree.insert(path.clone(), node);
+        }
+        (got, expected)
+    }
+
     fn rename(&mut self, from: &Path, to: &Path, noreplace: bool) -> (i32, i32) {
         let model = &self.model;
+        let is_dir = |k: &Kind| *k == Kind::Dir;
         let expected = match (model.walk(from), model.walk(to)) {
             (Walk::Errno(e), _) => e,
             (Walk::Missing, _) => libc::ENOENT,
@@ -651,12 +918,12 @@ impl Harness {
             }
             _ if from == to => 0,
             (Walk::Found(_), Walk::Found(_)) if noreplace => libc::EEXIST,
-            (Walk::Found(Kind::File), Walk::Found(Kind::Dir)) => libc::EISDIR,
-            (Walk::Found(Kind::Dir), Walk::Found(Kind::File)) => libc::ENOTDIR,
+            (Walk::Found(s), Walk::Found(d)) if !is_dir(&s) && is_dir(&d) => libc::EISDIR,
+            (Walk::Found(s), Walk::Found(d)) if is_dir(&s) && !is_dir(&d) => libc::ENOTDIR,
             (Walk::Found(Kind::Dir), Walk::Found(Kind::Dir)) if model.has_children(to) => {
                 libc::ENOTEMPTY
             }
-            (Walk::Found(_), _) => 0,
+            _ => 0,
         };
         let got = (|| {
             let (src_parent, src) = self.lookup(from)?;
@@ -702,17 +969,15 @@ impl Harness {
         match self.lookup(path) {
             Err(e) => e,
             Ok((_, None)) => libc::ENOENT,
-            Ok((parent, Some(_))) => f(&self.fs, parent, path[path.len() - 1])
-                .err()
-                .map_or(0, errno),
+            Ok((parent, Some(_))) => res(f(&self.fs, parent, path[path.len() - 1])),
         }
     }
 
     fn exists_errno(&self, path: &[&'static str]) -> i32 {
         match self.model.walk(path) {
             Walk::Errno(e) => e,
-            Walk::Missing => libc::ENOENT,
             Walk::Found(_) => 0,
+            _ => libc::ENOENT,
         }
     }
 
@@ -724,7 +989,7 @@ impl Harness {
         match self.lookup(path) {
             Err(e) => e,
             Ok((_, None)) => libc::ENOENT,
-            Ok((_, Some(a))) => f(&self.fs, a.ino).err().map_or(0, errno),
+            Ok((_, Some(a))) => res(f(&self.fs, a.ino)),
         }
     }
 
@@ -747,44 +1012,55 @@ impl Harness {
             .tree
             .iter()
             .filter(|(p, _)| p.len() == dir.len() + 1 && p.starts_with(dir))
-            .map(|(p, n)| {
-                let kind = if matches!(n, Node::Dir) {
-                    Kind::Dir
-                } else {
-                    Kind::File
-                };
-                (p[dir.len()].to_owned(), kind)
-            })
+            .map(|(p, n)| (p[dir.len()].to_owned(), n.kind()))
             .collect();
         assert_eq!(listed, expected, "listing of /{}", dir.join("/"));
         for (name, _) in &expected {
             let name: &'static str = NAMES.iter().find(|n| **n == name).unwrap();
             let mut path = dir.to_vec();
             path.push(name);
+            let shown_path = format!("/{}", path.join("/"));
             let attr = self.rt.block_on(fs.lookup(ino, name)).unwrap();
-            match &self.model.tree[&path] {
-                Node::Dir => {
-                    assert_eq!(attr.kind, Kind::Dir);
-                    self.check_dir(attr.ino, &path);
+            let shown = self.rt.block_on(fs.getattr(attr.ino)).unwrap();
+            let node = &self.model.tree[&path];
+            let a = node.attrs();
+            assert_eq!(shown.kind, node.kind(), "kind of {shown_path}");
+            assert_eq!(u32::from(shown.perm), a.perm, "mode of {shown_path}");
+            assert_eq!(
+                (shown.uid, shown.gid),
+                (a.uid, a.gid),
+                "owner of {shown_path}"
+            );
+            if let Some(t) = a.mtime {
+                assert_eq!(shown.mtime, t, "mtime of {shown_path}");
+            }
+            if let Some(t) = a.atime {
+                assert_eq!(shown.atime, t, "atime of {shown_path}");
+            }
+            if matches!(node, Node::File(_) | Node::Dir(_)) {
+                let names = self.rt.block_on(fs.listxattr(attr.ino)).unwrap();
+                assert_eq!(
+                    names,
+                    a.xattrs.keys().cloned().collect::<Vec<_>>(),
+                    "xattrs of {shown_path}"
+                );
+                for (k, v) in &a.xattrs {
+                    let got = self.rt.block_on(fs.getxattr(attr.ino, k)).unwrap();
+                    assert_eq!(&got, v, "xattr {k} of {shown_path}");
+                }
+            }
+            match node {
+                Node::Dir(_) => self.check_dir(attr.ino, &path),
+                Node::Link { target, .. } => {
+                    assert_eq!(shown.size, target.len() as u64, "size of {shown_path}");
+                    let got = self.rt.block_on(fs.readlink(attr.ino)).unwrap();
+                    assert_eq!(&got[..], &target[..], "target of {shown_path}");
+                }
+                Node::Special { rdev, .. } => {
+                    assert_eq!((shown.size, shown.rdev), (0, *rdev), "{shown_path}");
                 }
                 Node::File(f) => {
-                    let shown = self.rt.block_on(fs.getattr(attr.ino)).unwrap();
-                    assert_eq!(shown.kind, Kind::File, "/{}", path.join("/"));
-                    assert_eq!(
-                        shown.size,
-                        f.data.len() as u64,
-                        "size of /{}",
-                        path.join("/")
-                    );
-                    assert_eq!(
-                        shown.mode.unwrap_or(DEFAULT_MODE),
-                        f.mode,
-                        "mode of /{}",
-                        path.join("/")
-                    );
-                    if let Some(t) = f.mtime {
-                        assert_eq!(shown.mtime, t, "mtime of /{}", path.join("/"));
-                    }
+                    assert_eq!(shown.size, f.data.len() as u64, "size of {shown_path}");
                     let fh = self.rt.block_on(fs.open(attr.ino, false, false)).unwrap();
                     let mut data = Vec::new();
                     loop {
@@ -800,14 +1076,25 @@ impl Harness {
                     self.rt.block_on(fs.release(fh)).unwrap();
                     assert!(
                         data == f.data,
-                        "bytes of /{} differ ({} vs {} bytes)",
-                        path.join("/"),
+                        "bytes of {shown_path} differ ({} vs {} bytes)",
                         data.len(),
                         f.data.len()
                     );
                 }
             }
         }
+    }
+}
+
+fn type_bits(kind: Kind) -> u32 {
+    match kind {
+        Kind::Fifo => libc::S_IFIFO,
+        Kind::Socket => libc::S_IFSOCK,
+        Kind::CharDevice => libc::S_IFCHR,
+        Kind::BlockDevice => libc::S_IFBLK,
+        Kind::Symlink => libc::S_IFLNK,
+        Kind::Dir => libc::S_IFDIR,
+        Kind::File => libc::S_IFREG,
     }
 }
 

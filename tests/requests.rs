@@ -7,7 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cognifs::fs::{Fs, MountOptions, ROOT_INO};
+use cognifs::fs::{Caller, Fs, MountOptions, ROOT_INO};
+
+const CALLER: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
 use cognifs::store::{MemoryStore, ObjectStore, Op, UserMeta};
 
 struct Setup {
@@ -104,7 +109,10 @@ fn cp_of_a_small_file() {
     let s = setup(&[]);
     s.rt.block_on(async {
         assert!(s.fs.lookup(ROOT_INO, "new").await.is_err());
-        let (_, fh) = s.fs.create(ROOT_INO, "new", 0o100644).await.unwrap();
+        let (_, fh) =
+            s.fs.create(ROOT_INO, "new", 0o100644, CALLER)
+                .await
+                .unwrap();
         s.fs.write(fh, 0, vec![1; 4096]).await.unwrap();
         s.fs.flush(fh).await.unwrap();
         s.fs.release(fh).await.unwrap();
@@ -122,7 +130,10 @@ fn cp_of_a_large_file() {
     let size = 20 << 20;
     s.rt.block_on(async {
         assert!(s.fs.lookup(ROOT_INO, "big").await.is_err());
-        let (_, fh) = s.fs.create(ROOT_INO, "big", 0o100644).await.unwrap();
+        let (_, fh) =
+            s.fs.create(ROOT_INO, "big", 0o100644, CALLER)
+                .await
+                .unwrap();
         for off in (0..size).step_by(1 << 20) {
             s.fs.write(fh, off as u64, vec![2; 1 << 20]).await.unwrap();
         }

@@ -101,7 +101,9 @@ impl Found {
     pub fn object(info: &crate::store::ObjectInfo) -> Self {
         let meta = info.meta.as_ref().map(Meta::from_user);
         Found {
-            kind: meta.as_ref().map_or(Kind::File, |m| Kind::of_object(m.file_type())),
+            kind: meta
+                .as_ref()
+                .map_or(Kind::File, |m| Kind::of_object(m.file_type())),
             size: info.size,
             etag: info.etag.clone(),
             last_modified: info.last_modified,

@@ -84,7 +84,9 @@ impl Fs {
             return Ok(self.inodes.upsert(parent, name, found, count));
         }
         match head? {
-            Some(info) => Ok(self.inodes.upsert(parent, name, Found::object(&info), count)),
+            Some(info) => Ok(self
+                .inodes
+                .upsert(parent, name, Found::object(&info), count)),
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
@@ -94,7 +96,13 @@ impl Fs {
 
     /// A counted lookup of an entry known from a listing: HEAD it (a directory: its
     /// marker) for its metadata.
-    async fn head_lookup(&self, parent: u64, name: &str, rel: &str, is_dir: bool) -> FsResult<Attr> {
+    async fn head_lookup(
+        &self,
+        parent: u64,
+        name: &str,
+        rel: &str,
+        is_dir: bool,
+    ) -> FsResult<Attr> {
         if is_dir {
             let marker = self.store.head(&format!("{rel}/")).await?;
             let found = Found::dir_with(marker.as_ref());
@@ -211,7 +219,11 @@ impl Fs {
             .map(|i| {
                 let is_dir = filled[i].attr.kind == Kind::Dir;
                 // A directory's attributes are on its marker, if it has one.
-                let rel = format!("{dir_rel}{}{}", filled[i].name, if is_dir { "/" } else { "" });
+                let rel = format!(
+                    "{dir_rel}{}{}",
+                    filled[i].name,
+                    if is_dir { "/" } else { "" }
+                );
                 async move { (i, is_dir, self.store.head(&rel).await) }
             })
             .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)

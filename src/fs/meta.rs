@@ -314,7 +314,10 @@ mod tests {
     fn other_tools_formats_are_read() {
         // cognifs before s3fs's layout: octal permission bits.
         assert_eq!(Meta::from_user(&user(&[("mode", "644")])).mode, Some(0o644));
-        assert_eq!(Meta::from_user(&user(&[("mode", "33188")])).mode, Some(0o100644));
+        assert_eq!(
+            Meta::from_user(&user(&[("mode", "33188")])).mode,
+            Some(0o100644)
+        );
         let datasync = Meta::from_user(&user(&[
             ("file-permissions", "0100640"),
             ("file-owner", "501"),
@@ -324,8 +327,14 @@ mod tests {
         assert_eq!(datasync.mode, Some(0o100640));
         assert_eq!((datasync.uid, datasync.gid), (Some(501), Some(20)));
         assert_eq!(datasync.mtime, Some(t(1_600_000_000, 1)));
-        assert!(datasync.other.is_empty(), "foreign keys are not copied as ours");
-        assert_eq!(Meta::from_user(&user(&[("mtime", "12.5")])).mtime, Some(t(12, 500_000_000)));
+        assert!(
+            datasync.other.is_empty(),
+            "foreign keys are not copied as ours"
+        );
+        assert_eq!(
+            Meta::from_user(&user(&[("mtime", "12.5")])).mtime,
+            Some(t(12, 500_000_000))
+        );
         let junk = Meta::from_user(&user(&[("mode", "rwx"), ("uid", "-1"), ("xattr", "{x")]));
         assert_eq!((junk.mode, junk.uid), (None, None));
         assert!(junk.xattrs.is_empty());

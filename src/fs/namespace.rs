@@ -16,8 +16,8 @@ use super::Fs;
 use super::error::{FsError, FsResult};
 use super::handle::Handle;
 use super::inodes::{Attr, Found, Kind, valid_name};
-use super::meta::Meta;
 use super::meta::MAX_USER_META_BYTES;
+use super::meta::Meta;
 use crate::store::{ObjectStore, StoreResult, UserMeta};
 
 /// Refuses metadata S3 would refuse (over 2 KiB): the change fails, nothing is dropped.
@@ -253,7 +253,13 @@ impl Fs {
             .ok_or(FsError::new(libc::ENOENT))
     }
 
-    pub async fn mkdir(&self, parent: u64, name: &str, mode: u32, caller: Caller) -> FsResult<Attr> {
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        caller: Caller,
+    ) -> FsResult<Attr> {
         self.writable()?;
         let parent_rel = self.new_name(parent, name)?;
         match self.lookup_attr(parent, name, false).await {

@@ -91,9 +91,9 @@ mod tests {
         let held = ctx.budget.clone().acquire_owned().await.unwrap();
         let task = {
             let (ctx, spool) = (ctx.clone(), spool.clone());
-            tokio::spawn(
-                async move { upload_spool(&ctx, &spool, "f", 12 << 20, &Meta::default()).await },
-            )
+            tokio::spawn(async move {
+                upload_spool(&ctx, &spool, "f", 12 << 20, &Meta::default()).await
+            })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!task.is_finished());
