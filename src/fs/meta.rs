@@ -73,7 +73,7 @@ impl Meta {
         let get = |k: &str| user.get(k).map(String::as_str);
         let mode = get(MODE)
             .and_then(parse_mode)
-            .or_else(|| get("file-permissions").and_then(|v| parse_octal(v)));
+            .or_else(|| get("file-permissions").and_then(parse_octal));
         let ns = |k: &str| get(k).and_then(parse_nanos);
         Meta {
             mode,

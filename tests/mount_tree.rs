@@ -1,0 +1,490 @@
+//! End-to-end: a whole directory tree — symlinks, owners, modes with setuid/setgid/sticky,
+//! fifos, sockets, devices, directory attributes, nanosecond times, extended attributes —
+//! through real FUSE mounts against devstack: `rsync -aX` into the mount, a remount, and a
+//! comparison of every attribute; several local users sharing an `allow_other` mount.
+//! Needs /dev/fuse and root (as on the CI machines), and rsync.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use cognifs::fs::MountOptions;
+use support::*;
+
+const ALICE: (&str, &str) = ("alice", "alice-pass");
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn check(rc: i32, what: &str) {
+    assert_eq!(rc, 0, "{what}: {}", std::io::Error::last_os_error());
+}
+
+/// The user xattrs of `p` (not following a symlink).
+fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
+    let c = cstr(p);
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid path and buffer of the given length.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    assert!(
+        n >= 0,
+        "llistxattr {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    names.truncate(n as usize);
+    let mut out = BTreeMap::new();
+    for name in names.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
+        let cname = CString::new(name).unwrap();
+        let mut value = vec![0u8; 4096];
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        assert!(n >= 0, "lgetxattr {}", p.display());
+        value.truncate(n as usize);
+        out.insert(String::from_utf8_lossy(name).into_owned(), value);
+    }
+    out
+}
+
+fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let (c, n) = (cstr(p), CString::new(name).unwrap());
+    // SAFETY: valid path, name and value.
+    let rc = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(rc, "lsetxattr");
+}
+
+/// Sets both times (not following a symlink), with nanoseconds.
+fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    let c = cstr(p);
+    // SAFETY: valid path and two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(rc, "utimensat");
+}
+
+fn lchown(p: &Path, uid: u32, gid: u32) {
+    // SAFETY: valid path.
+    check(
+        unsafe { libc::lchown(cstr(p).as_ptr(), uid, gid) },
+        "lchown",
+    );
+}
+
+fn mknod(p: &Path, mode: u32, dev: libc::dev_t) {
+    // SAFETY: valid path.
+    check(unsafe { libc::mknod(cstr(p).as_ptr(), mode, dev) }, "mknod");
+}
+
+/// Everything `ls -l`, `stat` and `getfattr` would show of one entry (atime aside: reading
+/// the source moves it).
+#[derive(Debug, PartialEq, Eq)]
+struct Entry {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime: (i64, i64),
+    rdev: u64,
+    target: Option<Vec<u8>>,
+    digest: Option<u64>,
+    xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+fn digest(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// Every entry below `root` (and `root` itself, as ""), not following symlinks.
+fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let ft = md.file_type();
+        if ft.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        let entry = Entry {
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if ft.is_dir() { 0 } else { md.size() },
+            mtime: (md.mtime(), md.mtime_nsec()),
+            rdev: md.rdev(),
+            target: ft.is_symlink().then(|| {
+                std::fs::read_link(&p)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            }),
+            digest: ft.is_file().then(|| digest(&std::fs::read(&p).unwrap())),
+            xattrs: if ft.is_file() || ft.is_dir() {
+                xattrs(&p)
+            } else {
+                BTreeMap::new()
+            },
+        };
+        out.insert(rel, entry);
+    }
+    out
+}
+
+/// A tree holding every kind of entry and attribute a local disk keeps.
+fn build_tree(root: &Path) {
+    let at = |rel: &str| root.join(rel);
+    for d in ["private", "shared", "tmp", "deep/er/est", "empty"] {
+        std::fs::create_dir_all(at(d)).unwrap();
+    }
+    std::fs::write(at("top.txt"), "top\n").unwrap();
+    std::fs::write(at("private/secret"), "s3cr3t").unwrap();
+    std::fs::write(at("shared/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::write(at("deep/er/est/data.bin"), pseudo_random(200_000, 7)).unwrap();
+    std::fs::write(at("tmp/empty-file"), "").unwrap();
+    let modes = [
+        ("top.txt", 0o644),
+        ("private/secret", 0o600),
+        ("shared/run.sh", 0o4755),
+        ("private", 0o700),
+        ("shared", 0o2775),
+        ("tmp", 0o1777),
+        ("empty", 0o750),
+    ];
+    let links: [(&str, &str); 6] = [
+        ("link-rel", "top.txt"),
+        ("link-abs", "/etc/hostname"),
+        ("dangling", "no/such/target"),
+        ("shared/up", ".."),
+        ("loop-a", "loop-b"),
+        ("loop-b", "loop-a"),
+    ];
+    for (l, t) in links {
+        std::os::unix::fs::symlink(t, at(l)).unwrap();
+    }
+    mknod(&at("shared/pipe"), libc::S_IFIFO | 0o640, 0);
+    mknod(&at("dev-null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+    mknod(&at("dev-loop"), libc::S_IFBLK | 0o660, libc::makedev(7, 0));
+    drop(std::os::unix::net::UnixListener::bind(at("sock")).unwrap());
+    set_xattr(&at("top.txt"), "user.comment", b"hello");
+    set_xattr(&at("top.txt"), "user.bin", &[0, 1, 2, 255]);
+    set_xattr(&at("shared"), "user.project", b"cognifs");
+    lchown(&at("top.txt"), 1234, 5678);
+    lchown(&at("shared"), 0, 4000);
+    lchown(&at("shared/run.sh"), 1234, 4000);
+    lchown(&at("link-rel"), 2222, 3333);
+    lchown(&at("sock"), 1234, 1234);
+    for (rel, mode) in modes {
+        std::fs::set_permissions(at(rel), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    // Times last, deepest first, as `cp -a` leaves them: directories after their contents.
+    let mut all: Vec<String> = snapshot(root).into_keys().collect();
+    all.sort_by_key(|r| std::cmp::Reverse(r.matches('/').count() + usize::from(!r.is_empty())));
+    for (i, rel) in all.iter().enumerate() {
+        let secs = 1_600_000_000 + i as i64 * 1000;
+        set_times(&at(rel), (secs + 5, 0), (secs, 123_456_789 + i as i64));
+    }
+}
+
+/// `rsync -aX --numeric-ids` (and `-n --itemize-changes`: what it would change).
+async fn rsync(src: &Path, dst: &Path, dry_run: bool) -> Vec<String> {
+    let (s, d) = (format!("{}/", src.display()), format!("{}/", dst.display()));
+    let out = blocking_for(Duration::from_secs(120), move || {
+        let mut cmd = Command::new("rsync");
+        cmd.args(["-aX", "--numeric-ids", "--itemize-changes"]);
+        if dry_run {
+            cmd.arg("-n");
+        }
+        cmd.args([&s, &d]).output().unwrap()
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "rsync failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+fn require_rsync() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "install rsync (Debian package `rsync`; .ci/run does)"
+    );
+}
+
+fn assert_same_tree(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>, when: &str) {
+    let names = |m: &BTreeMap<String, Entry>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(got), names(want), "{when}: names");
+    for (rel, w) in want {
+        assert_eq!(&got[rel], w, "{when}: /{rel}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_tree_round_trips_through_rsync_and_a_remount() {
+    require_rsync();
+    with_timeout(300, async {
+        let running = start().await;
+        let spool = tempfile::tempdir().unwrap();
+        let opts = || MountOptions {
+            spool_dir: spool.path().to_path_buf(),
+            ..MountOptions::default()
+        };
+        let src = tempfile::tempdir().unwrap();
+        let root = src.path().join("tree");
+        std::fs::create_dir(&root).unwrap();
+        let r = root.clone();
+        blocking(move || build_tree(&r)).await;
+        let r = root.clone();
+        let want = blocking(move || snapshot(&r)).await;
+
+        let mut m = mount_user(&running, ALICE.0, ALICE.1, opts()).await;
+        let dst = m.join("tree");
+        let sent = rsync(&root, &dst, false).await;
+        assert!(sent.len() > want.len(), "rsync created every entry: {sent:?}");
+        let d = dst.clone();
+        assert_same_tree(&want, &blocking(move || snapshot(&d)).await, "after rsync");
+        assert_eq!(
+            rsync(&root, &dst, true).await,
+            Vec::<String>::new(),
+            "second rsync"
+        );
+
+        m.unmount().unwrap();
+        drop(m);
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts()).await;
+        let dst = m.join("tree");
+        let d = dst.clone();
+        assert_same_tree(
+            &want,
+            &blocking(move || snapshot(&d)).await,
+            "after a remount",
+        );
+        assert_eq!(
+            rsync(&root, &dst, true).await,
+            Vec::<String>::new(),
+            "rsync after a remount"
+        );
+
+        // Loops and O_NOFOLLOW behave as on a local disk.
+        let d = dst.clone();
+        blocking(move || {
+            let err = std::fs::read(d.join("loop-a")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
+            let c = cstr(&d.join("link-rel"));
+            // SAFETY: valid path.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW) };
+            assert_eq!(fd, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::ELOOP)
+            );
+            assert_eq!(std::fs::read(d.join("link-rel")).unwrap(), b"top\n");
+            // Hard links cannot be stored: one object cannot live under two keys.
+            let err = std::fs::hard_link(d.join("top.txt"), d.join("hard")).unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+            // An explicit atime is kept; reading does not move it.
+            set_times(&d.join("top.txt"), (1_700_000_000, 42), (1_600_000_000, 0));
+            std::fs::read(d.join("top.txt")).unwrap();
+            let md = std::fs::symlink_metadata(d.join("top.txt")).unwrap();
+            assert_eq!((md.atime(), md.atime_nsec()), (1_700_000_000, 42));
+            // Only user.* attributes: others are not supported.
+            let (c, n) = (cstr(&d.join("top.txt")), CString::new("trusted.x").unwrap());
+            // SAFETY: valid path and name.
+            let rc = unsafe { libc::lsetxattr(c.as_ptr(), n.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+            assert_eq!(rc, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::EOPNOTSUPP)
+            );
+            // S3 keeps 2 KiB of metadata per object: a bigger value is refused, not dropped.
+            let (c, n) = (cstr(&d.join("top.txt")), CString::new("user.big").unwrap());
+            let big = vec![b'x'; 4000];
+            // SAFETY: valid path, name and value.
+            let rc = unsafe {
+                libc::lsetxattr(c.as_ptr(), n.as_ptr(), big.as_ptr().cast(), big.len(), 0)
+            };
+            assert_eq!(rc, -1);
+            assert_eq!(
+                std::io::Error::last_os_error().raw_os_error(),
+                Some(libc::E2BIG)
+            );
+            assert_eq!(xattrs(&d.join("top.txt")).len(), 2);
+            // A unix socket can be bound inside the mount.
+            let l = std::os::unix::net::UnixListener::bind(d.join("live.sock")).unwrap();
+            assert!(
+                std::fs::symlink_metadata(d.join("live.sock"))
+                    .unwrap()
+                    .file_type()
+                    .is_socket_like()
+            );
+            drop(l);
+        })
+        .await;
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+trait SocketLike {
+    fn is_socket_like(&self) -> bool;
+}
+
+impl SocketLike for std::fs::FileType {
+    fn is_socket_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_socket()
+    }
+}
+
+/// Runs `script` with `sh -c` in `dir` as `uid:gid` with `groups`; returns whether it
+/// succeeded and its stderr.
+async fn as_user(dir: &Path, uid: u32, gid: u32, groups: &str, script: &str) -> (bool, String) {
+    let (dir, script) = (dir.to_path_buf(), script.to_owned());
+    let groups = groups.to_owned();
+    let out = blocking_for(Duration::from_secs(30), move || {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([format!("--reuid={uid}"), format!("--regid={gid}")]);
+        if groups.is_empty() {
+            cmd.arg("--clear-groups");
+        } else {
+            cmd.arg(format!("--groups={groups}"));
+        }
+        cmd.args(["sh", "-c", &script])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    })
+    .await;
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn local_users_share_an_allow_other_mount_as_a_disk() {
+    with_timeout(180, async {
+        let running = start().await;
+        let spool = tempfile::tempdir().unwrap();
+        let opts = MountOptions {
+            spool_dir: spool.path().to_path_buf(),
+            allow_other: true,
+            ..MountOptions::default()
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
+        let root = m.path().to_path_buf();
+        let r = root.clone();
+        blocking(move || {
+            std::fs::create_dir(r.join("tmp")).unwrap();
+            std::fs::set_permissions(r.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+                .unwrap();
+            std::fs::create_dir(r.join("team")).unwrap();
+            lchown(&r.join("team"), 0, 4000);
+            std::fs::set_permissions(r.join("team"), std::fs::Permissions::from_mode(0o2775))
+                .unwrap();
+        })
+        .await;
+
+        // Their own files, in a sticky directory.
+        let (ok, err) = as_user(
+            &root,
+            1001,
+            1001,
+            "",
+            "echo mine > tmp/a && chmod 644 tmp/a",
+        )
+        .await;
+        assert!(ok, "{err}");
+        let md = std::fs::metadata(root.join("tmp/a")).unwrap();
+        assert_eq!(
+            (md.uid(), md.gid(), md.mode() & 0o7777),
+            (1001, 1001, 0o644)
+        );
+        let (ok, _) = as_user(&root, 1002, 1002, "", "rm -f tmp/a").await;
+        assert!(!ok, "another user removed a file from a sticky directory");
+        let (ok, _) = as_user(&root, 1002, 1002, "", "echo theirs >> tmp/a").await;
+        assert!(!ok, "another user wrote to a 0644 file");
+        let (ok, _) = as_user(&root, 1001, 1001, "", "chown 1002 tmp/a").await;
+        assert!(!ok, "a user gave a file away");
+        let (ok, err) = as_user(&root, 1001, 1001, "4000", "chgrp 4000 tmp/a").await;
+        assert!(
+            ok,
+            "an owner may change the group to one of their own: {err}"
+        );
+        assert_eq!(std::fs::metadata(root.join("tmp/a")).unwrap().gid(), 4000);
+        let (ok, err) = as_user(&root, 1001, 1001, "", "rm tmp/a").await;
+        assert!(ok, "{err}");
+
+        // A setgid directory passes its group on, and its setgid bit to new directories.
+        let (ok, err) = as_user(&root, 1001, 1001, "4000", "touch team/f && mkdir team/sub").await;
+        assert!(ok, "{err}");
+        let f = std::fs::metadata(root.join("team/f")).unwrap();
+        assert_eq!((f.uid(), f.gid()), (1001, 4000));
+        let sub = std::fs::metadata(root.join("team/sub")).unwrap();
+        assert_eq!(sub.gid(), 4000);
+        assert_ne!(sub.mode() & libc::S_ISGID, 0);
+
+        // Writing to a setuid file as someone else clears the bit.
+        let (ok, err) = as_user(&root, 1001, 1001, "", "echo x > tmp/s && chmod 4777 tmp/s").await;
+        assert!(ok, "{err}");
+        let (ok, err) = as_user(&root, 1002, 1002, "", "echo y >> tmp/s").await;
+        assert!(ok, "{err}");
+        assert_eq!(
+            std::fs::metadata(root.join("tmp/s")).unwrap().mode() & libc::S_ISUID,
+            0
+        );
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
