@@ -6,172 +6,17 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use cognifs::fs::MountOptions;
+use support::tree::*;
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
-
-fn cstr(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
-}
-
-fn check(rc: i32, what: &str) {
-    assert_eq!(rc, 0, "{what}: {}", std::io::Error::last_os_error());
-}
-
-/// The user xattrs of `p` (not following a symlink).
-fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
-    let c = cstr(p);
-    let mut names = vec![0u8; 4096];
-    // SAFETY: valid path and buffer of the given length.
-    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    assert!(
-        n >= 0,
-        "llistxattr {}: {}",
-        p.display(),
-        std::io::Error::last_os_error()
-    );
-    names.truncate(n as usize);
-    let mut out = BTreeMap::new();
-    for name in names.split(|b| *b == 0).filter(|n| n.starts_with(b"user.")) {
-        let cname = CString::new(name).unwrap();
-        let mut value = vec![0u8; 4096];
-        // SAFETY: as above.
-        let n = unsafe {
-            libc::lgetxattr(
-                c.as_ptr(),
-                cname.as_ptr(),
-                value.as_mut_ptr().cast(),
-                value.len(),
-            )
-        };
-        assert!(n >= 0, "lgetxattr {}", p.display());
-        value.truncate(n as usize);
-        out.insert(String::from_utf8_lossy(name).into_owned(), value);
-    }
-    out
-}
-
-fn set_xattr(p: &Path, name: &str, value: &[u8]) {
-    let (c, n) = (cstr(p), CString::new(name).unwrap());
-    // SAFETY: valid path, name and value.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    check(rc, "lsetxattr");
-}
-
-/// Sets both times (not following a symlink), with nanoseconds.
-fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
-    let ts = [
-        libc::timespec {
-            tv_sec: atime.0,
-            tv_nsec: atime.1,
-        },
-        libc::timespec {
-            tv_sec: mtime.0,
-            tv_nsec: mtime.1,
-        },
-    ];
-    let c = cstr(p);
-    // SAFETY: valid path and two timespecs.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    check(rc, "utimensat");
-}
-
-fn lchown(p: &Path, uid: u32, gid: u32) {
-    // SAFETY: valid path.
-    check(
-        unsafe { libc::lchown(cstr(p).as_ptr(), uid, gid) },
-        "lchown",
-    );
-}
-
-fn mknod(p: &Path, mode: u32, dev: libc::dev_t) {
-    // SAFETY: valid path.
-    check(unsafe { libc::mknod(cstr(p).as_ptr(), mode, dev) }, "mknod");
-}
-
-/// Everything `ls -l`, `stat` and `getfattr` would show of one entry (atime aside: reading
-/// the source moves it).
-#[derive(Debug, PartialEq, Eq)]
-struct Entry {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    size: u64,
-    mtime: (i64, i64),
-    rdev: u64,
-    target: Option<Vec<u8>>,
-    digest: Option<u64>,
-    xattrs: BTreeMap<String, Vec<u8>>,
-}
-
-fn digest(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
-}
-
-/// Every entry below `root` (and `root` itself, as ""), not following symlinks.
-fn snapshot(root: &Path) -> BTreeMap<String, Entry> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p).unwrap();
-        let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-        let ft = md.file_type();
-        if ft.is_dir() {
-            for e in std::fs::read_dir(&p).unwrap() {
-                stack.push(e.unwrap().path());
-            }
-        }
-        let entry = Entry {
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: if ft.is_dir() { 0 } else { md.size() },
-            mtime: (md.mtime(), md.mtime_nsec()),
-            rdev: md.rdev(),
-            target: ft.is_symlink().then(|| {
-                std::fs::read_link(&p)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            }),
-            digest: ft.is_file().then(|| digest(&std::fs::read(&p).unwrap())),
-            xattrs: if ft.is_file() || ft.is_dir() {
-                xattrs(&p)
-            } else {
-                BTreeMap::new()
-            },
-        };
-        out.insert(rel, entry);
-    }
-    out
-}
 
 /// A tree holding every kind of entry and attribute a local disk keeps.
 fn build_tree(root: &Path) {
@@ -260,14 +105,6 @@ fn require_rsync() {
     );
 }
 
-fn assert_same_tree(want: &BTreeMap<String, Entry>, got: &BTreeMap<String, Entry>, when: &str) {
-    let names = |m: &BTreeMap<String, Entry>| m.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(names(got), names(want), "{when}: names");
-    for (rel, w) in want {
-        assert_eq!(&got[rel], w, "{when}: /{rel}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_tree_round_trips_through_rsync_and_a_remount() {
     require_rsync();
@@ -289,7 +126,10 @@ async fn a_whole_tree_round_trips_through_rsync_and_a_remount() {
         let mut m = mount_user(&running, ALICE.0, ALICE.1, opts()).await;
         let dst = m.join("tree");
         let sent = rsync(&root, &dst, false).await;
-        assert!(sent.len() > want.len(), "rsync created every entry: {sent:?}");
+        assert!(
+            sent.len() > want.len(),
+            "rsync created every entry: {sent:?}"
+        );
         let d = dst.clone();
         assert_same_tree(&want, &blocking(move || snapshot(&d)).await, "after rsync");
         assert_eq!(

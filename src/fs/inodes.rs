@@ -267,14 +267,15 @@ impl Inodes {
         self.ttl
     }
 
-    /// The attributes shown for `found`: what is stored, else the mount's defaults. A
-    /// directory without stored times shows the mount time (stable); an object, its
-    /// Last-Modified.
+    /// The attributes shown for `found`: what is stored, else the mount's defaults. Without
+    /// a stored mtime an object (or a directory's marker) shows its Last-Modified, as s3fs
+    /// does; a directory without a marker, the mount time (stable).
     pub fn attr(&self, ino: u64, found: &Found) -> Attr {
         let m = &found.meta;
         let d = &self.defaults;
         let mtime = m.mtime.unwrap_or(match found.kind {
-            Kind::Dir => self.mount_time,
+            // No marker, no time: the mount time is a stable stand-in.
+            Kind::Dir if found.last_modified == SystemTime::UNIX_EPOCH => self.mount_time,
             _ => found.last_modified,
         });
         let perm = match (found.kind, m.perm()) {

@@ -115,6 +115,11 @@ impl Fs {
             gid: Some(caller.gid),
             ..Meta::default()
         };
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            // Written once, now (a regular file's times are those of its upload).
+            let now = SystemTime::now();
+            (meta.mtime, meta.ctime) = (Some(now), Some(now));
+        }
         if let Some(p) = self.inodes.get(parent)
             && p.attr.perm & libc::S_ISGID as u16 != 0
         {

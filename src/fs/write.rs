@@ -317,7 +317,9 @@ impl Fs {
         let _io = ws.io.lock().await;
         let pending = {
             let mut i = ws.inner.lock().unwrap();
-            let pending = i.upload_pending().then(|| (i.size, i.meta.clone()));
+            let pending = i
+                .upload_pending()
+                .then(|| (i.size, (i.meta.clone(), i.modified)));
             if pending.is_some() {
                 i.dirty = false;
             }
@@ -330,8 +332,17 @@ impl Fs {
             }
             return Ok(());
         };
-        match upload::upload(&ws.ctx, &ws.spool, &node.rel, size, &meta, stream).await {
-            Ok(etag) => {
+        let (meta, modified) = meta;
+        let uploaded = upload::upload(
+            &ws.ctx,
+            &ws.spool,
+            &node.rel,
+            size,
+            (&meta, modified),
+            stream,
+        );
+        match uploaded.await {
+            Ok((etag, meta)) => {
                 let found = Found::written(Kind::File, size, etag, meta);
                 self.inodes.set_written(ws.ino, found);
                 Ok(())

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod tree;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

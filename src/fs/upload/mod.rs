@@ -22,6 +22,7 @@ pub mod streaming;
 pub mod whole;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::Semaphore;
 
@@ -42,22 +43,33 @@ pub struct UploadCtx {
 }
 
 /// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it
-/// carried exactly that, else from the spool. Returns the new etag.
+/// carried exactly that, else from the spool. Returns the new etag and the metadata stored.
+///
+/// Like s3fs, every upload stores an mtime: `meta`'s if one was set (utimens), else the
+/// time of the last write (`modified`) — or, for a streamed upload, the time its first
+/// part left, so that a large `cp` costs no CopyObject to fix the time afterwards.
 pub async fn upload(
     ctx: &Arc<UploadCtx>,
     spool: &Spool,
     rel: &str,
     size: u64,
-    meta: &Meta,
+    (meta, modified): (&Meta, SystemTime),
     stream: Option<Stream>,
-) -> StoreResult<String> {
+) -> StoreResult<(String, Meta)> {
+    let mut meta = meta.clone();
     if let Some(s) = stream {
         if s.covers(rel, size) {
             let started_with = s.meta().clone();
+            if meta.mtime.is_none() {
+                meta.mtime = started_with.mtime;
+            }
             match s.finish(ctx).await {
-                Ok(etag) if started_with == *meta => return Ok(etag),
+                Ok(etag) if started_with == meta => return Ok((etag, meta)),
                 // Metadata set after the upload started: apply it server-side.
-                Ok(_) => return ctx.store.copy(rel, rel, Some(&meta.to_user())).await,
+                Ok(_) => {
+                    let etag = ctx.store.copy(rel, rel, Some(&meta.to_user())).await?;
+                    return Ok((etag, meta));
+                }
                 Err(e) => {
                     tracing::warn!(key = %rel, error = %e, "streamed upload failed; uploading from the spool");
                 }
@@ -66,5 +78,9 @@ pub async fn upload(
             s.abandon(ctx);
         }
     }
-    whole::upload_spool(ctx, spool, rel, size, meta).await
+    if meta.mtime.is_none() {
+        meta.mtime = Some(modified);
+    }
+    let etag = whole::upload_spool(ctx, spool, rel, size, &meta).await?;
+    Ok((etag, meta))
 }

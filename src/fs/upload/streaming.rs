@@ -75,6 +75,10 @@ impl Stream {
         let id = match &self.upload_id {
             Some(id) => id.clone(),
             None => {
+                // The file's mtime unless one is set: now, as its first part leaves.
+                if self.meta.mtime.is_none() {
+                    self.meta.mtime = Some(std::time::SystemTime::now());
+                }
                 let id = ctx
                     .store
                     .create_multipart(&self.rel, &self.meta.to_user())
