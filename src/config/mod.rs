@@ -42,7 +42,7 @@ use paths::{config_path_traced, profile_name_traced};
 
 /// Loopback port the sign-in redirect comes back to unless a profile says otherwise.
 pub const DEFAULT_CALLBACK_PORT: u16 = 53682;
-/// Matches the identity-pool policy in DESIGN.md (`${cognito-identity.amazonaws.com:sub}/*`).
+/// Matches the identity-pool policy in docs/AWS-SETUP.md (`${cognito-identity.amazonaws.com:sub}/*`).
 pub const DEFAULT_PREFIX_TEMPLATE: &str = "{identity_id}/";
 /// Profile used when neither `--profile` nor `$COGNIFS_PROFILE` picks one.
 pub const DEFAULT_PROFILE: &str = "default";

@@ -1,10 +1,10 @@
 //! The filesystem: a semantic core ([`Fs`]) that answers lookups, attributes, listings,
-//! reads and writes in terms of an [`ObjectStore`], and a thin FUSE adapter (`fuse.rs`) that
+//! reads and writes in terms of an [`ObjectStore`], and a thin FUSE adapter (`fuse/`) that
 //! links kernel requests to it. The core has no FUSE types in it, so tests drive it
 //! directly over a [`crate::store::MemoryStore`], without a mount or root.
 //!
 //! Layers:
-//! - `fuse.rs` → [`Fs`], whose operations live by job: `lookup.rs` (lookups, attributes,
+//! - `fuse/` → [`Fs`], whose operations live by job: `lookup.rs` (lookups, attributes,
 //!   listings), `handle.rs` (open handles, reads), `write.rs` (files open for writing),
 //!   `namespace.rs` (setattr, mkdir, unlink, rmdir, rename), `recovery.rs` (shutdown,
 //!   crash cleanup);

@@ -137,14 +137,6 @@ impl FileReader {
         }
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    pub fn etag(&self) -> &str {
-        &self.etag
-    }
-
     fn block_key(&self, block: u64) -> BlockKey {
         BlockKey {
             key: self.rel.clone(),

@@ -11,96 +11,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow,
-    WriteFlags,
+    BackgroundSession, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
 use tokio::runtime::Handle;
 
-use super::inodes::{Attr, Kind};
-use super::{Caller, Fs, FsError, MountOptions, SetAttr};
+mod convert;
 
-/// Answers a failed request: the errno for the kernel, and one log line for a failure
-/// (S3, credentials, the disk) with the operation and the path. Ordinary answers (ENOENT,
-/// EEXIST, ENOTEMPTY…) go to the debug log only.
-fn failed(fs: &Fs, op: &'static str, ino: u64, name: Option<&str>, e: FsError) -> Errno {
-    let dir = fs.path_of(ino).unwrap_or_else(|| format!("<inode {ino}>"));
-    let path = match name {
-        Some(n) => format!(
-            "{dir}{}{n}",
-            if dir.is_empty() || dir.ends_with('/') {
-                ""
-            } else {
-                "/"
-            }
-        ),
-        None => dir,
-    };
-    if e.is_failure() {
-        tracing::warn!(op, path = %path, error = %e, "request failed");
-    } else {
-        tracing::debug!(op, path = %path, error = %e, "request answered with an error");
-    }
-    Errno::from_i32(e.errno)
-}
+use super::inodes::Attr;
+use super::{Fs, FsError, SetAttr};
+use convert::{caller, failed, file_attr, file_type, reply_xattr, time, utf8};
 
 struct FuseFs {
     fs: Arc<Fs>,
     rt: Handle,
-}
-
-fn file_attr(a: &Attr, o: &MountOptions) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.mtime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: o.block_size.min(u64::from(u32::MAX)) as u32,
-        flags: 0,
-    }
-}
-
-fn file_type(k: Kind) -> FileType {
-    match k {
-        Kind::File => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Fifo => FileType::NamedPipe,
-        Kind::Socket => FileType::Socket,
-        Kind::CharDevice => FileType::CharDevice,
-        Kind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-/// The owner of what a request creates.
-fn caller(req: &Request) -> Caller {
-    Caller {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-/// Answers an xattr read: the size when asked for it (`size` 0), else the bytes, or
-/// `ERANGE` when they do not fit.
-fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
-    if size == 0 {
-        reply.size(data.len() as u32);
-    } else if data.len() <= size as usize {
-        reply.data(data);
-    } else {
-        reply.error(Errno::ERANGE);
-    }
 }
 
 impl FuseFs {
@@ -139,21 +65,6 @@ impl FuseFs {
                 Err(e) => reply.error(failed(&fs, op, ino.0, name.as_deref(), e)),
             }
         });
-    }
-}
-
-/// A name as S3 can store it (UTF-8), or the errno for one it cannot.
-fn utf8(name: &OsStr) -> Result<String, Errno> {
-    if name.len() > 255 {
-        return Err(Errno::ENAMETOOLONG);
-    }
-    name.to_str().map(str::to_owned).ok_or(Errno::EINVAL)
-}
-
-fn time(t: TimeOrNow) -> SystemTime {
-    match t {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
     }
 }
 
@@ -242,7 +153,7 @@ impl Filesystem for FuseFs {
     fn release(
         &self,
         _req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -250,11 +161,10 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let fs = self.fs.clone();
-        // flush already reported any upload error to close(); this one goes to the log.
+        // flush already reported any upload error to close(); a failed last upload is
+        // logged by the core itself (it says the data was dropped).
         self.rt.spawn(async move {
-            if let Err(e) = fs.release(fh.0).await {
-                failed(&fs, "release", ino.0, None, e);
-            }
+            let _ = fs.release(fh.0).await;
             reply.ok();
         });
     }
