@@ -6,8 +6,8 @@
 //! Layers:
 //! - `fuse/` → [`Fs`], whose operations live by job: `lookup.rs` (lookups, attributes,
 //!   listings), `handle.rs` (open handles, reads), `write.rs` (files open for writing),
-//!   `namespace.rs` (setattr, mkdir, unlink, rmdir, rename), `recovery.rs` (shutdown,
-//!   crash cleanup);
+//!   `namespace.rs` (setattr, mkdir, mknod, symlink, readlink, unlink, rmdir, rename),
+//!   `xattr.rs` (extended attributes), `recovery.rs` (shutdown, crash cleanup);
 //! - below them: `inodes.rs` (the inode table, TTLs, mapping rules), `meta.rs` (object
 //!   metadata ⇄ attributes), `read.rs` (readers, readahead) → `cache.rs` (blocks),
 //!   `spool.rs` (local copies of files being written) → `upload/` (streaming and whole-file
