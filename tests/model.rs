@@ -1196,3 +1196,24 @@ fn regression_rename_over_an_open_file_then_remount() {
     ];
     run(&steps, Duration::from_secs(60));
 }
+
+/// What an open file shows once its name is gone, and sizes S3 cannot hold.
+#[test]
+fn unlinked_open_files_have_no_links_and_huge_sizes_are_efbig() {
+    let mut h = Harness::new(Duration::from_secs(60));
+    assert_eq!(h.apply(&Step::Create(vec!["a"])), (0, 0));
+    let Open { fh, ino, .. } = h.handles[0];
+    let fs = h.fs.clone();
+    assert_eq!(h.rt.block_on(fs.getattr(ino)).unwrap().nlink, 1);
+    assert_eq!(h.apply(&Step::Unlink(vec!["a"])), (0, 0));
+    assert_eq!(h.rt.block_on(fs.getattr(ino)).unwrap().nlink, 0);
+    let huge = SetAttr {
+        size: Some(6 << 40),
+        ..SetAttr::default()
+    };
+    let err = h.rt.block_on(fs.setattr(ino, Some(fh), huge)).unwrap_err();
+    assert_eq!(err.errno, libc::EFBIG);
+    let err = h.rt.block_on(fs.write(fh, 5 << 40, vec![1])).unwrap_err();
+    assert_eq!(err.errno, libc::EFBIG);
+    assert_eq!(h.apply(&Step::Close { handle: 0 }), (0, 0));
+}

@@ -64,6 +64,7 @@ pub fn errno_of(e: &StoreError) -> i32 {
         StoreError::InvalidPath(_) => libc::EINVAL,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
         StoreError::NoSpace => libc::ENOSPC,
+        StoreError::TooLarge => libc::EFBIG,
         StoreError::Local(_) | StoreError::Other(_) => libc::EIO,
     }
 }
@@ -97,6 +98,7 @@ mod tests {
             (StoreError::Other("503".into()), libc::EIO),
             (StoreError::NoSpace, libc::ENOSPC),
             (StoreError::Timeout("t".into()), libc::ETIMEDOUT),
+            (StoreError::TooLarge, libc::EFBIG),
         ];
         for (e, errno) in cases {
             let text = e.to_string();

@@ -148,6 +148,8 @@ pub struct Attr {
     pub atime: SystemTime,
     pub ctime: SystemTime,
     pub rdev: u32,
+    /// Names the entry has: 0 once it was unlinked (while still open).
+    pub nlink: u32,
     /// False when the attributes come from a listing and may not be what S3 stores.
     pub meta_known: bool,
 }
@@ -296,6 +298,7 @@ impl Inodes {
             atime: m.atime.unwrap_or(mtime),
             ctime: m.ctime.unwrap_or(mtime),
             rdev: m.rdev.unwrap_or(0),
+            nlink: if found.kind == Kind::Dir { 2 } else { 1 },
             meta_known: found.meta_known,
         }
     }
@@ -315,10 +318,14 @@ impl Inodes {
 
     pub fn get(&self, ino: u64) -> Option<NodeInfo> {
         let state = self.state.lock().unwrap();
-        state
-            .nodes
-            .get(&ino)
-            .map(|n| self.info(ino, n, Instant::now()))
+        let node = state.nodes.get(&ino)?;
+        let mut info = self.info(ino, node, Instant::now());
+        let linked =
+            ino == ROOT_INO || state.children.get(&(node.parent, node.name.clone())) == Some(&ino);
+        if !linked {
+            info.attr.nlink = 0;
+        }
+        Some(info)
     }
 
     /// The child's node if we have one, fresh or not.

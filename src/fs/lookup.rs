@@ -120,9 +120,12 @@ impl Fs {
     pub async fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
         if let Some(ws) = self.write_state(ino) {
-            return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
+            let mut attr = self.inodes.attr(ino, &ws.overlay(node.found));
+            attr.nlink = node.attr.nlink;
+            return Ok(attr);
         }
-        if node.fresh && node.attr.meta_known {
+        // Unlinked but still open: its name is gone, there is nothing to ask S3.
+        if (node.fresh || node.attr.nlink == 0) && node.attr.meta_known {
             return Ok(node.attr);
         }
         match node.kind {

@@ -34,6 +34,16 @@ use crate::store::{ObjectStore, StoreError, StoreResult};
 
 /// Chunk size for copying an existing object into the spool.
 const LOAD_CHUNK: u64 = 8 << 20;
+/// S3's largest object: a file cannot grow past it.
+const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+fn check_size(end: u64) -> StoreResult<()> {
+    if end > MAX_OBJECT_SIZE {
+        Err(StoreError::TooLarge)
+    } else {
+        Ok(())
+    }
+}
 
 struct Inner {
     size: u64,
@@ -163,6 +173,7 @@ impl WriteState {
     }
 
     pub async fn write(&self, offset: u64, data: Vec<u8>) -> StoreResult<u32> {
+        check_size(offset.saturating_add(data.len() as u64))?;
         let data = Bytes::from(data);
         let len = data.len();
         self.spool.write_at(data.clone(), offset).await?;
@@ -211,6 +222,7 @@ impl WriteState {
     }
 
     pub async fn truncate(&self, size: u64) -> StoreResult<()> {
+        check_size(size)?;
         let keeps_stream = matches!(&*self.stream.lock().await, Some(s) if s.end() == size);
         if !keeps_stream {
             self.stop_stream().await;

@@ -92,6 +92,9 @@ pub enum StoreError {
     /// The local spool (or a file being uploaded) could not be written: disk full.
     #[error("no space left in the local spool")]
     NoSpace,
+    /// Larger than an object can be (S3: 5 TiB) or than the spool's filesystem allows.
+    #[error("file too large")]
+    TooLarge,
     /// A local file could not be read or written for a reason other than space.
     #[error("local I/O: {0}")]
     Local(String),
@@ -104,6 +107,7 @@ impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => StoreError::NoSpace,
+            Some(libc::EFBIG) => StoreError::TooLarge,
             _ => StoreError::Local(e.to_string()),
         }
     }

@@ -44,7 +44,7 @@ pub(super) fn file_attr(a: &Attr, o: &MountOptions) -> FileAttr {
         crtime: a.mtime,
         kind: file_type(a.kind),
         perm: a.perm,
-        nlink: if a.kind == Kind::Dir { 2 } else { 1 },
+        nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
         rdev: a.rdev,
