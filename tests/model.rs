@@ -313,6 +313,14 @@ impl Model {
         a
     }
 
+    /// An entry of `path`'s parent changed: the parent's mtime moves to "now" (unknown to
+    /// the model; what matters is that an explicit one is gone and that it is stored).
+    fn touch_parent(&mut self, path: &[&'static str]) {
+        if let Some(Node::Dir(a)) = self.tree.get_mut(&path[..path.len() - 1]) {
+            a.mtime = None;
+        }
+    }
+
     fn has_children(&self, dir: &[&'static str]) -> bool {
         self.tree
             .keys()
@@ -372,6 +380,8 @@ impl Harness {
             file_mode: DEFAULT_MODE as u16,
             dir_mode: DIR_MODE as u16,
             spool_dir: spool.path().to_path_buf(),
+            // Written behind often, so the writes interleave with the steps.
+            dir_times_interval: Duration::from_millis(3),
             ..MountOptions::default()
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -529,6 +539,7 @@ impl Harness {
                                 attrs,
                             };
                             self.model.tree.insert(path.clone(), Node::File(file));
+                            self.model.touch_parent(path);
                         }
                     }
                 }
@@ -828,6 +839,7 @@ impl Harness {
                     self.in_parent(path, |fs, parent, name| rt.block_on(fs.rmdir(parent, name)));
                 if got == 0 && expected == 0 {
                     self.model.tree.remove(path);
+                    self.model.touch_parent(path);
                 }
                 (got, expected)
             }
@@ -843,6 +855,7 @@ impl Harness {
                 });
                 if got == 0 && expected == 0 {
                     self.model.remove(path);
+                    self.model.touch_parent(path);
                 }
                 (got, expected)
             }
@@ -853,12 +866,21 @@ impl Harness {
             } => self.rename(from, to, *noreplace),
             Step::Remount => {
                 let closed = self.close_all();
+                // As an unmount does: directory times written behind go up now.
+                let flushed = self.rt.block_on(fs.flush_dir_times()).map_err(errno);
+                // An injected failure aims at the unmount (closing, flushing), not at the
+                // comparison below.
+                self.store.clear_faults();
+                let before = self.dir_times();
                 self.model.orphans.clear();
                 self.fs = Arc::new(Fs::new(
                     self.store.clone() as Arc<dyn ObjectStore>,
                     self.opts.clone(),
                 ));
-                (closed.err().unwrap_or(0), 0)
+                if closed.is_ok() && flushed.is_ok() {
+                    assert_eq!(self.dir_times(), before, "directory times after a remount");
+                }
+                (closed.and(flushed).err().unwrap_or(0), 0)
             }
         }
     }
@@ -901,6 +923,7 @@ impl Harness {
         };
         if got == 0 && expected == 0 {
             self.model.tree.insert(path.clone(), node);
+            self.model.touch_parent(path);
         }
         (got, expected)
     }
@@ -956,6 +979,8 @@ impl Harness {
                 q.extend_from_slice(&p[from.len()..]);
                 model.tree.insert(q, node);
             }
+            model.touch_parent(from);
+            model.touch_parent(to);
         }
         (got, expected)
     }
@@ -991,6 +1016,20 @@ impl Harness {
             Ok((_, None)) => libc::ENOENT,
             Ok((_, Some(a))) => res(f(&self.fs, a.ino)),
         }
+    }
+
+    /// Every directory's mtime and ctime as the mount shows them.
+    fn dir_times(&self) -> BTreeMap<Path, (SystemTime, SystemTime)> {
+        let mut out = BTreeMap::new();
+        for (p, n) in &self.model.tree {
+            if matches!(n, Node::Dir(_))
+                && let Ok((_, Some(a))) = self.lookup(p)
+            {
+                let a = self.rt.block_on(self.fs.getattr(a.ino)).unwrap();
+                out.insert(p.clone(), (a.mtime, a.ctime));
+            }
+        }
+        out
     }
 
     /// Compares the whole tree as the mount shows it with the model.

@@ -219,6 +219,18 @@ struct Node {
     listing: Option<(Arc<Vec<DirEntry>>, Instant)>,
     /// A symlink's target, for the version (etag) it was read from.
     link: Option<(String, bytes::Bytes)>,
+    /// A directory's mtime and ctime moved by a change of its entries, not yet stored:
+    /// what S3 says about the directory does not take them back.
+    pending_times: Option<SystemTime>,
+}
+
+impl Node {
+    fn set_found(&mut self, found: Found) {
+        self.found = found;
+        if let Some(t) = self.pending_times {
+            (self.found.meta.mtime, self.found.meta.ctime) = (Some(t), Some(t));
+        }
+    }
 }
 
 struct State {
@@ -250,6 +262,7 @@ impl Inodes {
                 lookups: 1,
                 listing: None,
                 link: None,
+                pending_times: None,
             },
         );
         Inodes {
@@ -370,7 +383,7 @@ impl Inodes {
                 found.meta = node.found.meta.clone();
                 found.meta_known = true;
             }
-            node.found = found;
+            node.set_found(found);
             node.expires = now + self.ttl;
             return ino;
         }
@@ -396,6 +409,7 @@ impl Inodes {
                 lookups: 0,
                 listing: None,
                 link: None,
+                pending_times: None,
             },
         );
         state.children.insert(key, ino);
@@ -409,7 +423,7 @@ impl Inodes {
         if node.found.kind != found.kind {
             return None;
         }
-        node.found = found;
+        node.set_found(found);
         node.expires = Instant::now() + self.ttl;
         Some(self.attr(ino, &node.found))
     }
@@ -439,6 +453,7 @@ impl Inodes {
         let mut state = self.state.lock().unwrap();
         let node = state.nodes.get_mut(&ino)?;
         node.found = found;
+        node.pending_times = None;
         node.expires = Instant::now() + self.ttl;
         let (parent, name) = (node.parent, node.name.clone());
         let attr = self.attr(ino, &node.found);
@@ -585,6 +600,36 @@ impl Inodes {
             .nodes
             .get(&ino)
             .map_or(0, |n| n.lookups)
+    }
+
+    /// A change of `ino`'s entries at `now` (if it is a directory): its mtime and ctime
+    /// show `now` from here on. Returns whether it is a directory.
+    pub fn touch_dir(&self, ino: u64, now: SystemTime) -> bool {
+        let mut state = self.state.lock().unwrap();
+        match state.nodes.get_mut(&ino) {
+            Some(n) if n.found.kind == Kind::Dir => {
+                n.pending_times = Some(now);
+                (n.found.meta.mtime, n.found.meta.ctime) = (Some(now), Some(now));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A directory's marker now holds `meta` (its times written behind): pending times it
+    /// carries are stored, newer ones stay pending.
+    pub fn set_dir_meta(&self, ino: u64, meta: Meta) {
+        let mut state = self.state.lock().unwrap();
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            if n.pending_times == meta.mtime {
+                n.pending_times = None;
+            }
+            n.found.meta_known = true;
+            n.set_found(Found {
+                meta,
+                ..n.found.clone()
+            });
+        }
     }
 
     /// A symlink's target as read before, if the node is still that version.

@@ -17,6 +17,7 @@
 //! `fs/` never builds S3 requests; the store never knows about inodes.
 
 pub mod cache;
+mod dirtimes;
 pub mod error;
 mod fuse;
 mod handle;
@@ -40,6 +41,7 @@ use std::time::Duration;
 
 use crate::store::ObjectStore;
 use cache::BlockCache;
+use dirtimes::DirTimes;
 pub use error::{FsError, FsResult};
 use handle::Handle;
 pub use inodes::{Attr, DirEntry, Kind, ROOT_INO};
@@ -81,6 +83,9 @@ pub struct MountOptions {
     /// Parts buffered for upload across the mount (memory ≈ this × `part_size`); writers
     /// beyond it wait.
     pub upload_parts_budget: usize,
+    /// How often directory times moved by changes of their entries are written to their
+    /// markers (1 s): at most one PUT per directory per interval.
+    pub dir_times_interval: Duration,
 }
 
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
@@ -109,6 +114,7 @@ impl Default for MountOptions {
             part_size: 8 << 20,
             parts_in_flight: 4,
             upload_parts_budget: 32,
+            dir_times_interval: Duration::from_secs(1),
         }
     }
 }
@@ -116,7 +122,8 @@ impl Default for MountOptions {
 /// The semantic core of the mount.
 pub struct Fs {
     store: Arc<dyn ObjectStore>,
-    inodes: Inodes,
+    inodes: Arc<Inodes>,
+    dir_times: Arc<DirTimes>,
     read: Arc<ReadShared>,
     opts: MountOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
@@ -151,7 +158,7 @@ impl Fs {
         Fs {
             upload,
             store,
-            inodes: Inodes::new(
+            inodes: Arc::new(Inodes::new(
                 opts.metadata_ttl,
                 Defaults {
                     uid: opts.uid,
@@ -159,7 +166,8 @@ impl Fs {
                     file_mode: opts.file_mode,
                     dir_mode: opts.dir_mode,
                 },
-            ),
+            )),
+            dir_times: Arc::new(DirTimes::new(opts.dir_times_interval, opts.dir_mode)),
             read,
             opts,
             handles: Mutex::new(HashMap::new()),
@@ -193,6 +201,18 @@ impl Fs {
             return Err(FsError::new(libc::ENOTDIR));
         }
         Ok(node)
+    }
+
+    /// The entries of these directories changed now (see `dirtimes.rs`).
+    fn touch_dirs(&self, dirs: &[u64]) {
+        for &d in dirs {
+            self.dir_times.touch(&self.inodes, &self.store, d);
+        }
+    }
+
+    /// Writes the directory times still pending (at unmount; also every second).
+    pub async fn flush_dir_times(&self) -> FsResult<()> {
+        Ok(self.dir_times.flush(&self.inodes, &*self.store).await?)
     }
 
     pub fn forget(&self, ino: u64, n: u64) {

@@ -13,6 +13,7 @@ pub struct Mount {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     fs: Arc<Fs>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Mount {
@@ -34,6 +35,13 @@ impl Mount {
             session
                 .umount_and_join()
                 .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
+            // Directory times still written behind go up now. On a thread of its own: the
+            // caller may be on the runtime.
+            let (fs, rt) = (self.fs.clone(), self.runtime.clone());
+            let flushed = std::thread::spawn(move || rt.block_on(fs.flush_dir_times())).join();
+            if let Ok(Err(e)) = flushed {
+                tracing::warn!(error = %e, "could not store directory times at unmount");
+            }
         }
         Ok(())
     }
@@ -95,11 +103,12 @@ pub fn mount(
     let fs = Arc::new(Fs::new(store, opts));
     // Before the kernel sees the mount: clean up after a previous crash of this prefix.
     runtime.block_on(fs.recover());
-    let session = super::fuse::spawn(fs.clone(), mountpoint, runtime)
+    let session = super::fuse::spawn(fs.clone(), mountpoint, runtime.clone())
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     Ok(Mount {
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
         fs,
+        runtime,
     })
 }

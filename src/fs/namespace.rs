@@ -243,8 +243,19 @@ impl Fs {
         node: &super::inodes::NodeInfo,
         f: impl Fn(&mut Meta, Kind) -> FsResult<()>,
     ) -> FsResult<Attr> {
-        let marker = self.store.head(&node.rel).await?;
-        let mut found = Found::dir_with(marker.as_ref());
+        // Serialized with the write-behind of directory times: the last write wins, never
+        // an older time written late.
+        let _gate = self.dir_times.gate.lock().await;
+        let node = self
+            .inodes
+            .get(node.ino)
+            .ok_or(FsError::new(libc::ENOENT))?;
+        let mut found = if node.found.meta_known {
+            // What the marker holds, with any directory times still to be written.
+            node.found.clone()
+        } else {
+            Found::dir_with(self.store.head(&node.rel).await?.as_ref())
+        };
         f(&mut found.meta, Kind::Dir)?;
         if found.meta.mode.is_none() {
             found.meta.mode = Some(libc::S_IFDIR | u32::from(self.opts.dir_mode));
@@ -253,6 +264,7 @@ impl Fs {
         self.store
             .put(&node.rel, bytes::Bytes::new(), &found.meta.to_user())
             .await?;
+        self.dir_times.written(node.ino);
         self.inodes
             .set_written(node.ino, found)
             .ok_or(FsError::new(libc::ENOENT))
@@ -285,6 +297,7 @@ impl Fs {
         };
         let attr = self.inodes.upsert(parent, name, found, true);
         self.inodes.invalidate_listing(parent);
+        self.touch_dirs(&[parent]);
         Ok(attr)
     }
 
@@ -360,6 +373,7 @@ impl Fs {
             .inodes
             .upsert(parent, name, Found::written(kind, size, etag, meta), true);
         self.inodes.invalidate_listing(parent);
+        self.touch_dirs(&[parent]);
         Ok(attr)
     }
 
@@ -397,6 +411,7 @@ impl Fs {
             ws.mark_unlinked();
         }
         self.inodes.remove(parent, name);
+        self.touch_dirs(&[parent]);
         Ok(())
     }
 
@@ -419,8 +434,14 @@ impl Fs {
         if self.has_children(&node.rel).await? || self.has_open_writes_under(attr.ino) {
             return Err(FsError::new(libc::ENOTEMPTY));
         }
-        self.store.delete(&node.rel).await?;
-        self.inodes.remove(parent, name);
+        {
+            // No write-behind of its times may bring the marker back.
+            let _gate = self.dir_times.gate.lock().await;
+            self.store.delete(&node.rel).await?;
+            self.dir_times.forget([attr.ino]);
+            self.inodes.remove(parent, name);
+        }
+        self.touch_dirs(&[parent]);
         Ok(())
     }
 
@@ -485,8 +506,12 @@ impl Fs {
                         return Err(FsError::new(libc::ENOTEMPTY));
                     }
                 }
+                // No write-behind of directory times may write at the old names meanwhile.
+                let _gate = self.dir_times.gate.lock().await;
                 self.rename_dir(&src_node.rel, &dst_rel, dst.is_some())
                     .await?;
+                self.dir_times.forget(dst.as_ref().map(|d| d.ino));
+                self.inodes.rename(parent, name, new_parent, new_name);
             }
         }
         if let Some(d) = &dst
@@ -495,7 +520,10 @@ impl Fs {
             // The replaced file's open handles no longer name anything.
             ws.mark_unlinked();
         }
-        self.inodes.rename(parent, name, new_parent, new_name);
+        if src.kind != Kind::Dir {
+            self.inodes.rename(parent, name, new_parent, new_name);
+        }
+        self.touch_dirs(&[parent, new_parent]);
         Ok(())
     }
 

@@ -418,6 +418,7 @@ impl Fs {
         let found = Found::written(Kind::File, 0, String::new(), meta.clone());
         let attr = self.inodes.upsert(parent, name, found.clone(), true);
         self.inodes.invalidate_listing(parent);
+        self.touch_dirs(&[parent]);
         let ws = self.attach_write(attr.ino, meta, Some(format!("{parent_rel}{name}")))?;
         ws.truncate(0).await?;
         let fh = self.add_handle(Handle::Writer {
