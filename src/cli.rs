@@ -223,10 +223,7 @@ mod tests {
             crate::commands::completions(shell.parse().unwrap(), &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
             assert!(text.contains("cognifs"), "{shell}");
-            assert!(
-                text.contains("--read-only"),
-                "{shell} completes mount flags"
-            );
+            assert!(text.contains("read-only"), "{shell} completes mount flags");
         }
         let mut out = Vec::new();
         crate::commands::man_page(&mut out).unwrap();

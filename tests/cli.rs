@@ -309,7 +309,7 @@ fn completions_and_man_page_come_from_the_binary() {
         assert_ok(&out, shell);
         let script = text(&out.stdout);
         assert!(
-            script.contains("cognifs") && script.contains("--no-browser"),
+            script.contains("cognifs") && script.contains("no-browser"),
             "{shell}: {script}"
         );
     }
@@ -350,8 +350,13 @@ fn readme_commands() -> Vec<Vec<String>> {
                 .map(|w| w.trim_matches(&['[', ']'][..]).to_owned())
                 .filter(|w| !w.is_empty())
                 .collect();
-            let args = if let Some(at) = words.iter().position(|w| w == "cognifs") {
-                &words[at + 1..]
+            // The command word: the first after any `VAR=value` assignments.
+            let words: Vec<String> = words
+                .into_iter()
+                .skip_while(|w| w.split_once('=').is_some_and(|(k, _)| !k.starts_with('-')))
+                .collect();
+            let args = if words.first().is_some_and(|w| w == "cognifs") {
+                &words[1..]
             } else if words.starts_with(&["cargo".to_owned(), "run".to_owned()])
                 && !words.iter().any(|w| w == "-p")
                 && let Some(at) = words.iter().position(|w| w == "--")
@@ -385,7 +390,8 @@ fn every_cognifs_command_in_the_readme_parses() {
         "cognifs demo ~/cloud",
         "cognifs login --no-browser",
         "cognifs mount ~/cloud",
-        "cognifs --profile work service install",
+        "cognifs service install",
+        "cognifs config import path/to/.env --profile NAME",
         "cognifs completions bash",
         "cognifs man",
     ] {
