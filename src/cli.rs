@@ -67,6 +67,10 @@ pub enum Command {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,6 +214,25 @@ mod tests {
     fn the_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completions_and_man_page_are_generated() {
+        for shell in ["bash", "zsh", "fish"] {
+            let mut out = Vec::new();
+            crate::commands::completions(shell.parse().unwrap(), &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("cognifs"), "{shell}");
+            assert!(text.contains("read-only"), "{shell} completes mount flags");
+        }
+        let mut out = Vec::new();
+        crate::commands::man_page(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with(".ie") || text.contains(".TH cognifs"),
+            "{text}"
+        );
+        assert!(text.contains("mount"));
     }
 
     #[test]

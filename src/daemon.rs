@@ -42,6 +42,16 @@ pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<
             .add_directive("aws_sigv4=info".parse().expect("static directive"))
             .add_directive("hyper=info".parse().expect("static directive"))
             .add_directive("reqwest=info".parse().expect("static directive"))
+            // fuser 0.18's `Mount` unmounts again when dropped, even after the mount is gone:
+            // its `is_mounted` takes POLLERR on /dev/fuse (libfuse's sign that the connection
+            // is already unmounted) for "still mounted". So every clean unmount from outside
+            // (`cognifs unmount`, `fusermount3 -u`, our own lazy `Mount::detach`) is followed,
+            // once the session thread ends inside `BackgroundSession::join`, by a umount(2) of a
+            // path that is no longer a mount point and `WARN fuser::mnt: Unmount failed: Invalid
+            // argument`. The drop cannot be avoided through fuser's API (the field is private),
+            // and that warning is the only thing the `fuser::mnt` target logs at warn level;
+            // errors still show.
+            .add_directive("fuser::mnt=error".parse().expect("static directive"))
     };
     let file_layer = match log_file {
         Some(path) => {
@@ -64,6 +74,8 @@ pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<
     };
     let stderr_layer = to_stderr.then(|| {
         tracing_subscriber::fmt::layer()
+            // Colour codes only for a terminal: a pipe, a file or the journal gets plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .with_filter(filter())
     });

@@ -8,112 +8,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use cognifs::fs::MountOptions;
-use devstack::Running;
 use support::tree::*;
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
 
-/// An s3fs mount of `bucket:/prefix`, unmounted and stopped on drop.
-struct S3fs {
-    child: Option<Child>,
-    path: PathBuf,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-impl S3fs {
-    async fn mount(running: &Running, prefix: &str) -> S3fs {
-        let found = Command::new("sh")
-            .args(["-c", "command -v s3fs"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(found, "install s3fs (Debian package `s3fs`; .ci/run does)");
-        let secrets = tempfile::tempdir().unwrap();
-        let passwd = secrets.path().join("passwd");
-        std::fs::write(&passwd, format!("{}:{}", ADMIN.0, ADMIN.1)).unwrap();
-        std::fs::set_permissions(&passwd, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let dir = tempfile::Builder::new()
-            .prefix("s3fs-mnt-")
-            .tempdir()
-            .unwrap();
-        let path = dir.path().to_path_buf();
-        let p = &running.profile;
-        let options = format!(
-            "passwd_file={},url={},endpoint={},use_path_request_style,listobjectsv2,\
-             use_xattr,stat_cache_expire=1",
-            passwd.display(),
-            p.s3_endpoint,
-            p.region
-        );
-        let child = Command::new("s3fs")
-            .arg(format!("{}:/{}", p.bucket, prefix.trim_end_matches('/')))
-            .arg(&path)
-            .args(["-f", "-o", &options])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("s3fs starts");
-        let mut mount = S3fs {
-            child: Some(child),
-            path,
-            _dirs: (secrets, dir),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !is_mounted(&mount.path) {
-            if let Some(status) = mount.child.as_mut().unwrap().try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                let _ = mount
-                    .child
-                    .take()
-                    .unwrap()
-                    .stderr
-                    .unwrap()
-                    .read_to_string(&mut err);
-                panic!("s3fs exited ({status}): {err}");
-            }
-            assert!(Instant::now() < deadline, "s3fs did not mount within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        mount
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Unmounts (s3fs uploads what it still holds) and waits for s3fs to exit.
-    async fn unmount(mut self) {
-        let path = self.path.clone();
-        let mut child = self.child.take().unwrap();
-        blocking_for(Duration::from_secs(60), move || {
-            let status = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&path)
-                .status()
-                .unwrap();
-            assert!(status.success(), "fusermount3 -u {}", path.display());
-            child.wait().unwrap();
-        })
-        .await;
-    }
-}
-
-impl Drop for S3fs {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+#[path = "support/s3fs.rs"]
+mod s3fs;
+use s3fs::{List, S3fs};
 
 /// The tree below `root` (the mount's own root left out: its attributes are each
 /// client's own). Device numbers are left out too: s3fs does not store them (cognifs keeps
@@ -189,7 +95,7 @@ async fn s3fs_and_cognifs_show_the_same_tree_both_ways() {
         let written = tree_of(&m.join("from-cognifs")).await;
         m.unmount().unwrap();
         drop(m);
-        let s3fs = S3fs::mount(&running, &prefix).await;
+        let s3fs = S3fs::mount(&running, &prefix, List::V2).await;
         let seen = tree_of(&s3fs.path().join("from-cognifs")).await;
         assert_same_tree(&written, &seen, "cognifs → s3fs");
 

@@ -63,22 +63,26 @@ pub async fn login(
         .url();
     let listeners = bind_callback(profile).await?;
 
-    let paste = match options.browser {
+    // (paste, scripted): a custom browser signs in by itself (the demo, tests), so there is
+    // nobody to tell where to go or what to wait for.
+    let (paste, scripted) = match options.browser {
         Browser::Custom(open) => {
             open(auth_url.to_string());
-            false
+            (false, true)
         }
-        Browser::Paste => true,
-        Browser::System => !open_system_browser(auth_url.as_str()),
+        Browser::Paste => (true, false),
+        Browser::System => (!open_system_browser(auth_url.as_str()), false),
     };
-    eprintln!("Sign in at:\n\n    {auth_url}\n");
+    if !scripted {
+        eprintln!("Sign in at:\n\n    {auth_url}\n");
+    }
     if paste {
         eprintln!(
             "Open that address in a browser on any machine. After signing in, the browser is sent to \
              {} — it may fail to load there. Copy the full address from the address bar and paste it here:",
             profile.redirect_uri()
         );
-    } else {
+    } else if !scripted {
         eprintln!("Waiting for the browser (Ctrl-C to cancel)...");
     }
 

@@ -1,5 +1,6 @@
 //! `cognifs login` and `cognifs logout`.
 
+use crate::auth::identity::Session;
 use crate::auth::login::{Browser, LoginOptions, login as sign_in};
 use crate::auth::profile_flag;
 use crate::auth::tokens::{TokenStore, http_client, revoke};
@@ -14,7 +15,8 @@ pub fn login(src: &ConfigSource, no_browser: bool) -> anyhow::Result<()> {
     } else {
         Browser::System
     };
-    let state = runtime()?.block_on(sign_in(
+    let rt = runtime()?;
+    let state = rt.block_on(sign_in(
         &profile,
         &store,
         LoginOptions {
@@ -22,6 +24,18 @@ pub fn login(src: &ConfigSource, no_browser: bool) -> anyhow::Result<()> {
             ..Default::default()
         },
     ))?;
+    // GetId now, stored with the tokens as a mount stores it, so `cognifs status` can show the
+    // identity and where the data lives before the first mount. Not fatal: a mount retries it.
+    let session = Session::with_store(profile.clone(), store);
+    let mut fresh = state.clone();
+    match rt.block_on(session.identity_id(&mut fresh)) {
+        Ok(id) => println!(
+            "Identity {id}: your files are s3://{}/{}",
+            profile.bucket,
+            profile.prefix_for(&id)
+        ),
+        Err(e) => eprintln!("warning: signed in, but could not look up the identity yet: {e}"),
+    }
     println!(
         "Signed in as {} (profile {}). Next: cognifs mount{} DIR",
         state

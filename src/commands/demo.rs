@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
 
 use super::mount::check_mountpoint;
@@ -19,9 +20,17 @@ use crate::fs::MountOptions;
 const WELCOME: &str = "Welcome to cognifs.\nThis file is an S3 object in your own prefix, served by a local devstack.\n";
 
 pub fn demo(dir: &Path) -> anyhow::Result<()> {
+    // Unlike `cognifs mount` (where a missing DIR is more likely a typo), the demo is the first
+    // thing a newcomer runs: it makes the directory it was asked to mount on.
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the mount point {}", dir.display()))?;
+        println!("cognifs demo: created {}", dir.display());
+    }
     let dir = check_mountpoint(dir)?;
     init_logging(None, true)?;
     let rt = runtime()?;
+    println!("cognifs demo: starting devstack (a local Cognito + S3 stand-in)");
     let data_dir = config::state_dir().join("demo");
     let free_port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -34,6 +43,7 @@ pub fn demo(dir: &Path) -> anyhow::Result<()> {
     let profile = profile_for(&running, &data_dir.join("config.toml"), DEMO_PROFILE)?;
     let store = TokenStore::new(&data_dir, "tokens");
     let (user, password) = devstack::DEMO_USER;
+    println!("cognifs demo: signing the demo user {user:?} in through the hosted sign-in page");
     let browser = Browser::Custom(Box::new(move |url| {
         tokio::spawn(async move {
             match scripted_sign_in(&url, user, password).await {

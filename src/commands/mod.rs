@@ -47,6 +47,8 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Mount(args) => return mount::mount(&src, args, argv),
         Command::MountHelper { args } => return mount_helper::run(&args),
         Command::Service(ServiceCommand::Install) => service::install(&src)?,
+        Command::Completions { shell } => completions(shell, &mut std::io::stdout().lock())?,
+        Command::Man => man_page(&mut std::io::stdout().lock())?,
         Command::Unmount { dir } => mount::unmount(&dir)?,
         #[cfg(feature = "demo")]
         Command::Demo { dir } => demo::demo(&dir)?,
@@ -56,6 +58,24 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `cognifs completions SHELL`: the completion script, generated from the clap definitions.
+pub fn completions(
+    shell: clap_complete::Shell,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    clap_complete::generate(shell, &mut Cli::command(), "cognifs", out);
+    Ok(())
+}
+
+/// `cognifs man`: the man page (section 1, roff), generated from the clap definitions; the
+/// subcommands are listed in it with their one-line help.
+pub fn man_page(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(out)?;
+    Ok(())
 }
 
 /// Prints an error and picks the exit status: [`EXIT_SIGNED_OUT`] when the cause is a missing

@@ -395,6 +395,25 @@ impl ObjectStore {
     }
 }
 
+/// The resume point of a ListObjects (v1) `marker`: listing continues after the marker key,
+/// and, as in S3, after every key that rolls up into the same common prefix as the marker (a
+/// `NextMarker` that is a common prefix must not bring that prefix back on the next page).
+pub fn marker_token(prefix: &str, delimiter: Option<&str>, marker: &str) -> String {
+    let rolled_up = delimiter
+        .filter(|d| !d.is_empty())
+        .filter(|_| marker.starts_with(prefix))
+        .and_then(|d| {
+            let rest = &marker[prefix.len()..];
+            rest.find(d).map(|i| &marker[..prefix.len() + i + d.len()])
+        });
+    use base64::Engine;
+    let raw = match rolled_up {
+        Some(common) => format!("P{common}"),
+        None => format!("K{marker}"),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
 fn encode_token(entry: &ListEntry) -> String {
     use base64::Engine;
     let raw = match entry {

@@ -119,6 +119,33 @@ fn body_stream(
     }
 }
 
+/// One page of a listing as S3 returns it: objects and common prefixes, keys through `enc`.
+fn listing(
+    entries: Vec<ListEntry>,
+    enc: &dyn Fn(String) -> String,
+) -> (Vec<Object>, Vec<CommonPrefix>) {
+    let mut contents = Vec::new();
+    let mut common_prefixes = Vec::new();
+    for entry in entries {
+        match entry {
+            ListEntry::Object(key, meta) => contents.push(Object {
+                key: Some(enc(key)),
+                size: Some(meta.size as i64),
+                e_tag: Some(etag(&meta)),
+                last_modified: Some(Timestamp::from(meta.last_modified())),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            }),
+            ListEntry::CommonPrefix(p) => common_prefixes.push(CommonPrefix {
+                prefix: Some(enc(p)),
+            }),
+        }
+    }
+    (contents, common_prefixes)
+}
+
 impl DevS3 {
     fn check_bucket(&self, bucket: &str) -> S3Result<()> {
         if bucket == self.bucket {
@@ -410,26 +437,8 @@ impl S3 for DevS3 {
             .as_ref()
             .is_some_and(|e| e.as_str() == EncodingType::URL);
         let enc = |s: String| if url_encode { url_encode_key(&s) } else { s };
-        let mut contents = Vec::new();
-        let mut common_prefixes = Vec::new();
         let key_count = page.entries.len() as i32;
-        for entry in page.entries {
-            match entry {
-                ListEntry::Object(key, meta) => contents.push(Object {
-                    key: Some(enc(key)),
-                    size: Some(meta.size as i64),
-                    e_tag: Some(etag(&meta)),
-                    last_modified: Some(Timestamp::from(meta.last_modified())),
-                    storage_class: Some(ObjectStorageClass::from_static(
-                        ObjectStorageClass::STANDARD,
-                    )),
-                    ..Default::default()
-                }),
-                ListEntry::CommonPrefix(p) => common_prefixes.push(CommonPrefix {
-                    prefix: Some(enc(p)),
-                }),
-            }
-        }
+        let (contents, common_prefixes) = listing(page.entries, &enc);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(self.bucket.clone()),
             prefix: Some(enc(prefix)),
@@ -440,6 +449,63 @@ impl S3 for DevS3 {
             next_continuation_token: page.next_token,
             continuation_token: input.continuation_token,
             start_after: input.start_after.map(enc),
+            encoding_type: input.encoding_type,
+            contents: Some(contents),
+            common_prefixes: Some(common_prefixes),
+            ..Default::default()
+        }))
+    }
+
+    /// ListObjects (v1), which s3fs and rclone use by default: `marker` instead of a
+    /// continuation token (listing resumes after it), and `NextMarker` — the last key or
+    /// common prefix of a truncated page — sent whenever the page is truncated (S3 sends it
+    /// only with a delimiter; clients without one resume after the last key, which is the same).
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        self.check_bucket(&input.bucket)?;
+        let max_keys = input.max_keys.unwrap_or(1000).clamp(0, 1000);
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let token = input
+            .marker
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(|m| crate::objects::marker_token(&prefix, input.delimiter.as_deref(), m));
+        let page = self
+            .store
+            .list(
+                &prefix,
+                input.delimiter.as_deref(),
+                None,
+                token.as_deref(),
+                max_keys as usize,
+            )
+            .map_err(store_error)?;
+        let url_encode = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == EncodingType::URL);
+        let enc = |s: String| if url_encode { url_encode_key(&s) } else { s };
+        let next_marker = page
+            .next_token
+            .is_some()
+            .then(|| match page.entries.last() {
+                Some(ListEntry::Object(key, _)) => Some(key.clone()),
+                Some(ListEntry::CommonPrefix(p)) => Some(p.clone()),
+                None => None,
+            })
+            .flatten();
+        let (contents, common_prefixes) = listing(page.entries, &enc);
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(self.bucket.clone()),
+            prefix: Some(enc(prefix)),
+            delimiter: input.delimiter.map(&enc),
+            marker: Some(input.marker.map(&enc).unwrap_or_default()),
+            max_keys: Some(max_keys),
+            is_truncated: Some(next_marker.is_some()),
+            next_marker: next_marker.map(&enc),
             encoding_type: input.encoding_type,
             contents: Some(contents),
             common_prefixes: Some(common_prefixes),
