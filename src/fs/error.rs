@@ -27,9 +27,12 @@ impl FsError {
     /// Whether this is worth a warning: something failed (S3, credentials, the disk), as
     /// opposed to an ordinary answer such as "no such file".
     pub fn is_failure(&self) -> bool {
-        self.cause
-            .as_deref()
-            .is_some_and(|c| !matches!(c, StoreError::NotFound))
+        self.cause.as_deref().is_some_and(|c| {
+            !matches!(
+                c,
+                StoreError::NotFound | StoreError::KeyTooLong | StoreError::InvalidPath(_)
+            )
+        })
     }
 }
 
@@ -108,6 +111,7 @@ mod tests {
         }
         assert!(!FsError::new(libc::ENOENT).is_failure());
         assert!(!FsError::from(StoreError::NotFound).is_failure());
+        assert!(!FsError::from(StoreError::KeyTooLong).is_failure());
         assert!(FsError::from(StoreError::Other("503".into())).is_failure());
     }
 }
