@@ -124,7 +124,7 @@ mod tests {
 
         // Writes: a file open for writing with 6 MiB not in S3 yet (more than a part, so
         // it streams: one part in flight or sent, the rest waiting).
-        let (attr, fh) = fs.create(ROOT_INO, "w", 0o644, caller()).await.unwrap();
+        let (_, fh) = fs.create(ROOT_INO, "w", 0o644, caller()).await.unwrap();
         for i in 0..6u64 {
             let n = fs.write(fh, i << 20, vec![1u8; 1 << 20]).await.unwrap();
             assert_eq!(n, 1 << 20);
@@ -143,7 +143,6 @@ mod tests {
         assert_eq!(s.bytes_waiting, 0);
         assert!(s.uploads.is_empty(), "{s:?}");
         assert_eq!(store.get_raw("p/w").unwrap().0.len(), 6 << 20);
-        let _ = attr;
     }
 
     #[tokio::test]

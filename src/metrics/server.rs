@@ -42,8 +42,13 @@ impl StatusSocket {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let task = rt.spawn(async move {
             loop {
-                let Ok((mut conn, _)) = listener.accept().await else {
-                    continue;
+                let (mut conn, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of descriptors, say: try again later rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let probe = probe.clone();
                 tokio::spawn(async move {
@@ -117,8 +122,13 @@ impl MetricsServer {
         };
         let task = rt.spawn(async move {
             loop {
-                let Ok((conn, _)) = listener.accept().await else {
-                    continue;
+                let (conn, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of descriptors, say: try again later rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
                 };
                 let probe = probe.clone();
                 tokio::spawn(async move {
