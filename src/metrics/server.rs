@@ -261,10 +261,9 @@ mod tests {
             &tokio::runtime::Handle::current(),
         )
         .unwrap();
+        let addr = server.local_addr();
         let get = |req: &'static str| async move {
-            let mut c = tokio::net::TcpStream::connect(server.local_addr())
-                .await
-                .unwrap();
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
             c.write_all(req.as_bytes()).await.unwrap();
             let mut out = String::new();
             c.read_to_string(&mut out).await.unwrap();
