@@ -45,8 +45,8 @@ pub enum Command {
     },
     /// Revoke the sign-in and delete the stored tokens.
     Logout,
-    /// Who is signed in, where the data lives, and the running mounts.
-    Status,
+    /// Who is signed in, where the data lives, and the running mounts (live figures).
+    Status(StatusArgs),
     /// Mount the profile's prefix at DIR (default: the profile's mount_point, else ~/cloud).
     Mount(MountArgs),
     /// Unmount DIR and wait for its cognifs process to exit.
@@ -85,6 +85,16 @@ pub enum ConfigCommand {
     Show,
     /// Write a profile from a web app's .env (VITE_APP_*, REACT_APP_* or bare names).
     Import { env_file: PathBuf },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Print one JSON object (the fields are documented in the README).
+    #[arg(long)]
+    pub json: bool,
+    /// Refresh every second until Ctrl-C (with --json: one object per line).
+    #[arg(long)]
+    pub watch: bool,
 }
 
 /// The flags of `cognifs mount`. Every long flag here is also an fstab option
@@ -129,6 +139,10 @@ pub struct MountArgs {
     /// Mode of directories, octal.
     #[arg(long, value_parser = parse_mode)]
     pub dir_mode: Option<u16>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464 (a non-loopback
+    /// address is served too, with a warning).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl MountArgs {

@@ -1,6 +1,8 @@
-//! `serve`: mount, signals, sd_notify, graceful shutdown, the mount registry that
-//! `cognifs status` reads; `daemonize` (the detached child `cognifs mount` starts) and logging.
+//! `serve`: mount, signals, sd_notify, graceful shutdown, the mount registry and the live
+//! status socket that `cognifs status` reads, `/metrics`; `daemonize` (the detached child
+//! `cognifs mount` starts) and logging.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -13,9 +15,10 @@ use crate::auth::identity::{Session, start_refresher};
 use crate::auth::tokens::unix_now;
 use crate::config::{self, Profile};
 use crate::fs::MountOptions;
+use crate::metrics::{MountIdent, Probe, server};
 use crate::mounts;
 use crate::service;
-use crate::store::{ObjectStore, S3Store, UserMeta, s3_client};
+use crate::store::{CountingStore, ObjectStore, RequestStats, S3Store, UserMeta, s3_client};
 
 /// The async runtime every command that talks to the network runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -108,14 +111,40 @@ pub fn serve(
     opts: MountOptions,
     extras: Extras,
 ) -> anyhow::Result<()> {
+    serve_with_metrics(rt, session, dir, opts, extras, None)
+}
+
+/// [`serve`], also serving `/metrics` at `metrics_addr` (Prometheus text format).
+pub fn serve_with_metrics(
+    rt: &tokio::runtime::Runtime,
+    session: Session,
+    dir: &Path,
+    opts: MountOptions,
+    extras: Extras,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let profile = session.profile.clone();
+    let metrics_listener = metrics_addr
+        .map(|addr| {
+            if let Some(warning) = server::exposure_warning(&addr) {
+                tracing::warn!("{warning}");
+            }
+            server::MetricsServer::listen(addr)
+                .with_context(|| format!("listening for /metrics at {addr}"))
+        })
+        .transpose()?;
     let refresher = rt.block_on(start_refresher(session))?;
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
-    let store = Arc::new(S3Store::new(
-        s3_client(&profile, refresher.credentials.clone()),
-        profile.bucket.clone(),
-        prefix,
+    // Every request is counted, for `cognifs status` and /metrics.
+    let requests = Arc::new(RequestStats::default());
+    let store = Arc::new(CountingStore::new(
+        Arc::new(S3Store::new(
+            s3_client(&profile, refresher.credentials.clone()),
+            profile.bucket.clone(),
+            prefix,
+        )),
+        requests.clone(),
     ));
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
@@ -150,6 +179,35 @@ pub fn serve(
     let registration = mounts::register(&config::state_dir(), record.clone())
         .inspect_err(|e| tracing::warn!("cannot record the mount for `cognifs status`: {e}"))
         .ok();
+    let probe = Arc::new(Probe {
+        ident: MountIdent {
+            pid: record.pid,
+            mountpoint: record.mountpoint.clone(),
+            profile: record.profile.clone(),
+            s3_url: record.s3_url.clone(),
+            started: record.started,
+        },
+        fs: mount.fs().clone(),
+        requests,
+        credentials: Some(refresher.credentials.clone()),
+    });
+    // Served until this function returns: through the shutdown wait, so that `cognifs
+    // unmount` can show the last uploads' progress.
+    let socket_path = mounts::socket_path(&config::state_dir(), &profile.name, record.pid);
+    let _status_socket = server::StatusSocket::bind(&socket_path, probe.clone(), rt.handle())
+        .inspect_err(
+            |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
+        )
+        .ok();
+    let _metrics = match metrics_listener {
+        Some(listener) => {
+            let server = server::MetricsServer::start(listener, probe, rt.handle())
+                .context("serving /metrics")?;
+            tracing::info!(addr = %server.local_addr(), "serving /metrics");
+            Some(server)
+        }
+        None => None,
+    };
     tracing::info!(mountpoint = %dir.display(), %s3_url, "mounted");
     // The kernel lists the mount once the FUSE handshake is done; systemd hears READY only then.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -1,5 +1,6 @@
 //! Running mounts: a small registry under the state dir (`{profile}/mounts/{pid}.json`) that
-//! `cognifs status` and `cognifs unmount` read, and the kernel's view of what is mounted.
+//! `cognifs status` and `cognifs unmount` read, beside each mount's status socket
+//! (`{pid}.sock`, see `metrics`), and the kernel's view of what is mounted.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,6 +22,11 @@ pub struct MountRecord {
 
 fn dir(state_dir: &Path, profile: &str) -> PathBuf {
     state_dir.join(profile).join("mounts")
+}
+
+/// Where the mount process `pid` of `profile` answers status queries.
+pub fn socket_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
+    dir(state_dir, profile).join(format!("{pid}.sock"))
 }
 
 fn alive(pid: u32) -> bool {
@@ -77,6 +83,7 @@ pub fn running(state_dir: &Path, profile: &str) -> Vec<MountRecord> {
             out.push(record);
         } else if !alive(record.pid) {
             let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(socket_path(state_dir, profile, record.pid));
         }
     }
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
@@ -174,7 +181,10 @@ mod tests {
             credentials_expire: None,
         };
         let reg = register(dir.path(), dead).unwrap();
+        let sock = socket_path(dir.path(), "p", u32::MAX - 1);
+        std::fs::write(&sock, b"").unwrap();
         assert!(running(dir.path(), "p").is_empty());
         assert!(!reg.path.exists(), "a dead process's record is cleaned up");
+        assert!(!sock.exists(), "and its socket");
     }
 }

@@ -403,11 +403,17 @@ async fn refresher_renews_credentials_before_expiry() {
             .expect("refresher starts");
         let creds = refresher.credentials.clone();
         let e0 = creds.expiry().expect("ready, with an expiry");
+        let obtained = creds.last_renewal();
+        assert!(obtained <= std::time::SystemTime::now());
 
         wait_until(Duration::from_secs(6), "credentials renewed", || {
             creds.expiry().is_some_and(|e| e > e0)
         })
         .await;
+        assert!(
+            creds.last_renewal() > obtained,
+            "the renewal time moves with each renewal"
+        );
         let renewed = f.store.load().unwrap().unwrap();
         assert_ne!(
             renewed.id_token, first.id_token,

@@ -14,6 +14,7 @@
 //! `run cognifs login`, S3 calls fail with that error — until the token file changes, which
 //! is picked up without a restart.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::Credentials;
@@ -176,11 +177,18 @@ pub enum CredentialState {
 #[derive(Clone, Debug)]
 pub struct WatchedCredentials {
     rx: watch::Receiver<CredentialState>,
+    /// When the credentials in use were obtained: at start, then at each renewal.
+    obtained: Arc<Mutex<SystemTime>>,
 }
 
 impl WatchedCredentials {
     pub fn current(&self) -> CredentialState {
         self.rx.borrow().clone()
+    }
+
+    /// When the credentials were last obtained (the first fetch, then each renewal).
+    pub fn last_renewal(&self) -> SystemTime {
+        *self.obtained.lock().unwrap()
     }
 
     pub fn expiry(&self) -> Option<SystemTime> {
@@ -240,10 +248,11 @@ impl Drop for Refresher {
 pub async fn start_refresher(session: Session) -> Result<Refresher, AuthError> {
     let (identity_id, first) = session.fetch_credentials().await?;
     let (tx, rx) = watch::channel(CredentialState::Ready(first.clone()));
-    let task = tokio::spawn(refresh_loop(session, tx, first.expiry(), SystemTime::now()));
+    let obtained = Arc::new(Mutex::new(SystemTime::now()));
+    let task = tokio::spawn(refresh_loop(session, tx, first.expiry(), obtained.clone()));
     Ok(Refresher {
         identity_id,
-        credentials: WatchedCredentials { rx },
+        credentials: WatchedCredentials { rx, obtained },
         task,
     })
 }
@@ -252,8 +261,9 @@ async fn refresh_loop(
     session: Session,
     tx: watch::Sender<CredentialState>,
     mut expiry: Option<SystemTime>,
-    mut obtained: SystemTime,
+    renewed: Arc<Mutex<SystemTime>>,
 ) {
+    let mut obtained = *renewed.lock().unwrap();
     let profile = session.profile.name.clone();
     let mut backoff = BACKOFF_START;
     let mut delay = renew_delay(obtained, expiry);
@@ -264,6 +274,7 @@ async fn refresh_loop(
         match session.fetch_credentials().await {
             Ok((_, creds)) => {
                 obtained = SystemTime::now();
+                *renewed.lock().unwrap() = obtained;
                 expiry = creds.expiry();
                 tracing::info!(profile, expires_in = ?expiry.and_then(|e| e.duration_since(obtained).ok()), "credentials renewed");
                 let _ = tx.send(CredentialState::Ready(creds));

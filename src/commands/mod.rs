@@ -43,7 +43,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Import { env_file }) => config::import(&env_file, &src)?,
         Command::Login { no_browser } => account::login(&src, no_browser)?,
         Command::Logout => account::logout(&src)?,
-        Command::Status => return status::status(&src),
+        Command::Status(args) => return status::status(&src, &args),
         Command::Mount(args) => return mount::mount(&src, args, argv),
         Command::MountHelper { args } => return mount_helper::run(&args),
         Command::Service(ServiceCommand::Install) => service::install(&src)?,

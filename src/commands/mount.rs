@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use crate::auth::identity::Session;
 use crate::cli::MountArgs;
 use crate::config::{self, ConfigSource};
-use crate::daemon::{self, Extras, init_logging, runtime, serve};
+use crate::daemon::{self, Extras, init_logging, runtime, serve_with_metrics};
+use crate::metrics::server::{self, exposure_warning};
 use crate::mounts;
 
 /// The checks that need no network: a mount point that is a directory, empty, and FUSE.
@@ -74,6 +75,9 @@ pub fn mount(src: &ConfigSource, args: MountArgs, argv: Vec<OsString>) -> anyhow
     };
     let dir = check_mountpoint(&dir)?;
     let opts = args.mount_options()?;
+    if let Some(warning) = args.metrics_addr.as_ref().and_then(exposure_warning) {
+        eprintln!("cognifs: warning: {warning}");
+    }
     if !args.foreground {
         return daemon::daemonize(&dir, &profile, argv);
     }
@@ -81,7 +85,14 @@ pub fn mount(src: &ConfigSource, args: MountArgs, argv: Vec<OsString>) -> anyhow
     init_logging(Some(&log), !daemon::is_daemon_child())?;
     let rt = runtime()?;
     let session = Session::new(profile.clone());
-    serve(&rt, session, &dir, opts, Extras::default())?;
+    serve_with_metrics(
+        &rt,
+        session,
+        &dir,
+        opts,
+        Extras::default(),
+        args.metrics_addr,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,7 +124,7 @@ pub fn unmount(dir: &Path) -> anyhow::Result<()> {
         );
     }
     if let Some(r) = record
-        && !mounts::wait_for_exit(r.pid, Duration::from_secs(60))
+        && !wait_showing_uploads(&r, Duration::from_secs(60))
     {
         bail!(
             "unmounted, but cognifs process {} has not exited yet",
@@ -122,4 +133,76 @@ pub fn unmount(dir: &Path) -> anyhow::Result<()> {
     }
     println!("unmounted {}", dir.display());
     Ok(())
+}
+
+/// Waits for the mount process to exit, printing (once a second) the uploads it is still
+/// finishing, as its status socket reports them.
+fn wait_showing_uploads(r: &mounts::MountRecord, limit: Duration) -> bool {
+    let socket = mounts::socket_path(&config::state_dir(), &r.profile, r.pid);
+    let deadline = std::time::Instant::now() + limit;
+    let mut next_report = std::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        if mounts::wait_for_exit(r.pid, Duration::from_millis(100)) {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if now > deadline {
+            return false;
+        }
+        if now < next_report {
+            continue;
+        }
+        next_report = now + Duration::from_secs(1);
+        if let Some(lines) = server::query(&socket)
+            .ok()
+            .and_then(|s| s.live)
+            .and_then(|l| upload_report(&l.writes))
+        {
+            eprintln!("{lines}");
+        }
+    }
+}
+
+/// What an unmount waits for, or `None` when nothing is left to upload.
+fn upload_report(w: &crate::metrics::WriteStatus) -> Option<String> {
+    if w.bytes_waiting == 0 && w.uploads.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "waiting for uploads: {} to go",
+        super::status::fmt_bytes(w.bytes_waiting)
+    );
+    for u in &w.uploads {
+        out.push_str("\n  ");
+        out.push_str(&super::status::upload_line(u));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{UploadStatus, WriteStatus};
+
+    #[test]
+    fn unmount_reports_uploads_only_while_there_are_some() {
+        let mut w = WriteStatus {
+            files_open: 0,
+            bytes_waiting: 0,
+            uploads_in_flight: 0,
+            uploads: vec![],
+        };
+        assert_eq!(upload_report(&w), None);
+        w.bytes_waiting = 40 << 20;
+        w.uploads.push(UploadStatus {
+            path: "a/big.bin".into(),
+            bytes_sent: 24 << 20,
+            bytes_total: 64 << 20,
+            streaming: false,
+        });
+        assert_eq!(
+            upload_report(&w).unwrap(),
+            "waiting for uploads: 40.0 MiB to go\n  a/big.bin  24.0 MiB of 64.0 MiB (37%)"
+        );
+    }
 }

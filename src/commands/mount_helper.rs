@@ -261,6 +261,7 @@ mod tests {
         let sample = |long: &str| match long {
             "cache-dir" => "/var/cache/cognifs",
             "file-mode" | "dir-mode" => "0640",
+            "metrics-addr" => "127.0.0.1:9464",
             l if l.ends_with("-size") || l == "max-readahead" => "16MiB",
             _ => "7",
         };

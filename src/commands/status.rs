@@ -1,11 +1,17 @@
-//! `cognifs status`: who is signed in, where the data lives, and the running mounts.
+//! `cognifs status`: who is signed in, where the data lives, and the running mounts with
+//! their live figures (asked of each mount process over its status socket, see
+//! `metrics`); `--json` prints the same as one [`StatusReport`], `--watch` refreshes.
 
+use std::fmt::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use super::EXIT_SIGNED_OUT;
 use crate::auth::profile_flag;
 use crate::auth::tokens::{TokenStore, read_claims, unix_now};
-use crate::config::{self, ConfigSource};
+use crate::cli::StatusArgs;
+use crate::config::{self, ConfigSource, Profile};
+use crate::metrics::{MountStatus, STATUS_VERSION, StatusReport, server};
 use crate::mounts;
 
 fn fmt_time(unix: u64) -> String {
@@ -21,60 +27,295 @@ fn fmt_time(unix: u64) -> String {
     }
 }
 
-pub fn status(src: &ConfigSource) -> anyhow::Result<ExitCode> {
-    let profile = config::load(src)?;
-    let store = TokenStore::for_profile(&profile);
-    let Some(state) = store.load()? else {
-        eprintln!(
-            "Not signed in (profile {}). Run: cognifs login{}",
-            profile.name,
-            profile_flag(&profile.name)
-        );
-        return Ok(ExitCode::from(EXIT_SIGNED_OUT));
-    };
+/// `3h04m`, `5m02s`, `7s`.
+pub fn fmt_duration(secs: u64) -> String {
+    match secs {
+        s if s >= 3600 => format!("{}h{:02}m", s / 3600, s / 60 % 60),
+        s if s >= 60 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `64.0 MiB`, `2.0 GiB`.
+pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// The running mounts of `profile`, each with what its process reports (if it answers).
+pub fn mount_statuses(profile: &str) -> Vec<MountStatus> {
+    let state = config::state_dir();
+    mounts::running(&state, profile)
+        .into_iter()
+        .map(|r| {
+            let answer = server::query(&mounts::socket_path(&state, profile, r.pid));
+            MountStatus {
+                version: STATUS_VERSION,
+                pid: r.pid,
+                mountpoint: r.mountpoint,
+                profile: r.profile,
+                s3_url: r.s3_url,
+                started: r.started,
+                live: answer.ok().and_then(|a| a.live),
+            }
+        })
+        .collect()
+}
+
+fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
+    let state = TokenStore::for_profile(profile).load()?;
     let claims = state
-        .id_token
-        .as_deref()
+        .as_ref()
+        .and_then(|s| s.id_token.as_deref())
         .map(read_claims)
         .unwrap_or_default();
-    println!(
-        "profile        {} ({})",
-        profile.name,
-        profile.config_path.display()
+    let identity_id = state.as_ref().and_then(|s| s.identity_id.clone());
+    Ok(StatusReport {
+        version: STATUS_VERSION,
+        profile: profile.name.clone(),
+        signed_in: state.is_some(),
+        user: claims.username,
+        email: claims.email,
+        data: identity_id
+            .as_deref()
+            .map(|id| format!("s3://{}/{}", profile.bucket, profile.prefix_for(id))),
+        identity_id,
+        id_token_expires: state.as_ref().and_then(|s| s.id_token_expires),
+        mounts: mount_statuses(&profile.name),
+    })
+}
+
+/// One mount's block of the human form.
+pub fn mount_block(m: &MountStatus, now: u64) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "mount          {} (pid {}, up {})",
+        m.mountpoint.display(),
+        m.pid,
+        fmt_duration(now.saturating_sub(m.started))
     );
-    println!(
-        "signed in as   {} <{}>",
-        claims.username.as_deref().unwrap_or("?"),
-        claims.email.as_deref().unwrap_or("no email")
+    let _ = writeln!(o, "  data         {}", m.s3_url);
+    let Some(l) = &m.live else {
+        let _ = writeln!(
+            o,
+            "  (the mount process did not answer on its status socket)"
+        );
+        return o;
+    };
+    let _ = writeln!(
+        o,
+        "  transferred  {} read, {} written",
+        fmt_bytes(l.bytes_read),
+        fmt_bytes(l.bytes_written)
     );
-    match &state.identity_id {
-        Some(id) => {
-            println!("identity       {id}");
-            println!(
-                "data           s3://{}/{}",
-                profile.bucket,
-                profile.prefix_for(id)
+    let mut busy: Vec<(&String, u64)> = l
+        .requests
+        .iter()
+        .filter(|(_, c)| c.last_minute > 0)
+        .map(|(k, c)| (k, c.last_minute))
+        .collect();
+    busy.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let total: u64 = busy.iter().map(|b| b.1).sum();
+    let errors: u64 = l.requests.values().map(|c| c.errors_last_minute).sum();
+    let kinds = busy
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        o,
+        "  S3, last min {total} requests{}, {errors} errors",
+        if kinds.is_empty() {
+            String::new()
+        } else {
+            format!(" ({kinds})")
+        }
+    );
+    let ratio = match l.cache.hit_ratio {
+        Some(r) => format!(
+            "{:.0}% hits ({} of {} lookups)",
+            r * 100.0,
+            l.cache.hits,
+            l.cache.hits + l.cache.misses
+        ),
+        None => "no lookups yet".to_owned(),
+    };
+    let _ = writeln!(
+        o,
+        "  cache        {ratio}, {} of {}",
+        fmt_bytes(l.cache.bytes),
+        fmt_bytes(l.cache.capacity_bytes)
+    );
+    let w = &l.writes;
+    let _ = writeln!(
+        o,
+        "  writing      {} file(s) open, {} waiting to upload, {} upload(s) in flight",
+        w.files_open,
+        fmt_bytes(w.bytes_waiting),
+        w.uploads_in_flight
+    );
+    for u in &w.uploads {
+        let _ = writeln!(o, "    {}", upload_line(u));
+    }
+    match &l.last_error {
+        Some(e) => {
+            let _ = writeln!(
+                o,
+                "  last error   {} ago: {}",
+                fmt_duration(now.saturating_sub(e.time)),
+                e.message
             );
         }
-        None => println!("identity       not looked up yet (first mount does it)"),
+        None => {
+            let _ = writeln!(o, "  last error   none");
+        }
     }
-    if let Some(exp) = state.id_token_expires {
-        println!("ID token       expires {}", fmt_time(exp));
+    let expires = match l.credentials.expires {
+        Some(e) => format!("credentials expire {}", fmt_time(e)),
+        None => "credentials do not expire".to_owned(),
+    };
+    let renewed = l
+        .credentials
+        .last_renewal
+        .map(|t| format!(", obtained {} ago", fmt_duration(now.saturating_sub(t))))
+        .unwrap_or_default();
+    let _ = writeln!(o, "  sign-in      {expires}{renewed}");
+    o
+}
+
+/// `big.bin  24.0 MiB of 64.0 MiB (37%, streaming)`.
+pub fn upload_line(u: &crate::metrics::UploadStatus) -> String {
+    let pct = (u.bytes_sent * 100)
+        .checked_div(u.bytes_total)
+        .unwrap_or(100)
+        .min(100);
+    format!(
+        "{}  {} of {} ({pct}%{})",
+        u.path,
+        fmt_bytes(u.bytes_sent),
+        fmt_bytes(u.bytes_total),
+        if u.streaming {
+            ", still being written"
+        } else {
+            ""
+        }
+    )
+}
+
+fn human(r: &StatusReport, profile: &Profile) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "profile        {} ({})",
+        r.profile,
+        profile.config_path.display()
+    );
+    let _ = writeln!(
+        o,
+        "signed in as   {} <{}>",
+        r.user.as_deref().unwrap_or("?"),
+        r.email.as_deref().unwrap_or("no email")
+    );
+    match (&r.identity_id, &r.data) {
+        (Some(id), Some(data)) => {
+            let _ = writeln!(o, "identity       {id}");
+            let _ = writeln!(o, "data           {data}");
+        }
+        _ => {
+            let _ = writeln!(o, "identity       not looked up yet (first mount does it)");
+        }
     }
-    let running = mounts::running(&config::state_dir(), &profile.name);
-    if running.is_empty() {
-        println!("mounts         none");
+    if let Some(exp) = r.id_token_expires {
+        let _ = writeln!(o, "ID token       expires {}", fmt_time(exp));
     }
-    for m in running {
-        let creds = m
-            .credentials_expire
-            .map(|e| format!(", credentials expire {}", fmt_time(e)));
-        println!(
-            "mount          {} (pid {}{})",
-            m.mountpoint.display(),
-            m.pid,
-            creds.unwrap_or_default()
-        );
+    if r.mounts.is_empty() {
+        let _ = writeln!(o, "mounts         none");
     }
-    Ok(ExitCode::SUCCESS)
+    let now = unix_now();
+    for m in &r.mounts {
+        o.push_str(&mount_block(m, now));
+    }
+    o
+}
+
+pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode> {
+    let profile = config::load(src)?;
+    loop {
+        let r = report(&profile)?;
+        let code = if r.signed_in {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_SIGNED_OUT)
+        };
+        if args.watch && !args.json {
+            // Home the cursor and clear the screen: one live view, not a scroll.
+            print!("\x1b[H\x1b[2J");
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else if r.signed_in {
+            print!("{}", human(&r, &profile));
+        } else {
+            eprintln!(
+                "Not signed in (profile {}). Run: cognifs login{}",
+                profile.name,
+                profile_flag(&profile.name)
+            );
+        }
+        if !args.watch {
+            return Ok(code);
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::tests::sample;
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(fmt_bytes(0), "0 B");
+        assert_eq!(fmt_bytes(1536), "1.5 KiB");
+        assert_eq!(fmt_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(fmt_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(fmt_duration(7), "7s");
+        assert_eq!(fmt_duration(302), "5m02s");
+        assert_eq!(fmt_duration(3 * 3600 + 240), "3h04m");
+    }
+
+    #[test]
+    fn a_mount_block_shows_every_figure() {
+        let block = mount_block(&sample(), 1_700_000_100);
+        for part in [
+            "mount          /home/me/cloud (pid 42, up 1m40s)",
+            "  data         s3://b/us-east-1:x/",
+            "  transferred  1.0 MiB read, 64.0 MiB written",
+            "  S3, last min 8 requests (8 upload_part), 1 errors",
+            "  cache        75% hits (3 of 4 lookups), 4.0 MiB of 256.0 MiB",
+            "  writing      1 file(s) open, 40.0 MiB waiting to upload, 1 upload(s) in flight",
+            "    big \"x\".bin  24.0 MiB of 64.0 MiB (37%, still being written)",
+            "  last error   50s ago: upload_part \"big.bin\": S3 error: SlowDown",
+            "  sign-in      credentials expire ",
+            ", obtained 1m40s ago",
+        ] {
+            assert!(block.contains(part), "missing {part:?} in:\n{block}");
+        }
+        let mut quiet = sample();
+        quiet.live = None;
+        assert!(mount_block(&quiet, 1_700_000_100).contains("did not answer"));
+    }
 }

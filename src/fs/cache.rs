@@ -4,6 +4,7 @@
 //! served: the new version has a different key and the old blocks simply age out.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -19,6 +20,9 @@ pub struct BlockKey {
 pub struct BlockCache {
     budget: u64,
     inner: Mutex<Inner>,
+    /// Lookups by [`BlockCache::get`] that found the block, and that did not.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 struct Inner {
@@ -34,11 +38,34 @@ impl BlockCache {
                 lru: LruCache::unbounded(),
                 bytes: 0,
             }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
+    /// The block, if cached; counted as a hit or a miss.
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        self.inner.lock().unwrap().lru.get(key).cloned()
+        let found = self.inner.lock().unwrap().lru.get(key).cloned();
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// (hits, misses) of [`BlockCache::get`] so far.
+    pub fn lookups(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     pub fn contains(&self, key: &BlockKey) -> bool {
@@ -97,6 +124,19 @@ mod tests {
         c.insert(k(9), Bytes::from(vec![9; 31]));
         assert!(!c.contains(&k(9)), "larger than the budget");
         assert_eq!(c.used(), 30);
+        assert_eq!(c.budget(), 30);
+    }
+
+    #[test]
+    fn lookups_count_hits_and_misses() {
+        let c = BlockCache::new(100);
+        assert_eq!(c.lookups(), (0, 0));
+        assert!(c.get(&k(0)).is_none());
+        c.insert(k(0), Bytes::from_static(b"abc"));
+        assert!(c.get(&k(0)).is_some());
+        assert!(c.get(&k(0)).is_some());
+        assert!(!c.contains(&k(1)), "contains is no lookup: not counted");
+        assert_eq!(c.lookups(), (2, 1));
     }
 
     #[test]

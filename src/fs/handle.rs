@@ -81,6 +81,12 @@ impl Fs {
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let data = self.read_inner(fh, offset, size).await?;
+        self.counters.read(data.len() as u64);
+        Ok(data)
+    }
+
+    async fn read_inner(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let handle = self.handle(fh)?;
         let ino = handle.ino();
         // A file being written is read from its spool, by every handle.

@@ -7,7 +7,8 @@
 //! - `fuse/` → [`Fs`], whose operations live by job: `lookup.rs` (lookups, attributes,
 //!   listings), `handle.rs` (open handles, reads), `write.rs` (files open for writing),
 //!   `namespace.rs` (setattr, mkdir, mknod, symlink, readlink, unlink, rmdir, rename),
-//!   `xattr.rs` (extended attributes), `recovery.rs` (shutdown, crash cleanup);
+//!   `xattr.rs` (extended attributes), `recovery.rs` (shutdown, crash cleanup), `stats.rs`
+//!   (what status and `/metrics` report);
 //! - below them: `inodes.rs` (the inode table, TTLs, mapping rules), `meta.rs` (object
 //!   metadata ⇄ attributes), `read.rs` (readers, readahead) → `cache.rs` (blocks),
 //!   `spool.rs` (local copies of files being written) → `upload/` (streaming and whole-file
@@ -29,6 +30,7 @@ mod namespace;
 pub mod read;
 mod recovery;
 mod spool;
+pub mod stats;
 pub mod upload;
 mod write;
 mod xattr;
@@ -132,6 +134,7 @@ pub struct Fs {
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,
     next_fh: AtomicU64,
+    counters: stats::FsCounters,
 }
 
 impl Fs {
@@ -154,6 +157,7 @@ impl Fs {
             part_size: opts.part_size.max(5 << 20),
             parts_in_flight: opts.parts_in_flight.max(1),
             budget: Arc::new(tokio::sync::Semaphore::new(opts.upload_parts_budget.max(1))),
+            progress: Default::default(),
         });
         Fs {
             upload,
@@ -174,6 +178,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            counters: Default::default(),
         }
     }
 

@@ -431,7 +431,9 @@ impl Fs {
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         let ws = handle.write_state().ok_or(FsError::new(libc::EBADF))?;
-        Ok(ws.write(offset, data).await?)
+        let n = ws.write(offset, data).await?;
+        self.counters.written(u64::from(n));
+        Ok(n)
     }
 
     /// flush and fsync: upload now if dirty, and report the outcome.

@@ -11,6 +11,7 @@
 //! the prefix can be formed through this API: there is no `..`, no empty segment, no leading
 //! `/`. Both implementations share that check.
 
+pub mod counting;
 mod memory;
 mod s3;
 
@@ -21,6 +22,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use counting::{CountingStore, RequestKind, RequestStats};
 pub use memory::{Fault, MemoryStore, Op, RequestCounts};
 pub use s3::{S3Store, s3_client};
 

@@ -18,6 +18,7 @@
 //! Memory is bounded mount-wide by [`UploadCtx::budget`] (parts buffered for upload,
 //! streamed or flushed): a writer over budget waits for a permit, it never fails.
 
+pub mod progress;
 pub mod streaming;
 pub mod whole;
 
@@ -40,6 +41,8 @@ pub struct UploadCtx {
     pub parts_in_flight: usize,
     /// Parts buffered for upload (streamed or flushed), mount-wide.
     pub budget: Arc<Semaphore>,
+    /// Uploads in flight and their progress (for status).
+    pub progress: Arc<progress::Uploads>,
 }
 
 /// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it

@@ -8,6 +8,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::UploadCtx;
+use super::progress::Entry;
 use crate::fs::meta::Meta;
 use crate::store::{PartDone, StoreError, StoreResult};
 
@@ -23,6 +24,8 @@ pub struct Stream {
     parts: Vec<JoinHandle<StoreResult<PartDone>>>,
     /// Parts of this stream in flight.
     in_flight: Arc<Semaphore>,
+    /// Listed among the uploads in flight once the upload has started.
+    progress: Option<Entry>,
 }
 
 impl Stream {
@@ -36,6 +39,7 @@ impl Stream {
             next_part: 1,
             parts: Vec::new(),
             in_flight: Arc::new(Semaphore::new(ctx.parts_in_flight.max(1))),
+            progress: None,
         }
     }
 
@@ -62,6 +66,9 @@ impl Stream {
         }
         self.buf.extend_from_slice(data);
         self.end += data.len() as u64;
+        if let Some(p) = &self.progress {
+            p.set_total(self.end);
+        }
         let part = ctx.part_size as usize;
         while self.buf.len() >= part {
             self.send_part(ctx, part).await?;
@@ -84,6 +91,7 @@ impl Stream {
                     .create_multipart(&self.rel, &self.meta.to_user())
                     .await?;
                 self.upload_id = Some(id.clone());
+                self.progress = Some(ctx.progress.start(&self.rel, self.end, true));
                 id
             }
         };
@@ -93,9 +101,14 @@ impl Stream {
         let number = self.next_part;
         self.next_part += 1;
         let (store, rel) = (ctx.store.clone(), self.rel.clone());
+        let sent = self.progress.as_ref().map(Entry::sent_counter);
         self.parts.push(tokio::spawn(async move {
+            let len = part.len() as u64;
             let r = store.upload_part(&rel, &id, number, part).await;
             drop((local, global));
+            if let (Ok(_), Some(sent)) = (&r, sent) {
+                sent.add(len);
+            }
             r
         }));
         Ok(())

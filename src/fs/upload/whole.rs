@@ -20,10 +20,13 @@ pub async fn upload_spool(
 ) -> StoreResult<String> {
     let (store, part_size) = (&ctx.store, ctx.part_size);
     let user = meta.to_user();
+    let progress = ctx.progress.start(rel, size, false);
     if size < part_size {
         let _permit = ctx.budget.acquire().await;
         let data = spool.read_exact(0, size).await?;
-        return store.put(rel, data, &user).await;
+        let etag = store.put(rel, data, &user).await?;
+        progress.add_sent(size);
+        return Ok(etag);
     }
     let id = store.create_multipart(rel, &user).await?;
     let parts = size.div_ceil(part_size);
@@ -34,11 +37,15 @@ pub async fn upload_spool(
             .map(|i| {
                 let (ctx, spool, rel, id) =
                     (ctx.clone(), spool.clone(), rel.to_owned(), id.clone());
+                let sent = progress.sent_counter();
                 async move {
                     let _permit = ctx.budget.acquire().await;
                     let off = i * part_size;
-                    let data = spool.read_exact(off, part_size.min(size - off)).await?;
-                    ctx.store.upload_part(&rel, &id, i as i32 + 1, data).await
+                    let len = part_size.min(size - off);
+                    let data = spool.read_exact(off, len).await?;
+                    let done = ctx.store.upload_part(&rel, &id, i as i32 + 1, data).await?;
+                    sent.add(len);
+                    StoreResult::Ok(done)
                 }
             })
             .buffer_unordered(ctx.parts_in_flight.max(1))
@@ -69,6 +76,7 @@ mod tests {
             part_size: 5 << 20,
             parts_in_flight: 4,
             budget: Arc::new(Semaphore::new(budget)),
+            progress: Default::default(),
         })
     }
 

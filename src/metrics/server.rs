@@ -1,0 +1,292 @@
+//! Serving [`MountStatus`] snapshots: the status socket (`cognifs status`, `cognifs
+//! unmount`) and the `/metrics` HTTP endpoint. The HTTP side is a few lines over
+//! `tokio::net::TcpListener` (GET /metrics, one request per connection), not a second HTTP
+//! stack.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{MountStatus, Probe, prometheus};
+
+/// How long a client of either server may take.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The status socket of a running mount; dropping it stops serving and removes the file.
+pub struct StatusSocket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusSocket {
+    /// Listens at `path` (its directory made private to the user first, so the socket is
+    /// never reachable by others, not even between bind and chmod), mode 0600.
+    pub fn bind(
+        path: &Path,
+        probe: Arc<Probe>,
+        rt: &tokio::runtime::Handle,
+    ) -> std::io::Result<StatusSocket> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = {
+            let _rt = rt.enter();
+            tokio::net::UnixListener::bind(path)?
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let task = rt.spawn(async move {
+            loop {
+                let (mut conn, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of descriptors, say: try again later rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let probe = probe.clone();
+                tokio::spawn(async move {
+                    let mut body = serde_json::to_vec(&probe.snapshot()).unwrap_or_default();
+                    body.push(b'\n');
+                    let _ = tokio::time::timeout(CLIENT_DEADLINE, conn.write_all(&body)).await;
+                });
+            }
+        });
+        Ok(StatusSocket {
+            path: path.to_path_buf(),
+            task,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StatusSocket {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Asks the mount listening at `socket` for its status (blocking, at most 2 s).
+pub fn query(socket: &Path) -> std::io::Result<MountStatus> {
+    use std::io::Read;
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    serde_json::from_slice(&raw).map_err(std::io::Error::other)
+}
+
+/// A warning for a metrics address others can reach; `None` for loopback.
+pub fn exposure_warning(addr: &SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "--metrics-addr {addr} is not a loopback address: anyone who can reach it can read this mount's metrics (file paths of uploads are not among them, but activity is)"
+        )
+    })
+}
+
+/// `/metrics` over HTTP/1.1; dropping it stops serving.
+pub struct MetricsServer {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `addr`: done before mounting, so that a port in use fails the mount at once.
+    pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        std::net::TcpListener::bind(addr)
+    }
+
+    /// Serves `/metrics` on `std_listener` (from [`MetricsServer::listen`]) in the
+    /// background.
+    pub fn start(
+        std_listener: std::net::TcpListener,
+        probe: Arc<Probe>,
+        rt: &tokio::runtime::Handle,
+    ) -> std::io::Result<MetricsServer> {
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = {
+            let _rt = rt.enter();
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
+        let task = rt.spawn(async move {
+            loop {
+                let (conn, _) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        // Out of descriptors, say: try again later rather than spin.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let probe = probe.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(CLIENT_DEADLINE, answer(conn, &probe)).await;
+                });
+            }
+        });
+        Ok(MetricsServer { addr, task })
+    }
+
+    /// The address bound (the port the system chose, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What to answer a request whose head is `head`: (status line, content type, body).
+fn respond(head: &str, probe: &Probe) -> (&'static str, &'static str, String) {
+    let mut words = head.lines().next().unwrap_or_default().split(' ');
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            prometheus::CONTENT_TYPE,
+            prometheus::render(&probe.snapshot()),
+        ),
+        ("GET" | "HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "only /metrics here\n".into(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "GET /metrics\n".into(),
+        ),
+    }
+}
+
+async fn answer(mut conn: tokio::net::TcpStream, probe: &Probe) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).await?;
+        if n == 0 || head.len() > 16 << 10 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let (status, content_type, body) = respond(&head, probe);
+    let is_head = head.starts_with("HEAD ");
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !is_head {
+        out.extend_from_slice(body.as_bytes());
+    }
+    conn.write_all(&out).await?;
+    conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::{Fs, MountOptions};
+    use crate::metrics::MountIdent;
+    use crate::store::{MemoryStore, RequestStats};
+
+    fn probe() -> Arc<Probe> {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        Arc::new(Probe {
+            ident: MountIdent {
+                pid: 7,
+                mountpoint: "/m".into(),
+                profile: "default".into(),
+                s3_url: "s3://b/p/".into(),
+                started: 1,
+            },
+            fs: Arc::new(Fs::new(store, MountOptions::default())),
+            requests: Arc::new(RequestStats::default()),
+            credentials: None,
+        })
+    }
+
+    #[test]
+    fn only_loopback_is_quiet() {
+        assert!(exposure_warning(&"127.0.0.1:9100".parse().unwrap()).is_none());
+        assert!(exposure_warning(&"[::1]:9100".parse().unwrap()).is_none());
+        assert!(exposure_warning(&"0.0.0.0:9100".parse().unwrap()).is_some());
+        assert!(exposure_warning(&"192.168.1.5:9100".parse().unwrap()).is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_socket_answers_with_json_and_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mounts").join("7.sock");
+        let sock = StatusSocket::bind(&path, probe(), &tokio::runtime::Handle::current()).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        let p = path.clone();
+        let status = tokio::task::spawn_blocking(move || query(&p))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(status.pid, 7);
+        let live = status.live.unwrap();
+        assert_eq!(live.requests.len(), 11);
+        assert_eq!(live.writes.files_open, 0);
+        assert_eq!(live.cache.hit_ratio, None);
+        drop(sock);
+        assert!(!path.exists(), "the socket is removed when the server goes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn metrics_over_http() {
+        let server = MetricsServer::start(
+            MetricsServer::listen("127.0.0.1:0".parse().unwrap()).unwrap(),
+            probe(),
+            &tokio::runtime::Handle::current(),
+        )
+        .unwrap();
+        let addr = server.local_addr();
+        let get = |req: &'static str| async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let ok = get("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("Content-Type: text/plain; version=0.0.4"),
+            "{ok}"
+        );
+        let body = ok.split("\r\n\r\n").nth(1).unwrap();
+        assert!(body.contains("\ncognifs_read_bytes_total 0\n"), "{body}");
+        let len: usize = ok
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(len, body.len());
+        let missing = get("GET / HTTP/1.1\r\n\r\n").await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+        let post = get("POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    }
+}

@@ -1,0 +1,333 @@
+//! [`CountingStore`]: an [`ObjectStore`] around another that counts requests and errors by
+//! kind (in total and over the last minute) and remembers the last error, for `cognifs
+//! status` and `/metrics`. It changes nothing about the requests themselves.
+//!
+//! One call is one count: `list_recursive`, which pages through ListObjectsV2 inside the
+//! inner store, counts as one `list`.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreResult, UploadInfo, UserMeta,
+};
+use crate::metrics::Window;
+
+/// A kind of request, as `cognifs status` and `/metrics` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    Head,
+    List,
+    Get,
+    Put,
+    CreateMultipart,
+    UploadPart,
+    CompleteMultipart,
+    AbortMultipart,
+    ListUploads,
+    Delete,
+    Copy,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 11] = [
+        RequestKind::Head,
+        RequestKind::List,
+        RequestKind::Get,
+        RequestKind::Put,
+        RequestKind::CreateMultipart,
+        RequestKind::UploadPart,
+        RequestKind::CompleteMultipart,
+        RequestKind::AbortMultipart,
+        RequestKind::ListUploads,
+        RequestKind::Delete,
+        RequestKind::Copy,
+    ];
+
+    /// The stable name (JSON key, Prometheus `kind` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Head => "head",
+            RequestKind::List => "list",
+            RequestKind::Get => "get",
+            RequestKind::Put => "put",
+            RequestKind::CreateMultipart => "create_multipart",
+            RequestKind::UploadPart => "upload_part",
+            RequestKind::CompleteMultipart => "complete_multipart",
+            RequestKind::AbortMultipart => "abort_multipart",
+            RequestKind::ListUploads => "list_uploads",
+            RequestKind::Delete => "delete",
+            RequestKind::Copy => "copy",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Series {
+    total: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+    recent: Window,
+    recent_errors: Window,
+}
+
+/// Counts of one kind of request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCount {
+    pub total: u64,
+    pub errors: u64,
+    pub last_minute: u64,
+    pub errors_last_minute: u64,
+}
+
+/// The most recent failed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastError {
+    pub at: SystemTime,
+    /// `KIND PATH: ERROR`, the path relative to the mount's prefix.
+    pub message: String,
+}
+
+/// What a [`CountingStore`] counts; shared with whoever reports it.
+#[derive(Default)]
+pub struct RequestStats {
+    series: [Series; RequestKind::ALL.len()],
+    last_error: Mutex<Option<LastError>>,
+}
+
+impl RequestStats {
+    pub fn record<T>(&self, kind: RequestKind, rel: &str, result: &StoreResult<T>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.series[kind as usize];
+        s.total.fetch_add(1, Relaxed);
+        s.recent.add(1);
+        if let Err(e) = result {
+            s.errors.fetch_add(1, Relaxed);
+            s.recent_errors.add(1);
+            *self.last_error.lock().unwrap() = Some(LastError {
+                at: SystemTime::now(),
+                message: format!("{} {rel:?}: {e}", kind.name()),
+            });
+        }
+    }
+
+    pub fn get(&self, kind: RequestKind) -> RequestCount {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.series[kind as usize];
+        RequestCount {
+            total: s.total.load(Relaxed),
+            errors: s.errors.load(Relaxed),
+            last_minute: s.recent.sum(),
+            errors_last_minute: s.recent_errors.sum(),
+        }
+    }
+
+    pub fn last_error(&self) -> Option<LastError> {
+        self.last_error.lock().unwrap().clone()
+    }
+}
+
+/// Counts every request to `inner` into `stats`.
+#[derive(Clone)]
+pub struct CountingStore {
+    inner: Arc<dyn ObjectStore>,
+    stats: Arc<RequestStats>,
+}
+
+impl std::fmt::Debug for CountingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CountingStore")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl CountingStore {
+    pub fn new(inner: Arc<dyn ObjectStore>, stats: Arc<RequestStats>) -> Self {
+        CountingStore { inner, stats }
+    }
+
+    pub fn stats(&self) -> &Arc<RequestStats> {
+        &self.stats
+    }
+
+    fn count<T>(&self, kind: RequestKind, rel: &str, r: StoreResult<T>) -> StoreResult<T> {
+        self.stats.record(kind, rel, &r);
+        r
+    }
+}
+
+#[async_trait]
+impl ObjectStore for CountingStore {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    fn scope(&self) -> &Scope {
+        self.inner.scope()
+    }
+
+    fn check_object(&self, rel: &str) -> StoreResult<()> {
+        self.inner.check_object(rel)
+    }
+
+    async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
+        let r = self.inner.head(rel).await;
+        self.count(RequestKind::Head, rel, r)
+    }
+
+    async fn list_page(
+        &self,
+        dir_rel: &str,
+        continuation: Option<String>,
+        max_keys: i32,
+    ) -> StoreResult<ListPage> {
+        let r = self.inner.list_page(dir_rel, continuation, max_keys).await;
+        self.count(RequestKind::List, dir_rel, r)
+    }
+
+    async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
+        let r = self.inner.list_recursive(dir_rel).await;
+        self.count(RequestKind::List, dir_rel, r)
+    }
+
+    async fn get_range(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Bytes> {
+        let r = self.inner.get_range(rel, if_match_etag, start, len).await;
+        self.count(RequestKind::Get, rel, r)
+    }
+
+    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
+        let r = self.inner.put(rel, body, meta).await;
+        self.count(RequestKind::Put, rel, r)
+    }
+
+    async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
+        let r = self.inner.create_multipart(rel, meta).await;
+        self.count(RequestKind::CreateMultipart, rel, r)
+    }
+
+    async fn upload_part(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> StoreResult<PartDone> {
+        let r = self.inner.upload_part(rel, upload_id, number, body).await;
+        self.count(RequestKind::UploadPart, rel, r)
+    }
+
+    async fn complete_multipart(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        parts: Vec<PartDone>,
+    ) -> StoreResult<String> {
+        let r = self.inner.complete_multipart(rel, upload_id, parts).await;
+        self.count(RequestKind::CompleteMultipart, rel, r)
+    }
+
+    async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
+        let r = self.inner.abort_multipart(rel, upload_id).await;
+        self.count(RequestKind::AbortMultipart, rel, r)
+    }
+
+    async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
+        let r = self.inner.list_uploads(dir_rel).await;
+        self.count(RequestKind::ListUploads, dir_rel, r)
+    }
+
+    async fn delete(&self, rel: &str) -> StoreResult<()> {
+        let r = self.inner.delete(rel).await;
+        self.count(RequestKind::Delete, rel, r)
+    }
+
+    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String> {
+        let r = self.inner.copy(src, dst, meta).await;
+        self.count(RequestKind::Copy, dst, r)
+    }
+
+    async fn check_access(&self) -> StoreResult<()> {
+        let r = self.inner.check_access().await;
+        self.count(RequestKind::List, "", r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Fault, MemoryStore, Op};
+
+    #[tokio::test]
+    async fn counts_requests_and_errors_by_kind() {
+        let mem = Arc::new(MemoryStore::new("b", "p"));
+        let stats = Arc::new(RequestStats::default());
+        let store = CountingStore::new(mem.clone(), stats.clone());
+        store
+            .put("a", Bytes::from_static(b"x"), &UserMeta::new())
+            .await
+            .unwrap();
+        let info = store.head("a").await.unwrap().unwrap();
+        store.get_range("a", &info.etag, 0, 1).await.unwrap();
+        store.list_page("", None, 1000).await.unwrap();
+        store.copy("a", "b", None).await.unwrap();
+        store.delete("b").await.unwrap();
+        assert_eq!(stats.last_error(), None);
+
+        mem.fail_nth(Some(Op::Get), 0, Fault::SlowDown);
+        assert!(store.get_range("a", &info.etag, 0, 1).await.is_err());
+
+        let put = stats.get(RequestKind::Put);
+        assert_eq!(
+            put,
+            RequestCount {
+                total: 1,
+                errors: 0,
+                last_minute: 1,
+                errors_last_minute: 0
+            }
+        );
+        let get = stats.get(RequestKind::Get);
+        assert_eq!(
+            (
+                get.total,
+                get.errors,
+                get.last_minute,
+                get.errors_last_minute
+            ),
+            (2, 1, 2, 1)
+        );
+        for kind in [
+            RequestKind::Head,
+            RequestKind::List,
+            RequestKind::Copy,
+            RequestKind::Delete,
+        ] {
+            assert_eq!(stats.get(kind).total, 1, "{kind:?}");
+        }
+        assert_eq!(stats.get(RequestKind::UploadPart), RequestCount::default());
+        let last = stats.last_error().expect("the failed GET is remembered");
+        assert!(last.message.starts_with("get \"a\": "), "{}", last.message);
+        assert!(last.at.elapsed().unwrap() < std::time::Duration::from_secs(60));
+        // Every call reached the inner store, once.
+        assert_eq!(mem.counts().get(Op::Get), 2);
+    }
+
+    #[test]
+    fn kind_names_are_distinct_and_indexed_in_order() {
+        let names: std::collections::BTreeSet<_> =
+            RequestKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), RequestKind::ALL.len());
+        for (i, k) in RequestKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+        }
+    }
+}
