@@ -34,6 +34,8 @@ fn setup(seed: &[(&str, usize)]) -> Setup {
     }
     let opts = MountOptions {
         metadata_ttl: Duration::from_secs(60),
+        // Directory times are written behind (see `directory_times_are_written_behind`).
+        dir_times_interval: Duration::from_secs(3600),
         spool_dir: spool.path().to_path_buf(),
         ..MountOptions::default()
     };
@@ -207,4 +209,69 @@ fn reading_a_file_twice_reads_s3_once() {
         [],
         "the second read comes from the block cache"
     );
+}
+
+#[test]
+fn an_early_flush_keeps_the_streaming_upload() {
+    let s = setup(&[]);
+    let size = 12 << 20;
+    s.rt.block_on(async {
+        let (_, fh) =
+            s.fs.create(ROOT_INO, "piped", 0o100644, CALLER)
+                .await
+                .unwrap();
+        // A shell's `> file` or a child inheriting the descriptor: a flush before any write.
+        s.fs.flush(fh).await.unwrap();
+        s.store.reset_counts();
+        for off in (0..size).step_by(1 << 20) {
+            s.fs.write(fh, off as u64, vec![3; 1 << 20]).await.unwrap();
+        }
+        s.fs.flush(fh).await.unwrap();
+        s.fs.release(fh).await.unwrap();
+    });
+    // Streamed while written (8 MiB + 4 MiB), not uploaded again whole at close.
+    assert_eq!(
+        counts(&s.store),
+        [
+            (Op::CreateMultipart, 1),
+            (Op::UploadPart, 2),
+            (Op::CompleteMultipart, 1)
+        ]
+    );
+    assert_eq!(
+        s.store.get_raw("us-east-1:counts/piped").unwrap().0.len(),
+        size
+    );
+}
+
+#[test]
+fn directory_times_are_written_behind_once_per_burst() {
+    let s = setup(&[("d/x", 1)]);
+    s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        let before = s.fs.getattr(d.ino).await.unwrap().mtime;
+        s.store.reset_counts();
+        for name in ["a", "b", "c"] {
+            let (_, fh) = s.fs.create(d.ino, name, 0o100644, CALLER).await.unwrap();
+            s.fs.flush(fh).await.unwrap();
+            s.fs.release(fh).await.unwrap();
+        }
+        let after = s.fs.getattr(d.ino).await.unwrap();
+        assert!(after.mtime > before && after.ctime == after.mtime);
+        assert_eq!(
+            counts(&s.store),
+            [(Op::Put, 3)],
+            "one PUT per file, nothing else yet"
+        );
+        s.fs.flush_dir_times().await.unwrap();
+        // HEAD: `d` has no marker yet; what it would hold is read before the first is made.
+        assert_eq!(
+            counts(&s.store),
+            [(Op::Head, 1), (Op::Put, 4)],
+            "then one marker PUT"
+        );
+        let (_, meta) = s.store.get_raw("us-east-1:counts/d/").unwrap();
+        let stored = cognifs::fs::meta::Meta::from_user(&meta);
+        assert_eq!(stored.mtime, Some(after.mtime));
+    });
 }

@@ -337,7 +337,17 @@ impl Fs {
             }
             pending
         };
-        let stream = ws.stream.lock().await.take();
+        let stream = {
+            let mut stream = ws.stream.lock().await;
+            // A stream that has not sent a part yet stays: a flush this early (a shell's
+            // `>`, `dd`, a child that inherits the descriptor and exits) must not cost the
+            // rest of the file its streaming upload.
+            if stream.as_ref().is_some_and(|s| !s.started()) {
+                None
+            } else {
+                stream.take()
+            }
+        };
         let (Some((size, meta)), Some(node)) = (pending, self.inodes.get(ws.ino)) else {
             if let Some(s) = stream {
                 s.abandon(&ws.ctx);

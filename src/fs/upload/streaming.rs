@@ -52,6 +52,11 @@ impl Stream {
         self.end
     }
 
+    /// Whether its multipart upload has begun (a part's worth of bytes arrived).
+    pub fn started(&self) -> bool {
+        self.upload_id.is_some()
+    }
+
     /// Whether finishing this stream yields exactly `size` bytes at `rel`. A stream that
     /// never started its upload (less than a part written) does not: one PUT is cheaper.
     pub fn covers(&self, rel: &str, size: u64) -> bool {
