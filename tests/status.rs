@@ -241,6 +241,17 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
         .collect();
     assert!(lines.len() >= 2, "{} refreshes", lines.len());
 
+    // Signed out while mounted: status says so, and still what the mount is doing.
+    let out = env.run(&["logout"], Duration::from_secs(30));
+    assert_ok(&out, "logout");
+    let out = env.run(&["status"], Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "signed out");
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&mountpoint.display().to_string()) && shown.contains("writing"),
+        "{shown}"
+    );
+
     let out = env.run(
         &["unmount", mountpoint.to_str().unwrap()],
         Duration::from_secs(90),

@@ -271,6 +271,12 @@ pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode>
                 profile.name,
                 profile_flag(&profile.name)
             );
+            // A mount can outlive a sign-out (and the demo signs in on its own): still
+            // say what the running mounts are doing.
+            let now = unix_now();
+            for m in &r.mounts {
+                print!("{}", mount_block(m, now));
+            }
         }
         if !args.watch {
             return Ok(code);
