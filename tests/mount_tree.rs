@@ -94,17 +94,6 @@ async fn rsync(src: &Path, dst: &Path, dry_run: bool) -> Vec<String> {
     stdout.lines().map(str::to_owned).collect()
 }
 
-fn require_rsync() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v rsync"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "install rsync (Debian package `rsync`; .ci/run does)"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_whole_tree_round_trips_through_rsync_and_a_remount() {
     require_rsync();

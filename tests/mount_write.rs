@@ -713,18 +713,6 @@ async fn cp_completes_correctly_with_injected_503s() {
 
 // ---- rsync, shutdown safety, model-based ----
 
-/// Fails (never skips) when rsync is missing: CI installs it (.ci/run).
-fn require_rsync() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v rsync"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "install rsync (Debian package `rsync`; .ci/run does)"
-    );
-}
-
 /// `rsync -a --itemize-changes --stats SRC/ DST/`; returns (files transferred, itemized
 /// file transfers).
 async fn rsync_into(src: &Path, dst: &Path) -> (u64, Vec<String>) {

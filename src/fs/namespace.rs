@@ -105,6 +105,18 @@ impl Fs {
         Ok(self.dir_node(parent)?.rel)
     }
 
+    /// A name that may be created under `parent` and is not taken (`EEXIST`); returns the
+    /// parent's `rel`.
+    async fn free_name(&self, parent: u64, name: &str) -> FsResult<String> {
+        self.writable()?;
+        let parent_rel = self.new_name(parent, name)?;
+        match self.lookup_attr(parent, name, false).await {
+            Ok(_) => Err(FsError::new(libc::EEXIST)),
+            Err(e) if e.errno == libc::ENOENT => Ok(parent_rel),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The metadata of a new entry under `parent`: `mode` (type bits included), owned by
     /// `caller`, except that a setgid directory passes its group on (and, to directories,
     /// its setgid bit), as on a local disk.
@@ -277,13 +289,7 @@ impl Fs {
         mode: u32,
         caller: Caller,
     ) -> FsResult<Attr> {
-        self.writable()?;
-        let parent_rel = self.new_name(parent, name)?;
-        match self.lookup_attr(parent, name, false).await {
-            Ok(_) => return Err(FsError::new(libc::EEXIST)),
-            Err(e) if e.errno == libc::ENOENT => {}
-            Err(e) => return Err(e),
-        }
+        let parent_rel = self.free_name(parent, name).await?;
         let marker = format!("{parent_rel}{name}/");
         let meta = self.new_meta(parent, libc::S_IFDIR | (mode & 0o7777), caller);
         self.store
@@ -358,13 +364,7 @@ impl Fs {
         body: bytes::Bytes,
         meta: Meta,
     ) -> FsResult<Attr> {
-        self.writable()?;
-        let parent_rel = self.new_name(parent, name)?;
-        match self.lookup_attr(parent, name, false).await {
-            Ok(_) => return Err(FsError::new(libc::EEXIST)),
-            Err(e) if e.errno == libc::ENOENT => {}
-            Err(e) => return Err(e),
-        }
+        let parent_rel = self.free_name(parent, name).await?;
         let rel = format!("{parent_rel}{name}");
         self.store.check_object(&rel)?;
         let size = body.len() as u64;

@@ -525,3 +525,15 @@ pub async fn mount_user_attempts(
     );
     mount_store(store, identity_id, opts).await
 }
+
+/// Fails (never skips) when rsync is missing: CI installs it (.ci/run).
+pub fn require_rsync() {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v rsync"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "install rsync (Debian package `rsync`; .ci/run does)"
+    );
+}
