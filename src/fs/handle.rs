@@ -18,8 +18,9 @@ pub(super) enum Handle {
     /// Reads S3 through the block cache, pinned to the version seen at open.
     Reader { ino: u64, reader: FileReader },
     /// Opened for reading while this mount was writing the file: reads the spool as long
-    /// as the file is open for writing, then what the writer uploaded.
-    ReaderOfWritten { ino: u64 },
+    /// as the file is open for writing, then what the writer uploaded — or, if the name
+    /// was unlinked meanwhile (nothing was uploaded), the spool it kept.
+    ReaderOfWritten { ino: u64, state: Arc<WriteState> },
     /// Open for writing: reads and writes go to the inode's shared write state.
     Writer { ino: u64, state: Arc<WriteState> },
 }
@@ -28,7 +29,7 @@ impl Handle {
     pub fn ino(&self) -> u64 {
         match self {
             Handle::Reader { ino, .. }
-            | Handle::ReaderOfWritten { ino }
+            | Handle::ReaderOfWritten { ino, .. }
             | Handle::Writer { ino, .. } => *ino,
         }
     }
@@ -62,8 +63,8 @@ impl Fs {
         if write || trunc {
             return self.open_write(ino, trunc).await;
         }
-        if self.write_state(ino).is_some() {
-            return Ok(self.add_handle(Handle::ReaderOfWritten { ino }));
+        if let Some(state) = self.write_state(ino) {
+            return Ok(self.add_handle(Handle::ReaderOfWritten { ino, state }));
         }
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
         if node.kind == Kind::Dir {
@@ -93,7 +94,11 @@ impl Fs {
         let writing = handle
             .write_state()
             .cloned()
-            .or_else(|| self.write_state(ino));
+            .or_else(|| self.write_state(ino))
+            .or_else(|| match &*handle {
+                Handle::ReaderOfWritten { state, .. } if state.is_unlinked() => Some(state.clone()),
+                _ => None,
+            });
         if let Some(ws) = writing {
             let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
             ws.ensure_loaded(&*self.store, &node.rel, &node.etag, node.attr.size)

@@ -174,7 +174,7 @@ impl Fs {
         let (ws, temporary) = match handle_ws {
             Some(ws) => (ws, false),
             None => {
-                // truncate(2) without an open file: a short-lived handle of our own.
+                // truncate(2) without a handle: a short-lived one of our own.
                 let fh = self.open_write(ino, size == 0).await?;
                 let handle = self.handles.lock().unwrap().remove(&fh);
                 let ws = handle.as_deref().and_then(Handle::write_state).cloned();
@@ -186,12 +186,11 @@ impl Fs {
             if req.changes_meta() {
                 ws.update_meta(|m| req.apply(m, Kind::File));
             }
-            if temporary {
-                self.flush_state(&ws).await?;
-            }
             Ok(())
         }
         .await;
+        // Releasing our short-lived handle uploads the file if no one else has it open for
+        // writing; if someone does, their close uploads it (as for their own ftruncate).
         if temporary {
             let released = self.detach_write(&ws).await;
             result.and(released)

@@ -173,6 +173,10 @@ impl WriteState {
     }
 
     pub async fn write(&self, offset: u64, data: Vec<u8>) -> StoreResult<u32> {
+        if data.is_empty() {
+            // POSIX: a zero-length write has no other result (no growth, no new mtime).
+            return Ok(0);
+        }
         check_size(offset.saturating_add(data.len() as u64))?;
         let data = Bytes::from(data);
         let len = data.len();
@@ -395,9 +399,8 @@ impl Fs {
             self.refresh_file(&node).await?;
             self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?
         };
-        let mut meta = node.found.meta.clone();
-        meta.mtime = None;
-        meta.ctime = None;
+        // Opening changes nothing: the stored times stay until something is written.
+        let meta = node.found.meta.clone();
         let ws = self.attach_write(ino, meta, trunc.then(|| node.rel.clone()))?;
         let prepared = if trunc {
             ws.truncate(0).await
