@@ -11,7 +11,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use cognifs::fs::MountOptions;
 use support::tree::*;
 use support::*;
 
@@ -39,10 +38,7 @@ async fn s3fs_and_cognifs_show_the_same_tree_both_ways() {
     with_timeout(240, async {
         let running = start().await;
         let spool = tempfile::tempdir().unwrap();
-        let opts = || MountOptions {
-            spool_dir: spool.path().to_path_buf(),
-            ..MountOptions::default()
-        };
+        let opts = || spool_opts(spool.path());
 
         // cognifs writes; s3fs reads.
         let mut m = mount_user(&running, ALICE.0, ALICE.1, opts()).await;

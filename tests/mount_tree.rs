@@ -100,10 +100,7 @@ async fn a_whole_tree_round_trips_through_rsync_and_a_remount() {
     with_timeout(300, async {
         let running = start().await;
         let spool = tempfile::tempdir().unwrap();
-        let opts = || MountOptions {
-            spool_dir: spool.path().to_path_buf(),
-            ..MountOptions::default()
-        };
+        let opts = || spool_opts(spool.path());
         let src = tempfile::tempdir().unwrap();
         let root = src.path().join("tree");
         std::fs::create_dir(&root).unwrap();
@@ -246,9 +243,8 @@ async fn local_users_share_an_allow_other_mount_as_a_disk() {
         let running = start().await;
         let spool = tempfile::tempdir().unwrap();
         let opts = MountOptions {
-            spool_dir: spool.path().to_path_buf(),
             allow_other: true,
-            ..MountOptions::default()
+            ..spool_opts(spool.path())
         };
         let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
         let root = m.path().to_path_buf();

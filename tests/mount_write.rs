@@ -16,17 +16,10 @@ use std::time::{Duration, SystemTime};
 use cognifs::fs::MountOptions;
 use devstack::Running;
 use support::cli::{ChildGuard, Env as CliEnv, PathGuard, login_by_paste};
+use support::tree::digest;
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
-
-/// A writable mount with a spool of its own (so parallel tests never share one).
-fn opts(spool: &Path) -> MountOptions {
-    MountOptions {
-        spool_dir: spool.to_path_buf(),
-        ..MountOptions::default()
-    }
-}
 
 struct Env {
     running: Running,
@@ -69,7 +62,13 @@ impl Env {
     }
 
     async fn mount(&self) -> MountGuard {
-        mount_user(&self.running, ALICE.0, ALICE.1, opts(self.spool.path())).await
+        mount_user(
+            &self.running,
+            ALICE.0,
+            ALICE.1,
+            spool_opts(self.spool.path()),
+        )
+        .await
     }
 }
 
@@ -581,7 +580,7 @@ async fn read_only_mount_refuses_every_change() {
         env.put("f", "x").await;
         let o = MountOptions {
             read_only: true,
-            ..opts(env.spool.path())
+            ..spool_opts(env.spool.path())
         };
         let m = mount_user(&env.running, ALICE.0, ALICE.1, o).await;
         let r = m.path().to_path_buf();
@@ -691,7 +690,7 @@ async fn cp_completes_correctly_with_injected_503s() {
             20,
         );
         let spool = tempfile::tempdir().unwrap();
-        let m = mount_user_attempts(&running, ALICE.0, ALICE.1, opts(spool.path()), 20).await;
+        let m = mount_user_attempts(&running, ALICE.0, ALICE.1, spool_opts(spool.path()), 20).await;
         let data = pseudo_random(30 << 20, 3);
         let local = tempfile::tempdir().unwrap();
         let src = local.path().join("x.bin");
@@ -744,13 +743,6 @@ async fn rsync_into(src: &Path, dst: &Path) -> (u64, Vec<String>) {
         .map(str::to_owned)
         .collect();
     (transferred, sent)
-}
-
-/// FNV-1a of some bytes: comparable contents that print short.
-fn digest(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// Every file below `root`: relative path → (size, digest, mtime in whole seconds, mode).
@@ -1045,7 +1037,7 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
 
 /// One step of the model-based test, on paths relative to the case's root.
 #[derive(Debug, Clone)]
-enum Op {
+enum RequestKind {
     /// `O_CREAT | O_TRUNC`, then `len` bytes.
     Create(String, usize),
     /// Open an existing file (no truncation) and write `len` bytes at `offset`.
@@ -1059,7 +1051,7 @@ enum Op {
 
 /// A random step. Mostly on names that exist in the reference tree (`files`, `dirs`), so
 /// most steps succeed; sometimes on any name from a small pool, so failures are covered.
-fn random_op(rng: &mut rand::rngs::StdRng, files: &[String], dirs: &[String]) -> Op {
+fn random_op(rng: &mut rand::rngs::StdRng, files: &[String], dirs: &[String]) -> RequestKind {
     use rand::Rng;
     const FILES: [&str; 8] = ["a", "b", "c", "d0/a", "d0/b", "d0/e/a", "d1/a", "d1/e/b"];
     const DIRS: [&str; 5] = ["d0", "d1", "d0/e", "d1/e", "d2"];
@@ -1075,48 +1067,45 @@ fn random_op(rng: &mut rand::rngs::StdRng, files: &[String], dirs: &[String]) ->
     let new_file = pick(&[], &FILES);
     let new_dir = pick(&[], &DIRS);
     match rng.random_range(0..100) {
-        0..20 => Op::Create(new_file, rng.random_range(0..20_000)),
-        20..40 => Op::WriteAt(
+        0..20 => RequestKind::Create(new_file, rng.random_range(0..20_000)),
+        20..40 => RequestKind::WriteAt(
             file,
             rng.random_range(0..30_000),
             rng.random_range(1..10_000),
         ),
-        40..50 => Op::Truncate(file, rng.random_range(0..25_000)),
-        50..58 => Op::Rename(file, new_file),
-        58..65 => Op::Rename(dir, new_dir),
-        65..75 => Op::Unlink(file),
-        75..88 => Op::Mkdir(new_dir),
-        _ => Op::Rmdir(dir),
+        40..50 => RequestKind::Truncate(file, rng.random_range(0..25_000)),
+        50..58 => RequestKind::Rename(file, new_file),
+        58..65 => RequestKind::Rename(dir, new_dir),
+        65..75 => RequestKind::Unlink(file),
+        75..88 => RequestKind::Mkdir(new_dir),
+        _ => RequestKind::Rmdir(dir),
     }
 }
 
 /// Applies `op` under `root`; the errno on failure.
-fn apply(root: &Path, op: &Op, data: &[u8]) -> Result<(), i32> {
+fn apply(root: &Path, op: &RequestKind, data: &[u8]) -> Result<(), i32> {
     let p = |rel: &str| root.join(rel);
-    let r =
-        match op {
-            Op::Create(f, len) => std::fs::write(p(f), &data[..*len]),
-            Op::WriteAt(f, off, len) => std::fs::OpenOptions::new()
-                .write(true)
-                .open(p(f))
-                .and_then(|file| {
-                    file.write_all_at(&data[..*len], *off)?;
-                    close_checked(file)
-                }),
-            Op::Truncate(f, size) => {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(p(f))
-                    .and_then(|file| {
-                        file.set_len(*size)?;
-                        close_checked(file)
-                    })
-            }
-            Op::Rename(a, b) => std::fs::rename(p(a), p(b)),
-            Op::Unlink(f) => std::fs::remove_file(p(f)),
-            Op::Mkdir(d) => std::fs::create_dir(p(d)),
-            Op::Rmdir(d) => std::fs::remove_dir(p(d)),
-        };
+    let r = match op {
+        RequestKind::Create(f, len) => std::fs::write(p(f), &data[..*len]),
+        RequestKind::WriteAt(f, off, len) => std::fs::OpenOptions::new()
+            .write(true)
+            .open(p(f))
+            .and_then(|file| {
+                file.write_all_at(&data[..*len], *off)?;
+                close_checked(file)
+            }),
+        RequestKind::Truncate(f, size) => std::fs::OpenOptions::new()
+            .write(true)
+            .open(p(f))
+            .and_then(|file| {
+                file.set_len(*size)?;
+                close_checked(file)
+            }),
+        RequestKind::Rename(a, b) => std::fs::rename(p(a), p(b)),
+        RequestKind::Unlink(f) => std::fs::remove_file(p(f)),
+        RequestKind::Mkdir(d) => std::fs::create_dir(p(d)),
+        RequestKind::Rmdir(d) => std::fs::remove_dir(p(d)),
+    };
     r.map_err(|e| e.raw_os_error().unwrap_or(-1))
 }
 

@@ -13,7 +13,7 @@ const CALLER: Caller = Caller {
     uid: 1000,
     gid: 1000,
 };
-use cognifs::store::{MemoryStore, ObjectStore, Op, UserMeta};
+use cognifs::store::{MemoryStore, ObjectStore, RequestKind, UserMeta};
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -66,7 +66,7 @@ fn ls_l(s: &Setup, dir: &str) -> usize {
 }
 
 /// Requests by kind, for the operations that cost any.
-fn counts(store: &MemoryStore) -> Vec<(Op, u64)> {
+fn counts(store: &MemoryStore) -> Vec<(RequestKind, u64)> {
     store
         .counts()
         .0
@@ -83,7 +83,10 @@ fn stat_of_a_fresh_file() {
         s.fs.getattr(a.ino).await.unwrap();
     });
     // HEAD (the object, with its metadata) and a one-key LIST (is `f/` a directory?), at once.
-    assert_eq!(counts(&s.store), [(Op::Head, 1), (Op::List, 1)]);
+    assert_eq!(
+        counts(&s.store),
+        [(RequestKind::Head, 1), (RequestKind::List, 1)]
+    );
 }
 
 #[test]
@@ -94,7 +97,10 @@ fn ls_l_of_a_fresh_directory() {
     assert_eq!(ls_l(&s, "d"), 52);
     // The directory's lookup (HEAD + one-key LIST), one LIST page, and one HEAD per file for
     // its metadata (in parallel); the stats then cost nothing.
-    assert_eq!(counts(&s.store), [(Op::Head, 51), (Op::List, 2)]);
+    assert_eq!(
+        counts(&s.store),
+        [(RequestKind::Head, 51), (RequestKind::List, 2)]
+    );
 }
 
 #[test]
@@ -122,7 +128,11 @@ fn cp_of_a_small_file() {
     // The failed lookup (HEAD + LIST), then one PUT at close.
     assert_eq!(
         counts(&s.store),
-        [(Op::Head, 1), (Op::List, 1), (Op::Put, 1)]
+        [
+            (RequestKind::Head, 1),
+            (RequestKind::List, 1),
+            (RequestKind::Put, 1)
+        ]
     );
 }
 
@@ -146,11 +156,11 @@ fn cp_of_a_large_file() {
     assert_eq!(
         counts(&s.store),
         [
-            (Op::Head, 1),
-            (Op::List, 1),
-            (Op::CreateMultipart, 1),
-            (Op::UploadPart, 3),
-            (Op::CompleteMultipart, 1)
+            (RequestKind::Head, 1),
+            (RequestKind::List, 1),
+            (RequestKind::CreateMultipart, 1),
+            (RequestKind::UploadPart, 3),
+            (RequestKind::CompleteMultipart, 1)
         ]
     );
     assert_eq!(
@@ -173,7 +183,12 @@ fn rename_of_a_file() {
     // rename itself reuses what the lookups found.
     assert_eq!(
         counts(&s.store),
-        [(Op::Head, 2), (Op::List, 2), (Op::Delete, 1), (Op::Copy, 1)]
+        [
+            (RequestKind::Head, 2),
+            (RequestKind::List, 2),
+            (RequestKind::Delete, 1),
+            (RequestKind::Copy, 1)
+        ]
     );
 }
 
@@ -200,7 +215,11 @@ fn reading_a_file_twice_reads_s3_once() {
     // One GET per 1 MiB block, readahead included; nothing more.
     assert_eq!(
         counts(&s.store),
-        [(Op::Head, 1), (Op::List, 1), (Op::Get, 3)]
+        [
+            (RequestKind::Head, 1),
+            (RequestKind::List, 1),
+            (RequestKind::Get, 3)
+        ]
     );
     s.store.reset_counts();
     assert_eq!(read_all(), 3 << 20);
@@ -233,9 +252,9 @@ fn an_early_flush_keeps_the_streaming_upload() {
     assert_eq!(
         counts(&s.store),
         [
-            (Op::CreateMultipart, 1),
-            (Op::UploadPart, 2),
-            (Op::CompleteMultipart, 1)
+            (RequestKind::CreateMultipart, 1),
+            (RequestKind::UploadPart, 2),
+            (RequestKind::CompleteMultipart, 1)
         ]
     );
     assert_eq!(
@@ -260,12 +279,16 @@ fn directory_times_are_written_behind_once_per_burst() {
         assert!(after.mtime > before && after.ctime == after.mtime);
         assert_eq!(
             counts(&s.store),
-            [(Op::Put, 3)],
+            [(RequestKind::Put, 3)],
             "one PUT per file, nothing else yet"
         );
         s.fs.flush_dir_times().await.unwrap();
         // `d` had no marker (its lookup saw that): the write-behind makes one, nothing else.
-        assert_eq!(counts(&s.store), [(Op::Put, 4)], "then one marker PUT");
+        assert_eq!(
+            counts(&s.store),
+            [(RequestKind::Put, 4)],
+            "then one marker PUT"
+        );
         let (_, meta) = s.store.get_raw("us-east-1:counts/d/").unwrap();
         let stored = cognifs::fs::meta::Meta::from_user(&meta);
         assert_eq!(stored.mtime, Some(after.mtime));

@@ -15,6 +15,12 @@ use super::write::WriteState;
 const METADATA_FETCHES_IN_FLIGHT: usize = 32;
 
 impl Fs {
+    /// A directory as its marker `dir_rel` (`a/b/`) says (no marker: a directory with
+    /// nothing stored).
+    pub(super) async fn read_marker(&self, dir_rel: &str) -> FsResult<Found> {
+        Ok(Found::dir_with(self.store.head(dir_rel).await?.as_ref()))
+    }
+
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         self.lookup_attr(parent, name, true).await
     }
@@ -76,11 +82,10 @@ impl Fs {
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
             // The marker `name/`, if any, sorts first; it holds the directory's attributes.
-            let marker = match list.files.first() {
-                Some(f) if f.name.is_empty() => self.store.head(&dir_rel).await?,
-                _ => None,
+            let found = match list.files.first() {
+                Some(f) if f.name.is_empty() => self.read_marker(&dir_rel).await?,
+                _ => Found::dir_with(None),
             };
-            let found = Found::dir_with(marker.as_ref());
             return Ok(self.inodes.upsert(parent, name, found, count));
         }
         match head? {
@@ -104,8 +109,7 @@ impl Fs {
         is_dir: bool,
     ) -> FsResult<Attr> {
         if is_dir {
-            let marker = self.store.head(&format!("{rel}/")).await?;
-            let found = Found::dir_with(marker.as_ref());
+            let found = self.read_marker(&format!("{rel}/")).await?;
             return Ok(self.inodes.upsert(parent, name, found, true));
         }
         match self.store.head(rel).await? {
@@ -130,9 +134,9 @@ impl Fs {
         }
         match node.kind {
             Kind::Dir => {
-                let marker = self.store.head(&node.rel).await?;
+                let found = self.read_marker(&node.rel).await?;
                 self.inodes
-                    .refresh(ino, Found::dir_with(marker.as_ref()))
+                    .refresh(ino, found)
                     .ok_or(FsError::new(libc::ENOENT))
             }
             _ => self.refresh_file(&node).await,

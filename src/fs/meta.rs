@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::store::UserMeta;
+use crate::store::{UserMeta, percent_encode};
 
 /// S3's limit on user metadata per object: keys and values, in bytes.
 pub const MAX_USER_META_BYTES: usize = 2048;
@@ -195,7 +195,7 @@ fn format_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> String {
         .iter()
         .map(|(k, v)| format!("\"{k}\":\"{}\"", STANDARD.encode(v)))
         .collect();
-    url_encode(&format!("{{{}}}", json.join(",")))
+    percent_encode(&format!("{{{}}}", json.join(",")))
 }
 
 /// Reads s3fs's layout; a malformed pair is skipped, as s3fs does.
@@ -216,19 +216,6 @@ fn parse_xattrs(s: &str) -> BTreeMap<String, Vec<u8>> {
             Some((k.to_owned(), STANDARD.decode(v).ok()?))
         })
         .collect()
-}
-
-/// s3fs's `urlEncode`: all but `[A-Za-z0-9/._~-]` as `%XX`.
-fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'-' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn url_decode(s: &str) -> String {

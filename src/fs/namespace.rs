@@ -265,7 +265,7 @@ impl Fs {
             // What the marker holds, with any directory times still to be written.
             node.found.clone()
         } else {
-            Found::dir_with(self.store.head(&node.rel).await?.as_ref())
+            self.read_marker(&node.rel).await?
         };
         f(&mut found.meta, Kind::Dir)?;
         if found.meta.mode.is_none() {

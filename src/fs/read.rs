@@ -298,7 +298,7 @@ impl FileReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemoryStore, Op, UserMeta};
+    use crate::store::{MemoryStore, RequestKind, UserMeta};
 
     const MIB: u64 = 1 << 20;
 
@@ -336,7 +336,7 @@ mod tests {
         // The window doubles each time the reader enters a new block, then stays at the cap.
         assert_eq!(&windows[..6], [1, 2, 4, 8, 8, 8]);
         // Every block was fetched once, readahead included: no block twice.
-        assert!(store.counts().get(Op::Get) <= 32);
+        assert!(store.counts().get(RequestKind::Get) <= 32);
     }
 
     #[tokio::test]
@@ -346,12 +346,12 @@ mod tests {
             r.read(off, 128 << 10).await.unwrap();
         }
         assert!(r.window() > MIB);
-        let before = store.counts().get(Op::Get);
+        let before = store.counts().get(RequestKind::Get);
         let data = r.read(20 * MIB + 5, 4096).await.unwrap();
         assert_eq!(data[..], expected(20 * MIB + 5, 4096)[..]);
         assert_eq!(r.window(), MIB, "a seek resets the window");
         assert_eq!(
-            store.counts().get(Op::Get) - before,
+            store.counts().get(RequestKind::Get) - before,
             1,
             "a random read fetches only its own block"
         );

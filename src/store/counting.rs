@@ -12,58 +12,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreResult, UploadInfo, UserMeta,
+    ListPage, ObjectInfo, ObjectStore, PartDone, RequestKind, Scope, StoreResult, UploadInfo,
+    UserMeta,
 };
 use crate::metrics::Window;
-
-/// A kind of request, as `cognifs status` and `/metrics` name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RequestKind {
-    Head,
-    List,
-    Get,
-    Put,
-    CreateMultipart,
-    UploadPart,
-    CompleteMultipart,
-    AbortMultipart,
-    ListUploads,
-    Delete,
-    Copy,
-}
-
-impl RequestKind {
-    pub const ALL: [RequestKind; 11] = [
-        RequestKind::Head,
-        RequestKind::List,
-        RequestKind::Get,
-        RequestKind::Put,
-        RequestKind::CreateMultipart,
-        RequestKind::UploadPart,
-        RequestKind::CompleteMultipart,
-        RequestKind::AbortMultipart,
-        RequestKind::ListUploads,
-        RequestKind::Delete,
-        RequestKind::Copy,
-    ];
-
-    /// The stable name (JSON key, Prometheus `kind` label).
-    pub fn name(self) -> &'static str {
-        match self {
-            RequestKind::Head => "head",
-            RequestKind::List => "list",
-            RequestKind::Get => "get",
-            RequestKind::Put => "put",
-            RequestKind::CreateMultipart => "create_multipart",
-            RequestKind::UploadPart => "upload_part",
-            RequestKind::CompleteMultipart => "complete_multipart",
-            RequestKind::AbortMultipart => "abort_multipart",
-            RequestKind::ListUploads => "list_uploads",
-            RequestKind::Delete => "delete",
-            RequestKind::Copy => "copy",
-        }
-    }
-}
 
 #[derive(Default)]
 struct Series {
@@ -264,7 +216,7 @@ impl ObjectStore for CountingStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Fault, MemoryStore, Op};
+    use crate::store::{Fault, MemoryStore};
 
     #[tokio::test]
     async fn counts_requests_and_errors_by_kind() {
@@ -282,7 +234,7 @@ mod tests {
         store.delete("b").await.unwrap();
         assert_eq!(stats.last_error(), None);
 
-        mem.fail_nth(Some(Op::Get), 0, Fault::SlowDown);
+        mem.fail_nth(Some(RequestKind::Get), 0, Fault::SlowDown);
         assert!(store.get_range("a", &info.etag, 0, 1).await.is_err());
 
         let put = stats.get(RequestKind::Put);
@@ -318,7 +270,7 @@ mod tests {
         assert!(last.message.starts_with("get \"a\": "), "{}", last.message);
         assert!(last.at.elapsed().unwrap() < std::time::Duration::from_secs(60));
         // Every call reached the inner store, once.
-        assert_eq!(mem.counts().get(Op::Get), 2);
+        assert_eq!(mem.counts().get(RequestKind::Get), 2);
     }
 
     #[test]

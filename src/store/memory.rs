@@ -20,28 +20,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreError, StoreResult, UploadInfo,
-    UserMeta,
+    ListPage, ObjectInfo, ObjectStore, PartDone, RequestKind, Scope, StoreError, StoreResult,
+    UploadInfo, UserMeta,
 };
 
 /// S3's smallest part (all but the last part of an upload).
 const MIN_PART_SIZE: usize = 5 << 20;
-
-/// A kind of S3 request, for counting and for aiming injected failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Op {
-    Head,
-    List,
-    Get,
-    Put,
-    CreateMultipart,
-    UploadPart,
-    CompleteMultipart,
-    AbortMultipart,
-    ListUploads,
-    Delete,
-    Copy,
-}
 
 /// An injected failure: what the request answers instead of doing its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +39,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn error(self, op: Op) -> StoreError {
+    fn error(self, op: RequestKind) -> StoreError {
         match self {
             Fault::SlowDown => StoreError::Other(format!("injected 503 SlowDown on {op:?}")),
             Fault::AccessDenied => StoreError::AccessDenied("injected AccessDenied".into()),
@@ -66,10 +50,10 @@ impl Fault {
 
 /// Requests by kind since creation or the last [`MemoryStore::reset_counts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RequestCounts(pub BTreeMap<Op, u64>);
+pub struct RequestCounts(pub BTreeMap<RequestKind, u64>);
 
 impl RequestCounts {
-    pub fn get(&self, op: Op) -> u64 {
+    pub fn get(&self, op: RequestKind) -> u64 {
         self.0.get(&op).copied().unwrap_or(0)
     }
 
@@ -93,7 +77,7 @@ struct Upload {
 }
 
 struct Armed {
-    op: Option<Op>,
+    op: Option<RequestKind>,
     /// Matching requests still let through before this one fires.
     skip: u64,
     fault: Fault,
@@ -180,7 +164,7 @@ impl MemoryStore {
     }
 
     /// The request after `skip` more requests of kind `op` (of any kind: `None`) fails.
-    pub fn fail_nth(&self, op: Option<Op>, skip: u64, fault: Fault) {
+    pub fn fail_nth(&self, op: Option<RequestKind>, skip: u64, fault: Fault) {
         self.faults.lock().unwrap().armed.push(Armed {
             op,
             skip,
@@ -190,7 +174,7 @@ impl MemoryStore {
     }
 
     /// Every request of kind `op` (of any kind: `None`) fails until [`Self::clear_faults`].
-    pub fn fail_always(&self, op: Option<Op>, fault: Fault) {
+    pub fn fail_always(&self, op: Option<RequestKind>, fault: Fault) {
         self.faults.lock().unwrap().armed.push(Armed {
             op,
             skip: 0,
@@ -227,7 +211,7 @@ impl MemoryStore {
 
     /// Counts the request, waits the injected latency, and answers an injected failure if
     /// one is due.
-    async fn request(&self, op: Op) -> StoreResult<()> {
+    async fn request(&self, op: RequestKind) -> StoreResult<()> {
         *self.counts.lock().unwrap().0.entry(op).or_default() += 1;
         let (latency, fault) = {
             let mut f = self.faults.lock().unwrap();
@@ -290,7 +274,7 @@ impl ObjectStore for MemoryStore {
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
         let key = self.scope.entry_key(rel)?;
-        self.request(Op::Head).await?;
+        self.request(RequestKind::Head).await?;
         let objects = self.objects.lock().unwrap();
         let name = rel.rsplit('/').next().unwrap_or(rel);
         Ok(objects.get(&key).map(|o| Self::info(name, o, true)))
@@ -303,7 +287,7 @@ impl ObjectStore for MemoryStore {
         max_keys: i32,
     ) -> StoreResult<ListPage> {
         let prefix = self.scope.dir_key(dir_rel)?;
-        self.request(Op::List).await?;
+        self.request(RequestKind::List).await?;
         let limit = (max_keys.max(1) as u64).min(self.page_size.load(Ordering::Relaxed)) as usize;
         let objects = self.objects.lock().unwrap();
         // The token is the last key or common prefix returned; a common prefix stands for
@@ -359,7 +343,7 @@ impl ObjectStore for MemoryStore {
             .div_ceil(self.page_size.load(Ordering::Relaxed))
             .max(1);
         for _ in 0..pages {
-            self.request(Op::List).await?;
+            self.request(RequestKind::List).await?;
         }
         Ok(matching)
     }
@@ -375,7 +359,7 @@ impl ObjectStore for MemoryStore {
         if len == 0 {
             return Ok(Bytes::new());
         }
-        self.request(Op::Get).await?;
+        self.request(RequestKind::Get).await?;
         let objects = self.objects.lock().unwrap();
         let o = objects.get(&key).ok_or(StoreError::NotFound)?;
         if o.etag != if_match_etag {
@@ -391,7 +375,7 @@ impl ObjectStore for MemoryStore {
 
     async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
-        self.request(Op::Put).await?;
+        self.request(RequestKind::Put).await?;
         let object = self.object(body, meta.clone());
         let etag = object.etag.clone();
         self.objects.lock().unwrap().insert(key, object);
@@ -400,7 +384,7 @@ impl ObjectStore for MemoryStore {
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
         let key = self.scope.object_key(rel)?;
-        self.request(Op::CreateMultipart).await?;
+        self.request(RequestKind::CreateMultipart).await?;
         let id = format!("upload-{}", self.seq.fetch_add(1, Ordering::Relaxed));
         let upload = Upload {
             key,
@@ -420,7 +404,7 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
     ) -> StoreResult<PartDone> {
         let key = self.scope.object_key(rel)?;
-        self.request(Op::UploadPart).await?;
+        self.request(RequestKind::UploadPart).await?;
         let mut uploads = self.uploads.lock().unwrap();
         let upload = uploads
             .get_mut(upload_id)
@@ -438,7 +422,7 @@ impl ObjectStore for MemoryStore {
         mut parts: Vec<PartDone>,
     ) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
-        self.request(Op::CompleteMultipart).await?;
+        self.request(RequestKind::CompleteMultipart).await?;
         parts.sort_by_key(|p| p.number);
         let mut uploads = self.uploads.lock().unwrap();
         let upload = uploads
@@ -471,7 +455,7 @@ impl ObjectStore for MemoryStore {
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
         self.scope.entry_key(rel)?;
-        self.request(Op::AbortMultipart).await?;
+        self.request(RequestKind::AbortMultipart).await?;
         match self.uploads.lock().unwrap().remove(upload_id) {
             Some(_) => Ok(()),
             None => Err(StoreError::NotFound),
@@ -480,7 +464,7 @@ impl ObjectStore for MemoryStore {
 
     async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
         let prefix = self.scope.dir_key(dir_rel)?;
-        self.request(Op::ListUploads).await?;
+        self.request(RequestKind::ListUploads).await?;
         let uploads = self.uploads.lock().unwrap();
         let mut out: Vec<UploadInfo> = uploads
             .iter()
@@ -499,7 +483,7 @@ impl ObjectStore for MemoryStore {
 
     async fn delete(&self, rel: &str) -> StoreResult<()> {
         let key = self.scope.entry_key(rel)?;
-        self.request(Op::Delete).await?;
+        self.request(RequestKind::Delete).await?;
         self.objects.lock().unwrap().remove(&key);
         Ok(())
     }
@@ -510,7 +494,7 @@ impl ObjectStore for MemoryStore {
         }
         let src_key = self.scope.entry_key(src)?;
         let dst_key = self.scope.entry_key(dst)?;
-        self.request(Op::Copy).await?;
+        self.request(RequestKind::Copy).await?;
         let mut objects = self.objects.lock().unwrap();
         let source = objects.get(&src_key).ok_or(StoreError::NotFound)?;
         let meta = meta.cloned().unwrap_or_else(|| source.meta.clone());
@@ -602,7 +586,7 @@ mod tests {
     #[tokio::test]
     async fn injected_faults_and_counts() {
         let s = store();
-        s.fail_nth(Some(Op::Head), 1, Fault::SlowDown);
+        s.fail_nth(Some(RequestKind::Head), 1, Fault::SlowDown);
         assert!(s.head("a").await.unwrap().is_none());
         assert!(matches!(s.head("a").await, Err(StoreError::Other(_))));
         assert!(s.head("a").await.is_ok());
@@ -614,7 +598,14 @@ mod tests {
         s.clear_faults();
         s.delete("a").await.unwrap();
         let c = s.counts();
-        assert_eq!((c.get(Op::Head), c.get(Op::Delete), c.total()), (3, 2, 5));
+        assert_eq!(
+            (
+                c.get(RequestKind::Head),
+                c.get(RequestKind::Delete),
+                c.total()
+            ),
+            (3, 2, 5)
+        );
         s.set_slowdown_fraction(1.0);
         assert!(s.list_page("", None, 1).await.is_err());
     }

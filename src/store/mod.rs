@@ -22,8 +22,8 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-pub use counting::{CountingStore, RequestKind, RequestStats};
-pub use memory::{Fault, MemoryStore, Op, RequestCounts};
+pub use counting::{CountingStore, RequestStats};
+pub use memory::{Fault, MemoryStore, RequestCounts};
 pub use s3::{S3Store, s3_client};
 
 /// S3's limit on a whole key, in bytes.
@@ -32,6 +32,56 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// User metadata of an object: `x-amz-meta-NAME` headers, keyed by `NAME` (lowercase, as S3
 /// returns them). What the keys mean is the filesystem's business (`fs/meta.rs`).
 pub type UserMeta = BTreeMap<String, String>;
+
+/// A kind of S3 request: what the counting store reports (`cognifs status`, `/metrics`)
+/// and what the memory store counts and aims injected failures at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RequestKind {
+    Head,
+    List,
+    Get,
+    Put,
+    CreateMultipart,
+    UploadPart,
+    CompleteMultipart,
+    AbortMultipart,
+    ListUploads,
+    Delete,
+    Copy,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 11] = [
+        RequestKind::Head,
+        RequestKind::List,
+        RequestKind::Get,
+        RequestKind::Put,
+        RequestKind::CreateMultipart,
+        RequestKind::UploadPart,
+        RequestKind::CompleteMultipart,
+        RequestKind::AbortMultipart,
+        RequestKind::ListUploads,
+        RequestKind::Delete,
+        RequestKind::Copy,
+    ];
+
+    /// The stable name (JSON key, Prometheus `kind` label).
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::Head => "head",
+            RequestKind::List => "list",
+            RequestKind::Get => "get",
+            RequestKind::Put => "put",
+            RequestKind::CreateMultipart => "create_multipart",
+            RequestKind::UploadPart => "upload_part",
+            RequestKind::CompleteMultipart => "complete_multipart",
+            RequestKind::AbortMultipart => "abort_multipart",
+            RequestKind::ListUploads => "list_uploads",
+            RequestKind::Delete => "delete",
+            RequestKind::Copy => "copy",
+        }
+    }
+}
 
 /// One object as a listing or HEAD reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +231,20 @@ impl Scope {
     pub fn relative<'k>(&self, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(&self.prefix)
     }
+}
+
+/// Percent-encodes every byte but `[A-Za-z0-9-_.~/]`: what `x-amz-copy-source` wants, and
+/// exactly s3fs's `urlEncode` (its `x-amz-meta-xattr` layout).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A relative path is `seg(/seg)*`, optionally ending in `/` where a directory is meant.

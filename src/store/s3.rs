@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::{
     ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreError, StoreResult, UploadInfo,
-    UserMeta,
+    UserMeta, percent_encode,
 };
 
 /// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
@@ -72,19 +72,6 @@ fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
 /// The SDK wants a `HashMap`; `None` sends no metadata headers at all.
 fn sdk_meta(meta: &UserMeta) -> Option<std::collections::HashMap<String, String>> {
     (!meta.is_empty()).then(|| meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-}
-
-/// Percent-encodes a key for `x-amz-copy-source` (everything but unreserved bytes and `/`).
-fn encode_copy_source(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The S3 client for a profile, signing with `credentials`. No identity cache: the provider
@@ -176,7 +163,7 @@ impl S3Store {
             .await
             .map_err(StoreError::from_sdk)?;
         let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        let source = encode_copy_source(&format!("{}/{}", self.bucket, src_key));
+        let source = percent_encode(&format!("{}/{}", self.bucket, src_key));
         let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(COPY_PART_SIZE).max(1))
             .map(|i| {
                 (
@@ -539,7 +526,7 @@ impl ObjectStore for S3Store {
             .copy_object()
             .bucket(&self.bucket)
             .key(&dst_key)
-            .copy_source(encode_copy_source(&format!("{}/{}", self.bucket, src_key)));
+            .copy_source(percent_encode(&format!("{}/{}", self.bucket, src_key)));
         req = match meta {
             None => req.metadata_directive(MetadataDirective::Copy),
             Some(m) => req
@@ -573,10 +560,7 @@ mod tests {
 
     #[test]
     fn copy_source_is_percent_encoded() {
-        assert_eq!(
-            encode_copy_source("b/a b#%+?ü"),
-            "b/a%20b%23%25%2B%3F%C3%BC"
-        );
+        assert_eq!(percent_encode("b/a b#%+?ü"), "b/a%20b%23%25%2B%3F%C3%BC");
     }
 
     #[test]

@@ -537,3 +537,11 @@ pub fn require_rsync() {
         "install rsync (Debian package `rsync`; .ci/run does)"
     );
 }
+
+/// A writable mount with a spool of its own (so parallel tests never share one).
+pub fn spool_opts(spool: &Path) -> MountOptions {
+    MountOptions {
+        spool_dir: spool.to_path_buf(),
+        ..MountOptions::default()
+    }
+}

@@ -116,6 +116,7 @@ pub struct Entry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
+/// FNV-1a of some bytes: comparable contents that print short.
 pub fn digest(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)

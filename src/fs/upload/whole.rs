@@ -65,7 +65,7 @@ pub async fn upload_spool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MemoryStore, Op};
+    use crate::store::{MemoryStore, RequestKind};
     use bytes::Bytes;
     use std::time::Duration;
     use tokio::sync::Semaphore;
@@ -106,20 +106,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!task.is_finished());
         assert_eq!(
-            store.counts().get(Op::UploadPart),
+            store.counts().get(RequestKind::UploadPart),
             0,
             "no part sent without a permit"
         );
         drop(held);
         task.await.unwrap().unwrap();
-        assert_eq!(store.counts().get(Op::UploadPart), 3);
+        assert_eq!(store.counts().get(RequestKind::UploadPart), 3);
         assert_eq!(store.get_raw("p/f").unwrap().0.len(), 12 << 20);
     }
 
     #[tokio::test]
     async fn a_failed_part_aborts_the_upload() {
         let store = Arc::new(MemoryStore::new("b", "p"));
-        store.fail_nth(Some(Op::UploadPart), 1, crate::store::Fault::SlowDown);
+        store.fail_nth(
+            Some(RequestKind::UploadPart),
+            1,
+            crate::store::Fault::SlowDown,
+        );
         let (_dir, spool) = spool_of(11 << 20).await;
         let r = upload_spool(
             &ctx(store.clone(), 8),
@@ -134,6 +138,10 @@ mod tests {
         assert!(store.get_raw("p/f").is_none());
         let small = upload_spool(&ctx(store.clone(), 8), &spool, "g", 10, &Meta::default()).await;
         small.unwrap();
-        assert_eq!(store.counts().get(Op::Put), 1, "below a part: one PUT");
+        assert_eq!(
+            store.counts().get(RequestKind::Put),
+            1,
+            "below a part: one PUT"
+        );
     }
 }
