@@ -18,7 +18,9 @@ use crate::fs::MountOptions;
 use crate::metrics::{MountIdent, Probe, server};
 use crate::mounts;
 use crate::service;
-use crate::store::{CountingStore, ObjectStore, RequestStats, S3Store, UserMeta, s3_client};
+use crate::store::{
+    CountingStore, ObjectStore, RenewingStore, RequestStats, S3Store, UserMeta, s3_client,
+};
 
 /// The async runtime every command that talks to the network runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -138,13 +140,18 @@ pub fn serve_with_metrics(
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
     // Every request is counted, for `cognifs status` and /metrics.
     let requests = Arc::new(RequestStats::default());
-    let store = Arc::new(CountingStore::new(
+    let counted = Arc::new(CountingStore::new(
         Arc::new(S3Store::new(
             s3_client(&profile, refresher.credentials.clone()),
             profile.bucket.clone(),
             prefix,
         )),
         requests.clone(),
+    ));
+    // Outside the counting: a refused request and its retry are both counted.
+    let store: Arc<dyn ObjectStore> = Arc::new(RenewingStore::new(
+        counted,
+        Arc::new(refresher.credentials.clone()),
     ));
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;

@@ -14,6 +14,7 @@
 //! `run cognifs login`, S3 calls fail with that error — until the token file changes, which
 //! is picked up without a restart.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +22,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{ProvideCredentials, error::CredentialsError, future};
 use aws_sdk_cognitoidentity::error::ProvideErrorMetadata;
 use rand::Rng;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::AuthError;
 use super::tokens::{TokenState, TokenStore, error_chain, http_client, refresh};
@@ -173,17 +174,33 @@ pub enum CredentialState {
     SignedOut(String),
 }
 
+/// What the refresher publishes: the credentials, and counters that let a caller wait for
+/// a renewal it asked for.
+#[derive(Clone, Debug)]
+struct Published {
+    state: CredentialState,
+    /// Grows with every new set of credentials.
+    generation: u64,
+    /// Grows with every renewal attempt asked for by [`WatchedCredentials::renew_after`],
+    /// successful or not, so that nobody waits for a renewal that failed.
+    forced_attempts: u64,
+}
+
 /// `ProvideCredentials` backed by the refresher's watch channel.
 #[derive(Clone, Debug)]
 pub struct WatchedCredentials {
-    rx: watch::Receiver<CredentialState>,
+    rx: watch::Receiver<Published>,
     /// When the credentials in use were obtained: at start, then at each renewal.
     obtained: Arc<Mutex<SystemTime>>,
+    /// Wakes the refresher for a renewal now.
+    renew_now: Arc<Notify>,
+    /// One more than the newest generation a request reported refused (0: none).
+    refused: Arc<AtomicU64>,
 }
 
 impl WatchedCredentials {
     pub fn current(&self) -> CredentialState {
-        self.rx.borrow().clone()
+        self.rx.borrow().state.clone()
     }
 
     /// When the credentials were last obtained (the first fetch, then each renewal).
@@ -192,10 +209,33 @@ impl WatchedCredentials {
     }
 
     pub fn expiry(&self) -> Option<SystemTime> {
-        match &*self.rx.borrow() {
+        match &self.rx.borrow().state {
             CredentialState::Ready(c) => c.expiry(),
             CredentialState::SignedOut(_) => None,
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::store::Renewer for WatchedCredentials {
+    fn generation(&self) -> u64 {
+        self.rx.borrow().generation
+    }
+
+    async fn renew_after(&self, stale: u64) {
+        let attempts = self.rx.borrow().forced_attempts;
+        if self.generation() > stale {
+            return;
+        }
+        let mut rx = self.rx.clone();
+        self.refused.fetch_max(stale + 1, Ordering::SeqCst);
+        self.renew_now.notify_one();
+        // Bounded: a refresher stuck on an unreachable Cognito must not hold S3 calls.
+        let _ = tokio::time::timeout(
+            FORCED_RENEWAL_WAIT,
+            rx.wait_for(|p| p.generation > stale || p.forced_attempts > attempts),
+        )
+        .await;
     }
 }
 
@@ -211,24 +251,93 @@ impl ProvideCredentials for WatchedCredentials {
     }
 }
 
-/// When to renew credentials obtained at `obtained` that expire at `expiry`.
-pub fn renew_delay(obtained: SystemTime, expiry: Option<SystemTime>) -> Duration {
+/// How long a request refused for stale credentials waits for the renewal it asked for.
+const FORCED_RENEWAL_WAIT: Duration = Duration::from_secs(20);
+
+/// The refresher's pacing.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    /// The longest the refresher sleeps before looking at the wall clock again. Its timers
+    /// run on the monotonic clock, which stops while the machine is suspended; the wall clock
+    /// does not, so a laptop that slept past the renewal time renews within this of waking.
+    pub wall_clock_check: Duration,
+    /// Renewals asked for by refused requests are at least this far apart: credentials that
+    /// S3 keeps refusing (a clock far off, a policy change) must not cause a renewal storm.
+    pub forced_gap: Duration,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            wall_clock_check: Duration::from_secs(15),
+            forced_gap: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The wall clock, injectable so that tests can jump it (a suspend, a clock change).
+pub trait WallClock: Send + Sync + 'static {
+    fn now(&self) -> SystemTime;
+}
+
+/// The system's wall clock.
+pub struct SystemClock;
+
+impl WallClock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// When credentials obtained at `obtained` that expire at `expiry` are to be renewed: at
+/// 80% of their lifetime, and at least 5 minutes before expiry when they last long enough.
+pub fn renew_at(obtained: SystemTime, expiry: Option<SystemTime>) -> SystemTime {
     let Some(expiry) = expiry else {
-        return Duration::from_secs(3000);
+        return obtained + Duration::from_secs(3000);
     };
     let lifetime = expiry.duration_since(obtained).unwrap_or_default();
     let mut at = lifetime.mul_f64(0.8);
     if lifetime >= Duration::from_secs(25 * 60) {
         at = at.min(lifetime - Duration::from_secs(300));
     }
-    let elapsed = SystemTime::now()
-        .duration_since(obtained)
-        .unwrap_or_default();
-    at.saturating_sub(elapsed).max(Duration::from_millis(200))
+    obtained + at
+}
+
+/// How long to sleep before looking again, at wall-clock time `now`, for a renewal due at
+/// `due`: never past `check`, never a tight loop.
+fn sleep_before_check(now: SystemTime, due: SystemTime, check: Duration) -> Duration {
+    due.duration_since(now)
+        .unwrap_or_default()
+        .min(check)
+        .max(Duration::from_millis(5).min(check))
 }
 
 fn with_jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+/// Where the refresher gets credentials: the Cognito exchange, or a fake in tests.
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync + 'static {
+    async fn fetch(&self) -> Result<Credentials, AuthError>;
+    /// Changes when the user signs in again (the token file's identity).
+    fn sign_in_marker(&self) -> Option<(i64, i64, u64, u32)>;
+    fn profile_name(&self) -> &str;
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for Session {
+    async fn fetch(&self) -> Result<Credentials, AuthError> {
+        Ok(self.fetch_credentials().await?.1)
+    }
+
+    fn sign_in_marker(&self) -> Option<(i64, i64, u64, u32)> {
+        self.store.fingerprint()
+    }
+
+    fn profile_name(&self) -> &str {
+        &self.profile.name
+    }
 }
 
 pub struct Refresher {
@@ -247,39 +356,95 @@ impl Drop for Refresher {
 /// them fresh in the background.
 pub async fn start_refresher(session: Session) -> Result<Refresher, AuthError> {
     let (identity_id, first) = session.fetch_credentials().await?;
-    let (tx, rx) = watch::channel(CredentialState::Ready(first.clone()));
-    let obtained = Arc::new(Mutex::new(SystemTime::now()));
-    let task = tokio::spawn(refresh_loop(session, tx, first.expiry(), obtained.clone()));
+    let (credentials, task) =
+        spawn_refresher(session, first, Arc::new(SystemClock), Pacing::default());
     Ok(Refresher {
         identity_id,
-        credentials: WatchedCredentials { rx, obtained },
+        credentials,
         task,
     })
 }
 
+/// Publishes `first` and spawns the loop that renews it, on `clock`'s schedule.
+pub fn spawn_refresher(
+    source: impl CredentialSource,
+    first: Credentials,
+    clock: Arc<dyn WallClock>,
+    pacing: Pacing,
+) -> (WatchedCredentials, tokio::task::JoinHandle<()>) {
+    let obtained = Arc::new(Mutex::new(clock.now()));
+    let (tx, rx) = watch::channel(Published {
+        state: CredentialState::Ready(first.clone()),
+        generation: 0,
+        forced_attempts: 0,
+    });
+    let credentials = WatchedCredentials {
+        rx,
+        obtained: obtained.clone(),
+        renew_now: Arc::new(Notify::new()),
+        refused: Arc::new(AtomicU64::new(0)),
+    };
+    let task = tokio::spawn(refresh_loop(
+        source,
+        tx,
+        first.expiry(),
+        credentials.clone(),
+        clock,
+        pacing,
+    ));
+    (
+        credentials,
+        task,
+    )
+}
+
 async fn refresh_loop(
-    session: Session,
-    tx: watch::Sender<CredentialState>,
+    source: impl CredentialSource,
+    tx: watch::Sender<Published>,
     mut expiry: Option<SystemTime>,
-    renewed: Arc<Mutex<SystemTime>>,
+    watched: WatchedCredentials,
+    clock: Arc<dyn WallClock>,
+    pacing: Pacing,
 ) {
-    let mut obtained = *renewed.lock().unwrap();
-    let profile = session.profile.name.clone();
+    let renewed = &watched.obtained;
+    let obtained = *renewed.lock().unwrap();
+    let profile = source.profile_name().to_owned();
     let mut backoff = BACKOFF_START;
-    let mut delay = renew_delay(obtained, expiry);
+    let mut due = renew_at(obtained, expiry);
+    let mut last_forced: Option<tokio::time::Instant> = None;
     loop {
-        tokio::time::sleep(delay).await;
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(sleep_before_check(clock.now(), due, pacing.wall_clock_check)) => false,
+            _ = watched.renew_now.notified() => true,
+        };
+        // Only for a refusal of the credentials in use: those refused before the last
+        // renewal were replaced already.
+        let forced = forced && watched.refused.load(Ordering::SeqCst) > tx.borrow().generation;
+        if forced {
+            // A request was refused for stale credentials: renew now (once per gap).
+            if let Some(gap) = last_forced.map(|t| pacing.forced_gap.saturating_sub(t.elapsed()))
+            {
+                tokio::time::sleep(gap).await;
+            }
+            last_forced = Some(tokio::time::Instant::now());
+            tracing::info!(profile, "S3 refused the credentials; renewing them now");
+        } else if clock.now() < due {
+            continue;
+        }
         // Taken before the attempt, so a login that lands while it fails is not missed.
-        let seen = session.store.fingerprint();
-        match session.fetch_credentials().await {
-            Ok((_, creds)) => {
-                obtained = SystemTime::now();
-                *renewed.lock().unwrap() = obtained;
+        let seen = source.sign_in_marker();
+        match source.fetch().await {
+            Ok(creds) => {
+                let now = clock.now();
+                *renewed.lock().unwrap() = now;
                 expiry = creds.expiry();
-                tracing::info!(profile, expires_in = ?expiry.and_then(|e| e.duration_since(obtained).ok()), "credentials renewed");
-                let _ = tx.send(CredentialState::Ready(creds));
+                tracing::info!(profile, expires_in = ?expiry.and_then(|e| e.duration_since(now).ok()), "credentials renewed");
+                tx.send_modify(|p| {
+                    p.state = CredentialState::Ready(creds);
+                    p.generation += 1;
+                });
                 backoff = BACKOFF_START;
-                delay = renew_delay(obtained, expiry);
+                due = renew_at(now, expiry);
             }
             Err(
                 err @ (AuthError::SignedOut { .. }
@@ -287,20 +452,28 @@ async fn refresh_loop(
                 | AuthError::Insecure(_)),
             ) => {
                 tracing::error!(profile, "{err}");
-                let _ = tx.send(CredentialState::SignedOut(err.to_string()));
-                while session.store.fingerprint() == seen {
+                tx.send_modify(|p| {
+                    p.state = CredentialState::SignedOut(err.to_string());
+                    p.generation += 1;
+                    p.forced_attempts += u64::from(forced);
+                });
+                while source.sign_in_marker() == seen {
                     tokio::time::sleep(SIGNED_OUT_POLL).await;
                 }
                 tracing::info!(profile, "token file changed; signing in again");
                 backoff = BACKOFF_START;
-                delay = Duration::ZERO;
+                due = clock.now();
+                continue;
             }
             Err(err) => {
                 // Keep what we have (it may still be valid) and try again soon.
                 tracing::warn!(profile, retry_in = ?backoff, "credential renewal failed: {err}");
-                delay = with_jitter(backoff);
+                due = clock.now() + with_jitter(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
+        }
+        if forced {
+            tx.send_modify(|p| p.forced_attempts += 1);
         }
     }
 }
@@ -308,27 +481,160 @@ async fn refresh_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Renewer;
 
     #[test]
     fn renews_at_80_percent_or_five_minutes_before_expiry() {
         let now = SystemTime::now();
-        let hour = renew_delay(now, Some(now + Duration::from_secs(3600)));
-        assert!(
-            hour <= Duration::from_secs(2880) && hour > Duration::from_secs(2870),
-            "{hour:?}"
-        );
-        let short = renew_delay(now, Some(now + Duration::from_secs(10)));
-        assert!(
-            short <= Duration::from_secs(8) && short > Duration::from_secs(7),
-            "{short:?}"
-        );
+        let at = |secs| {
+            renew_at(now, Some(now + Duration::from_secs(secs)))
+                .duration_since(now)
+                .unwrap()
+        };
+        assert_eq!(at(3600), Duration::from_secs(2880));
+        assert_eq!(at(10), Duration::from_secs(8));
         // Thirty minutes: 80% is 24 min, 5 minutes before expiry is 25: the earlier wins.
-        let half = renew_delay(now, Some(now + Duration::from_secs(1800)));
-        assert!(half <= Duration::from_secs(1440), "{half:?}");
-        // Already past due: soon, but never a tight loop.
-        assert_eq!(
-            renew_delay(now - Duration::from_secs(100), Some(now)),
-            Duration::from_millis(200)
-        );
+        assert_eq!(at(1800), Duration::from_secs(1440));
+        // Past due: soon, but never a tight loop; far off: look at the clock again soon.
+        let check = Pacing::default().wall_clock_check;
+        let past = now - Duration::from_secs(100);
+        assert_eq!(sleep_before_check(now, past, check), Duration::from_millis(5));
+        let far = now + Duration::from_secs(3000);
+        assert_eq!(sleep_before_check(now, far, check), check);
+    }
+
+    /// A wall clock the test moves by hand.
+    struct FakeClock(Mutex<SystemTime>);
+
+    impl WallClock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    impl FakeClock {
+        fn advance(&self, d: Duration) {
+            *self.0.lock().unwrap() += d;
+        }
+    }
+
+    /// Credentials valid for an hour of the fake clock, numbered by fetch.
+    struct FakeSource {
+        clock: Arc<FakeClock>,
+        fetches: AtomicU64,
+    }
+
+    impl FakeSource {
+        fn credentials(&self, n: u64) -> Credentials {
+            let expiry = self.clock.now() + Duration::from_secs(3600);
+            Credentials::new(format!("AKIA{n}"), "secret", None, Some(expiry), "test")
+        }
+
+        fn fetches(&self) -> u64 {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl CredentialSource for Arc<FakeSource> {
+        async fn fetch(&self) -> Result<Credentials, AuthError> {
+            let n = self.fetches.fetch_add(1, Ordering::SeqCst) + 1;
+            Ok(self.credentials(n))
+        }
+        fn sign_in_marker(&self) -> Option<(i64, i64, u64, u32)> {
+            None
+        }
+        fn profile_name(&self) -> &str {
+            "test"
+        }
+    }
+
+    fn key_of(c: &WatchedCredentials) -> String {
+        match c.current() {
+            CredentialState::Ready(c) => c.access_key_id().to_owned(),
+            CredentialState::SignedOut(why) => panic!("signed out: {why}"),
+        }
+    }
+
+    /// A refresher over fake credentials and a fake wall clock, looking at it every 10 ms.
+    fn fake(
+        forced_gap: Duration,
+    ) -> (
+        Arc<FakeClock>,
+        Arc<FakeSource>,
+        WatchedCredentials,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock = Arc::new(FakeClock(Mutex::new(start)));
+        let source = Arc::new(FakeSource {
+            clock: clock.clone(),
+            fetches: AtomicU64::new(0),
+        });
+        let pacing = Pacing {
+            wall_clock_check: Duration::from_millis(10),
+            forced_gap,
+        };
+        let first = source.credentials(0);
+        let (creds, task) = spawn_refresher(source.clone(), first, clock.clone(), pacing);
+        (clock, source, creds, task)
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    /// A laptop suspended for two hours: the monotonic clock, on which timers run, moves on
+    /// by milliseconds here, the wall clock by hours. The credentials are renewed at once
+    /// on waking, not when a monotonic timer set for 48 minutes would have fired.
+    #[tokio::test]
+    async fn a_suspend_past_the_renewal_time_renews_on_waking() {
+        let (clock, source, creds, task) = fake(Duration::from_secs(5));
+        clock.advance(Duration::from_secs(40 * 60));
+        settle().await;
+        assert_eq!(source.fetches(), 0, "not due before 48 minutes");
+        clock.advance(Duration::from_secs(2 * 3600));
+        settle().await;
+        assert_eq!(source.fetches(), 1, "renewed on waking");
+        assert_eq!(key_of(&creds), "AKIA1");
+        assert_eq!(creds.last_renewal(), clock.now());
+        // The next renewal is due 48 minutes after this one, by the wall clock.
+        clock.advance(Duration::from_secs(47 * 60));
+        settle().await;
+        assert_eq!(source.fetches(), 1);
+        clock.advance(Duration::from_secs(2 * 60));
+        settle().await;
+        assert_eq!(source.fetches(), 2);
+        assert_eq!(key_of(&creds), "AKIA2");
+        task.abort();
+    }
+
+    /// Many requests refused at once cause one renewal; each then sees the new credentials.
+    #[tokio::test]
+    async fn refused_requests_cause_one_coalesced_renewal() {
+        let gap = Duration::from_millis(300);
+        let (_clock, source, creds, task) = fake(gap);
+        let stale = creds.generation();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let creds = creds.clone();
+                tokio::spawn(async move { creds.renew_after(stale).await })
+            })
+            .collect();
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(source.fetches(), 1);
+        assert_eq!(key_of(&creds), "AKIA1");
+        assert!(creds.generation() > stale);
+        // A request signed with the old credentials that fails late needs no renewal.
+        creds.renew_after(stale).await;
+        assert_eq!(source.fetches(), 1);
+        // The new credentials refused too: one more renewal, but not before the gap.
+        let before = std::time::Instant::now();
+        creds.renew_after(creds.generation()).await;
+        assert_eq!(source.fetches(), 2);
+        assert!(before.elapsed() >= gap - Duration::from_millis(50));
+        task.abort();
     }
 }

@@ -36,6 +36,8 @@ pub enum Fault {
     AccessDenied,
     /// The request timed out.
     Timeout,
+    /// 403 `ExpiredToken`: credentials that a renewal would fix.
+    ExpiredToken,
 }
 
 impl Fault {
@@ -44,6 +46,7 @@ impl Fault {
             Fault::SlowDown => StoreError::Other(format!("injected 503 SlowDown on {op:?}")),
             Fault::AccessDenied => StoreError::AccessDenied("injected AccessDenied".into()),
             Fault::Timeout => StoreError::Timeout(format!("injected timeout on {op:?}")),
+            Fault::ExpiredToken => StoreError::AccessDenied("ExpiredToken".into()),
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod counting;
 mod memory;
+mod renewing;
 mod s3;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use bytes::Bytes;
 
 pub use counting::{CountingStore, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
+pub use renewing::{Renewer, RenewingStore};
 pub use s3::{S3Store, s3_client};
 
 /// S3's limit on a whole key, in bytes.
@@ -166,6 +168,23 @@ impl From<std::io::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// S3 error codes that mean "these credentials are no longer good" (expired, revoked, or
+/// signed at a time S3 disagrees with): a renewal fixes them, unlike a policy's denial.
+pub const STALE_CREDENTIAL_CODES: &[&str] = &[
+    "ExpiredToken",
+    "InvalidToken",
+    "InvalidAccessKeyId",
+    "RequestTimeTooSkewed",
+    "TokenRefreshRequired",
+];
+
+impl StoreError {
+    /// Refused because the credentials are stale (see [`STALE_CREDENTIAL_CODES`]).
+    pub fn is_stale_credentials(&self) -> bool {
+        matches!(self, StoreError::AccessDenied(code) if STALE_CREDENTIAL_CODES.contains(&code.as_str()))
+    }
+}
 
 /// The key prefix a store is confined to, and the rules for paths relative to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
