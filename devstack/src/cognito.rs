@@ -1,21 +1,33 @@
 //! The state of devstack's Cognito: users, authorization codes, refresh tokens, identities
 //! and the AWS credentials issued to them. HTTP shapes live in `hosted_ui.rs` and
-//! `identity.rs`; this module holds the rules.
+//! `identity.rs`; this module holds the rules. With a state file ([`Cognito::keep_state_in`])
+//! the signing key, refresh grants and issued credentials survive a restart.
 
 use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::Rng;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::jwt::Signer;
+use crate::state;
 
 /// How long an authorization code may wait for its token request (Cognito: 5 minutes).
 pub const CODE_TTL: Duration = Duration::from_secs(300);
+
+/// How long a refresh token works (Cognito's default app-client setting: 30 days).
+pub const REFRESH_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Expired credentials are remembered this long so they are refused as `ExpiredToken`, as
+/// AWS does, rather than as unknown; after that they are dropped so memory stays bounded.
+const EXPIRED_CREDENTIALS_KEPT: Duration = Duration::from_secs(3600);
 
 pub struct User {
     pub password: String,
@@ -34,7 +46,7 @@ pub struct PendingCode {
 
 struct RefreshGrant {
     username: String,
-    revoked: bool,
+    expires: SystemTime,
 }
 
 /// Credentials handed out by GetCredentialsForIdentity.
@@ -49,8 +61,31 @@ pub struct IssuedCredentials {
 #[derive(Default)]
 struct Grants {
     codes: HashMap<String, PendingCode>,
+    /// By [`grant_key`] of the refresh token; a revoked grant is removed.
     refresh: HashMap<String, RefreshGrant>,
+    /// By access key id.
     credentials: HashMap<String, IssuedCredentials>,
+}
+
+impl Grants {
+    /// Drops what can no longer be used, so a long-running devstack (and its state file)
+    /// does not grow without bound.
+    fn prune(&mut self, now: SystemTime) {
+        self.codes
+            .retain(|_, c| now.duration_since(c.issued).unwrap_or_default() <= CODE_TTL);
+        self.refresh.retain(|_, g| g.expires > now);
+        let horizon = now - EXPIRED_CREDENTIALS_KEPT;
+        self.credentials.retain(|_, c| c.expires > horizon);
+    }
+}
+
+/// Refresh tokens are held by digest: the state file must not be a way to sign in.
+fn grant_key(refresh_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sha256(refresh_token.as_bytes()))
+}
+
+fn from_unix_secs(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
 pub struct Cognito {
@@ -66,6 +101,8 @@ pub struct Cognito {
     users: HashMap<String, User>,
     signer: Signer,
     grants: Mutex<Grants>,
+    /// Where the grants are kept across restarts; `None`: in memory only.
+    state_path: Option<PathBuf>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -163,6 +200,123 @@ impl Cognito {
             users,
             signer: Signer::generate(),
             grants: Mutex::new(Grants::default()),
+            state_path: None,
+        }
+    }
+
+    /// Keeps the signing key, refresh grants and issued credentials in the file at `path`
+    /// (format in [`crate::state`]), first taking up what a previous run left there, so a
+    /// restart is an outage rather than a sign-out. Rewrites the file at once, so the key is
+    /// on disk before the first token is signed with it.
+    pub fn keep_state_in(&mut self, path: PathBuf) -> anyhow::Result<()> {
+        let loaded = state::load(&path).with_context(|| {
+            format!(
+                "reading {} (remove it to start afresh; everyone then signs in again)",
+                path.display()
+            )
+        })?;
+        match loaded {
+            Some(saved) if saved.user_pool_id == self.user_pool_id => self
+                .restore(saved)
+                .with_context(|| format!("restoring from {}", path.display()))?,
+            Some(saved) => tracing::info!(
+                saved = saved.user_pool_id,
+                current = self.user_pool_id,
+                "state file is another user pool's (another --region); starting afresh"
+            ),
+            None => {}
+        }
+        let shown = path.display().to_string();
+        self.state_path = Some(path);
+        let mut grants = self.grants.lock().unwrap();
+        grants.prune(SystemTime::now());
+        let written = self.save(&grants);
+        drop(grants);
+        written.with_context(|| format!("writing {shown}"))
+    }
+
+    fn restore(&mut self, saved: state::State) -> anyhow::Result<()> {
+        let pkcs8 = STANDARD
+            .decode(&saved.signing_key.pkcs8)
+            .context("signing key is not base64")?;
+        self.signer = Signer::from_pkcs8(&pkcs8, saved.signing_key.kid)?;
+        let grants = self.grants.get_mut().unwrap();
+        // A user no longer configured cannot refresh, as a deleted Cognito user cannot.
+        grants.refresh = saved
+            .refresh_grants
+            .into_iter()
+            .filter(|(_, g)| self.users.contains_key(&g.username))
+            .map(|(key, g)| {
+                let grant = RefreshGrant {
+                    username: g.username,
+                    expires: from_unix_secs(g.expires),
+                };
+                (key, grant)
+            })
+            .collect();
+        grants.credentials = saved
+            .credentials
+            .into_iter()
+            .map(|(access_key, c)| {
+                let issued = IssuedCredentials {
+                    secret_key: c.secret_key,
+                    session_token: c.session_token,
+                    identity_id: c.identity_id,
+                    expires: from_unix_secs(c.expires),
+                };
+                (access_key, issued)
+            })
+            .collect();
+        Ok(())
+    }
+
+    /// Writes the state file, if there is one. Called with the grants locked, so writes land
+    /// in the order of the changes they record.
+    fn save(&self, grants: &Grants) -> io::Result<()> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        let saved = state::State {
+            version: state::VERSION,
+            user_pool_id: self.user_pool_id.clone(),
+            signing_key: state::SigningKey {
+                kid: self.signer.kid().to_owned(),
+                pkcs8: STANDARD.encode(self.signer.to_pkcs8()),
+            },
+            refresh_grants: grants
+                .refresh
+                .iter()
+                .map(|(key, g)| {
+                    let grant = state::RefreshGrant {
+                        username: g.username.clone(),
+                        expires: unix_secs(g.expires),
+                    };
+                    (key.clone(), grant)
+                })
+                .collect(),
+            credentials: grants
+                .credentials
+                .iter()
+                .map(|(access_key, c)| {
+                    let saved = state::Credentials {
+                        secret_key: c.secret_key.clone(),
+                        session_token: c.session_token.clone(),
+                        identity_id: c.identity_id.clone(),
+                        expires: unix_secs(c.expires),
+                    };
+                    (access_key.clone(), saved)
+                })
+                .collect(),
+        };
+        state::save(path, &saved)
+    }
+
+    /// After a change to refresh grants or credentials: prune, then persist. A failed write
+    /// is logged, not fatal: the grant works until a restart, as it would without a data dir.
+    fn commit(&self, grants: &mut Grants) {
+        grants.prune(SystemTime::now());
+        if let Err(err) = self.save(grants) {
+            tracing::warn!(%err, "could not write the state file; this change is lost on restart");
         }
     }
 
@@ -272,13 +426,15 @@ impl Cognito {
         }
         let mut tokens = self.tokens_for(&pending.username, &pending.scope);
         let refresh = random_token(48);
-        self.grants.lock().unwrap().refresh.insert(
-            refresh.clone(),
+        let mut grants = self.grants.lock().unwrap();
+        grants.refresh.insert(
+            grant_key(&refresh),
             RefreshGrant {
                 username: pending.username,
-                revoked: false,
+                expires: SystemTime::now() + REFRESH_TTL,
             },
         );
+        self.commit(&mut grants);
         tokens["refresh_token"] = Value::String(refresh);
         Ok(tokens)
     }
@@ -290,8 +446,8 @@ impl Cognito {
         }
         let username = {
             let grants = self.grants.lock().unwrap();
-            match grants.refresh.get(refresh_token) {
-                Some(g) if !g.revoked => g.username.clone(),
+            match grants.refresh.get(&grant_key(refresh_token)) {
+                Some(g) if g.expires > SystemTime::now() => g.username.clone(),
                 _ => {
                     return Err(TokenError::InvalidGrant(
                         "refresh token is invalid or revoked",
@@ -306,9 +462,11 @@ impl Cognito {
         if client_id != self.client_id {
             return Err(TokenError::InvalidClient);
         }
-        // Revoking an unknown token is not an error (RFC 7009).
-        if let Some(g) = self.grants.lock().unwrap().refresh.get_mut(refresh_token) {
-            g.revoked = true;
+        // Revoking an unknown token is not an error (RFC 7009). A revoked grant is dropped: an
+        // unknown token is refused exactly as a revoked one is.
+        let mut grants = self.grants.lock().unwrap();
+        if grants.refresh.remove(&grant_key(refresh_token)).is_some() {
+            self.commit(&mut grants);
         }
         Ok(())
     }
@@ -406,13 +564,22 @@ impl Cognito {
             expires: SystemTime::now() + self.credentials_ttl,
         };
         let mut grants = self.grants.lock().unwrap();
-        // Forget long-dead credentials so a week-long demo does not grow without bound.
-        let horizon = SystemTime::now() - Duration::from_secs(3600);
-        grants.credentials.retain(|_, c| c.expires > horizon);
         grants
             .credentials
             .insert(access_key.clone(), issued.clone());
+        self.commit(&mut grants);
         Ok((access_key, issued))
+    }
+
+    /// Forgets every AWS credential issued so far, as revoking them would: S3 then refuses
+    /// them as unknown (`InvalidAccessKeyId`). Sign-ins (refresh grants) are kept, so a client
+    /// gets fresh credentials from GetCredentialsForIdentity. Returns how many were forgotten.
+    pub fn forget_credentials(&self) -> usize {
+        let mut grants = self.grants.lock().unwrap();
+        let forgotten = grants.credentials.len();
+        grants.credentials.clear();
+        self.commit(&mut grants);
+        forgotten
     }
 
     pub fn lookup_credentials(&self, access_key: &str) -> Option<IssuedCredentials> {

@@ -1,6 +1,7 @@
 //! RS256 JSON Web Tokens, as Cognito user pools issue them, with aws-lc-rs (already in the
 //! tree for TLS) rather than a JWT crate.
 
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
 use aws_lc_rs::signature::{self, KeyPair as _};
@@ -26,6 +27,24 @@ impl Signer {
         let key = KeyPair::generate(KeySize::Rsa2048).expect("RSA key generation");
         let kid = uuid::Uuid::new_v4().to_string();
         Self { key, kid }
+    }
+
+    /// A signer from a key saved by [`Self::to_pkcs8`], so tokens signed before a restart
+    /// still verify after it.
+    pub fn from_pkcs8(pkcs8: &[u8], kid: String) -> anyhow::Result<Self> {
+        let key = KeyPair::from_pkcs8(pkcs8)
+            .map_err(|e| anyhow::anyhow!("signing key is not an RSA PKCS#8 key: {e}"))?;
+        Ok(Self { key, kid })
+    }
+
+    /// The private key, PKCS#8 DER.
+    pub fn to_pkcs8(&self) -> Vec<u8> {
+        let der: Pkcs8V1Der<'static> = self.key.as_der().expect("RSA key serializes");
+        der.as_ref().to_vec()
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     pub fn sign(&self, claims: &Value) -> String {
@@ -111,5 +130,15 @@ mod tests {
             Err(JwtError::BadSignature)
         );
         assert_eq!(signer.jwks()["keys"][0]["e"], "AQAB");
+    }
+
+    #[test]
+    fn a_saved_key_verifies_what_the_original_signed() {
+        let signer = Signer::generate();
+        let token = signer.sign(&json!({"sub": "u1"}));
+        let restored = Signer::from_pkcs8(&signer.to_pkcs8(), signer.kid().to_owned()).unwrap();
+        assert_eq!(restored.verify(&token).unwrap()["sub"], "u1");
+        assert_eq!(restored.jwks(), signer.jwks());
+        assert!(Signer::from_pkcs8(b"junk", "k".into()).is_err());
     }
 }

@@ -5,6 +5,16 @@
 //!
 //! Used in-process by tests and `cognifs demo` through [`start`], and as the
 //! `cognifs-devstack` binary.
+//!
+//! Restarts: with a data dir of its own ([`Options::data_dir`], `--data-dir`) devstack keeps
+//! what the real services keep — objects, and in [`state::FILE_NAME`] the user pool's signing
+//! key, refresh-token grants and the AWS credentials it issued — so tokens and credentials
+//! from before a restart keep working: a restart is an outage, not a sign-out. Without one,
+//! everything is gone when [`Running`] is dropped.
+//!
+//! Faults, for tests: [`Running::forget_credentials`] (the binary: `SIGUSR1`) revokes every
+//! issued AWS credential; [`Running::faults`] changes S3 latency, the `503 SlowDown` rate, and
+//! takes S3 down (`503 ServiceUnavailable`) while devstack runs.
 
 pub mod cognito;
 pub mod hosted_ui;
@@ -13,6 +23,7 @@ pub mod jwt;
 pub mod objects;
 pub mod s3;
 pub mod server;
+pub mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,12 +38,14 @@ use tokio::task::JoinSet;
 
 use crate::cognito::Cognito;
 use crate::objects::ObjectStore;
-use crate::server::{Faults, Router};
+pub use crate::server::Faults;
+use crate::server::Router;
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub listen: SocketAddr,
-    /// `None`: a fresh temporary directory, removed when [`Running`] is dropped.
+    /// Objects, and the Cognito state of [`state`], kept across restarts. `None`: a fresh
+    /// temporary directory, removed when [`Running`] is dropped.
     pub data_dir: Option<PathBuf>,
     /// (name, password); empty means the demo user `demo:demo-pass`.
     pub users: Vec<(String, String)>,
@@ -43,6 +56,7 @@ pub struct Options {
     pub credentials_ttl: Duration,
     pub region: String,
     pub bucket: String,
+    /// Initial values of the S3 fault knobs; [`Running::faults`] changes them later.
     pub latency: Duration,
     pub s3_error_rate: f64,
     /// Largest source a single CopyObject accepts (S3: 5 GiB); tests lower it.
@@ -118,6 +132,7 @@ pub struct Running {
     pub profile: Profile,
     pub data_dir: PathBuf,
     pub cognito: Arc<Cognito>,
+    faults: Arc<Faults>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     _temp_dir: Option<tempfile::TempDir>,
@@ -128,6 +143,18 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+    }
+
+    /// Forgets every AWS credential issued so far, in memory and in the state file, as a
+    /// revocation would: S3 then refuses them with `403 InvalidAccessKeyId`. Sign-ins are
+    /// kept, so GetCredentialsForIdentity issues new ones. Returns how many were forgotten.
+    pub fn forget_credentials(&self) -> usize {
+        self.cognito.forget_credentials()
+    }
+
+    /// The S3 fault knobs, live: changes apply to requests that arrive after them.
+    pub fn faults(&self) -> Arc<Faults> {
+        self.faults.clone()
     }
 
     /// Writes a cognifs config file whose `[default]` profile points here.
@@ -192,6 +219,10 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         options.credentials_ttl,
     );
     cognito.base_url = base_url.clone();
+    // Only a data dir of the caller's own outlives this process; a temporary one needs no file.
+    if options.data_dir.is_some() {
+        cognito.keep_state_in(data_dir.join(state::FILE_NAME))?;
+    }
     let cognito = Arc::new(cognito);
 
     let dev_s3 = s3::DevS3 {
@@ -210,13 +241,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         admin_key: options.admin.as_ref().map(|(k, _)| k.clone()),
         bucket: options.bucket.clone(),
     });
+    let faults = Arc::new(Faults::new(options.latency, options.s3_error_rate));
     let router = Arc::new(Router {
         cognito: cognito.clone(),
         s3: builder.build(),
-        faults: Faults {
-            latency: options.latency,
-            s3_error_rate: options.s3_error_rate,
-        },
+        faults: faults.clone(),
     });
 
     let (shutdown, mut stop) = watch::channel(false);
@@ -260,6 +289,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         profile,
         data_dir,
         cognito,
+        faults,
         shutdown,
         server,
         _temp_dir: temp_dir,

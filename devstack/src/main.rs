@@ -7,12 +7,20 @@ use clap::Parser;
 
 /// A local stand-in for Cognito (hosted UI + identity pool) and S3, for cognifs.
 #[derive(Parser, Debug)]
-#[command(name = "cognifs-devstack", version)]
+#[command(
+    name = "cognifs-devstack",
+    version,
+    after_help = "Signals: SIGUSR1 forgets every AWS credential issued so far, as a revocation \
+                  would (S3 then answers 403 InvalidAccessKeyId; sign-ins are kept, so clients \
+                  get new credentials). SIGINT or SIGTERM stops."
+)]
 struct Args {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Where objects are kept; default: a fresh temporary directory, removed on exit.
+    /// Where objects are kept, and (in cognito-state.json, mode 0600) the signing key,
+    /// refresh-token grants and issued AWS credentials, so tokens and credentials from before
+    /// a restart keep working. Default: a fresh temporary directory, removed on exit.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// A user who can sign in, NAME:PASSWORD (repeatable; default demo:demo-pass).
@@ -67,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let args = Args::parse();
+    // Before the banner: a script that signals as soon as it sees it must not kill us.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
     let users = args.users.clone();
     let running = devstack::start(devstack::Options {
         listen: args.listen,
@@ -112,11 +124,15 @@ async fn main() -> anyhow::Result<()> {
         println!("  config         {}", path.display());
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = usr1.recv() => {
+                let forgotten = running.forget_credentials();
+                tracing::info!("forgot {forgotten} issued AWS credentials; sign-ins kept");
+            }
+        }
     }
     running.shutdown().await;
     Ok(())

@@ -1,9 +1,10 @@
 //! The one HTTP listener: routes each request to the hosted UI, Cognito Identity, or S3, and
-//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`).
+//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`, an outage).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -75,15 +76,64 @@ pub fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// Faults injected into S3 requests (never into the hosted UI or identity calls), changeable
+/// while devstack runs: a test can take S3 down mid-run and bring it back. Each knob is read
+/// once per request, so a change applies to requests that arrive after it.
+#[derive(Default)]
 pub struct Faults {
-    pub latency: Duration,
-    pub s3_error_rate: f64,
+    latency_ns: AtomicU64,
+    /// `f64` bits.
+    s3_error_rate: AtomicU64,
+    s3_down: AtomicBool,
+}
+
+impl Faults {
+    pub fn new(latency: Duration, s3_error_rate: f64) -> Self {
+        let faults = Self::default();
+        faults.set_latency(latency);
+        faults.set_s3_error_rate(s3_error_rate);
+        faults
+    }
+
+    /// Added before every S3 request is answered.
+    pub fn latency(&self) -> Duration {
+        Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed))
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// The fraction of S3 requests answered `503 SlowDown`.
+    pub fn s3_error_rate(&self) -> f64 {
+        f64::from_bits(self.s3_error_rate.load(Ordering::Relaxed))
+    }
+
+    /// Clamped to 0..=1; NaN is 0.
+    pub fn set_s3_error_rate(&self, rate: f64) {
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        self.s3_error_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether every S3 request is answered `503 ServiceUnavailable`.
+    pub fn s3_down(&self) -> bool {
+        self.s3_down.load(Ordering::Relaxed)
+    }
+
+    pub fn set_s3_down(&self, down: bool) {
+        self.s3_down.store(down, Ordering::Relaxed);
+    }
 }
 
 pub struct Router {
     pub cognito: Arc<Cognito>,
     pub s3: S3Service,
-    pub faults: Faults,
+    pub faults: Arc<Faults>,
 }
 
 /// Form bodies of the hosted UI are small; anything bigger is not ours.
@@ -123,14 +173,21 @@ impl Router {
             tracing::debug!(%method, path, status = reply.status.as_u16(), "hosted UI");
             return Ok(reply.into_response());
         }
-        if !self.faults.latency.is_zero() {
-            tokio::time::sleep(self.faults.latency).await;
+        let latency = self.faults.latency();
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
         }
-        if self.faults.s3_error_rate > 0.0
-            && rand::rng().random_bool(self.faults.s3_error_rate.min(1.0))
-        {
+        if self.faults.s3_down() {
+            tracing::debug!(method = %req.method(), path, "S3 is down: 503 ServiceUnavailable");
+            return Ok(s3_fault(
+                "ServiceUnavailable",
+                "Service is unable to handle request.",
+            ));
+        }
+        let rate = self.faults.s3_error_rate();
+        if rate > 0.0 && rand::rng().random_bool(rate) {
             tracing::debug!(method = %req.method(), path, "injected 503 SlowDown");
-            return Ok(slow_down());
+            return Ok(s3_fault("SlowDown", "Please reduce your request rate."));
         }
         let method = req.method().clone();
         match self.s3.call(req.map(Body::from)).await {
@@ -165,12 +222,15 @@ async fn read_small_body(body: Incoming) -> Result<Bytes, Reply> {
     }
 }
 
-fn slow_down() -> Response<Body> {
-    let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
-               <Message>Please reduce your request rate.</Message><RequestId>devstack-fault</RequestId></Error>";
+/// A `503` with S3's XML error body, as S3 answers when it sheds or cannot serve load.
+fn s3_fault(code: &str, message: &str) -> Response<Body> {
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+         <Message>{message}</Message><RequestId>devstack-fault</RequestId></Error>"
+    );
     Response::builder()
         .status(StatusCode::SERVICE_UNAVAILABLE)
         .header("content-type", "application/xml")
-        .body(Body::from(xml.to_owned()))
+        .body(Body::from(xml))
         .expect("static response")
 }

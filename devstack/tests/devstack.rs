@@ -8,6 +8,7 @@ use std::time::Duration;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
 use common::*;
+use devstack::Running;
 
 // ---- hosted UI and tokens ----
 
@@ -1266,4 +1267,355 @@ async fn list_objects_v1_pages_with_marker_and_delimiter() {
         assert_eq!(error_code(&err), "AccessDenied");
     }
     running.shutdown().await;
+}
+
+// ---- restarts, revoked credentials, outages ----
+
+async fn refresh_with(running: &Running, refresh_token: &str) -> (u16, serde_json::Value) {
+    let client_id = running.profile.client_id.clone();
+    token_request(
+        running,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", &client_id),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+async fn jwks(running: &Running) -> serde_json::Value {
+    http()
+        .get(format!(
+            "{}/{}/.well-known/jwks.json",
+            running.base_url, running.profile.user_pool_id
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn read_object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
+    let out = s3
+        .get_object()
+        .bucket("cognifs")
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {key}: {e:?}"));
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn restart_keeps_sign_ins_tokens_and_issued_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let running = start_with(|o| o.data_dir = Some(dir.clone())).await;
+    let addr = running.addr;
+    let tokens = sign_in(&running, "alice", "alice-pass").await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let bob = sign_in(&running, "bob", "bob-pass").await;
+    let bob_refresh = bob["refresh_token"].as_str().unwrap().to_owned();
+    let resp = http()
+        .post(format!("{}/oauth2/revoke", running.base_url))
+        .form(&[
+            ("token", bob_refresh.as_str()),
+            ("client_id", running.profile.client_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (id, creds) = aws_credentials(&running, &id_token).await;
+    let key = format!("{id}/before-restart");
+    s3_client(&running, creds.clone())
+        .put_object()
+        .bucket("cognifs")
+        .key(&key)
+        .body(ByteStream::from_static(b"written before the restart"))
+        .send()
+        .await
+        .unwrap();
+    let jwks_before = jwks(&running).await;
+    running.shutdown().await;
+
+    let state = dir.join(devstack::state::FILE_NAME);
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the state file holds secret keys");
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(
+        !text.contains(&refresh),
+        "refresh tokens are kept as digests only"
+    );
+
+    // Same address: the issuer (in every ID token) is the base URL, as the JWKS URL is.
+    let running = start_with(|o| {
+        o.data_dir = Some(dir.clone());
+        o.listen = addr;
+    })
+    .await;
+    assert_eq!(jwks(&running).await, jwks_before, "the signing key is kept");
+
+    let (status, fresh) = refresh_with(&running, &refresh).await;
+    assert_eq!(
+        status, 200,
+        "a refresh token from before the restart: {fresh}"
+    );
+    assert!(fresh["id_token"].is_string());
+    let (status, body) = refresh_with(&running, &bob_refresh).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "a revoked refresh token stays revoked"
+    );
+
+    // The ID token from before the restart still verifies in the identity pool.
+    let (id_again, new_creds) = aws_credentials(&running, &id_token).await;
+    assert_eq!(id_again, id);
+    // Credentials from before the restart still sign requests, and the object is there.
+    let old_s3 = s3_client(&running, creds);
+    assert_eq!(
+        read_object(&old_s3, &key).await,
+        b"written before the restart"
+    );
+    assert_eq!(
+        read_object(&s3_client(&running, new_creds), &key).await,
+        b"written before the restart"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_data_dir_nothing_is_written_beside_the_objects() {
+    let running = start().await;
+    let tokens = sign_in(&running, "alice", "alice-pass").await;
+    aws_credentials(&running, tokens["id_token"].as_str().unwrap()).await;
+    assert!(!running.data_dir.join(devstack::state::FILE_NAME).exists());
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn forgotten_credentials_are_unknown_keys_and_stay_forgotten() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let running = start_with(|o| o.data_dir = Some(dir.clone())).await;
+    let tokens = sign_in(&running, "alice", "alice-pass").await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let (id, old) = aws_credentials(&running, &id_token).await;
+    let (_, bob_s3) = user_s3(&running, "bob", "bob-pass").await;
+    let key = format!("{id}/f");
+    let old_s3 = s3_client(&running, old.clone());
+    old_s3
+        .put_object()
+        .bucket("cognifs")
+        .key(&key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(running.forget_credentials(), 2);
+    let err = old_s3
+        .get_object()
+        .bucket("cognifs")
+        .key(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "InvalidAccessKeyId");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+    let err = bob_s3
+        .list_objects_v2()
+        .bucket("cognifs")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "InvalidAccessKeyId");
+
+    // Sign-ins are kept: the same ID token gets new credentials, and the refresh token works.
+    let (_, new) = aws_credentials(&running, &id_token).await;
+    assert_ne!(new.access_key_id(), old.access_key_id());
+    assert_eq!(
+        read_object(&s3_client(&running, new.clone()), &key).await,
+        b"x"
+    );
+    assert_eq!(refresh_with(&running, &refresh).await.0, 200);
+    running.shutdown().await;
+
+    let running = start_with(|o| o.data_dir = Some(dir.clone())).await;
+    let err = s3_client(&running, old)
+        .get_object()
+        .bucket("cognifs")
+        .key(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error_code(&err),
+        "InvalidAccessKeyId",
+        "forgotten credentials stay forgotten across a restart"
+    );
+    assert_eq!(read_object(&s3_client(&running, new), &key).await, b"x");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_knobs_change_while_running_and_spare_identity_calls() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let key = format!("{id}/f");
+    s3.put_object()
+        .bucket("cognifs")
+        .key(&key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let faults = running.faults();
+
+    faults.set_s3_down(true);
+    let err = s3
+        .get_object()
+        .bucket("cognifs")
+        .key(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+    assert_eq!(error_code(&err), "ServiceUnavailable");
+    let err = admin_s3(&running)
+        .list_objects_v2()
+        .bucket("cognifs")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+    // Cognito is another service: signing in and getting credentials still work.
+    let (_, other) = user_s3(&running, "alice", "alice-pass").await;
+    faults.set_s3_down(false);
+    assert_eq!(read_object(&s3, &key).await, b"x");
+    assert_eq!(read_object(&other, &key).await, b"x");
+
+    faults.set_s3_error_rate(1.0);
+    let err = s3
+        .head_object()
+        .bucket("cognifs")
+        .key(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(503));
+    faults.set_s3_error_rate(0.0);
+
+    faults.set_latency(Duration::from_millis(300));
+    let t = std::time::Instant::now();
+    assert_eq!(read_object(&s3, &key).await, b"x");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    faults.set_latency(Duration::ZERO);
+    running.shutdown().await;
+}
+
+/// The binary, as scripts drive it: it takes up credentials an earlier run issued on the same
+/// data dir, and SIGUSR1 forgets them.
+#[tokio::test]
+async fn binary_forgets_credentials_on_sigusr1() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    fn signal(child: &Child, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_path_buf();
+    let running = start_with(|o| o.data_dir = Some(dir.clone())).await;
+    let tokens = sign_in(&running, "alice", "alice-pass").await;
+    let (id, creds) = aws_credentials(&running, tokens["id_token"].as_str().unwrap()).await;
+    let key = format!("{id}/f");
+    s3_client(&running, creds.clone())
+        .put_object()
+        .bucket("cognifs")
+        .key(&key)
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
+    let region = running.profile.region.clone();
+    running.shutdown().await;
+
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_cognifs-devstack"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--user", "alice:alice-pass"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Both pipes are read to the end: a closed pipe would fail the binary's next write.
+    fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    }
+    let stdout = lines_of(child.0.stdout.take().unwrap());
+    let log = lines_of(child.0.stderr.take().unwrap());
+    let banner = stdout
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the banner");
+    let url = banner
+        .trim()
+        .strip_prefix("devstack listening on ")
+        .unwrap_or_else(|| panic!("banner: {banner:?}"))
+        .to_owned();
+
+    let s3 = without_retries(&s3_client_at(&url, &region, creds));
+    assert_eq!(read_object(&s3, &key).await, b"x", "credentials survive");
+    signal(&child.0, "USR1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = log.recv_timeout(left).expect("the SIGUSR1 log line");
+        if line.contains("forgot 1 issued AWS credentials; sign-ins kept") {
+            break;
+        }
+    }
+    let err = s3
+        .get_object()
+        .bucket("cognifs")
+        .key(&key)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&err), "InvalidAccessKeyId");
+
+    signal(&child.0, "TERM");
+    assert!(child.0.wait().unwrap().success());
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use s3s::dto::*;
 use s3s::{S3Error, S3Request, S3Result, s3_error};
 
+use super::auth::unknown_access_key;
 use crate::cognito::Cognito;
 
 /// The per-identity policy. Operations not listed in [`ALLOWED_FOR_IDENTITIES`] are denied to
@@ -45,10 +46,11 @@ impl DevAccess {
         if self.admin_key.as_deref() == Some(creds.access_key.as_str()) {
             return Ok(None);
         }
+        // Forgotten since the signature was checked: refused as the signature check would.
         let issued = self
             .cognito
             .lookup_credentials(&creds.access_key)
-            .ok_or_else(access_denied)?;
+            .ok_or_else(unknown_access_key)?;
         Ok(Some(format!("{}/", issued.identity_id)))
     }
 
@@ -102,7 +104,7 @@ impl s3s::access::S3Access for DevAccess {
         let issued = self
             .cognito
             .lookup_credentials(&creds.access_key)
-            .ok_or_else(|| s3_error!(InvalidAccessKeyId))?;
+            .ok_or_else(unknown_access_key)?;
         // Temporary credentials are only valid together with their session token.
         if session_token(cx).as_deref() != Some(issued.session_token.as_str()) {
             return Err(s3_error!(

@@ -25,7 +25,16 @@ impl S3Auth for DevAuth {
         match self.cognito.lookup_credentials(access_key) {
             Some(c) if c.expires > SystemTime::now() => Ok(SecretKey::from(c.secret_key)),
             Some(_) => Err(s3_error!(ExpiredToken, "The provided token has expired.")),
-            None => Err(s3_error!(InvalidAccessKeyId)),
+            None => Err(unknown_access_key()),
         }
     }
+}
+
+/// What AWS answers (403) for an access key it does not know, or no longer knows: never
+/// issued, forgotten by [`Cognito::forget_credentials`], or expired long ago.
+pub(super) fn unknown_access_key() -> s3s::S3Error {
+    s3_error!(
+        InvalidAccessKeyId,
+        "The AWS Access Key Id you provided does not exist in our records."
+    )
 }

@@ -222,13 +222,28 @@ pub async fn aws_credentials(running: &Running, id_token: &str) -> (String, Cred
 }
 
 pub fn s3_client(running: &Running, creds: Credentials) -> aws_sdk_s3::Client {
+    s3_client_at(&running.profile.s3_endpoint, &running.profile.region, creds)
+}
+
+/// An S3 client for any endpoint, e.g. a devstack running as its own process.
+pub fn s3_client_at(endpoint: &str, region: &str, creds: Credentials) -> aws_sdk_s3::Client {
     install_crypto();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(Region::new(running.profile.region.clone()))
-        .endpoint_url(&running.profile.s3_endpoint)
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
         .force_path_style(true)
         .credentials_provider(creds)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// The same client with one attempt per call, so an injected fault is what the call returns.
+pub fn without_retries(s3: &aws_sdk_s3::Client) -> aws_sdk_s3::Client {
+    let config = s3
+        .config()
+        .to_builder()
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(1))
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
