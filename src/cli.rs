@@ -36,6 +36,17 @@ impl Cli {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum PendingCommand {
+    /// List them (also shown by `cognifs status`).
+    List,
+    /// Abandon one for good: its data is deleted, S3 keeps what it has.
+    Drop {
+        /// The file: a path in the mount, or its key relative to the prefix.
+        path: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Sign in through the hosted sign-in page (authorization code + PKCE).
     Login {
@@ -67,6 +78,9 @@ pub enum Command {
         #[arg(allow_hyphen_values = true, trailing_var_arg = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// Uploads that failed and are kept on disk until they are in S3.
+    #[command(subcommand)]
+    Pending(PendingCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
@@ -126,6 +140,15 @@ pub struct MountArgs {
     /// Where files being written are spooled (default: $XDG_CACHE_HOME/cognifs/spool).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Most data kept for uploads that failed, counting every file open for writing (which
+    /// may have to be kept); past it, writes fail with ENOSPC (default: no limit but
+    /// --min-free).
+    #[arg(long, value_parser = parse_size)]
+    pub pending_max: Option<u64>,
+    /// Free space kept on the disk holding failed uploads; writes that could eat into it
+    /// fail with ENOSPC (default: 5% of that disk, at most 1GiB).
+    #[arg(long, value_parser = parse_size)]
+    pub min_free: Option<u64>,
     /// Seconds that attributes and listings are trusted.
     #[arg(long, default_value_t = 5.0)]
     pub metadata_ttl: f64,
@@ -155,6 +178,8 @@ impl MountArgs {
             block_size: self.block_size,
             max_readahead: self.max_readahead,
             part_size: self.part_size,
+            pending_max: self.pending_max,
+            min_free: self.min_free,
             ..MountOptions::default()
         };
         if self.part_size < 5 << 20 || self.part_size > 5 << 30 {
@@ -258,8 +283,10 @@ mod tests {
             };
             m.mount_options()
         };
-        let opts = parse(&["--part-size", "16MiB", "--cache-dir", "/c"]).unwrap();
+        let opts = parse(&["--part-size", "16MiB", "--cache-dir", "/c", "--pending-max", "2GiB"]).unwrap();
         assert_eq!(opts.part_size, 16 << 20);
+        assert_eq!(opts.pending_max, Some(2 << 30));
+        assert_eq!(opts.min_free, None);
         assert_eq!(opts.spool_dir, PathBuf::from("/c/spool"));
         assert!(parse(&["--part-size", "1MiB"]).is_err());
         assert!(parse(&["--cache-size", "2MiB"]).is_err());

@@ -17,6 +17,7 @@ use crate::config::{self, Profile};
 use crate::fs::MountOptions;
 use crate::metrics::{MountIdent, Probe, server};
 use crate::mounts;
+use crate::pending::PendingArea;
 use crate::service;
 use crate::store::{
     CountingStore, ObjectStore, RenewingStore, RequestStats, S3Store, UserMeta, s3_client,
@@ -126,6 +127,10 @@ pub fn serve_with_metrics(
     metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     let profile = session.profile.clone();
+    let mut opts = opts;
+    // Failed uploads are kept per profile, and resumed by the profile's next mount.
+    opts.pending_dir
+        .get_or_insert_with(|| PendingArea::for_profile(&config::state_dir(), &profile.name));
     let metrics_listener = metrics_addr
         .map(|addr| {
             if let Some(warning) = server::exposure_warning(&addr) {

@@ -11,5 +11,6 @@ pub mod demo;
 pub mod fs;
 pub mod metrics;
 pub mod mounts;
+pub mod pending;
 pub mod service;
 pub mod store;

@@ -526,6 +526,83 @@ async fn revoked_sign_in_goes_signed_out_then_recovers_on_new_login() {
     .await;
 }
 
+/// devstack forgets every AWS credential it issued (as a revocation, or a restart of a
+/// server that keeps none, would): the mount's next request is refused, renews the
+/// credentials at once and goes through — no waiting for the renewal schedule (an hour).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_credentials_are_renewed_at_once_and_the_mount_answers() {
+    with_timeout(90, async {
+        let f = fixture(HOUR, HOUR).await;
+        f.login(ALICE.0, ALICE.1).await;
+        let refresher = start_refresher(f.session())
+            .await
+            .expect("refresher starts");
+        let creds = refresher.credentials.clone();
+        let s3 = s3_client(&f.profile, creds.clone());
+        let prefix = f.profile.prefix_for(&refresher.identity_id);
+        let store = cognifs::store::RenewingStore::new(
+            Arc::new(cognifs::store::S3Store::new(
+                s3,
+                f.profile.bucket.clone(),
+                prefix.clone(),
+            )),
+            Arc::new(creds.clone()),
+        );
+        let spool = tempfile::tempdir().unwrap();
+        let mnt = mount_any(
+            Arc::new(store),
+            refresher.identity_id.clone(),
+            spool_opts(spool.path()),
+        )
+        .await;
+        let mnt = blocking(move || {
+            std::fs::write(mnt.join("before.txt"), b"before").expect("a first write works");
+            mnt
+        })
+        .await;
+        let CredentialState::Ready(stale) = creds.current() else {
+            panic!("signed out")
+        };
+        let renewed_before = creds.last_renewal();
+        assert_eq!(f.running.forget_credentials(), 1);
+        // The credentials in use are refused now (so what follows means something).
+        let err = s3_client(&f.profile, stale)
+            .list_objects_v2()
+            .bucket(&f.profile.bucket)
+            .prefix(&prefix)
+            .send()
+            .await
+            .expect_err("forgotten credentials are refused");
+        assert_eq!(err.code(), Some("InvalidAccessKeyId"));
+        let started = Instant::now();
+        let mnt = blocking(move || {
+            std::fs::write(mnt.join("after.txt"), b"after").expect("close returns 0");
+            let listed: Vec<String> = std::fs::read_dir(mnt.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert!(listed.contains(&"after.txt".to_owned()), "{listed:?}");
+            mnt
+        })
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "answered again after {:?}",
+            started.elapsed()
+        );
+        assert!(creds.last_renewal() > renewed_before, "renewed once refused");
+        let admin = admin_s3(&f.running);
+        assert_eq!(
+            get_bytes(&admin, &f.profile.bucket, &format!("{prefix}after.txt")).await,
+            Some(b"after".to_vec())
+        );
+        drop(mnt);
+        drop(refresher);
+        f.running.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_refresh_token_in_file_is_used() {
     with_timeout(90, async {

@@ -10,8 +10,10 @@
 //! same store, after the open files are closed, as an unmount does) must show the same
 //! tree: what the model holds is what S3 holds.
 //!
-//! The second property injects one S3 failure (503 SlowDown) at a random request of a step:
-//! the step either fails with EIO and the tree looks as before, or it succeeds completely.
+//! The second property injects one S3 failure (503 SlowDown) at a random request of a step,
+//! or takes S3 down for a whole step: the step either fails with EIO and the tree looks as
+//! before, or it succeeds completely. A failed close or fsync keeps what was written (the
+//! tree shows it), and the final remount shows it reached S3: nothing accepted is lost.
 //!
 //! Operations the kernel would resolve by following a symlink (open, truncate, chmod of a
 //! path through or at a symlink) are skipped: the kernel never hands those to the
@@ -384,7 +386,8 @@ impl Harness {
             gid: CALLER.gid,
             file_mode: DEFAULT_MODE as u16,
             dir_mode: DIR_MODE as u16,
-            spool_dir: spool.path().to_path_buf(),
+            spool_dir: spool.path().join("spool"),
+            pending_dir: Some(spool.path().join("pending")),
             dir_times_interval: dir_times,
             ..MountOptions::default()
         };
@@ -881,6 +884,10 @@ impl Harness {
                     self.store.clone() as Arc<dyn ObjectStore>,
                     self.opts.clone(),
                 ));
+                // The new mount resumes the uploads the old one kept, and S3 is back.
+                self.rt.block_on(self.fs.recover());
+                self.rt.block_on(self.fs.retry_pending_now());
+                assert!(self.fs.pending_uploads().is_empty(), "kept uploads left after a remount");
                 if closed.is_ok() && flushed.is_ok() {
                     assert_eq!(self.dir_times(), before, "directory times after a remount");
                 }
@@ -1157,16 +1164,31 @@ fn run(steps: &[Step], ttl: Duration) {
     assert_eq!(h.store.open_uploads(), 0, "multipart uploads left behind");
 }
 
-/// Like [`run`], with one injected failure armed at a random request of each step.
+/// Below this, a failure armed at request n of the step; [`OUTAGE`] and [`OUTAGE_KEPT`]: S3
+/// down for the whole step.
+const ONE_SHOT: u64 = 8;
+/// S3 down for the step, then back, and kept uploads retried at once.
+const OUTAGE: u64 = 8;
+/// S3 down for the step, then back; kept uploads stay for later steps (a remount, a reopen).
+const OUTAGE_KEPT: u64 = 9;
+
+/// Like [`run`], with one injected failure armed at a random request of each step, or S3
+/// down for a whole step. A failed close or fsync keeps what was written: the mount goes on
+/// showing it, and it reaches S3 after S3 is back (checked at the final remount).
 fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
     let mut h = Harness::new(ttl, Duration::from_secs(3600));
     for (i, (step, fail_at)) in steps.iter().enumerate() {
         let before = h.model.clone();
-        if let Some(n) = fail_at {
-            h.store.fail_nth(None, *n, Fault::SlowDown);
+        match fail_at {
+            Some(n) if *n < ONE_SHOT => h.store.fail_nth(None, *n, Fault::SlowDown),
+            Some(_) => h.store.fail_always(None, Fault::SlowDown),
+            None => {}
         }
         let (got, expected) = h.apply(step);
         h.store.clear_faults();
+        if *fail_at == Some(OUTAGE) {
+            h.rt.block_on(h.fs.retry_pending_now());
+        }
         if got != expected {
             // A failure is allowed only as EIO, and only when it changed nothing the mount
             // shows (the model was not advanced: restore it).
@@ -1198,7 +1220,7 @@ proptest! {
 
     #[test]
     fn an_s3_failure_changes_all_or_nothing(
-        steps in prop::collection::vec((step(), prop::option::weighted(0.5, 0u64..8)), 1..30),
+        steps in prop::collection::vec((step(), prop::option::weighted(0.5, 0u64..=OUTAGE_KEPT)), 1..30),
         short_ttl in any::<bool>(),
     ) {
         let ttl = if short_ttl { Duration::from_millis(1) } else { Duration::from_secs(60) };

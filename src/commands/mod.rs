@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod mount;
 pub mod mount_helper;
+pub mod pending;
 pub mod service;
 pub mod status;
 
@@ -13,7 +14,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::auth::AuthError;
-use crate::cli::{Cli, Command, ConfigCommand, ServiceCommand};
+use crate::cli::{Cli, Command, ConfigCommand, PendingCommand, ServiceCommand};
 
 /// Exit status when the profile is not signed in: distinct, so a service manager can avoid
 /// restarting into the same failure.
@@ -50,6 +51,8 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => completions(shell, &mut std::io::stdout().lock())?,
         Command::Man => man_page(&mut std::io::stdout().lock())?,
         Command::Unmount { dir } => mount::unmount(&dir)?,
+        Command::Pending(PendingCommand::List) => pending::list(&src)?,
+        Command::Pending(PendingCommand::Drop { path }) => pending::drop_one(&src, &path)?,
         #[cfg(feature = "demo")]
         Command::Demo { dir } => demo::demo(&dir)?,
         #[cfg(not(feature = "demo"))]

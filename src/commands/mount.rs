@@ -123,8 +123,8 @@ pub fn unmount(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    if let Some(r) = record
-        && !wait_showing_uploads(&r, Duration::from_secs(60))
+    if let Some(r) = &record
+        && !wait_showing_uploads(r, Duration::from_secs(60))
     {
         bail!(
             "unmounted, but cognifs process {} has not exited yet",
@@ -132,6 +132,22 @@ pub fn unmount(dir: &Path) -> anyhow::Result<()> {
         );
     }
     println!("unmounted {}", dir.display());
+    if let Some(r) = &record {
+        let pending = crate::pending::records_in(&crate::pending::PendingArea::for_profile(
+            &config::state_dir(),
+            &r.profile,
+        ));
+        if !pending.is_empty() {
+            let bytes: u64 = pending.iter().map(|p| p.size).sum();
+            println!(
+                "{} upload(s) that failed ({}) are kept on disk and will be retried by the next \
+                 mount of profile {} (`cognifs pending list` shows them)",
+                pending.len(),
+                super::status::fmt_bytes(bytes),
+                r.profile
+            );
+        }
+    }
     Ok(())
 }
 
@@ -191,6 +207,7 @@ mod tests {
             bytes_waiting: 0,
             uploads_in_flight: 0,
             uploads: vec![],
+            ..WriteStatus::default()
         };
         assert_eq!(upload_report(&w), None);
         w.bytes_waiting = 40 << 20;

@@ -13,6 +13,7 @@ use crate::cli::StatusArgs;
 use crate::config::{self, ConfigSource, Profile};
 use crate::metrics::{MountStatus, STATUS_VERSION, StatusReport, server};
 use crate::mounts;
+use crate::pending::PendingArea;
 
 fn fmt_time(unix: u64) -> String {
     let now = unix_now();
@@ -91,6 +92,10 @@ fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
         identity_id,
         id_token_expires: state.as_ref().and_then(|s| s.id_token_expires),
         mounts: mount_statuses(&profile.name),
+        pending: crate::pending::records_in(&PendingArea::for_profile(
+            &config::state_dir(),
+            &profile.name,
+        )),
     })
 }
 
@@ -166,6 +171,21 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
     );
     for u in &w.uploads {
         let _ = writeln!(o, "    {}", upload_line(u));
+    }
+    if w.pending_uploads > 0 {
+        let _ = writeln!(
+            o,
+            "  pending      {} upload(s) that failed, {}: kept, retried in the background",
+            w.pending_uploads,
+            fmt_bytes(w.pending_bytes)
+        );
+    }
+    if let Some(name) = &w.last_conflict {
+        let _ = writeln!(
+            o,
+            "  conflicts    {}; the latest kept as {name} (the object had changed in S3)",
+            w.conflicts
+        );
     }
     match &l.last_error {
         Some(e) => {
@@ -245,6 +265,34 @@ fn human(r: &StatusReport, profile: &Profile) -> String {
     for m in &r.mounts {
         o.push_str(&mount_block(m, now));
     }
+    o.push_str(&pending_block(&r.pending));
+    o
+}
+
+/// The uploads kept after failures (none: nothing).
+pub fn pending_block(pending: &[crate::pending::PendingRecord]) -> String {
+    let mut o = String::new();
+    if pending.is_empty() {
+        return o;
+    }
+    let total: u64 = pending.iter().map(|p| p.size).sum();
+    let _ = writeln!(
+        o,
+        "pending        {} upload(s), {}, failed and kept on disk; retried by the mount \
+         (`cognifs pending drop PATH` abandons one)",
+        pending.len(),
+        fmt_bytes(total)
+    );
+    for p in pending {
+        let _ = writeln!(
+            o,
+            "  {}  {}  since {}: {}",
+            p.rel,
+            fmt_bytes(p.size),
+            fmt_time(p.since),
+            p.last_error
+        );
+    }
     o
 }
 
@@ -277,6 +325,7 @@ pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode>
             for m in &r.mounts {
                 print!("{}", mount_block(m, now));
             }
+            print!("{}", pending_block(&r.pending));
         }
         if !args.watch {
             return Ok(code);

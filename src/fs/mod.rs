@@ -27,6 +27,7 @@ mod lookup;
 pub mod meta;
 mod mount;
 mod namespace;
+mod pending;
 pub mod read;
 mod recovery;
 mod spool;
@@ -88,6 +89,16 @@ pub struct MountOptions {
     /// How often directory times moved by changes of their entries are written to their
     /// markers (1 s): at most one PUT per directory per interval.
     pub dir_times_interval: Duration,
+    /// Where uploads that failed are kept until they are in S3 (the profile's
+    /// `pending` directory); `None`: nowhere — a failed upload's data is dropped.
+    pub pending_dir: Option<PathBuf>,
+    /// Most bytes the pending area may hold, counting every file open for writing (which
+    /// may have to be kept); past it, writes fail with `ENOSPC`. `None`: no limit but
+    /// `min_free`.
+    pub pending_max: Option<u64>,
+    /// Free space the pending area's filesystem keeps; writes that could eat into it fail
+    /// with `ENOSPC`. `None`: 5% of that filesystem, at most 1 GiB.
+    pub min_free: Option<u64>,
 }
 
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
@@ -117,6 +128,9 @@ impl Default for MountOptions {
             parts_in_flight: 4,
             upload_parts_budget: 32,
             dir_times_interval: Duration::from_secs(1),
+            pending_dir: None,
+            pending_max: None,
+            min_free: None,
         }
     }
 }
@@ -133,6 +147,8 @@ pub struct Fs {
     /// Write state per inode open for writing.
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,
+    /// Where failed uploads are kept (`pending.rs`).
+    pending: Option<Arc<crate::pending::PendingArea>>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
 }
@@ -159,8 +175,17 @@ impl Fs {
             budget: Arc::new(tokio::sync::Semaphore::new(opts.upload_parts_budget.max(1))),
             progress: Default::default(),
         });
+        let pending = opts.pending_dir.as_ref().and_then(|dir| {
+            crate::pending::PendingArea::open(dir)
+                .inspect_err(|e| {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot open the pending-upload area; failed uploads will not be kept")
+                })
+                .ok()
+                .map(Arc::new)
+        });
         Fs {
             upload,
+            pending,
             store,
             inodes: Arc::new(Inodes::new(
                 opts.metadata_ttl,

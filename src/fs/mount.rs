@@ -103,6 +103,16 @@ pub fn mount(
     let fs = Arc::new(Fs::new(store, opts));
     // Before the kernel sees the mount: clean up after a previous crash of this prefix.
     runtime.block_on(fs.recover());
+    // Kept uploads are retried in the background for as long as the mount lives.
+    let weak = Arc::downgrade(&fs);
+    runtime.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(fs) = weak.upgrade() else { break };
+            fs.retry_pending().await;
+        }
+    });
     let session = super::fuse::spawn(fs.clone(), mountpoint, runtime.clone())
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     Ok(Mount {

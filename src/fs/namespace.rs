@@ -182,6 +182,7 @@ impl Fs {
             }
         };
         let result = async {
+            self.admit(&ws, size)?;
             ws.truncate(size).await?;
             if req.changes_meta() {
                 ws.update_meta(|m| req.apply(m, Kind::File));
@@ -407,7 +408,9 @@ impl Fs {
         self.store.delete(&node.rel).await?;
         if let Some(ws) = self.write_state(attr.ino) {
             // Open handles keep their data, but nothing of it reaches S3 any more.
-            ws.mark_unlinked();
+            if let Some(record) = ws.mark_unlinked() {
+                self.forget_kept(&record);
+            }
         }
         self.inodes.remove(parent, name);
         self.touch_dirs(&[parent]);
@@ -517,7 +520,9 @@ impl Fs {
             && let Some(ws) = self.write_state(d.ino)
         {
             // The replaced file's open handles no longer name anything.
-            ws.mark_unlinked();
+            if let Some(record) = ws.mark_unlinked() {
+                self.forget_kept(&record);
+            }
         }
         if src.kind != Kind::Dir {
             self.inodes.rename(parent, name, new_parent, new_name);

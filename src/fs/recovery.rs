@@ -60,6 +60,7 @@ impl Fs {
                 Ok(()) => tracing::info!(key = %node.rel, size, "uploaded"),
                 Err(e) => {
                     tracing::error!(key = %node.rel, size, error = %e, "upload at shutdown failed");
+                    self.keep_pending(&ws, &e).await;
                     result = result.and(Err(e));
                 }
             }
@@ -91,6 +92,7 @@ impl Fs {
         if self.opts.read_only {
             return;
         }
+        self.adopt_pending().await;
         let uploads = match self.store.list_uploads("").await {
             Ok(u) => u,
             Err(e) => {

@@ -56,6 +56,33 @@ impl Spool {
         })
     }
 
+    /// A spool holding a copy of the first `size` bytes of the file at `path` (a kept
+    /// upload adopted by a new mount).
+    pub async fn copy_of(dir: &Path, ino: u64, path: &Path, size: u64) -> StoreResult<Self> {
+        let spool = Spool::create(dir, ino)?;
+        let (file, path) = (spool.file.clone(), path.to_path_buf());
+        blocking(move || {
+            use std::io::Read;
+            let source = std::fs::File::open(path)?;
+            let copied = std::io::copy(&mut source.take(size), &mut &*file)?;
+            if copied == size {
+                Ok(())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{copied} of {size} bytes"),
+                ))
+            }
+        })
+        .await?;
+        Ok(spool)
+    }
+
+    /// The file itself, for copying it whole (into the pending area).
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
     pub async fn write_at(&self, data: Bytes, offset: u64) -> StoreResult<()> {
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, offset)).await

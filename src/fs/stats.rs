@@ -14,6 +14,10 @@ pub use super::upload::progress::UploadProgress;
 pub struct FsCounters {
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    uploads_kept: AtomicU64,
+    pending_uploaded: AtomicU64,
+    conflicts: AtomicU64,
+    last_conflict: std::sync::Mutex<Option<String>>,
 }
 
 impl FsCounters {
@@ -23,6 +27,19 @@ impl FsCounters {
 
     pub(super) fn written(&self, n: u64) {
         self.bytes_written.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn kept_upload(&self) {
+        self.uploads_kept.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn pending_uploaded(&self) {
+        self.pending_uploaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn conflict(&self, name: &str) {
+        self.conflicts.fetch_add(1, Ordering::Relaxed);
+        *self.last_conflict.lock().unwrap() = Some(name.to_owned());
     }
 }
 
@@ -46,6 +63,14 @@ pub struct FsStats {
     pub bytes_waiting: u64,
     /// Uploads in flight, oldest first.
     pub uploads: Vec<UploadProgress>,
+    /// Uploads that failed and are kept on disk, retried in the background.
+    pub pending: Vec<crate::pending::PendingRecord>,
+    /// Failed uploads kept since the mount started; kept ones uploaded since.
+    pub uploads_kept: u64,
+    pub pending_uploaded: u64,
+    /// Kept uploads that found the object changed and went beside it; the latest's name.
+    pub conflicts: u64,
+    pub last_conflict: Option<String>,
 }
 
 impl Fs {
@@ -60,6 +85,8 @@ impl Fs {
             .filter(|(key, _)| !uploading.contains(key.as_str()))
             .map(|(_, size)| size)
             .sum();
+        let files_open_for_writing = self.writes.lock().unwrap().len() as u64;
+        let pending = self.pending_uploads();
         FsStats {
             bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),
             bytes_written: self.counters.bytes_written.load(Ordering::Relaxed),
@@ -67,9 +94,14 @@ impl Fs {
             cache_misses,
             cache_bytes: self.read.cache.used(),
             cache_capacity: self.read.cache.budget(),
-            files_open_for_writing: self.writes.lock().unwrap().len() as u64,
+            files_open_for_writing,
             bytes_waiting: in_flight + dirty,
             uploads,
+            pending,
+            uploads_kept: self.counters.uploads_kept.load(Ordering::Relaxed),
+            pending_uploaded: self.counters.pending_uploaded.load(Ordering::Relaxed),
+            conflicts: self.counters.conflicts.load(Ordering::Relaxed),
+            last_conflict: self.counters.last_conflict.lock().unwrap().clone(),
         }
     }
 }

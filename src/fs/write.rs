@@ -30,6 +30,7 @@ use super::meta::Meta;
 use super::namespace::Caller;
 use super::spool::Spool;
 use super::upload::{self, Stream, UploadCtx};
+use crate::pending::PendingRecord;
 use crate::store::{ObjectStore, StoreError, StoreResult};
 
 /// Chunk size for copying an existing object into the spool.
@@ -37,7 +38,7 @@ const LOAD_CHUNK: u64 = 8 << 20;
 /// S3's largest object: a file cannot grow past it.
 const MAX_OBJECT_SIZE: u64 = 5 << 40;
 
-fn check_size(end: u64) -> StoreResult<()> {
+pub(super) fn check_size(end: u64) -> StoreResult<()> {
     if end > MAX_OBJECT_SIZE {
         Err(StoreError::TooLarge)
     } else {
@@ -57,6 +58,23 @@ struct Inner {
     handles: usize,
     meta: Meta,
     modified: SystemTime,
+    /// The etag of the object these contents started from (`None`: there was none); the
+    /// etag of each successful upload from then on. A pending upload finding anything else
+    /// in S3 goes beside it (`pending.rs`).
+    base_etag: Option<String>,
+    /// Grows with every change of contents or metadata.
+    version: u64,
+    /// The pending-upload record holding a copy of these contents, and the version copied.
+    pub(super) kept: Option<(PendingRecord, u64)>,
+    /// Background retries of a kept upload.
+    pub(super) retry: Retry,
+}
+
+/// When a kept upload is tried again.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Retry {
+    pub attempts: u32,
+    pub next: Option<std::time::Instant>,
 }
 
 impl Inner {
@@ -69,6 +87,7 @@ impl Inner {
     /// Last-Modified), not an earlier utimens.
     fn touched(&mut self) {
         self.dirty = true;
+        self.version += 1;
         self.modified = SystemTime::now();
         self.meta.mtime = None;
         self.meta.ctime = None;
@@ -92,7 +111,7 @@ impl WriteState {
         ctx: Arc<UploadCtx>,
         spool: Spool,
         ino: u64,
-        meta: Meta,
+        (meta, base_etag): (Meta, Option<String>),
         stream_to: Option<String>,
     ) -> Self {
         let empty = stream_to.is_some();
@@ -108,6 +127,10 @@ impl WriteState {
                 handles: 0,
                 meta,
                 modified: SystemTime::now(),
+                base_etag,
+                version: 0,
+                kept: None,
+                retry: Retry::default(),
             }),
             io: tokio::sync::Mutex::new(()),
             stream: tokio::sync::Mutex::new(stream),
@@ -243,14 +266,134 @@ impl WriteState {
         let mut i = self.inner.lock().unwrap();
         f(&mut i.meta);
         i.dirty = true;
+        i.version += 1;
     }
 
     pub fn is_unlinked(&self) -> bool {
         self.inner.lock().unwrap().unlinked
     }
 
-    pub(super) fn mark_unlinked(&self) {
-        self.inner.lock().unwrap().unlinked = true;
+    /// The name is gone: nothing is uploaded any more. Returns the kept record, if any,
+    /// which the caller forgets.
+    #[must_use]
+    pub(super) fn mark_unlinked(&self) -> Option<PendingRecord> {
+        let mut i = self.inner.lock().unwrap();
+        i.unlinked = true;
+        i.kept.take().map(|(record, _)| record)
+    }
+}
+
+/// What a kept or conflicting upload carries: the contents' size and metadata as an upload
+/// would store them now.
+pub(super) struct Snapshot {
+    pub meta: Meta,
+    pub size: u64,
+    pub base_etag: Option<String>,
+    pub version: u64,
+}
+
+/// Kept uploads (see `pending.rs`).
+impl WriteState {
+    /// A live state for a kept upload an earlier mount left: contents in `spool`.
+    pub(super) fn adopted(
+        ctx: Arc<UploadCtx>,
+        spool: Spool,
+        ino: u64,
+        meta: Meta,
+        record: PendingRecord,
+    ) -> Self {
+        let ws = WriteState::new(ctx, spool, ino, (meta, record.base_etag.clone()), None);
+        {
+            let mut i = ws.inner.lock().unwrap();
+            i.loaded = true;
+            i.dirty = true;
+            i.size = record.size;
+            i.kept = Some((record, 0));
+        }
+        ws
+    }
+
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let i = self.inner.lock().unwrap();
+        let mut meta = i.meta.clone();
+        if meta.mtime.is_none() {
+            meta.mtime = Some(i.modified);
+        }
+        Snapshot {
+            meta,
+            size: i.size,
+            base_etag: i.base_etag.clone(),
+            version: i.version,
+        }
+    }
+
+    /// Something to upload that the pending area does not hold yet.
+    pub(super) fn needs_keeping(&self) -> bool {
+        let i = self.inner.lock().unwrap();
+        i.upload_pending() && i.kept.as_ref().is_none_or(|(_, v)| *v != i.version)
+    }
+
+    pub(super) fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub(super) fn spool_file(&self) -> std::io::Result<std::fs::File> {
+        self.spool.file().try_clone()
+    }
+
+    pub(super) fn base_etag(&self) -> Option<String> {
+        self.inner.lock().unwrap().base_etag.clone()
+    }
+
+    pub(super) fn set_kept(&self, record: PendingRecord, version: u64) {
+        let mut i = self.inner.lock().unwrap();
+        if i.retry.next.is_none() {
+            i.retry.next = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+        }
+        i.kept = Some((record, version));
+    }
+
+    pub(super) fn kept(&self) -> Option<PendingRecord> {
+        self.inner.lock().unwrap().kept.as_ref().map(|(r, _)| r.clone())
+    }
+
+    pub(super) fn kept_size(&self) -> u64 {
+        self.inner.lock().unwrap().kept.as_ref().map_or(0, |(r, _)| r.size)
+    }
+
+    /// Lets go of the kept record (and of the contents: S3's version shows again).
+    pub(super) fn drop_kept(&self) -> Option<PendingRecord> {
+        let mut i = self.inner.lock().unwrap();
+        i.dirty = false;
+        i.kept.take().map(|(r, _)| r)
+    }
+
+    /// (the kept record, nobody has the file open, a retry is due).
+    pub(super) fn retry_status(&self) -> (Option<PendingRecord>, bool, bool) {
+        let i = self.inner.lock().unwrap();
+        let due = i.retry.next.is_none_or(|t| t <= std::time::Instant::now());
+        (i.kept.as_ref().map(|(r, _)| r.clone()), i.handles == 0, due)
+    }
+
+    /// `Retry` after a failed attempt: the next one later; returns the attempts so far.
+    pub(super) fn backoff(&self, start: std::time::Duration, max: std::time::Duration) -> u32 {
+        let mut i = self.inner.lock().unwrap();
+        let attempts = i.retry.attempts.saturating_add(1);
+        let wait = start.saturating_mul(1 << attempts.min(16)).min(max);
+        i.retry = Retry {
+            attempts,
+            next: Some(std::time::Instant::now() + wait),
+        };
+        attempts
+    }
+
+    pub(super) fn retry_now(&self) {
+        self.inner.lock().unwrap().retry.next = None;
+    }
+
+    pub(super) fn is_idle_and_clean(&self) -> bool {
+        let i = self.inner.lock().unwrap();
+        i.handles == 0 && !i.upload_pending()
     }
 }
 
@@ -266,10 +409,11 @@ impl Fs {
 
     /// The live write state of `ino`, created if needed, with one more handle counted.
     /// `stream_to`: the key, when the file starts empty (created or `O_TRUNC`).
+    /// `base`: the metadata, and the etag of the object the contents start from.
     fn attach_write(
         &self,
         ino: u64,
-        meta: Meta,
+        base: (Meta, Option<String>),
         stream_to: Option<String>,
     ) -> FsResult<Arc<WriteState>> {
         let mut writes = self.writes.lock().unwrap();
@@ -281,7 +425,7 @@ impl Fs {
                     self.upload.clone(),
                     spool,
                     ino,
-                    meta,
+                    base,
                     stream_to,
                 ));
                 writes.insert(ino, ws.clone());
@@ -303,6 +447,9 @@ impl Fs {
             return Ok(());
         }
         let mut result = self.flush_state(ws).await;
+        if let Err(e) = &result {
+            self.keep_pending(ws, e).await;
+        }
         loop {
             {
                 // Under the writes lock, which setattr holds while it marks metadata dirty:
@@ -313,6 +460,10 @@ impl Fs {
                 if inner.handles != 0 {
                     return result;
                 }
+                // A kept upload stays live: the mount shows it and retries it.
+                if result.is_err() && inner.kept.is_some() && inner.upload_pending() {
+                    break;
+                }
                 if !inner.upload_pending() || result.is_err() {
                     if writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws)) {
                         writes.remove(&ws.ino);
@@ -322,7 +473,9 @@ impl Fs {
             }
             result = self.flush_state(ws).await;
         }
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && ws.inner.lock().unwrap().kept.is_none()
+        {
             tracing::error!(ino = ws.ino, error = %e, "last upload failed; data dropped");
         }
         result
@@ -369,6 +522,15 @@ impl Fs {
         );
         match uploaded.await {
             Ok((etag, meta)) => {
+                let kept = {
+                    let mut i = ws.inner.lock().unwrap();
+                    i.base_etag = Some(etag.clone());
+                    i.retry = Retry::default();
+                    i.kept.take()
+                };
+                if let Some((record, _)) = kept {
+                    self.forget_kept(&record);
+                }
                 let found = Found::written(Kind::File, size, etag, meta);
                 self.inodes.set_written(ws.ino, found);
                 Ok(())
@@ -401,7 +563,8 @@ impl Fs {
         };
         // Opening changes nothing: the stored times stay until something is written.
         let meta = node.found.meta.clone();
-        let ws = self.attach_write(ino, meta, trunc.then(|| node.rel.clone()))?;
+        let base_etag = Some(node.etag.clone()).filter(|e| !e.is_empty());
+        let ws = self.attach_write(ino, (meta, base_etag), trunc.then(|| node.rel.clone()))?;
         let prepared = if trunc {
             ws.truncate(0).await
         } else {
@@ -432,7 +595,7 @@ impl Fs {
         let attr = self.inodes.upsert(parent, name, found.clone(), true);
         self.inodes.invalidate_listing(parent);
         self.touch_dirs(&[parent]);
-        let ws = self.attach_write(attr.ino, meta, Some(format!("{parent_rel}{name}")))?;
+        let ws = self.attach_write(attr.ino, (meta, None), Some(format!("{parent_rel}{name}")))?;
         ws.truncate(0).await?;
         let fh = self.add_handle(Handle::Writer {
             ino: attr.ino,
@@ -444,6 +607,7 @@ impl Fs {
     pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         let ws = handle.write_state().ok_or(FsError::new(libc::EBADF))?;
+        self.admit(ws, offset.saturating_add(data.len() as u64))?;
         let n = ws.write(offset, data).await?;
         self.counters.written(u64::from(n));
         Ok(n)
@@ -452,7 +616,13 @@ impl Fs {
     /// flush and fsync: upload now if dirty, and report the outcome.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.handle(fh)?.write_state() {
-            Some(ws) => self.flush_state(ws).await,
+            Some(ws) => {
+                let result = self.flush_state(ws).await;
+                if let Err(e) = &result {
+                    self.keep_pending(ws, e).await;
+                }
+                result
+            }
             None => Ok(()),
         }
     }

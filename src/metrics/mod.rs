@@ -47,6 +47,9 @@ pub struct StatusReport {
     /// Unix seconds when the stored ID token expires.
     pub id_token_expires: Option<u64>,
     pub mounts: Vec<MountStatus>,
+    /// Uploads of this profile that failed and are kept on disk until they are in S3.
+    #[serde(default)]
+    pub pending: Vec<crate::pending::PendingRecord>,
 }
 
 /// One running mount.
@@ -100,13 +103,24 @@ pub struct CacheStatus {
     pub capacity_bytes: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct WriteStatus {
     pub files_open: u64,
     pub bytes_waiting: u64,
     pub uploads_in_flight: u64,
     pub uploads: Vec<UploadStatus>,
+    /// Uploads that failed, kept on disk and retried in the background (and their bytes).
+    #[serde(default)]
+    pub pending_uploads: u64,
+    #[serde(default)]
+    pub pending_bytes: u64,
+    /// Kept uploads that found the object changed in S3 and went beside it, and the last
+    /// one's name.
+    #[serde(default)]
+    pub conflicts: u64,
+    #[serde(default)]
+    pub last_conflict: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,6 +219,10 @@ impl Probe {
                         streaming: u.streaming,
                     })
                     .collect(),
+                pending_uploads: s.pending.len() as u64,
+                pending_bytes: s.pending.iter().map(|p| p.size).sum(),
+                conflicts: s.conflicts,
+                last_conflict: s.last_conflict,
             },
             last_error: self.requests.last_error().map(|e| ErrorStatus {
                 time: unix(e.at),
@@ -275,6 +293,10 @@ pub(crate) mod tests {
                         bytes_total: 64 << 20,
                         streaming: true,
                     }],
+                    pending_uploads: 1,
+                    pending_bytes: 3 << 20,
+                    conflicts: 1,
+                    last_conflict: Some("a.txt.conflict-20261126T154001Z".into()),
                 },
                 last_error: Some(ErrorStatus {
                     time: 1_700_000_050,

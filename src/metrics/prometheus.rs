@@ -158,6 +158,24 @@ pub fn render(status: &MountStatus) -> String {
         "Uploads under way.",
         l.writes.uploads_in_flight,
     );
+    o.one(
+        "cognifs_pending_uploads",
+        "gauge",
+        "Uploads that failed, kept on disk and retried in the background.",
+        l.writes.pending_uploads,
+    );
+    o.one(
+        "cognifs_pending_upload_bytes",
+        "gauge",
+        "Bytes of the uploads kept on disk.",
+        l.writes.pending_bytes,
+    );
+    o.one(
+        "cognifs_upload_conflicts_total",
+        "counter",
+        "Kept uploads that found the object changed in S3 and were stored beside it.",
+        l.writes.conflicts,
+    );
     if let Some(e) = &l.last_error {
         o.one(
             "cognifs_last_error_timestamp_seconds",

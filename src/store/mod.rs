@@ -177,6 +177,9 @@ pub const STALE_CREDENTIAL_CODES: &[&str] = &[
     "InvalidAccessKeyId",
     "RequestTimeTooSkewed",
     "TokenRefreshRequired",
+    // A HEAD refused with 403 carries no error code. Within the mount's own prefix a policy
+    // allows everything, so stale credentials are the likely cause: renew and retry once.
+    "Forbidden",
 ];
 
 impl StoreError {

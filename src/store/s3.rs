@@ -49,7 +49,10 @@ impl StoreError {
                 ),
                 _,
             )
-            | (_, _, Some(403)) => StoreError::AccessDenied(code.unwrap_or_default()),
+            // A HEAD's 403 has no body, so no code: "Forbidden" is all S3 says.
+            | (_, _, Some(403)) => {
+                StoreError::AccessDenied(code.unwrap_or_else(|| "Forbidden".into()))
+            }
             (SdkError::TimeoutError(_), _, _) => StoreError::Timeout(text),
             (SdkError::DispatchFailure(d), _, _) if d.is_timeout() => StoreError::Timeout(text),
             // Identity resolution failures (no or expired credentials) surface before any

@@ -323,6 +323,15 @@ pub async fn mount_user(
 
 /// Mounts `store` on a fresh temp dir, behind a guard that unmounts on drop.
 async fn mount_store(store: S3Store, identity_id: String, opts: MountOptions) -> MountGuard {
+    mount_any(Arc::new(store), identity_id, opts).await
+}
+
+/// Mounts any store (e.g. one that renews credentials) on a fresh temp dir, behind a guard.
+pub async fn mount_any(
+    store: Arc<dyn cognifs::store::ObjectStore>,
+    identity_id: String,
+    opts: MountOptions,
+) -> MountGuard {
     let dir = tempfile::Builder::new()
         .prefix("cognifs-mnt-")
         .tempdir()
@@ -330,7 +339,7 @@ async fn mount_store(store: S3Store, identity_id: String, opts: MountOptions) ->
     let path = dir.path().to_path_buf();
     let handle = tokio::runtime::Handle::current();
     let p = path.clone();
-    let mount = blocking(move || cognifs::fs::mount(Arc::new(store), opts, &p, handle))
+    let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
         .await
         .expect("mount");
     MountGuard {
