@@ -177,6 +177,7 @@ async fn the_next_mount_uploads_what_an_unmounted_one_kept_and_never_overwrites(
             Some(&b"theirs"[..]),
             "another client's write is never overwritten"
         );
+        // Keys relative to the prefix.
         let conflicts: Vec<String> = keys_under(&admin, &bucket, &format!("{id}/"))
             .await
             .into_iter()
@@ -184,13 +185,13 @@ async fn the_next_mount_uploads_what_an_unmounted_one_kept_and_never_overwrites(
             .collect();
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
         assert_eq!(
-            get_bytes(&admin, &bucket, &conflicts[0]).await.as_deref(),
+            get_bytes(&admin, &bucket, &format!("{id}/{}", conflicts[0])).await.as_deref(),
             Some(&b"mine"[..])
         );
         let stats = mnt.mount().fs().stats();
         assert_eq!(stats.conflicts, 1);
         // The mount lists both versions.
-        let name = conflicts[0].rsplit('/').next().unwrap().to_owned();
+        let name = conflicts[0].clone();
         blocking(move || {
             assert_eq!(std::fs::read(mnt.join("shared.txt")).unwrap(), b"theirs");
             assert_eq!(std::fs::read(mnt.join(&name)).unwrap(), b"mine");

@@ -16,7 +16,13 @@ use crate::store::StoreError;
 /// One open file handle.
 pub(super) enum Handle {
     /// Reads S3 through the block cache, pinned to the version seen at open.
-    Reader { ino: u64, reader: FileReader },
+    /// `keep_cache`: the kernel may keep the pages it has of the file (same version as at
+    /// the previous open).
+    Reader {
+        ino: u64,
+        reader: FileReader,
+        keep_cache: bool,
+    },
     /// Opened for reading while this mount was writing the file: reads the spool as long
     /// as the file is open for writing, then what the writer uploaded — or, if the name
     /// was unlinked meanwhile (nothing was uploaded), the spool it kept.
@@ -43,6 +49,26 @@ impl Handle {
 }
 
 impl Fs {
+    /// Whether the kernel may keep its page cache of the file open as `fh`: it holds the
+    /// same version (etag) as at the previous open in this mount, so warm re-reads never
+    /// reach the filesystem. Otherwise the kernel drops those pages at open.
+    pub fn keeps_page_cache(&self, fh: u64) -> bool {
+        self.handle(fh)
+            .is_ok_and(|h| matches!(*h, Handle::Reader { keep_cache: true, .. }))
+    }
+
+    /// Notes the version `ino` is opened at; true if it is the one of the previous open.
+    fn same_version_as_last_open(&self, ino: u64, etag: Option<&str>) -> bool {
+        let mut opened = self.opened_versions.lock().unwrap();
+        match etag {
+            Some(etag) => opened.insert(ino, etag.to_owned()).as_deref() == Some(etag),
+            None => {
+                opened.remove(&ino);
+                false
+            }
+        }
+    }
+
     pub(super) fn add_handle(&self, handle: Handle) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().unwrap().insert(fh, Arc::new(handle));
@@ -61,9 +87,12 @@ impl Fs {
     /// Opens a file; `write` for write access, `trunc` for `O_TRUNC`.
     pub async fn open(&self, ino: u64, write: bool, trunc: bool) -> FsResult<u64> {
         if write || trunc {
+            // Written through this mount: pages may change under other opens' feet.
+            self.same_version_as_last_open(ino, None);
             return self.open_write(ino, trunc).await;
         }
         if let Some(state) = self.write_state(ino) {
+            self.same_version_as_last_open(ino, None);
             return Ok(self.add_handle(Handle::ReaderOfWritten { ino, state }));
         }
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
@@ -77,8 +106,13 @@ impl Fs {
             let n = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
             (n.etag, n.attr.size)
         };
+        let keep_cache = !etag.is_empty() && self.same_version_as_last_open(ino, Some(&etag));
         let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
-        Ok(self.add_handle(Handle::Reader { ino, reader }))
+        Ok(self.add_handle(Handle::Reader {
+            ino,
+            reader,
+            keep_cache,
+        }))
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {

@@ -149,6 +149,8 @@ pub struct Fs {
     upload: Arc<UploadCtx>,
     /// Where failed uploads are kept (`pending.rs`).
     pending: Option<Arc<crate::pending::PendingArea>>,
+    /// The etag each file was last opened for reading at (`Fs::keeps_page_cache`).
+    opened_versions: Mutex<HashMap<u64, String>>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
 }
@@ -174,6 +176,7 @@ impl Fs {
             parts_in_flight: opts.parts_in_flight.max(1),
             budget: Arc::new(tokio::sync::Semaphore::new(opts.upload_parts_budget.max(1))),
             progress: Default::default(),
+            unaborted: Default::default(),
         });
         let pending = opts.pending_dir.as_ref().and_then(|dir| {
             crate::pending::PendingArea::open(dir)
@@ -202,6 +205,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
+            opened_versions: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             counters: Default::default(),
         }

@@ -199,6 +199,10 @@ impl Fs {
     /// One pass over kept uploads: each one due is tried again (backoff 1 s … 60 s); a
     /// record dropped by `cognifs pending drop` is let go. The mount calls this every second.
     pub async fn retry_pending(&self) {
+        let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
+        for (rel, id) in unaborted {
+            super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+        }
         let Some(area) = self.pending.clone() else {
             return;
         };

@@ -124,7 +124,14 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         self.rt.spawn(async move {
             match fs.open(ino.0, write, trunc).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    let flags = if fs.keeps_page_cache(fh) {
+                        FopenFlags::FOPEN_KEEP_CACHE
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.opened(FileHandle(fh), flags)
+                }
                 Err(e) => reply.error(failed(&fs, "open", ino.0, None, e)),
             }
         });

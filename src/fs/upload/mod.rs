@@ -43,6 +43,9 @@ pub struct UploadCtx {
     pub budget: Arc<Semaphore>,
     /// Uploads in flight and their progress (for status).
     pub progress: Arc<progress::Uploads>,
+    /// Multipart uploads whose abort failed (S3 was away): (key, upload id), aborted
+    /// again with the next retry of kept uploads, so no parts are left to be paid for.
+    pub unaborted: Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 /// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it
@@ -51,6 +54,22 @@ pub struct UploadCtx {
 /// Like s3fs, every upload stores an mtime: `meta`'s if one was set (utimens), else the
 /// time of the last write (`modified`) — or, for a streamed upload, the time its first
 /// part left, so that a large `cp` costs no CopyObject to fix the time afterwards.
+/// Aborts a multipart upload; if S3 cannot be reached, remembers it in `unaborted`.
+pub async fn abort(
+    store: &dyn ObjectStore,
+    unaborted: &std::sync::Mutex<Vec<(String, String)>>,
+    rel: &str,
+    id: &str,
+) {
+    if let Err(e) = store.abort_multipart(rel, id).await {
+        tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload; trying again later");
+        unaborted
+            .lock()
+            .unwrap()
+            .push((rel.to_owned(), id.to_owned()));
+    }
+}
+
 pub async fn upload(
     ctx: &Arc<UploadCtx>,
     spool: &Spool,

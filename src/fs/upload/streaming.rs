@@ -152,12 +152,8 @@ impl Stream {
             t.abort();
         }
         if let Some(id) = self.upload_id {
-            let (store, rel) = (ctx.store.clone(), self.rel);
-            tokio::spawn(async move {
-                if let Err(e) = store.abort_multipart(&rel, &id).await {
-                    tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload");
-                }
-            });
+            let (store, rel, unaborted) = (ctx.store.clone(), self.rel, ctx.unaborted.clone());
+            tokio::spawn(async move { super::abort(&*store, &unaborted, &rel, &id).await });
         }
     }
 }

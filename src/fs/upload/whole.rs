@@ -54,10 +54,8 @@ pub async fn upload_spool(
         store.complete_multipart(rel, &id, done).await
     }
     .await;
-    if result.is_err()
-        && let Err(e) = store.abort_multipart(rel, &id).await
-    {
-        tracing::warn!(key = rel, error = %e, "could not abort a failed multipart upload");
+    if result.is_err() {
+        super::abort(&**store, &ctx.unaborted, rel, &id).await;
     }
     result
 }
@@ -77,6 +75,7 @@ mod tests {
             parts_in_flight: 4,
             budget: Arc::new(Semaphore::new(budget)),
             progress: Default::default(),
+            unaborted: Default::default(),
         })
     }
 
