@@ -140,6 +140,12 @@ pub struct MountArgs {
     /// Where files being written are spooled (default: $XDG_CACHE_HOME/cognifs/spool).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Attributes from listings alone, never a HEAD: Last-Modified as mtime, --uid/--gid and
+    /// --file-mode/--dir-mode for everything, symlinks and special files shown as files
+    /// (like rclone's --use-server-modtime). Fastest `ls -l` for buckets where stored
+    /// attributes do not matter.
+    #[arg(long)]
+    pub list_only: bool,
     /// Most data kept for uploads that failed, counting every file open for writing (which
     /// may have to be kept); past it, writes fail with ENOSPC (default: no limit but
     /// --min-free).
@@ -179,6 +185,7 @@ impl MountArgs {
             max_readahead: self.max_readahead,
             part_size: self.part_size,
             pending_max: self.pending_max,
+            list_only: self.list_only,
             min_free: self.min_free,
             ..MountOptions::default()
         };
@@ -283,7 +290,15 @@ mod tests {
             };
             m.mount_options()
         };
-        let opts = parse(&["--part-size", "16MiB", "--cache-dir", "/c", "--pending-max", "2GiB"]).unwrap();
+        let opts = parse(&[
+            "--part-size",
+            "16MiB",
+            "--cache-dir",
+            "/c",
+            "--pending-max",
+            "2GiB",
+        ])
+        .unwrap();
         assert_eq!(opts.part_size, 16 << 20);
         assert_eq!(opts.pending_max, Some(2 << 30));
         assert_eq!(opts.min_free, None);

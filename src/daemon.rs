@@ -143,6 +143,18 @@ pub fn serve_with_metrics(
     let refresher = rt.block_on(start_refresher(session))?;
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
+    // Metadata learnt by HEAD, kept beside the spool for the profile's next mounts.
+    opts.meta_cache.get_or_insert_with(|| {
+        let dir = opts
+            .spool_dir
+            .parent()
+            .map_or_else(|| opts.spool_dir.clone(), |p| p.join("meta"));
+        dir.join(format!(
+            "{}-{}.jsonl",
+            profile.name,
+            crate::pending::PendingRecord::id_of(&s3_url, "")
+        ))
+    });
     // Every request is counted, for `cognifs status` and /metrics.
     let requests = Arc::new(RequestStats::default());
     let counted = Arc::new(CountingStore::new(

@@ -178,7 +178,10 @@ impl PendingArea {
     /// Rewrites a record's JSON (its `last_error`), keeping its data.
     pub fn update_error(&self, record: &PendingRecord) {
         let _guard = self.lock.lock().unwrap();
-        if self.get(&record.location, &record.rel).is_none_or(|r| r.data != record.data) {
+        if self
+            .get(&record.location, &record.rel)
+            .is_none_or(|r| r.data != record.data)
+        {
             return;
         }
         let _ = self.write_json(record);

@@ -590,7 +590,10 @@ async fn forgotten_credentials_are_renewed_at_once_and_the_mount_answers() {
             "answered again after {:?}",
             started.elapsed()
         );
-        assert!(creds.last_renewal() > renewed_before, "renewed once refused");
+        assert!(
+            creds.last_renewal() > renewed_before,
+            "renewed once refused"
+        );
         let admin = admin_s3(&f.running);
         assert_eq!(
             get_bytes(&admin, &f.profile.bucket, &format!("{prefix}after.txt")).await,

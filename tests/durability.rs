@@ -97,7 +97,11 @@ async fn s3_down_during_a_large_copy_loses_nothing() {
             (mnt, data, closed)
         })
         .await;
-        assert_eq!(closed, libc::EIO, "close reports that the data is not in S3");
+        assert_eq!(
+            closed,
+            libc::EIO,
+            "close reports that the data is not in S3"
+        );
         let started = Instant::now();
         // Kept on disk, and the mount shows it while S3 is still down.
         let kept = records_in(&disk.pending());
@@ -114,9 +118,16 @@ async fn s3_down_during_a_large_copy_loses_nothing() {
         let outage = started.elapsed();
         // In S3, intact, without anyone doing anything.
         let admin = admin_s3(&running);
-        eventually(Duration::from_secs(60), "the kept upload reaches S3", || async {
-            get_bytes(&admin, &running.profile.bucket, &key).await.as_deref() == Some(&data[..])
-        })
+        eventually(
+            Duration::from_secs(60),
+            "the kept upload reaches S3",
+            || async {
+                get_bytes(&admin, &running.profile.bucket, &key)
+                    .await
+                    .as_deref()
+                    == Some(&data[..])
+            },
+        )
         .await;
         eventually(Duration::from_secs(5), "the record is gone", || async {
             records_in(&disk.pending()).is_empty()
@@ -126,7 +137,10 @@ async fn s3_down_during_a_large_copy_loses_nothing() {
             mnt.mount().fs().pending_uploads().is_empty(),
             "outage {outage:?}: nothing left pending"
         );
-        assert_eq!(open_uploads(&admin, &running.profile.bucket, &mnt.identity_id).await, 0);
+        assert_eq!(
+            open_uploads(&admin, &running.profile.bucket, &mnt.identity_id).await,
+            0
+        );
         drop(mnt);
         running.shutdown().await;
     })
@@ -169,11 +183,15 @@ async fn the_next_mount_uploads_what_an_unmounted_one_kept_and_never_overwrites(
         })
         .await;
         assert_eq!(
-            get_bytes(&admin, &bucket, &format!("{id}/notes.txt")).await.as_deref(),
+            get_bytes(&admin, &bucket, &format!("{id}/notes.txt"))
+                .await
+                .as_deref(),
             Some(&b"new notes"[..])
         );
         assert_eq!(
-            get_bytes(&admin, &bucket, &format!("{id}/shared.txt")).await.as_deref(),
+            get_bytes(&admin, &bucket, &format!("{id}/shared.txt"))
+                .await
+                .as_deref(),
             Some(&b"theirs"[..]),
             "another client's write is never overwritten"
         );
@@ -185,7 +203,9 @@ async fn the_next_mount_uploads_what_an_unmounted_one_kept_and_never_overwrites(
             .collect();
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
         assert_eq!(
-            get_bytes(&admin, &bucket, &format!("{id}/{}", conflicts[0])).await.as_deref(),
+            get_bytes(&admin, &bucket, &format!("{id}/{}", conflicts[0]))
+                .await
+                .as_deref(),
             Some(&b"mine"[..])
         );
         let stats = mnt.mount().fs().stats();

@@ -887,7 +887,10 @@ impl Harness {
                 // The new mount resumes the uploads the old one kept, and S3 is back.
                 self.rt.block_on(self.fs.recover());
                 self.rt.block_on(self.fs.retry_pending_now());
-                assert!(self.fs.pending_uploads().is_empty(), "kept uploads left after a remount");
+                assert!(
+                    self.fs.pending_uploads().is_empty(),
+                    "kept uploads left after a remount"
+                );
                 if closed.is_ok() && flushed.is_ok() {
                     assert_eq!(self.dir_times(), before, "directory times after a remount");
                 }

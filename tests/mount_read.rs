@@ -557,3 +557,47 @@ async fn fifty_concurrent_readers_all_make_progress() {
     })
     .await;
 }
+
+/// A re-read of a file whose etag has not changed is served by the kernel's page cache:
+/// nothing reaches cognifs. Once the object changes (seen after the TTL), the next open
+/// drops those pages and reads the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_rereads_come_from_the_page_cache_until_the_object_changes() {
+    with_timeout(120, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let b = running.profile.bucket.clone();
+        let one = pseudo_random(3 << 20, 5);
+        put(&admin, &b, &format!("{id}/warm.bin"), one.clone()).await;
+        let opts = MountOptions {
+            metadata_ttl: Duration::from_secs(1),
+            ..MountOptions::default()
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
+        let path = m.join("warm.bin");
+        let read = |p: std::path::PathBuf| blocking(move || std::fs::read(p).unwrap());
+        assert!(read(path.clone()).await == one, "cold read");
+        let after_cold = m.mount().fs().stats().bytes_read;
+        assert_eq!(after_cold, 3 << 20);
+        for _ in 0..3 {
+            assert!(read(path.clone()).await == one, "warm read");
+        }
+        assert_eq!(
+            m.mount().fs().stats().bytes_read,
+            after_cold,
+            "warm re-reads never reached the filesystem"
+        );
+        let two = pseudo_random(3 << 20, 6);
+        put(&admin, &b, &format!("{id}/warm.bin"), two.clone()).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            read(path.clone()).await == two,
+            "the new version, not cached pages"
+        );
+        assert_eq!(m.mount().fs().stats().bytes_read, after_cold + (3 << 20));
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}

@@ -9,7 +9,10 @@ use cognifs::fs::{Caller, Fs, FsError, MountOptions, ROOT_INO};
 use cognifs::pending::{PendingArea, records_in};
 use cognifs::store::{Fault, MemoryStore, ObjectStore, UserMeta};
 
-const CALLER: Caller = Caller { uid: 1000, gid: 1000 };
+const CALLER: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+};
 
 struct Setup {
     store: Arc<MemoryStore>,
@@ -80,7 +83,9 @@ async fn read_all(fs: &Fs, parent: u64, name: &str) -> Vec<u8> {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[tokio::test]
@@ -89,16 +94,24 @@ async fn a_failed_close_keeps_the_data_shows_it_and_uploads_it_when_s3_is_back()
     let fs = s.mount(None);
     let data = pattern(7 << 20, 1);
     // S3 goes away while the file is being written: the close reports it...
-    let (_, fh) = fs.create(ROOT_INO, "report.pdf", 0o640, CALLER).await.unwrap();
+    let (_, fh) = fs
+        .create(ROOT_INO, "report.pdf", 0o640, CALLER)
+        .await
+        .unwrap();
     fs.write(fh, 0, data[..4 << 20].to_vec()).await.unwrap();
     s.s3_down();
-    fs.write(fh, 4 << 20, data[4 << 20..].to_vec()).await.unwrap();
+    fs.write(fh, 4 << 20, data[4 << 20..].to_vec())
+        .await
+        .unwrap();
     let closed = errno(fs.flush(fh).await.and(fs.release(fh).await));
     assert_eq!(closed, libc::EIO);
     // ...but nothing is lost: kept on disk (fsync'd), and the mount shows it.
     let kept = records_in(&s.pending_dir());
     assert_eq!(kept.len(), 1);
-    assert_eq!((kept[0].rel.as_str(), kept[0].size), ("report.pdf", 7 << 20));
+    assert_eq!(
+        (kept[0].rel.as_str(), kept[0].size),
+        ("report.pdf", 7 << 20)
+    );
     assert_eq!(kept[0].base_etag, None, "a new file");
     assert_eq!(kept[0].meta.get("mode").map(String::as_str), Some("33184"));
     let area = PendingArea::open(&s.pending_dir()).unwrap();
@@ -109,7 +122,11 @@ async fn a_failed_close_keeps_the_data_shows_it_and_uploads_it_when_s3_is_back()
     // Still down: a retry fails and keeps it.
     fs.retry_pending_now().await;
     assert_eq!(records_in(&s.pending_dir()).len(), 1);
-    assert!(records_in(&s.pending_dir())[0].last_error.contains("S3 error"));
+    assert!(
+        records_in(&s.pending_dir())[0]
+            .last_error
+            .contains("S3 error")
+    );
     // Back: uploaded without anyone asking, the record gone.
     s.s3_back();
     fs.retry_pending_now().await;
@@ -130,7 +147,10 @@ async fn the_next_mount_shows_and_uploads_what_an_earlier_one_kept() {
         let fs = s.mount(None);
         let docs = fs.mkdir(ROOT_INO, "docs", 0o755, CALLER).await.unwrap();
         s.s3_down();
-        assert_eq!(write_file(&fs, docs.ino, "notes.txt", &data).await, libc::EIO);
+        assert_eq!(
+            write_file(&fs, docs.ino, "notes.txt", &data).await,
+            libc::EIO
+        );
         // Unmounted (or crashed) while S3 is down.
     }
     assert_eq!(records_in(&s.pending_dir()).len(), 1);
@@ -169,7 +189,10 @@ async fn a_kept_upload_never_overwrites_a_change_made_meanwhile() {
     let fh = fs.open(attr.ino, true, true).await.unwrap();
     fs.write(fh, 0, b"mine".to_vec()).await.unwrap();
     s.s3_down();
-    assert_eq!(errno(fs.flush(fh).await.and(fs.release(fh).await)), libc::EIO);
+    assert_eq!(
+        errno(fs.flush(fh).await.and(fs.release(fh).await)),
+        libc::EIO
+    );
     // Another client writes the object meanwhile.
     s.s3_back();
     s.store
@@ -220,7 +243,10 @@ async fn unlink_or_an_explicit_drop_abandons_a_kept_upload_and_nothing_else_does
     fs.retry_pending().await;
     assert!(fs.pending_uploads().is_empty());
     assert_eq!(s.s3_body("b"), None, "dropped, not uploaded");
-    assert_eq!(fs.lookup(ROOT_INO, "b").await.unwrap_err().errno, libc::ENOENT);
+    assert_eq!(
+        fs.lookup(ROOT_INO, "b").await.unwrap_err().errno,
+        libc::ENOENT
+    );
 }
 
 #[tokio::test]
@@ -229,9 +255,16 @@ async fn writes_past_the_pending_limit_fail_before_any_byte_is_accepted() {
     let fs = s.mount(Some(1 << 20));
     let (attr, fh) = fs.create(ROOT_INO, "big", 0o644, CALLER).await.unwrap();
     fs.write(fh, 0, vec![1; 768 << 10]).await.unwrap();
-    let refused = fs.write(fh, 768 << 10, vec![2; 512 << 10]).await.unwrap_err();
+    let refused = fs
+        .write(fh, 768 << 10, vec![2; 512 << 10])
+        .await
+        .unwrap_err();
     assert_eq!(refused.errno, libc::ENOSPC);
-    assert_eq!(fs.getattr(attr.ino).await.unwrap().size, 768 << 10, "nothing of it accepted");
+    assert_eq!(
+        fs.getattr(attr.ino).await.unwrap().size,
+        768 << 10,
+        "nothing of it accepted"
+    );
     // What fits is still accepted, and the file uploads as usual.
     fs.write(fh, 768 << 10, vec![2; 256 << 10]).await.unwrap();
     fs.flush(fh).await.unwrap();
@@ -241,9 +274,15 @@ async fn writes_past_the_pending_limit_fail_before_any_byte_is_accepted() {
     s.s3_down();
     let (_, fh) = fs.create(ROOT_INO, "kept", 0o644, CALLER).await.unwrap();
     fs.write(fh, 0, vec![3; 1 << 20]).await.unwrap();
-    assert_eq!(errno(fs.flush(fh).await.and(fs.release(fh).await)), libc::EIO);
+    assert_eq!(
+        errno(fs.flush(fh).await.and(fs.release(fh).await)),
+        libc::EIO
+    );
     let (_, fh) = fs.create(ROOT_INO, "more", 0o644, CALLER).await.unwrap();
-    assert_eq!(fs.write(fh, 0, vec![4; 1]).await.unwrap_err().errno, libc::ENOSPC);
+    assert_eq!(
+        fs.write(fh, 0, vec![4; 1]).await.unwrap_err().errno,
+        libc::ENOSPC
+    );
     fs.release(fh).await.ok();
     // Once it is uploaded, there is room again.
     s.s3_back();

@@ -23,6 +23,10 @@ struct Setup {
 }
 
 fn setup(seed: &[(&str, usize)]) -> Setup {
+    setup_with(seed, |_| {})
+}
+
+fn setup_with(seed: &[(&str, usize)], tune: impl FnOnce(&mut MountOptions)) -> Setup {
     let spool = tempfile::tempdir().unwrap();
     let store = Arc::new(MemoryStore::new("bucket", "us-east-1:counts"));
     for (key, size) in seed {
@@ -39,6 +43,8 @@ fn setup(seed: &[(&str, usize)]) -> Setup {
         spool_dir: spool.path().to_path_buf(),
         ..MountOptions::default()
     };
+    let mut opts = opts;
+    tune(&mut opts);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fs = Fs::new(store.clone() as Arc<dyn ObjectStore>, opts);
     Setup {
@@ -293,4 +299,67 @@ fn directory_times_are_written_behind_once_per_burst() {
         let stored = cognifs::fs::meta::Meta::from_user(&meta);
         assert_eq!(stored.mtime, Some(after.mtime));
     });
+}
+
+/// `cp -r` of small files into a directory it creates: exactly one PUT per file (and the
+/// directory's marker); the failed lookups the kernel makes before each create cost nothing,
+/// since a directory made here is known to be empty.
+#[test]
+fn cp_of_small_files_into_a_new_directory_is_one_put_each() {
+    let s = setup(&[]);
+    s.rt.block_on(async {
+        let caller = Caller { uid: 0, gid: 0 };
+        assert!(s.fs.lookup(ROOT_INO, "dst").await.is_err());
+        s.store.reset_counts();
+        let d = s.fs.mkdir(ROOT_INO, "dst", 0o755, caller).await.unwrap();
+        for i in 0..50 {
+            let name = format!("f{i:02}");
+            assert!(s.fs.lookup(d.ino, &name).await.is_err());
+            let (_, fh) = s.fs.create(d.ino, &name, 0o644, caller).await.unwrap();
+            s.fs.write(fh, 0, vec![1u8; 4096]).await.unwrap();
+            s.fs.flush(fh).await.unwrap();
+            s.fs.release(fh).await.unwrap();
+        }
+    });
+    assert_eq!(counts(&s.store), [(RequestKind::Put, 51)]);
+}
+
+/// Metadata learnt by HEAD is kept on disk by key and etag: a later mount's `ls -l` of
+/// objects that have not changed costs the LIST alone; a changed object is HEADed again.
+#[test]
+fn a_later_mounts_ls_l_of_unchanged_objects_costs_the_list_alone() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = cache.path().join("meta.jsonl");
+    let files: Vec<(String, usize)> = (0..20).map(|i| (format!("d/f{i:02}"), 100)).collect();
+    let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
+    let first = setup_with(&seed, with_cache);
+    ls_l(&first, "d");
+    assert_eq!(first.store.counts().get(RequestKind::Head), 21);
+    drop(first);
+    let later = setup_with(&seed, with_cache);
+    // One object changed meanwhile (a new etag).
+    later
+        .store
+        .insert_raw("us-east-1:counts/d/f07", &[9u8; 5], UserMeta::new());
+    assert_eq!(ls_l(&later, "d"), 22);
+    // The directory's lookup (HEAD + LIST), one LIST page, and the changed object's HEAD.
+    assert_eq!(
+        counts(&later.store),
+        [(RequestKind::Head, 2), (RequestKind::List, 2)]
+    );
+}
+
+/// The opt-in list-only mode never HEADs: `ls -l` costs the LIST pages alone.
+#[test]
+fn list_only_mode_lists_without_heads() {
+    let files: Vec<(String, usize)> = (0..50).map(|i| (format!("d/f{i:02}"), 100)).collect();
+    let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let s = setup_with(&seed, |o| o.list_only = true);
+    assert_eq!(ls_l(&s, "d"), 52);
+    // The directory's lookup (HEAD + one-key LIST) and one LIST page.
+    assert_eq!(
+        counts(&s.store),
+        [(RequestKind::Head, 1), (RequestKind::List, 2)]
+    );
 }

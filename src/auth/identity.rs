@@ -392,10 +392,7 @@ pub fn spawn_refresher(
         clock,
         pacing,
     ));
-    (
-        credentials,
-        task,
-    )
+    (credentials, task)
 }
 
 async fn refresh_loop(
@@ -422,8 +419,7 @@ async fn refresh_loop(
         let forced = forced && watched.refused.load(Ordering::SeqCst) > tx.borrow().generation;
         if forced {
             // A request was refused for stale credentials: renew now (once per gap).
-            if let Some(gap) = last_forced.map(|t| pacing.forced_gap.saturating_sub(t.elapsed()))
-            {
+            if let Some(gap) = last_forced.map(|t| pacing.forced_gap.saturating_sub(t.elapsed())) {
                 tokio::time::sleep(gap).await;
             }
             last_forced = Some(tokio::time::Instant::now());
@@ -498,7 +494,10 @@ mod tests {
         // Past due: soon, but never a tight loop; far off: look at the clock again soon.
         let check = Pacing::default().wall_clock_check;
         let past = now - Duration::from_secs(100);
-        assert_eq!(sleep_before_check(now, past, check), Duration::from_millis(5));
+        assert_eq!(
+            sleep_before_check(now, past, check),
+            Duration::from_millis(5)
+        );
         let far = now + Duration::from_secs(3000);
         assert_eq!(sleep_before_check(now, far, check), check);
     }

@@ -44,7 +44,11 @@ fn lexical_absolute(path: &Path) -> PathBuf {
 
 /// The record `path` names: a path in a running mount of the profile, a key relative to
 /// the prefix, or a path whose last components are a record's key (the mount is gone).
-fn find<'a>(records: &'a [PendingRecord], path: &Path, mountpoints: &[PathBuf]) -> anyhow::Result<&'a PendingRecord> {
+fn find<'a>(
+    records: &'a [PendingRecord],
+    path: &Path,
+    mountpoints: &[PathBuf],
+) -> anyhow::Result<&'a PendingRecord> {
     let as_key = path.to_string_lossy().trim_start_matches("./").to_owned();
     if let Some(r) = records.iter().find(|r| r.rel == as_key) {
         return Ok(r);
@@ -71,7 +75,10 @@ fn find<'a>(records: &'a [PendingRecord], path: &Path, mountpoints: &[PathBuf]) 
         many => bail!(
             "{} names more than one pending upload ({}); give the key as `cognifs pending list` shows it",
             path.display(),
-            many.iter().map(|r| r.rel.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|r| r.rel.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

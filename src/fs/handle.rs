@@ -53,8 +53,15 @@ impl Fs {
     /// same version (etag) as at the previous open in this mount, so warm re-reads never
     /// reach the filesystem. Otherwise the kernel drops those pages at open.
     pub fn keeps_page_cache(&self, fh: u64) -> bool {
-        self.handle(fh)
-            .is_ok_and(|h| matches!(*h, Handle::Reader { keep_cache: true, .. }))
+        self.handle(fh).is_ok_and(|h| {
+            matches!(
+                *h,
+                Handle::Reader {
+                    keep_cache: true,
+                    ..
+                }
+            )
+        })
     }
 
     /// Notes the version `ino` is opened at; true if it is the one of the previous open.

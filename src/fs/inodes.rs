@@ -457,11 +457,48 @@ impl Inodes {
         node.expires = Instant::now() + self.ttl;
         let (parent, name) = (node.parent, node.name.clone());
         let attr = self.attr(ino, &node.found);
-        state.negative.remove(&(parent, name));
-        if let Some(p) = state.nodes.get_mut(&parent) {
-            p.listing = None;
-        }
+        state.negative.remove(&(parent, name.clone()));
+        Self::put_in_listing(&mut state, parent, &name, &attr);
         Some(attr)
+    }
+
+    /// `parent/name` was just made by this mount: a fresh listing of `parent` gets it (so
+    /// lookups of other names there still need no request); a stale one stays stale.
+    pub fn add_to_listing(&self, parent: u64, name: &str) {
+        let mut state = self.state.lock().unwrap();
+        let Some(attr) = state
+            .children
+            .get(&(parent, name.to_owned()))
+            .and_then(|&c| state.nodes.get(&c).map(|n| self.attr(c, &n.found)))
+        else {
+            return;
+        };
+        Self::put_in_listing(&mut state, parent, name, &attr);
+    }
+
+    /// Inserts or updates `name` in `parent`'s listing, if it has a fresh one.
+    fn put_in_listing(state: &mut State, parent: u64, name: &str, attr: &Attr) {
+        let Some(p) = state.nodes.get_mut(&parent) else {
+            return;
+        };
+        let Some((listing, expires)) = &p.listing else {
+            return;
+        };
+        if *expires <= Instant::now() {
+            p.listing = None;
+            return;
+        }
+        let mut entries: Vec<DirEntry> = listing.as_ref().clone();
+        let entry = DirEntry {
+            name: name.to_owned(),
+            ino: attr.ino,
+            attr: attr.clone(),
+        };
+        match entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
+            Ok(i) => entries[i] = entry,
+            Err(i) => entries.insert(i, entry),
+        }
+        p.listing = Some((Arc::new(entries), *expires));
     }
 
     /// `parent/name` no longer exists (unlink, rmdir). The node keeps its number for the

@@ -45,7 +45,7 @@ impl Fs {
                 add(child.ino);
                 return Ok(self.inodes.attr(child.ino, &ws.overlay(child.found)));
             }
-            if child.fresh && (child.attr.meta_known || !count) {
+            if child.fresh && (child.attr.meta_known || !count || self.opts.list_only) {
                 add(child.ino);
                 return Ok(child.attr);
             }
@@ -57,8 +57,14 @@ impl Fs {
             return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
                 // What the kernel is told must carry the stored type, owner, mode and
                 // mtime (rsync compares mtimes); a listing has none, so HEAD it once.
-                Ok(i) if count && !listing[i].attr.meta_known => {
+                Ok(i) if count && !listing[i].attr.meta_known && !self.opts.list_only => {
                     let is_dir = listing[i].attr.kind == Kind::Dir;
+                    if !is_dir
+                        && let Some(found) =
+                            self.remembered(listing[i].ino, &format!("{}{name}", dir.rel))
+                    {
+                        return Ok(self.inodes.upsert(parent, name, found, true));
+                    }
                     self.head_lookup(parent, name, &format!("{}{name}", dir.rel), is_dir)
                         .await
                 }
@@ -89,14 +95,40 @@ impl Fs {
             return Ok(self.inodes.upsert(parent, name, found, count));
         }
         match head? {
-            Some(info) => Ok(self
-                .inodes
-                .upsert(parent, name, Found::object(&info), count)),
+            Some(info) => {
+                Ok(self
+                    .inodes
+                    .upsert(parent, name, self.headed(&file_rel, &info), count))
+            }
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
             }
         }
+    }
+
+    /// What a HEAD of `rel` said, remembered on disk (by key and etag) for later mounts.
+    fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
+        if let (Some(cache), Some(meta)) = (&self.meta_cache, &info.meta) {
+            cache.put(rel, &info.etag, meta);
+        }
+        Found::object(info)
+    }
+
+    /// The object `ino` (known from a listing, at `rel`) with the metadata an earlier HEAD
+    /// of the same version found, if it is remembered.
+    fn remembered(&self, ino: u64, rel: &str) -> Option<Found> {
+        let cache = self.meta_cache.as_ref()?;
+        let node = self.inodes.get(ino)?;
+        let user = cache.get(rel, &node.found.etag)?;
+        let info = crate::store::ObjectInfo {
+            name: String::new(),
+            size: node.found.size,
+            etag: node.found.etag.clone(),
+            last_modified: node.found.last_modified,
+            meta: Some(user),
+        };
+        Some(Found::object(&info))
     }
 
     /// A counted lookup of an entry known from a listing: HEAD it (a directory: its
@@ -113,7 +145,9 @@ impl Fs {
             return Ok(self.inodes.upsert(parent, name, found, true));
         }
         match self.store.head(rel).await? {
-            Some(info) => Ok(self.inodes.upsert(parent, name, Found::object(&info), true)),
+            Some(info) => Ok(self
+                .inodes
+                .upsert(parent, name, self.headed(rel, &info), true)),
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
@@ -129,7 +163,7 @@ impl Fs {
             return Ok(attr);
         }
         // Unlinked but still open: its name is gone, there is nothing to ask S3.
-        if (node.fresh || node.attr.nlink == 0) && node.attr.meta_known {
+        if (node.fresh || node.attr.nlink == 0) && (node.attr.meta_known || self.opts.list_only) {
             return Ok(node.attr);
         }
         match node.kind {
@@ -147,7 +181,7 @@ impl Fs {
         match self.store.head(&node.rel).await? {
             Some(info) => self
                 .inodes
-                .refresh(node.ino, Found::object(&info))
+                .refresh(node.ino, self.headed(&node.rel, &info))
                 .ok_or(FsError::new(libc::ENOENT)),
             None => Err(FsError::new(libc::ENOENT)),
         }
@@ -211,6 +245,10 @@ impl Fs {
     ) -> Vec<DirEntry> {
         use futures::StreamExt;
         let mut filled = listing.to_vec();
+        if self.opts.list_only {
+            // Attributes from the listing alone: Last-Modified, the mount's owner and modes.
+            return filled;
+        }
         let mut missing = Vec::new();
         for (i, e) in filled.iter_mut().enumerate() {
             if e.attr.meta_known {
@@ -219,6 +257,13 @@ impl Fs {
             // HEADed since the listing was taken (an earlier `ls -l`, a lookup): known.
             match self.inodes.child(parent, &e.name) {
                 Some(c) if c.ino == e.ino && c.attr.meta_known => e.attr = c.attr,
+                // HEADed by an earlier mount, and unchanged since (same etag).
+                _ if e.attr.kind != Kind::Dir
+                    && let Some(found) =
+                        self.remembered(e.ino, &format!("{dir_rel}{}", e.name)) =>
+                {
+                    e.attr = self.inodes.upsert(parent, &e.name.clone(), found, false);
+                }
                 _ => missing.push(i),
             }
         }
@@ -239,7 +284,9 @@ impl Fs {
         for (i, is_dir, head) in heads {
             let found = match head {
                 Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
-                Ok(Some(info)) => Found::object(&info),
+                Ok(Some(info)) => {
+                    self.headed(&format!("{dir_rel}{name}", name = filled[i].name), &info)
+                }
                 // Gone since the listing, or the HEAD failed: the lookup will ask again.
                 _ => continue,
             };

@@ -25,6 +25,7 @@ mod handle;
 pub mod inodes;
 mod lookup;
 pub mod meta;
+mod metacache;
 mod mount;
 mod namespace;
 mod pending;
@@ -99,6 +100,12 @@ pub struct MountOptions {
     /// Free space the pending area's filesystem keeps; writes that could eat into it fail
     /// with `ENOSPC`. `None`: 5% of that filesystem, at most 1 GiB.
     pub min_free: Option<u64>,
+    /// Where metadata learnt by HEAD is kept across mounts (by key and etag), so a later
+    /// mount's `ls -l` of unchanged objects costs the LIST alone. `None`: in memory only.
+    pub meta_cache: Option<PathBuf>,
+    /// Attributes from listings alone, never a HEAD: Last-Modified as mtime, the mount's
+    /// owner and modes, every object a regular file (like rclone's --use-server-modtime).
+    pub list_only: bool,
 }
 
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
@@ -131,9 +138,14 @@ impl Default for MountOptions {
             pending_dir: None,
             pending_max: None,
             min_free: None,
+            meta_cache: None,
+            list_only: false,
         }
     }
 }
+
+/// Objects whose metadata the on-disk cache remembers (about 200 bytes each).
+const META_CACHE_ENTRIES: usize = 200_000;
 
 /// The semantic core of the mount.
 pub struct Fs {
@@ -147,6 +159,8 @@ pub struct Fs {
     /// Write state per inode open for writing.
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,
+    /// Object metadata learnt by HEAD, on disk (`metacache.rs`).
+    meta_cache: Option<metacache::MetaCache>,
     /// Where failed uploads are kept (`pending.rs`).
     pending: Option<Arc<crate::pending::PendingArea>>,
     /// The etag each file was last opened for reading at (`Fs::keeps_page_cache`).
@@ -186,8 +200,13 @@ impl Fs {
                 .ok()
                 .map(Arc::new)
         });
+        let meta_cache = opts
+            .meta_cache
+            .as_deref()
+            .map(|p| metacache::MetaCache::open(p, META_CACHE_ENTRIES));
         Fs {
             upload,
+            meta_cache,
             pending,
             store,
             inodes: Arc::new(Inodes::new(

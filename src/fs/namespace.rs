@@ -302,6 +302,8 @@ impl Fs {
             ..Found::dir()
         };
         let attr = self.inodes.upsert(parent, name, found, true);
+        // Known empty: lookups of names in it (a `cp -r` into it) need no request.
+        self.inodes.set_listing(attr.ino, Vec::new());
         self.inodes.invalidate_listing(parent);
         self.touch_dirs(&[parent]);
         Ok(attr)

@@ -81,7 +81,11 @@ fn default_min_free(total: u64) -> u64 {
 impl Fs {
     /// `s3://bucket/prefix/`: whose records are this mount's.
     fn location(&self) -> String {
-        format!("s3://{}/{}", self.store.bucket(), self.store.scope().prefix())
+        format!(
+            "s3://{}/{}",
+            self.store.bucket(),
+            self.store.scope().prefix()
+        )
     }
 
     /// Refuses (`ENOSPC`) a change that makes `ws`'s file `end` bytes long unless the
@@ -111,7 +115,10 @@ impl Fs {
             }
         }
         if let Some((free, total)) = available_bytes(area.dir()) {
-            let keep = self.opts.min_free.unwrap_or_else(|| default_min_free(total));
+            let keep = self
+                .opts
+                .min_free
+                .unwrap_or_else(|| default_min_free(total));
             if free < needed.saturating_add(keep) {
                 tracing::warn!(
                     free,
@@ -190,8 +197,11 @@ impl Fs {
 
     /// Kept uploads: (key relative to the prefix, size, first failure, last error).
     pub fn pending_uploads(&self) -> Vec<PendingRecord> {
-        let mut out: Vec<PendingRecord> =
-            self.write_states().iter().filter_map(|w| w.kept()).collect();
+        let mut out: Vec<PendingRecord> = self
+            .write_states()
+            .iter()
+            .filter_map(|w| w.kept())
+            .collect();
         out.sort_by(|a, b| a.rel.cmp(&b.rel));
         out
     }
@@ -202,6 +212,9 @@ impl Fs {
         let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
         for (rel, id) in unaborted {
             super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+        }
+        if let Some(cache) = &self.meta_cache {
+            cache.flush();
         }
         let Some(area) = self.pending.clone() else {
             return;
@@ -215,7 +228,10 @@ impl Fs {
                 }
                 continue;
             };
-            if area.get(&kept.location, &kept.rel).is_none_or(|r| r.data != kept.data) {
+            if area
+                .get(&kept.location, &kept.rel)
+                .is_none_or(|r| r.data != kept.data)
+            {
                 tracing::warn!(key = %kept.rel, "pending upload dropped by request; the file shows what S3 holds");
                 ws.drop_kept();
                 self.release_idle(&ws);
@@ -297,13 +313,21 @@ impl Fs {
                 continue;
             }
             match self.adopt(&area, record.clone()).await {
-                Ok(()) => tracing::info!(key = %record.rel, size = record.size, since = record.since, "resuming a pending upload"),
-                Err(e) => tracing::error!(key = %record.rel, error = %e, "cannot resume a pending upload; it stays on disk"),
+                Ok(()) => {
+                    tracing::info!(key = %record.rel, size = record.size, since = record.since, "resuming a pending upload")
+                }
+                Err(e) => {
+                    tracing::error!(key = %record.rel, error = %e, "cannot resume a pending upload; it stays on disk")
+                }
             }
         }
     }
 
-    async fn adopt(&self, area: &crate::pending::PendingArea, record: PendingRecord) -> FsResult<()> {
+    async fn adopt(
+        &self,
+        area: &crate::pending::PendingArea,
+        record: PendingRecord,
+    ) -> FsResult<()> {
         let mut parent = super::ROOT_INO;
         let mut parts: Vec<&str> = record.rel.split('/').collect();
         let name = parts.pop().unwrap_or_default().to_owned();
@@ -312,7 +336,11 @@ impl Fs {
                 Ok(a) if a.kind == Kind::Dir => a.ino,
                 Ok(_) => return Err(FsError::new(libc::ENOTDIR)),
                 // Not in S3 (or S3 not answering): the directory is implied by the file.
-                Err(_) => self.inodes.upsert(parent, dir, Found::dir_with(None), false).ino,
+                Err(_) => {
+                    self.inodes
+                        .upsert(parent, dir, Found::dir_with(None), false)
+                        .ino
+                }
             };
         }
         let meta = Meta::from_user(&record.meta);
@@ -324,8 +352,20 @@ impl Fs {
         );
         let ino = self.inodes.upsert(parent, &name, found, false).ino;
         self.inodes.invalidate_listing(parent);
-        let spool = Spool::copy_of(&self.opts.spool_dir, ino, &area.data_path(&record), record.size).await?;
-        let ws = Arc::new(WriteState::adopted(self.upload.clone(), spool, ino, meta, record));
+        let spool = Spool::copy_of(
+            &self.opts.spool_dir,
+            ino,
+            &area.data_path(&record),
+            record.size,
+        )
+        .await?;
+        let ws = Arc::new(WriteState::adopted(
+            self.upload.clone(),
+            spool,
+            ino,
+            meta,
+            record,
+        ));
         self.writes.lock().unwrap().insert(ino, ws);
         Ok(())
     }
@@ -338,9 +378,15 @@ mod tests {
     #[test]
     fn conflict_names_carry_the_utc_time() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_707_601);
-        assert_eq!(conflict_name("a/b.txt", t), "a/b.txt.conflict-20261126T154001Z");
         assert_eq!(
-            conflict_name("x", SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            conflict_name("a/b.txt", t),
+            "a/b.txt.conflict-20261126T154001Z"
+        );
+        assert_eq!(
+            conflict_name(
+                "x",
+                SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)
+            ),
             "x.conflict-20000229T000000Z"
         );
     }

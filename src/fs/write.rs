@@ -354,11 +354,21 @@ impl WriteState {
     }
 
     pub(super) fn kept(&self) -> Option<PendingRecord> {
-        self.inner.lock().unwrap().kept.as_ref().map(|(r, _)| r.clone())
+        self.inner
+            .lock()
+            .unwrap()
+            .kept
+            .as_ref()
+            .map(|(r, _)| r.clone())
     }
 
     pub(super) fn kept_size(&self) -> u64 {
-        self.inner.lock().unwrap().kept.as_ref().map_or(0, |(r, _)| r.size)
+        self.inner
+            .lock()
+            .unwrap()
+            .kept
+            .as_ref()
+            .map_or(0, |(r, _)| r.size)
     }
 
     /// Lets go of the kept record (and of the contents: S3's version shows again).
@@ -593,7 +603,7 @@ impl Fs {
         let meta = self.new_meta(parent, libc::S_IFREG | (mode & 0o7777), caller);
         let found = Found::written(Kind::File, 0, String::new(), meta.clone());
         let attr = self.inodes.upsert(parent, name, found.clone(), true);
-        self.inodes.invalidate_listing(parent);
+        self.inodes.add_to_listing(parent, name);
         self.touch_dirs(&[parent]);
         let ws = self.attach_write(attr.ino, (meta, None), Some(format!("{parent_rel}{name}")))?;
         ws.truncate(0).await?;

@@ -91,7 +91,8 @@ impl ObjectStore for RenewingStore {
             self,
             "list",
             dir_rel,
-            self.inner.list_page(dir_rel, continuation.clone(), max_keys)
+            self.inner
+                .list_page(dir_rel, continuation.clone(), max_keys)
         )
     }
 
@@ -260,10 +261,19 @@ mod tests {
 
     #[test]
     fn stale_codes_are_the_ones_a_renewal_fixes() {
-        for code in ["ExpiredToken", "InvalidToken", "InvalidAccessKeyId", "RequestTimeTooSkewed"] {
+        for code in [
+            "ExpiredToken",
+            "InvalidToken",
+            "InvalidAccessKeyId",
+            "RequestTimeTooSkewed",
+        ] {
             assert!(StoreError::AccessDenied(code.into()).is_stale_credentials());
         }
-        for code in ["AccessDenied", "SignatureDoesNotMatch", "credentials unavailable"] {
+        for code in [
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "credentials unavailable",
+        ] {
             assert!(!StoreError::AccessDenied(code.into()).is_stale_credentials());
         }
     }

@@ -1,0 +1,252 @@
+//! Object metadata learnt by HEAD, kept on disk per mount location and keyed by key +
+//! etag, so that a later mount's `ls -l` of objects that have not changed costs the LIST
+//! alone: an entry is used only while the listing shows the same etag (any change, by
+//! anyone, gives a new etag and a new HEAD).
+//!
+//! The file is a log of JSON lines (`{"k":key,"e":etag,"m":{metadata}}`, later lines win),
+//! loaded at mount and appended to as HEADs answer. It is bounded: past `max_entries` the
+//! oldest-loaded half is forgotten and the file rewritten. It holds what the listing's owner
+//! could read anyway (modes, owners, times, xattrs), never credentials; mode 0600.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::UserMeta;
+
+#[derive(Serialize, Deserialize)]
+struct Line {
+    k: String,
+    e: String,
+    m: UserMeta,
+}
+
+struct Inner {
+    map: HashMap<String, (String, UserMeta)>,
+    /// Keys in the order they were added (for eviction).
+    order: Vec<String>,
+    log: Option<BufWriter<std::fs::File>>,
+}
+
+pub struct MetaCache {
+    path: PathBuf,
+    max_entries: usize,
+    inner: Mutex<Inner>,
+}
+
+fn open_log(path: &Path, truncate: bool) -> std::io::Result<BufWriter<std::fs::File>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true).mode(0o600);
+    if truncate {
+        o.write(true).truncate(true);
+    } else {
+        o.append(true);
+    }
+    Ok(BufWriter::new(o.open(path)?))
+}
+
+impl MetaCache {
+    /// Loads the cache at `path` (missing or unreadable lines: skipped).
+    pub fn open(path: &Path, max_entries: usize) -> Self {
+        let mut map = HashMap::new();
+        let mut order = Vec::new();
+        let mut lines = 0usize;
+        if let Ok(f) = std::fs::File::open(path) {
+            for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+                lines += 1;
+                if let Ok(l) = serde_json::from_str::<Line>(&line) {
+                    if map.insert(l.k.clone(), (l.e, l.m)).is_none() {
+                        order.push(l.k);
+                    }
+                }
+            }
+        }
+        let cache = MetaCache {
+            path: path.to_path_buf(),
+            max_entries: max_entries.max(16),
+            inner: Mutex::new(Inner {
+                map,
+                order,
+                log: None,
+            }),
+        };
+        {
+            let mut inner = cache.inner.lock().unwrap();
+            // Rewritten when mostly superseded lines, or over the bound.
+            let rewrite = lines > 2 * inner.map.len() + 1000 || inner.map.len() > cache.max_entries;
+            cache.trim(&mut inner);
+            inner.log = if rewrite {
+                cache.rewrite(&inner)
+            } else {
+                open_log(path, false).ok()
+            };
+        }
+        cache
+    }
+
+    /// The metadata of `key` if it was learnt at `etag`.
+    pub fn get(&self, key: &str, etag: &str) -> Option<UserMeta> {
+        if etag.is_empty() {
+            return None;
+        }
+        let inner = self.inner.lock().unwrap();
+        match inner.map.get(key) {
+            Some((e, m)) if e == etag => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers what a HEAD of `key` said.
+    pub fn put(&self, key: &str, etag: &str, meta: &UserMeta) {
+        if etag.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        if inner
+            .map
+            .get(key)
+            .is_some_and(|(e, m)| e == etag && m == meta)
+        {
+            return;
+        }
+        if inner
+            .map
+            .insert(key.to_owned(), (etag.to_owned(), meta.clone()))
+            .is_none()
+        {
+            inner.order.push(key.to_owned());
+        }
+        if inner.map.len() > self.max_entries {
+            self.trim(&mut inner);
+            inner.log = self.rewrite(&inner);
+            return;
+        }
+        let line = Line {
+            k: key.to_owned(),
+            e: etag.to_owned(),
+            m: meta.clone(),
+        };
+        if let Some(log) = inner.log.as_mut()
+            && let Ok(text) = serde_json::to_string(&line)
+            && writeln!(log, "{text}").is_err()
+        {
+            inner.log = None;
+        }
+    }
+
+    /// Writes buffered lines out (at unmount; also when the buffer fills).
+    pub fn flush(&self) {
+        if let Some(log) = self.inner.lock().unwrap().log.as_mut() {
+            let _ = log.flush();
+        }
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap().map.len()
+    }
+
+    /// Forgets the oldest entries down to half the bound, when over it.
+    fn trim(&self, inner: &mut Inner) {
+        if inner.map.len() <= self.max_entries {
+            return;
+        }
+        let keep_from = inner.order.len() - self.max_entries / 2;
+        let dropped: Vec<String> = inner.order.drain(..keep_from).collect();
+        for k in dropped {
+            inner.map.remove(&k);
+        }
+        inner.order.retain(|k| inner.map.contains_key(k));
+    }
+
+    /// Rewrites the file with what is kept; returns the log to append to.
+    fn rewrite(&self, inner: &Inner) -> Option<BufWriter<std::fs::File>> {
+        let tmp = self.path.with_extension("tmp");
+        let written = (|| {
+            let mut w = open_log(&tmp, true)?;
+            for k in &inner.order {
+                if let Some((e, m)) = inner.map.get(k) {
+                    let line = Line {
+                        k: k.clone(),
+                        e: e.clone(),
+                        m: m.clone(),
+                    };
+                    writeln!(
+                        w,
+                        "{}",
+                        serde_json::to_string(&line).map_err(std::io::Error::other)?
+                    )?;
+                }
+            }
+            w.flush()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(e) = written {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot rewrite the metadata cache");
+        }
+        open_log(&self.path, false).ok()
+    }
+}
+
+impl Drop for MetaCache {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mode: &str) -> UserMeta {
+        UserMeta::from([("mode".to_owned(), mode.to_owned())])
+    }
+
+    #[test]
+    fn entries_hold_for_their_etag_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m/cache.jsonl");
+        let c = MetaCache::open(&path, 1000);
+        c.put("a", "\"e1\"", &meta("33188"));
+        c.put("b", "\"e2\"", &meta("33261"));
+        c.put("a", "\"e3\"", &meta("33152"));
+        assert_eq!(c.get("a", "\"e1\""), None, "a new etag replaces the old");
+        assert_eq!(c.get("a", "\"e3\""), Some(meta("33152")));
+        drop(c);
+        let c = MetaCache::open(&path, 1000);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get("a", "\"e3\""), Some(meta("33152")));
+        assert_eq!(c.get("b", "\"e2\""), Some(meta("33261")));
+        assert_eq!(c.get("b", "\"other\""), None);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn it_stays_bounded_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let c = MetaCache::open(&path, 100);
+        for i in 0..250 {
+            c.put(&format!("k{i}"), "\"e\"", &meta("1"));
+        }
+        assert!(c.len() <= 100, "{}", c.len());
+        assert!(c.get("k249", "\"e\"").is_some());
+        assert!(c.get("k0", "\"e\"").is_none());
+        drop(c);
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 150, "{lines} lines on disk");
+        let c = MetaCache::open(&path, 100);
+        assert!(c.get("k249", "\"e\"").is_some());
+    }
+}
