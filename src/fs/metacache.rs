@@ -61,10 +61,10 @@ impl MetaCache {
         if let Ok(f) = std::fs::File::open(path) {
             for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
                 lines += 1;
-                if let Ok(l) = serde_json::from_str::<Line>(&line) {
-                    if map.insert(l.k.clone(), (l.e, l.m)).is_none() {
-                        order.push(l.k);
-                    }
+                if let Ok(l) = serde_json::from_str::<Line>(&line)
+                    && map.insert(l.k.clone(), (l.e, l.m)).is_none()
+                {
+                    order.push(l.k);
                 }
             }
         }
