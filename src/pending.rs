@@ -61,6 +61,16 @@ impl PendingRecord {
     }
 }
 
+/// The first line of an error, at most 200 characters: what `cognifs status` shows (the
+/// log has it whole).
+pub fn brief(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line.to_owned(),
+    }
+}
+
 /// The records in `dir`, oldest first, without opening (creating, cleaning) the area.
 pub fn records_in(dir: &Path) -> Vec<PendingRecord> {
     let Ok(entries) = fs::read_dir(dir) else {

@@ -28,17 +28,7 @@ async fn sign_in_issues_cognito_shaped_tokens() {
     let claims = running.cognito.jwks();
     assert_eq!(claims["keys"][0]["alg"], "RS256");
     // The JWKS is served where Cognito serves it.
-    let jwks: serde_json::Value = http()
-        .get(format!(
-            "{}/{}/.well-known/jwks.json",
-            running.base_url, running.profile.user_pool_id
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = jwks(&running).await;
     assert_eq!(jwks["keys"][0]["kty"], "RSA");
     let payload = id_token.split('.').nth(1).unwrap();
     use base64::Engine;

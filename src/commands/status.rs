@@ -193,7 +193,7 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
                 o,
                 "  last error   {} ago: {}",
                 fmt_duration(now.saturating_sub(e.time)),
-                e.message
+                crate::pending::brief(&e.message)
             );
         }
         None => {
@@ -283,13 +283,14 @@ pub fn pending_block(pending: &[crate::pending::PendingRecord]) -> String {
         pending.len(),
         fmt_bytes(total)
     );
+    let now = unix_now();
     for p in pending {
         let _ = writeln!(
             o,
-            "  {}  {}  since {}: {}",
+            "  {}  {}  failing for {}: {}",
             p.rel,
             fmt_bytes(p.size),
-            fmt_time(p.since),
+            fmt_duration(now.saturating_sub(p.since)),
             p.last_error
         );
     }

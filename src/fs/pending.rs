@@ -25,7 +25,7 @@ use super::meta::Meta;
 use super::spool::Spool;
 use super::upload::whole;
 use super::write::{Snapshot, WriteState};
-use crate::pending::PendingRecord;
+use crate::pending::{PendingRecord, brief};
 
 const RETRY_START: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(60);
@@ -157,7 +157,7 @@ impl Fs {
             size,
             meta: meta.to_user(),
             since: crate::clock::unix_now(),
-            last_error: err.to_string(),
+            last_error: brief(&err.to_string()),
             data: String::new(),
         };
         let file = match ws.spool_file() {
@@ -254,7 +254,7 @@ impl Fs {
                     let attempts = ws.backoff(RETRY_START, RETRY_MAX);
                     tracing::info!(key = %kept.rel, attempts, error = %e, "pending upload still failing");
                     if let Some(mut r) = area.get(&kept.location, &kept.rel) {
-                        r.last_error = e.to_string();
+                        r.last_error = brief(&e.to_string());
                         area.update_error(&r);
                     }
                 }

@@ -85,7 +85,12 @@ impl Fs {
             .filter(|(key, _)| !uploading.contains(key.as_str()))
             .map(|(_, size)| size)
             .sum();
-        let files_open_for_writing = self.writes.lock().unwrap().len() as u64;
+        // Kept uploads nobody has open are listed under `pending`, not as open files.
+        let files_open_for_writing = self
+            .write_states()
+            .iter()
+            .filter(|w| w.has_handles())
+            .count() as u64;
         let pending = self.pending_uploads();
         FsStats {
             bytes_read: self.counters.bytes_read.load(Ordering::Relaxed),

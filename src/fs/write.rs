@@ -397,6 +397,10 @@ impl WriteState {
         attempts
     }
 
+    pub(super) fn has_handles(&self) -> bool {
+        self.inner.lock().unwrap().handles > 0
+    }
+
     pub(super) fn retry_now(&self) {
         self.inner.lock().unwrap().retry.next = None;
     }
