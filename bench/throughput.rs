@@ -1,29 +1,242 @@
-//! cognifs against a direct S3 client, on the same devstack server, in the same run.
-//! Prints a table of times and ratios; ratios are what count (the README's
-//! "Performance" section has figures). Run as root (FUSE): `cargo bench --bench throughput`.
-//! `BENCH_SIZE_MIB` (default 512) sets the large object, `BENCH_FILES` (default 5000) the
-//! directory listed.
+//! cognifs, its peers (s3fs, rclone, mountpoint-s3) and a direct aws-sdk-s3 client on the
+//! same devstack server, in the same run, at two S3 latencies (0 ms and 20 ms added per
+//! request by devstack's fault knob). Prints one markdown table per latency — each figure,
+//! its ratio to the direct client, and cognifs's ratio to the best peer — and writes them to
+//! `bench-table.md` in the target directory, from which the README's table is made.
+//!
+//! Run as root (FUSE, drop_caches): `cargo bench --bench throughput`. Environment:
+//! `BENCH_SIZE_MIB` (512) the large file; `BENCH_FILES` (5000) the directory listed at 0 ms,
+//! `BENCH_FILES_20MS` (BENCH_FILES, at most 2000) at the second latency; `BENCH_SMALL` (500)
+//! the 4 KiB files; `BENCH_RANDOM` (500) the random reads; `BENCH_LATENCY_MS` (20) the second
+//! latency; `BENCH_DIRECT_PARALLEL` (8) the direct client's ranged GETs in flight;
+//! `BENCH_COGNIFS_CACHE_MIB` (size + 64) cognifs's block cache; `BENCH_DIR` (the target
+//! directory's `bench-work`) where the data goes, on a real disk (removed after the run but
+//! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3`
+//! binary (its column is skipped without it) and `MOUNT_S3_ARGS` extra arguments for it.
+//! A peer that is missing or fails shows so in its column; the bench goes on.
 
-use std::io::Read;
+mod direct;
+mod ops;
+mod peers;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
-use aws_sdk_s3::primitives::ByteStream;
-use cognifs::auth::identity::{Session, start_refresher};
+use bytes::Bytes;
+use cognifs::auth::identity::{Refresher, Session, start_refresher};
 use cognifs::auth::login::{Browser, LoginOptions, login};
 use cognifs::auth::tokens::TokenStore;
-use cognifs::fs::MountOptions;
-use cognifs::store::{S3Store, s3_client};
+use cognifs::store::s3_client;
 use futures::StreamExt;
+use peers::{CognifsSetup, Fs, Mounted, Target};
 
 const ADMIN: (&str, &str) = ("BENCHADMIN", "bench-admin-secret");
+const PROFILE: &str = "bench";
+/// The direct client's multipart uploads: cognifs's defaults (`--part-size`, parts in flight).
+const PART_SIZE: usize = 8 << 20;
+const PARTS_IN_FLIGHT: usize = 4;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What the bench does, from the environment.
+struct Load {
+    size_mib: usize,
+    /// Entries of the directory listed, per pass.
+    files: [usize; 2],
+    latencies: [Duration; 2],
+    small: usize,
+    random: usize,
+    parallel: usize,
+    cognifs_cache_mib: usize,
+}
+
+impl Load {
+    fn from_env() -> Load {
+        let size_mib = env_usize("BENCH_SIZE_MIB", 512).max(1);
+        let files = env_usize("BENCH_FILES", 5000);
+        Load {
+            size_mib,
+            files: [files, env_usize("BENCH_FILES_20MS", files.min(2000))],
+            latencies: [
+                Duration::ZERO,
+                Duration::from_millis(env_usize("BENCH_LATENCY_MS", 20) as u64),
+            ],
+            small: env_usize("BENCH_SMALL", 500),
+            random: env_usize("BENCH_RANDOM", 500),
+            parallel: env_usize("BENCH_DIRECT_PARALLEL", 8).max(1),
+            cognifs_cache_mib: env_usize("BENCH_COGNIFS_CACHE_MIB", size_mib + 64),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        (self.size_mib as u64) << 20
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Row {
+    Write,
+    ColdRead,
+    WarmRead,
+    Random,
+    LsCold,
+    LsWarm,
+    Small,
+    Rss,
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    MiBps,
+    Iops,
+    Secs,
+    MiB,
+}
+
+impl Row {
+    const ALL: [Row; 8] = [
+        Row::Write,
+        Row::ColdRead,
+        Row::WarmRead,
+        Row::Random,
+        Row::LsCold,
+        Row::LsWarm,
+        Row::Small,
+        Row::Rss,
+    ];
+
+    fn unit(self) -> Unit {
+        match self {
+            Row::Write | Row::ColdRead | Row::WarmRead => Unit::MiBps,
+            Row::Random => Unit::Iops,
+            Row::LsCold | Row::LsWarm | Row::Small => Unit::Secs,
+            Row::Rss => Unit::MiB,
+        }
+    }
+
+    fn label(self, load: &Load, files: usize) -> String {
+        let size = load.size_mib;
+        match self {
+            Row::Write => format!("write {size} MiB (1 MiB writes until close)"),
+            Row::ColdRead => format!("cold sequential read {size} MiB"),
+            Row::WarmRead => "warm re-read (same mount)".into(),
+            Row::Random => format!("{} random 4 KiB O_DIRECT reads", load.random),
+            Row::LsCold => format!("`ls -l` of {files} entries, cold"),
+            Row::LsWarm => "`ls -l` again at once".into(),
+            Row::Small => format!("{} × 4 KiB files into a new dir", load.small),
+            Row::Rss => "peak RSS of the mount (cold + warm read)".into(),
+        }
+    }
+}
+
+impl Unit {
+    fn show(self, v: f64) -> String {
+        match self {
+            Unit::MiBps if v < 10.0 => format!("{v:.1} MiB/s"),
+            Unit::MiBps => format!("{v:.0} MiB/s"),
+            Unit::Iops => format!("{v:.0} IOPS"),
+            Unit::Secs if v < 0.01 => format!("{:.1} ms", v * 1e3),
+            Unit::Secs if v < 1.0 => format!("{:.0} ms", v * 1e3),
+            Unit::Secs => format!("{v:.2} s"),
+            Unit::MiB => format!("{v:.0} MiB"),
+        }
+    }
+
+    /// How much better `a` is than `b`: a speed ratio, >1 when `a` is faster (or smaller).
+    fn better(self, a: f64, b: f64) -> f64 {
+        match self {
+            Unit::MiBps | Unit::Iops => a / b,
+            Unit::Secs | Unit::MiB => b / a,
+        }
+    }
+
+    /// Which of two figures is better.
+    fn is_better(self, a: f64, b: f64) -> bool {
+        self.better(a, b) > 1.0
+    }
+}
+
+/// A figure in its row's unit, or why there is none.
+type Cell = Result<f64, String>;
+
+fn mibps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
+}
+
+enum Column {
+    /// Not installed, not given.
+    Missing(&'static str),
+    /// Did not mount at all: why.
+    Failed(String),
+    Ran(HashMap<Row, Cell>),
+}
+
+struct Pass {
+    latency: Duration,
+    files: usize,
+    /// The direct client first, then [`Fs::ALL`] in order.
+    columns: Vec<(&'static str, Column)>,
+    notes: Vec<String>,
+}
+
+/// Everything the passes share.
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    running: devstack::Running,
+    _refresher: Refresher,
+    /// The admin key: seeding and checking what reached S3.
+    admin: aws_sdk_s3::Client,
+    /// The signed-in user's credentials, as cognifs has them: the direct client.
+    user: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    target: Target,
+    load: Load,
+    /// The large file's bytes: written by every client, and the seeded object's contents.
+    data: Bytes,
+    offsets: Vec<u64>,
+    small: Bytes,
+    drop_caches: Result<(), String>,
+}
+
+impl Bench {
+    fn big_key(&self) -> String {
+        format!("{}big.bin", self.prefix)
+    }
+
+    fn ls_dir(files: usize) -> String {
+        format!("ls-{files}")
+    }
+
+    fn on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Stops the refresher, then devstack.
+    fn finish(self) {
+        let Bench {
+            rt,
+            running,
+            _refresher: refresher,
+            ..
+        } = self;
+        drop(refresher);
+        rt.block_on(running.shutdown());
+    }
+
+    /// Before every cold measurement: the page cache emptied (when allowed).
+    fn cold(&self) {
+        if self.drop_caches.is_ok() {
+            let _ = ops::drop_caches();
+        }
+    }
 }
 
 fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
@@ -37,105 +250,45 @@ fn admin_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
-/// Reads a file front to back in 1 MiB requests, as `cp` does.
-fn read_file(path: &Path) -> u64 {
-    let mut f = std::fs::File::open(path).expect("open");
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0;
-    loop {
-        let n = f.read(&mut buf).expect("read");
-        if n == 0 {
-            return total;
-        }
-        total += n as u64;
-    }
+/// `<target dir>/`, from this bench binary's path (`<target>/release/deps/throughput-…`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// `ls -l`: every entry's attributes.
-fn list_long(dir: &Path) -> usize {
-    let mut n = 0;
-    for entry in std::fs::read_dir(dir).expect("read_dir") {
-        entry.expect("entry").metadata().expect("stat");
-        n += 1;
-    }
-    n
-}
-
-/// One object uploaded as `part_size` parts, `in_flight` at a time.
-async fn multipart_put(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    data: &[u8],
-    part_size: usize,
-    in_flight: usize,
-) {
-    let up = s3
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
-    let id = up.upload_id().unwrap();
-    let parts: Vec<_> = futures::stream::iter(data.chunks(part_size).enumerate())
-        .map(|(i, chunk)| {
-            let n = i as i32 + 1;
-            let req = s3
-                .upload_part()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(id)
-                .part_number(n)
-                .body(ByteStream::from(chunk.to_vec()));
-            async move {
-                let out = req.send().await.unwrap();
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(n)
-                    .e_tag(out.e_tag().unwrap())
-                    .build()
-            }
+/// A page-aligned offset for each random read, the same for every client.
+fn random_offsets(size: u64, n: usize) -> Vec<u64> {
+    let pages = (size / ops::RANDOM_SIZE as u64).max(1);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % pages) * ops::RANDOM_SIZE as u64
         })
-        .buffered(in_flight)
         .collect()
-        .await;
-    s3.complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(id)
-        .multipart_upload(
-            aws_sdk_s3::types::CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
+}
+
+/// devstack, a signed-in user, the seeded objects, and the mount targets.
+fn setup(load: Load) -> (Bench, tempfile::TempDir) {
+    let root = std::env::var_os("BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("bench-work"));
+    let logs = root.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&root).unwrap();
+    let work = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&root)
         .unwrap();
-}
-
-struct Row {
-    what: &'static str,
-    direct: Duration,
-    cognifs: Duration,
-    bytes: Option<u64>,
-}
-
-fn mibps(bytes: u64, d: Duration) -> String {
-    format!(
-        "{:.0} MiB/s",
-        bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
-    )
-}
-
-fn main() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let size_mib = env_usize("BENCH_SIZE_MIB", 512);
-    let files = env_usize("BENCH_FILES", 5000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    let work = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -149,9 +302,13 @@ fn main() {
             ..Default::default()
         }))
         .expect("devstack");
-    let profile = cognifs::demo::profile_for(&running, &work.path().join("config.toml"), "bench")
-        .expect("the devstack profile loads");
-    let tokens = TokenStore::new(work.path(), "bench");
+
+    // Signed in once, in-process; the cognifs child mounts with the same tokens.
+    let config = work.path().join("cognifs/config.toml");
+    let state = work.path().join("cognifs/state");
+    let profile =
+        cognifs::demo::profile_for(&running, &config, PROFILE).expect("the devstack profile");
+    let tokens = TokenStore::new(&state, PROFILE);
     let (user, password) = devstack::DEMO_USER;
     let browser = Browser::Custom(Box::new(move |url| {
         tokio::spawn(async move {
@@ -177,206 +334,546 @@ fn main() {
         )))
         .expect("credentials");
     let prefix = profile.prefix_for(&refresher.identity_id);
-    let admin = admin_client(&running.base_url);
-    let bucket = profile.bucket.clone();
-
-    eprintln!("seeding {size_mib} MiB object and {files} small objects...");
-    let big: Vec<u8> = (0..size_mib << 20)
-        .map(|i| (i as u32).wrapping_mul(2654435761) as u8)
-        .collect();
-    let big_key = format!("{prefix}big.bin");
-    rt.block_on(async {
-        // Multipart, so the seed itself does not buffer a second copy per request.
-        multipart_put(&admin, &bucket, &big_key, &big, 16 << 20, 1).await;
-        futures::stream::iter(0..files)
-            .map(|i| {
-                let admin = admin.clone();
-                let key = format!("{prefix}many/file-{i:05}.txt");
-                let bucket = bucket.clone();
-                async move {
-                    admin
-                        .put_object()
-                        .bucket(bucket)
-                        .key(key)
-                        .body(ByteStream::from(vec![b'x'; 100]))
-                        .send()
-                        .await
-                        .unwrap()
-                }
-            })
-            .buffer_unordered(32)
-            .collect::<Vec<_>>()
-            .await;
-    });
-    drop(big);
-
     let user_s3 = s3_client(&profile, refresher.credentials.clone());
-    let mut rows = Vec::new();
+    let admin = admin_client(&running.base_url);
 
-    // Direct: one streaming GET of the whole object; one paged LIST of the directory.
-    let t = Instant::now();
-    let direct_bytes = rt.block_on(async {
-        let mut body = user_s3
-            .get_object()
-            .bucket(&bucket)
-            .key(&big_key)
-            .send()
-            .await
-            .unwrap()
-            .body;
-        let mut n = 0u64;
-        while let Some(chunk) = body.next().await {
-            n += chunk.unwrap().len() as u64;
-        }
-        n
-    });
-    let direct_read = t.elapsed();
-    let t = Instant::now();
-    let listed = rt.block_on(async {
-        let mut count = 0;
-        let mut pages = user_s3
-            .list_objects_v2()
-            .bucket(&bucket)
-            .prefix(format!("{prefix}many/"))
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            count += page.unwrap().contents().len();
-        }
-        count
-    });
-    let direct_list = t.elapsed();
-    assert_eq!(listed, files);
-
-    let mountpoint: PathBuf = work.path().join("mnt");
-    std::fs::create_dir(&mountpoint).unwrap();
-    let opts = MountOptions {
-        cache_bytes: ((size_mib as u64) << 20) + (64 << 20),
-        ..MountOptions::default()
-    };
-    let store = std::sync::Arc::new(S3Store::new(
-        user_s3.clone(),
-        bucket.clone(),
+    let target = Target::new(
+        work.path().to_path_buf(),
+        logs,
+        running.base_url.clone(),
+        profile.region.clone(),
+        profile.bucket.clone(),
         prefix.clone(),
-    ));
-    let mount = cognifs::fs::mount(store, opts, &mountpoint, rt.handle().clone()).expect("mount");
+        (ADMIN.0.into(), ADMIN.1.into()),
+        CognifsSetup {
+            exe: PathBuf::from(env!("CARGO_BIN_EXE_cognifs")),
+            config,
+            state,
+            profile: PROFILE.into(),
+            cache_mib: load.cognifs_cache_mib,
+        },
+    );
+    let data: Bytes = (0..load.size())
+        .map(|i| (i as u32).wrapping_mul(2654435761) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let bench = Bench {
+        offsets: random_offsets(load.size(), load.random),
+        small: Bytes::from(vec![b's'; 4096]),
+        drop_caches: ops::drop_caches(),
+        bucket: profile.bucket.clone(),
+        rt,
+        running,
+        _refresher: refresher,
+        admin,
+        user: user_s3,
+        prefix,
+        target,
+        load,
+        data,
+    };
+    seed(&bench);
+    (bench, work)
+}
 
-    let t = Instant::now();
-    let n = read_file(&mountpoint.join("big.bin"));
-    let cold = t.elapsed();
-    assert_eq!(n, direct_bytes);
-    rows.push(Row {
-        what: "cold sequential read",
-        direct: direct_read,
-        cognifs: cold,
-        bytes: Some(n),
-    });
-    let t = Instant::now();
-    read_file(&mountpoint.join("big.bin"));
-    let warm = t.elapsed();
-    rows.push(Row {
-        what: "warm re-read (vs direct GET)",
-        direct: direct_read,
-        cognifs: warm,
-        bytes: Some(n),
-    });
-    let t = Instant::now();
-    let entries = list_long(&mountpoint.join("many"));
-    let ls = t.elapsed();
-    assert_eq!(entries, files);
-    rows.push(Row {
-        what: "ls -l of the directory",
-        direct: direct_list,
-        cognifs: ls,
-        bytes: None,
-    });
-
-    // Writes. Direct: one multipart upload of the same bytes (8 MiB parts, 4 in flight,
-    // like cognifs's defaults) and 500 sequential PutObjects of 4 KiB.
-    let local = work.path().join("local.bin");
-    let data: Vec<u8> = (0..size_mib << 20)
-        .map(|i| (i as u32).wrapping_mul(40503) as u8)
-        .collect();
-    std::fs::write(&local, &data).unwrap();
-    let t = Instant::now();
-    rt.block_on(multipart_put(
-        &user_s3,
-        &bucket,
-        &format!("{prefix}direct-upload.bin"),
-        &data,
-        8 << 20,
-        4,
-    ));
-    let direct_write = t.elapsed();
-    let t = Instant::now();
-    std::fs::copy(&local, mountpoint.join("copied.bin")).expect("cp into the mount");
-    let cp = t.elapsed();
-    rows.push(Row {
-        what: "sequential write (cp)",
-        direct: direct_write,
-        cognifs: cp,
-        bytes: Some(data.len() as u64),
-    });
-    drop(data);
-
-    let small = vec![b's'; 4096];
-    let t = Instant::now();
-    rt.block_on(async {
-        for i in 0..500 {
-            let key = format!("{prefix}direct-small/f{i:03}");
-            user_s3
-                .put_object()
-                .bucket(&bucket)
-                .key(key)
-                .body(ByteStream::from(small.clone()))
-                .send()
-                .await
-                .unwrap();
+/// With the admin key: the large object every client reads, and the listed directories.
+fn seed(b: &Bench) {
+    let mut counts = b.load.files.to_vec();
+    counts.dedup();
+    eprintln!(
+        "seeding a {} MiB object and directories of {counts:?} objects...",
+        b.load.size_mib
+    );
+    b.on(async {
+        direct::multipart_put(&b.admin, &b.bucket, &b.big_key(), &b.data, 16 << 20, 4)
+            .await
+            .expect("seeding the large object");
+        for files in counts {
+            futures::stream::iter(0..files)
+                .map(|i| {
+                    let key = format!("{}{}/file-{i:05}.txt", b.prefix, Bench::ls_dir(files));
+                    b.admin
+                        .put_object()
+                        .bucket(&b.bucket)
+                        .key(key)
+                        .body(vec![b'x'; 100].into())
+                        .send()
+                })
+                .buffer_unordered(32)
+                .for_each(|r| async move {
+                    r.expect("seeding the directory");
+                })
+                .await;
         }
     });
-    let direct_small = t.elapsed();
-    std::fs::create_dir(mountpoint.join("small")).unwrap();
+}
+
+fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, Duration), String> {
     let t = Instant::now();
-    for i in 0..500 {
-        std::fs::write(mountpoint.join(format!("small/f{i:03}")), &small).expect("small write");
-    }
-    let small_writes = t.elapsed();
-    rows.push(Row {
-        what: "500 x 4 KiB files",
-        direct: direct_small,
-        cognifs: small_writes,
-        bytes: None,
+    let v = f()?;
+    Ok((v, t.elapsed()))
+}
+
+/// The direct client's figures for one pass, and a note on its read variants.
+fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String) {
+    let (s3, bucket) = (&b.user, b.bucket.as_str());
+    let size = b.load.size();
+    let key = format!("{}direct-{tag}/big.bin", b.prefix);
+    let mut cells = HashMap::new();
+
+    let write = timed(|| {
+        b.on(direct::multipart_put(
+            s3,
+            bucket,
+            &key,
+            &b.data,
+            PART_SIZE,
+            PARTS_IN_FLIGHT,
+        ))
     });
+    cells.insert(Row::Write, write.map(|(_, d)| mibps(size, d)));
+    let _ = b.on(direct::delete(&b.admin, bucket, &key));
 
-    mount.unmount().expect("unmount");
-
-    println!(
-        "\ncognifs vs direct aws-sdk-s3 on the same devstack ({size_mib} MiB object, {files} entries)\n"
+    // Reads: the seeded object, one GET, and in order as 8 MiB ranged GETs N at a time.
+    let big = b.big_key();
+    let whole = || {
+        let (n, d) = timed(|| b.on(direct::get_whole(s3, bucket, &big)))?;
+        check_len(n, size).map(|_| mibps(size, d))
+    };
+    let ranged = || {
+        let (n, d) = timed(|| {
+            b.on(direct::get_ranged(
+                s3,
+                bucket,
+                &big,
+                size,
+                PART_SIZE as u64,
+                b.load.parallel,
+            ))
+        })?;
+        check_len(n, size).map(|_| mibps(size, d))
+    };
+    b.cold();
+    let cold_whole = whole();
+    b.cold();
+    let cold_ranged = ranged();
+    let warm_whole = whole();
+    let warm_ranged = ranged();
+    let note = format!(
+        "direct reads: one GET {} cold, {} warm; 8 MiB ranged GETs × {} {} cold, {} warm \
+         (the table shows the faster)",
+        show_cell(&cold_whole, Unit::MiBps),
+        show_cell(&warm_whole, Unit::MiBps),
+        b.load.parallel,
+        show_cell(&cold_ranged, Unit::MiBps),
+        show_cell(&warm_ranged, Unit::MiBps),
     );
-    println!("| operation | direct | cognifs | cognifs speed / direct |");
-    println!("|---|---|---|---|");
-    for r in &rows {
-        let (d, c) = match r.bytes {
-            Some(b) => (
-                format!("{:.2} s ({})", r.direct.as_secs_f64(), mibps(b, r.direct)),
-                format!("{:.2} s ({})", r.cognifs.as_secs_f64(), mibps(b, r.cognifs)),
-            ),
-            None => (
-                format!("{:.3} s", r.direct.as_secs_f64()),
-                format!("{:.3} s", r.cognifs.as_secs_f64()),
-            ),
-        };
-        println!(
-            "| {} | {d} | {c} | {:.2} |",
-            r.what,
-            r.direct.as_secs_f64() / r.cognifs.as_secs_f64()
-        );
+    cells.insert(Row::ColdRead, faster(cold_whole, cold_ranged));
+    cells.insert(Row::WarmRead, faster(warm_whole, warm_ranged));
+
+    b.cold();
+    let random = timed(|| b.on(direct::random_gets(s3, bucket, &big, &b.offsets, &b.data)));
+    cells.insert(
+        Row::Random,
+        random.map(|(_, d)| b.offsets.len() as f64 / d.as_secs_f64()),
+    );
+
+    let list_prefix = format!("{}{}/", b.prefix, Bench::ls_dir(files));
+    let list = || {
+        let (n, d) = timed(|| b.on(direct::list(s3, bucket, &list_prefix)))?;
+        check_len(n as u64, files as u64).map(|_| d.as_secs_f64())
+    };
+    b.cold();
+    cells.insert(Row::LsCold, list());
+    cells.insert(Row::LsWarm, list());
+
+    let small_prefix = format!("{}direct-{tag}/small/", b.prefix);
+    let small = timed(|| {
+        b.on(direct::small_puts(
+            s3,
+            bucket,
+            &small_prefix,
+            b.load.small,
+            &b.small,
+        ))
+    });
+    cells.insert(Row::Small, small.map(|(_, d)| d.as_secs_f64()));
+    (cells, note)
+}
+
+fn check_len(got: u64, want: u64) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{got}, not {want}"))
     }
-    println!(
-        "\nwarm re-read is {:.1}x faster than the cold read",
-        cold.as_secs_f64() / warm.as_secs_f64()
+}
+
+fn faster(a: Cell, b: Cell) -> Cell {
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(a.max(b)),
+        (Ok(v), Err(_)) | (Err(_), Ok(v)) => Ok(v),
+        (Err(e), Err(_)) => Err(e),
+    }
+}
+
+/// One mount of `fs`, `work` done on it, then the unmount; a failed unmount becomes a note.
+fn with_mount(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    notes: &mut Vec<String>,
+    work: impl FnOnce(&Mounted),
+) -> Result<(), String> {
+    let m = b.target.mount(fs, program)?;
+    work(&m);
+    if let Err(e) = m.unmount() {
+        notes.push(format!("{}: unmount: {e}", fs.name()));
+    }
+    Ok(())
+}
+
+/// One file system's figures for one pass: three mounts — writes; cold and warm reads
+/// (and the peak RSS); `ls -l` and random reads — each after the page cache is dropped.
+/// Err: the first mount failed (the others are not tried).
+fn run_fs(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    tag: &str,
+    files: usize,
+    notes: &mut Vec<String>,
+) -> Result<HashMap<Row, Cell>, String> {
+    let mut cells = HashMap::new();
+    let rel = format!("{}-{tag}", fs.name());
+    let size = b.load.size();
+
+    // 1. Writes, into a directory of this file system's own.
+    let mounted = with_mount(b, fs, program, notes, |m| {
+        let dir = m.path().join(&rel);
+        let write = std::fs::create_dir(&dir)
+            .map_err(|e| format!("mkdir: {e}"))
+            .and_then(|_| ops::write_file(&dir.join("big.bin"), &b.data))
+            .and_then(|d| {
+                let key = format!("{}{rel}/big.bin", b.prefix);
+                let got = b.on(direct::size_of(&b.admin, &b.bucket, &key))?;
+                check_len(got, size).map_err(|e| format!("in S3 after close: {e}"))?;
+                Ok(mibps(size, d))
+            });
+        cells.insert(Row::Write, write);
+        let small_dir = dir.join("small");
+        let small = std::fs::create_dir_all(&small_dir)
+            .map_err(|e| format!("mkdir: {e}"))
+            .and_then(|_| ops::small_files(&small_dir, b.load.small, &b.small))
+            .and_then(|d| {
+                let prefix = format!("{}{rel}/small/", b.prefix);
+                let n = b.on(direct::list(&b.admin, &b.bucket, &prefix))?;
+                check_len(n as u64, b.load.small as u64)
+                    .map_err(|e| format!("in S3 after close: {e}"))?;
+                Ok(d.as_secs_f64())
+            });
+        cells.insert(Row::Small, small);
+    });
+    let _ = b.on(direct::delete(
+        &b.admin,
+        &b.bucket,
+        &format!("{}{rel}/big.bin", b.prefix),
+    ));
+    mounted?;
+
+    // 2. The seeded object read twice on a fresh mount; the mount's peak RSS after.
+    b.cold();
+    let mounted = with_mount(b, fs, program, notes, |m| {
+        let path = m.path().join("big.bin");
+        cells.insert(
+            Row::ColdRead,
+            ops::read_file(&path, size).map(|d| mibps(size, d)),
+        );
+        cells.insert(
+            Row::WarmRead,
+            ops::read_file(&path, size).map(|d| mibps(size, d)),
+        );
+        cells.insert(
+            Row::Rss,
+            m.peak_rss_kib()
+                .map(|k| k as f64 / 1024.0)
+                .ok_or_else(|| "no VmHWM".to_owned()),
+        );
+    });
+    if let Err(e) = mounted {
+        for r in [Row::ColdRead, Row::WarmRead, Row::Rss] {
+            cells.insert(r, Err(format!("mount: {e}")));
+        }
+    }
+
+    // 3. `ls -l` of a directory this mount has not seen, twice; then random reads.
+    b.cold();
+    let mounted = with_mount(b, fs, program, notes, |m| {
+        let dir = m.path().join(Bench::ls_dir(files));
+        cells.insert(
+            Row::LsCold,
+            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
+        );
+        cells.insert(
+            Row::LsWarm,
+            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
+        );
+        let random = ops::random_reads(&m.path().join("big.bin"), &b.offsets, &b.data);
+        cells.insert(
+            Row::Random,
+            random.map(|d| b.offsets.len() as f64 / d.as_secs_f64()),
+        );
+    });
+    if let Err(e) = mounted {
+        for r in [Row::LsCold, Row::LsWarm, Row::Random] {
+            cells.insert(r, Err(format!("mount: {e}")));
+        }
+    }
+    Ok(cells)
+}
+
+fn run_pass(b: &Bench, i: usize) -> Pass {
+    let latency = b.load.latencies[i];
+    let files = b.load.files[i];
+    let tag = format!("{}ms", latency.as_millis());
+    b.running.faults().set_latency(latency);
+    let mut notes = Vec::new();
+    eprintln!("[{tag}] direct aws-sdk-s3...");
+    let (cells, note) = run_direct(b, &tag, files);
+    notes.push(note);
+    progress(&tag, "direct", &cells);
+    let mut columns = vec![("direct", Column::Ran(cells))];
+    for fs in Fs::ALL {
+        let column = match b.target.program(fs) {
+            Err(why) => Column::Missing(why),
+            Ok(program) => {
+                eprintln!("[{tag}] {}...", fs.name());
+                match run_fs(b, fs, &program, &tag, files, &mut notes) {
+                    Ok(cells) => {
+                        progress(&tag, fs.name(), &cells);
+                        Column::Ran(cells)
+                    }
+                    Err(e) => {
+                        eprintln!("[{tag}] {}: mount failed: {e}", fs.name());
+                        notes.push(format!(
+                            "{} did not mount: {e} (its output: {})",
+                            fs.name(),
+                            b.target.logs.display()
+                        ));
+                        Column::Failed(e)
+                    }
+                }
+            }
+        };
+        columns.push((fs.name(), column));
+    }
+    Pass {
+        latency,
+        files,
+        columns,
+        notes,
+    }
+}
+
+fn progress(tag: &str, name: &str, cells: &HashMap<Row, Cell>) {
+    let line: Vec<String> = Row::ALL
+        .iter()
+        .filter_map(|r| cells.get(r).map(|c| show_cell(c, r.unit())))
+        .collect();
+    eprintln!("[{tag}] {name}: {}", line.join(" | "));
+}
+
+/// A figure, or its failure cut short for a table cell.
+fn show_cell(cell: &Cell, unit: Unit) -> String {
+    match cell {
+        Ok(v) => unit.show(*v),
+        Err(e) => {
+            let e: String = e.replace(['|', '\n'], " ").chars().take(90).collect();
+            format!("failed: {e}")
+        }
+    }
+}
+
+impl Pass {
+    fn cell(&self, name: &str, row: Row) -> Option<&Cell> {
+        match &self.columns.iter().find(|(n, _)| *n == name)?.1 {
+            Column::Ran(cells) => cells.get(&row),
+            Column::Missing(_) | Column::Failed(_) => None,
+        }
+    }
+
+    /// cognifs over the best peer that has a figure: "1.23× (s3fs)".
+    fn vs_best_peer(&self, row: Row) -> String {
+        let unit = row.unit();
+        let Some(Ok(cognifs)) = self.cell(Fs::Cognifs.name(), row) else {
+            return "—".into();
+        };
+        let best = Fs::PEERS
+            .iter()
+            .filter_map(|fs| match self.cell(fs.name(), row) {
+                Some(Ok(v)) => Some((fs.name(), *v)),
+                _ => None,
+            })
+            .reduce(|a, b| if unit.is_better(b.1, a.1) { b } else { a });
+        match best {
+            Some((name, v)) => format!("{:.2}× ({name})", unit.better(*cognifs, v)),
+            None => "—".into(),
+        }
+    }
+
+    fn markdown(&self, load: &Load) -> String {
+        let mut out = format!(
+            "### {} ms added to every S3 request\n\n| operation |",
+            self.latency.as_millis()
+        );
+        for (name, _) in &self.columns {
+            out.push_str(&format!(" {name} |"));
+        }
+        out.push_str(" cognifs vs best peer |\n|---|");
+        out.push_str(&"---|".repeat(self.columns.len() + 1));
+        out.push('\n');
+        for row in Row::ALL {
+            let unit = row.unit();
+            let direct = match self.cell("direct", row) {
+                Some(Ok(v)) => Some(*v),
+                _ => None,
+            };
+            out.push_str(&format!("| {} |", row.label(load, self.files)));
+            for (name, column) in &self.columns {
+                let text = match column {
+                    Column::Missing(why) => (*why).to_owned(),
+                    Column::Failed(e) if row == Row::ALL[0] => {
+                        show_cell(&Err(format!("mount: {e}")), unit)
+                    }
+                    Column::Failed(_) => "″".into(),
+                    Column::Ran(cells) => match cells.get(&row) {
+                        None => "—".into(),
+                        Some(Ok(v)) if *name != "direct" && direct.is_some() => {
+                            let ratio = unit.better(*v, direct.unwrap());
+                            format!("{} ({ratio:.2}×)", unit.show(*v))
+                        }
+                        Some(cell) => show_cell(cell, unit),
+                    },
+                };
+                out.push_str(&format!(" {text} |"));
+            }
+            out.push_str(&format!(" {} |\n", self.vs_best_peer(row)));
+        }
+        out.push('\n');
+        for note in &self.notes {
+            out.push_str(&format!("- {note}\n"));
+        }
+        out
+    }
+
+    /// Whether cognifs or the direct client failed somewhere (peers may).
+    fn own_failures(&self) -> usize {
+        ["direct", Fs::Cognifs.name()]
+            .iter()
+            .flat_map(|name| Row::ALL.map(|r| self.cell(name, r)))
+            .filter(|c| matches!(c, Some(Err(_))))
+            .count()
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let ram_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} CPUs (nproc), {:.1} GiB RAM, Linux {}",
+        ram_kib as f64 / (1 << 20) as f64,
+        kernel.trim()
+    )
+}
+
+/// What was measured and how, above the tables.
+fn preamble(b: &Bench) -> String {
+    let load = &b.load;
+    let [l0, l1] = load.latencies.map(|l| l.as_millis());
+    let [f0, f1] = load.files;
+    let fewer = if f1 < f0 {
+        " (fewer at the second latency, BENCH_FILES_20MS, to keep the run short)"
+    } else {
+        ""
+    };
+    let mut out =
+        String::from("## cognifs and its peers on devstack (`cargo bench --bench throughput`)\n\n");
+    out.push_str(&format!(
+        "- load: one {} MiB file; `ls -l` of a directory of {f0} objects at {l0} ms, \
+         {f1} at {l1} ms{fewer}; {} × 4 KiB files; {} random 4 KiB reads\n",
+        load.size_mib, load.small, load.random
+    ));
+    out.push_str(&format!(
+        "- latency: added by devstack to every S3 request (`Faults::set_latency`); both \
+         passes in one run, on loopback\n- machine: {}\n",
+        machine()
+    ));
+    out.push_str(&format!(
+        "- cold: {}, and a fresh mount (each file system runs as a child process; three \
+         mounts per pass: writes, reads, `ls -l` + random reads)\n",
+        match &b.drop_caches {
+            Ok(()) => "page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`)".to_owned(),
+            Err(e) => format!("page cache NOT dropped ({e})"),
+        }
+    ));
+    for fs in Fs::ALL {
+        out.push_str(&format!("- {}: {}\n", fs.name(), b.target.describe(fs)));
+    }
+    out.push_str(&format!(
+        "- direct: aws-sdk-s3 with the user's credentials. write: multipart upload, \
+         {} MiB parts × {PARTS_IN_FLIGHT} in flight (cognifs's defaults); reads: the faster \
+         of one GET and in-order 8 MiB ranged GETs × {} in flight (warm: the same again); \
+         random: 4 KiB ranged GETs one by one; ls: paged ListObjectsV2; small files: \
+         PutObjects one by one\n",
+        PART_SIZE >> 20,
+        load.parallel
+    ));
+    out.push_str(
+        "- figures: writes until the last close returned (each object then checked in S3); \
+         reads through 1 MiB read calls; random reads with O_DIRECT, one at a time, at the \
+         same offsets for every client (O_DIRECT bypasses only the kernel's page cache: a \
+         file system's own cache — cognifs's 1 MiB blocks, s3fs's prefetch of \
+         multipart_size × parallel_count into its temp file — serves reads near earlier \
+         ones, so a small file flatters them); RSS = VmHWM of the mount process after the \
+         reads\n\
+         - ratios: `(n×)` is the speed relative to the direct client (>1 = faster); \
+         \"cognifs vs best peer\" is cognifs's speed over the best peer's (RSS: the smallest \
+         peer RSS over cognifs's), so >1 means cognifs does better\n\n",
     );
-    drop(refresher);
-    rt.block_on(running.shutdown());
+    out
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (bench, work) = setup(Load::from_env());
+    let preamble = preamble(&bench);
+    eprintln!("{preamble}");
+    let passes: Vec<Pass> = (0..2).map(|i| run_pass(&bench, i)).collect();
+
+    let mut report = preamble;
+    for pass in &passes {
+        report.push_str(&pass.markdown(&bench.load));
+        report.push('\n');
+    }
+    println!("\n{report}");
+    let out = target_dir().join("bench-table.md");
+    match std::fs::write(&out, &report) {
+        Ok(()) => eprintln!("tables written to {}", out.display()),
+        Err(e) => eprintln!("could not write {}: {e}", out.display()),
+    }
+    let failures: usize = passes.iter().map(Pass::own_failures).sum();
+    bench.finish();
+    drop(work);
+    if failures > 0 {
+        eprintln!("{failures} figure(s) of cognifs or the direct client failed");
+        std::process::exit(1);
+    }
 }
