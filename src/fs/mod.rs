@@ -191,6 +191,7 @@ impl Fs {
             budget: Arc::new(tokio::sync::Semaphore::new(opts.upload_parts_budget.max(1))),
             progress: Default::default(),
             unaborted: Default::default(),
+            abort_tried: Default::default(),
         });
         let pending = opts.pending_dir.as_ref().and_then(|dir| {
             crate::pending::PendingArea::open(dir)

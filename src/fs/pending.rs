@@ -28,7 +28,8 @@ use super::write::{Snapshot, WriteState};
 use crate::pending::{PendingRecord, brief};
 
 const RETRY_START: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+/// At most this long between tries: once S3 is back, a kept upload leaves within it.
+const RETRY_MAX: Duration = Duration::from_secs(15);
 
 /// What a retry did.
 enum Retried {
@@ -206,12 +207,14 @@ impl Fs {
         out
     }
 
-    /// One pass over kept uploads: each one due is tried again (backoff 1 s … 60 s); a
+    /// One pass over kept uploads: each one due is tried again (backoff 1 s … 15 s); a
     /// record dropped by `cognifs pending drop` is let go. The mount calls this every second.
     pub async fn retry_pending(&self) {
-        let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
-        for (rel, id) in unaborted {
-            super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+        if self.upload.abort_retry_due(RETRY_MAX) {
+            let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
+            for (rel, id) in unaborted {
+                super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+            }
         }
         if let Some(cache) = &self.meta_cache {
             cache.flush();

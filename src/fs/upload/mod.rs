@@ -46,6 +46,8 @@ pub struct UploadCtx {
     /// Multipart uploads whose abort failed (S3 was away): (key, upload id), aborted
     /// again with the next retry of kept uploads, so no parts are left to be paid for.
     pub unaborted: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    /// When aborting those was last tried.
+    pub abort_tried: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it
@@ -54,6 +56,21 @@ pub struct UploadCtx {
 /// Like s3fs, every upload stores an mtime: `meta`'s if one was set (utimens), else the
 /// time of the last write (`modified`) — or, for a streamed upload, the time its first
 /// part left, so that a large `cp` costs no CopyObject to fix the time afterwards.
+impl UploadCtx {
+    /// Whether uploads whose abort failed are to be tried again now (at most every `every`).
+    pub fn abort_retry_due(&self, every: std::time::Duration) -> bool {
+        if self.unaborted.lock().unwrap().is_empty() {
+            return false;
+        }
+        let mut tried = self.abort_tried.lock().unwrap();
+        let due = tried.is_none_or(|t| t.elapsed() >= every);
+        if due {
+            *tried = Some(std::time::Instant::now());
+        }
+        due
+    }
+}
+
 /// Aborts a multipart upload; if S3 cannot be reached, remembers it in `unaborted`.
 pub async fn abort(
     store: &dyn ObjectStore,

@@ -76,6 +76,7 @@ mod tests {
             budget: Arc::new(Semaphore::new(budget)),
             progress: Default::default(),
             unaborted: Default::default(),
+            abort_tried: Default::default(),
         })
     }
 
