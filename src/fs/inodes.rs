@@ -485,7 +485,7 @@ impl Inodes {
             return;
         };
         if *expires <= Instant::now() {
-            p.listing = None;
+            // Stale: refreshed from S3 when next needed.
             return;
         }
         let mut entries: Vec<DirEntry> = listing.as_ref().clone();
@@ -590,6 +590,18 @@ impl Inodes {
             Some((entries, until)) if Instant::now() < *until => Some(entries.clone()),
             _ => None,
         }
+    }
+
+    /// How many entries the directory's last listing had, fresh or not (`None`: never
+    /// listed, or the listing was dropped).
+    pub fn last_listing_len(&self, ino: u64) -> Option<usize> {
+        let state = self.state.lock().unwrap();
+        state
+            .nodes
+            .get(&ino)?
+            .listing
+            .as_ref()
+            .map(|(l, _)| l.len())
     }
 
     /// Stores a complete listing (already filtered by [`build_listing`]) and records every

@@ -11,8 +11,12 @@ use super::error::{FsError, FsResult};
 use super::inodes::{self, Attr, DirEntry, Found, Kind, build_listing, valid_name};
 use super::write::WriteState;
 
-/// HEAD requests in flight while a listing's metadata is filled in.
-const METADATA_FETCHES_IN_FLIGHT: usize = 32;
+/// HEAD requests in flight while a listing's metadata is filled in: on a link with 20 ms
+/// per request, 5,000 files take about a second.
+const METADATA_FETCHES_IN_FLIGHT: usize = 128;
+/// A directory whose last listing had at most this many entries (one LIST page) is listed
+/// again to answer a lookup once that listing is stale.
+const RELIST_ENTRIES: usize = 1000;
 
 impl Fs {
     /// A directory as its marker `dir_rel` (`a/b/`) says (no marker: a directory with
@@ -53,7 +57,21 @@ impl Fs {
         if self.inodes.is_negative(parent, name) {
             return Err(FsError::new(libc::ENOENT));
         }
-        if let Some(listing) = self.inodes.fresh_listing(parent) {
+        let listing = match self.inodes.fresh_listing(parent) {
+            Some(l) => Some(l),
+            // A small directory listed before, its listing expired: one LIST answers this
+            // lookup and those that follow (a `cp` of many files into it) for the next TTL,
+            // instead of a HEAD and a LIST per name.
+            None if self
+                .inodes
+                .last_listing_len(parent)
+                .is_some_and(|n| n <= RELIST_ENTRIES) =>
+            {
+                Some(self.list_dir(parent, &dir.rel).await?)
+            }
+            None => None,
+        };
+        if let Some(listing) = listing {
             return match listing.binary_search_by(|e| e.name.as_str().cmp(name)) {
                 // What the kernel is told must carry the stored type, owner, mode and
                 // mtime (rsync compares mtimes); a listing has none, so HEAD it once.
