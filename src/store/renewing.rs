@@ -4,7 +4,7 @@
 //!
 //! Renewals are coalesced by generation: every request notes which credentials were in use
 //! when it started; a refused one asks for a renewal *after* that generation, so a burst of
-//! refusals (a listing's 32 HEADs, a multipart upload's parts) costs one renewal, and a
+//! refusals (a listing's HEADs, a multipart upload's parts) costs one renewal, and a
 //! request refused with credentials already replaced just tries again.
 
 use std::sync::Arc;
