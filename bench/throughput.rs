@@ -88,6 +88,7 @@ enum Row {
     Random,
     LsCold,
     LsWarm,
+    LsRemount,
     Small,
     Rss,
 }
@@ -101,13 +102,14 @@ enum Unit {
 }
 
 impl Row {
-    const ALL: [Row; 8] = [
+    const ALL: [Row; 9] = [
         Row::Write,
         Row::ColdRead,
         Row::WarmRead,
         Row::Random,
         Row::LsCold,
         Row::LsWarm,
+        Row::LsRemount,
         Row::Small,
         Row::Rss,
     ];
@@ -116,7 +118,7 @@ impl Row {
         match self {
             Row::Write | Row::ColdRead | Row::WarmRead => Unit::MiBps,
             Row::Random => Unit::Iops,
-            Row::LsCold | Row::LsWarm | Row::Small => Unit::Secs,
+            Row::LsCold | Row::LsWarm | Row::LsRemount | Row::Small => Unit::Secs,
             Row::Rss => Unit::MiB,
         }
     }
@@ -130,6 +132,7 @@ impl Row {
             Row::Random => format!("{} random 4 KiB O_DIRECT reads", load.random),
             Row::LsCold => format!("`ls -l` of {files} entries, cold"),
             Row::LsWarm => "`ls -l` again at once".into(),
+            Row::LsRemount => "`ls -l` again, a new mount, nothing changed".into(),
             Row::Small => format!("{} × 4 KiB files into a new dir", load.small),
             Row::Rss => "peak RSS of the mount (cold + warm read)".into(),
         }
@@ -486,6 +489,7 @@ fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String
     b.cold();
     cells.insert(Row::LsCold, list());
     cells.insert(Row::LsWarm, list());
+    cells.insert(Row::LsRemount, list());
 
     let small_prefix = format!("{}direct-{tag}/small/", b.prefix);
     let small = timed(|| {
@@ -628,6 +632,19 @@ fn run_fs(
         for r in [Row::LsCold, Row::LsWarm, Row::Random] {
             cells.insert(r, Err(format!("mount: {e}")));
         }
+    }
+
+    // 4. The same `ls -l` on a new mount: what a file system remembers across mounts.
+    b.cold();
+    let mounted = with_mount(b, fs, program, notes, |m| {
+        let dir = m.path().join(Bench::ls_dir(files));
+        cells.insert(
+            Row::LsRemount,
+            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
+        );
+    });
+    if let Err(e) = mounted {
+        cells.insert(Row::LsRemount, Err(format!("mount: {e}")));
     }
     Ok(cells)
 }

@@ -18,6 +18,19 @@ const METADATA_FETCHES_IN_FLIGHT: usize = 128;
 /// again to answer a lookup once that listing is stale.
 const RELIST_ENTRIES: usize = 1000;
 
+/// What identifies an object's version for the metadata cache: its etag, which a
+/// metadata-only change (CopyObject onto itself) keeps, and its Last-Modified, which that
+/// changes — in whole seconds, the precision HEAD and listings share.
+fn version_of(etag: &str, last_modified: std::time::SystemTime) -> String {
+    if etag.is_empty() {
+        return String::new();
+    }
+    let secs = last_modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("{etag}@{secs}")
+}
+
 impl Fs {
     /// A directory as its marker `dir_rel` (`a/b/`) says (no marker: a directory with
     /// nothing stored).
@@ -125,10 +138,10 @@ impl Fs {
         }
     }
 
-    /// What a HEAD of `rel` said, remembered on disk (by key and etag) for later mounts.
+    /// What a HEAD of `rel` said, remembered on disk for later mounts, by key and version.
     fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
         if let (Some(cache), Some(meta)) = (&self.meta_cache, &info.meta) {
-            cache.put(rel, &info.etag, meta);
+            cache.put(rel, &version_of(&info.etag, info.last_modified), meta);
         }
         Found::object(info)
     }
@@ -138,7 +151,7 @@ impl Fs {
     fn remembered(&self, ino: u64, rel: &str) -> Option<Found> {
         let cache = self.meta_cache.as_ref()?;
         let node = self.inodes.get(ino)?;
-        let user = cache.get(rel, &node.found.etag)?;
+        let user = cache.get(rel, &version_of(&node.found.etag, node.found.last_modified))?;
         let info = crate::store::ObjectInfo {
             name: String::new(),
             size: node.found.size,

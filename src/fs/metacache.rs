@@ -1,7 +1,8 @@
-//! Object metadata learnt by HEAD, kept on disk per mount location and keyed by key +
-//! etag, so that a later mount's `ls -l` of objects that have not changed costs the LIST
-//! alone: an entry is used only while the listing shows the same etag (any change, by
-//! anyone, gives a new etag and a new HEAD).
+//! Object metadata learnt by HEAD, kept on disk per mount location and keyed by key and
+//! version (etag + Last-Modified), so that a later mount's `ls -l` of objects that have not
+//! changed costs the LIST alone: an entry is used only while the listing shows the same
+//! version. A new upload changes the etag; a metadata-only change (chmod by CopyObject,
+//! which keeps the etag of a single-part object) changes Last-Modified.
 //!
 //! The file is a log of JSON lines (`{"k":key,"e":etag,"m":{metadata}}`, later lines win),
 //! loaded at mount and appended to as HEADs answer. It is bounded: past `max_entries` the

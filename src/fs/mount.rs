@@ -10,6 +10,8 @@ use crate::store::ObjectStore;
 
 /// A live mount; dropping it unmounts.
 pub struct Mount {
+    /// Retries kept uploads; stopped at unmount (the next mount adopts what is left).
+    retrier: tokio::task::JoinHandle<()>,
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     fs: Arc<Fs>,
@@ -31,6 +33,7 @@ impl Mount {
     }
 
     fn unmount_inner(&mut self) -> anyhow::Result<()> {
+        self.retrier.abort();
         if let Some(session) = self.session.take() {
             session
                 .umount_and_join()
@@ -80,6 +83,7 @@ impl Mount {
         if let Some(session) = self.session.take() {
             session.join()?;
         }
+        self.retrier.abort();
         Ok(())
     }
 }
@@ -105,7 +109,7 @@ pub fn mount(
     runtime.block_on(fs.recover());
     // Kept uploads are retried in the background for as long as the mount lives.
     let weak = Arc::downgrade(&fs);
-    runtime.spawn(async move {
+    let retrier = runtime.spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         loop {
             tick.tick().await;
@@ -116,6 +120,7 @@ pub fn mount(
     let session = super::fuse::spawn(fs.clone(), mountpoint, runtime.clone())
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     Ok(Mount {
+        retrier,
         session: Some(session),
         mountpoint: mountpoint.to_path_buf(),
         fs,

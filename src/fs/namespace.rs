@@ -215,21 +215,39 @@ impl Fs {
             let writes = self.writes.lock().unwrap();
             match writes.get(&ino).cloned() {
                 Some(ws) => {
+                    // Nothing of it waits for an upload (it was flushed, and its release may
+                    // be in flight): the change is stored now, server-side, as for a closed
+                    // file, so that it is in S3 when the call returns.
+                    let clean = ws.pending_size().is_none() && ws.kept().is_none();
                     let mut meta = ws.meta();
                     f(&mut meta, Kind::File)?;
                     check_meta_size(&meta)?;
-                    ws.update_meta(|m| *m = meta);
-                    Some(ws)
+                    let version = ws.update_meta(|m| *m = meta);
+                    Some((ws, clean.then_some(version)))
                 }
                 None => None,
             }
         };
-        if let Some(ws) = open_for_writing {
+        if let Some((ws, clean_at)) = open_for_writing {
+            if let Some(version) = clean_at {
+                self.copy_with_meta(&node, &f).await?;
+                ws.meta_stored(version);
+            }
             return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
         }
         if node.kind == Kind::Dir {
             return self.change_dir_meta(&node, f).await;
         }
+        self.copy_with_meta(&node, &f).await
+    }
+
+    /// Rewrites an object's metadata with `f` by copying it onto itself.
+    async fn copy_with_meta(
+        &self,
+        node: &super::inodes::NodeInfo,
+        f: &impl Fn(&mut Meta, Kind) -> FsResult<()>,
+    ) -> FsResult<Attr> {
+        let ino = node.ino;
         // Read what S3 holds now: the copy replaces all of it.
         let info = self
             .store

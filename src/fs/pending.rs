@@ -210,12 +210,6 @@ impl Fs {
     /// One pass over kept uploads: each one due is tried again (backoff 1 s … 15 s); a
     /// record dropped by `cognifs pending drop` is let go. The mount calls this every second.
     pub async fn retry_pending(&self) {
-        if self.upload.abort_retry_due(RETRY_MAX) {
-            let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
-            for (rel, id) in unaborted {
-                super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
-            }
-        }
         if let Some(cache) = &self.meta_cache {
             cache.flush();
         }
@@ -223,6 +217,7 @@ impl Fs {
             return;
         };
         area.refresh_used();
+        let mut s3_answers = false;
         for ws in self.write_states() {
             let (kept, idle, due) = ws.retry_status();
             let Some(kept) = kept else {
@@ -246,10 +241,12 @@ impl Fs {
             }
             match self.retry_one(&ws).await {
                 Ok(Retried::Uploaded) => {
+                    s3_answers = true;
                     tracing::info!(key = %kept.rel, size = kept.size, "pending upload is in S3");
                     self.counters.pending_uploaded();
                 }
                 Ok(Retried::Conflict(name)) => {
+                    s3_answers = true;
                     tracing::warn!(key = %kept.rel, conflict = %name, "the object changed in S3 while the upload was pending: kept beside it");
                     self.counters.conflict(&name);
                 }
@@ -263,6 +260,14 @@ impl Fs {
                 }
             }
             self.release_idle(&ws);
+        }
+        // Multipart uploads whose abort failed: tried again on the retry pace, and at once
+        // when a kept upload just went through (S3 is back).
+        if s3_answers || self.upload.abort_retry_due(RETRY_MAX) {
+            let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
+            for (rel, id) in unaborted {
+                super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+            }
         }
     }
 
@@ -284,14 +289,27 @@ impl Fs {
 
     /// Uploads a kept state to its name, or beside it if S3 holds something else there.
     async fn retry_one(&self, ws: &Arc<WriteState>) -> FsResult<Retried> {
-        let node = self.inodes.get(ws.ino).ok_or(FsError::new(libc::ENOENT))?;
-        let current = self.store.head(&node.rel).await?.map(|o| o.etag);
+        Ok(match self.flush_state_checked(ws).await? {
+            None => Retried::Uploaded,
+            Some(name) => Retried::Conflict(name),
+        })
+    }
+
+    /// For a kept upload about to be uploaded at `rel` (under its `io` lock): if S3 no
+    /// longer holds the version the writer started from, uploads the data beside it as
+    /// `NAME.conflict-…`, lets the kept state go, and returns that name.
+    pub(super) async fn conflict_check(
+        &self,
+        ws: &Arc<WriteState>,
+        rel: &str,
+        size: u64,
+    ) -> FsResult<Option<String>> {
+        let current = self.store.head(rel).await?.map(|o| o.etag);
         if current == ws.base_etag() {
-            self.flush_state(ws).await?;
-            return Ok(Retried::Uploaded);
+            return Ok(None);
         }
-        let name = conflict_name(&node.rel, SystemTime::now());
-        let Snapshot { meta, size, .. } = ws.snapshot();
+        let name = conflict_name(rel, SystemTime::now());
+        let Snapshot { meta, .. } = ws.snapshot();
         whole::upload_spool(&self.upload, ws.spool(), &name, size, &meta).await?;
         if let Some(record) = ws.drop_kept() {
             self.forget_kept(&record);
@@ -301,7 +319,7 @@ impl Fs {
         if let Some(parent) = self.inodes.get(ws.ino).map(|n| n.parent) {
             self.inodes.invalidate_listing(parent);
         }
-        Ok(Retried::Conflict(name))
+        Ok(Some(name))
     }
 
     /// Adopts the kept uploads an earlier mount of this prefix left: each becomes a live

@@ -261,12 +261,22 @@ impl WriteState {
         Ok(())
     }
 
-    /// Changes the metadata the next upload carries.
-    pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) {
+    /// Changes the metadata the next upload carries; returns the new version.
+    pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> u64 {
         let mut i = self.inner.lock().unwrap();
         f(&mut i.meta);
         i.dirty = true;
         i.version += 1;
+        i.version
+    }
+
+    /// The metadata of `version` was stored in S3 by other means (a CopyObject): nothing
+    /// to upload unless something changed since.
+    pub(super) fn meta_stored(&self, version: u64) {
+        let mut i = self.inner.lock().unwrap();
+        if i.version == version {
+            i.dirty = false;
+        }
     }
 
     pub fn is_unlinked(&self) -> bool {
@@ -497,6 +507,17 @@ impl Fs {
 
     /// Uploads the spool if dirty; on success the inode shows what S3 now holds.
     pub(super) async fn flush_state(&self, ws: &Arc<WriteState>) -> FsResult<()> {
+        self.flush_state_checked(ws).await.map(drop)
+    }
+
+    /// [`Fs::flush_state`]; for a kept upload (one that failed before, see `pending.rs`),
+    /// S3 is asked first whether the object is still the version the writer started from:
+    /// if not, the data goes beside it and its name is returned. Any path that uploads a
+    /// kept state (a retry, a later flush or release, a rename) goes through this check.
+    pub(super) async fn flush_state_checked(
+        &self,
+        ws: &Arc<WriteState>,
+    ) -> FsResult<Option<String>> {
         let _io = ws.io.lock().await;
         let pending = {
             let mut i = ws.inner.lock().unwrap();
@@ -523,9 +544,27 @@ impl Fs {
             if let Some(s) = stream {
                 s.abandon(&ws.ctx);
             }
-            return Ok(());
+            return Ok(None);
         };
         let (meta, modified) = meta;
+        if ws.kept().is_some() {
+            match self.conflict_check(ws, &node.rel, size).await {
+                Ok(None) => {}
+                Ok(Some(name)) => {
+                    if let Some(s) = stream {
+                        s.abandon(&ws.ctx);
+                    }
+                    return Ok(Some(name));
+                }
+                Err(e) => {
+                    ws.inner.lock().unwrap().dirty = true;
+                    if let Some(s) = stream {
+                        s.abandon(&ws.ctx);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         let uploaded = upload::upload(
             &ws.ctx,
             &ws.spool,
@@ -547,7 +586,7 @@ impl Fs {
                 }
                 let found = Found::written(Kind::File, size, etag, meta);
                 self.inodes.set_written(ws.ino, found);
-                Ok(())
+                Ok(None)
             }
             Err(e) => {
                 ws.inner.lock().unwrap().dirty = true;
