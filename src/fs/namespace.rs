@@ -193,7 +193,8 @@ impl Fs {
         // Releasing our short-lived handle uploads the file if no one else has it open for
         // writing; if someone does, their close uploads it (as for their own ftruncate).
         if temporary {
-            let released = self.detach_write(&ws).await;
+            let keep = ws.kept().is_some();
+            let released = self.detach_write_keeping(&ws, keep).await;
             result.and(released)
         } else {
             result
@@ -222,16 +223,21 @@ impl Fs {
                     let mut meta = ws.meta();
                     f(&mut meta, Kind::File)?;
                     check_meta_size(&meta)?;
-                    let version = ws.update_meta(|m| *m = meta);
-                    Some((ws, clean.then_some(version)))
+                    if !clean {
+                        ws.update_meta(|m| *m = meta);
+                        return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
+                    }
+                    Some((ws, meta))
                 }
                 None => None,
             }
         };
-        if let Some((ws, clean_at)) = open_for_writing {
-            if let Some(version) = clean_at {
-                self.copy_with_meta(&node, &f).await?;
-                ws.meta_stored(version);
+        if let Some((ws, meta)) = open_for_writing {
+            // S3 first: a failed copy changes nothing.
+            self.copy_with_meta(&node, &f).await?;
+            ws.meta_stored(meta);
+            if let Some(n) = self.inodes.get(ino) {
+                ws.set_base_etag(n.etag);
             }
             return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
         }
@@ -467,6 +473,22 @@ impl Fs {
         Ok(())
     }
 
+    /// Files open for writing under `dir_rel` were copied to new keys by a directory
+    /// rename: their base etag is now that of the copy (a HEAD each; usually none).
+    async fn rebase_writes_under(&self, dir_rel: &str) {
+        for ws in self.write_states() {
+            let Some(node) = self.inodes.get(ws.ino) else {
+                continue;
+            };
+            if !node.rel.starts_with(dir_rel) || ws.base_etag().is_none() {
+                continue;
+            }
+            if let Ok(Some(info)) = self.store.head(&node.rel).await {
+                ws.set_base_etag(info.etag);
+            }
+        }
+    }
+
     /// Whether a file created under `dir` is open for writing and not yet in S3.
     fn has_open_writes_under(&self, dir: u64) -> bool {
         self.write_states()
@@ -515,8 +537,11 @@ impl Fs {
                     // The copy must carry what was written so far.
                     self.flush_state(&ws).await?;
                 }
-                self.store.copy(&src_node.rel, &dst_rel, None).await?;
+                let etag = self.store.copy(&src_node.rel, &dst_rel, None).await?;
                 delete_with_retry(&*self.store, &src_node.rel).await?;
+                if let Some(ws) = self.write_state(src.ino) {
+                    ws.set_base_etag(etag);
+                }
             }
             Kind::Dir => {
                 let dst_rel = format!("{new_parent_rel}{new_name}/");
@@ -534,6 +559,7 @@ impl Fs {
                     .await?;
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
+                self.rebase_writes_under(&dst_rel).await;
             }
         }
         if let Some(d) = &dst

@@ -270,13 +270,12 @@ impl WriteState {
         i.version
     }
 
-    /// The metadata of `version` was stored in S3 by other means (a CopyObject): nothing
-    /// to upload unless something changed since.
-    pub(super) fn meta_stored(&self, version: u64) {
+    /// `meta` was stored in S3 by other means (a CopyObject): later uploads carry it, and
+    /// it alone makes nothing to upload.
+    pub(super) fn meta_stored(&self, meta: Meta) {
         let mut i = self.inner.lock().unwrap();
-        if i.version == version {
-            i.dirty = false;
-        }
+        i.meta = meta;
+        i.version += 1;
     }
 
     pub fn is_unlinked(&self) -> bool {
@@ -353,6 +352,12 @@ impl WriteState {
 
     pub(super) fn base_etag(&self) -> Option<String> {
         self.inner.lock().unwrap().base_etag.clone()
+    }
+
+    /// S3 holds this mount's version of the file under a new etag (a CopyObject for a
+    /// chmod or a rename): later uploads compare with that one.
+    pub(super) fn set_base_etag(&self, etag: String) {
+        self.inner.lock().unwrap().base_etag = Some(etag).filter(|e| !e.is_empty());
     }
 
     pub(super) fn set_kept(&self, record: PendingRecord, version: u64) {
@@ -462,6 +467,17 @@ impl Fs {
 
     /// Drops one handle; the last one uploads anything still dirty and frees the spool.
     pub(super) async fn detach_write(&self, ws: &Arc<WriteState>) -> FsResult<()> {
+        self.detach_write_keeping(ws, true).await
+    }
+
+    /// [`Fs::detach_write`]; `keep`: a failed last upload is kept (see `pending.rs`). A
+    /// truncate(2)'s own short-lived handle passes false unless the file is kept already:
+    /// a truncate that fails changes nothing.
+    pub(super) async fn detach_write_keeping(
+        &self,
+        ws: &Arc<WriteState>,
+        keep: bool,
+    ) -> FsResult<()> {
         let last = {
             let mut i = ws.inner.lock().unwrap();
             i.handles = i.handles.saturating_sub(1);
@@ -471,7 +487,9 @@ impl Fs {
             return Ok(());
         }
         let mut result = self.flush_state(ws).await;
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && keep
+        {
             self.keep_pending(ws, e).await;
         }
         loop {
