@@ -208,8 +208,8 @@ async fn the_next_mount_uploads_what_an_unmounted_one_kept_and_never_overwrites(
                 .as_deref(),
             Some(&b"mine"[..])
         );
-        let stats = mnt.mount().fs().stats();
-        assert_eq!(stats.conflicts, 1);
+        // (Which mount made the copy depends on timing: the first one's release of the
+        // failed file may still be in flight when S3 comes back; it checks too.)
         // The mount lists both versions.
         let name = conflicts[0].clone();
         blocking(move || {

@@ -31,12 +31,6 @@ const RETRY_START: Duration = Duration::from_secs(1);
 /// At most this long between tries: once S3 is back, a kept upload leaves within it.
 const RETRY_MAX: Duration = Duration::from_secs(15);
 
-/// What a retry did.
-enum Retried {
-    Uploaded,
-    Conflict(String),
-}
-
 /// `NAME.conflict-YYYYMMDDTHHMMSSZ` for `rel` at `t`.
 pub fn conflict_name(rel: &str, t: SystemTime) -> String {
     let secs = t
@@ -240,16 +234,13 @@ impl Fs {
                 continue;
             }
             match self.retry_one(&ws).await {
-                Ok(Retried::Uploaded) => {
+                Ok(false) => {
                     s3_answers = true;
                     tracing::info!(key = %kept.rel, size = kept.size, "pending upload is in S3");
                     self.counters.pending_uploaded();
                 }
-                Ok(Retried::Conflict(name)) => {
-                    s3_answers = true;
-                    tracing::warn!(key = %kept.rel, conflict = %name, "the object changed in S3 while the upload was pending: kept beside it");
-                    self.counters.conflict(&name);
-                }
+                // Logged and counted by `conflict_check`.
+                Ok(true) => s3_answers = true,
                 Err(e) => {
                     let attempts = ws.backoff(RETRY_START, RETRY_MAX);
                     tracing::info!(key = %kept.rel, attempts, error = %e, "pending upload still failing");
@@ -288,11 +279,9 @@ impl Fs {
     }
 
     /// Uploads a kept state to its name, or beside it if S3 holds something else there.
-    async fn retry_one(&self, ws: &Arc<WriteState>) -> FsResult<Retried> {
-        Ok(match self.flush_state_checked(ws).await? {
-            None => Retried::Uploaded,
-            Some(name) => Retried::Conflict(name),
-        })
+    /// Returns whether it went beside (a conflict copy).
+    async fn retry_one(&self, ws: &Arc<WriteState>) -> FsResult<bool> {
+        Ok(self.flush_state_checked(ws).await?.is_some())
     }
 
     /// For a kept upload about to be uploaded at `rel` (under its `io` lock): if S3 no
@@ -311,6 +300,8 @@ impl Fs {
         let name = conflict_name(rel, SystemTime::now());
         let Snapshot { meta, .. } = ws.snapshot();
         whole::upload_spool(&self.upload, ws.spool(), &name, size, &meta).await?;
+        tracing::warn!(key = %rel, conflict = %name, "the object changed in S3 while the upload was pending: kept beside it");
+        self.counters.conflict(&name);
         if let Some(record) = ws.drop_kept() {
             self.forget_kept(&record);
         }
