@@ -436,6 +436,8 @@ impl Fs {
             // Open handles keep their data, but nothing of it reaches S3 any more.
             if let Some(record) = ws.mark_unlinked() {
                 self.forget_kept(&record);
+                // A kept upload nobody has open: nothing is left of it.
+                self.release_idle(&ws);
             }
         }
         self.inodes.remove(parent, name);
@@ -568,6 +570,7 @@ impl Fs {
             // The replaced file's open handles no longer name anything.
             if let Some(record) = ws.mark_unlinked() {
                 self.forget_kept(&record);
+                self.release_idle(&ws);
             }
         }
         if src.kind != Kind::Dir {

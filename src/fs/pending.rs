@@ -214,10 +214,8 @@ impl Fs {
         let mut s3_answers = false;
         for ws in self.write_states() {
             let (kept, idle, due) = ws.retry_status();
+            // Other states are the business of their handles (`detach_write`).
             let Some(kept) = kept else {
-                if idle {
-                    self.release_idle(&ws);
-                }
                 continue;
             };
             if area
@@ -271,7 +269,7 @@ impl Fs {
     }
 
     /// Drops a write state nobody has open and nothing remains to upload.
-    fn release_idle(&self, ws: &Arc<WriteState>) {
+    pub(super) fn release_idle(&self, ws: &Arc<WriteState>) {
         let mut writes = self.writes.lock().unwrap();
         if ws.is_idle_and_clean() && writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws)) {
             writes.remove(&ws.ino);
