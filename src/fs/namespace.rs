@@ -193,8 +193,13 @@ impl Fs {
         // Releasing our short-lived handle uploads the file if no one else has it open for
         // writing; if someone does, their close uploads it (as for their own ftruncate).
         if temporary {
-            let keep = ws.kept().is_some();
-            let released = self.detach_write_keeping(&ws, keep).await;
+            if ws.kept().is_some() {
+                // A kept file (its upload failed before) is changed locally and kept again;
+                // the retrier uploads it with the rest.
+                self.release_kept_handle(&ws).await;
+                return result;
+            }
+            let released = self.detach_write_keeping(&ws, false).await;
             result.and(released)
         } else {
             result

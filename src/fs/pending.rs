@@ -152,7 +152,10 @@ impl Fs {
             size,
             meta: meta.to_user(),
             since: crate::clock::unix_now(),
-            last_error: brief(&err.to_string()),
+            // A kept file changed again keeps the error its upload last met.
+            last_error: ws
+                .kept()
+                .map_or_else(|| brief(&err.to_string()), |k| k.last_error),
             data: String::new(),
         };
         let file = match ws.spool_file() {

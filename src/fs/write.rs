@@ -523,6 +523,19 @@ impl Fs {
         result
     }
 
+    /// Drops one handle of a kept state without trying S3 now: the change is written to the
+    /// pending area (if it is the last handle) and left to the retrier.
+    pub(super) async fn release_kept_handle(&self, ws: &Arc<WriteState>) {
+        let last = {
+            let mut i = ws.inner.lock().unwrap();
+            i.handles = i.handles.saturating_sub(1);
+            i.handles == 0
+        };
+        if last {
+            self.keep_pending(ws, &FsError::new(libc::EIO)).await;
+        }
+    }
+
     /// Uploads the spool if dirty; on success the inode shows what S3 now holds.
     pub(super) async fn flush_state(&self, ws: &Arc<WriteState>) -> FsResult<()> {
         self.flush_state_checked(ws).await.map(drop)
