@@ -95,8 +95,9 @@ impl Fs {
         if growth == 0 {
             return Ok(());
         }
-        let live: u64 = self.write_states().iter().map(|w| w.size()).sum();
-        let adopted: u64 = self.write_states().iter().map(|w| w.kept_size()).sum();
+        let states = self.write_states();
+        let live: u64 = states.iter().map(|w| w.size()).sum();
+        let adopted: u64 = states.iter().map(|w| w.kept_size()).sum();
         let needed = live + growth;
         if let Some(max) = self.opts.pending_max {
             let others = area.used_bytes_cached().saturating_sub(adopted);
@@ -145,29 +146,29 @@ impl Fs {
             base_etag,
             version,
         } = ws.snapshot();
+        // A kept file changed again keeps when its upload first failed and the error it
+        // last met.
+        let earlier = ws.kept();
         let record = PendingRecord {
             location: self.location(),
             rel: node.rel.clone(),
             base_etag,
             size,
             meta: meta.to_user(),
-            since: crate::clock::unix_now(),
-            // A kept file changed again keeps the error its upload last met.
-            last_error: ws
-                .kept()
-                .map_or_else(|| brief(&err.to_string()), |k| k.last_error),
+            since: earlier
+                .as_ref()
+                .map_or_else(crate::clock::unix_now, |k| k.since),
+            last_error: earlier.map_or_else(|| brief(&err.to_string()), |k| k.last_error),
             data: String::new(),
         };
-        let file = match ws.spool_file() {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(key = %node.rel, error = %e, "cannot keep the failed upload");
-                return;
-            }
+        let kept = match ws.spool_file() {
+            Ok(file) => tokio::task::spawn_blocking(move || area.put(record, &file))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(e) => Err(e),
         };
-        let kept = tokio::task::spawn_blocking(move || area.put(record, &file)).await;
         match kept {
-            Ok(Ok(record)) => {
+            Ok(record) => {
                 tracing::warn!(
                     key = %record.rel,
                     size,
@@ -176,9 +177,6 @@ impl Fs {
                 );
                 ws.set_kept(record, version);
                 self.counters.kept_upload();
-            }
-            Ok(Err(e)) => {
-                tracing::error!(key = %node.rel, error = %e, "cannot keep the failed upload")
             }
             Err(e) => {
                 tracing::error!(key = %node.rel, error = %e, "cannot keep the failed upload")
@@ -193,7 +191,7 @@ impl Fs {
         }
     }
 
-    /// Kept uploads: (key relative to the prefix, size, first failure, last error).
+    /// The records of the uploads this mount keeps, by key.
     pub fn pending_uploads(&self) -> Vec<PendingRecord> {
         let mut out: Vec<PendingRecord> = self
             .write_states()

@@ -31,7 +31,10 @@ use super::namespace::Caller;
 use super::spool::Spool;
 use super::upload::{self, Stream, UploadCtx};
 use crate::pending::PendingRecord;
+
+mod kept;
 use crate::store::{ObjectStore, StoreError, StoreResult};
+pub(super) use kept::{Retry, Snapshot};
 
 /// Chunk size for copying an existing object into the spool.
 const LOAD_CHUNK: u64 = 8 << 20;
@@ -68,13 +71,6 @@ struct Inner {
     pub(super) kept: Option<(PendingRecord, u64)>,
     /// Background retries of a kept upload.
     pub(super) retry: Retry,
-}
-
-/// When a kept upload is tried again.
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Retry {
-    pub attempts: u32,
-    pub next: Option<std::time::Instant>,
 }
 
 impl Inner {
@@ -136,6 +132,13 @@ impl WriteState {
             stream: tokio::sync::Mutex::new(stream),
             ctx,
         }
+    }
+
+    /// One handle fewer; true if it was the last.
+    fn drop_handle(&self) -> bool {
+        let mut i = self.inner.lock().unwrap();
+        i.handles = i.handles.saturating_sub(1);
+        i.handles == 0
     }
 
     pub fn size(&self) -> u64 {
@@ -261,13 +264,12 @@ impl WriteState {
         Ok(())
     }
 
-    /// Changes the metadata the next upload carries; returns the new version.
-    pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) -> u64 {
+    /// Changes the metadata the next upload carries.
+    pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) {
         let mut i = self.inner.lock().unwrap();
         f(&mut i.meta);
         i.dirty = true;
         i.version += 1;
-        i.version
     }
 
     /// `meta` was stored in S3 by other means (a CopyObject): later uploads carry it, and
@@ -289,140 +291,6 @@ impl WriteState {
         let mut i = self.inner.lock().unwrap();
         i.unlinked = true;
         i.kept.take().map(|(record, _)| record)
-    }
-}
-
-/// What a kept or conflicting upload carries: the contents' size and metadata as an upload
-/// would store them now.
-pub(super) struct Snapshot {
-    pub meta: Meta,
-    pub size: u64,
-    pub base_etag: Option<String>,
-    pub version: u64,
-}
-
-/// Kept uploads (see `pending.rs`).
-impl WriteState {
-    /// A live state for a kept upload an earlier mount left: contents in `spool`.
-    pub(super) fn adopted(
-        ctx: Arc<UploadCtx>,
-        spool: Spool,
-        ino: u64,
-        meta: Meta,
-        record: PendingRecord,
-    ) -> Self {
-        let ws = WriteState::new(ctx, spool, ino, (meta, record.base_etag.clone()), None);
-        {
-            let mut i = ws.inner.lock().unwrap();
-            i.loaded = true;
-            i.dirty = true;
-            i.size = record.size;
-            i.kept = Some((record, 0));
-        }
-        ws
-    }
-
-    pub(super) fn snapshot(&self) -> Snapshot {
-        let i = self.inner.lock().unwrap();
-        let mut meta = i.meta.clone();
-        if meta.mtime.is_none() {
-            meta.mtime = Some(i.modified);
-        }
-        Snapshot {
-            meta,
-            size: i.size,
-            base_etag: i.base_etag.clone(),
-            version: i.version,
-        }
-    }
-
-    /// Something to upload that the pending area does not hold yet.
-    pub(super) fn needs_keeping(&self) -> bool {
-        let i = self.inner.lock().unwrap();
-        i.upload_pending() && i.kept.as_ref().is_none_or(|(_, v)| *v != i.version)
-    }
-
-    pub(super) fn spool(&self) -> &Spool {
-        &self.spool
-    }
-
-    pub(super) fn spool_file(&self) -> std::io::Result<std::fs::File> {
-        self.spool.file().try_clone()
-    }
-
-    pub(super) fn base_etag(&self) -> Option<String> {
-        self.inner.lock().unwrap().base_etag.clone()
-    }
-
-    /// S3 holds this mount's version of the file under a new etag (a CopyObject for a
-    /// chmod or a rename): later uploads compare with that one.
-    pub(super) fn set_base_etag(&self, etag: String) {
-        self.inner.lock().unwrap().base_etag = Some(etag).filter(|e| !e.is_empty());
-    }
-
-    pub(super) fn set_kept(&self, record: PendingRecord, version: u64) {
-        let mut i = self.inner.lock().unwrap();
-        if i.retry.next.is_none() {
-            i.retry.next = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
-        }
-        i.kept = Some((record, version));
-    }
-
-    pub(super) fn kept(&self) -> Option<PendingRecord> {
-        self.inner
-            .lock()
-            .unwrap()
-            .kept
-            .as_ref()
-            .map(|(r, _)| r.clone())
-    }
-
-    pub(super) fn kept_size(&self) -> u64 {
-        self.inner
-            .lock()
-            .unwrap()
-            .kept
-            .as_ref()
-            .map_or(0, |(r, _)| r.size)
-    }
-
-    /// Lets go of the kept record (and of the contents: S3's version shows again).
-    pub(super) fn drop_kept(&self) -> Option<PendingRecord> {
-        let mut i = self.inner.lock().unwrap();
-        i.dirty = false;
-        i.kept.take().map(|(r, _)| r)
-    }
-
-    /// (the kept record, nobody has the file open, a retry is due).
-    pub(super) fn retry_status(&self) -> (Option<PendingRecord>, bool, bool) {
-        let i = self.inner.lock().unwrap();
-        let due = i.retry.next.is_none_or(|t| t <= std::time::Instant::now());
-        (i.kept.as_ref().map(|(r, _)| r.clone()), i.handles == 0, due)
-    }
-
-    /// `Retry` after a failed attempt: the next one later; returns the attempts so far.
-    pub(super) fn backoff(&self, start: std::time::Duration, max: std::time::Duration) -> u32 {
-        let mut i = self.inner.lock().unwrap();
-        let attempts = i.retry.attempts.saturating_add(1);
-        let wait = start.saturating_mul(1 << attempts.min(16)).min(max);
-        i.retry = Retry {
-            attempts,
-            next: Some(std::time::Instant::now() + wait),
-        };
-        attempts
-    }
-
-    pub(super) fn has_handles(&self) -> bool {
-        self.inner.lock().unwrap().handles > 0
-    }
-
-    pub(super) fn retry_now(&self) {
-        self.inner.lock().unwrap().retry.next = None;
-    }
-
-    pub(super) fn is_idle_and_clean(&self) -> bool {
-        let i = self.inner.lock().unwrap();
-        i.handles == 0 && !i.upload_pending()
     }
 }
 
@@ -478,12 +346,7 @@ impl Fs {
         ws: &Arc<WriteState>,
         keep: bool,
     ) -> FsResult<()> {
-        let last = {
-            let mut i = ws.inner.lock().unwrap();
-            i.handles = i.handles.saturating_sub(1);
-            i.handles == 0
-        };
-        if !last {
+        if !ws.drop_handle() {
             return Ok(());
         }
         let mut result = self.flush_state(ws).await;
@@ -526,12 +389,7 @@ impl Fs {
     /// Drops one handle of a kept state without trying S3 now: the change is written to the
     /// pending area (if it is the last handle) and left to the retrier.
     pub(super) async fn release_kept_handle(&self, ws: &Arc<WriteState>) {
-        let last = {
-            let mut i = ws.inner.lock().unwrap();
-            i.handles = i.handles.saturating_sub(1);
-            i.handles == 0
-        };
-        if last {
+        if ws.drop_handle() {
             self.keep_pending(ws, &FsError::new(libc::EIO)).await;
         }
     }
@@ -579,21 +437,16 @@ impl Fs {
         };
         let (meta, modified) = meta;
         if ws.kept().is_some() {
-            match self.conflict_check(ws, &node.rel, size).await {
-                Ok(None) => {}
-                Ok(Some(name)) => {
-                    if let Some(s) = stream {
-                        s.abandon(&ws.ctx);
-                    }
-                    return Ok(Some(name));
-                }
-                Err(e) => {
+            let checked = self.conflict_check(ws, &node.rel, size).await;
+            // Gone beside the object, or not known whether it may go over it: not here.
+            if !matches!(checked, Ok(None)) {
+                if checked.is_err() {
                     ws.inner.lock().unwrap().dirty = true;
-                    if let Some(s) = stream {
-                        s.abandon(&ws.ctx);
-                    }
-                    return Err(e);
                 }
+                if let Some(s) = stream {
+                    s.abandon(&ws.ctx);
+                }
+                return checked;
             }
         }
         let uploaded = upload::upload(
