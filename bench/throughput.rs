@@ -12,7 +12,8 @@
 //! `BENCH_COGNIFS_CACHE_MIB` (size + 64) cognifs's block cache; `BENCH_DIR` (the target
 //! directory's `bench-work`) where the data goes, on a real disk (removed after the run but
 //! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3`
-//! binary (its column is skipped without it) and `MOUNT_S3_ARGS` extra arguments for it.
+//! binary (its column is skipped without it) and `MOUNT_S3_ARGS` extra arguments for it;
+//! `BENCH_ONLY` (e.g. `cognifs`) the file systems to run, for a quicker look at one.
 //! A peer that is missing or fails shows so in its column; the bench goes on.
 
 mod direct;
@@ -55,9 +56,17 @@ struct Load {
     random: usize,
     parallel: usize,
     cognifs_cache_mib: usize,
+    /// File systems to run (`BENCH_ONLY`, comma-separated names); all when unset.
+    only: Option<Vec<String>>,
 }
 
 impl Load {
+    fn runs(&self, fs: Fs) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == fs.name()))
+    }
+
     fn from_env() -> Load {
         let size_mib = env_usize("BENCH_SIZE_MIB", 512).max(1);
         let files = env_usize("BENCH_FILES", 5000);
@@ -72,6 +81,9 @@ impl Load {
             random: env_usize("BENCH_RANDOM", 500),
             parallel: env_usize("BENCH_DIRECT_PARALLEL", 8).max(1),
             cognifs_cache_mib: env_usize("BENCH_COGNIFS_CACHE_MIB", size_mib + 64),
+            only: std::env::var("BENCH_ONLY")
+                .ok()
+                .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
         }
     }
 
@@ -662,6 +674,7 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
     let mut columns = vec![("direct", Column::Ran(cells))];
     for fs in Fs::ALL {
         let column = match b.target.program(fs) {
+            _ if !b.load.runs(fs) => Column::Missing("skipped (BENCH_ONLY)"),
             Err(why) => Column::Missing(why),
             Ok(program) => {
                 eprintln!("[{tag}] {}...", fs.name());

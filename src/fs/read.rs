@@ -8,15 +8,18 @@
 //! blocks go into the shared [`BlockCache`], keyed by (key, etag, block), and any read
 //! whose blocks are all cached never touches S3.
 //!
-//! The kernel sends reads of at most 128 KiB, so a sequential reader only gets S3
-//! throughput if the next megabytes are already on their way when it asks. Each handle
-//! therefore tracks where the last read ended:
+//! The kernel sends reads of at most 1 MiB (128 KiB where its readahead could not be
+//! raised), so a sequential reader only gets S3 throughput if the next megabytes are
+//! already on their way when it asks. Each handle therefore tracks where the last read
+//! ended:
 //!
-//! - A read that starts at (or slightly before — async reads arrive out of order) that
-//!   point, or skips forward by less than the current window, is *sequential*. Each time a
-//!   sequential reader enters a new block, its readahead window doubles, from one block up
-//!   to `max_readahead` (64 MiB by default), and every block inside `[end, end + window)`
-//!   that is neither cached nor in flight is requested at once — several GETs in flight.
+//! - A read that starts at that point, or before it by less than the kernel's readahead
+//!   (async reads arrive out of order), or skips forward by less than the current window,
+//!   is *sequential*. Each time a sequential reader enters a new block, its readahead
+//!   window doubles, from one block up to `max_readahead` (64 MiB by default), and every
+//!   block inside `[end, end + window)` that is neither cached nor in flight is requested
+//!   at once. Consecutive missing blocks share a GET of up to [`PREFETCH_GET_BYTES`] (as a
+//!   direct client would read), whose blocks are handed over one by one as they arrive.
 //! - Any other read is *random*: the window falls back to one block, prefetches in flight
 //!   for this handle are dropped (aborting their GETs), and only the blocks the read
 //!   covers are fetched.
@@ -41,13 +44,20 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::fs::cache::{BlockCache, BlockKey};
 use crate::store::{ObjectStore, StoreError};
 
 pub type ReadResult<T> = Result<T, Arc<StoreError>>;
+
+/// The kernel readahead the mount asks for (`fuse/readahead.rs`): the kernel keeps this
+/// much in 1 MiB reads in flight, which may arrive in any order.
+pub const KERNEL_READAHEAD: u64 = 4 << 20;
+/// The largest GET of a sequential reader's prefetch: a direct client's part size. Larger
+/// GETs cost fewer requests; this one arrives within a few ms of its first byte.
+pub const PREFETCH_GET_BYTES: u64 = 8 << 20;
 
 /// What every reader of one mount shares.
 pub struct ReadShared {
@@ -90,7 +100,7 @@ struct Fetch {
 }
 
 /// Aborts the GET task once nobody can receive its result.
-struct AbortOnDrop(JoinHandle<ReadResult<Bytes>>);
+struct AbortOnDrop(JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -145,43 +155,62 @@ impl FileReader {
         }
     }
 
-    fn start_fetch(&self, block: u64, prefetch: bool) -> FetchFuture {
+    /// One GET of `count` blocks from `first` (fewer at the end of the object); a future per
+    /// block, ready as soon as that block has arrived. The GET is aborted once every
+    /// future is dropped.
+    fn start_fetches(&self, first: u64, count: u64, prefetch: bool) -> Vec<FetchFuture> {
         let sh = self.shared.clone();
-        let rel = self.rel.clone();
-        let etag = self.etag.clone();
-        let key = self.block_key(block);
-        let start = block * sh.block_size;
-        let len = sh.block_size.min(self.size - start);
+        let bs = sh.block_size;
+        let start = first * bs;
+        let len = (count * bs).min(self.size - start);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..len.div_ceil(bs))
+            .map(|_| oneshot::channel::<ReadResult<Bytes>>())
+            .unzip();
+        let senders = Mutex::new(senders.into_iter().map(Some).collect::<Vec<_>>());
+        let (rel, etag) = (self.rel.clone(), self.etag.clone());
         let task = tokio::spawn(async move {
             let _permit = if prefetch {
                 sh.fetch_permits.clone().acquire_owned().await.ok()
             } else {
                 None
             };
-            let data = sh
+            let deliver = |i: usize, data: Bytes| {
+                let key = BlockKey {
+                    key: rel.clone(),
+                    etag: etag.clone(),
+                    block: first + i as u64,
+                };
+                sh.cache.insert(key, data.clone());
+                if let Some(tx) = senders.lock().unwrap().get_mut(i).and_then(Option::take) {
+                    let _ = tx.send(Ok(data));
+                }
+            };
+            let fetched = sh
                 .store
-                .get_range(&rel, &etag, start, len)
-                .await
-                .map_err(Arc::new)?;
-            if data.len() as u64 != len {
-                return Err(Arc::new(StoreError::Other(format!(
-                    "short read: {} of {len} bytes at {start}",
-                    data.len()
-                ))));
+                .get_range_pieces(&rel, &etag, start, len, bs, &deliver)
+                .await;
+            if let Err(e) = fetched {
+                let e = Arc::new(e);
+                for tx in senders.lock().unwrap().iter_mut().filter_map(Option::take) {
+                    let _ = tx.send(Err(e.clone()));
+                }
             }
-            sh.cache.insert(key, data.clone());
-            Ok(data)
         });
-        let guard = AbortOnDrop(task);
-        async move {
-            let mut guard = guard;
-            match (&mut guard.0).await {
-                Ok(r) => r,
-                Err(e) => Err(Arc::new(StoreError::Other(format!("fetch task: {e}")))),
-            }
-        }
-        .boxed()
-        .shared()
+        let guard = Arc::new(AbortOnDrop(task));
+        receivers
+            .into_iter()
+            .map(|rx| {
+                let guard = guard.clone();
+                async move {
+                    let _guard = guard;
+                    rx.await.unwrap_or_else(|_| {
+                        Err(Arc::new(StoreError::Other("the fetch task ended".into())))
+                    })
+                }
+                .boxed()
+                .shared()
+            })
+            .collect()
     }
 
     /// Reads up to `size` bytes at `offset`; fewer only at end of file.
@@ -194,11 +223,13 @@ impl FileReader {
         let first = offset / bs;
         let last = (end - 1) / bs;
 
+        // How far behind the furthest read a read may start and still be sequential.
+        let behind = bs.max(KERNEL_READAHEAD);
         let parts: Vec<Part> = {
             let mut st = self.state.lock().unwrap();
-            let skip = st.window.max(bs);
+            let skip = st.window.max(behind);
             let sequential =
-                offset >= st.last_end.saturating_sub(bs) && offset <= st.last_end + skip;
+                offset >= st.last_end.saturating_sub(behind) && offset <= st.last_end + skip;
             if sequential {
                 if st.last_block.is_some_and(|b| last > b) {
                     st.window = (st.window * 2).min(self.shared.max_readahead);
@@ -211,7 +242,10 @@ impl FileReader {
                 st.last_block = Some(last);
                 st.last_end = end;
             }
-            st.inflight.retain(|&b, _| b >= first);
+            // Blocks behind the reader are let go (aborting their GETs when no other block
+            // shares them), but for reads the kernel may still send out of order.
+            let keep_from = first.saturating_sub(behind / bs);
+            st.inflight.retain(|&b, _| b >= keep_from);
 
             let mut parts = Vec::with_capacity((last - first + 1) as usize);
             for b in first..=last {
@@ -220,7 +254,7 @@ impl FileReader {
                 } else if let Some(data) = self.shared.cache.get(&self.block_key(b)) {
                     parts.push(Part::Ready(data));
                 } else {
-                    let fut = self.start_fetch(b, false);
+                    let fut = self.start_fetches(b, 1, false).remove(0);
                     st.inflight.insert(
                         b,
                         Fetch {
@@ -235,24 +269,52 @@ impl FileReader {
             if sequential {
                 let ra_end = (st.last_end + st.window).min(self.size);
                 let ra_last = ra_end.saturating_sub(1) / bs;
-                for b in (last + 1)..=ra_last {
-                    if st.inflight.contains_key(&b)
-                        || self.shared.cache.contains(&self.block_key(b))
-                    {
+                // A window holds at least four GETs, so one is always on its way.
+                let per_get = (PREFETCH_GET_BYTES.min(self.shared.max_readahead / 4) / bs).max(1);
+                let last_block = (self.size - 1) / bs;
+                let missing = |st: &State, b: u64| {
+                    !st.inflight.contains_key(&b) && !self.shared.cache.contains(&self.block_key(b))
+                };
+                let mut b = last + 1;
+                while b <= ra_last {
+                    if !missing(&st, b) {
+                        b += 1;
                         continue;
                     }
-                    let Ok(permit) = self.shared.readahead_budget.clone().try_acquire_owned()
-                    else {
+                    let mut end = b;
+                    while end < ra_last && end + 1 - b < per_get && missing(&st, end + 1) {
+                        end += 1;
+                    }
+                    // A short run at the far end of the window waits for the reader to
+                    // move on and lengthen it (one GET of `per_get` blocks rather than a
+                    // GET per block entered), unless the reader is about to need it.
+                    let short = end + 1 - b < per_get;
+                    if short && end == ra_last && end != last_block && b > last + per_get {
                         break;
-                    };
-                    let fut = self.start_fetch(b, true);
-                    st.inflight.insert(
-                        b,
-                        Fetch {
-                            fut,
-                            _budget: Some(permit),
-                        },
-                    );
+                    }
+                    let mut permits = Vec::new();
+                    while permits.len() as u64 <= end - b {
+                        match self.shared.readahead_budget.clone().try_acquire_owned() {
+                            Ok(p) => permits.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    let got = permits.len() as u64;
+                    let futs = self.start_fetches(b, got, true);
+                    for ((block, permit), fut) in (b..).zip(permits).zip(futs) {
+                        st.inflight.insert(
+                            block,
+                            Fetch {
+                                fut,
+                                _budget: Some(permit),
+                            },
+                        );
+                    }
+                    if got <= end - b {
+                        // Out of budget: prefetch no further.
+                        break;
+                    }
+                    b = end + 1;
                 }
             }
             parts
@@ -304,6 +366,10 @@ mod tests {
 
     /// A 32 MiB object and a reader over it with 1 MiB blocks and an 8 MiB window cap.
     async fn reader() -> (Arc<MemoryStore>, FileReader) {
+        reader_with_window(8 * MIB).await
+    }
+
+    async fn reader_with_window(max_readahead: u64) -> (Arc<MemoryStore>, FileReader) {
         let store = Arc::new(MemoryStore::new("b", "p"));
         let body: Vec<u8> = (0..32 * MIB).map(|i| (i % 251) as u8).collect();
         let etag = store
@@ -311,7 +377,14 @@ mod tests {
             .await
             .unwrap();
         let cache = Arc::new(BlockCache::new(64 * MIB));
-        let shared = Arc::new(ReadShared::new(store.clone(), cache, MIB, 8 * MIB, 32, 64));
+        let shared = Arc::new(ReadShared::new(
+            store.clone(),
+            cache,
+            MIB,
+            max_readahead,
+            32,
+            64,
+        ));
         let reader = FileReader::new(shared, "f".into(), etag, 32 * MIB);
         (store, reader)
     }
@@ -337,6 +410,37 @@ mod tests {
         assert_eq!(&windows[..6], [1, 2, 4, 8, 8, 8]);
         // Every block was fetched once, readahead included: no block twice.
         assert!(store.counts().get(RequestKind::Get) <= 32);
+    }
+
+    #[tokio::test]
+    async fn a_sequential_reader_prefetches_in_large_gets() {
+        let (store, r) = reader_with_window(32 * MIB).await;
+        let mut off = 0;
+        while off < 32 * MIB {
+            let data = r.read(off, 1 << 20).await.unwrap();
+            assert_eq!(data[..], expected(off, 1 << 20)[..]);
+            off += data.len() as u64;
+        }
+        // Small GETs while the window opens (1, 2, 4 blocks), then 8 MiB ones: not a GET
+        // per block.
+        let gets = store.counts().get(RequestKind::Get);
+        assert!(gets <= 10, "{gets} GETs for 32 blocks");
+    }
+
+    #[tokio::test]
+    async fn reads_out_of_order_within_the_kernel_readahead_stay_sequential() {
+        let (store, r) = reader_with_window(32 * MIB).await;
+        // 1 MiB reads, each group of four answered in reverse, as async reads may come.
+        for group in 0..8u64 {
+            for i in (0..4u64).rev() {
+                let off = (group * 4 + i) * MIB;
+                let data = r.read(off, 1 << 20).await.unwrap();
+                assert_eq!(data[..], expected(off, 1 << 20)[..]);
+            }
+        }
+        assert_eq!(r.window(), 32 * MIB, "the window kept growing");
+        let gets = store.counts().get(RequestKind::Get);
+        assert!(gets <= 16, "{gets} GETs for 32 blocks");
     }
 
     #[tokio::test]

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, RequestKind, Scope, StoreResult, UploadInfo,
-    UserMeta,
+    ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, RequestKind, Scope, StoreResult,
+    UploadInfo, UserMeta,
 };
 use crate::metrics::Window;
 
@@ -153,6 +153,22 @@ impl ObjectStore for CountingStore {
         len: u64,
     ) -> StoreResult<Bytes> {
         let r = self.inner.get_range(rel, if_match_etag, start, len).await;
+        self.count(RequestKind::Get, rel, r)
+    }
+
+    async fn get_range_pieces(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+        piece: u64,
+        on_piece: &PieceSink<'_>,
+    ) -> StoreResult<()> {
+        let r = self
+            .inner
+            .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
+            .await;
         self.count(RequestKind::Get, rel, r)
     }
 

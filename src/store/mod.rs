@@ -283,6 +283,20 @@ fn check_segments(rel: &str) -> StoreResult<()> {
     }
 }
 
+/// Receives the pieces of [`ObjectStore::get_range_pieces`]: their index and bytes.
+pub type PieceSink<'a> = dyn Fn(usize, Bytes) + Send + Sync + 'a;
+
+/// Err unless a ranged GET of `len` bytes from `start` returned all of them.
+pub fn check_length(got: u64, start: u64, len: u64) -> StoreResult<()> {
+    if got == len {
+        Ok(())
+    } else {
+        Err(StoreError::Other(format!(
+            "short read: {got} of {len} bytes at {start}"
+        )))
+    }
+}
+
 /// What the filesystem needs of S3, scoped to one prefix. Paths are relative to it (see
 /// [`Scope`]): objects `a/b`, directories `""` or `a/b/`.
 #[async_trait]
@@ -326,6 +340,29 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         start: u64,
         len: u64,
     ) -> StoreResult<Bytes>;
+
+    /// The same bytes as [`ObjectStore::get_range`], handed to `on_piece(index, bytes)` in
+    /// pieces of `piece` bytes (the last may be shorter) as each arrives, so a reader
+    /// waiting for the start of a large GET need not wait for its end, and each piece is an
+    /// allocation of its own (cached and freed on its own). A piece may be handed over
+    /// twice when the request is retried; Err after some pieces: the rest never came.
+    async fn get_range_pieces(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+        piece: u64,
+        on_piece: &PieceSink<'_>,
+    ) -> StoreResult<()> {
+        let data = self.get_range(rel, if_match_etag, start, len).await?;
+        check_length(data.len() as u64, start, len)?;
+        for (i, from) in (0..len).step_by(piece.max(1) as usize).enumerate() {
+            let to = (from + piece).min(len);
+            on_piece(i, data.slice(from as usize..to as usize));
+        }
+        Ok(())
+    }
 
     /// PutObject of a whole body (an object, or a directory marker when `rel` ends in `/`);
     /// returns the new etag.

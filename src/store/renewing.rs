@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreResult, UploadInfo, UserMeta,
+    ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreResult, UploadInfo,
+    UserMeta,
 };
 
 /// What renews the credentials a store signs with.
@@ -112,6 +113,24 @@ impl ObjectStore for RenewingStore {
             "get",
             rel,
             self.inner.get_range(rel, if_match_etag, start, len)
+        )
+    }
+
+    async fn get_range_pieces(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+        piece: u64,
+        on_piece: &PieceSink<'_>,
+    ) -> StoreResult<()> {
+        renewing!(
+            self,
+            "get",
+            rel,
+            self.inner
+                .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
         )
     }
 

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, Scope, StoreError, StoreResult, UploadInfo,
-    UserMeta, percent_encode,
+    ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreError, StoreResult,
+    UploadInfo, UserMeta, check_length, percent_encode,
 };
 
 /// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
@@ -355,6 +355,57 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
         Ok(body.into_bytes())
+    }
+
+    async fn get_range_pieces(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+        piece: u64,
+        on_piece: &PieceSink<'_>,
+    ) -> StoreResult<()> {
+        let key = self.scope.object_key(rel)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut body = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_match(if_match_etag)
+            .range(format!("bytes={}-{}", start, start + len - 1))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?
+            .body;
+        // Each piece is filled by one copy out of the connection's buffers and handed over
+        // as soon as it is whole.
+        let piece = piece.max(1);
+        let piece_len = |i: usize| piece.min(len - i as u64 * piece) as usize;
+        let (mut index, mut received) = (0usize, 0u64);
+        let mut filling = BytesMut::with_capacity(piece_len(0));
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
+            received += chunk.len() as u64;
+            if received > len {
+                break;
+            }
+            while !chunk.is_empty() {
+                let take = (piece_len(index) - filling.len()).min(chunk.len());
+                filling.extend_from_slice(&chunk.split_to(take));
+                if filling.len() == piece_len(index) {
+                    on_piece(index, std::mem::take(&mut filling).freeze());
+                    index += 1;
+                    if (index as u64) * piece < len {
+                        filling.reserve(piece_len(index));
+                    }
+                }
+            }
+        }
+        check_length(received, start, len)
     }
 
     async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {

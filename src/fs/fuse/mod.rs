@@ -19,6 +19,7 @@ use fuser::{
 use tokio::runtime::Handle;
 
 mod convert;
+mod readahead;
 
 use super::inodes::Attr;
 use super::{Fs, FsError, SetAttr};
@@ -612,5 +613,9 @@ pub(super) fn spawn(fs: Arc<Fs>, mountpoint: &Path, rt: Handle) -> io::Result<Ba
     }
     config.n_threads = Some(opts.fuse_threads.max(1));
     config.clone_fd = opts.fuse_threads > 1;
-    fuser::spawn_mount(FuseFs { fs, rt }, mountpoint, &config)
+    let session = fuser::spawn_mount(FuseFs { fs, rt }, mountpoint, &config)?;
+    if let Err(e) = readahead::raise(mountpoint, super::read::KERNEL_READAHEAD) {
+        tracing::debug!(error = %e, "kernel readahead left at its default");
+    }
+    Ok(session)
 }
