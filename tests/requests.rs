@@ -110,11 +110,11 @@ fn ls_l_of_a_fresh_directory() {
     let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let s = setup(&seed);
     assert_eq!(ls_l(&s, "d"), 52);
-    // The directory's lookup (HEAD + one-key LIST), one LIST page, and one HEAD per file for
-    // its metadata (in parallel); the stats then cost nothing.
+    // The directory's lookup (HEAD + LIST, whose page is the whole listing), and one HEAD
+    // per file for its metadata (in parallel); the stats then cost nothing.
     assert_eq!(
         counts(&s.store),
-        [(RequestKind::Head, 51), (RequestKind::List, 2)]
+        [(RequestKind::Head, 51), (RequestKind::List, 1)]
     );
 }
 
@@ -354,10 +354,10 @@ fn a_later_mounts_ls_l_of_unchanged_objects_costs_the_list_alone() {
         .store
         .insert_raw("us-east-1:counts/d/f07", &[9u8; 5], UserMeta::new());
     assert_eq!(ls_l(&later, "d"), 22);
-    // The directory's lookup (HEAD + LIST), one LIST page, and the changed object's HEAD.
+    // The directory's lookup (HEAD + LIST, the listing too), and the changed object's HEAD.
     assert_eq!(
         counts(&later.store),
-        [(RequestKind::Head, 2), (RequestKind::List, 2)]
+        [(RequestKind::Head, 2), (RequestKind::List, 1)]
     );
 }
 
@@ -368,9 +368,53 @@ fn list_only_mode_lists_without_heads() {
     let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let s = setup_with(&seed, |o| o.list_only = true);
     assert_eq!(ls_l(&s, "d"), 52);
-    // The directory's lookup (HEAD + one-key LIST) and one LIST page.
+    // The directory's lookup (HEAD + LIST, the listing too).
     assert_eq!(
         counts(&s.store),
-        [(RequestKind::Head, 1), (RequestKind::List, 2)]
+        [(RequestKind::Head, 1), (RequestKind::List, 1)]
+    );
+}
+
+/// A directory of more than one LIST page: the lookup's page is the listing's first, so
+/// `ls DIR` costs the pages a direct client would list, and the lookup's HEAD.
+#[test]
+fn ls_of_a_large_directory_lists_each_page_once() {
+    let files: Vec<(String, usize)> = (0..2500).map(|i| (format!("d/f{i:04}"), 1)).collect();
+    let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let s = setup_with(&seed, |o| o.list_only = true);
+    assert_eq!(ls_l(&s, "d"), 2502);
+    assert_eq!(
+        counts(&s.store),
+        [(RequestKind::Head, 1), (RequestKind::List, 3)]
+    );
+}
+
+/// A directory's marker (its mode, owner and times) learnt by HEAD is remembered on disk
+/// by its version: a later mount's lookup of the unchanged directory costs HEAD and LIST
+/// (is it an object, is it a directory), not the marker's HEAD too.
+#[test]
+fn a_later_mounts_lookup_of_an_unchanged_directory_needs_no_marker_head() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = cache.path().join("meta.jsonl");
+    let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
+    let first = setup_with(&[], with_cache);
+    let made = first
+        .rt
+        .block_on(first.fs.mkdir(ROOT_INO, "m", 0o700, CALLER));
+    let mode = made.unwrap().perm;
+    let store = first.store.clone();
+    drop(first);
+    // A mount that looks it up HEADs its marker, and remembers it.
+    let second = mount_on(store.clone(), &[], with_cache);
+    second.rt.block_on(second.fs.lookup(ROOT_INO, "m")).unwrap();
+    drop(second);
+    let later = mount_on(store, &[], with_cache);
+    later.store.reset_counts();
+    let found = later.rt.block_on(later.fs.lookup(ROOT_INO, "m")).unwrap();
+    assert_eq!(found.perm, mode);
+    // The marker's HEAD is asked the first time only.
+    assert_eq!(
+        counts(&later.store),
+        [(RequestKind::Head, 1), (RequestKind::List, 1)]
     );
 }

@@ -1,6 +1,7 @@
 //! Questions about the tree: lookups, attributes, listings. Answers come from the inode
-//! table while fresh (the metadata TTL), else from S3: a lookup asks HEAD and a one-key LIST
-//! at once (a directory wins over an object of the same name), a listing takes every page
+//! table while fresh (the metadata TTL), else from S3: a lookup asks HEAD and LIST at once
+//! (a directory wins over an object of the same name; the LIST's page is the start of the
+//! directory's listing, so `ls DIR` costs no extra round trip), a listing takes every page
 //! and then HEADs, many at a time, the files it does not know the metadata of.
 
 use std::sync::Arc;
@@ -17,6 +18,10 @@ const METADATA_FETCHES_IN_FLIGHT: usize = 128;
 /// A directory whose last listing had at most this many entries (one LIST page) is listed
 /// again to answer a lookup once that listing is stale.
 const RELIST_ENTRIES: usize = 1000;
+/// Keys per LIST page (S3's most).
+const LIST_PAGE_KEYS: i32 = 1000;
+/// First pages of listings kept from lookups, waiting for a readdir of their directory.
+const FIRST_PAGES_KEPT: usize = 64;
 
 /// What identifies an object's version for the metadata cache: its etag, which a
 /// metadata-only change (CopyObject onto itself) keeps, and its Last-Modified, which that
@@ -33,9 +38,42 @@ fn version_of(etag: &str, last_modified: std::time::SystemTime) -> String {
 
 impl Fs {
     /// A directory as its marker `dir_rel` (`a/b/`) says (no marker: a directory with
-    /// nothing stored).
+    /// nothing stored). What the marker holds is remembered on disk by its version.
     pub(super) async fn read_marker(&self, dir_rel: &str) -> FsResult<Found> {
-        Ok(Found::dir_with(self.store.head(dir_rel).await?.as_ref()))
+        let marker = self.store.head(dir_rel).await?;
+        if let (Some(cache), Some(info)) = (&self.meta_cache, &marker)
+            && let Some(meta) = &info.meta
+        {
+            cache.put(dir_rel, &version_of(&info.etag, info.last_modified), meta);
+        }
+        Ok(Found::dir_with(marker.as_ref()))
+    }
+
+    /// The directory whose marker a listing showed as `marker`, from what an earlier HEAD
+    /// of the same version of it found.
+    fn remembered_marker(&self, dir_rel: &str, marker: &crate::store::ObjectInfo) -> Option<Found> {
+        let version = version_of(&marker.etag, marker.last_modified);
+        let meta = self.meta_cache.as_ref()?.get(dir_rel, &version)?;
+        let info = crate::store::ObjectInfo {
+            meta: Some(meta),
+            ..marker.clone()
+        };
+        Some(Found::dir_with(Some(&info)))
+    }
+
+    /// The first page of the directory `ino`'s listing, which a lookup's LIST brought: the
+    /// whole listing when it is the only page, else the start of the next `list_dir`.
+    fn keep_first_page(&self, ino: u64, page: crate::store::ListPage) {
+        if page.next.is_none() {
+            self.inodes.set_listing(ino, build_listing(&[page]));
+            return;
+        }
+        let ttl = self.inodes.ttl();
+        let mut kept = self.first_pages.lock().unwrap();
+        kept.retain(|_, (at, _)| at.elapsed() < ttl);
+        if kept.len() < FIRST_PAGES_KEPT {
+            kept.insert(ino, (std::time::Instant::now(), page));
+        }
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -114,16 +152,23 @@ impl Fs {
         let dir_rel = format!("{file_rel}/");
         let (head, list) = tokio::join!(
             self.store.head(&file_rel),
-            self.store.list_page(&dir_rel, None, 1)
+            self.store.list_page(&dir_rel, None, LIST_PAGE_KEYS)
         );
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
             // The marker `name/`, if any, sorts first; it holds the directory's attributes.
             let found = match list.files.first() {
-                Some(f) if f.name.is_empty() => self.read_marker(&dir_rel).await?,
+                Some(marker) if marker.name.is_empty() => {
+                    match self.remembered_marker(&dir_rel, marker) {
+                        Some(found) => found,
+                        None => self.read_marker(&dir_rel).await?,
+                    }
+                }
                 _ => Found::dir_with(None),
             };
-            return Ok(self.inodes.upsert(parent, name, found, count));
+            let attr = self.inodes.upsert(parent, name, found, count);
+            self.keep_first_page(attr.ino, list);
+            return Ok(attr);
         }
         match head? {
             Some(info) => {
@@ -374,8 +419,15 @@ impl Fs {
         }
         let mut pages = Vec::new();
         let mut next = None;
+        let kept = self.first_pages.lock().unwrap().remove(&ino);
+        if let Some((at, page)) = kept
+            && at.elapsed() < self.inodes.ttl()
+        {
+            next = page.next.clone();
+            pages.push(page);
+        }
         loop {
-            let page = self.store.list_page(rel, next, 1000).await?;
+            let page = self.store.list_page(rel, next, LIST_PAGE_KEYS).await?;
             next = page.next.clone();
             pages.push(page);
             if next.is_none() {

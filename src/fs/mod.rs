@@ -165,6 +165,8 @@ pub struct Fs {
     pending: Option<Arc<crate::pending::PendingArea>>,
     /// The etag each file was last opened for reading at (`Fs::keeps_page_cache`).
     opened_versions: Mutex<HashMap<u64, String>>,
+    /// First pages of listings that lookups brought, by directory (`lookup.rs`).
+    first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
 }
@@ -226,6 +228,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             opened_versions: Mutex::new(HashMap::new()),
+            first_pages: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             counters: Default::default(),
         }

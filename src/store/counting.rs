@@ -106,6 +106,7 @@ impl CountingStore {
     }
 
     fn count<T>(&self, kind: RequestKind, rel: &str, r: StoreResult<T>) -> StoreResult<T> {
+        tracing::trace!(request = ?kind, key = rel, ok = r.is_ok(), "S3 request");
         self.stats.record(kind, rel, &r);
         r
     }
