@@ -20,9 +20,12 @@
 //!   block inside `[end, end + window)` that is neither cached nor in flight is requested
 //!   at once. Consecutive missing blocks share a GET of up to [`PREFETCH_GET_BYTES`] (as a
 //!   direct client would read), whose blocks are handed over one by one as they arrive.
-//! - Any other read is *random*: the window falls back to one block, prefetches in flight
-//!   for this handle are dropped (aborting their GETs), and only the blocks the read
-//!   covers are fetched.
+//! - Any other read is *random*: the window falls back to one block, and sequential
+//!   prefetches in flight for this handle are dropped (aborting their GETs). What it
+//!   fetches depends on the link (`link.rs`): with S3 near, only the 64 KiB-aligned piece
+//!   it covers (not cached: a block would cost more than the round trip); with S3 far, the
+//!   blocks it covers and, in the background, the region around them that one more GET
+//!   brings in about a round trip, so the reads that follow nearby find it cached.
 //!
 //! # Backpressure
 //!
@@ -50,6 +53,9 @@ use tokio::task::JoinHandle;
 use crate::fs::cache::{BlockCache, BlockKey};
 use crate::store::{ObjectStore, StoreError};
 
+mod link;
+pub use link::LinkEstimate;
+
 pub type ReadResult<T> = Result<T, Arc<StoreError>>;
 
 /// The kernel readahead the mount asks for (`fuse/readahead.rs`): the kernel keeps this
@@ -58,6 +64,8 @@ pub const KERNEL_READAHEAD: u64 = 4 << 20;
 /// The largest GET of a sequential reader's prefetch: a direct client's part size. Larger
 /// GETs cost fewer requests; this one arrives within a few ms of its first byte.
 pub const PREFETCH_GET_BYTES: u64 = 8 << 20;
+/// What a random read fetches with S3 near: the aligned piece of this size around it.
+const RANDOM_PIECE: u64 = 64 << 10;
 
 /// What every reader of one mount shares.
 pub struct ReadShared {
@@ -67,6 +75,8 @@ pub struct ReadShared {
     pub max_readahead: u64,
     fetch_permits: Arc<Semaphore>,
     readahead_budget: Arc<Semaphore>,
+    /// Round trip and bandwidth of GETs, as measured.
+    pub link: LinkEstimate,
 }
 
 impl ReadShared {
@@ -87,6 +97,7 @@ impl ReadShared {
             max_readahead: max_readahead.max(block_size),
             fetch_permits: Arc::new(Semaphore::new(max_prefetch_gets.max(1))),
             readahead_budget: Arc::new(Semaphore::new(readahead_blocks.max(1))),
+            link: LinkEstimate::default(),
         }
     }
 }
@@ -97,6 +108,9 @@ struct Fetch {
     fut: FetchFuture,
     /// Held while a prefetched block waits to be read.
     _budget: Option<OwnedSemaphorePermit>,
+    /// Prefetched around a random read: kept when the reader moves elsewhere, let go once
+    /// it has arrived (it is in the cache then).
+    around_random: bool,
 }
 
 /// Aborts the GET task once nobody can receive its result.
@@ -174,7 +188,12 @@ impl FileReader {
             } else {
                 None
             };
+            let started = std::time::Instant::now();
+            let first_piece = std::sync::OnceLock::new();
             let deliver = |i: usize, data: Bytes| {
+                if i == 0 {
+                    let _ = first_piece.set((started.elapsed(), data.len() as u64));
+                }
                 let key = BlockKey {
                     key: rel.clone(),
                     etag: etag.clone(),
@@ -189,6 +208,9 @@ impl FileReader {
                 .store
                 .get_range_pieces(&rel, &etag, start, len, bs, &deliver)
                 .await;
+            if let (Ok(()), Some((first, first_len))) = (&fetched, first_piece.get()) {
+                sh.link.record(*first, *first_len, started.elapsed(), len);
+            }
             if let Err(e) = fetched {
                 let e = Arc::new(e);
                 for tx in senders.lock().unwrap().iter_mut().filter_map(Option::take) {
@@ -213,6 +235,72 @@ impl FileReader {
             .collect()
     }
 
+    /// Prefetches the blocks of `[from, to]` that are neither cached nor in flight, each run
+    /// of them in GETs of at most `per_get` blocks, each block holding a permit of the
+    /// readahead budget (none left: no further). `reader_at`: a sequential reader's block,
+    /// for which a short run at the far end waits for the reader to move on and lengthen
+    /// it (one GET of `per_get` blocks rather than a GET per block entered), unless the
+    /// reader is about to need it.
+    fn prefetch(
+        &self,
+        st: &mut State,
+        from: u64,
+        to: u64,
+        per_get: u64,
+        reader_at: Option<u64>,
+        around_random: bool,
+    ) {
+        let last_block = (self.size - 1) / self.shared.block_size;
+        let missing = |st: &State, b: u64| {
+            !st.inflight.contains_key(&b) && !self.shared.cache.contains(&self.block_key(b))
+        };
+        let mut b = from;
+        while b <= to {
+            if !missing(st, b) {
+                b += 1;
+                continue;
+            }
+            let mut end = b;
+            while end < to && end + 1 - b < per_get && missing(st, end + 1) {
+                end += 1;
+            }
+            let short = end + 1 - b < per_get;
+            if let Some(at) = reader_at
+                && short
+                && end == to
+                && end != last_block
+                && b > at + per_get
+            {
+                break;
+            }
+            let mut permits = Vec::new();
+            while permits.len() as u64 <= end - b {
+                match self.shared.readahead_budget.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let got = permits.len() as u64;
+            if got > 0 {
+                let futs = self.start_fetches(b, got, true);
+                for ((block, permit), fut) in (b..).zip(permits).zip(futs) {
+                    st.inflight.insert(
+                        block,
+                        Fetch {
+                            fut,
+                            _budget: Some(permit),
+                            around_random,
+                        },
+                    );
+                }
+            }
+            if got <= end - b {
+                return;
+            }
+            b = end + 1;
+        }
+    }
+
     /// Reads up to `size` bytes at `offset`; fewer only at end of file.
     pub async fn read(&self, offset: u64, size: u32) -> ReadResult<Bytes> {
         if offset >= self.size || size == 0 {
@@ -225,7 +313,8 @@ impl FileReader {
 
         // How far behind the furthest read a read may start and still be sequential.
         let behind = bs.max(KERNEL_READAHEAD);
-        let parts: Vec<Part> = {
+        // Err: the piece of the object to fetch alone (a random read, S3 near).
+        let parts: Result<Vec<Part>, (u64, u64)> = {
             let mut st = self.state.lock().unwrap();
             let skip = st.window.max(behind);
             let sequential =
@@ -238,86 +327,92 @@ impl FileReader {
                 st.last_end = st.last_end.max(end);
             } else {
                 st.window = bs;
-                st.inflight.clear();
+                st.inflight.retain(|_, f| f.around_random);
                 st.last_block = Some(last);
                 st.last_end = end;
             }
             // Blocks behind the reader are let go (aborting their GETs when no other block
             // shares them), but for reads the kernel may still send out of order.
             let keep_from = first.saturating_sub(behind / bs);
-            st.inflight.retain(|&b, _| b >= keep_from);
-
-            let mut parts = Vec::with_capacity((last - first + 1) as usize);
-            for b in first..=last {
-                if let Some(f) = st.inflight.get(&b) {
-                    parts.push(Part::Pending(f.fut.clone()));
-                } else if let Some(data) = self.shared.cache.get(&self.block_key(b)) {
-                    parts.push(Part::Ready(data));
+            st.inflight.retain(|&b, f| {
+                if f.around_random {
+                    f.fut.peek().is_none()
                 } else {
-                    let fut = self.start_fetches(b, 1, false).remove(0);
-                    st.inflight.insert(
-                        b,
-                        Fetch {
-                            fut: fut.clone(),
-                            _budget: None,
-                        },
-                    );
-                    parts.push(Part::Pending(fut));
+                    b >= keep_from
                 }
-            }
-
-            if sequential {
-                let ra_end = (st.last_end + st.window).min(self.size);
-                let ra_last = ra_end.saturating_sub(1) / bs;
-                // A window holds at least four GETs, so one is always on its way.
-                let per_get = (PREFETCH_GET_BYTES.min(self.shared.max_readahead / 4) / bs).max(1);
-                let last_block = (self.size - 1) / bs;
-                let missing = |st: &State, b: u64| {
-                    !st.inflight.contains_key(&b) && !self.shared.cache.contains(&self.block_key(b))
-                };
-                let mut b = last + 1;
-                while b <= ra_last {
-                    if !missing(&st, b) {
-                        b += 1;
-                        continue;
-                    }
-                    let mut end = b;
-                    while end < ra_last && end + 1 - b < per_get && missing(&st, end + 1) {
-                        end += 1;
-                    }
-                    // A short run at the far end of the window waits for the reader to
-                    // move on and lengthen it (one GET of `per_get` blocks rather than a
-                    // GET per block entered), unless the reader is about to need it.
-                    let short = end + 1 - b < per_get;
-                    if short && end == ra_last && end != last_block && b > last + per_get {
-                        break;
-                    }
-                    let mut permits = Vec::new();
-                    while permits.len() as u64 <= end - b {
-                        match self.shared.readahead_budget.clone().try_acquire_owned() {
-                            Ok(p) => permits.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                    let got = permits.len() as u64;
-                    let futs = self.start_fetches(b, got, true);
-                    for ((block, permit), fut) in (b..).zip(permits).zip(futs) {
+            });
+            let near = self.shared.link.is_near();
+            if !sequential
+                && near
+                && first == last
+                && !st.inflight.contains_key(&first)
+                && !self.shared.cache.contains(&self.block_key(first))
+            {
+                let from = offset / RANDOM_PIECE * RANDOM_PIECE;
+                let to = end.div_ceil(RANDOM_PIECE) * RANDOM_PIECE;
+                Err((from, to.min((first + 1) * bs).min(self.size)))
+            } else {
+                let mut parts = Vec::with_capacity((last - first + 1) as usize);
+                for b in first..=last {
+                    if let Some(f) = st.inflight.get(&b) {
+                        parts.push(Part::Pending(f.fut.clone()));
+                    } else if let Some(data) = self.shared.cache.get(&self.block_key(b)) {
+                        parts.push(Part::Ready(data));
+                    } else {
+                        let fut = self.start_fetches(b, 1, false).remove(0);
                         st.inflight.insert(
-                            block,
+                            b,
                             Fetch {
-                                fut,
-                                _budget: Some(permit),
+                                fut: fut.clone(),
+                                _budget: None,
+                                around_random: false,
                             },
                         );
+                        parts.push(Part::Pending(fut));
                     }
-                    if got <= end - b {
-                        // Out of budget: prefetch no further.
-                        break;
-                    }
-                    b = end + 1;
                 }
+                if !sequential && !near {
+                    // One more GET's worth around the read, aligned, in the background.
+                    // Bandwidth not measured yet: a prefetch GET's worth, which measures it.
+                let bdp = self
+                    .shared
+                    .link
+                    .bandwidth_delay()
+                    .unwrap_or(PREFETCH_GET_BYTES);
+                    let cap = (self.shared.max_readahead / 4 / bs).max(1);
+                    let blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
+                    let from = first / blocks * blocks;
+                    let to = (from + blocks - 1).min((self.size - 1) / bs);
+                    self.prefetch(&mut st, from, to, blocks, None, true);
+                }
+
+                if sequential {
+                    let ra_end = (st.last_end + st.window).min(self.size);
+                    let ra_last = ra_end.saturating_sub(1) / bs;
+                    // A window holds at least four GETs, so one is always on its way.
+                    let per_get =
+                        (PREFETCH_GET_BYTES.min(self.shared.max_readahead / 4) / bs).max(1);
+                    self.prefetch(&mut st, last + 1, ra_last, per_get, Some(last), false);
+                }
+                Ok(parts)
             }
-            parts
+        };
+        let parts = match parts {
+            Ok(parts) => parts,
+            Err((from, to)) => {
+                let started = std::time::Instant::now();
+                let piece = self
+                    .shared
+                    .store
+                    .get_range(&self.rel, &self.etag, from, to - from)
+                    .await
+                    .map_err(Arc::new)?;
+                crate::store::check_length(piece.len() as u64, from, to - from)
+                    .map_err(Arc::new)?;
+                let took = started.elapsed();
+                self.shared.link.record(took, to - from, took, to - from);
+                return Ok(piece.slice((offset - from) as usize..(end - from) as usize));
+            }
         };
 
         let mut blocks = Vec::with_capacity(parts.len());
@@ -444,7 +539,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_random_read_falls_back_to_single_blocks() {
+    async fn a_random_read_with_s3_near_fetches_only_its_piece() {
         let (store, r) = reader().await;
         for off in (0..4 * MIB).step_by(128 << 10) {
             r.read(off, 128 << 10).await.unwrap();
@@ -457,12 +552,37 @@ mod tests {
         assert_eq!(
             store.counts().get(RequestKind::Get) - before,
             1,
-            "a random read fetches only its own block"
+            "a random read fetches only its own piece"
         );
         assert_eq!(
             r.in_flight(),
-            1,
+            0,
             "prefetches of the old position were dropped"
+        );
+        assert!(r.shared.link.is_near());
+    }
+
+    #[tokio::test]
+    async fn a_random_read_with_s3_far_prefetches_the_region_around_it() {
+        let (store, r) = reader_with_window(32 * MIB).await;
+        store.set_latency(std::time::Duration::from_millis(20));
+        // The first read measures the link: a piece, one round trip.
+        r.read(20 * MIB + 5, 4096).await.unwrap();
+        assert!(!r.shared.link.is_near());
+        let before = store.counts().get(RequestKind::Get);
+        let data = r.read(5 * MIB + 7, 4096).await.unwrap();
+        assert_eq!(data[..], expected(5 * MIB + 7, 4096)[..]);
+        // Its block, and the aligned 8 MiB around it (blocks 0-4 and 6-7) in the background.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(store.counts().get(RequestKind::Get) - before, 3);
+        for off in [7, 2 * MIB + 100, 7 * MIB + 4000] {
+            let data = r.read(off, 4096).await.unwrap();
+            assert_eq!(data[..], expected(off, 4096)[..]);
+        }
+        assert_eq!(
+            store.counts().get(RequestKind::Get) - before,
+            3,
+            "reads near the first were served from the cache"
         );
     }
 
