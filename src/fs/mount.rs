@@ -105,8 +105,15 @@ pub fn mount(
     runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<Mount> {
     let fs = Arc::new(Fs::new(store, opts));
-    // Before the kernel sees the mount: clean up after a previous crash of this prefix.
-    runtime.block_on(fs.recover());
+    // Before the kernel sees the mount: clean up after a previous crash of this prefix,
+    // and learn the root's attributes, which the kernel's first path walk asks for (so the
+    // first command's round trips are its own). Failing that, the kernel's getattr asks.
+    runtime.block_on(async {
+        let (_, root) = tokio::join!(fs.recover(), fs.getattr(super::ROOT_INO));
+        if let Err(e) = root {
+            tracing::debug!(error = %e, "the root's attributes are asked for later");
+        }
+    });
     // Kept uploads are retried in the background for as long as the mount lives.
     let weak = Arc::downgrade(&fs);
     let retrier = runtime.spawn(async move {

@@ -374,12 +374,12 @@ impl FileReader {
                 if !sequential && !near {
                     // One more GET's worth around the read, aligned, in the background.
                     // Bandwidth not measured yet: a prefetch GET's worth, which measures it.
-                let bdp = self
-                    .shared
-                    .link
-                    .bandwidth_delay()
-                    .unwrap_or(PREFETCH_GET_BYTES);
-                    let cap = (self.shared.max_readahead / 4 / bs).max(1);
+                    let bdp = self
+                        .shared
+                        .link
+                        .bandwidth_delay()
+                        .unwrap_or(PREFETCH_GET_BYTES);
+                    let cap = (self.shared.max_readahead / 2 / bs).max(1);
                     let blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
                     let from = first / blocks * blocks;
                     let to = (from + blocks - 1).min((self.size - 1) / bs);
