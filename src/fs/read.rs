@@ -336,7 +336,9 @@ impl FileReader {
             let keep_from = first.saturating_sub(behind / bs);
             st.inflight.retain(|&b, f| {
                 if f.around_random {
-                    f.fut.peek().is_none()
+                    // Arrived (so cached): its budget permit goes back. Nobody awaits
+                    // these, so a poll is what tells.
+                    f.fut.clone().now_or_never().is_none()
                 } else {
                     b >= keep_from
                 }
@@ -583,6 +585,11 @@ mod tests {
             store.counts().get(RequestKind::Get) - before,
             3,
             "reads near the first were served from the cache"
+        );
+        assert_eq!(
+            r.shared.readahead_budget.available_permits(),
+            64,
+            "arrived region blocks gave their budget back"
         );
     }
 

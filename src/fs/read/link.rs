@@ -13,6 +13,9 @@ use std::time::Duration;
 /// bytes in 10 to 50 ms.
 pub const NEAR_RTT: Duration = Duration::from_millis(2);
 
+/// The shortest transfer a bandwidth sample is taken from.
+const MIN_TRANSFER: Duration = Duration::from_millis(1);
+
 /// Moving averages (1/8 weight per sample); 0 until measured. Races between updates
 /// lose a sample at most.
 #[derive(Default)]
@@ -35,7 +38,9 @@ impl LinkEstimate {
     /// One GET of `len` bytes: its first piece (`first_len` bytes) arrived after `first`,
     /// the whole after `total`.
     pub fn record(&self, first: Duration, first_len: u64, total: Duration, len: u64) {
-        if len > first_len && total > first {
+        // The rest of the body must have taken a while to say anything: a body that came
+        // in one burst (buffered on the way) tells nothing of the bandwidth.
+        if len > first_len && total >= first + MIN_TRANSFER {
             let rest = (total - first).as_secs_f64();
             blend(
                 &self.bytes_per_sec,
