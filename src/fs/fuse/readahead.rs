@@ -14,7 +14,16 @@ use std::path::Path;
 /// root, the mount not found); harmless.
 pub(super) fn raise(mountpoint: &Path, bytes: u64) -> std::io::Result<()> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let wanted = mountpoint.canonicalize()?;
+    // The parent, not the mount itself: a stat of the mount's root would be a request to
+    // this file system, which may have to ask S3.
+    let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, "no parent directory");
+    let parent = mountpoint.parent().ok_or_else(not_found)?;
+    let parent = if parent.as_os_str().is_empty() {
+        std::env::current_dir()?
+    } else {
+        parent.canonicalize()?
+    };
+    let wanted = parent.join(mountpoint.file_name().ok_or_else(not_found)?);
     let device = device_of(&mountinfo, &wanted.to_string_lossy()).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::NotFound,
