@@ -107,7 +107,7 @@ fn unescape_mountinfo(field: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
+            && i + 4 <= bytes.len()
             && bytes[i + 1..i + 4]
                 .iter()
                 .all(|b| (b'0'..=b'7').contains(b))
@@ -124,23 +124,48 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One line of `/proc/self/mountinfo`.
+struct MountEntry<'a> {
+    /// The backing device, `MAJ:MIN`.
+    device: &'a str,
+    mountpoint: PathBuf,
+    fstype: &'a str,
+}
+
+/// The mounts of a mountinfo text, in its order (a later mount on a path is on top).
+fn mount_entries(info: &str) -> impl Iterator<Item = MountEntry<'_>> {
+    info.lines().filter_map(|line| {
+        let mut fields = line.split(' ');
+        let device = fields.nth(2)?;
+        let mountpoint = PathBuf::from(unescape_mountinfo(fields.nth(1)?));
+        let fstype = line.split(" - ").nth(1)?.split(' ').next()?;
+        Some(MountEntry {
+            device,
+            mountpoint,
+            fstype,
+        })
+    })
+}
+
 /// Whether a cognifs FUSE filesystem is mounted at `path` (already canonical).
 pub fn is_mounted(path: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    info.lines().any(|line| {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let fstype = line
-            .split(" - ")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next())
-            .unwrap_or_default();
-        fields
-            .get(4)
-            .is_some_and(|mp| Path::new(&unescape_mountinfo(mp)) == path)
-            && fstype.starts_with("fuse")
-    })
+    mount_entries(&info).any(|m| m.mountpoint == path && m.fstype.starts_with("fuse"))
+}
+
+/// The backing device (`MAJ:MIN`) of the topmost mount at `path` (already canonical).
+pub fn device_of(path: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    device_in(&info, path)
+}
+
+fn device_in(info: &str, path: &Path) -> Option<String> {
+    mount_entries(info)
+        .filter(|m| m.mountpoint == path)
+        .last()
+        .map(|m| m.device.to_owned())
 }
 
 /// Waits until `pid` is gone, up to `limit`.
@@ -167,6 +192,22 @@ mod tests {
         );
         assert_eq!(unescape_mountinfo(r"/a\134b"), r"/a\b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/ends\040"), "/ends ");
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 252:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+98 22 0:53 / /tmp/a\\040b rw,nosuid,nodev - fuse.cognifs cognifs rw,user_id=0
+99 22 0:54 / /mnt/x rw - fuse.cognifs cognifs rw
+100 22 0:57 / /mnt/x rw - fuse.cognifs cognifs rw
+";
+
+    #[test]
+    fn the_device_is_the_topmost_mounts_and_paths_are_unescaped() {
+        let device = |p: &str| device_in(MOUNTINFO, Path::new(p));
+        assert_eq!(device("/tmp/a b").as_deref(), Some("0:53"));
+        assert_eq!(device("/mnt/x").as_deref(), Some("0:57"));
+        assert_eq!(device("/mnt"), None);
     }
 
     #[test]

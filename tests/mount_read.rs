@@ -609,16 +609,8 @@ async fn the_kernel_reads_ahead_4_mib_on_the_mount() {
     with_timeout(60, async {
         let running = start().await;
         let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let point = m.path().canonicalize().unwrap();
-        let device = mountinfo
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                (f.get(4) == Some(&point.to_str().unwrap())).then(|| f[2].to_owned())
-            })
-            .next_back()
-            .expect("the mount in mountinfo");
+        let device = cognifs::mounts::device_of(&point).expect("the mount in mountinfo");
         let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
         let kb = std::fs::read_to_string(&knob).unwrap();
         assert_eq!(kb.trim(), "4096", "{knob}");
