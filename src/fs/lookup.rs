@@ -41,10 +41,8 @@ impl Fs {
     /// nothing stored). What the marker holds is remembered on disk by its version.
     pub(super) async fn read_marker(&self, dir_rel: &str) -> FsResult<Found> {
         let marker = self.store.head(dir_rel).await?;
-        if let (Some(cache), Some(info)) = (&self.meta_cache, &marker)
-            && let Some(meta) = &info.meta
-        {
-            cache.put(dir_rel, &version_of(&info.etag, info.last_modified), meta);
+        if let Some(info) = &marker {
+            self.remember(dir_rel, info);
         }
         Ok(Found::dir_with(marker.as_ref()))
     }
@@ -52,12 +50,7 @@ impl Fs {
     /// The directory whose marker a listing showed as `marker`, from what an earlier HEAD
     /// of the same version of it found.
     fn remembered_marker(&self, dir_rel: &str, marker: &crate::store::ObjectInfo) -> Option<Found> {
-        let version = version_of(&marker.etag, marker.last_modified);
-        let meta = self.meta_cache.as_ref()?.get(dir_rel, &version)?;
-        let info = crate::store::ObjectInfo {
-            meta: Some(meta),
-            ..marker.clone()
-        };
+        let info = self.recall(dir_rel, marker.clone())?;
         Some(Found::dir_with(Some(&info)))
     }
 
@@ -185,26 +178,45 @@ impl Fs {
 
     /// What a HEAD of `rel` said, remembered on disk for later mounts, by key and version.
     fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
+        self.remember(rel, info);
+        Found::object(info)
+    }
+
+    /// Keeps the user metadata a HEAD of `rel` found, on disk, by key and version.
+    fn remember(&self, rel: &str, info: &crate::store::ObjectInfo) {
         if let (Some(cache), Some(meta)) = (&self.meta_cache, &info.meta) {
             cache.put(rel, &version_of(&info.etag, info.last_modified), meta);
         }
-        Found::object(info)
+    }
+
+    /// `info` (as a listing shows `rel`) with the user metadata an earlier HEAD of the same
+    /// version found, if it is remembered.
+    fn recall(
+        &self,
+        rel: &str,
+        info: crate::store::ObjectInfo,
+    ) -> Option<crate::store::ObjectInfo> {
+        let version = version_of(&info.etag, info.last_modified);
+        let meta = self.meta_cache.as_ref()?.get(rel, &version)?;
+        Some(crate::store::ObjectInfo {
+            meta: Some(meta),
+            ..info
+        })
     }
 
     /// The object `ino` (known from a listing, at `rel`) with the metadata an earlier HEAD
     /// of the same version found, if it is remembered.
     fn remembered(&self, ino: u64, rel: &str) -> Option<Found> {
-        let cache = self.meta_cache.as_ref()?;
+        self.meta_cache.as_ref()?;
         let node = self.inodes.get(ino)?;
-        let user = cache.get(rel, &version_of(&node.found.etag, node.found.last_modified))?;
-        let info = crate::store::ObjectInfo {
+        let listed = crate::store::ObjectInfo {
             name: String::new(),
             size: node.found.size,
             etag: node.found.etag.clone(),
             last_modified: node.found.last_modified,
-            meta: Some(user),
+            meta: None,
         };
-        Some(Found::object(&info))
+        Some(Found::object(&self.recall(rel, listed)?))
     }
 
     /// A counted lookup of an entry known from a listing: HEAD it (a directory: its

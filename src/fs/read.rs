@@ -144,6 +144,15 @@ enum Part {
     Pending(FetchFuture),
 }
 
+/// How a read is answered, decided under the handle's lock.
+enum Plan {
+    /// From the blocks it covers, cached or on their way.
+    Blocks(Vec<Part>),
+    /// From the object's bytes `from..to` alone, fetched now and not cached (a random read
+    /// with S3 near).
+    Piece { from: u64, to: u64 },
+}
+
 impl FileReader {
     pub fn new(shared: Arc<ReadShared>, rel: String, etag: String, size: u64) -> Self {
         let window = shared.block_size;
@@ -313,8 +322,7 @@ impl FileReader {
 
         // How far behind the furthest read a read may start and still be sequential.
         let behind = bs.max(KERNEL_READAHEAD);
-        // Err: the piece of the object to fetch alone (a random read, S3 near).
-        let parts: Result<Vec<Part>, (u64, u64)> = {
+        let plan = {
             let mut st = self.state.lock().unwrap();
             let skip = st.window.max(behind);
             let sequential =
@@ -352,7 +360,10 @@ impl FileReader {
             {
                 let from = offset / RANDOM_PIECE * RANDOM_PIECE;
                 let to = end.div_ceil(RANDOM_PIECE) * RANDOM_PIECE;
-                Err((from, to.min((first + 1) * bs).min(self.size)))
+                Plan::Piece {
+                    from,
+                    to: to.min((first + 1) * bs).min(self.size),
+                }
             } else {
                 let mut parts = Vec::with_capacity((last - first + 1) as usize);
                 for b in first..=last {
@@ -396,12 +407,12 @@ impl FileReader {
                         (PREFETCH_GET_BYTES.min(self.shared.max_readahead / 4) / bs).max(1);
                     self.prefetch(&mut st, last + 1, ra_last, per_get, Some(last), false);
                 }
-                Ok(parts)
+                Plan::Blocks(parts)
             }
         };
-        let parts = match parts {
-            Ok(parts) => parts,
-            Err((from, to)) => {
+        let parts = match plan {
+            Plan::Blocks(parts) => parts,
+            Plan::Piece { from, to } => {
                 let started = std::time::Instant::now();
                 let piece = self
                     .shared

@@ -186,9 +186,7 @@ impl WriteState {
         while off < size {
             let len = LOAD_CHUNK.min(size - off);
             let data = store.get_range(rel, etag, off, len).await?;
-            if data.len() as u64 != len {
-                return Err(StoreError::Other("short read while loading".into()));
-            }
+            crate::store::check_length(data.len() as u64, off, len)?;
             self.spool.write_at(data, off).await?;
             off += len;
         }

@@ -115,6 +115,28 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// The body of a GET of `len` (> 0) bytes from `start`, if the object has `if_match_etag`.
+    async fn ranged_get(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<aws_sdk_s3::primitives::ByteStream> {
+        let key = self.scope.object_key(rel)?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_match(if_match_etag)
+            .range(format!("bytes={}-{}", start, start + len - 1))
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
+        Ok(out.body)
+    }
+
     pub fn new(client: Client, bucket: String, prefix: String) -> Self {
         S3Store {
             client,
@@ -335,22 +357,13 @@ impl ObjectStore for S3Store {
         start: u64,
         len: u64,
     ) -> StoreResult<Bytes> {
-        let key = self.scope.object_key(rel)?;
         if len == 0 {
+            self.scope.object_key(rel)?;
             return Ok(Bytes::new());
         }
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .if_match(if_match_etag)
-            .range(format!("bytes={}-{}", start, start + len - 1))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let body = out
-            .body
+        let body = self
+            .ranged_get(rel, if_match_etag, start, len)
+            .await?
             .collect()
             .await
             .map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
@@ -366,21 +379,11 @@ impl ObjectStore for S3Store {
         piece: u64,
         on_piece: &PieceSink<'_>,
     ) -> StoreResult<()> {
-        let key = self.scope.object_key(rel)?;
         if len == 0 {
+            self.scope.object_key(rel)?;
             return Ok(());
         }
-        let mut body = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .if_match(if_match_etag)
-            .range(format!("bytes={}-{}", start, start + len - 1))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?
-            .body;
+        let mut body = self.ranged_get(rel, if_match_etag, start, len).await?;
         // Each piece is filled by one copy out of the connection's buffers and handed over
         // as soon as it is whole.
         let piece = piece.max(1);
