@@ -897,13 +897,7 @@ async fn markers_objects_and_children_coexist() {
         ("top.txt/child", "c"),
         ("sp ace+%#?.txt", "odd"),
     ] {
-        s3.put_object()
-            .bucket("cognifs")
-            .key(format!("{id}/{k}"))
-            .body(ByteStream::from(body.as_bytes().to_vec()))
-            .send()
-            .await
-            .unwrap();
+        write_object(&s3, &format!("{id}/{k}"), body.as_bytes()).await;
     }
     let p = |s: &str| format!("{id}/{s}");
     let (keys, prefixes) = list_all(&s3, &p(""), Some("/")).await;
@@ -1008,13 +1002,7 @@ async fn restart_on_the_same_data_dir_keeps_everything() {
         .send()
         .await
         .unwrap();
-    s3.put_object()
-        .bucket("cognifs")
-        .key(format!("{id}/gone"))
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    write_object(&s3, &format!("{id}/gone"), b"x").await;
     s3.delete_object()
         .bucket("cognifs")
         .key(format!("{id}/gone"))
@@ -1174,13 +1162,7 @@ async fn list_objects_v1_pages_with_marker_and_delimiter() {
         "z",
     ];
     for k in names {
-        s3.put_object()
-            .bucket("cognifs")
-            .key(p(k))
-            .body(ByteStream::from_static(b"x"))
-            .send()
-            .await
-            .unwrap();
+        write_object(&s3, &p(k), b"x").await;
     }
     // Delimited, every page size: a common prefix that ends a page is not repeated on the next.
     for max_keys in [1, 2, 3, 1000] {
@@ -1288,6 +1270,16 @@ async fn jwks(running: &Running) -> serde_json::Value {
         .unwrap()
 }
 
+async fn write_object(s3: &aws_sdk_s3::Client, key: &str, body: &[u8]) {
+    s3.put_object()
+        .bucket("cognifs")
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("PUT {key}: {e:?}"));
+}
+
 async fn read_object(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
     let out = s3
         .get_object()
@@ -1324,14 +1316,12 @@ async fn restart_keeps_sign_ins_tokens_and_issued_credentials() {
     assert_eq!(resp.status(), 200);
     let (id, creds) = aws_credentials(&running, &id_token).await;
     let key = format!("{id}/before-restart");
-    s3_client(&running, creds.clone())
-        .put_object()
-        .bucket("cognifs")
-        .key(&key)
-        .body(ByteStream::from_static(b"written before the restart"))
-        .send()
-        .await
-        .unwrap();
+    write_object(
+        &s3_client(&running, creds.clone()),
+        &key,
+        b"written before the restart",
+    )
+    .await;
     let jwks_before = jwks(&running).await;
     running.shutdown().await;
 
@@ -1402,14 +1392,7 @@ async fn forgotten_credentials_are_unknown_keys_and_stay_forgotten() {
     let (_, bob_s3) = user_s3(&running, "bob", "bob-pass").await;
     let key = format!("{id}/f");
     let old_s3 = s3_client(&running, old.clone());
-    old_s3
-        .put_object()
-        .bucket("cognifs")
-        .key(&key)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    write_object(&old_s3, &key, b"x").await;
 
     assert_eq!(running.forget_credentials(), 2);
     let err = old_s3
@@ -1462,13 +1445,7 @@ async fn fault_knobs_change_while_running_and_spare_identity_calls() {
     let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
     let s3 = without_retries(&s3);
     let key = format!("{id}/f");
-    s3.put_object()
-        .bucket("cognifs")
-        .key(&key)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    write_object(&s3, &key, b"x").await;
     let faults = running.faults();
 
     faults.set_s3_down(true);
@@ -1542,14 +1519,7 @@ async fn binary_forgets_credentials_on_sigusr1() {
     let tokens = sign_in(&running, "alice", "alice-pass").await;
     let (id, creds) = aws_credentials(&running, tokens["id_token"].as_str().unwrap()).await;
     let key = format!("{id}/f");
-    s3_client(&running, creds.clone())
-        .put_object()
-        .bucket("cognifs")
-        .key(&key)
-        .body(ByteStream::from_static(b"x"))
-        .send()
-        .await
-        .unwrap();
+    write_object(&s3_client(&running, creds.clone()), &key, b"x").await;
     let region = running.profile.region.clone();
     running.shutdown().await;
 
