@@ -1,7 +1,8 @@
 //! The spool: an anonymous local file holding the whole current contents of one file open
 //! for writing. It is created under `MountOptions::spool_dir` and unlinked at once, so a
-//! crash leaves nothing behind and the data dies with the last handle. Blocking file I/O
-//! runs on tokio's blocking pool, never on an async worker.
+//! crash leaves nothing behind and the data dies with the last handle. File I/O that may
+//! block (anything beyond a small copy into the page cache) runs on tokio's blocking pool,
+//! never on an async worker.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -13,6 +14,12 @@ use bytes::Bytes;
 use crate::store::{StoreError, StoreResult};
 
 static SPOOL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Reads and writes up to this size run on the calling thread: they copy to or from the
+/// page cache in microseconds, less than a hand-off to the blocking pool and back costs
+/// (a small file's write, its read-back). Larger ones, which may wait for the disk under
+/// writeback, go to the blocking pool.
+const INLINE_IO: usize = 128 << 10;
 
 /// The name a spool file has for the instant between its creation and its unlinking:
 /// `PID-INO-SEQ` (recovery removes those of dead processes).
@@ -84,19 +91,25 @@ impl Spool {
     }
 
     pub async fn write_at(&self, data: Bytes, offset: u64) -> StoreResult<()> {
+        if data.len() <= INLINE_IO {
+            return Ok(self.file.write_all_at(&data, offset)?);
+        }
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, offset)).await
     }
 
     /// Exactly `len` bytes at `offset` (the caller knows the size).
     pub async fn read_exact(&self, offset: u64, len: u64) -> StoreResult<Bytes> {
-        let file = self.file.clone();
-        blocking(move || {
+        let read = move |file: &std::fs::File| {
             let mut buf = vec![0u8; len as usize];
             file.read_exact_at(&mut buf, offset)?;
             Ok(Bytes::from(buf))
-        })
-        .await
+        };
+        if len <= INLINE_IO as u64 {
+            return read(&self.file).map_err(StoreError::from);
+        }
+        let file = self.file.clone();
+        blocking(move || read(&file)).await
     }
 
     pub async fn set_len(&self, size: u64) -> StoreResult<()> {
@@ -119,5 +132,23 @@ mod tests {
         spool.set_len(5).await.unwrap();
         assert!(spool.read_exact(0, 6).await.is_err());
         assert_eq!(&spool.read_exact(3, 2).await.unwrap()[..], b"\0x");
+    }
+
+    #[tokio::test]
+    async fn small_and_large_io_meet_in_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::create(dir.path(), 8).unwrap();
+        let large: Vec<u8> = (0..3 * INLINE_IO).map(|i| (i % 251) as u8).collect();
+        // Large on the blocking pool, small on the caller's thread, over each other.
+        spool.write_at(Bytes::from(large.clone()), 0).await.unwrap();
+        spool
+            .write_at(Bytes::from_static(b"small"), 10)
+            .await
+            .unwrap();
+        let mut expected = large;
+        expected[10..15].copy_from_slice(b"small");
+        let whole = spool.read_exact(0, expected.len() as u64).await.unwrap();
+        assert_eq!(&whole[..], &expected[..]);
+        assert_eq!(&spool.read_exact(8, 9).await.unwrap()[..], &expected[8..17]);
     }
 }

@@ -255,7 +255,15 @@ impl WriteState {
         if !keeps_stream {
             self.stop_stream().await;
         }
-        self.spool.set_len(size).await?;
+        // A loaded spool is as long as the file: the same size needs no call (a create, an
+        // `O_TRUNC` of an empty file).
+        let same = {
+            let i = self.inner.lock().unwrap();
+            i.loaded && i.size == size
+        };
+        if !same {
+            self.spool.set_len(size).await?;
+        }
         let mut i = self.inner.lock().unwrap();
         i.size = size;
         i.touched();
@@ -416,18 +424,24 @@ impl Fs {
             }
             pending
         };
-        let stream = {
+        let node = self.inodes.get(ws.ino);
+        let (stream, held) = {
             let mut stream = ws.stream.lock().await;
-            // A stream that has not sent a part yet stays: a flush this early (a shell's
-            // `>`, `dd`, a child that inherits the descriptor and exits) must not cost the
-            // rest of the file its streaming upload.
-            if stream.as_ref().is_some_and(|s| !s.started()) {
-                None
-            } else {
-                stream.take()
+            match stream.as_ref() {
+                // A stream that has not sent a part yet stays: a flush this early (a shell's
+                // `>`, `dd`, a child that inherits the descriptor and exits) must not cost the
+                // rest of the file its streaming upload. What it holds may be the whole file.
+                Some(s) if !s.started() => {
+                    let held = pending
+                        .as_ref()
+                        .zip(node.as_ref())
+                        .and_then(|((size, _), node)| s.held(&node.rel, *size));
+                    (None, held)
+                }
+                _ => (stream.take(), None),
             }
         };
-        let (Some((size, meta)), Some(node)) = (pending, self.inodes.get(ws.ino)) else {
+        let (Some((size, meta)), Some(node)) = (pending, node) else {
             if let Some(s) = stream {
                 s.abandon(&ws.ctx);
             }
@@ -454,6 +468,7 @@ impl Fs {
             size,
             (&meta, modified),
             stream,
+            held,
         );
         match uploaded.await {
             Ok((etag, meta)) => {

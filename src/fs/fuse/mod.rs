@@ -1,8 +1,11 @@
 //! Links fuser method calls into the filesystem core ([`Fs`]).
 //!
 //! Every callback that may touch the network moves its arguments and reply object into a
-//! task on the tokio runtime and returns at once; the task replies. Callbacks that only
-//! touch memory (forget, releasedir, statfs, the refusals) answer inline.
+//! task that replies. The task runs first on the FUSE thread itself, until it would wait:
+//! what needs no network (answers from the caches, a write into the spool, a release)
+//! replies there, with no hand-off. A task that waits goes on to the tokio runtime, and the
+//! FUSE thread returns to the kernel's queue. Callbacks that only touch memory (forget,
+//! releasedir, statfs, the refusals) answer inline.
 
 use std::ffi::OsStr;
 use std::io;
@@ -16,6 +19,7 @@ use fuser::{
     ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
+use futures::FutureExt;
 use tokio::runtime::Handle;
 
 mod convert;
@@ -35,6 +39,18 @@ impl FuseFs {
         self.fs.ttl()
     }
 
+    /// Polls `task` here once, in the runtime's context, and hands it to the runtime only if
+    /// it has to wait. On two cores a hand-off (a wake-up, two context switches) costs more
+    /// than most answers: a small file's create, write and release cost three of them. A
+    /// wake-up lost by this first poll is harmless: a spawned task is always polled again.
+    fn run(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let _context = self.rt.enter();
+        let mut task = Box::pin(task);
+        if (&mut task).now_or_never().is_none() {
+            self.rt.spawn(task);
+        }
+    }
+
     /// Runs `f` on the runtime and answers an entry reply from its outcome.
     fn entry_reply(
         &self,
@@ -44,7 +60,7 @@ impl FuseFs {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match f.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
                 Err(e) => reply.error(failed(&fs, op, parent.0, Some(&name), e)),
@@ -60,7 +76,7 @@ impl FuseFs {
         f: impl std::future::Future<Output = Result<(), FsError>> + Send + 'static,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match f.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(failed(&fs, op, ino.0, name.as_deref(), e)),
@@ -96,7 +112,7 @@ impl Filesystem for FuseFs {
         };
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
                 Err(e) => reply.error(failed(&fs, "lookup", parent.0, Some(&name), e)),
@@ -111,7 +127,7 @@ impl Filesystem for FuseFs {
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
                 Err(e) => reply.error(failed(&fs, "getattr", ino.0, None, e)),
@@ -123,7 +139,7 @@ impl Filesystem for FuseFs {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         let trunc = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.open(ino.0, write, trunc).await {
                 Ok(fh) => {
                     let flags = if fs.keeps_page_cache(fh) {
@@ -150,7 +166,7 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(failed(&fs, "read", ino.0, None, e)),
@@ -171,7 +187,7 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         // flush already reported any upload error to close(); a failed last upload is
         // logged by the core itself (it says the data was dropped).
-        self.rt.spawn(async move {
+        self.run(async move {
             let _ = fs.release(fh.0).await;
             reply.ok();
         });
@@ -225,7 +241,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     // Offsets handed to the kernel are "index of the next entry".
@@ -256,7 +272,7 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -340,7 +356,7 @@ impl Filesystem for FuseFs {
         };
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), req).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
                 Err(e) => reply.error(failed(&fs, "setattr", ino.0, None, e)),
@@ -432,7 +448,7 @@ impl Filesystem for FuseFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(failed(&fs, "readlink", ino.0, None, e)),
@@ -445,7 +461,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENODATA);
         };
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(value) => reply_xattr(reply, size, &value),
                 Err(e) => reply.error(failed(&fs, "getxattr", ino.0, None, e)),
@@ -455,7 +471,7 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -554,7 +570,7 @@ impl Filesystem for FuseFs {
     ) {
         let data = data.to_vec();
         let fs = self.fs.clone();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.write(fh.0, offset, data).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(failed(&fs, "write", ino.0, None, e)),
@@ -578,7 +594,7 @@ impl Filesystem for FuseFs {
         };
         let (fs, who) = (self.fs.clone(), caller(req));
         let ttl = self.ttl();
-        self.rt.spawn(async move {
+        self.run(async move {
             match fs.create(parent.0, &name, mode, who).await {
                 Ok((a, fh)) => reply.created(
                     &ttl,

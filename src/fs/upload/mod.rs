@@ -50,8 +50,10 @@ pub struct UploadCtx {
     pub abort_tried: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-/// Puts the first `size` bytes of `spool` at `rel` with `meta`, finishing `stream` if it
-/// carried exactly that, else from the spool. Returns the new etag and the metadata stored.
+/// Puts the first `size` bytes of `spool` at `rel` with `meta`: by finishing `stream` if it
+/// carried exactly that, else by one PUT of `held` if it is those bytes (a small file's
+/// contents, still in memory), else from the spool. Returns the new etag and the metadata
+/// stored.
 ///
 /// Like s3fs, every upload stores an mtime: `meta`'s if one was set (utimens), else the
 /// time of the last write (`modified`) — or, for a streamed upload, the time its first
@@ -94,6 +96,7 @@ pub async fn upload(
     size: u64,
     (meta, modified): (&Meta, SystemTime),
     stream: Option<Stream>,
+    held: Option<bytes::Bytes>,
 ) -> StoreResult<(String, Meta)> {
     let mut meta = meta.clone();
     if let Some(s) = stream {
@@ -120,6 +123,9 @@ pub async fn upload(
     if meta.mtime.is_none() {
         meta.mtime = Some(modified);
     }
-    let etag = whole::upload_spool(ctx, spool, rel, size, &meta).await?;
+    let etag = match held {
+        Some(data) if data.len() as u64 == size => whole::put(ctx, rel, data, &meta).await?,
+        _ => whole::upload_spool(ctx, spool, rel, size, &meta).await?,
+    };
     Ok((etag, meta))
 }

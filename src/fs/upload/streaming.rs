@@ -63,6 +63,13 @@ impl Stream {
         self.upload_id.is_some() && self.end == size && self.rel == rel
     }
 
+    /// A copy of the file when this stream has every byte of it (`size` bytes at `rel`) and
+    /// has sent none: a small file, put whole from memory without reading the spool back.
+    pub fn held(&self, rel: &str, size: u64) -> Option<bytes::Bytes> {
+        (!self.started() && self.end == size && self.rel == rel)
+            .then(|| bytes::Bytes::copy_from_slice(&self.buf))
+    }
+
     /// Takes the bytes of a write at `offset`; `false` (nothing taken) when the write is
     /// not at the end, and the stream must be abandoned. Full parts are sent as they fill.
     pub async fn accept(&mut self, ctx: &UploadCtx, offset: u64, data: &[u8]) -> StoreResult<bool> {

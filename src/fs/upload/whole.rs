@@ -1,9 +1,10 @@
 //! Uploading a spool as it stands: one PutObject below the part size, else a multipart
 //! upload with `parts_in_flight` parts at once (memory: part size × parts in flight), aborted
-//! if it fails.
+//! if it fails. Also the PutObject of a small file whose bytes are still in memory.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
 use super::UploadCtx;
@@ -19,15 +20,13 @@ pub async fn upload_spool(
     meta: &Meta,
 ) -> StoreResult<String> {
     let (store, part_size) = (&ctx.store, ctx.part_size);
-    let user = meta.to_user();
-    let progress = ctx.progress.start(rel, size, false);
     if size < part_size {
         let _permit = ctx.budget.acquire().await;
         let data = spool.read_exact(0, size).await?;
-        let etag = store.put(rel, data, &user).await?;
-        progress.add_sent(size);
-        return Ok(etag);
+        return put_permitted(ctx, rel, data, meta).await;
     }
+    let user = meta.to_user();
+    let progress = ctx.progress.start(rel, size, false);
     let id = store.create_multipart(rel, &user).await?;
     let parts = size.div_ceil(part_size);
     let result = async {
@@ -60,11 +59,30 @@ pub async fn upload_spool(
     result
 }
 
+/// One PutObject of a whole file below the part size whose bytes are in hand.
+pub async fn put(ctx: &UploadCtx, rel: &str, data: Bytes, meta: &Meta) -> StoreResult<String> {
+    let _permit = ctx.budget.acquire().await;
+    put_permitted(ctx, rel, data, meta).await
+}
+
+/// [`put`], the caller holding a budget permit for `data`.
+async fn put_permitted(
+    ctx: &UploadCtx,
+    rel: &str,
+    data: Bytes,
+    meta: &Meta,
+) -> StoreResult<String> {
+    let size = data.len() as u64;
+    let progress = ctx.progress.start(rel, size, false);
+    let etag = ctx.store.put(rel, data, &meta.to_user()).await?;
+    progress.add_sent(size);
+    Ok(etag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::{MemoryStore, RequestKind};
-    use bytes::Bytes;
     use std::time::Duration;
     use tokio::sync::Semaphore;
 
@@ -114,6 +132,52 @@ mod tests {
         task.await.unwrap().unwrap();
         assert_eq!(store.counts().get(RequestKind::UploadPart), 3);
         assert_eq!(store.get_raw("p/f").unwrap().0.len(), 12 << 20);
+    }
+
+    #[tokio::test]
+    async fn a_small_file_in_memory_is_put_as_it_is_and_other_bytes_are_not_trusted() {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        let ctx = ctx(store.clone(), 1);
+        let (_dir, spool) = spool_of(5).await;
+        let modified = std::time::SystemTime::now();
+        let held = Some(Bytes::from_static(b"hello"));
+        let (_, meta) = super::super::upload(
+            &ctx,
+            &spool,
+            "f",
+            5,
+            (&Meta::default(), modified),
+            None,
+            held,
+        )
+        .await
+        .unwrap();
+        assert_eq!(&store.get_raw("p/f").unwrap().0[..], b"hello");
+        assert_eq!(
+            meta.mtime,
+            Some(modified),
+            "the time of the last write is stored"
+        );
+        // Bytes of another length are not the file: the spool is read instead.
+        let short = Some(Bytes::from_static(b"hi"));
+        super::super::upload(
+            &ctx,
+            &spool,
+            "g",
+            5,
+            (&Meta::default(), modified),
+            None,
+            short,
+        )
+        .await
+        .unwrap();
+        assert_eq!(&store.get_raw("p/g").unwrap().0[..], &[9u8; 5]);
+        assert_eq!(store.counts().get(RequestKind::Put), 2);
+        assert_eq!(
+            ctx.budget.available_permits(),
+            1,
+            "the permit is given back"
+        );
     }
 
     #[tokio::test]
