@@ -150,6 +150,45 @@ async fn cp_of_80_mib_is_in_s3_when_cp_returns() {
         })
         .await;
         assert!(back == data, "read back through the mount differs");
+        let traffic = env.running.traffic();
+        assert_eq!(
+            traffic.unsigned_bodies(),
+            0,
+            "over plain HTTP bodies are signed"
+        );
+        assert!(traffic.signed_bodies() >= 10, "{}", traffic.signed_bodies());
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_with_unsigned_bodies_as_over_https() {
+    with_timeout(120, async {
+        let env = Env::new().await;
+        let opts = spool_opts(env.spool.path());
+        let m = mount_user_signing(&env.running, ALICE.0, ALICE.1, opts, false).await;
+        // A small file (one PUT) and one over the part size (a multipart upload).
+        let small = pseudo_random(5000, 3);
+        let large = pseudo_random(20 << 20, 4);
+        let (s, l) = (small.clone(), large.clone());
+        let dir = m.path().to_owned();
+        blocking(move || {
+            std::fs::write(dir.join("small"), &s).unwrap();
+            std::fs::write(dir.join("large"), &l).unwrap();
+        })
+        .await;
+        assert!(env.s3("small").await.unwrap() == small);
+        assert!(env.s3("large").await.unwrap() == large);
+        let traffic = env.running.traffic();
+        // One PUT and three parts (8 MiB parts), none of them signed.
+        assert_eq!(traffic.signed_bodies(), 0, "no body signed");
+        assert!(
+            traffic.unsigned_bodies() >= 4,
+            "{}",
+            traffic.unsigned_bodies()
+        );
         drop(m);
         env.running.shutdown().await;
     })

@@ -38,8 +38,8 @@ use tokio::task::JoinSet;
 
 use crate::cognito::Cognito;
 use crate::objects::ObjectStore;
-pub use crate::server::Faults;
 use crate::server::Router;
+pub use crate::server::{Faults, Traffic};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -133,6 +133,7 @@ pub struct Running {
     pub data_dir: PathBuf,
     pub cognito: Arc<Cognito>,
     faults: Arc<Faults>,
+    traffic: Arc<Traffic>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     _temp_dir: Option<tempfile::TempDir>,
@@ -155,6 +156,11 @@ impl Running {
     /// The S3 fault knobs, live: changes apply to requests that arrive after them.
     pub fn faults(&self) -> Arc<Faults> {
         self.faults.clone()
+    }
+
+    /// What the S3 requests so far carried.
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.traffic.clone()
     }
 
     /// Writes a cognifs config file whose `[default]` profile points here.
@@ -242,10 +248,12 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         bucket: options.bucket.clone(),
     });
     let faults = Arc::new(Faults::new(options.latency, options.s3_error_rate));
+    let traffic = Arc::new(Traffic::default());
     let router = Arc::new(Router {
         cognito: cognito.clone(),
         s3: builder.build(),
         faults: faults.clone(),
+        traffic: traffic.clone(),
     });
 
     let (shutdown, mut stop) = watch::channel(false);
@@ -290,6 +298,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         data_dir,
         cognito,
         faults,
+        traffic,
         shutdown,
         server,
         _temp_dir: temp_dir,

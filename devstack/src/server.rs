@@ -130,10 +130,48 @@ impl Faults {
     }
 }
 
+/// What the S3 requests carried, for tests of the clients: how many object bodies (PUTs:
+/// PutObject, UploadPart) came signed and how many declared `UNSIGNED-PAYLOAD`
+/// (`x-amz-content-sha256`).
+#[derive(Default)]
+pub struct Traffic {
+    signed_bodies: AtomicU64,
+    unsigned_bodies: AtomicU64,
+}
+
+impl Traffic {
+    fn record<B>(&self, req: &Request<B>) {
+        if req.method() != hyper::Method::PUT {
+            return;
+        }
+        let Some(declared) = req.headers().get("x-amz-content-sha256") else {
+            return;
+        };
+        let counter = match declared.as_bytes() {
+            b"UNSIGNED-PAYLOAD" | b"STREAMING-UNSIGNED-PAYLOAD-TRAILER" => &self.unsigned_bodies,
+            // The hash of no body at all: a CopyObject, an UploadPartCopy.
+            b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" => return,
+            _ => &self.signed_bodies,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// PUTs whose body was signed (its SHA-256, or signed chunks).
+    pub fn signed_bodies(&self) -> u64 {
+        self.signed_bodies.load(Ordering::Relaxed)
+    }
+
+    /// PUTs whose body was sent unsigned.
+    pub fn unsigned_bodies(&self) -> u64 {
+        self.unsigned_bodies.load(Ordering::Relaxed)
+    }
+}
+
 pub struct Router {
     pub cognito: Arc<Cognito>,
     pub s3: S3Service,
     pub faults: Arc<Faults>,
+    pub traffic: Arc<Traffic>,
 }
 
 /// Form bodies of the hosted UI are small; anything bigger is not ours.
@@ -189,6 +227,7 @@ impl Router {
             tracing::debug!(method = %req.method(), path, "injected 503 SlowDown");
             return Ok(s3_fault("SlowDown", "Please reduce your request rate."));
         }
+        self.traffic.record(&req);
         let method = req.method().clone();
         match self.s3.call(req.map(Body::from)).await {
             Ok(resp) => {
