@@ -1,8 +1,9 @@
 //! The spool: an anonymous local file holding the whole current contents of one file open
-//! for writing. It is created under `MountOptions::spool_dir` and unlinked at once, so a
-//! crash leaves nothing behind and the data dies with the last handle. File I/O that may
-//! block (anything beyond a small copy into the page cache) runs on tokio's blocking pool,
-//! never on an async worker.
+//! for writing. It is created under `MountOptions::spool_dir` without a name (`O_TMPFILE`;
+//! where the filesystem lacks it, named and unlinked at once), so a crash leaves nothing
+//! behind and the data dies with the last handle. File I/O that may block (anything beyond
+//! a small copy into the page cache) runs on tokio's blocking pool, never on an async
+//! worker.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -32,6 +33,30 @@ pub(super) fn spool_name(ino: u64) -> String {
     )
 }
 
+/// A file in `dir` that never has a name (`O_TMPFILE`): one call, no directory entry to
+/// write or remove, nothing left behind by a crash.
+fn anonymous_file(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+}
+
+fn named_then_unlinked(dir: &Path, ino: u64) -> std::io::Result<std::fs::File> {
+    let path = dir.join(spool_name(ino));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    // Anonymous from here on: the data dies with the handle, never left behind.
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 #[derive(Clone)]
 pub struct Spool {
     file: Arc<std::fs::File>,
@@ -49,15 +74,18 @@ async fn blocking<T: Send + 'static>(
 
 impl Spool {
     pub fn create(dir: &Path, ino: u64) -> StoreResult<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(spool_name(ino));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        // Anonymous from here on: the data dies with the handle, never left behind.
-        std::fs::remove_file(&path)?;
+        let file = match anonymous_file(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                anonymous_file(dir)
+            }
+            other => other,
+        }
+        .or_else(|e| match e.raw_os_error() {
+            // A filesystem without O_TMPFILE: a named file, unlinked at once.
+            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => named_then_unlinked(dir, ino),
+            _ => Err(e),
+        })?;
         Ok(Spool {
             file: Arc::new(file),
         })
@@ -127,6 +155,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::create(dir.path(), 7).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A spool directory that does not exist yet is made.
+        let deeper = dir.path().join("a/b");
+        Spool::create(&deeper, 7).unwrap();
+        assert_eq!(std::fs::read_dir(&deeper).unwrap().count(), 0);
         spool.write_at(Bytes::from_static(b"xy"), 4).await.unwrap();
         assert_eq!(&spool.read_exact(0, 6).await.unwrap()[..], b"\0\0\0\0xy");
         spool.set_len(5).await.unwrap();
