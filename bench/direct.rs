@@ -41,7 +41,9 @@ pub async fn multipart_put(
                     .key(key)
                     .upload_id(id)
                     .part_number(n)
-                    .body(ByteStream::from(data.slice(start..end)));
+                    .body(ByteStream::from(data.slice(start..end)))
+                    .customize()
+                    .disable_payload_signing();
                 async move {
                     let out = req.send().await.map_err(|e| fail("UploadPart", e))?;
                     Ok(CompletedPart::builder()
@@ -182,6 +184,8 @@ pub async fn small_puts(
             .bucket(bucket)
             .key(format!("{prefix}{}", crate::ops::small_name(i)))
             .body(ByteStream::from(content.clone()))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| fail("PutObject", e))?;

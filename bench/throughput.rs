@@ -858,7 +858,8 @@ fn preamble(b: &Bench) -> String {
         out.push_str(&format!("- {}: {}\n", fs.name(), b.target.describe(fs)));
     }
     out.push_str(&format!(
-        "- direct: aws-sdk-s3 with the user's credentials. write: multipart upload, \
+        "- direct: aws-sdk-s3 with the user's credentials, upload bodies unsigned with their \
+         CRC32 (as cognifs and mountpoint-s3 send them). write: multipart upload, \
          {} MiB parts × {PARTS_IN_FLIGHT} in flight (cognifs's defaults); reads: the faster \
          of one GET and in-order 8 MiB ranged GETs × {} in flight (warm: the same again); \
          random: 4 KiB ranged GETs one by one; ls: paged ListObjectsV2; small files: \

@@ -21,7 +21,6 @@ use crate::pending::PendingArea;
 use crate::service;
 use crate::store::{
     CountingStore, ObjectStore, RenewingStore, RequestStats, S3Store, UserMeta, s3_client,
-    signs_payloads,
 };
 
 /// The async runtime every command that talks to the network runs on.
@@ -159,14 +158,11 @@ pub fn serve_with_metrics(
     // Every request is counted, for `cognifs status` and /metrics.
     let requests = Arc::new(RequestStats::default());
     let counted = Arc::new(CountingStore::new(
-        Arc::new(
-            S3Store::new(
-                s3_client(&profile, refresher.credentials.clone()),
-                profile.bucket.clone(),
-                prefix,
-            )
-            .with_payload_signing(signs_payloads(profile.s3_endpoint.as_deref())),
-        ),
+        Arc::new(S3Store::new(
+            s3_client(&profile, refresher.credentials.clone()),
+            profile.bucket.clone(),
+            prefix,
+        )),
         requests.clone(),
     ));
     // Outside the counting: a refused request and its retry are both counted.

@@ -26,7 +26,7 @@ use bytes::Bytes;
 pub use counting::{CountingStore, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
 pub use renewing::{Renewer, RenewingStore};
-pub use s3::{S3Store, s3_client, signs_payloads};
+pub use s3::{S3Store, s3_client};
 
 /// S3's limit on a whole key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;

@@ -103,20 +103,6 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     scope: Scope,
-    sign_payloads: bool,
-}
-
-/// Whether uploads to `endpoint` (`None`: AWS's own, HTTPS) must sign their bodies. Only
-/// over plain HTTP: there the signature is all that keeps a body from being changed on the
-/// way. Over HTTPS, TLS does that, and the CRC32 checksum the SDK sends with every body lets
-/// S3 check the bytes; a signature would add a SHA-256 pass over every uploaded byte, about
-/// a quarter of a core at 400 MB/s.
-pub fn signs_payloads(endpoint: Option<&str>) -> bool {
-    endpoint.is_some_and(|e| {
-        e.trim_start()
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
-    })
 }
 
 impl fmt::Debug for S3Store {
@@ -151,21 +137,12 @@ impl S3Store {
         Ok(out.body)
     }
 
-    /// A store that signs request bodies; see [`S3Store::with_payload_signing`].
     pub fn new(client: Client, bucket: String, prefix: String) -> Self {
         S3Store {
             client,
             bucket,
             scope: Scope::new(prefix),
-            sign_payloads: true,
         }
-    }
-
-    /// Whether PUT and UploadPart bodies are signed: a SHA-256 pass over every uploaded
-    /// byte. [`signs_payloads`] says when that is needed.
-    pub fn with_payload_signing(mut self, sign: bool) -> Self {
-        self.sign_payloads = sign;
-        self
     }
 
     fn object_info(&self, name: String, o: &aws_sdk_s3::types::Object) -> ObjectInfo {
@@ -434,6 +411,11 @@ impl ObjectStore for S3Store {
         check_length(received, start, len)
     }
 
+    // PUT and UploadPart bodies are not signed (`UNSIGNED-PAYLOAD`, as mountpoint-s3 sends
+    // them): the SDK sends their CRC32, which S3 checks, and over HTTPS TLS keeps them from
+    // being changed on the way. A signature would cost a SHA-256 pass over every uploaded
+    // byte, about a quarter of a core at 400 MB/s. Over plain HTTP it would protect the
+    // bodies of uploads alone, never what reads and listings bring back.
     async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
         let out = self
@@ -442,13 +424,12 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .key(&key)
             .set_metadata(sdk_meta(meta))
-            .body(body.into());
-        let out = if self.sign_payloads {
-            out.send().await
-        } else {
-            out.customize().disable_payload_signing().send().await
-        }
-        .map_err(StoreError::from_sdk)?;
+            .body(body.into())
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -483,13 +464,12 @@ impl ObjectStore for S3Store {
             .key(&key)
             .upload_id(upload_id)
             .part_number(number)
-            .body(body.into());
-        let out = if self.sign_payloads {
-            out.send().await
-        } else {
-            out.customize().disable_payload_signing().send().await
-        }
-        .map_err(StoreError::from_sdk)?;
+            .body(body.into())
+            .customize()
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(StoreError::from_sdk)?;
         Ok(PartDone {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),
@@ -654,14 +634,5 @@ mod tests {
         assert_eq!(sdk_meta(&UserMeta::new()), None);
         let m = UserMeta::from([("mode".to_owned(), "33188".to_owned())]);
         assert_eq!(sdk_meta(&m).unwrap()["mode"], "33188");
-    }
-
-    #[test]
-    fn bodies_are_signed_over_plain_http_only() {
-        assert!(signs_payloads(Some("http://127.0.0.1:9000")));
-        assert!(signs_payloads(Some("HTTP://minio.lan")));
-        assert!(!signs_payloads(Some("https://s3.example.com")));
-        assert!(!signs_payloads(None), "AWS's own endpoints are HTTPS");
-        assert!(!signs_payloads(Some("http")));
     }
 }

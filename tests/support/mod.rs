@@ -308,24 +308,12 @@ pub async fn mount_user(
     password: &str,
     opts: MountOptions,
 ) -> MountGuard {
-    mount_user_signing(running, user, password, opts, true).await
-}
-
-/// [`mount_user`]; `sign_payloads` false uploads as the daemon does over HTTPS.
-pub async fn mount_user_signing(
-    running: &Running,
-    user: &str,
-    password: &str,
-    opts: MountOptions,
-    sign_payloads: bool,
-) -> MountGuard {
     let (identity_id, s3) = user_s3(running, user, password).await;
     let store = S3Store::new(
         s3,
         running.profile.bucket.clone(),
         format!("{identity_id}/"),
-    )
-    .with_payload_signing(sign_payloads);
+    );
     store
         .check_access()
         .await
