@@ -12,18 +12,28 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Fs {
     Cognifs,
+    /// cognifs with `--list-only`, for the `ls -l` rows (and random reads) alone: the mode
+    /// to set against mountpoint-s3, which never HEADs either.
+    CognifsListOnly,
     S3fs,
     Rclone,
     MountS3,
 }
 
 impl Fs {
-    pub const ALL: [Fs; 4] = [Fs::Cognifs, Fs::S3fs, Fs::Rclone, Fs::MountS3];
+    pub const ALL: [Fs; 5] = [
+        Fs::Cognifs,
+        Fs::CognifsListOnly,
+        Fs::S3fs,
+        Fs::Rclone,
+        Fs::MountS3,
+    ];
     pub const PEERS: [Fs; 3] = [Fs::S3fs, Fs::Rclone, Fs::MountS3];
 
     pub fn name(self) -> &'static str {
         match self {
             Fs::Cognifs => "cognifs",
+            Fs::CognifsListOnly => "cognifs --list-only",
             Fs::S3fs => "s3fs",
             Fs::Rclone => "rclone",
             Fs::MountS3 => "mountpoint-s3",
@@ -146,7 +156,7 @@ impl Target {
     /// The program that mounts `fs`, or why there is none ("not installed", "not given").
     pub fn program(&self, fs: Fs) -> Result<PathBuf, &'static str> {
         match fs {
-            Fs::Cognifs => Ok(self.cognifs.exe.clone()),
+            Fs::Cognifs | Fs::CognifsListOnly => Ok(self.cognifs.exe.clone()),
             Fs::S3fs => on_path("s3fs").ok_or("not installed"),
             Fs::Rclone => on_path("rclone").ok_or("not installed"),
             Fs::MountS3 => match &self.mount_s3 {
@@ -177,6 +187,9 @@ impl Target {
                  readahead, 8 MiB parts × 4 in flight, 5 s metadata TTL)",
                 self.cognifs.cache_mib
             ),
+            Fs::CognifsListOnly => "the same with `--list-only` (attributes from listings \
+                 alone, no HEADs), its own cache dir; only the `ls -l` and random-read mounts"
+                .into(),
             Fs::S3fs => format!(
                 "{} — `-o url=…,endpoint={},use_path_request_style,passwd_file=…,tmpdir=WORK` \
                  (tests/support/s3fs.rs's set without use_xattr and stat_cache_expire=1; \
@@ -209,15 +222,21 @@ impl Target {
         // refuses to start with one set ("LoadCustomCABundleError").
         cmd.env_remove("AWS_CA_BUNDLE");
         match fs {
-            Fs::Cognifs => {
+            Fs::Cognifs | Fs::CognifsListOnly => {
                 let c = &self.cognifs;
+                let list_only = fs == Fs::CognifsListOnly;
                 cmd.arg("mount")
                     .arg("--foreground")
                     .arg(dir)
                     .arg("--cache-size")
                     .arg(format!("{}MiB", c.cache_mib))
                     .arg("--cache-dir")
-                    .arg(self.work.join("cognifs-cache"))
+                    .arg(self.work.join(if list_only {
+                        "cognifs-list-only-cache"
+                    } else {
+                        "cognifs-cache"
+                    }))
+                    .args(list_only.then_some("--list-only"))
                     .env("COGNIFS_CONFIG", &c.config)
                     .env("COGNIFS_STATE_DIR", &c.state)
                     .env("COGNIFS_PROFILE", &c.profile)

@@ -561,6 +561,22 @@ fn run_fs(
     notes: &mut Vec<String>,
 ) -> Result<HashMap<Row, Cell>, String> {
     let mut cells = HashMap::new();
+    if fs != Fs::CognifsListOnly {
+        write_and_read(b, fs, program, tag, notes, &mut cells)?;
+    }
+    list_and_seek(b, fs, program, files, notes, &mut cells);
+    Ok(cells)
+}
+
+/// Mount groups 1 and 2: writes, then cold and warm reads.
+fn write_and_read(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    tag: &str,
+    notes: &mut Vec<String>,
+    cells: &mut HashMap<Row, Cell>,
+) -> Result<(), String> {
     let rel = format!("{}-{tag}", fs.name());
     let size = b.load.size();
 
@@ -621,7 +637,18 @@ fn run_fs(
             cells.insert(r, Err(format!("mount: {e}")));
         }
     }
+    Ok(())
+}
 
+/// Mount groups 3 and 4: `ls -l` and random reads, then `ls -l` on a new mount.
+fn list_and_seek(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    files: usize,
+    notes: &mut Vec<String>,
+    cells: &mut HashMap<Row, Cell>,
+) {
     // 3. `ls -l` of a directory this mount has not seen, twice; then random reads.
     b.cold();
     let mounted = with_mount(b, fs, program, notes, |m| {
@@ -658,7 +685,6 @@ fn run_fs(
     if let Err(e) = mounted {
         cells.insert(Row::LsRemount, Err(format!("mount: {e}")));
     }
-    Ok(cells)
 }
 
 fn run_pass(b: &Bench, i: usize) -> Pass {
@@ -790,10 +816,36 @@ impl Pass {
             out.push_str(&format!(" {} |\n", self.vs_best_peer(row)));
         }
         out.push('\n');
+        if let Some(line) = self.list_only_vs_mount_s3() {
+            out.push_str(&format!("- {line}\n"));
+        }
         for note in &self.notes {
             out.push_str(&format!("- {note}\n"));
         }
         out
+    }
+
+    /// The `ls -l` rows of `cognifs --list-only` over mountpoint-s3's (>1: cognifs faster):
+    /// the comparison of two file systems that both show listings alone.
+    fn list_only_vs_mount_s3(&self) -> Option<String> {
+        let ratios: Vec<String> = [
+            (Row::LsCold, "cold"),
+            (Row::LsWarm, "again"),
+            (Row::LsRemount, "new mount"),
+        ]
+        .into_iter()
+        .filter_map(|(row, what)| {
+            let ours = self.cell(Fs::CognifsListOnly.name(), row)?.as_ref().ok()?;
+            let theirs = self.cell(Fs::MountS3.name(), row)?.as_ref().ok()?;
+            Some(format!("{what} {:.2}×", row.unit().better(*ours, *theirs)))
+        })
+        .collect();
+        (!ratios.is_empty()).then(|| {
+            format!(
+                "`ls -l`, cognifs --list-only over mountpoint-s3 (>1: cognifs faster): {}",
+                ratios.join(", ")
+            )
+        })
     }
 
     /// Whether cognifs or the direct client failed somewhere (peers may).
