@@ -279,7 +279,8 @@ impl Filesystem for FuseFs {
                         let attr = file_attr(&e.attr, fs.options());
                         // Listing attributes lack the stored mtime/mode: not cached, so a
                         // stat asks again (lookup, which HEADs) instead of showing them.
-                        let ttl = if e.attr.meta_known {
+                        // With --list-only they are what the mount shows: cached.
+                        let ttl = if e.attr.meta_known || fs.options().list_only {
                             ttl
                         } else {
                             Duration::ZERO

@@ -76,6 +76,13 @@ impl Stream {
         if offset != self.end {
             return Ok(false);
         }
+        if !self.buf.is_empty() && self.buf.capacity() - self.buf.len() < data.len() {
+            // A second write into this part: room for the whole part at once, as growing by
+            // doubling would copy most of it again. (A small file's one write reserves
+            // nothing more.)
+            let rest = (ctx.part_size as usize).saturating_sub(self.buf.len());
+            self.buf.reserve(rest.max(data.len()));
+        }
         self.buf.extend_from_slice(data);
         self.end += data.len() as u64;
         if let Some(p) = &self.progress {
