@@ -58,6 +58,8 @@ struct Load {
     cognifs_cache_mib: usize,
     /// File systems to run (`BENCH_ONLY`, comma-separated names); all when unset.
     only: Option<Vec<String>>,
+    /// Runs of every column per pass (`BENCH_RUNS`); each cell is their median.
+    runs: usize,
 }
 
 impl Load {
@@ -84,6 +86,7 @@ impl Load {
             only: std::env::var("BENCH_ONLY")
                 .ok()
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
+            runs: env_usize("BENCH_RUNS", 1).max(1),
         }
     }
 
@@ -693,31 +696,54 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
     let tag = format!("{}ms", latency.as_millis());
     b.running.faults().set_latency(latency);
     let mut notes = Vec::new();
+    // Each run writes under names of its own.
+    let run_tag = |run: usize| {
+        if run == 0 {
+            tag.clone()
+        } else {
+            format!("{tag}-run{run}")
+        }
+    };
     eprintln!("[{tag}] direct aws-sdk-s3...");
-    let (cells, note) = run_direct(b, &tag, files);
-    notes.push(note);
-    progress(&tag, "direct", &cells);
-    let mut columns = vec![("direct", Column::Ran(cells))];
+    let mut runs = Vec::new();
+    for run in 0..b.load.runs {
+        let (cells, note) = run_direct(b, &run_tag(run), files);
+        progress(&tag, "direct", &cells);
+        if run == 0 {
+            notes.push(note);
+        }
+        runs.push(cells);
+    }
+    let mut columns = vec![("direct", Column::Ran(median_cells(runs)))];
     for fs in Fs::ALL {
         let column = match b.target.program(fs) {
             _ if !b.load.runs(fs) => Column::Missing("skipped (BENCH_ONLY)"),
             Err(why) => Column::Missing(why),
             Ok(program) => {
                 eprintln!("[{tag}] {}...", fs.name());
-                match run_fs(b, fs, &program, &tag, files, &mut notes) {
-                    Ok(cells) => {
-                        progress(&tag, fs.name(), &cells);
-                        Column::Ran(cells)
+                let mut runs = Vec::new();
+                let mut failed = None;
+                for run in 0..b.load.runs {
+                    match run_fs(b, fs, &program, &run_tag(run), files, &mut notes) {
+                        Ok(cells) => {
+                            progress(&tag, fs.name(), &cells);
+                            runs.push(cells);
+                        }
+                        Err(e) => {
+                            eprintln!("[{tag}] {}: mount failed: {e}", fs.name());
+                            notes.push(format!(
+                                "{} did not mount: {e} (its output: {})",
+                                fs.name(),
+                                b.target.logs.display()
+                            ));
+                            failed = Some(e);
+                            break;
+                        }
                     }
-                    Err(e) => {
-                        eprintln!("[{tag}] {}: mount failed: {e}", fs.name());
-                        notes.push(format!(
-                            "{} did not mount: {e} (its output: {})",
-                            fs.name(),
-                            b.target.logs.display()
-                        ));
-                        Column::Failed(e)
-                    }
+                }
+                match failed {
+                    Some(e) => Column::Failed(e),
+                    None => Column::Ran(median_cells(runs)),
                 }
             }
         };
@@ -729,6 +755,29 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
         columns,
         notes,
     }
+}
+
+/// Each row's median over the runs (of its figures: a run that failed a row counts only if
+/// every run did, and then its error shows).
+fn median_cells(runs: Vec<HashMap<Row, Cell>>) -> HashMap<Row, Cell> {
+    let mut out = HashMap::new();
+    for row in Row::ALL {
+        let mut figures: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.get(&row)?.as_ref().ok().copied())
+            .collect();
+        figures.sort_by(f64::total_cmp);
+        let cell = match figures.len() {
+            0 => match runs.iter().find_map(|r| r.get(&row)) {
+                Some(err) => err.clone(),
+                None => continue,
+            },
+            n if n % 2 == 1 => Ok(figures[n / 2]),
+            n => Ok((figures[n / 2 - 1] + figures[n / 2]) / 2.0),
+        };
+        out.insert(row, cell);
+    }
+    out
 }
 
 fn progress(tag: &str, name: &str, cells: &HashMap<Row, Cell>) {
@@ -895,12 +944,16 @@ fn preamble(b: &Bench) -> String {
     ));
     out.push_str(&format!(
         "- latency: added by devstack to every S3 request (`Faults::set_latency`); both \
-         passes in one run, on loopback\n- machine: {}\n",
+         passes in one run, on loopback\n- runs: {}\n- machine: {}\n",
+        match load.runs {
+            1 => "one of each column per pass (BENCH_RUNS)".to_owned(),
+            n => format!("{n} of each column per pass, one after another; each cell is their median"),
+        },
         machine()
     ));
     out.push_str(&format!(
-        "- cold: {}, and a fresh mount (each file system runs as a child process; three \
-         mounts per pass: writes, reads, `ls -l` + random reads)\n",
+        "- cold: {}, and a fresh mount (each file system runs as a child process; four \
+         mounts per run: writes, reads, `ls -l` + random reads, `ls -l` again)\n",
         match &b.drop_caches {
             Ok(()) => "page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`)".to_owned(),
             Err(e) => format!("page cache NOT dropped ({e})"),
