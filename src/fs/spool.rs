@@ -118,9 +118,14 @@ impl Spool {
         &self.file
     }
 
+    /// Writes on the calling thread, which may block: never an async worker's.
+    pub fn write_now(&self, data: &[u8], offset: u64) -> StoreResult<()> {
+        Ok(self.file.write_all_at(data, offset)?)
+    }
+
     pub async fn write_at(&self, data: Bytes, offset: u64) -> StoreResult<()> {
         if data.len() <= INLINE_IO {
-            return Ok(self.file.write_all_at(&data, offset)?);
+            return self.write_now(&data, offset);
         }
         let file = self.file.clone();
         blocking(move || file.write_all_at(&data, offset)).await

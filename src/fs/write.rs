@@ -205,14 +205,57 @@ impl WriteState {
         let data = Bytes::from(data);
         let len = data.len();
         self.spool.write_at(data.clone(), offset).await?;
-        {
-            let mut i = self.inner.lock().unwrap();
-            i.size = i.size.max(offset + len as u64);
-            i.touched();
+        self.spooled(offset, len);
+        self.stream_write(offset, &data).await;
+        Ok(len as u32)
+    }
+
+    /// [`WriteState::write`] on the calling thread, which may block on the spool (a FUSE
+    /// thread, never an async worker), without copying `data` first. Returns whether the
+    /// stream still has to take `data` ([`WriteState::stream_write`]): when it fills a part,
+    /// which has to wait for S3. A zero-length write does nothing.
+    pub fn write_now(&self, offset: u64, data: &[u8]) -> StoreResult<bool> {
+        if data.is_empty() {
+            return Ok(false);
         }
+        check_size(offset.saturating_add(data.len() as u64))?;
+        self.spool.write_now(data, offset)?;
+        self.spooled(offset, data.len());
+        let Ok(mut stream) = self.stream.try_lock() else {
+            return Ok(true);
+        };
+        let Some(s) = stream.as_mut() else {
+            return Ok(false);
+        };
+        match s.accept_now(&self.ctx, offset, data) {
+            Some(true) => Ok(false),
+            Some(false) => {
+                tracing::debug!(
+                    ino = self.ino,
+                    "non-sequential write: uploading from the spool"
+                );
+                if let Some(s) = stream.take() {
+                    s.abandon(&self.ctx);
+                }
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// `len` bytes at `offset` are in the spool.
+    fn spooled(&self, offset: u64, len: usize) {
+        let mut i = self.inner.lock().unwrap();
+        i.size = i.size.max(offset + len as u64);
+        i.touched();
+    }
+
+    /// Feeds a write that is in the spool to the streaming upload, if there is one: it
+    /// takes the bytes if they continue it, else it is abandoned.
+    pub async fn stream_write(&self, offset: u64, data: &[u8]) {
         let mut stream = self.stream.lock().await;
         if let Some(s) = stream.as_mut() {
-            let kept = match s.accept(&self.ctx, offset, &data).await {
+            let kept = match s.accept(&self.ctx, offset, data).await {
                 Ok(true) => true,
                 Ok(false) => {
                     tracing::debug!(
@@ -231,7 +274,6 @@ impl WriteState {
                 s.abandon(&self.ctx);
             }
         }
-        Ok(len as u32)
     }
 
     /// Stops streaming (the flush will upload the spool).
@@ -561,6 +603,23 @@ impl Fs {
         let n = ws.write(offset, data).await?;
         self.counters.written(u64::from(n));
         Ok(n)
+    }
+
+    /// [`Fs::write`] on a thread that may block (a FUSE thread), from the caller's buffer.
+    /// `Some(state)`: the data is written, but a part of the streaming upload filled, so
+    /// the caller must still give it to [`WriteState::stream_write`] before replying.
+    pub fn write_now(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> FsResult<Option<Arc<WriteState>>> {
+        let handle = self.handle(fh)?;
+        let ws = handle.write_state().ok_or(FsError::new(libc::EBADF))?;
+        self.admit(ws, offset.saturating_add(data.len() as u64))?;
+        let stream_next = ws.write_now(offset, data)?;
+        self.counters.written(data.len() as u64);
+        Ok(stream_next.then(|| ws.clone()))
     }
 
     /// flush and fsync: upload now if dirty, and report the outcome.

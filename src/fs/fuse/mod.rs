@@ -569,14 +569,20 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let data = data.to_vec();
-        let fs = self.fs.clone();
-        self.run(async move {
-            match fs.write(fh.0, offset, data).await {
-                Ok(n) => reply.written(n),
-                Err(e) => reply.error(failed(&fs, "write", ino.0, None, e)),
+        // Straight from the kernel's buffer into the spool and the stream, here: no copy
+        // first, no hand-off, unless a part of the streaming upload fills.
+        let _context = self.rt.enter();
+        match self.fs.write_now(fh.0, offset, data) {
+            Ok(None) => reply.written(data.len() as u32),
+            Ok(Some(state)) => {
+                let data = bytes::Bytes::copy_from_slice(data);
+                self.run(async move {
+                    state.stream_write(offset, &data).await;
+                    reply.written(data.len() as u32);
+                });
             }
-        });
+            Err(e) => reply.error(failed(&self.fs, "write", ino.0, None, e)),
+        }
     }
 
     fn create(

@@ -70,12 +70,35 @@ impl Stream {
             .then(|| bytes::Bytes::copy_from_slice(&self.buf))
     }
 
+    /// [`Stream::accept`] when it needs no waiting: `None` (nothing taken) when `data` would
+    /// fill a part, which has to be sent.
+    pub fn accept_now(&mut self, ctx: &UploadCtx, offset: u64, data: &[u8]) -> Option<bool> {
+        if offset != self.end {
+            return Some(false);
+        }
+        if self.buf.len() + data.len() >= ctx.part_size as usize {
+            return None;
+        }
+        self.take(ctx, data);
+        Some(true)
+    }
+
     /// Takes the bytes of a write at `offset`; `false` (nothing taken) when the write is
     /// not at the end, and the stream must be abandoned. Full parts are sent as they fill.
     pub async fn accept(&mut self, ctx: &UploadCtx, offset: u64, data: &[u8]) -> StoreResult<bool> {
         if offset != self.end {
             return Ok(false);
         }
+        self.take(ctx, data);
+        let part = ctx.part_size as usize;
+        while self.buf.len() >= part {
+            self.send_part(ctx, part).await?;
+        }
+        Ok(true)
+    }
+
+    /// Appends `data` (which continues the stream) to the bytes not yet sent.
+    fn take(&mut self, ctx: &UploadCtx, data: &[u8]) {
         if !self.buf.is_empty() && self.buf.capacity() - self.buf.len() < data.len() {
             // A second write into this part: room for the whole part at once, as growing by
             // doubling would copy most of it again. (A small file's one write reserves
@@ -88,11 +111,6 @@ impl Stream {
         if let Some(p) = &self.progress {
             p.set_total(self.end);
         }
-        let part = ctx.part_size as usize;
-        while self.buf.len() >= part {
-            self.send_part(ctx, part).await?;
-        }
-        Ok(true)
     }
 
     /// Sends the first `len` buffered bytes as the next part, starting the upload if needed.

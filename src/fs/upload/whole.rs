@@ -181,6 +181,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stream_takes_writes_without_waiting_until_a_part_fills() {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        let ctx = ctx(store.clone(), 8);
+        let mut s = super::super::Stream::new("f".into(), Meta::default(), &ctx);
+        let mib = vec![7u8; 1 << 20];
+        for i in 0..4 {
+            assert_eq!(s.accept_now(&ctx, i << 20, &mib), Some(true));
+        }
+        assert_eq!(
+            s.accept_now(&ctx, 4 << 20, &mib),
+            None,
+            "the fifth MiB fills a part"
+        );
+        assert_eq!(s.accept_now(&ctx, 9, &mib), Some(false), "not at the end");
+        assert!(!s.started(), "nothing sent without waiting");
+        assert!(s.accept(&ctx, 4 << 20, &mib).await.unwrap());
+        assert!(s.started());
+        s.finish(&ctx).await.unwrap();
+        assert_eq!(store.get_raw("p/f").unwrap().0, vec![7u8; 5 << 20]);
+    }
+
+    #[tokio::test]
     async fn a_failed_part_aborts_the_upload() {
         let store = Arc::new(MemoryStore::new("b", "p"));
         store.fail_nth(
