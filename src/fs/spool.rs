@@ -1,9 +1,9 @@
 //! The spool: an anonymous local file holding the whole current contents of one file open
 //! for writing. It is created under `MountOptions::spool_dir` without a name (`O_TMPFILE`;
 //! where the filesystem lacks it, named and unlinked at once), so a crash leaves nothing
-//! behind and the data dies with the last handle. File I/O that may block (anything beyond
-//! a small copy into the page cache) runs on tokio's blocking pool, never on an async
-//! worker.
+//! behind and the data dies with the last handle. File I/O that may block never runs on an
+//! async worker: FUSE writes run on the FUSE thread ([`Spool::write_now`]), other I/O
+//! beyond a small copy into the page cache on tokio's blocking pool.
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
