@@ -607,7 +607,7 @@ impl Fs {
 
     /// [`Fs::write`] on a thread that may block (a FUSE thread), from the caller's buffer.
     /// `Some(state)`: the data is written, but a part of the streaming upload filled, so
-    /// the caller must still give it to [`WriteState::stream_write`] before replying.
+    /// the caller must still give it to `WriteState::stream_write` before replying.
     pub fn write_now(
         &self,
         fh: u64,
