@@ -153,6 +153,17 @@ impl Target {
         }
     }
 
+    /// Empties the caches cognifs keeps across mounts (its metadata of objects seen), so
+    /// that a run starts as cold as the first.
+    pub fn forget_cognifs_caches(&self) {
+        for dir in [Self::COGNIFS_CACHE, Self::COGNIFS_LIST_ONLY_CACHE] {
+            let _ = std::fs::remove_dir_all(self.work.join(dir));
+        }
+    }
+
+    const COGNIFS_CACHE: &str = "cognifs-cache";
+    const COGNIFS_LIST_ONLY_CACHE: &str = "cognifs-list-only-cache";
+
     /// The program that mounts `fs`, or why there is none ("not installed", "not given").
     pub fn program(&self, fs: Fs) -> Result<PathBuf, &'static str> {
         match fs {
@@ -232,9 +243,9 @@ impl Target {
                     .arg(format!("{}MiB", c.cache_mib))
                     .arg("--cache-dir")
                     .arg(self.work.join(if list_only {
-                        "cognifs-list-only-cache"
+                        Self::COGNIFS_LIST_ONLY_CACHE
                     } else {
-                        "cognifs-cache"
+                        Self::COGNIFS_CACHE
                     }))
                     .args(list_only.then_some("--list-only"))
                     .env("COGNIFS_CONFIG", &c.config)

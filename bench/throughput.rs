@@ -724,6 +724,7 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
                 let mut runs = Vec::new();
                 let mut failed = None;
                 for run in 0..b.load.runs {
+                    b.target.forget_cognifs_caches();
                     match run_fs(b, fs, &program, &run_tag(run), files, &mut notes) {
                         Ok(cells) => {
                             progress(&tag, fs.name(), &cells);
