@@ -478,8 +478,8 @@ fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String
     let warm_whole = whole();
     let warm_ranged = ranged();
     let note = format!(
-        "direct reads: one GET {} cold, {} warm; 8 MiB ranged GETs × {} {} cold, {} warm \
-         (the table shows the faster)",
+        "direct reads, first run: one GET {} cold, {} warm; 8 MiB ranged GETs × {} {} cold, \
+         {} warm (each run counts the faster of the two)",
         show_cell(&cold_whole, Unit::MiBps),
         show_cell(&warm_whole, Unit::MiBps),
         b.load.parallel,
