@@ -152,22 +152,19 @@ impl Spool {
         &self.file
     }
 
-    /// Writes on the calling thread, which may block: never an async worker's.
-    pub fn write_now(&self, data: &[u8], offset: u64) -> StoreResult<()> {
+    /// Writes on the calling thread, which may block: a FUSE thread or the blocking pool's,
+    /// never an async worker's (but for a copy up to `INLINE_IO`).
+    pub fn write_now(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.reserve_for(offset.saturating_add(data.len() as u64));
-        Ok(self.file.write_all_at(data, offset)?)
+        self.file.write_all_at(data, offset)
     }
 
     pub async fn write_at(&self, data: Bytes, offset: u64) -> StoreResult<()> {
         if data.len() <= INLINE_IO {
-            return self.write_now(&data, offset);
+            return Ok(self.write_now(&data, offset)?);
         }
         let spool = self.clone();
-        blocking(move || {
-            spool.reserve_for(offset.saturating_add(data.len() as u64));
-            spool.file.write_all_at(&data, offset)
-        })
-        .await
+        blocking(move || spool.write_now(&data, offset)).await
     }
 
     /// Exactly `len` bytes at `offset` (the caller knows the size).

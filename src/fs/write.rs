@@ -206,7 +206,9 @@ impl WriteState {
         let len = data.len();
         self.spool.write_at(data.clone(), offset).await?;
         self.spooled(offset, len);
-        self.stream_write(offset, &data).await;
+        if self.stream_now(offset, &data) {
+            self.stream_write(offset, &data).await;
+        }
         Ok(len as u32)
     }
 
@@ -221,26 +223,7 @@ impl WriteState {
         check_size(offset.saturating_add(data.len() as u64))?;
         self.spool.write_now(data, offset)?;
         self.spooled(offset, data.len());
-        let Ok(mut stream) = self.stream.try_lock() else {
-            return Ok(true);
-        };
-        let Some(s) = stream.as_mut() else {
-            return Ok(false);
-        };
-        match s.accept_now(&self.ctx, offset, data) {
-            Some(true) => Ok(false),
-            Some(false) => {
-                tracing::debug!(
-                    ino = self.ino,
-                    "non-sequential write: uploading from the spool"
-                );
-                if let Some(s) = stream.take() {
-                    s.abandon(&self.ctx);
-                }
-                Ok(false)
-            }
-            None => Ok(true),
-        }
+        Ok(self.stream_now(offset, data))
     }
 
     /// `len` bytes at `offset` are in the spool.
@@ -250,29 +233,54 @@ impl WriteState {
         i.touched();
     }
 
+    /// Feeds a write that is in the spool to the streaming upload, if there is one, when
+    /// that needs no waiting. True when [`WriteState::stream_write`] must still take it: it
+    /// fills a part, or the stream is busy.
+    fn stream_now(&self, offset: u64, data: &[u8]) -> bool {
+        let Ok(mut stream) = self.stream.try_lock() else {
+            return true;
+        };
+        let Some(s) = stream.as_mut() else {
+            return false;
+        };
+        match s.accept_now(&self.ctx, offset, data) {
+            Some(true) => false,
+            Some(false) => {
+                self.abandon_non_sequential(&mut stream);
+                false
+            }
+            None => true,
+        }
+    }
+
     /// Feeds a write that is in the spool to the streaming upload, if there is one: it
     /// takes the bytes if they continue it, else it is abandoned.
     pub async fn stream_write(&self, offset: u64, data: &[u8]) {
         let mut stream = self.stream.lock().await;
         if let Some(s) = stream.as_mut() {
-            let kept = match s.accept(&self.ctx, offset, data).await {
-                Ok(true) => true,
-                Ok(false) => {
-                    tracing::debug!(
-                        ino = self.ino,
-                        "non-sequential write: uploading from the spool"
-                    );
-                    false
-                }
+            match s.accept(&self.ctx, offset, data).await {
+                Ok(true) => {}
+                Ok(false) => self.abandon_non_sequential(&mut stream),
                 Err(e) => {
                     // The spool has everything; the flush will upload it whole.
                     tracing::warn!(ino = self.ino, error = %e, "streaming upload failed");
-                    false
+                    if let Some(s) = stream.take() {
+                        s.abandon(&self.ctx);
+                    }
                 }
-            };
-            if !kept && let Some(s) = stream.take() {
-                s.abandon(&self.ctx);
             }
+        }
+    }
+
+    /// A write landed elsewhere than the stream's end: the stream goes, and the flush
+    /// uploads the spool.
+    fn abandon_non_sequential(&self, stream: &mut Option<Stream>) {
+        tracing::debug!(
+            ino = self.ino,
+            "non-sequential write: uploading from the spool"
+        );
+        if let Some(s) = stream.take() {
+            s.abandon(&self.ctx);
         }
     }
 
@@ -596,10 +604,16 @@ impl Fs {
         Ok((self.inodes.attr(attr.ino, &ws.overlay(found)), fh))
     }
 
-    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+    /// The write state behind `fh`, once a write ending at `end` is admitted.
+    fn admitted_writer(&self, fh: u64, end: u64) -> FsResult<Arc<WriteState>> {
         let handle = self.handle(fh)?;
         let ws = handle.write_state().ok_or(FsError::new(libc::EBADF))?;
-        self.admit(ws, offset.saturating_add(data.len() as u64))?;
+        self.admit(ws, end)?;
+        Ok(ws.clone())
+    }
+
+    pub async fn write(&self, fh: u64, offset: u64, data: Vec<u8>) -> FsResult<u32> {
+        let ws = self.admitted_writer(fh, offset.saturating_add(data.len() as u64))?;
         let n = ws.write(offset, data).await?;
         self.counters.written(u64::from(n));
         Ok(n)
@@ -614,12 +628,10 @@ impl Fs {
         offset: u64,
         data: &[u8],
     ) -> FsResult<Option<Arc<WriteState>>> {
-        let handle = self.handle(fh)?;
-        let ws = handle.write_state().ok_or(FsError::new(libc::EBADF))?;
-        self.admit(ws, offset.saturating_add(data.len() as u64))?;
+        let ws = self.admitted_writer(fh, offset.saturating_add(data.len() as u64))?;
         let stream_next = ws.write_now(offset, data)?;
         self.counters.written(data.len() as u64);
-        Ok(stream_next.then(|| ws.clone()))
+        Ok(stream_next.then_some(ws))
     }
 
     /// flush and fsync: upload now if dirty, and report the outcome.
