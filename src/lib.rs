@@ -14,3 +14,4 @@ pub mod mounts;
 pub mod pending;
 pub mod service;
 pub mod store;
+pub mod upload_journal;

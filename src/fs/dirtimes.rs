@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
+use super::error::FsResult;
 use super::inodes::{Found, Inodes, Kind};
-use crate::store::{ObjectStore, StoreResult};
+use super::meta::Meta;
+use crate::store::{Expect, ObjectStore, StoreError};
 
 pub(super) struct DirTimes {
     dirty: Mutex<HashSet<u64>>,
@@ -65,7 +67,7 @@ impl DirTimes {
 
     /// Writes every pending directory time now; returns the first failure (the rest are
     /// still tried; failed ones stay pending).
-    pub async fn flush(&self, inodes: &Inodes, store: &dyn ObjectStore) -> StoreResult<()> {
+    pub async fn flush(&self, inodes: &Inodes, store: &dyn ObjectStore) -> FsResult<()> {
         let _gate = self.gate.lock().await;
         let dirs: Vec<u64> = self.dirty.lock().unwrap().drain().collect();
         let mut result = Ok(());
@@ -84,28 +86,70 @@ impl DirTimes {
         inodes: &Inodes,
         store: &dyn ObjectStore,
         dir: u64,
-    ) -> StoreResult<()> {
+    ) -> FsResult<()> {
         let Some(node) = inodes.get(dir) else {
             return Ok(());
         };
         if node.kind != Kind::Dir || node.attr.nlink == 0 {
             return Ok(());
         }
-        let mut meta = node.found.meta.clone();
-        if !node.found.meta_known {
-            // Keep what the marker holds (owner, mode, xattrs); only the times are ours.
-            let marker = store.head(&node.rel).await?;
-            let stored = Found::dir_with(marker.as_ref()).meta;
-            meta = super::meta::Meta {
-                mtime: meta.mtime,
-                ctime: meta.ctime,
-                ..stored
-            };
-        }
-        meta.mode = meta.mode.or(Some(self.dir_mode));
-        store.put(&node.rel, Bytes::new(), &meta.to_user()).await?;
-        inodes.set_dir_meta(dir, meta);
+        // Only the times are ours: the rest is what the marker holds (owner, mode, xattrs).
+        let (mtime, ctime) = (node.found.meta.mtime, node.found.meta.ctime);
+        let known = node
+            .found
+            .meta_known
+            .then(|| (node.found.meta.clone(), node.found.etag.clone()));
+        let (etag, meta) = rewrite_marker(store, &node.rel, known, self.dir_mode, |m| {
+            (m.mtime, m.ctime) = (mtime, ctime);
+            Ok(())
+        })
+        .await?;
+        inodes.set_dir_meta(dir, meta, etag);
         Ok(())
+    }
+}
+
+/// Rewrites of one marker tried when other writers keep changing it.
+const MARKER_TRIES: u32 = 3;
+
+/// Rewrites the directory marker `rel` with what `change` makes of the metadata it holds,
+/// conditional on that version: starting from `known` (its metadata and etag, `""` for no
+/// marker) when the mount knows it, else from a HEAD; after a lost race, from a new HEAD,
+/// so another device's change to the marker is kept, not overwritten. `dir_mode` is stored
+/// where no mode is. Returns the new etag and the metadata stored.
+pub(super) async fn rewrite_marker(
+    store: &dyn ObjectStore,
+    rel: &str,
+    known: Option<(Meta, String)>,
+    dir_mode: u32,
+    change: impl Fn(&mut Meta) -> FsResult<()>,
+) -> FsResult<(String, Meta)> {
+    let mut current = known;
+    let mut tries = 1;
+    loop {
+        let (mut meta, etag) = match current.take() {
+            Some(known) => known,
+            None => {
+                let marker = store.head(rel).await?;
+                let etag = marker.as_ref().map(|m| m.etag.clone()).unwrap_or_default();
+                (Found::dir_with(marker.as_ref()).meta, etag)
+            }
+        };
+        change(&mut meta)?;
+        meta.mode = meta.mode.or(Some(dir_mode));
+        let expect = Expect::from_base(Some(&etag));
+        match store
+            .put_if(rel, Bytes::new(), &meta.to_user(), &expect)
+            .await
+        {
+            Ok(etag) => return Ok((etag, meta)),
+            Err(StoreError::Changed | StoreError::NotFound | StoreError::Raced)
+                if tries < MARKER_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

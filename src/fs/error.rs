@@ -61,8 +61,11 @@ pub fn errno_of(e: &StoreError) -> i32 {
     match e {
         StoreError::NotFound => libc::ENOENT,
         StoreError::AccessDenied(_) => libc::EACCES,
-        // Read pinned to a version that was replaced: the bytes would mix two versions.
-        StoreError::Changed => libc::EIO,
+        // A read pinned to a version that was replaced (its bytes would mix two versions),
+        // or a write whose version is gone and could not be kept beside it.
+        StoreError::Changed => libc::ESTALE,
+        // Two conditional writes raced, and starting over did not settle it.
+        StoreError::Raced => libc::EIO,
         StoreError::KeyTooLong => libc::ENAMETOOLONG,
         StoreError::InvalidPath(_) => libc::EINVAL,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
@@ -96,7 +99,8 @@ mod tests {
         let cases = [
             (StoreError::NotFound, libc::ENOENT),
             (StoreError::AccessDenied("x".into()), libc::EACCES),
-            (StoreError::Changed, libc::EIO),
+            (StoreError::Changed, libc::ESTALE),
+            (StoreError::Raced, libc::EIO),
             (StoreError::KeyTooLong, libc::ENAMETOOLONG),
             (StoreError::Other("503".into()), libc::EIO),
             (StoreError::NoSpace, libc::ENOSPC),

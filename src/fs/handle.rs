@@ -15,12 +15,14 @@ use crate::store::StoreError;
 
 /// One open file handle.
 pub(super) enum Handle {
-    /// Reads S3 through the block cache, pinned to the version seen at open.
+    /// Reads S3 through the block cache, pinned to one version: the one seen at open, or
+    /// one this mount wrote since ([`Fs::readers_follow`]). Once the mount learns that
+    /// another client replaced it, reads fail with `ESTALE`: no read mixes two versions.
     /// `keep_cache`: the kernel may keep the pages it has of the file (same version as at
     /// the previous open).
     Reader {
         ino: u64,
-        reader: FileReader,
+        reader: std::sync::Mutex<Arc<FileReader>>,
         keep_cache: bool,
     },
     /// Opened for reading while this mount was writing the file: reads the spool as long
@@ -117,9 +119,30 @@ impl Fs {
         let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
         Ok(self.add_handle(Handle::Reader {
             ino,
-            reader,
+            reader: std::sync::Mutex::new(Arc::new(reader)),
             keep_cache,
         }))
+    }
+
+    /// This mount changed `ino` (an upload, a metadata copy, a rename, a conflict copy): its
+    /// open readers read the version it now has, as on a local disk.
+    pub(super) fn readers_follow(&self, ino: u64) {
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        let handles: Vec<Arc<Handle>> = self.handles.lock().unwrap().values().cloned().collect();
+        for h in handles {
+            if let Handle::Reader { ino: i, reader, .. } = &*h
+                && *i == ino
+            {
+                *reader.lock().unwrap() = Arc::new(FileReader::new(
+                    self.read.clone(),
+                    node.rel.clone(),
+                    node.etag.clone(),
+                    node.attr.size,
+                ));
+            }
+        }
     }
 
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -147,7 +170,18 @@ impl Fs {
             return Ok(ws.read(offset, size).await?);
         }
         let result = match &*handle {
-            Handle::Reader { reader, .. } => reader.read(offset, size).await,
+            Handle::Reader { reader, .. } => {
+                let reader = reader.lock().unwrap().clone();
+                // The mount knows of a newer version than this handle's (another client
+                // replaced the object): serving either would mix two versions.
+                if let Some(node) = self.inodes.get(ino)
+                    && !node.etag.is_empty()
+                    && node.etag != reader.etag()
+                {
+                    return Err(FsError::new(libc::ESTALE));
+                }
+                reader.read(offset, size).await
+            }
             // The writer has closed: read what it uploaded.
             _ => {
                 let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;

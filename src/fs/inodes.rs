@@ -58,6 +58,8 @@ pub struct Inodes {
     defaults: Defaults,
     mount_time: SystemTime,
     state: Mutex<State>,
+    /// Told of every file whose new version a lookup, listing or HEAD brought in.
+    replaced: std::sync::OnceLock<std::sync::mpsc::Sender<super::Invalidate>>,
 }
 
 impl Inodes {
@@ -88,6 +90,25 @@ impl Inodes {
                 negative: HashMap::new(),
                 next_ino: ROOT_INO + 1,
             }),
+            replaced: Default::default(),
+        }
+    }
+
+    /// Files found replaced by another client are reported to `sink` from now on.
+    pub fn report_replaced(&self, sink: std::sync::mpsc::Sender<super::Invalidate>) {
+        let _ = self.replaced.set(sink);
+    }
+
+    /// `ino`'s object went from version `old` to `new` (what S3 now says): the kernel's
+    /// pages of the old one must go.
+    fn learnt(&self, ino: u64, old: &Found, new: &Found) {
+        if old.kind != Kind::Dir
+            && !old.etag.is_empty()
+            && !new.etag.is_empty()
+            && old.etag != new.etag
+            && let Some(sink) = self.replaced.get()
+        {
+            let _ = sink.send(super::Invalidate::Inode(ino));
         }
     }
 
@@ -191,11 +212,18 @@ impl Inodes {
             && same_kind(&node.found, &found)
         {
             // A listing has no user metadata; keep the HEAD's while the object is unchanged.
-            if !found.meta_known && node.found.meta_known && found.etag == node.found.etag {
+            // (A listing shows a directory as a bare prefix, without its marker's etag.)
+            let bare_prefix = found.kind == Kind::Dir && found.etag.is_empty();
+            if !found.meta_known
+                && node.found.meta_known
+                && (found.etag == node.found.etag || bare_prefix)
+            {
                 found.kind = node.found.kind;
                 found.meta = node.found.meta.clone();
+                found.etag = node.found.etag.clone();
                 found.meta_known = true;
             }
+            self.learnt(ino, &node.found, &found);
             node.set_found(found);
             node.expires = now + self.ttl;
             return ino;
@@ -236,6 +264,7 @@ impl Inodes {
         if node.found.kind != found.kind {
             return None;
         }
+        self.learnt(ino, &node.found, &found);
         node.set_found(found);
         node.expires = Instant::now() + self.ttl;
         Some(self.attr(ino, &node.found))
@@ -378,6 +407,20 @@ impl Inodes {
         }
     }
 
+    /// Moves `ino` to `new_name` in its own directory (its data was put there: a conflict
+    /// copy), leaving its old name free to be looked up again: nothing of S3's is known
+    /// about it now.
+    pub fn move_aside(&self, ino: u64, new_name: &str) {
+        let Some((parent, name)) = ({
+            let state = self.state.lock().unwrap();
+            state.nodes.get(&ino).map(|n| (n.parent, n.name.clone()))
+        }) else {
+            return;
+        };
+        self.rename(parent, &name, parent, new_name);
+        self.state.lock().unwrap().negative.remove(&(parent, name));
+    }
+
     pub fn set_negative(&self, parent: u64, name: &str) {
         let mut state = self.state.lock().unwrap();
         state
@@ -482,7 +525,8 @@ impl Inodes {
 
     /// A directory's marker now holds `meta` (its times written behind): pending times it
     /// carries are stored, newer ones stay pending.
-    pub fn set_dir_meta(&self, ino: u64, meta: Meta) {
+    /// A directory's marker now holds `meta`, as version `etag`.
+    pub fn set_dir_meta(&self, ino: u64, meta: Meta, etag: String) {
         let mut state = self.state.lock().unwrap();
         if let Some(n) = state.nodes.get_mut(&ino) {
             if n.pending_times == meta.mtime {
@@ -491,6 +535,7 @@ impl Inodes {
             n.found.meta_known = true;
             n.set_found(Found {
                 meta,
+                etag,
                 ..n.found.clone()
             });
         }

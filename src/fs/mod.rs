@@ -106,6 +106,41 @@ pub struct MountOptions {
     /// Attributes from listings alone, never a HEAD: Last-Modified as mtime, the mount's
     /// owner and modes, every object a regular file (like rclone's --use-server-modtime).
     pub list_only: bool,
+    /// This machine's name in conflict copies (`NAME.conflict-DEVICE-TIME`); the host name.
+    pub device_name: String,
+    /// A `close`/`fsync` whose data went beside the object as a conflict copy fails with
+    /// `ESTALE` (the data is safe in S3 all the same); by default it returns 0.
+    pub conflict_error: bool,
+    /// Multipart uploads under the prefix older than this are taken for abandoned and
+    /// aborted at mount (24 h), whoever started them; younger ones only if this machine's
+    /// own record proves them dead.
+    pub stray_upload_age: Duration,
+}
+
+/// What the kernel is told to forget when the mount learns of a change it did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidate {
+    /// The cached pages and attributes of a file (it has a new version).
+    Inode(u64),
+    /// A name in a directory (it now names something else).
+    Entry(u64, String),
+}
+
+/// `s3://bucket/prefix/`: the location records of this mount's prefix carry.
+pub(crate) fn location_of(store: &dyn ObjectStore) -> String {
+    format!("s3://{}/{}", store.bucket(), store.scope().prefix())
+}
+
+/// This machine's host name (`device` when it has none that fits).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length; gethostname NUL-terminates within it.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if r == 0 && !name.is_empty() => name.to_owned(),
+        _ => "device".to_owned(),
+    }
 }
 
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
@@ -140,6 +175,9 @@ impl Default for MountOptions {
             min_free: None,
             meta_cache: None,
             list_only: false,
+            device_name: host_name(),
+            conflict_error: false,
+            stray_upload_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -169,6 +207,10 @@ pub struct Fs {
     first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
+    /// Where kernel invalidations go (the FUSE session's notifier), once mounted.
+    kernel: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidate>>,
+    /// Which conditional writes the server was seen to honour (`None`: not checked).
+    conditions: std::sync::OnceLock<Option<crate::store::ConditionSupport>>,
 }
 
 impl Fs {
@@ -185,7 +227,14 @@ impl Fs {
             // Unread prefetched blocks may use up to half the cache budget.
             ((opts.cache_bytes / 2) / block).max(4) as usize,
         ));
+        let journal = opts.pending_dir.as_deref().and_then(|dir| {
+            crate::upload_journal::UploadJournal::beside(dir)
+                .inspect_err(|e| tracing::warn!(error = %e, "no journal of multipart uploads: the ones a crash leaves are aborted only once they are old"))
+                .ok()
+                .map(|j| (location_of(&*store), Arc::new(j)))
+        });
         let upload = Arc::new(UploadCtx {
+            journal,
             store: store.clone(),
             // S3's minimum part size is 5 MiB (except the last part).
             part_size: opts.part_size.max(5 << 20),
@@ -231,7 +280,32 @@ impl Fs {
             first_pages: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             counters: Default::default(),
+            kernel: Default::default(),
+            conditions: Default::default(),
         }
+    }
+
+    /// From now on, invalidations go to `sink` (the FUSE layer sends them to the kernel).
+    pub fn set_kernel(&self, sink: std::sync::mpsc::Sender<Invalidate>) {
+        self.inodes.report_replaced(sink.clone());
+        let _ = self.kernel.set(sink);
+    }
+
+    /// Tells the kernel to forget something (never waits: the FUSE layer sends it).
+    pub(crate) fn tell_kernel(&self, what: Invalidate) {
+        if let Some(k) = self.kernel.get() {
+            let _ = k.send(what);
+        }
+    }
+
+    /// Records what the conditional-write probe found (for status).
+    pub fn set_condition_support(&self, support: Option<crate::store::ConditionSupport>) {
+        let _ = self.conditions.set(support);
+    }
+
+    /// What the probe found: `None` before it ran or when it could not.
+    pub fn condition_support(&self) -> Option<crate::store::ConditionSupport> {
+        self.conditions.get().copied().flatten()
     }
 
     pub fn options(&self) -> &MountOptions {

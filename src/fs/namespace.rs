@@ -18,7 +18,7 @@ use super::handle::Handle;
 use super::inodes::{Attr, Found, Kind, valid_name};
 use super::meta::MAX_USER_META_BYTES;
 use super::meta::Meta;
-use crate::store::{ObjectStore, StoreResult, UserMeta};
+use crate::store::{Expect, ObjectStore, StoreError, StoreResult, UserMeta};
 
 /// Refuses metadata S3 would refuse (over 2 KiB): the change fails, nothing is dropped.
 fn check_meta_size(meta: &Meta) -> FsResult<()> {
@@ -73,17 +73,29 @@ pub struct Caller {
     pub gid: u32,
 }
 
-/// Deletes `rel`, once more if the first attempt fails: a rename's copy is already done,
-/// and a transient failure should not leave two names.
-async fn delete_with_retry(store: &dyn ObjectStore, rel: &str) -> StoreResult<()> {
-    match store.delete(rel).await {
+/// Deletes version `etag` of `rel`, once more if the first attempt fails: a rename's copy
+/// is already done, and a transient failure should not leave two names. A version that
+/// another client replaced meanwhile is not deleted ([`StoreError::Changed`]).
+async fn delete_with_retry(store: &dyn ObjectStore, rel: &str, etag: &str) -> StoreResult<()> {
+    let expect = Expect::Version(etag.to_owned());
+    match store.delete_if(rel, &expect).await {
         Ok(()) => Ok(()),
+        Err(StoreError::Changed) => Err(StoreError::Changed),
         Err(e) => {
             tracing::debug!(key = rel, error = %e, "delete failed; trying again");
-            store.delete(rel).await
+            store.delete_if(rel, &expect).await
         }
     }
 }
+
+/// Where a rename put its object, and the version it made.
+struct Placed {
+    rel: String,
+    etag: String,
+}
+
+/// Metadata rewrites of one object tried when other writers keep changing it.
+const REWRITE_TRIES: u32 = 3;
 
 impl Fs {
     pub(super) fn writable(&self) -> FsResult<()> {
@@ -252,31 +264,55 @@ impl Fs {
         self.copy_with_meta(&node, &f).await
     }
 
-    /// Rewrites an object's metadata with `f` by copying it onto itself.
+    /// Rewrites an object's metadata with `f` by copying it onto itself, conditional on the
+    /// version it read: if another client replaces the object meanwhile, the change is
+    /// made again to the new version's metadata (its data and metadata are never undone).
     async fn copy_with_meta(
         &self,
         node: &super::inodes::NodeInfo,
         f: &impl Fn(&mut Meta, Kind) -> FsResult<()>,
     ) -> FsResult<Attr> {
         let ino = node.ino;
-        // Read what S3 holds now: the copy replaces all of it.
-        let info = self
-            .store
-            .head(&node.rel)
-            .await?
-            .ok_or(FsError::new(libc::ENOENT))?;
-        let found = Found::object(&info);
-        let mut meta = found.meta.clone();
-        f(&mut meta, found.kind)?;
-        check_meta_size(&meta)?;
-        let etag = self
-            .store
-            .copy(&node.rel, &node.rel, Some(&meta.to_user()))
-            .await?;
-        let written = Found::written(found.kind, info.size, etag, meta);
-        self.inodes
-            .set_written(ino, written)
-            .ok_or(FsError::new(libc::ENOENT))
+        let mut tries = 1;
+        loop {
+            // Read what S3 holds now: the copy replaces all of it.
+            let info = self
+                .store
+                .head(&node.rel)
+                .await?
+                .ok_or(FsError::new(libc::ENOENT))?;
+            let found = Found::object(&info);
+            let mut meta = found.meta.clone();
+            f(&mut meta, found.kind)?;
+            check_meta_size(&meta)?;
+            let copied = self
+                .store
+                .copy_if(
+                    &node.rel,
+                    Some(&info.etag),
+                    &node.rel,
+                    Some(&meta.to_user()),
+                    &Expect::Version(info.etag.clone()),
+                )
+                .await;
+            match copied {
+                Ok(etag) => {
+                    let written = Found::written(found.kind, info.size, etag, meta);
+                    let attr = self
+                        .inodes
+                        .set_written(ino, written)
+                        .ok_or(FsError::new(libc::ENOENT))?;
+                    self.readers_follow(ino);
+                    return Ok(attr);
+                }
+                Err(StoreError::Changed | StoreError::NotFound | StoreError::Raced)
+                    if tries < REWRITE_TRIES =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     async fn change_dir_meta(
@@ -291,21 +327,26 @@ impl Fs {
             .inodes
             .get(node.ino)
             .ok_or(FsError::new(libc::ENOENT))?;
-        let mut found = if node.found.meta_known {
-            // What the marker holds, with any directory times still to be written.
-            node.found.clone()
-        } else {
-            self.read_marker(&node.rel).await?
-        };
-        f(&mut found.meta, Kind::Dir)?;
-        if found.meta.mode.is_none() {
-            found.meta.mode = Some(libc::S_IFDIR | u32::from(self.opts.dir_mode));
-        }
-        check_meta_size(&found.meta)?;
-        self.store
-            .put(&node.rel, bytes::Bytes::new(), &found.meta.to_user())
+        // What the marker holds, with any directory times still to be written.
+        let known = node
+            .found
+            .meta_known
+            .then(|| (node.found.meta.clone(), node.found.etag.clone()));
+        let dir_mode = libc::S_IFDIR | u32::from(self.opts.dir_mode);
+        let (etag, meta) =
+            super::dirtimes::rewrite_marker(&*self.store, &node.rel, known, dir_mode, |m| {
+                f(m, Kind::Dir)?;
+                m.mode = m.mode.or(Some(dir_mode));
+                check_meta_size(m)
+            })
             .await?;
         self.dir_times.written(node.ino);
+        let found = Found {
+            meta,
+            etag,
+            meta_known: true,
+            ..node.found
+        };
         self.inodes
             .set_written(node.ino, found)
             .ok_or(FsError::new(libc::ENOENT))
@@ -321,11 +362,19 @@ impl Fs {
         let parent_rel = self.free_name(parent, name).await?;
         let marker = format!("{parent_rel}{name}/");
         let meta = self.new_meta(parent, libc::S_IFDIR | (mode & 0o7777), caller);
-        self.store
-            .put(&marker, bytes::Bytes::new(), &meta.to_user())
-            .await?;
+        let etag = self
+            .store
+            .put_if(
+                &marker,
+                bytes::Bytes::new(),
+                &meta.to_user(),
+                &Expect::Absent,
+            )
+            .await
+            .map_err(|e| self.name_taken(parent, e))?;
         let found = Found {
             meta,
+            etag,
             meta_known: true,
             last_modified: SystemTime::now(),
             ..Found::dir()
@@ -399,13 +448,28 @@ impl Fs {
         let rel = format!("{parent_rel}{name}");
         self.store.check_object(&rel)?;
         let size = body.len() as u64;
-        let etag = self.store.put(&rel, body, &meta.to_user()).await?;
+        let etag = self
+            .store
+            .put_if(&rel, body, &meta.to_user(), &Expect::Absent)
+            .await
+            .map_err(|e| self.name_taken(parent, e))?;
         let attr = self
             .inodes
             .upsert(parent, name, Found::written(kind, size, etag, meta), true);
         self.inodes.invalidate_listing(parent);
         self.touch_dirs(&[parent]);
         Ok(attr)
+    }
+
+    /// A create's `If-None-Match: *` failed: another client took the name since it was
+    /// looked up (`EEXIST`, as a local disk says; the listing is read again).
+    fn name_taken(&self, parent: u64, e: StoreError) -> FsError {
+        if matches!(e, StoreError::Changed | StoreError::Raced) {
+            self.inodes.invalidate_listing(parent);
+            FsError::new(libc::EEXIST)
+        } else {
+            e.into()
+        }
     }
 
     /// The target of a symlink (read once per version, then from the inode table).
@@ -436,7 +500,22 @@ impl Fs {
             .inodes
             .get(attr.ino)
             .ok_or(FsError::new(libc::ENOENT))?;
-        self.store.delete(&node.rel).await?;
+        // Only the version this mount knows goes; a file it created and never uploaded has
+        // none (whatever S3 has there now is someone else's).
+        if !node.etag.is_empty() {
+            match delete_with_retry(&*self.store, &node.rel, &node.etag).await {
+                Ok(()) => {}
+                Err(StoreError::Changed) => {
+                    // Another client saved a newer version since: it stays, and shows.
+                    tracing::warn!(key = %node.rel, "not deleted: another client changed it since this mount saw it; its version stays");
+                    self.counters.conflict(&node.rel);
+                    self.inodes.invalidate(attr.ino);
+                    self.tell_kernel(super::Invalidate::Entry(parent, name.to_owned()));
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if let Some(ws) = self.write_state(attr.ino) {
             // Open handles keep their data, but nothing of it reaches S3 any more.
             if let Some(record) = ws.mark_unlinked() {
@@ -450,10 +529,22 @@ impl Fs {
         Ok(())
     }
 
+    /// Whether anything at all (markers and hidden keys included) lies below `dir_rel`,
+    /// and the etag of its own marker, if it has one.
+    async fn children_and_marker(&self, dir_rel: &str) -> FsResult<(bool, Option<String>)> {
+        let page = self.store.list_page(dir_rel, None, 2).await?;
+        let marker = page
+            .files
+            .iter()
+            .find(|f| f.name.is_empty())
+            .map(|f| f.etag.clone());
+        let children = !page.dirs.is_empty() || page.files.iter().any(|f| !f.name.is_empty());
+        Ok((children, marker))
+    }
+
     /// Whether anything at all (markers and hidden keys included) lies below `dir_rel`.
     async fn has_children(&self, dir_rel: &str) -> FsResult<bool> {
-        let page = self.store.list_page(dir_rel, None, 2).await?;
-        Ok(!page.dirs.is_empty() || page.files.iter().any(|f| !f.name.is_empty()))
+        Ok(self.children_and_marker(dir_rel).await?.0)
     }
 
     pub async fn rmdir(&self, parent: u64, name: &str) -> FsResult<()> {
@@ -466,13 +557,21 @@ impl Fs {
             .inodes
             .get(attr.ino)
             .ok_or(FsError::new(libc::ENOENT))?;
-        if self.has_children(&node.rel).await? || self.has_open_writes_under(attr.ino) {
+        let (children, marker) = self.children_and_marker(&node.rel).await?;
+        if children || self.has_open_writes_under(attr.ino) {
             return Err(FsError::new(libc::ENOTEMPTY));
         }
         {
             // No write-behind of its times may bring the marker back.
             let _gate = self.dir_times.gate.lock().await;
-            self.store.delete(&node.rel).await?;
+            if let Some(etag) = marker {
+                // A marker another device rewrote since the listing holds only metadata
+                // of this (empty) directory: deleting it is what rmdir asks.
+                match delete_with_retry(&*self.store, &node.rel, &etag).await {
+                    Err(StoreError::Changed) => self.store.delete(&node.rel).await?,
+                    other => other?,
+                }
+            }
             self.dir_times.forget([attr.ino]);
             self.inodes.remove(parent, name);
         }
@@ -480,18 +579,16 @@ impl Fs {
         Ok(())
     }
 
-    /// Files open for writing under `dir_rel` were copied to new keys by a directory
-    /// rename: their base etag is now that of the copy (a HEAD each; usually none).
-    async fn rebase_writes_under(&self, dir_rel: &str) {
+    /// Files open for writing were copied to new keys by a directory rename: their base
+    /// is now the copy's version (`copies`: new key → etag), not a HEAD's, which could
+    /// already see another client's.
+    fn rebase_writes(&self, copies: &std::collections::HashMap<String, String>) {
         for ws in self.write_states() {
-            let Some(node) = self.inodes.get(ws.ino) else {
-                continue;
-            };
-            if !node.rel.starts_with(dir_rel) || ws.base_etag().is_none() {
+            if ws.base_etag().is_none() {
                 continue;
             }
-            if let Ok(Some(info)) = self.store.head(&node.rel).await {
-                ws.set_base_etag(info.etag);
+            if let Some(etag) = self.inodes.get(ws.ino).and_then(|n| copies.get(&n.rel)) {
+                ws.set_base_etag(etag.clone());
             }
         }
     }
@@ -544,10 +641,30 @@ impl Fs {
                     // The copy must carry what was written so far.
                     self.flush_state(&ws).await?;
                 }
-                let etag = self.store.copy(&src_node.rel, &dst_rel, None).await?;
-                delete_with_retry(&*self.store, &src_node.rel).await?;
+                let dst_etag = dst
+                    .as_ref()
+                    .and_then(|d| self.inodes.get(d.ino))
+                    .map(|n| n.etag);
+                let placed = self
+                    .rename_object(src.ino, &dst_rel, dst_etag.as_deref())
+                    .await?;
                 if let Some(ws) = self.write_state(src.ino) {
-                    ws.set_base_etag(etag);
+                    ws.set_base_etag(placed.etag);
+                }
+                // The file's own name now (a flush above may have moved it aside).
+                let (from_parent, from_name) = self
+                    .inodes
+                    .get(src.ino)
+                    .zip(self.inodes.name(src.ino))
+                    .map_or((parent, name.to_owned()), |(n, name)| (n.parent, name));
+                let to_name = placed.rel.rsplit('/').next().unwrap_or(new_name);
+                self.inodes
+                    .rename(from_parent, &from_name, new_parent, to_name);
+                self.readers_follow(src.ino);
+                if placed.rel != dst_rel {
+                    // The kernel moves its entry to `new_name`, which names the other
+                    // writer's version: it must look it up again.
+                    self.tell_kernel(super::Invalidate::Entry(new_parent, new_name.to_owned()));
                 }
             }
             Kind::Dir => {
@@ -562,11 +679,12 @@ impl Fs {
                 }
                 // No write-behind of directory times may write at the old names meanwhile.
                 let _gate = self.dir_times.gate.lock().await;
-                self.rename_dir(&src_node.rel, &dst_rel, dst.is_some())
+                let copies = self
+                    .rename_dir(&src_node.rel, &dst_rel, dst.is_some())
                     .await?;
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
-                self.rebase_writes_under(&dst_rel).await;
+                self.rebase_writes(&copies);
             }
         }
         if let Some(d) = &dst
@@ -578,17 +696,87 @@ impl Fs {
                 self.release_idle(&ws);
             }
         }
-        if src.kind != Kind::Dir {
-            self.inodes.rename(parent, name, new_parent, new_name);
-        }
         self.touch_dirs(&[parent, new_parent]);
         Ok(())
+    }
+
+    /// The object half of renaming the file `ino` to `dst_rel`: a copy of the version this
+    /// mount knows, conditional on it and on `dst_rel` holding `dst_etag` (the version this
+    /// mount saw there; `None`: nothing), then a delete of that version. If another client
+    /// changed the source meanwhile, its new version is what moves; if it changed the
+    /// target, the file goes beside it as a conflict copy instead. A source changed again
+    /// between copy and delete stays (nothing of the other client's is deleted).
+    async fn rename_object(
+        &self,
+        ino: u64,
+        dst_rel: &str,
+        dst_etag: Option<&str>,
+    ) -> FsResult<Placed> {
+        let src = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+        let mut src_etag = src.etag.clone();
+        let mut target = dst_rel.to_owned();
+        let mut expect = Expect::from_base(dst_etag);
+        let mut conflicts = 0;
+        let mut tries = 0;
+        let etag = loop {
+            tries += 1;
+            if tries > REWRITE_TRIES + super::pending::CONFLICT_NAMES_TRIED {
+                return Err(FsError::new(libc::EIO));
+            }
+            let copied = self
+                .store
+                .copy_if(&src.rel, Some(&src_etag), &target, None, &expect)
+                .await;
+            match copied {
+                Ok(etag) => break etag,
+                Err(StoreError::Changed) => match self.store.head(&src.rel).await? {
+                    None => return Err(FsError::new(libc::ENOENT)),
+                    // The source is a new version: that is the file that moves.
+                    Some(info) if info.etag != src_etag => src_etag = info.etag,
+                    // The target changed since this mount saw it: beside it.
+                    Some(_) => {
+                        target = super::pending::conflict_name(
+                            dst_rel,
+                            &self.opts.device_name,
+                            SystemTime::now(),
+                            conflicts,
+                        );
+                        self.store.check_object(&target)?;
+                        conflicts += 1;
+                        expect = Expect::Absent;
+                    }
+                },
+                // The target this mount saw is gone: the name is free, if still so.
+                Err(StoreError::NotFound) if matches!(expect, Expect::Version(_)) => {
+                    expect = Expect::Absent;
+                }
+                Err(StoreError::Raced) => {}
+                Err(e) => return Err(e.into()),
+            }
+        };
+        match delete_with_retry(&*self.store, &src.rel, &src_etag).await {
+            Err(StoreError::Changed) => {
+                tracing::warn!(key = %src.rel, "renamed, but another client wrote the old name meanwhile: its version stays there");
+                self.counters.conflict(&src.rel);
+            }
+            other => other?,
+        }
+        if target != dst_rel {
+            tracing::warn!(key = %dst_rel, conflict = %target, "another client changed the rename's target since this mount saw it: the file is kept beside it");
+            self.counters.conflict(&target);
+        }
+        Ok(Placed { rel: target, etag })
     }
 
     /// Copies every key below `src` to `dst`, then deletes the originals; bounded
     /// concurrency, progress in the log. A failed copy removes what was copied (but the
     /// marker of a `dst` that existed before), so the tree is as it was.
-    async fn rename_dir(&self, src: &str, dst: &str, dst_existed: bool) -> FsResult<()> {
+    async fn rename_dir(
+        &self,
+        src: &str,
+        dst: &str,
+        dst_existed: bool,
+    ) -> FsResult<std::collections::HashMap<String, String>> {
         let (keys, unusable): (Vec<_>, Vec<_>) = self
             .store
             .list_recursive(src)
@@ -619,16 +807,32 @@ impl Fs {
         );
         let total = keys.len();
         let copied = Arc::new(AtomicU64::new(0));
-        let pairs: Vec<(String, String)> = keys
+        // Each key as listed: (from, to, its etag). Every copy is of that version, onto a
+        // name nothing holds (but an existing target's own marker).
+        let moves: Vec<(String, String, String)> = keys
             .iter()
-            .map(|k| (format!("{src}{}", k.name), format!("{dst}{}", k.name)))
+            .map(|k| {
+                (
+                    format!("{src}{}", k.name),
+                    format!("{dst}{}", k.name),
+                    k.etag.clone(),
+                )
+            })
             .collect();
-        let done: Vec<StoreResult<String>> = futures::stream::iter(pairs.clone())
-            .map(|(from, to)| {
+        let done: Vec<StoreResult<(String, String)>> = futures::stream::iter(moves.clone())
+            .map(|(from, to, etag)| {
                 let (store, copied) = (self.store.clone(), copied.clone());
                 let src = src.to_owned();
+                let expect = if dst_existed && to == dst {
+                    Expect::Anything
+                } else {
+                    Expect::Absent
+                };
                 async move {
-                    let r = store.copy(&from, &to, None).await.map(|_| to);
+                    let r = store
+                        .copy_if(&from, Some(&etag), &to, None, &expect)
+                        .await
+                        .map(|etag| (to, etag));
                     let n = copied.fetch_add(1, Ordering::Relaxed) + 1;
                     if n % 100 == 0 {
                         tracing::info!(from = src, copied = n, total, "renaming directory");
@@ -640,10 +844,10 @@ impl Fs {
             .collect()
             .await;
         if let Some(pos) = done.iter().position(Result::is_err) {
-            let copies: Vec<String> = done
+            let copies: Vec<(String, String)> = done
                 .iter()
                 .filter_map(|r| r.as_ref().ok())
-                .filter(|to| !(dst_existed && to.as_str() == dst))
+                .filter(|(to, _)| !(dst_existed && to.as_str() == dst))
                 .cloned()
                 .collect();
             self.remove_keys(&copies).await;
@@ -652,28 +856,52 @@ impl Fs {
         }
         if keys.is_empty() {
             // An empty directory known only to this mount: give it a marker at the target.
-            self.store
-                .put(dst, bytes::Bytes::new(), &UserMeta::new())
-                .await?;
+            let put = self
+                .store
+                .put_if(dst, bytes::Bytes::new(), &UserMeta::new(), &Expect::Absent)
+                .await;
+            match put {
+                // Another client made that directory meanwhile: it is there.
+                Ok(_) | Err(StoreError::Changed) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        futures::stream::iter(pairs)
-            .map(|(from, _)| {
+        let kept_back = futures::stream::iter(moves)
+            .map(|(from, _, etag)| {
                 let store = self.store.clone();
-                async move { delete_with_retry(&*store, &from).await }
+                async move {
+                    match delete_with_retry(&*store, &from, &etag).await {
+                        // Another client wrote it after the copy: its version stays.
+                        Err(StoreError::Changed) => Ok(Some(from)),
+                        other => other.map(|()| None),
+                    }
+                }
             })
             .buffer_unordered(RENAME_CONCURRENCY)
             .try_collect::<Vec<_>>()
             .await?;
+        for key in kept_back.into_iter().flatten() {
+            tracing::warn!(
+                key,
+                "renamed, but another client wrote the old name meanwhile: its version stays there"
+            );
+            self.counters.conflict(&key);
+        }
         tracing::info!(from = src, to = dst, keys = total, "directory renamed");
-        Ok(())
+        Ok(done.into_iter().flatten().collect())
     }
 
-    /// Best-effort cleanup of a failed directory rename's copies.
-    async fn remove_keys(&self, keys: &[String]) {
+    /// Best-effort cleanup of a failed directory rename's copies: (key, the copy's etag).
+    async fn remove_keys(&self, keys: &[(String, String)]) {
         let failed = futures::stream::iter(keys.iter().cloned())
-            .map(|k| {
+            .map(|(k, etag)| {
                 let store = self.store.clone();
-                async move { delete_with_retry(&*store, &k).await.err().map(|e| (k, e)) }
+                async move {
+                    delete_with_retry(&*store, &k, &etag)
+                        .await
+                        .err()
+                        .map(|e| (k, e))
+                }
             })
             .buffer_unordered(RENAME_CONCURRENCY)
             .filter_map(|r| async move { r })

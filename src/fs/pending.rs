@@ -7,9 +7,10 @@
 //! backoff once S3 and the credentials are back. A new mount of the profile adopts what an
 //! earlier one left ([`Fs::adopt_pending`]).
 //!
-//! A kept upload is never written over someone else's: if the object's etag is no longer
-//! the one the writer started from (or a new file's name was taken meanwhile), the data goes
-//! beside it as `NAME.conflict-<UTC timestamp>`.
+//! A kept upload is never written over someone else's: its upload is conditional on the
+//! version the writer started from, like every upload ([`Fs::flush_state_checked`]); if
+//! another writer got there first (or took a new file's name), the data goes beside it as
+//! `NAME.conflict-<device>-<UTC timestamp>` ([`Fs::keep_beside`]).
 //!
 //! Space: everything open for writing may have to be kept, so a write that grows a file is
 //! refused with `ENOSPC` unless the pending area could hold it (`pending_max`, and the free
@@ -26,13 +27,59 @@ use super::spool::Spool;
 use super::upload::whole;
 use super::write::{Snapshot, WriteState};
 use crate::pending::{PendingRecord, brief};
+use crate::store::{Expect, StoreError};
 
 const RETRY_START: Duration = Duration::from_secs(1);
 /// At most this long between tries: once S3 is back, a kept upload leaves within it.
 const RETRY_MAX: Duration = Duration::from_secs(15);
 
-/// `NAME.conflict-YYYYMMDDTHHMMSSZ` for `rel` at `t`.
-pub fn conflict_name(rel: &str, t: SystemTime) -> String {
+/// Conflict names tried for one conflict copy (`…Z`, `…Z-2`, …) before giving up.
+pub(super) const CONFLICT_NAMES_TRIED: u32 = 8;
+/// At most this much of the device's name goes into a conflict copy's name.
+const MAX_DEVICE_NAME: usize = 64;
+
+/// The device's name as it appears in conflict copies: `[A-Za-z0-9._-]` only, at most 64
+/// bytes (`device` if nothing is left).
+pub fn device_label(device: &str) -> String {
+    let label: String = device
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_DEVICE_NAME)
+        .collect();
+    let label = label.trim_matches(|c| c == '.' || c == '-').to_owned();
+    if label.is_empty() {
+        "device".to_owned()
+    } else {
+        label
+    }
+}
+
+/// `NAME.conflict-DEVICE-YYYYMMDDTHHMMSSZ` for `rel` at `t` (`-N` after it for the
+/// `attempt`-th other name, from 2), with NAME shortened so the name fits in 255 bytes.
+pub fn conflict_name(rel: &str, device: &str, t: SystemTime, attempt: u32) -> String {
+    let (dir, name) = match rel.rfind('/') {
+        Some(i) => rel.split_at(i + 1),
+        None => ("", rel),
+    };
+    let mut suffix = format!(".conflict-{}-{}", device_label(device), utc_stamp(t));
+    if attempt > 0 {
+        suffix.push_str(&format!("-{}", attempt + 1));
+    }
+    let mut keep = name.len().min(255usize.saturating_sub(suffix.len()));
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{dir}{}{suffix}", &name[..keep])
+}
+
+/// `YYYYMMDDTHHMMSSZ`: `t` in UTC.
+fn utc_stamp(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -48,7 +95,7 @@ pub fn conflict_name(rel: &str, t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{rel}.conflict-{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
         rem / 3600,
         rem / 60 % 60,
         rem % 60
@@ -75,12 +122,8 @@ fn default_min_free(total: u64) -> u64 {
 
 impl Fs {
     /// `s3://bucket/prefix/`: whose records are this mount's.
-    fn location(&self) -> String {
-        format!(
-            "s3://{}/{}",
-            self.store.bucket(),
-            self.store.scope().prefix()
-        )
+    pub(super) fn location(&self) -> String {
+        super::location_of(&*self.store)
     }
 
     /// Refuses (`ENOSPC`) a change that makes `ws`'s file `end` bytes long unless the
@@ -238,7 +281,7 @@ impl Fs {
                     tracing::info!(key = %kept.rel, size = kept.size, "pending upload is in S3");
                     self.counters.pending_uploaded();
                 }
-                // Logged and counted by `conflict_check`.
+                // Logged and counted by `keep_beside`.
                 Ok(true) => s3_answers = true,
                 Err(e) => {
                     let attempts = ws.backoff(RETRY_START, RETRY_MAX);
@@ -256,7 +299,7 @@ impl Fs {
         if s3_answers || self.upload.abort_retry_due(RETRY_MAX) {
             let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
             for (rel, id) in unaborted {
-                super::upload::abort(&*self.store, &self.upload.unaborted, &rel, &id).await;
+                super::upload::abort(&self.upload, &rel, &id).await;
             }
         }
     }
@@ -277,39 +320,70 @@ impl Fs {
         }
     }
 
-    /// Uploads a kept state to its name, or beside it if S3 holds something else there.
+    /// Uploads a kept state to its name, or beside it if S3 holds another version there.
     /// Returns whether it went beside (a conflict copy).
     async fn retry_one(&self, ws: &Arc<WriteState>) -> FsResult<bool> {
         Ok(self.flush_state_checked(ws).await?.is_some())
     }
 
-    /// For a kept upload about to be uploaded at `rel` (under its `io` lock): if S3 no
-    /// longer holds the version the writer started from, uploads the data beside it as
-    /// `NAME.conflict-…`, lets the kept state go, and returns that name.
-    pub(super) async fn conflict_check(
+    /// Another writer got to the object first (its condition failed): puts this version
+    /// beside it as `NAME.conflict-DEVICE-TIME` (itself a conditional write, so no two
+    /// devices ever take one name), and the file follows its data there: the open handles
+    /// now write the conflict copy, and the name shows what the other writer stored.
+    /// Called under `ws`'s `io` lock. Returns the conflict copy's key.
+    pub(super) async fn keep_beside(
         &self,
         ws: &Arc<WriteState>,
-        rel: &str,
+        node: &super::inodes::NodeInfo,
         size: u64,
-    ) -> FsResult<Option<String>> {
-        let current = self.store.head(rel).await?.map(|o| o.etag);
-        if current == ws.base_etag() {
-            return Ok(None);
+        meta: &Meta,
+        held: Option<bytes::Bytes>,
+    ) -> FsResult<String> {
+        let now = SystemTime::now();
+        let mut placed = None;
+        for attempt in 0..CONFLICT_NAMES_TRIED {
+            let rel = conflict_name(&node.rel, &self.opts.device_name, now, attempt);
+            self.store.check_object(&rel)?;
+            let put = whole::upload(
+                &self.upload,
+                ws.spool(),
+                &rel,
+                size,
+                meta,
+                held.clone(),
+                &Expect::Absent,
+            );
+            match put.await {
+                Ok(etag) => {
+                    placed = Some((rel, etag));
+                    break;
+                }
+                // That name is taken (or being taken): the next one.
+                Err(StoreError::Changed | StoreError::Raced) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let name = conflict_name(rel, SystemTime::now());
-        let Snapshot { meta, .. } = ws.snapshot();
-        whole::upload_spool(&self.upload, ws.spool(), &name, size, &meta).await?;
-        tracing::warn!(key = %rel, conflict = %name, "the object changed in S3 while the upload was pending: kept beside it");
-        self.counters.conflict(&name);
-        if let Some(record) = ws.drop_kept() {
+        let Some((rel, etag)) = placed else {
+            return Err(FsError::new(libc::EEXIST));
+        };
+        let original = self.inodes.name(node.ino).unwrap_or_default();
+        let copy_name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
+        self.inodes.move_aside(node.ino, &copy_name);
+        ws.set_base_etag(etag.clone());
+        if let Some(record) = ws.take_kept() {
             self.forget_kept(&record);
         }
-        // The name shows what S3 holds; the conflict copy shows up beside it.
-        self.inodes.invalidate(ws.ino);
-        if let Some(parent) = self.inodes.get(ws.ino).map(|n| n.parent) {
-            self.inodes.invalidate_listing(parent);
-        }
-        Ok(Some(name))
+        self.inodes.set_written(
+            node.ino,
+            Found::written(Kind::File, size, etag, meta.clone()),
+        );
+        self.readers_follow(node.ino);
+        tracing::warn!(key = %node.rel, conflict = %rel, "another client changed the object since this version started from it: this version is kept beside it");
+        self.counters.conflict(&rel);
+        // The kernel's entry for the name still points at this file: the name must be
+        // looked up again, to show the other writer's version.
+        self.tell_kernel(super::Invalidate::Entry(node.parent, original));
+        Ok(rel)
     }
 
     /// Adopts the kept uploads an earlier mount of this prefix left: each becomes a live
@@ -387,19 +461,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conflict_names_carry_the_utc_time() {
+    fn conflict_names_carry_the_device_and_the_utc_time() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_707_601);
         assert_eq!(
-            conflict_name("a/b.txt", t),
-            "a/b.txt.conflict-20261126T154001Z"
+            conflict_name("a/b.txt", "laptop", t, 0),
+            "a/b.txt.conflict-laptop-20261126T154001Z"
+        );
+        assert_eq!(
+            conflict_name("a/b.txt", "laptop", t, 1),
+            "a/b.txt.conflict-laptop-20261126T154001Z-2"
         );
         assert_eq!(
             conflict_name(
                 "x",
-                SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)
+                "Kim's Mac/2",
+                SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400),
+                0
             ),
-            "x.conflict-20000229T000000Z"
+            "x.conflict-Kim-s-Mac-2-20000229T000000Z"
         );
+        assert_eq!(device_label("../.."), "device");
+        // A long name is shortened (at a character boundary) so the whole fits in 255 bytes.
+        let long = format!("d/{}", "é".repeat(127));
+        let c = conflict_name(&long, "pc", t, 3);
+        let name = c.strip_prefix("d/").unwrap();
+        assert!(name.len() <= 255, "{}", name.len());
+        assert!(name.ends_with(".conflict-pc-20261126T154001Z-4"));
+        assert!(name.starts_with("éé"));
     }
 
     #[test]

@@ -156,6 +156,11 @@ enum Plan {
 }
 
 impl FileReader {
+    /// The version this reader reads.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
     pub fn new(shared: Arc<ReadShared>, rel: String, etag: String, size: u64) -> Self {
         let window = shared.block_size;
         FileReader {

@@ -6,12 +6,6 @@ use std::time::SystemTime;
 use super::Fs;
 use super::error::FsResult;
 
-/// A multipart upload under the prefix older than this at mount time is stray (left by a
-/// crashed or killed mount) and is aborted. Aborting a live upload of another mount of the
-/// same prefix costs that mount only a retry: its completion fails and it uploads from its
-/// spool instead.
-const STRAY_UPLOAD_AGE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// A spool file name `PID-INO-SEQ` whose process is gone (a crash between creating and
 /// unlinking it).
 fn stale_spool_name(name: &str) -> bool {
@@ -24,9 +18,7 @@ fn stale_spool_name(name: &str) -> bool {
     if !rest_ok || pid as u32 == std::process::id() {
         return false;
     }
-    // SAFETY: signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    crate::upload_journal::process_gone(pid as u32)
 }
 
 impl Fs {
@@ -68,11 +60,14 @@ impl Fs {
         result
     }
 
-    /// Cleans up after a previous mount that crashed or was killed: aborts multipart
-    /// uploads under the prefix older than [`STRAY_UPLOAD_AGE`] and removes spool files
-    /// of dead processes. Spool files are unlinked right after creation, so a leftover one
-    /// can only come from a crash in between: it is empty, there is nothing to upload.
-    /// Failures are logged, never fatal: a mount without cleanup still works.
+    /// Cleans up after a previous mount that crashed or was killed: aborts the multipart
+    /// uploads under the prefix that a process of this machine started and that is gone
+    /// (the journal says), and any older than `stray_upload_age` (24 h), whoever started
+    /// them; a live upload of another mount, device or the web app is never touched. Also
+    /// removes spool files of dead processes. Spool files are unlinked right after
+    /// creation, so a leftover one can only come from a crash in between: it is empty,
+    /// there is nothing to upload. Failures are logged, never fatal: a mount without
+    /// cleanup still works.
     pub async fn recover(&self) {
         if let Ok(dir) = std::fs::read_dir(&self.opts.spool_dir) {
             for e in dir.flatten() {
@@ -93,6 +88,10 @@ impl Fs {
             return;
         }
         self.adopt_pending().await;
+        let dead: Vec<crate::upload_journal::Started> = match &self.upload.journal {
+            Some((location, journal)) => journal.dead(location),
+            None => Vec::new(),
+        };
         let uploads = match self.store.list_uploads("").await {
             Ok(u) => u,
             Err(e) => {
@@ -101,18 +100,32 @@ impl Fs {
             }
         };
         let now = SystemTime::now();
-        for u in uploads {
+        for u in &uploads {
             let age = u.initiated.and_then(|t| now.duration_since(t).ok());
-            if age.is_none_or(|a| a < STRAY_UPLOAD_AGE) {
+            let ours_and_dead = dead.iter().any(|d| d.upload_id == u.upload_id);
+            let abandoned = age.is_some_and(|a| a >= self.opts.stray_upload_age);
+            if !(ours_and_dead || abandoned) {
                 continue;
             }
             match self.store.abort_multipart(&u.rel, &u.upload_id).await {
                 Ok(()) => {
-                    tracing::info!(key = %u.rel, age_secs = age.map(|a| a.as_secs()), "aborted a stray multipart upload")
+                    self.upload.upload_ended(&u.upload_id);
+                    let why = if ours_and_dead {
+                        "left by a mount of this machine that is gone"
+                    } else {
+                        "older than the stray-upload age"
+                    };
+                    tracing::info!(key = %u.rel, age_secs = age.map(|a| a.as_secs()), why, "aborted a stray multipart upload")
                 }
                 Err(e) => {
                     tracing::warn!(key = %u.rel, error = %e, "cannot abort a stray multipart upload")
                 }
+            }
+        }
+        // Noted uploads S3 no longer has (completed, or aborted by a lifecycle rule).
+        for d in &dead {
+            if !uploads.iter().any(|u| u.upload_id == d.upload_id) {
+                self.upload.upload_ended(&d.upload_id);
             }
         }
     }

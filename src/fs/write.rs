@@ -33,9 +33,12 @@ use super::upload::{self, Stream, UploadCtx};
 use crate::pending::PendingRecord;
 
 mod kept;
-use crate::store::{ObjectStore, StoreError, StoreResult};
+use crate::store::{Expect, ObjectStore, StoreError, StoreResult};
 pub(super) use kept::{Retry, Snapshot};
 
+/// How often an upload that raced another conditional write (409) starts over before the
+/// conflict rule applies.
+const MAX_RACES: u32 = 3;
 /// Chunk size for copying an existing object into the spool.
 const LOAD_CHUNK: u64 = 8 << 20;
 /// S3's largest object: a file cannot grow past it.
@@ -455,10 +458,10 @@ impl Fs {
         self.flush_state_checked(ws).await.map(drop)
     }
 
-    /// [`Fs::flush_state`]; for a kept upload (one that failed before, see `pending.rs`),
-    /// S3 is asked first whether the object is still the version the writer started from:
-    /// if not, the data goes beside it and its name is returned. Any path that uploads a
-    /// kept state (a retry, a later flush or release, a rename) goes through this check.
+    /// [`Fs::flush_state`]. Every upload is conditional on the version the writer started
+    /// from (`If-Match` on its etag; `If-None-Match: *` for a new name). When another writer
+    /// got there first, the data goes beside the object as a conflict copy, the file follows
+    /// it there (`pending.rs`: [`Fs::keep_beside`]), and its name is returned.
     pub(super) async fn flush_state_checked(
         &self,
         ws: &Arc<WriteState>,
@@ -498,29 +501,33 @@ impl Fs {
             return Ok(None);
         };
         let (meta, modified) = meta;
-        if ws.kept().is_some() {
-            let checked = self.conflict_check(ws, &node.rel, size).await;
-            // Gone beside the object, or not known whether it may go over it: not here.
-            if !matches!(checked, Ok(None)) {
-                if checked.is_err() {
-                    ws.inner.lock().unwrap().dirty = true;
+        let mut expect = Expect::from_base(ws.base_etag().as_deref());
+        let mut stream = stream;
+        let mut races = 0;
+        let uploaded = loop {
+            let attempt = upload::upload(
+                &ws.ctx,
+                &ws.spool,
+                &node.rel,
+                size,
+                (&meta, modified),
+                stream.take(),
+                held.clone(),
+                &expect,
+            )
+            .await;
+            match attempt {
+                // The version this writer started from was deleted meanwhile: nothing of
+                // anyone's is lost by bringing the name back, if it is still free.
+                Err(StoreError::NotFound) if matches!(expect, Expect::Version(_)) => {
+                    expect = Expect::Absent;
                 }
-                if let Some(s) = stream {
-                    s.abandon(&ws.ctx);
-                }
-                return checked;
+                // Two conditional writes raced: S3 says start over (a few times).
+                Err(StoreError::Raced) if races < MAX_RACES => races += 1,
+                other => break other,
             }
-        }
-        let uploaded = upload::upload(
-            &ws.ctx,
-            &ws.spool,
-            &node.rel,
-            size,
-            (&meta, modified),
-            stream,
-            held,
-        );
-        match uploaded.await {
+        };
+        match uploaded {
             Ok((etag, meta)) => {
                 let kept = {
                     let mut i = ws.inner.lock().unwrap();
@@ -533,7 +540,19 @@ impl Fs {
                 }
                 let found = Found::written(Kind::File, size, etag, meta);
                 self.inodes.set_written(ws.ino, found);
+                self.readers_follow(ws.ino);
                 Ok(None)
+            }
+            Err(StoreError::Changed | StoreError::Raced) => {
+                let mut meta = meta;
+                meta.mtime = meta.mtime.or(Some(modified));
+                match self.keep_beside(ws, &node, size, &meta, held).await {
+                    Ok(name) => Ok(Some(name)),
+                    Err(e) => {
+                        ws.inner.lock().unwrap().dirty = true;
+                        Err(e)
+                    }
+                }
             }
             Err(e) => {
                 ws.inner.lock().unwrap().dirty = true;

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, RequestKind, Scope, StoreResult,
-    UploadInfo, UserMeta,
+    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, RequestKind, Scope,
+    StoreResult, UploadInfo, UserMeta,
 };
 use crate::metrics::Window;
 
@@ -173,8 +173,14 @@ impl ObjectStore for CountingStore {
         self.count(RequestKind::Get, rel, r)
     }
 
-    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
-        let r = self.inner.put(rel, body, meta).await;
+    async fn put_if(
+        &self,
+        rel: &str,
+        body: Bytes,
+        meta: &UserMeta,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        let r = self.inner.put_if(rel, body, meta, expect).await;
         self.count(RequestKind::Put, rel, r)
     }
 
@@ -194,13 +200,17 @@ impl ObjectStore for CountingStore {
         self.count(RequestKind::UploadPart, rel, r)
     }
 
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         rel: &str,
         upload_id: &str,
         parts: Vec<PartDone>,
+        expect: &Expect,
     ) -> StoreResult<String> {
-        let r = self.inner.complete_multipart(rel, upload_id, parts).await;
+        let r = self
+            .inner
+            .complete_multipart_if(rel, upload_id, parts, expect)
+            .await;
         self.count(RequestKind::CompleteMultipart, rel, r)
     }
 
@@ -214,13 +224,20 @@ impl ObjectStore for CountingStore {
         self.count(RequestKind::ListUploads, dir_rel, r)
     }
 
-    async fn delete(&self, rel: &str) -> StoreResult<()> {
-        let r = self.inner.delete(rel).await;
+    async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
+        let r = self.inner.delete_if(rel, expect).await;
         self.count(RequestKind::Delete, rel, r)
     }
 
-    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String> {
-        let r = self.inner.copy(src, dst, meta).await;
+    async fn copy_if(
+        &self,
+        src: &str,
+        src_etag: Option<&str>,
+        dst: &str,
+        meta: Option<&UserMeta>,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        let r = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
         self.count(RequestKind::Copy, dst, r)
     }
 

@@ -3,7 +3,11 @@
 //! It behaves as S3 does where the filesystem can tell: any key (a marker `d/` beside `d/f`,
 //! an object `a` beside `a/b`), delimited listings in pages with continuation tokens,
 //! `If-Match` reads, multipart uploads whose parts (but the last) must be at least 5 MiB,
-//! CopyObject with COPY or REPLACE metadata, deletes of missing keys that succeed. Keys
+//! CopyObject with COPY or REPLACE metadata (a copy of a single-part object keeps its etag,
+//! as S3's MD5 etags do), deletes of missing keys that succeed, and S3's conditional writes
+//! (`If-Match`, `If-None-Match: *`, copy-source `If-Match`: 412 as [`StoreError::Changed`],
+//! `If-Match` on a missing key 404) — or, like some S3-compatible servers, ignores them
+//! ([`MemoryStore::set_ignores_conditions`]). Keys
 //! outside the store's prefix can be planted (`insert_raw`) to check they stay invisible.
 //!
 //! For failure tests it injects errors by operation (the n-th next request, or every one),
@@ -20,15 +24,20 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, RequestKind, Scope, StoreError, StoreResult,
-    UploadInfo, UserMeta,
+    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, RequestKind, Scope, StoreError,
+    StoreResult, UploadInfo, UserMeta,
 };
+
+/// Etags compare without their quotes, as S3 compares `If-Match` values.
+fn same_etag(a: &str, b: &str) -> bool {
+    a.trim_matches('"') == b.trim_matches('"')
+}
 
 /// S3's smallest part (all but the last part of an upload).
 const MIN_PART_SIZE: usize = 5 << 20;
 
 /// An injected failure: what the request answers instead of doing its work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Fault {
     /// 503 SlowDown after the SDK's retries.
     SlowDown,
@@ -70,6 +79,8 @@ struct Object {
     etag: String,
     last_modified: SystemTime,
     meta: UserMeta,
+    /// Completed from parts: its etag is not of its body, and a copy gets a new one.
+    multipart: bool,
 }
 
 struct Upload {
@@ -93,6 +104,17 @@ struct Faults {
     armed: Vec<Armed>,
     slowdown_fraction: f64,
     latency: Duration,
+    /// Faults that fired, by kind.
+    fired: BTreeMap<FaultKind, u64>,
+    /// Conditional completes still to answer 409 ConditionalRequestConflict.
+    races: u64,
+}
+
+/// A fault as counted by [`MemoryStore::fired`]: an injected [`Fault`], or a 409 race.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    Injected(Fault),
+    Race,
 }
 
 /// An in-memory bucket, scoped like [`super::S3Store`] to one prefix.
@@ -105,6 +127,7 @@ pub struct MemoryStore {
     faults: Mutex<Faults>,
     page_size: AtomicU64,
     seq: AtomicU64,
+    ignores_conditions: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -127,7 +150,64 @@ impl MemoryStore {
             faults: Mutex::new(Faults::default()),
             page_size: AtomicU64::new(1000),
             seq: AtomicU64::new(0),
+            ignores_conditions: Default::default(),
         }
+    }
+
+    /// Accept conditional writes and ignore their conditions, as some S3-compatible
+    /// servers do.
+    pub fn set_ignores_conditions(&self, ignore: bool) {
+        self.ignores_conditions.store(ignore, Ordering::Relaxed);
+    }
+
+    /// The faults that fired since creation (or [`Self::clear_faults`]), by kind.
+    pub fn fired(&self) -> BTreeMap<FaultKind, u64> {
+        self.faults.lock().unwrap().fired.clone()
+    }
+
+    /// How many faults fired in all.
+    pub fn fired_total(&self) -> u64 {
+        self.faults.lock().unwrap().fired.values().sum()
+    }
+
+    /// The next `n` conditional writes (PUT, complete, copy) answer 409
+    /// ConditionalRequestConflict, as S3 does to the loser of two racing writes.
+    pub fn race_next(&self, n: u64) {
+        self.faults.lock().unwrap().races = n;
+    }
+
+    /// Checks `expect` against what `key` holds (under the objects lock, so check and write
+    /// are one step, as in S3).
+    fn check(
+        &self,
+        objects: &BTreeMap<String, Object>,
+        key: &str,
+        expect: &Expect,
+    ) -> StoreResult<()> {
+        if self.ignores_conditions.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match (expect, objects.get(key)) {
+            (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+            (Expect::Absent, Some(_)) => Err(StoreError::Changed),
+            (Expect::Version(_), None) => Err(StoreError::NotFound),
+            (Expect::Version(e), Some(o)) if same_etag(e, &o.etag) => Ok(()),
+            (Expect::Version(_), Some(_)) => Err(StoreError::Changed),
+        }
+    }
+
+    /// A conditional write lost a race this time (see [`Self::race_next`]).
+    fn raced(&self, expect: &Expect) -> bool {
+        if *expect == Expect::Anything || self.ignores_conditions.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut f = self.faults.lock().unwrap();
+        if f.races == 0 {
+            return false;
+        }
+        f.races -= 1;
+        *f.fired.entry(FaultKind::Race).or_default() += 1;
+        true
     }
 
     /// Stores `body` under the full `key` (prefix included, no validation), as another
@@ -196,10 +276,18 @@ impl MemoryStore {
         self.faults.lock().unwrap().latency = latency;
     }
 
+    /// Disarms every fault (the counts of fired ones stay).
     pub fn clear_faults(&self) {
         let mut f = self.faults.lock().unwrap();
         f.armed.clear();
         f.slowdown_fraction = 0.0;
+        f.races = 0;
+    }
+
+    /// Whether a fault is still armed (one that has not fired yet).
+    pub fn armed(&self) -> bool {
+        let f = self.faults.lock().unwrap();
+        !f.armed.is_empty() || f.races > 0
     }
 
     fn object(&self, body: Bytes, meta: UserMeta) -> Object {
@@ -209,6 +297,7 @@ impl MemoryStore {
             etag: format!("\"{n:032x}\""),
             last_modified: SystemTime::now(),
             meta,
+            multipart: false,
         }
     }
 
@@ -242,6 +331,9 @@ impl MemoryStore {
                 && rand::random::<f64>() < f.slowdown_fraction
             {
                 fault = Some(Fault::SlowDown);
+            }
+            if let Some(fault) = fault {
+                *f.fired.entry(FaultKind::Injected(fault)).or_default() += 1;
             }
             (f.latency, fault)
         };
@@ -376,12 +468,23 @@ impl ObjectStore for MemoryStore {
         Ok(o.body.slice(start as usize..end as usize))
     }
 
-    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
+    async fn put_if(
+        &self,
+        rel: &str,
+        body: Bytes,
+        meta: &UserMeta,
+        expect: &Expect,
+    ) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
         self.request(RequestKind::Put).await?;
+        if self.raced(expect) {
+            return Err(StoreError::Raced);
+        }
+        let mut objects = self.objects.lock().unwrap();
+        self.check(&objects, &key, expect)?;
         let object = self.object(body, meta.clone());
         let etag = object.etag.clone();
-        self.objects.lock().unwrap().insert(key, object);
+        objects.insert(key, object);
         Ok(etag)
     }
 
@@ -418,14 +521,18 @@ impl ObjectStore for MemoryStore {
         Ok(PartDone { number, etag })
     }
 
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         rel: &str,
         upload_id: &str,
         mut parts: Vec<PartDone>,
+        expect: &Expect,
     ) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
         self.request(RequestKind::CompleteMultipart).await?;
+        if self.raced(expect) {
+            return Err(StoreError::Raced);
+        }
         parts.sort_by_key(|p| p.number);
         let mut uploads = self.uploads.lock().unwrap();
         let upload = uploads
@@ -448,11 +555,17 @@ impl ObjectStore for MemoryStore {
             }
             body.extend_from_slice(data);
         }
-        let upload = uploads.remove(upload_id).expect("checked above");
+        let mut objects = self.objects.lock().unwrap();
+        // A failed condition leaves the upload open, as in S3 (the writer aborts it).
+        self.check(&objects, &key, expect)?;
+        let Some(upload) = uploads.remove(upload_id) else {
+            return Err(StoreError::NotFound);
+        };
         drop(uploads);
-        let object = self.object(body.freeze(), upload.meta);
+        let mut object = self.object(body.freeze(), upload.meta);
+        object.multipart = true;
         let etag = object.etag.clone();
-        self.objects.lock().unwrap().insert(key, object);
+        objects.insert(key, object);
         Ok(etag)
     }
 
@@ -484,24 +597,54 @@ impl ObjectStore for MemoryStore {
         Ok(out)
     }
 
-    async fn delete(&self, rel: &str) -> StoreResult<()> {
+    async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
         let key = self.scope.entry_key(rel)?;
         self.request(RequestKind::Delete).await?;
-        self.objects.lock().unwrap().remove(&key);
+        let mut objects = self.objects.lock().unwrap();
+        if let Expect::Version(_) = expect {
+            match self.check(&objects, &key, expect) {
+                // The version to delete is gone already.
+                Err(StoreError::NotFound) => return Ok(()),
+                other => other?,
+            }
+        }
+        objects.remove(&key);
         Ok(())
     }
 
-    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String> {
+    async fn copy_if(
+        &self,
+        src: &str,
+        src_etag: Option<&str>,
+        dst: &str,
+        meta: Option<&UserMeta>,
+        expect: &Expect,
+    ) -> StoreResult<String> {
         if src.ends_with('/') != dst.ends_with('/') {
             return Err(StoreError::InvalidPath(dst.to_owned()));
         }
         let src_key = self.scope.entry_key(src)?;
         let dst_key = self.scope.entry_key(dst)?;
         self.request(RequestKind::Copy).await?;
+        if self.raced(expect) {
+            return Err(StoreError::Raced);
+        }
         let mut objects = self.objects.lock().unwrap();
         let source = objects.get(&src_key).ok_or(StoreError::NotFound)?;
+        if let Some(e) = src_etag
+            && !self.ignores_conditions.load(Ordering::Relaxed)
+            && !same_etag(e, &source.etag)
+        {
+            return Err(StoreError::Changed);
+        }
+        self.check(&objects, &dst_key, expect)?;
         let meta = meta.cloned().unwrap_or_else(|| source.meta.clone());
-        let object = self.object(source.body.clone(), meta);
+        let (body, multipart, etag) = (source.body.clone(), source.multipart, source.etag.clone());
+        let mut object = self.object(body, meta);
+        if !multipart {
+            // S3's etag of a single-part object is its body's MD5: a copy keeps it.
+            object.etag = etag;
+        }
         let etag = object.etag.clone();
         objects.insert(dst_key, object);
         Ok(etag)

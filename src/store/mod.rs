@@ -11,6 +11,7 @@
 //! the prefix can be formed through this API: there is no `..`, no empty segment, no leading
 //! `/`. Both implementations share that check.
 
+mod conditions;
 pub mod counting;
 mod memory;
 mod renewing;
@@ -23,6 +24,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use conditions::{ConditionSupport, EmulatedConditions, checked_store, probe_conditions};
 pub use counting::{CountingStore, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
 pub use renewing::{Renewer, RenewingStore};
@@ -115,6 +117,38 @@ pub struct UploadInfo {
     pub initiated: Option<SystemTime>,
 }
 
+/// What a write expects to find at its key: S3's conditional-write headers. Every write the
+/// filesystem makes names one, so that it never replaces a version it did not start from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Expect {
+    /// Whatever is there (no header): other clients in tests, the mount's own probe key.
+    Anything,
+    /// No object at the key (`If-None-Match: *`).
+    Absent,
+    /// The object with this etag (`If-Match`).
+    Version(String),
+}
+
+impl Expect {
+    /// `Version(etag)`, or `Absent` for no (or an empty) etag: what a writer that started
+    /// from `etag` expects.
+    pub fn from_base(etag: Option<&str>) -> Self {
+        match etag {
+            Some(e) if !e.is_empty() => Expect::Version(e.to_owned()),
+            _ => Expect::Absent,
+        }
+    }
+
+    /// The `If-Match` and `If-None-Match` header values.
+    pub fn headers(&self) -> (Option<String>, Option<String>) {
+        match self {
+            Expect::Anything => (None, None),
+            Expect::Absent => (None, Some("*".to_owned())),
+            Expect::Version(e) => (Some(e.clone()), None),
+        }
+    }
+}
+
 /// One page of a delimited listing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListPage {
@@ -134,9 +168,13 @@ pub enum StoreError {
     /// Denied, or the credentials are missing, expired or revoked (the code says which).
     #[error("access denied: {0}")]
     AccessDenied(String),
-    /// The object's etag is not the one the request was pinned to.
-    #[error("object changed while reading")]
+    /// The object is not the version the request named (412): a read pinned to an etag, or
+    /// a conditional write that another writer got to first.
+    #[error("the object is not the version expected (changed by another client)")]
     Changed,
+    /// Two conditional writes of one key raced (409 `ConditionalRequestConflict`): start over.
+    #[error("a conditional write raced another (409 ConditionalRequestConflict)")]
+    Raced,
     #[error("key too long")]
     KeyTooLong,
     #[error("invalid relative path {0:?}")]
@@ -364,9 +402,21 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         Ok(())
     }
 
-    /// PutObject of a whole body (an object, or a directory marker when `rel` ends in `/`);
-    /// returns the new etag.
-    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String>;
+    /// PutObject of a whole body (an object, or a directory marker when `rel` ends in `/`),
+    /// only if the key holds what `expect` says ([`StoreError::Changed`] if not; for
+    /// `Version` on a missing key, [`StoreError::NotFound`]); returns the new etag.
+    async fn put_if(
+        &self,
+        rel: &str,
+        body: Bytes,
+        meta: &UserMeta,
+        expect: &Expect,
+    ) -> StoreResult<String>;
+
+    /// An unconditional [`ObjectStore::put_if`], as another client writes (tests).
+    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
+        self.put_if(rel, body, meta, &Expect::Anything).await
+    }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String>;
 
@@ -379,27 +429,61 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         body: Bytes,
     ) -> StoreResult<PartDone>;
 
-    /// Completes an upload from its parts (any order); returns the etag.
+    /// Completes an upload from its parts (any order) if the key holds what `expect` says
+    /// (as for [`ObjectStore::put_if`]; two racing completes: [`StoreError::Raced`]);
+    /// returns the etag.
+    async fn complete_multipart_if(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        parts: Vec<PartDone>,
+        expect: &Expect,
+    ) -> StoreResult<String>;
+
+    /// An unconditional [`ObjectStore::complete_multipart_if`].
     async fn complete_multipart(
         &self,
         rel: &str,
         upload_id: &str,
         parts: Vec<PartDone>,
-    ) -> StoreResult<String>;
+    ) -> StoreResult<String> {
+        self.complete_multipart_if(rel, upload_id, parts, &Expect::Anything)
+            .await
+    }
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()>;
 
     /// Multipart uploads in progress under `dir_rel` (`""` for the whole prefix).
     async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>>;
 
-    /// DeleteObject of a file (`a/b`) or a directory marker (`a/b/`). Deleting a key that
-    /// does not exist succeeds, as in S3.
-    async fn delete(&self, rel: &str) -> StoreResult<()>;
+    /// DeleteObject of a file (`a/b`) or a directory marker (`a/b/`), only if it is the
+    /// version `expect` names (`Version`; [`StoreError::Changed`] if not; `Absent` is taken
+    /// as `Anything`). Deleting a key that does not exist succeeds, as in S3.
+    async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()>;
 
-    /// CopyObject `src` → `dst` (both files, or both markers ending in `/`), of any size.
-    /// `meta: None` keeps the source's metadata; `Some` replaces it, which is also how the
-    /// metadata of an object is changed in place (`src == dst`). Returns the new etag.
-    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String>;
+    /// An unconditional [`ObjectStore::delete_if`].
+    async fn delete(&self, rel: &str) -> StoreResult<()> {
+        self.delete_if(rel, &Expect::Anything).await
+    }
+
+    /// CopyObject `src` → `dst` (both files, or both markers ending in `/`), of any size,
+    /// only if the source has `src_etag` (when given) and `dst` holds what `expect` says
+    /// ([`StoreError::Changed`] if either fails). `meta: None` keeps the source's
+    /// metadata; `Some` replaces it, which is also how the metadata of an object is changed
+    /// in place (`src == dst`). Returns the new etag.
+    async fn copy_if(
+        &self,
+        src: &str,
+        src_etag: Option<&str>,
+        dst: &str,
+        meta: Option<&UserMeta>,
+        expect: &Expect,
+    ) -> StoreResult<String>;
+
+    /// An unconditional [`ObjectStore::copy_if`].
+    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String> {
+        self.copy_if(src, None, dst, meta, &Expect::Anything).await
+    }
 
     /// Can the prefix be listed? (AWS policy forbids HeadBucket for these identities.)
     async fn check_access(&self) -> StoreResult<()> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreResult, UploadInfo,
+    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreResult, UploadInfo,
     UserMeta,
 };
 
@@ -134,8 +134,19 @@ impl ObjectStore for RenewingStore {
         )
     }
 
-    async fn put(&self, rel: &str, body: Bytes, meta: &UserMeta) -> StoreResult<String> {
-        renewing!(self, "put", rel, self.inner.put(rel, body.clone(), meta))
+    async fn put_if(
+        &self,
+        rel: &str,
+        body: Bytes,
+        meta: &UserMeta,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        renewing!(
+            self,
+            "put",
+            rel,
+            self.inner.put_if(rel, body.clone(), meta, expect)
+        )
     }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
@@ -162,17 +173,19 @@ impl ObjectStore for RenewingStore {
         )
     }
 
-    async fn complete_multipart(
+    async fn complete_multipart_if(
         &self,
         rel: &str,
         upload_id: &str,
         parts: Vec<PartDone>,
+        expect: &Expect,
     ) -> StoreResult<String> {
         renewing!(
             self,
             "complete_multipart",
             rel,
-            self.inner.complete_multipart(rel, upload_id, parts.clone())
+            self.inner
+                .complete_multipart_if(rel, upload_id, parts.clone(), expect)
         )
     }
 
@@ -194,12 +207,24 @@ impl ObjectStore for RenewingStore {
         )
     }
 
-    async fn delete(&self, rel: &str) -> StoreResult<()> {
-        renewing!(self, "delete", rel, self.inner.delete(rel))
+    async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
+        renewing!(self, "delete", rel, self.inner.delete_if(rel, expect))
     }
 
-    async fn copy(&self, src: &str, dst: &str, meta: Option<&UserMeta>) -> StoreResult<String> {
-        renewing!(self, "copy", dst, self.inner.copy(src, dst, meta))
+    async fn copy_if(
+        &self,
+        src: &str,
+        src_etag: Option<&str>,
+        dst: &str,
+        meta: Option<&UserMeta>,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        renewing!(
+            self,
+            "copy",
+            dst,
+            self.inner.copy_if(src, src_etag, dst, meta, expect)
+        )
     }
 
     async fn check_access(&self) -> StoreResult<()> {

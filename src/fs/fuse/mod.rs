@@ -616,6 +616,32 @@ impl Filesystem for FuseFs {
     }
 }
 
+/// Sends what `fs` learns changed to the kernel, from a thread of its own: a notification
+/// can wait on the kernel's locks, which a FUSE request in flight may hold, so it is never
+/// sent from a thread that answers requests. The thread ends with `fs`.
+fn forward_invalidations(fs: &Fs, notifier: fuser::Notifier) -> io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<super::Invalidate>();
+    fs.set_kernel(tx);
+    std::thread::Builder::new()
+        .name("cognifs-inval".into())
+        .spawn(move || {
+            for what in rx {
+                let sent = match &what {
+                    // Offset 0, length 0: every cached page, and the attributes.
+                    super::Invalidate::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
+                    super::Invalidate::Entry(parent, name) => {
+                        notifier.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name))
+                    }
+                };
+                // ENOENT: the kernel holds nothing of it; ENOTCONN: unmounted.
+                if let Err(e) = sent {
+                    tracing::debug!(?what, error = %e, "kernel invalidation not applied");
+                }
+            }
+        })?;
+    Ok(())
+}
+
 /// Mounts `fs` and runs the session on a background thread.
 pub(super) fn spawn(fs: Arc<Fs>, mountpoint: &Path, rt: Handle) -> io::Result<BackgroundSession> {
     let opts = fs.options().clone();
@@ -636,7 +662,8 @@ pub(super) fn spawn(fs: Arc<Fs>, mountpoint: &Path, rt: Handle) -> io::Result<Ba
     }
     config.n_threads = Some(opts.fuse_threads.max(1));
     config.clone_fd = opts.fuse_threads > 1;
-    let session = fuser::spawn_mount(FuseFs { fs, rt }, mountpoint, &config)?;
+    let session = fuser::spawn_mount(FuseFs { fs: fs.clone(), rt }, mountpoint, &config)?;
+    forward_invalidations(&fs, session.notifier())?;
     if let Err(e) = readahead::raise(mountpoint, super::read::KERNEL_READAHEAD) {
         tracing::debug!(error = %e, "kernel readahead left at its default");
     }

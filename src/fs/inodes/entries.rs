@@ -81,6 +81,8 @@ impl Found {
                 .unwrap_or_default(),
             meta_known: true,
             last_modified: marker.map_or(SystemTime::UNIX_EPOCH, |m| m.last_modified),
+            // The marker's version, which a rewrite of it names (empty: no marker).
+            etag: marker.map(|m| m.etag.clone()).unwrap_or_default(),
             ..Found::dir()
         }
     }

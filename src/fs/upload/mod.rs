@@ -29,7 +29,7 @@ use tokio::sync::Semaphore;
 
 use super::meta::Meta;
 use super::spool::Spool;
-use crate::store::{ObjectStore, StoreResult};
+use crate::store::{Expect, ObjectStore, StoreError, StoreResult};
 pub use streaming::Stream;
 
 /// What every upload of one mount shares.
@@ -48,17 +48,36 @@ pub struct UploadCtx {
     pub unaborted: Arc<std::sync::Mutex<Vec<(String, String)>>>,
     /// When aborting those was last tried.
     pub abort_tried: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Where multipart uploads this mount starts are noted, so that a later mount can tell
+    /// them dead (`s3://bucket/prefix/` and the journal), if anywhere.
+    pub journal: Option<(String, Arc<crate::upload_journal::UploadJournal>)>,
 }
 
-/// Puts the first `size` bytes of `spool` at `rel` with `meta`: by finishing `stream` if it
-/// carried exactly that, else by one PUT of `held` if it is those bytes (a small file's
-/// contents, still in memory), else from the spool. Returns the new etag and the metadata
-/// stored.
+/// Puts the first `size` bytes of `spool` at `rel` with `meta`, only if `rel` holds what
+/// `expect` says: by finishing `stream` if it carried exactly that, else by one PUT of
+/// `held` if it is those bytes (a small file's contents, still in memory), else from the
+/// spool. Returns the new etag and the metadata stored. A failed condition
+/// ([`StoreError::Changed`], or `NotFound` for a version that is gone) is returned at once:
+/// uploading again would not change it.
 ///
 /// Like s3fs, every upload stores an mtime: `meta`'s if one was set (utimens), else the
 /// time of the last write (`modified`) — or, for a streamed upload, the time its first
 /// part left, so that a large `cp` costs no CopyObject to fix the time afterwards.
 impl UploadCtx {
+    /// A multipart upload of `rel` began (see [`UploadCtx::journal`]).
+    pub fn upload_started(&self, rel: &str, id: &str) {
+        if let Some((location, journal)) = &self.journal {
+            journal.started(location, rel, id);
+        }
+    }
+
+    /// A multipart upload was completed or aborted.
+    pub fn upload_ended(&self, id: &str) {
+        if let Some((_, journal)) = &self.journal {
+            journal.ended(id);
+        }
+    }
+
     /// Whether uploads whose abort failed are to be tried again now (at most every `every`).
     pub fn abort_retry_due(&self, every: std::time::Duration) -> bool {
         if self.unaborted.lock().unwrap().is_empty() {
@@ -74,21 +93,27 @@ impl UploadCtx {
 }
 
 /// Aborts a multipart upload; if S3 cannot be reached, remembers it in `unaborted`.
-pub async fn abort(
-    store: &dyn ObjectStore,
-    unaborted: &std::sync::Mutex<Vec<(String, String)>>,
-    rel: &str,
-    id: &str,
-) {
-    if let Err(e) = store.abort_multipart(rel, id).await {
-        tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload; trying again later");
-        unaborted
-            .lock()
-            .unwrap()
-            .push((rel.to_owned(), id.to_owned()));
+pub async fn abort(ctx: &UploadCtx, rel: &str, id: &str) {
+    let (store, unaborted) = (&*ctx.store, &ctx.unaborted);
+    match store.abort_multipart(rel, id).await {
+        // Gone already (completed, or aborted by S3's lifecycle): nothing to pay for.
+        Ok(()) | Err(StoreError::NotFound) => ctx.upload_ended(id),
+        Err(e) => {
+            tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload; trying again later");
+            unaborted
+                .lock()
+                .unwrap()
+                .push((rel.to_owned(), id.to_owned()));
+        }
     }
 }
 
+/// Whether an upload failed on its condition: the key no longer holds the version expected.
+pub fn lost_condition(e: &StoreError) -> bool {
+    matches!(e, StoreError::Changed | StoreError::NotFound)
+}
+
+#[allow(clippy::too_many_arguments)]
 pub async fn upload(
     ctx: &Arc<UploadCtx>,
     spool: &Spool,
@@ -97,6 +122,7 @@ pub async fn upload(
     (meta, modified): (&Meta, SystemTime),
     stream: Option<Stream>,
     held: Option<bytes::Bytes>,
+    expect: &Expect,
 ) -> StoreResult<(String, Meta)> {
     let mut meta = meta.clone();
     if let Some(s) = stream {
@@ -105,13 +131,33 @@ pub async fn upload(
             if meta.mtime.is_none() {
                 meta.mtime = started_with.mtime;
             }
-            match s.finish(ctx).await {
+            match s.finish(ctx, expect).await {
                 Ok(etag) if started_with == meta => return Ok((etag, meta)),
-                // Metadata set after the upload started: apply it server-side.
-                Ok(_) => {
-                    let etag = ctx.store.copy(rel, rel, Some(&meta.to_user())).await?;
-                    return Ok((etag, meta));
+                // Metadata set after the upload started: apply it server-side, to the
+                // version just completed only.
+                Ok(etag) => {
+                    let fixed = ctx
+                        .store
+                        .copy_if(
+                            rel,
+                            Some(&etag),
+                            rel,
+                            Some(&meta.to_user()),
+                            &Expect::Version(etag.clone()),
+                        )
+                        .await;
+                    return match fixed {
+                        Ok(etag) => Ok((etag, meta)),
+                        // Another writer replaced it since: the data did reach S3; the
+                        // metadata fix is theirs to lose, not a reason to upload again.
+                        Err(e) if lost_condition(&e) => {
+                            tracing::warn!(key = %rel, "replaced by another client right after its upload; its metadata was not applied");
+                            Ok((etag, started_with))
+                        }
+                        Err(e) => Err(e),
+                    };
                 }
+                Err(e) if lost_condition(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(key = %rel, error = %e, "streamed upload failed; uploading from the spool");
                 }
@@ -123,9 +169,6 @@ pub async fn upload(
     if meta.mtime.is_none() {
         meta.mtime = Some(modified);
     }
-    let etag = match held {
-        Some(data) if data.len() as u64 == size => whole::put(ctx, rel, data, &meta).await?,
-        _ => whole::upload_spool(ctx, spool, rel, size, &meta).await?,
-    };
+    let etag = whole::upload(ctx, spool, rel, size, &meta, held, expect).await?;
     Ok((etag, meta))
 }

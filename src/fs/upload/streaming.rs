@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::UploadCtx;
 use super::progress::Entry;
 use crate::fs::meta::Meta;
-use crate::store::{PartDone, StoreError, StoreResult};
+use crate::store::{Expect, PartDone, StoreError, StoreResult};
 
 pub struct Stream {
     rel: String,
@@ -127,6 +127,7 @@ impl Stream {
                     .store
                     .create_multipart(&self.rel, &self.meta.to_user())
                     .await?;
+                ctx.upload_started(&self.rel, &id);
                 self.upload_id = Some(id.clone());
                 self.progress = Some(ctx.progress.start(&self.rel, self.end, true));
                 id
@@ -151,8 +152,9 @@ impl Stream {
         Ok(())
     }
 
-    /// Sends the rest and completes the upload; aborts it on any failure.
-    pub async fn finish(mut self, ctx: &UploadCtx) -> StoreResult<String> {
+    /// Sends the rest and completes the upload if the key holds what `expect` says; aborts
+    /// it on any failure.
+    pub async fn finish(mut self, ctx: &Arc<UploadCtx>, expect: &Expect) -> StoreResult<String> {
         let rest = self.buf.len();
         let mut result = if rest > 0 {
             self.send_part(ctx, rest).await
@@ -169,23 +171,29 @@ impl Stream {
         }
         let id = self.upload_id.clone().unwrap_or_default();
         let result = match result {
-            Ok(()) => ctx.store.complete_multipart(&self.rel, &id, done).await,
+            Ok(()) => {
+                ctx.store
+                    .complete_multipart_if(&self.rel, &id, done, expect)
+                    .await
+            }
             Err(e) => Err(e),
         };
         if result.is_err() {
             self.abandon(ctx);
+        } else {
+            ctx.upload_ended(&id);
         }
         result
     }
 
     /// Stops streaming: cancels parts in flight and aborts the upload in the background.
-    pub fn abandon(self, ctx: &UploadCtx) {
+    pub fn abandon(self, ctx: &Arc<UploadCtx>) {
         for t in &self.parts {
             t.abort();
         }
         if let Some(id) = self.upload_id {
-            let (store, rel, unaborted) = (ctx.store.clone(), self.rel, ctx.unaborted.clone());
-            tokio::spawn(async move { super::abort(&*store, &unaborted, &rel, &id).await });
+            let (ctx, rel) = (ctx.clone(), self.rel);
+            tokio::spawn(async move { super::abort(&ctx, &rel, &id).await });
         }
     }
 }

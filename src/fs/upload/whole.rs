@@ -10,7 +10,24 @@ use futures::{StreamExt, TryStreamExt};
 use super::UploadCtx;
 use crate::fs::meta::Meta;
 use crate::fs::spool::Spool;
-use crate::store::StoreResult;
+use crate::store::{Expect, StoreResult};
+
+/// The first `size` bytes of `spool` at `rel`, if it holds what `expect` says: one PUT of
+/// `held` when those are the bytes (a small file still in memory), else from the spool.
+pub async fn upload(
+    ctx: &Arc<UploadCtx>,
+    spool: &Spool,
+    rel: &str,
+    size: u64,
+    meta: &Meta,
+    held: Option<Bytes>,
+    expect: &Expect,
+) -> StoreResult<String> {
+    match held {
+        Some(data) if data.len() as u64 == size => put(ctx, rel, data, meta, expect).await,
+        _ => upload_spool(ctx, spool, rel, size, meta, expect).await,
+    }
+}
 
 pub async fn upload_spool(
     ctx: &Arc<UploadCtx>,
@@ -18,16 +35,18 @@ pub async fn upload_spool(
     rel: &str,
     size: u64,
     meta: &Meta,
+    expect: &Expect,
 ) -> StoreResult<String> {
     let (store, part_size) = (&ctx.store, ctx.part_size);
     if size < part_size {
         let _permit = ctx.budget.acquire().await;
         let data = spool.read_exact(0, size).await?;
-        return put_permitted(ctx, rel, data, meta).await;
+        return put_permitted(ctx, rel, data, meta, expect).await;
     }
     let user = meta.to_user();
     let progress = ctx.progress.start(rel, size, false);
     let id = store.create_multipart(rel, &user).await?;
+    ctx.upload_started(rel, &id);
     let parts = size.div_ceil(part_size);
     let result = async {
         // Owned per part: borrowed captures here trip the higher-ranked `Send` check on the
@@ -50,19 +69,27 @@ pub async fn upload_spool(
             .buffer_unordered(ctx.parts_in_flight.max(1))
             .try_collect::<Vec<_>>()
             .await?;
-        store.complete_multipart(rel, &id, done).await
+        store.complete_multipart_if(rel, &id, done, expect).await
     }
     .await;
     if result.is_err() {
-        super::abort(&**store, &ctx.unaborted, rel, &id).await;
+        super::abort(ctx, rel, &id).await;
+    } else {
+        ctx.upload_ended(&id);
     }
     result
 }
 
 /// One PutObject of a whole file below the part size whose bytes are in hand.
-pub async fn put(ctx: &UploadCtx, rel: &str, data: Bytes, meta: &Meta) -> StoreResult<String> {
+pub async fn put(
+    ctx: &UploadCtx,
+    rel: &str,
+    data: Bytes,
+    meta: &Meta,
+    expect: &Expect,
+) -> StoreResult<String> {
     let _permit = ctx.budget.acquire().await;
-    put_permitted(ctx, rel, data, meta).await
+    put_permitted(ctx, rel, data, meta, expect).await
 }
 
 /// [`put`], the caller holding a budget permit for `data`.
@@ -71,10 +98,11 @@ async fn put_permitted(
     rel: &str,
     data: Bytes,
     meta: &Meta,
+    expect: &Expect,
 ) -> StoreResult<String> {
     let size = data.len() as u64;
     let progress = ctx.progress.start(rel, size, false);
-    let etag = ctx.store.put(rel, data, &meta.to_user()).await?;
+    let etag = ctx.store.put_if(rel, data, &meta.to_user(), expect).await?;
     progress.add_sent(size);
     Ok(etag)
 }
@@ -95,6 +123,7 @@ mod tests {
             progress: Default::default(),
             unaborted: Default::default(),
             abort_tried: Default::default(),
+            journal: None,
         })
     }
 
@@ -118,7 +147,15 @@ mod tests {
         let task = {
             let (ctx, spool) = (ctx.clone(), spool.clone());
             tokio::spawn(async move {
-                upload_spool(&ctx, &spool, "f", 12 << 20, &Meta::default()).await
+                upload_spool(
+                    &ctx,
+                    &spool,
+                    "f",
+                    12 << 20,
+                    &Meta::default(),
+                    &Expect::Absent,
+                )
+                .await
             })
         };
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,6 +186,7 @@ mod tests {
             (&Meta::default(), modified),
             None,
             held,
+            &Expect::Absent,
         )
         .await
         .unwrap();
@@ -168,6 +206,7 @@ mod tests {
             (&Meta::default(), modified),
             None,
             short,
+            &Expect::Absent,
         )
         .await
         .unwrap();
@@ -198,7 +237,7 @@ mod tests {
         assert!(!s.started(), "nothing sent without waiting");
         assert!(s.accept(&ctx, 4 << 20, &mib).await.unwrap());
         assert!(s.started());
-        s.finish(&ctx).await.unwrap();
+        s.finish(&ctx, &Expect::Absent).await.unwrap();
         assert_eq!(store.get_raw("p/f").unwrap().0, vec![7u8; 5 << 20]);
     }
 
@@ -217,12 +256,21 @@ mod tests {
             "f",
             11 << 20,
             &Meta::default(),
+            &Expect::Absent,
         )
         .await;
         assert!(r.is_err());
         assert_eq!(store.open_uploads(), 0);
         assert!(store.get_raw("p/f").is_none());
-        let small = upload_spool(&ctx(store.clone(), 8), &spool, "g", 10, &Meta::default()).await;
+        let small = upload_spool(
+            &ctx(store.clone(), 8),
+            &spool,
+            "g",
+            10,
+            &Meta::default(),
+            &Expect::Absent,
+        )
+        .await;
         small.unwrap();
         assert_eq!(
             store.counts().get(RequestKind::Put),

@@ -111,6 +111,13 @@ impl WriteState {
             .map_or(0, |(r, _)| r.size)
     }
 
+    /// Lets go of the kept record, whose contents are in S3 now (the state stays as it is).
+    pub(in crate::fs) fn take_kept(&self) -> Option<PendingRecord> {
+        let mut i = self.inner.lock().unwrap();
+        i.retry = Retry::default();
+        i.kept.take().map(|(r, _)| r)
+    }
+
     /// Lets go of the kept record (and of the contents: S3's version shows again).
     pub(in crate::fs) fn drop_kept(&self) -> Option<PendingRecord> {
         let mut i = self.inner.lock().unwrap();
