@@ -47,6 +47,12 @@ pub enum PendingCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ConflictsCommand {
+    /// Each write a running mount lost to another client, and where its version went.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Sign in through the hosted sign-in page (authorization code + PKCE).
     Login {
@@ -81,6 +87,11 @@ pub enum Command {
     /// Uploads that failed and are kept on disk until they are in S3.
     #[command(subcommand)]
     Pending(PendingCommand),
+    /// Saves that lost a race with another device or client (kept as conflict copies).
+    Conflicts {
+        #[command(subcommand)]
+        command: Option<ConflictsCommand>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout.
@@ -155,6 +166,15 @@ pub struct MountArgs {
     /// fail with ENOSPC (default: 5% of that disk, at most 1GiB).
     #[arg(long, value_parser = parse_size)]
     pub min_free: Option<u64>,
+    /// A close or fsync whose data went beside the object as a conflict copy (another
+    /// device changed the file meanwhile) fails with ESTALE; the data is in S3 all the same.
+    /// By default such a close returns 0.
+    #[arg(long)]
+    pub conflict_error: bool,
+    /// Hours after which a multipart upload under the prefix counts as abandoned and is
+    /// aborted at mount, whoever started it (this machine's own dead ones go at once).
+    #[arg(long, default_value_t = 24.0)]
+    pub stray_upload_hours: f64,
     /// Seconds that attributes and listings are trusted.
     #[arg(long, default_value_t = 5.0)]
     pub metadata_ttl: f64,
@@ -187,8 +207,13 @@ impl MountArgs {
             pending_max: self.pending_max,
             list_only: self.list_only,
             min_free: self.min_free,
+            conflict_error: self.conflict_error,
             ..MountOptions::default()
         };
+        if !(self.stray_upload_hours.is_finite() && self.stray_upload_hours >= 1.0) {
+            bail!("--stray-upload-hours must be at least 1 (a live upload must never be aborted)");
+        }
+        opts.stray_upload_age = Duration::from_secs_f64(self.stray_upload_hours * 3600.0);
         if self.part_size < 5 << 20 || self.part_size > 5 << 30 {
             bail!("--part-size must be between 5MiB and 5GiB (S3's part limits)");
         }

@@ -128,6 +128,9 @@ pub fn serve_with_metrics(
 ) -> anyhow::Result<()> {
     let profile = session.profile.clone();
     let mut opts = opts;
+    if let Some(device) = &profile.device_name {
+        opts.device_name = device.clone();
+    }
     // Failed uploads are kept per profile, and resumed by the profile's next mount.
     opts.pending_dir
         .get_or_insert_with(|| PendingArea::for_profile(&config::state_dir(), &profile.name));

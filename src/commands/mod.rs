@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod config;
+pub mod conflicts;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod mount;
@@ -14,7 +15,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use crate::auth::AuthError;
-use crate::cli::{Cli, Command, ConfigCommand, PendingCommand, ServiceCommand};
+use crate::cli::{Cli, Command, ConfigCommand, ConflictsCommand, PendingCommand, ServiceCommand};
 
 /// Exit status when the profile is not signed in: distinct, so a service manager can avoid
 /// restarting into the same failure.
@@ -52,6 +53,10 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Man => man_page(&mut std::io::stdout().lock())?,
         Command::Unmount { dir } => mount::unmount(&dir)?,
         Command::Pending(PendingCommand::List) => pending::list(&src)?,
+        Command::Conflicts { command: None }
+        | Command::Conflicts {
+            command: Some(ConflictsCommand::List),
+        } => conflicts::list(&src)?,
         Command::Pending(PendingCommand::Drop { path }) => pending::drop_one(&src, &path)?,
         #[cfg(feature = "demo")]
         Command::Demo { dir } => demo::demo(&dir)?,

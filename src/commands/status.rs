@@ -180,11 +180,25 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
             fmt_bytes(w.pending_bytes)
         );
     }
-    if let Some(name) = &w.last_conflict {
+    if !w.conflict_detection.is_empty() {
+        let how = match w.conflict_detection.as_str() {
+            "atomic" => "atomic (S3 checks every write's version)",
+            "best effort" => "best effort (the server ignores conditional writes: a HEAD before each write)",
+            _ => "unchecked (S3 could not be asked at mount; taken as atomic)",
+        };
+        let _ = writeln!(o, "  conflict detection  {how}");
+    }
+    if let Some(c) = w.recent_conflicts.last() {
+        let what = match &c.kept_as {
+            Some(copy) => format!("this version kept as {copy}"),
+            None => "the other client's newer version stays".to_owned(),
+        };
         let _ = writeln!(
             o,
-            "  conflicts    {}; the latest kept as {name} (the object had changed in S3)",
-            w.conflicts
+            "  conflicts    {}; the latest {} ago on {}: {what} (cognifs conflicts)",
+            w.conflicts,
+            fmt_duration(now.saturating_sub(c.time)),
+            c.path,
         );
     }
     match &l.last_error {

@@ -180,6 +180,21 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         },
     },
     KeySpec {
+        name: "device_name",
+        kind: Kind::String,
+        unset: Unset::Absent,
+        kept_on_reimport: true,
+        set: |p, v, _| {
+            let name = v.text.trim();
+            if name.is_empty() || name.len() > 64 {
+                return Err("must be 1 to 64 characters (it names this machine's conflict copies)".into());
+            }
+            p.device_name = Some(name.to_owned());
+            Ok(())
+        },
+        show: |p| p.device_name.clone().unwrap_or_default(),
+    },
+    KeySpec {
         name: "prefix_template",
         kind: Kind::String,
         unset: Unset::Default {

@@ -85,6 +85,8 @@ pub struct Profile {
     pub callback_port: u16,
     /// Absolute, `~` already expanded.
     pub mount_point: Option<PathBuf>,
+    /// This machine's name in conflict copies (default: the host name).
+    pub device_name: Option<String>,
     /// Contains `{identity_id}` and ends with `/`.
     pub prefix_template: String,
     /// No trailing slash.
@@ -128,6 +130,7 @@ impl Profile {
             bucket_region: String::new(),
             callback_port: 0,
             mount_point: None,
+            device_name: None,
             prefix_template: String::new(),
             s3_endpoint: None,
             identity_endpoint: None,
@@ -543,6 +546,7 @@ mod tests {
                 bucket_region: "eu-west-1".into(),
                 callback_port: DEFAULT_CALLBACK_PORT,
                 mount_point: None,
+                device_name: None,
                 prefix_template: "{identity_id}/".into(),
                 s3_endpoint: None,
                 identity_endpoint: None,

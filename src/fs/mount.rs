@@ -104,7 +104,14 @@ pub fn mount(
     mountpoint: &Path,
     runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<Mount> {
+    // Which conditional writes the server honours decides how conflicts are caught.
+    let (store, conditions) = if opts.read_only {
+        (store, None)
+    } else {
+        runtime.block_on(crate::store::checked_store(store))
+    };
     let fs = Arc::new(Fs::new(store, opts));
+    fs.set_condition_support(conditions);
     // Before the kernel sees the mount: clean up after a previous crash of this prefix,
     // and learn the root's attributes, which the kernel's first path walk asks for (so the
     // first command's round trips are its own). Failing that, the kernel's getattr asks.

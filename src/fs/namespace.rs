@@ -508,7 +508,7 @@ impl Fs {
                 Err(StoreError::Changed) => {
                     // Another client saved a newer version since: it stays, and shows.
                     tracing::warn!(key = %node.rel, "not deleted: another client changed it since this mount saw it; its version stays");
-                    self.counters.conflict(&node.rel);
+                    self.counters.conflict(&node.rel, None);
                     self.inodes.invalidate(attr.ino);
                     self.tell_kernel(super::Invalidate::Entry(parent, name.to_owned()));
                     return Ok(());
@@ -757,13 +757,13 @@ impl Fs {
         match delete_with_retry(&*self.store, &src.rel, &src_etag).await {
             Err(StoreError::Changed) => {
                 tracing::warn!(key = %src.rel, "renamed, but another client wrote the old name meanwhile: its version stays there");
-                self.counters.conflict(&src.rel);
+                self.counters.conflict(&src.rel, None);
             }
             other => other?,
         }
         if target != dst_rel {
             tracing::warn!(key = %dst_rel, conflict = %target, "another client changed the rename's target since this mount saw it: the file is kept beside it");
-            self.counters.conflict(&target);
+            self.counters.conflict(dst_rel, Some(&target));
         }
         Ok(Placed { rel: target, etag })
     }
@@ -885,7 +885,7 @@ impl Fs {
                 key,
                 "renamed, but another client wrote the old name meanwhile: its version stays there"
             );
-            self.counters.conflict(&key);
+            self.counters.conflict(&key, None);
         }
         tracing::info!(from = src, to = dst, keys = total, "directory renamed");
         Ok(done.into_iter().flatten().collect())

@@ -379,7 +379,7 @@ impl Fs {
         );
         self.readers_follow(node.ino);
         tracing::warn!(key = %node.rel, conflict = %rel, "another client changed the object since this version started from it: this version is kept beside it");
-        self.counters.conflict(&rel);
+        self.counters.conflict(&node.rel, Some(&rel));
         // The kernel's entry for the name still points at this file: the name must be
         // looked up again, to show the other writer's version.
         self.tell_kernel(super::Invalidate::Entry(node.parent, original));

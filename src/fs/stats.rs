@@ -17,7 +17,22 @@ pub struct FsCounters {
     uploads_kept: AtomicU64,
     pending_uploaded: AtomicU64,
     conflicts: AtomicU64,
-    last_conflict: std::sync::Mutex<Option<String>>,
+    /// The latest conflicts, oldest first (at most [`RECENT_CONFLICTS`]).
+    recent_conflicts: std::sync::Mutex<std::collections::VecDeque<Conflict>>,
+}
+
+/// Conflicts remembered for `status` and `cognifs conflicts`.
+pub const RECENT_CONFLICTS: usize = 100;
+
+/// One lost race with another writer, and where this mount's version went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub at: std::time::SystemTime,
+    /// The key both wrote (relative to the prefix).
+    pub key: String,
+    /// Where this mount's version is now (a conflict copy); `None`: its change was not
+    /// applied, the other writer's newer version stays (an unlink, a rename's delete).
+    pub kept_as: Option<String>,
 }
 
 impl FsCounters {
@@ -37,9 +52,17 @@ impl FsCounters {
         self.pending_uploaded.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn conflict(&self, name: &str) {
+    pub(super) fn conflict(&self, key: &str, kept_as: Option<&str>) {
         self.conflicts.fetch_add(1, Ordering::Relaxed);
-        *self.last_conflict.lock().unwrap() = Some(name.to_owned());
+        let mut recent = self.recent_conflicts.lock().unwrap();
+        if recent.len() == RECENT_CONFLICTS {
+            recent.pop_front();
+        }
+        recent.push_back(Conflict {
+            at: std::time::SystemTime::now(),
+            key: key.to_owned(),
+            kept_as: kept_as.map(str::to_owned),
+        });
     }
 }
 
@@ -68,9 +91,12 @@ pub struct FsStats {
     /// Failed uploads kept since the mount started; kept ones uploaded since.
     pub uploads_kept: u64,
     pub pending_uploaded: u64,
-    /// Kept uploads that found the object changed and went beside it; the latest's name.
+    /// Writes that lost a race with another client since the mount started (their data
+    /// kept beside the object, or their change not applied), and the latest of them.
     pub conflicts: u64,
-    pub last_conflict: Option<String>,
+    pub recent_conflicts: Vec<Conflict>,
+    /// What the server was seen to do with conditional writes (`None`: not checked).
+    pub conditions: Option<crate::store::ConditionSupport>,
 }
 
 impl Fs {
@@ -106,7 +132,15 @@ impl Fs {
             uploads_kept: self.counters.uploads_kept.load(Ordering::Relaxed),
             pending_uploaded: self.counters.pending_uploaded.load(Ordering::Relaxed),
             conflicts: self.counters.conflicts.load(Ordering::Relaxed),
-            last_conflict: self.counters.last_conflict.lock().unwrap().clone(),
+            recent_conflicts: self
+                .counters
+                .recent_conflicts
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect(),
+            conditions: self.condition_support(),
         }
     }
 }

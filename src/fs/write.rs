@@ -656,13 +656,15 @@ impl Fs {
     /// flush and fsync: upload now if dirty, and report the outcome.
     pub async fn flush(&self, fh: u64) -> FsResult<()> {
         match self.handle(fh)?.write_state() {
-            Some(ws) => {
-                let result = self.flush_state(ws).await;
-                if let Err(e) = &result {
-                    self.keep_pending(ws, e).await;
+            Some(ws) => match self.flush_state_checked(ws).await {
+                // The data is safe in S3 beside the object; a mount that must tell says so.
+                Ok(Some(_)) if self.opts.conflict_error => Err(FsError::new(libc::ESTALE)),
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    self.keep_pending(ws, &e).await;
+                    Err(e)
                 }
-                result
-            }
+            },
             None => Ok(()),
         }
     }

@@ -115,12 +115,32 @@ pub struct WriteStatus {
     pub pending_uploads: u64,
     #[serde(default)]
     pub pending_bytes: u64,
-    /// Kept uploads that found the object changed in S3 and went beside it, and the last
-    /// one's name.
+    /// Writes that lost a race with another client (their data kept beside the object as
+    /// a conflict copy, or their change not applied), and the latest copy's name.
     #[serde(default)]
     pub conflicts: u64,
     #[serde(default)]
     pub last_conflict: Option<String>,
+    /// The latest conflicts (at most 100), oldest first.
+    #[serde(default)]
+    pub recent_conflicts: Vec<ConflictStatus>,
+    /// `atomic` (the server checks every write's condition), `best effort` (it ignores
+    /// them: a HEAD before each write), or `unchecked` (the probe could not run; taken as
+    /// atomic).
+    #[serde(default)]
+    pub conflict_detection: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ConflictStatus {
+    /// Unix seconds.
+    pub time: u64,
+    /// The path both wrote, relative to the mount point.
+    pub path: String,
+    /// Where this mount's version went (relative to the mount point); `None`: its change
+    /// was not applied, the other client's newer version stays.
+    pub kept_as: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,7 +242,26 @@ impl Probe {
                 pending_uploads: s.pending.len() as u64,
                 pending_bytes: s.pending.iter().map(|p| p.size).sum(),
                 conflicts: s.conflicts,
-                last_conflict: s.last_conflict,
+                last_conflict: s
+                    .recent_conflicts
+                    .iter()
+                    .rev()
+                    .find_map(|c| c.kept_as.clone()),
+                recent_conflicts: s
+                    .recent_conflicts
+                    .into_iter()
+                    .map(|c| ConflictStatus {
+                        time: unix(c.at),
+                        path: c.key,
+                        kept_as: c.kept_as,
+                    })
+                    .collect(),
+                conflict_detection: match s.conditions {
+                    Some(c) if c.atomic() => "atomic",
+                    Some(_) => "best effort",
+                    None => "unchecked",
+                }
+                .to_owned(),
             },
             last_error: self.requests.last_error().map(|e| ErrorStatus {
                 time: unix(e.at),
@@ -296,7 +335,13 @@ pub(crate) mod tests {
                     pending_uploads: 1,
                     pending_bytes: 3 << 20,
                     conflicts: 1,
-                    last_conflict: Some("a.txt.conflict-20261126T154001Z".into()),
+                    last_conflict: Some("a.txt.conflict-laptop-20261126T154001Z".into()),
+                    recent_conflicts: vec![ConflictStatus {
+                        time: 1_700_000_040,
+                        path: "a.txt".into(),
+                        kept_as: Some("a.txt.conflict-laptop-20261126T154001Z".into()),
+                    }],
+                    conflict_detection: "atomic".into(),
                 },
                 last_error: Some(ErrorStatus {
                     time: 1_700_000_050,

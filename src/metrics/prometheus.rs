@@ -173,8 +173,14 @@ pub fn render(status: &MountStatus) -> String {
     o.one(
         "cognifs_upload_conflicts_total",
         "counter",
-        "Kept uploads that found the object changed in S3 and were stored beside it.",
+        "Writes that lost a race with another client: kept beside the object as a conflict copy, or not applied.",
         l.writes.conflicts,
+    );
+    o.one(
+        "cognifs_conflict_detection_atomic",
+        "gauge",
+        "1 when the S3 server checks every write's condition itself; 0 when the mount checks by a HEAD first (best effort) or could not tell.",
+        u64::from(l.writes.conflict_detection == "atomic"),
     );
     if let Some(e) = &l.last_error {
         o.one(
