@@ -14,7 +14,15 @@
 //!
 //! Faults, for tests: [`Running::forget_credentials`] (the binary: `SIGUSR1`) revokes every
 //! issued AWS credential; [`Running::faults`] changes S3 latency, the `503 SlowDown` rate, and
-//! takes S3 down (`503 ServiceUnavailable`) while devstack runs.
+//! takes S3 down (`503 ServiceUnavailable`) while devstack runs, answers conditional
+//! CompleteMultipartUploads `409 ConditionalRequestConflict`
+//! ([`Faults::conflict_next_complete`]), holds conditional writes to make races reproducible
+//! ([`Faults::set_conditional_write_hold`]), and counts every fault it injects
+//! ([`Faults::injected`]).
+//!
+//! Conditional writes are answered as AWS S3 answers them (see [`s3`]), unless
+//! [`Options::ignore_conditions`] (`--ignore-conditions`) makes devstack accept the conditions
+//! and write anyway, as some S3-compatible servers do.
 
 pub mod cognito;
 pub mod hosted_ui;
@@ -39,7 +47,7 @@ use tokio::task::JoinSet;
 use crate::cognito::Cognito;
 use crate::objects::ObjectStore;
 use crate::server::Router;
-pub use crate::server::{Faults, Traffic};
+pub use crate::server::{FaultCounts, Faults, Traffic};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -61,6 +69,10 @@ pub struct Options {
     pub s3_error_rate: f64,
     /// Largest source a single CopyObject accepts (S3: 5 GiB); tests lower it.
     pub max_copy_size: u64,
+    /// Ignore the conditions of writes, copies and deletes (`If-Match`, `If-None-Match: *`,
+    /// `x-amz-copy-source-if-match` / `-if-none-match`): accept them and write anyway, as some
+    /// S3-compatible servers do. Reads (GET, HEAD) keep their conditions.
+    pub ignore_conditions: bool,
 }
 
 impl Default for Options {
@@ -78,6 +90,7 @@ impl Default for Options {
             latency: Duration::ZERO,
             s3_error_rate: 0.0,
             max_copy_size: 5 << 30,
+            ignore_conditions: false,
         }
     }
 }
@@ -134,6 +147,7 @@ pub struct Running {
     pub cognito: Arc<Cognito>,
     faults: Arc<Faults>,
     traffic: Arc<Traffic>,
+    ignore_conditions: bool,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     _temp_dir: Option<tempfile::TempDir>,
@@ -156,6 +170,11 @@ impl Running {
     /// The S3 fault knobs, live: changes apply to requests that arrive after them.
     pub fn faults(&self) -> Arc<Faults> {
         self.faults.clone()
+    }
+
+    /// Whether this devstack ignores the conditions of writes ([`Options::ignore_conditions`]).
+    pub fn ignores_conditions(&self) -> bool {
+        self.ignore_conditions
     }
 
     /// What the S3 requests so far carried.
@@ -231,11 +250,14 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
     }
     let cognito = Arc::new(cognito);
 
+    let faults = Arc::new(Faults::new(options.latency, options.s3_error_rate));
     let dev_s3 = s3::DevS3 {
         store,
         bucket: options.bucket.clone(),
         region: options.region.clone(),
         max_copy_size: options.max_copy_size,
+        faults: faults.clone(),
+        ignore_conditions: options.ignore_conditions,
     };
     let mut builder = s3s::service::S3ServiceBuilder::new(dev_s3);
     builder.set_auth(s3::DevAuth {
@@ -247,7 +269,6 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         admin_key: options.admin.as_ref().map(|(k, _)| k.clone()),
         bucket: options.bucket.clone(),
     });
-    let faults = Arc::new(Faults::new(options.latency, options.s3_error_rate));
     let traffic = Arc::new(Traffic::default());
     let router = Arc::new(Router {
         cognito: cognito.clone(),
@@ -299,6 +320,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         cognito,
         faults,
         traffic,
+        ignore_conditions: options.ignore_conditions,
         shutdown,
         server,
         _temp_dir: temp_dir,

@@ -51,6 +51,11 @@ struct Args {
     /// Fraction (0..1) of S3 requests answered 503 SlowDown.
     #[arg(long, default_value_t = 0.0)]
     s3_error_rate: f64,
+    /// Ignore the conditions of writes, copies and deletes (If-Match, If-None-Match: *,
+    /// x-amz-copy-source-if-match): accept them and write anyway, as some S3-compatible
+    /// servers do.
+    #[arg(long)]
+    ignore_conditions: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -93,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         s3_error_rate: args.s3_error_rate,
         max_copy_size: 5 << 30,
+        ignore_conditions: args.ignore_conditions,
     })
     .await?;
     if let Some(path) = &args.config_out {
@@ -111,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
         p.bucket, p.s3_endpoint
     );
     println!("  data dir       {}", running.data_dir.display());
+    if args.ignore_conditions {
+        println!("  conditions     ignored (writes, copies and deletes write anyway)");
+    }
     let names: Vec<&str> = users.iter().map(|(n, _)| n.as_str()).collect();
     println!(
         "  users          {}",

@@ -1,5 +1,6 @@
 //! The one HTTP listener: routes each request to the hosted UI, Cognito Identity, or S3, and
-//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`, an outage).
+//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`, an outage; the knobs
+//! for conditional writes are applied in [`crate::s3`]), counting each fault it injects.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -78,13 +79,46 @@ pub fn html_escape(s: &str) -> String {
 
 /// Faults injected into S3 requests (never into the hosted UI or identity calls), changeable
 /// while devstack runs: a test can take S3 down mid-run and bring it back. Each knob is read
-/// once per request, so a change applies to requests that arrive after it.
+/// once per request, so a change applies to requests that arrive after it. Every fault
+/// injected is counted, by kind ([`Faults::injected`]), so a test can check that the fault it
+/// armed fired.
 #[derive(Default)]
 pub struct Faults {
     latency_ns: AtomicU64,
     /// `f64` bits.
     s3_error_rate: AtomicU64,
     s3_down: AtomicBool,
+    /// Conditional CompleteMultipartUploads still to answer `409 ConditionalRequestConflict`.
+    complete_conflicts: AtomicU64,
+    conditional_write_hold_ns: AtomicU64,
+    slow_downs: AtomicU64,
+    unavailable: AtomicU64,
+    delayed: AtomicU64,
+    conflicts: AtomicU64,
+    held_writes: AtomicU64,
+}
+
+/// How many faults of each kind devstack has injected so far ([`Faults::injected`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// S3 requests answered `503 SlowDown` ([`Faults::set_s3_error_rate`]).
+    pub slow_downs: u64,
+    /// S3 requests answered `503 ServiceUnavailable` while S3 was down ([`Faults::set_s3_down`]).
+    pub unavailable: u64,
+    /// S3 requests delayed by the added latency ([`Faults::set_latency`]).
+    pub delayed: u64,
+    /// Conditional CompleteMultipartUploads answered `409 ConditionalRequestConflict` by
+    /// [`Faults::conflict_next_complete`] (not those that lost a real race).
+    pub conflicts: u64,
+    /// Conditional writes held before committing ([`Faults::set_conditional_write_hold`]).
+    pub held_writes: u64,
+}
+
+impl FaultCounts {
+    /// Faults of every kind.
+    pub fn total(&self) -> u64 {
+        self.slow_downs + self.unavailable + self.delayed + self.conflicts + self.held_writes
+    }
 }
 
 impl Faults {
@@ -101,8 +135,7 @@ impl Faults {
     }
 
     pub fn set_latency(&self, latency: Duration) {
-        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.latency_ns.store(ns, Ordering::Relaxed);
+        self.latency_ns.store(nanos(latency), Ordering::Relaxed);
     }
 
     /// The fraction of S3 requests answered `503 SlowDown`.
@@ -128,6 +161,72 @@ impl Faults {
     pub fn set_s3_down(&self, down: bool) {
         self.s3_down.store(down, Ordering::Relaxed);
     }
+
+    /// The next `n` conditional CompleteMultipartUploads (with `If-Match` or `If-None-Match`,
+    /// to any key) answer `409 ConditionalRequestConflict`, as S3 answers the loser of two
+    /// racing conditional writes, before anything else is checked; the upload stays, to be
+    /// completed again or aborted. Unconditional completes pass untouched and leave the count
+    /// armed. Replaces any count still armed; 0 disarms. (Under `ignore_conditions` no
+    /// complete is conditional, so none is refused.)
+    pub fn conflict_next_complete(&self, n: u64) {
+        self.complete_conflicts.store(n, Ordering::Relaxed);
+    }
+
+    /// How many conditional completes [`Faults::conflict_next_complete`] still refuses.
+    pub fn conflicts_armed(&self) -> u64 {
+        self.complete_conflicts.load(Ordering::Relaxed)
+    }
+
+    /// Takes one armed conflict, if any (and counts it).
+    pub(crate) fn take_complete_conflict(&self) -> bool {
+        let taken = self
+            .complete_conflicts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok();
+        if taken {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// How long each conditional write (PutObject, CompleteMultipartUpload, CopyObject with a
+    /// condition on the destination) waits, marked as in progress on its key, before it
+    /// commits: PutObject once its body is in, the others before they assemble or copy.
+    /// That makes real races reproducible: a conditional complete of the key in the meantime
+    /// is answered `409 ConditionalRequestConflict`, and so is the held write if the key is
+    /// deleted meanwhile. Zero (the default): no hold.
+    pub fn conditional_write_hold(&self) -> Duration {
+        Duration::from_nanos(self.conditional_write_hold_ns.load(Ordering::Relaxed))
+    }
+
+    pub fn set_conditional_write_hold(&self, hold: Duration) {
+        self.conditional_write_hold_ns
+            .store(nanos(hold), Ordering::Relaxed);
+    }
+
+    /// Waits out the hold (if any) for a conditional write, counting it when it starts.
+    pub(crate) async fn hold_conditional_write(&self) {
+        let hold = self.conditional_write_hold();
+        if !hold.is_zero() {
+            self.held_writes.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(hold).await;
+        }
+    }
+
+    /// The faults injected so far, by kind.
+    pub fn injected(&self) -> FaultCounts {
+        FaultCounts {
+            slow_downs: self.slow_downs.load(Ordering::Relaxed),
+            unavailable: self.unavailable.load(Ordering::Relaxed),
+            delayed: self.delayed.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            held_writes: self.held_writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What the S3 requests carried, for tests of the clients: how many object bodies (PUTs:
@@ -213,9 +312,11 @@ impl Router {
         }
         let latency = self.faults.latency();
         if !latency.is_zero() {
+            self.faults.delayed.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(latency).await;
         }
         if self.faults.s3_down() {
+            self.faults.unavailable.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(method = %req.method(), path, "S3 is down: 503 ServiceUnavailable");
             return Ok(s3_fault(
                 "ServiceUnavailable",
@@ -224,6 +325,7 @@ impl Router {
         }
         let rate = self.faults.s3_error_rate();
         if rate > 0.0 && rand::rng().random_bool(rate) {
+            self.faults.slow_downs.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(method = %req.method(), path, "injected 503 SlowDown");
             return Ok(s3_fault("SlowDown", "Please reduce your request rate."));
         }

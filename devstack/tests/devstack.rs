@@ -1579,3 +1579,769 @@ async fn binary_forgets_credentials_on_sigusr1() {
     signal(&child.0, "TERM");
     assert!(child.0.wait().unwrap().success());
 }
+
+// ---- S3: conditional writes, and counted faults ----
+
+/// The HTTP status and S3 error code of a failed call.
+fn failure<E>(err: &aws_sdk_s3::error::SdkError<E>) -> (u16, String)
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    let status = err.raw_response().map_or(0, |r| r.status().as_u16());
+    (status, error_code(err))
+}
+
+fn refused(status: u16, code: &str) -> (u16, String) {
+    (status, code.to_owned())
+}
+
+/// An etag no object has.
+const NO_SUCH_ETAG: &str = "\"00000000000000000000000000000000\"";
+
+async fn etag_of(s3: &aws_sdk_s3::Client, key: &str) -> String {
+    s3.head_object()
+        .bucket("cognifs")
+        .key(key)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("HEAD {key}: {e:?}"))
+        .e_tag()
+        .unwrap()
+        .to_owned()
+}
+
+async fn head_status(s3: &aws_sdk_s3::Client, key: &str) -> u16 {
+    match s3.head_object().bucket("cognifs").key(key).send().await {
+        Ok(_) => 200,
+        Err(e) => e.raw_response().map_or(0, |r| r.status().as_u16()),
+    }
+}
+
+/// Starts an upload of `key` with one part, `body`; returns its id and its parts.
+async fn one_part_upload(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    body: &[u8],
+) -> (String, CompletedMultipartUpload) {
+    let upload = s3
+        .create_multipart_upload()
+        .bucket("cognifs")
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let id = upload.upload_id().unwrap().to_owned();
+    let part = s3
+        .upload_part()
+        .bucket("cognifs")
+        .key(key)
+        .upload_id(&id)
+        .part_number(1)
+        .body(ByteStream::from(body.to_vec()))
+        .send()
+        .await
+        .unwrap();
+    let parts = CompletedMultipartUpload::builder()
+        .parts(
+            CompletedPart::builder()
+                .part_number(1)
+                .e_tag(part.e_tag().unwrap())
+                .build(),
+        )
+        .build();
+    (id, parts)
+}
+
+fn complete(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    upload_id: &str,
+    parts: &CompletedMultipartUpload,
+) -> aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder
+{
+    s3.complete_multipart_upload()
+        .bucket("cognifs")
+        .key(key)
+        .upload_id(upload_id)
+        .multipart_upload(parts.clone())
+}
+
+fn put(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+    body: &[u8],
+) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+    s3.put_object()
+        .bucket("cognifs")
+        .key(key)
+        .body(ByteStream::from(body.to_vec()))
+}
+
+fn copy(
+    s3: &aws_sdk_s3::Client,
+    src: &str,
+    dst: &str,
+) -> aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder {
+    s3.copy_object()
+        .bucket("cognifs")
+        .key(dst)
+        .copy_source(format!("cognifs/{src}"))
+}
+
+fn delete(
+    s3: &aws_sdk_s3::Client,
+    key: &str,
+) -> aws_sdk_s3::operation::delete_object::builders::DeleteObjectFluentBuilder {
+    s3.delete_object().bucket("cognifs").key(key)
+}
+
+fn quoted_md5(body: &[u8]) -> String {
+    use md5::Digest;
+    format!("\"{}\"", hex::encode(md5::Md5::digest(body)))
+}
+
+#[tokio::test]
+async fn put_object_honours_if_none_match_and_if_match() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let key = format!("{id}/f");
+    // If-None-Match: * creates a missing key and refuses an existing one.
+    let first = put(&s3, &key, b"one")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    let e1 = first.e_tag().unwrap().to_owned();
+    assert_eq!(e1, quoted_md5(b"one"));
+    let err = put(&s3, &key, b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    assert_eq!(read_object(&s3, &key).await, b"one");
+    // If-Match: the current etag, quoted or not, writes; a stale one is refused.
+    let second = put(&s3, &key, b"two").if_match(&e1).send().await.unwrap();
+    let e2 = second.e_tag().unwrap().to_owned();
+    let third = put(&s3, &key, b"three")
+        .if_match(e2.trim_matches('"'))
+        .send()
+        .await
+        .unwrap();
+    for stale in [e1.as_str(), e2.as_str(), NO_SUCH_ETAG] {
+        let err = put(&s3, &key, b"four")
+            .if_match(stale)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(failure(&err), refused(412, "PreconditionFailed"), "{stale}");
+    }
+    assert_eq!(read_object(&s3, &key).await, b"three");
+    assert_eq!(etag_of(&s3, &key).await, third.e_tag().unwrap());
+    // If-Match on a missing key: 404 NoSuchKey, and nothing is written.
+    let missing = format!("{id}/missing");
+    let err = put(&s3, &missing, b"x")
+        .if_match(&e1)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(404, "NoSuchKey"));
+    assert_eq!(head_status(&s3, &missing).await, 404);
+    // If-None-Match is taken only as `*`.
+    let err = put(&s3, &key, b"x")
+        .if_none_match(&e1)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(501, "NotImplemented"));
+    // A body that does not match its Content-MD5 leaves the previous version in place.
+    use base64::Engine;
+    use md5::Digest;
+    let wrong_md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"other"));
+    let err = put(&s3, &key, b"five")
+        .content_md5(wrong_md5)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(400, "BadDigest"));
+    assert_eq!(read_object(&s3, &key).await, b"three");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn complete_multipart_upload_honours_conditions() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let key = format!("{id}/m");
+    write_object(&s3, &key, b"old").await;
+    let old = etag_of(&s3, &key).await;
+    let (upload, parts) = one_part_upload(&s3, &key, b"new").await;
+    let err = complete(&s3, &key, &upload, &parts)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    let err = complete(&s3, &key, &upload, &parts)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    // A failed condition leaves the object, and the upload to complete again or abort.
+    assert_eq!(read_object(&s3, &key).await, b"old");
+    let listed = s3
+        .list_parts()
+        .bucket("cognifs")
+        .key(&key)
+        .upload_id(&upload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.parts().len(), 1);
+    // If-Match on a missing key: 404 NoSuchKey.
+    let other = format!("{id}/other");
+    let (upload2, parts2) = one_part_upload(&s3, &other, b"x").await;
+    let err = complete(&s3, &other, &upload2, &parts2)
+        .if_match(&old)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(404, "NoSuchKey"));
+    assert_eq!(head_status(&s3, &other).await, 404);
+    // The right etag (unquoted too) completes; so does If-None-Match on a missing key.
+    let done = complete(&s3, &key, &upload, &parts)
+        .if_match(old.trim_matches('"'))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        done.e_tag().unwrap().ends_with("-1\""),
+        "{:?}",
+        done.e_tag()
+    );
+    assert_eq!(read_object(&s3, &key).await, b"new");
+    complete(&s3, &other, &upload2, &parts2)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &other).await, b"x");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn conflict_knob_answers_conditional_completes_409() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let faults = running.faults();
+    faults.conflict_next_complete(1);
+    // An unconditional complete passes, and leaves the knob armed.
+    let plain = format!("{id}/plain");
+    let (upload, parts) = one_part_upload(&s3, &plain, b"p").await;
+    complete(&s3, &plain, &upload, &parts).send().await.unwrap();
+    assert_eq!(faults.conflicts_armed(), 1);
+    assert_eq!(faults.injected().conflicts, 0);
+
+    let key = format!("{id}/k");
+    let (upload, parts) = one_part_upload(&s3, &key, b"k").await;
+    let err = complete(&s3, &key, &upload, &parts)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(409, "ConditionalRequestConflict"));
+    assert_eq!(faults.injected().conflicts, 1);
+    assert_eq!(faults.conflicts_armed(), 0);
+    assert_eq!(head_status(&s3, &key).await, 404);
+    // The upload stays: the same complete, tried again, succeeds.
+    complete(&s3, &key, &upload, &parts)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"k");
+
+    // n at once, If-Match as well as If-None-Match.
+    faults.conflict_next_complete(2);
+    let etag = etag_of(&s3, &key).await;
+    let (upload, parts) = one_part_upload(&s3, &key, b"k2").await;
+    for _ in 0..2 {
+        let err = complete(&s3, &key, &upload, &parts)
+            .if_match(&etag)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(failure(&err), refused(409, "ConditionalRequestConflict"));
+    }
+    complete(&s3, &key, &upload, &parts)
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"k2");
+    assert_eq!(faults.injected().conflicts, 3);
+    running.shutdown().await;
+}
+
+/// Waits until `n` conditional writes have been held (each is counted as its hold starts,
+/// its marker already set and, for a PUT, its body in).
+async fn wait_for_held(faults: &devstack::Faults, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while faults.injected().held_writes < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} held writes: {:?}",
+            faults.injected()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn racing_conditional_writes_lose_as_on_s3() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let faults = running.faults();
+    let hold = Duration::from_secs(2);
+    faults.set_conditional_write_hold(hold);
+
+    // Two conditional completes of one key: the one that arrives while the other is in
+    // progress is answered 409.
+    let key = format!("{id}/raced");
+    let (upload_a, parts_a) = one_part_upload(&s3, &key, b"a").await;
+    let (upload_b, parts_b) = one_part_upload(&s3, &key, b"b").await;
+    let first = tokio::spawn({
+        let (s3, key) = (s3.clone(), key.clone());
+        async move {
+            complete(&s3, &key, &upload_a, &parts_a)
+                .if_none_match("*")
+                .send()
+                .await
+        }
+    });
+    wait_for_held(&faults, 1).await;
+    let err = complete(&s3, &key, &upload_b, &parts_b)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(409, "ConditionalRequestConflict"));
+    first.await.unwrap().expect("the first complete wins");
+    assert_eq!(read_object(&s3, &key).await, b"a");
+    // The loser, tried again once the winner is done, fails on its condition.
+    faults.set_conditional_write_hold(Duration::ZERO);
+    let err = complete(&s3, &key, &upload_b, &parts_b)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    faults.set_conditional_write_hold(hold);
+
+    // A conditional complete while a conditional PUT of the key is in progress: 409.
+    let etag = etag_of(&s3, &key).await;
+    let held_put = tokio::spawn({
+        let (s3, key, etag) = (s3.clone(), key.clone(), etag.clone());
+        async move { put(&s3, &key, b"put").if_match(etag).send().await }
+    });
+    wait_for_held(&faults, 2).await;
+    let err = complete(&s3, &key, &upload_b, &parts_b)
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(409, "ConditionalRequestConflict"));
+    held_put.await.unwrap().expect("the PUT wins");
+    assert_eq!(read_object(&s3, &key).await, b"put");
+
+    // The key deleted while a conditional write is in progress: the write is answered 409.
+    let etag = etag_of(&s3, &key).await;
+    let held_put = tokio::spawn({
+        let (s3, key) = (s3.clone(), key.clone());
+        async move { put(&s3, &key, b"late").if_match(etag).send().await }
+    });
+    wait_for_held(&faults, 3).await;
+    delete(&s3, &key).send().await.unwrap();
+    let err = held_put.await.unwrap().unwrap_err();
+    assert_eq!(failure(&err), refused(409, "ConditionalRequestConflict"));
+    assert_eq!(head_status(&s3, &key).await, 404);
+
+    // Two conditional PUTs of a new key at once: the first to finish wins, the other 412.
+    let fresh = format!("{id}/fresh");
+    let puts: Vec<_> = [b"x", b"y"]
+        .into_iter()
+        .map(|body| {
+            let (s3, fresh) = (s3.clone(), fresh.clone());
+            tokio::spawn(async move { put(&s3, &fresh, body).if_none_match("*").send().await })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for (body, task) in [b"x", b"y"].into_iter().zip(puts) {
+        match task.await.unwrap() {
+            Ok(_) => won.push(body.to_vec()),
+            Err(err) => assert_eq!(failure(&err), refused(412, "PreconditionFailed")),
+        }
+    }
+    assert_eq!(won.len(), 1, "exactly one conditional PUT wins");
+    assert_eq!(read_object(&s3, &fresh).await, won[0]);
+    faults.set_conditional_write_hold(Duration::ZERO);
+    let counted = faults.injected();
+    assert_eq!(counted.held_writes, 5);
+    assert_eq!(counted.conflicts, 0, "real races are not injected faults");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn copy_object_honours_source_and_destination_conditions() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let p = |s: &str| format!("{id}/{s}");
+    let (src, dst) = (p("src"), p("dst"));
+    write_object(&s3, &src, b"source").await;
+    write_object(&s3, &dst, b"dest").await;
+    let (es, ed) = (etag_of(&s3, &src).await, etag_of(&s3, &dst).await);
+
+    // The source's conditions: a stale etag is refused; the current one, quoted or not, copies.
+    let err = copy(&s3, &src, &dst)
+        .copy_source_if_match(&ed)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    let err = copy(&s3, &src, &dst)
+        .copy_source_if_none_match(&es)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    assert_eq!(read_object(&s3, &dst).await, b"dest");
+    copy(&s3, &src, &p("c1"))
+        .copy_source_if_match(es.trim_matches('"'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &p("c1")).await, b"source");
+
+    // The destination's conditions.
+    let err = copy(&s3, &src, &dst)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    let err = copy(&s3, &src, &dst)
+        .if_match(&es)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    assert_eq!(read_object(&s3, &dst).await, b"dest");
+    let err = copy(&s3, &src, &p("missing"))
+        .if_match(&es)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(404, "NoSuchKey"));
+    assert_eq!(head_status(&s3, &p("missing")).await, 404);
+    copy(&s3, &src, &p("c2"))
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    let out = copy(&s3, &src, &dst)
+        .if_match(ed.trim_matches('"'))
+        .copy_source_if_match(&es)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.copy_object_result().unwrap().e_tag(), Some(es.as_str()));
+    assert_eq!(read_object(&s3, &dst).await, b"source");
+
+    // A metadata-only copy of an object onto itself keeps its etag (the MD5 of its body), as
+    // S3 keeps a single-part object's.
+    put(&s3, &src, b"source")
+        .metadata("mtime", "1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(es, quoted_md5(b"source"));
+    let out = copy(&s3, &src, &src)
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .metadata("mode", "644")
+        .copy_source_if_match(&es)
+        .if_match(&es)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.copy_object_result().unwrap().e_tag(), Some(es.as_str()));
+    let head = s3
+        .head_object()
+        .bucket("cognifs")
+        .key(&src)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.e_tag(), Some(es.as_str()));
+    assert_eq!(head.metadata().unwrap().get("mtime"), None);
+    assert_eq!(head.metadata().unwrap()["mode"], "644");
+    assert_eq!(read_object(&s3, &src).await, b"source");
+    // ... and onto itself with If-None-Match: * it is refused: the key exists.
+    let err = copy(&s3, &src, &src)
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_object_honours_if_match() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let key = format!("{id}/d");
+    write_object(&s3, &key, b"x").await;
+    let etag = etag_of(&s3, &key).await;
+    let err = delete(&s3, &key)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    assert_eq!(read_object(&s3, &key).await, b"x", "still there");
+    let missing = format!("{id}/missing");
+    let err = delete(&s3, &missing)
+        .if_match(&etag)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(404, "NoSuchKey"));
+    delete(&s3, &key)
+        .if_match(etag.trim_matches('"'))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head_status(&s3, &key).await, 404);
+    // Without a condition, deleting a missing key succeeds, as before.
+    delete(&s3, &key).send().await.unwrap();
+    delete(&s3, &missing).send().await.unwrap();
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn ignore_conditions_writes_and_deletes_anyway() {
+    let running = start_with(|o| o.ignore_conditions = true).await;
+    assert!(running.ignores_conditions());
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let s3 = without_retries(&s3);
+    let faults = running.faults();
+    faults.conflict_next_complete(5);
+    let p = |s: &str| format!("{id}/{s}");
+    let key = p("k");
+    write_object(&s3, &key, b"one").await;
+
+    put(&s3, &key, b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"two");
+    put(&s3, &key, b"three")
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"three");
+    put(&s3, &p("new"), b"created")
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &p("new")).await, b"created");
+
+    let (upload, parts) = one_part_upload(&s3, &key, b"completed").await;
+    complete(&s3, &key, &upload, &parts)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"completed");
+    let (upload, parts) = one_part_upload(&s3, &key, b"again").await;
+    complete(&s3, &key, &upload, &parts)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"again");
+    assert_eq!(
+        faults.injected().conflicts,
+        0,
+        "no complete was conditional"
+    );
+    assert_eq!(faults.conflicts_armed(), 5);
+
+    let src = p("new");
+    copy(&s3, &src, &key)
+        .copy_source_if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"created");
+    write_object(&s3, &key, b"dest").await;
+    copy(&s3, &src, &key)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &key).await, b"created");
+    copy(&s3, &src, &p("c"))
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&s3, &p("c")).await, b"created");
+
+    delete(&s3, &key)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head_status(&s3, &key).await, 404);
+    delete(&s3, &key)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap();
+
+    // Reads keep their conditions.
+    let err = s3
+        .get_object()
+        .bucket("cognifs")
+        .key(&src)
+        .if_match(NO_SUCH_ETAG)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(failure(&err), refused(412, "PreconditionFailed"));
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_faults_are_counted_by_kind() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let once = without_retries(&s3);
+    let key = format!("{id}/f");
+    write_object(&once, &key, b"x").await;
+    let faults = running.faults();
+    assert_eq!(faults.injected(), devstack::FaultCounts::default());
+    let get = |s3: &aws_sdk_s3::Client| s3.get_object().bucket("cognifs").key(&key).send();
+
+    faults.set_s3_error_rate(1.0);
+    for _ in 0..3 {
+        let err = get(&once).await.unwrap_err();
+        assert_eq!(failure(&err), refused(503, "SlowDown"));
+    }
+    assert_eq!(faults.injected().slow_downs, 3);
+    // With the SDK's standard retries, one call fails three times.
+    let err = get(&s3).await.unwrap_err();
+    assert_eq!(failure(&err), refused(503, "SlowDown"));
+    assert_eq!(faults.injected().slow_downs, 6);
+    faults.set_s3_error_rate(0.0);
+
+    faults.set_s3_down(true);
+    for _ in 0..2 {
+        let err = get(&once).await.unwrap_err();
+        assert_eq!(failure(&err), refused(503, "ServiceUnavailable"));
+    }
+    faults.set_s3_down(false);
+
+    faults.set_latency(Duration::from_millis(20));
+    for _ in 0..2 {
+        assert_eq!(read_object(&once, &key).await, b"x");
+    }
+    faults.set_latency(Duration::ZERO);
+    assert_eq!(read_object(&once, &key).await, b"x");
+
+    let counts = faults.injected();
+    assert_eq!(
+        counts,
+        devstack::FaultCounts {
+            slow_downs: 6,
+            unavailable: 2,
+            delayed: 2,
+            conflicts: 0,
+            held_writes: 0,
+        }
+    );
+    assert_eq!(counts.total(), 10);
+    running.shutdown().await;
+}
+
+/// The binary's `--ignore-conditions`.
+#[tokio::test]
+async fn binary_ignores_conditions_on_request() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    struct KillOnDrop(Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_cognifs-devstack"))
+            .arg("--ignore-conditions")
+            .arg("--admin")
+            .arg(format!("{}:{}", ADMIN.0, ADMIN.1))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let banner = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the banner");
+    let url = banner
+        .trim()
+        .strip_prefix("devstack listening on ")
+        .unwrap_or_else(|| panic!("banner: {banner:?}"))
+        .to_owned();
+    let mut said = false;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(5)) {
+        if line.contains("conditions     ignored") {
+            said = true;
+            break;
+        }
+    }
+    assert!(said, "the banner says conditions are ignored");
+    let admin = without_retries(&s3_client_at(
+        &url,
+        "us-east-1",
+        aws_credential_types::Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"),
+    ));
+    write_object(&admin, "k", b"one").await;
+    put(&admin, "k", b"two")
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read_object(&admin, "k").await, b"two");
+}

@@ -15,6 +15,13 @@
 //! Multipart uploads live under `uploads/{id}/` (`upload.json` plus one file per part) until
 //! completed or aborted; they survive a restart too.
 //!
+//! Conditional writes ([`Precondition`], [`WriteCheck`]) are checked under the index lock in
+//! the same critical section that commits the write, so no other write of the key can come
+//! between check and commit. A conditional write in progress holds a [`WriteMarker`]: a
+//! CompleteMultipartUpload that finds one on its key is refused ([`StoreError::Conflict`],
+//! S3's `409 ConditionalRequestConflict`), as is a marked write whose key was deleted while it
+//! was in progress.
+//!
 //! This file holds the store and its object operations (put, get, delete, copy, list); the
 //! journal is in `journal.rs` and multipart uploads in `multipart.rs`.
 
@@ -71,6 +78,169 @@ struct Index {
     objects: BTreeMap<String, ObjectMeta>,
     uploads: HashMap<String, Upload>,
     journal: File,
+    /// Conditional writes in progress, by key ([`WriteMarker`]).
+    writing: HashMap<String, Vec<Writing>>,
+    next_write_id: u64,
+}
+
+/// One conditional write in progress.
+struct Writing {
+    id: u64,
+    /// The key was deleted while it was in progress: it must not commit.
+    conflicted: bool,
+}
+
+/// What a conditional write or delete requires of the key's current object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// `If-None-Match: *`: no object at the key.
+    Absent,
+    /// `If-Match: *`: an object at the key.
+    Exists,
+    /// `If-Match: <etag>`: an object at the key with this etag (quoted or not).
+    Etag(String),
+    /// `x-amz-copy-source-if-none-match: <etag>`: an object at the key with another etag.
+    NotEtag(String),
+}
+
+impl Precondition {
+    /// Ok, or what S3 answers: `NoSuchKey` when an object is required and there is none,
+    /// else `PreconditionFailed`.
+    pub fn check(&self, current: Option<&ObjectMeta>) -> Result<(), StoreError> {
+        match (self, current) {
+            (Precondition::Absent, None) => Ok(()),
+            (Precondition::Absent, Some(_)) => Err(StoreError::PreconditionFailed),
+            (_, None) => Err(StoreError::NoSuchKey),
+            (Precondition::Exists, Some(_)) => Ok(()),
+            (Precondition::Etag(e), Some(m)) if same_etag(e, &m.etag) => Ok(()),
+            (Precondition::NotEtag(e), Some(m)) if !same_etag(e, &m.etag) => Ok(()),
+            _ => Err(StoreError::PreconditionFailed),
+        }
+    }
+}
+
+/// Whether two etags name the same version: compared by value, quoted or not (S3 takes
+/// either), strong or weak (`W/"…"`).
+pub fn same_etag(a: &str, b: &str) -> bool {
+    fn bare(e: &str) -> &str {
+        let e = e.trim();
+        e.strip_prefix("W/").unwrap_or(e).trim_matches('"')
+    }
+    bare(a) == bare(b)
+}
+
+/// What must hold for a write to commit; the default: nothing.
+#[derive(Default)]
+pub struct WriteCheck<'a> {
+    /// Each must hold, checked atomically with the commit.
+    pub preconditions: Vec<Precondition>,
+    /// The write's in-progress marker, if it is a conditional one: when the key was deleted
+    /// since the marker was taken, the write fails with [`StoreError::Conflict`].
+    pub marker: Option<&'a WriteMarker<'a>>,
+    /// PutObject's Content-MD5, in hex: a body that hashes otherwise is `BadDigest`, and
+    /// nothing is written.
+    pub md5: Option<String>,
+}
+
+/// A conditional write of one key in progress ([`ObjectStore::begin_conditional_write`]),
+/// until dropped.
+pub struct WriteMarker<'a> {
+    store: &'a ObjectStore,
+    key: String,
+    id: u64,
+}
+
+impl Drop for WriteMarker<'_> {
+    fn drop(&mut self) {
+        let mut index = self
+            .store
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(list) = index.writing.get_mut(&self.key) {
+            list.retain(|w| w.id != self.id);
+            if list.is_empty() {
+                index.writing.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A body on disk under `tmp/`, not yet any key's ([`ObjectStore::stage`]); removed if
+/// dropped uncommitted.
+pub struct Staged {
+    tmp: Option<PathBuf>,
+    blob: String,
+    pub size: u64,
+    /// Hex MD5 of the body.
+    pub etag: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Index {
+    /// Whether `check` holds for a write of `key` now.
+    fn check(&self, key: &str, check: &WriteCheck<'_>) -> Result<(), StoreError> {
+        if let Some(marker) = check.marker {
+            let conflicted = self
+                .writing
+                .get(&marker.key)
+                .and_then(|list| list.iter().find(|w| w.id == marker.id))
+                .is_some_and(|w| w.conflicted);
+            if conflicted {
+                return Err(StoreError::Conflict);
+            }
+        }
+        let current = self.objects.get(key);
+        check
+            .preconditions
+            .iter()
+            .try_for_each(|p| p.check(current))
+    }
+
+    /// Makes `meta` the current version of `key` if `check` holds; returns the version it
+    /// replaces.
+    fn commit(
+        &mut self,
+        key: &str,
+        meta: &ObjectMeta,
+        check: &WriteCheck<'_>,
+    ) -> Result<Option<ObjectMeta>, StoreError> {
+        self.check(key, check)?;
+        journal::append(
+            &mut self.journal,
+            &JournalRecord::Put {
+                key: key.to_owned(),
+                meta: meta.clone(),
+            },
+        )?;
+        Ok(self.objects.insert(key.to_owned(), meta.clone()))
+    }
+
+    /// Removes `key`'s object, if any; a conditional write of the key in progress then fails.
+    fn remove(&mut self, key: &str) -> io::Result<Option<ObjectMeta>> {
+        if !self.objects.contains_key(key) {
+            return Ok(None);
+        }
+        journal::append(
+            &mut self.journal,
+            &JournalRecord::Del {
+                key: key.to_owned(),
+            },
+        )?;
+        if let Some(list) = self.writing.get_mut(key) {
+            for w in list {
+                w.conflicted = true;
+            }
+        }
+        Ok(self.objects.remove(key))
+    }
 }
 
 pub struct ObjectStore {
@@ -105,6 +275,16 @@ pub enum StoreError {
     EntityTooSmall,
     #[error("invalid continuation token")]
     InvalidToken,
+    /// A write's or delete's precondition does not hold (412).
+    #[error("a precondition does not hold")]
+    PreconditionFailed,
+    /// Another conditional write of the key is in progress, or the key was deleted while this
+    /// one was (409 `ConditionalRequestConflict`).
+    #[error("a conflicting conditional write is in progress")]
+    Conflict,
+    /// The body does not hash to its Content-MD5.
+    #[error("the body does not match its Content-MD5")]
+    BadDigest,
     #[error(transparent)]
     Io(#[from] io::Error),
     #[error("body stream failed: {0}")]
@@ -156,6 +336,8 @@ impl ObjectStore {
                 objects,
                 uploads,
                 journal,
+                writing: HashMap::new(),
+                next_write_id: 0,
             }),
         })
     }
@@ -191,23 +373,66 @@ impl ObjectStore {
         Ok((size, hex::encode(hasher.finalize())))
     }
 
-    /// Makes `meta` the current version of `key`; drops the blob it replaces.
-    fn commit(&self, key: &str, meta: ObjectMeta) -> io::Result<()> {
-        let replaced = {
-            let mut index = self.index.lock().unwrap();
-            journal::append(
-                &mut index.journal,
-                &JournalRecord::Put {
-                    key: key.to_owned(),
-                    meta: meta.clone(),
-                },
-            )?;
-            index.objects.insert(key.to_owned(), meta)
-        };
-        if let Some(old) = replaced {
-            let _ = fs::remove_file(self.blob_path(&old.blob));
+    /// Makes `meta` (its blob already under `blobs/`) the current version of `key` if `check`
+    /// holds, and drops the blob it replaces; if `check` does not hold, drops `meta`'s blob.
+    fn commit(
+        &self,
+        key: &str,
+        meta: &ObjectMeta,
+        check: &WriteCheck<'_>,
+    ) -> Result<(), StoreError> {
+        let committed = self.index.lock().unwrap().commit(key, meta, check);
+        match committed {
+            Ok(replaced) => {
+                if let Some(old) = replaced {
+                    let _ = fs::remove_file(self.blob_path(&old.blob));
+                }
+                Ok(())
+            }
+            Err(err) => {
+                let _ = fs::remove_file(self.blob_path(&meta.blob));
+                Err(err)
+            }
         }
-        Ok(())
+    }
+
+    /// Marks a conditional write of `key` as in progress until the marker is dropped.
+    /// `exclusive` (a CompleteMultipartUpload): refused with [`StoreError::Conflict`] when
+    /// another conditional write of `key` is in progress.
+    pub fn begin_conditional_write(
+        &self,
+        key: &str,
+        exclusive: bool,
+    ) -> Result<WriteMarker<'_>, StoreError> {
+        let mut index = self.index.lock().unwrap();
+        if exclusive && index.writing.contains_key(key) {
+            return Err(StoreError::Conflict);
+        }
+        index.next_write_id += 1;
+        let id = index.next_write_id;
+        index
+            .writing
+            .entry(key.to_owned())
+            .or_default()
+            .push(Writing {
+                id,
+                conflicted: false,
+            });
+        Ok(WriteMarker {
+            store: self,
+            key: key.to_owned(),
+            id,
+        })
+    }
+
+    /// How many conditional writes of `key` are in progress.
+    pub fn conditional_writes_in_progress(&self, key: &str) -> usize {
+        self.index
+            .lock()
+            .unwrap()
+            .writing
+            .get(key)
+            .map_or(0, Vec::len)
     }
 
     pub async fn put<S, E>(
@@ -220,19 +445,71 @@ impl ObjectStore {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        self.put_if(key, body, attrs, &WriteCheck::default()).await
+    }
+
+    /// A PutObject: the body becomes `key`'s object if `check` holds once it is all in.
+    pub async fn put_if<S, E>(
+        &self,
+        key: &str,
+        body: S,
+        attrs: NewObjectAttrs,
+        check: &WriteCheck<'_>,
+    ) -> Result<ObjectMeta, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let staged = self.stage(body).await?;
+        self.commit_staged(key, staged, attrs, check)
+    }
+
+    /// Writes a body to disk, as no key's object yet: [`ObjectStore::commit_staged`] makes it one.
+    pub async fn stage<S, E>(&self, body: S) -> Result<Staged, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
         let blob = new_id();
         let tmp = self.root.join("tmp").join(&blob);
         let (size, etag) = Self::write_stream(&tmp, body).await?;
-        tokio::fs::rename(&tmp, self.blob_path(&blob)).await?;
-        let meta = ObjectMeta {
+        Ok(Staged {
+            tmp: Some(tmp),
             blob,
             size,
             etag,
+        })
+    }
+
+    /// Makes a staged body `key`'s object if `check` holds (atomically with the commit).
+    pub fn commit_staged(
+        &self,
+        key: &str,
+        mut staged: Staged,
+        attrs: NewObjectAttrs,
+        check: &WriteCheck<'_>,
+    ) -> Result<ObjectMeta, StoreError> {
+        if check
+            .md5
+            .as_ref()
+            .is_some_and(|md5| !md5.eq_ignore_ascii_case(&staged.etag))
+        {
+            return Err(StoreError::BadDigest);
+        }
+        let tmp = staged.tmp.take().expect("a staged body is committed once");
+        if let Err(err) = fs::rename(&tmp, self.blob_path(&staged.blob)) {
+            let _ = fs::remove_file(&tmp);
+            return Err(err.into());
+        }
+        let meta = ObjectMeta {
+            blob: staged.blob.clone(),
+            size: staged.size,
+            etag: staged.etag.clone(),
             last_modified_ns: now_ns(),
             metadata: attrs.metadata,
             content_type: attrs.content_type,
         };
-        self.commit(key, meta.clone())?;
+        self.commit(key, &meta, check)?;
         Ok(meta)
     }
 
@@ -254,57 +531,87 @@ impl ObjectStore {
     }
 
     pub fn delete(&self, key: &str) -> io::Result<bool> {
+        let removed = self.index.lock().unwrap().remove(key)?;
+        Ok(self.drop_removed(removed))
+    }
+
+    /// A DeleteObject with preconditions (`If-Match`), checked atomically with the delete.
+    /// Returns whether there was an object.
+    pub fn delete_if(&self, key: &str, preconditions: &[Precondition]) -> Result<bool, StoreError> {
         let removed = {
             let mut index = self.index.lock().unwrap();
-            if !index.objects.contains_key(key) {
-                return Ok(false);
-            }
-            journal::append(
-                &mut index.journal,
-                &JournalRecord::Del {
-                    key: key.to_owned(),
-                },
-            )?;
-            index.objects.remove(key)
+            let current = index.objects.get(key);
+            preconditions.iter().try_for_each(|p| p.check(current))?;
+            index.remove(key)?
         };
-        if let Some(old) = removed {
-            let _ = fs::remove_file(self.blob_path(&old.blob));
+        Ok(self.drop_removed(removed))
+    }
+
+    fn drop_removed(&self, removed: Option<ObjectMeta>) -> bool {
+        match removed {
+            Some(old) => {
+                let _ = fs::remove_file(self.blob_path(&old.blob));
+                true
+            }
+            None => false,
         }
-        Ok(true)
     }
 
     /// CopyObject: the destination shares the source's bytes (a hard link), with either the
-    /// source's attributes or `replace`.
+    /// source's attributes or `replace`. Its etag is the source's, as S3 keeps it for a
+    /// single-part object (the MD5 of the body), a metadata-only copy onto itself included.
     pub fn copy(
         &self,
         src: &str,
         dst: &str,
         replace: Option<NewObjectAttrs>,
     ) -> Result<ObjectMeta, StoreError> {
+        self.copy_if(src, dst, replace, &[], &WriteCheck::default())
+    }
+
+    /// [`ObjectStore::copy`] if the source (which must exist: else `NoSuchKey`) is what
+    /// `source` says and `check` holds for the destination: reading the source, checking and
+    /// committing are one critical section.
+    pub fn copy_if(
+        &self,
+        src: &str,
+        dst: &str,
+        replace: Option<NewObjectAttrs>,
+        source: &[Precondition],
+        check: &WriteCheck<'_>,
+    ) -> Result<ObjectMeta, StoreError> {
         let blob = new_id();
-        let src_meta = {
-            let index = self.index.lock().unwrap();
-            let meta = index
+        let (meta, replaced) = {
+            let mut index = self.index.lock().unwrap();
+            let src_meta = index
                 .objects
                 .get(src)
                 .cloned()
                 .ok_or(StoreError::NoSuchKey)?;
-            fs::hard_link(self.blob_path(&meta.blob), self.blob_path(&blob))?;
-            meta
+            source.iter().try_for_each(|p| p.check(Some(&src_meta)))?;
+            index.check(dst, check)?;
+            fs::hard_link(self.blob_path(&src_meta.blob), self.blob_path(&blob))?;
+            let (metadata, content_type) = match replace {
+                Some(a) => (a.metadata, a.content_type),
+                None => (src_meta.metadata, src_meta.content_type),
+            };
+            let meta = ObjectMeta {
+                blob,
+                size: src_meta.size,
+                etag: src_meta.etag,
+                last_modified_ns: now_ns(),
+                metadata,
+                content_type,
+            };
+            match index.commit(dst, &meta, check) {
+                Ok(replaced) => (meta, replaced),
+                Err(err) => {
+                    let _ = fs::remove_file(self.blob_path(&meta.blob));
+                    return Err(err);
+                }
+            }
         };
-        let (metadata, content_type) = match replace {
-            Some(a) => (a.metadata, a.content_type),
-            None => (src_meta.metadata, src_meta.content_type),
-        };
-        let meta = ObjectMeta {
-            blob,
-            size: src_meta.size,
-            etag: src_meta.etag,
-            last_modified_ns: now_ns(),
-            metadata,
-            content_type,
-        };
-        self.commit(dst, meta.clone())?;
+        self.drop_removed(replaced);
         Ok(meta)
     }
 
@@ -486,5 +793,140 @@ mod tests {
         assert_eq!(names(&flat), ["p/b/", "p/b/1", "p/b/2"]);
         let after = store.list("", None, Some("p/c"), None, 1000).unwrap();
         assert_eq!(names(&after), ["p/d/x", "q"]);
+    }
+
+    #[test]
+    fn etags_match_quoted_or_not() {
+        assert!(same_etag("\"abc\"", "abc"));
+        assert!(same_etag("abc", "abc"));
+        assert!(same_etag("W/\"abc-2\"", "abc-2"));
+        assert!(!same_etag("\"abd\"", "abc"));
+    }
+
+    fn errs<T>(r: Result<T, StoreError>) -> &'static str {
+        match r {
+            Ok(_) => "ok",
+            Err(StoreError::PreconditionFailed) => "412",
+            Err(StoreError::NoSuchKey) => "404",
+            Err(StoreError::Conflict) => "409",
+            Err(StoreError::BadDigest) => "bad digest",
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn conditional_puts_copies_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let absent = || WriteCheck {
+            preconditions: vec![Precondition::Absent],
+            ..WriteCheck::default()
+        };
+        let version = |e: &str| WriteCheck {
+            preconditions: vec![Precondition::Etag(e.to_owned())],
+            ..WriteCheck::default()
+        };
+        let a = NewObjectAttrs::default;
+        let first = store.put_if("k", body(b"1"), a(), &absent()).await.unwrap();
+        assert_eq!(
+            errs(store.put_if("k", body(b"2"), a(), &absent()).await),
+            "412"
+        );
+        assert_eq!(
+            errs(store.put_if("k", body(b"2"), a(), &version("0")).await),
+            "412"
+        );
+        assert_eq!(
+            errs(store.put_if("none", body(b"2"), a(), &version("0")).await),
+            "404"
+        );
+        let md5 = WriteCheck {
+            md5: Some("00".repeat(16)),
+            ..WriteCheck::default()
+        };
+        assert_eq!(
+            errs(store.put_if("k", body(b"2"), a(), &md5).await),
+            "bad digest"
+        );
+        assert_eq!(
+            store.head("k").unwrap(),
+            first,
+            "failed writes leave the object"
+        );
+        let quoted = format!("\"{}\"", first.etag);
+        let second = store
+            .put_if("k", body(b"2"), a(), &version(&quoted))
+            .await
+            .unwrap();
+
+        let stale = [Precondition::Etag(first.etag.clone())];
+        assert_eq!(
+            errs(store.copy_if("k", "c", None, &stale, &WriteCheck::default())),
+            "412"
+        );
+        assert_eq!(
+            errs(store.copy_if("gone", "c", None, &[], &WriteCheck::default())),
+            "404"
+        );
+        assert_eq!(errs(store.copy_if("k", "k", None, &[], &absent())), "412");
+        let copied = store
+            .copy_if("k", "k", None, &[], &version(&second.etag))
+            .unwrap();
+        assert_eq!(copied.etag, second.etag);
+
+        assert_eq!(errs(store.delete_if("k", &stale)), "412");
+        assert_eq!(errs(store.delete_if("none", &stale)), "404");
+        assert!(
+            store
+                .delete_if(
+                    "k",
+                    &[Precondition::Etag(
+                        quoted.replace(&first.etag, &second.etag)
+                    )]
+                )
+                .unwrap()
+        );
+        assert!(store.head("k").is_none());
+        // Nothing but live objects' blobs is left behind.
+        assert_eq!(fs::read_dir(dir.path().join("blobs")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn markers_conflict_with_completes_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        store
+            .put("k", body(b"1"), NewObjectAttrs::default())
+            .await
+            .unwrap();
+        let put = store.begin_conditional_write("k", false).unwrap();
+        assert_eq!(errs(store.begin_conditional_write("k", true)), "409");
+        let other = store.begin_conditional_write("k", false).unwrap();
+        assert_eq!(store.conditional_writes_in_progress("k"), 2);
+        drop(other);
+        assert!(
+            store.begin_conditional_write("j", true).is_ok(),
+            "another key"
+        );
+        // A delete while the write is in progress: the write may not commit.
+        store.delete("k").unwrap();
+        let check = WriteCheck {
+            preconditions: vec![Precondition::Absent],
+            marker: Some(&put),
+            md5: None,
+        };
+        assert_eq!(
+            errs(
+                store
+                    .put_if("k", body(b"2"), NewObjectAttrs::default(), &check)
+                    .await
+            ),
+            "409"
+        );
+        drop(check);
+        drop(put);
+        assert_eq!(store.conditional_writes_in_progress("k"), 0);
+        assert!(store.begin_conditional_write("k", true).is_ok());
     }
 }

@@ -12,7 +12,7 @@ use futures::Stream;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use super::{NewObjectAttrs, ObjectMeta, ObjectStore, StoreError, new_id, now_ns};
+use super::{NewObjectAttrs, ObjectMeta, ObjectStore, StoreError, WriteCheck, new_id, now_ns};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UploadInfo {
@@ -244,12 +244,15 @@ impl ObjectStore {
         Ok(())
     }
 
-    /// CompleteMultipartUpload with the client's list of (part number, etag).
+    /// CompleteMultipartUpload with the client's list of (part number, etag), if `check` holds
+    /// when the assembled object commits (atomically with the commit). When it does not, the
+    /// upload stays, to be completed again or aborted.
     pub async fn complete_upload(
         &self,
         upload_id: &str,
         key: &str,
         wanted: &[(i32, String)],
+        check: &WriteCheck<'_>,
     ) -> Result<ObjectMeta, StoreError> {
         let (info, parts) = {
             let index = self.index.lock().unwrap();
@@ -309,7 +312,7 @@ impl ObjectStore {
             metadata: info.attrs.metadata,
             content_type: info.attrs.content_type,
         };
-        self.commit(key, meta.clone())?;
+        self.commit(key, &meta, check)?;
         self.index.lock().unwrap().uploads.remove(upload_id);
         let _ = fs::remove_dir_all(self.upload_dir(upload_id));
         Ok(meta)

@@ -5,6 +5,18 @@
 //!
 //! [`DevS3`] (here) answers the operations, [`DevAuth`] (`auth.rs`) decides who may sign, and
 //! [`DevAccess`] (`access.rs`) applies the policy.
+//!
+//! Conditional writes, as AWS S3 answers them: PutObject and CompleteMultipartUpload take
+//! `If-None-Match: *` (`412 PreconditionFailed` when the key holds an object) and
+//! `If-Match: <etag>` (412 when the object's etag differs, `404 NoSuchKey` when there is no
+//! object); CopyObject takes the same on its destination (read from the raw headers: s3s's
+//! input lacks them) and `x-amz-copy-source-if-match` / `-if-none-match` on its source;
+//! DeleteObject takes `If-Match`. Etags match quoted or not. Each condition is checked
+//! atomically with its write ([`ObjectStore`]). A conditional CompleteMultipartUpload that
+//! finds another conditional write of its key in progress, and a conditional write whose
+//! key is deleted while it is in progress, are answered `409 ConditionalRequestConflict`.
+//! With [`DevS3::ignore_conditions`] every one of these conditions is ignored, as some
+//! S3-compatible servers do (reads keep theirs).
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -17,7 +29,11 @@ use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::objects::{ListEntry, NewObjectAttrs, ObjectMeta, ObjectStore, StoreError};
+use crate::objects::{
+    ListEntry, NewObjectAttrs, ObjectMeta, ObjectStore, Precondition, StoreError, WriteCheck,
+    WriteMarker,
+};
+use crate::server::Faults;
 
 mod access;
 mod auth;
@@ -33,7 +49,15 @@ pub struct DevS3 {
     pub bucket: String,
     pub region: String,
     pub max_copy_size: u64,
+    /// The knobs for conditional writes ([`Faults::conflict_next_complete`],
+    /// [`Faults::set_conditional_write_hold`]).
+    pub faults: Arc<Faults>,
+    /// Accept the conditions of writes, copies and deletes, and write anyway.
+    pub ignore_conditions: bool,
 }
+
+const PRECONDITION_FAILED: &str = "At least one of the pre-conditions you specified did not hold";
+const CONFLICT: &str = "A conflicting conditional operation is currently in progress against this resource. Try again.";
 
 fn store_error(err: StoreError) -> S3Error {
     match err {
@@ -45,6 +69,12 @@ fn store_error(err: StoreError) -> S3Error {
         StoreError::InvalidToken => s3_error!(
             InvalidArgument,
             "The continuation token provided is incorrect"
+        ),
+        StoreError::PreconditionFailed => s3_error!(PreconditionFailed, "{PRECONDITION_FAILED}"),
+        StoreError::Conflict => s3_error!(ConditionalRequestConflict, "{CONFLICT}"),
+        StoreError::BadDigest => s3_error!(
+            BadDigest,
+            "The Content-MD5 you specified did not match what we received."
         ),
         StoreError::Body(why) => S3Error::with_message(S3ErrorCode::IncompleteBody, why),
         StoreError::Io(err) => S3Error::internal_error(err),
@@ -95,6 +125,42 @@ fn check_read_conditions(
         }
     }
     Ok(())
+}
+
+/// The preconditions of a write's `If-Match` / `If-None-Match`. S3 takes `If-None-Match` only
+/// as `*`.
+fn write_preconditions(
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<Vec<Precondition>> {
+    let mut out = Vec::new();
+    match if_match {
+        None => {}
+        Some(ETagCondition::Any) => out.push(Precondition::Exists),
+        Some(ETagCondition::ETag(e)) => out.push(Precondition::Etag(e.value().to_owned())),
+    }
+    match if_none_match {
+        None => {}
+        Some(ETagCondition::Any) => out.push(Precondition::Absent),
+        Some(ETagCondition::ETag(_)) => {
+            return Err(s3_error!(
+                NotImplemented,
+                "A header you provided implies functionality that is not implemented"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// An etag condition from a raw request header (quoted, unquoted or `*`).
+fn header_condition(headers: &hyper::HeaderMap, name: &str) -> S3Result<Option<ETagCondition>> {
+    headers
+        .get(name)
+        .map(|v| {
+            ETagCondition::parse_http_header(v.as_bytes())
+                .map_err(|_| s3_error!(InvalidArgument, "Invalid {name} header"))
+        })
+        .transpose()
 }
 
 /// S3's `encoding-type=url`: percent-encode all but unreserved characters and `/`.
@@ -166,6 +232,41 @@ impl DevS3 {
         Ok(())
     }
 
+    /// `preconditions`, unless devstack ignores conditions.
+    fn enforced(&self, preconditions: Vec<Precondition>) -> Vec<Precondition> {
+        if self.ignore_conditions {
+            Vec::new()
+        } else {
+            preconditions
+        }
+    }
+
+    /// For a conditional write (non-empty `preconditions`): its in-progress marker on `key`.
+    /// `exclusive` (CompleteMultipartUpload): 409 when another conditional write of the key
+    /// is in progress.
+    fn begin_write(
+        &self,
+        key: &str,
+        preconditions: &[Precondition],
+        exclusive: bool,
+    ) -> S3Result<Option<WriteMarker<'_>>> {
+        if preconditions.is_empty() {
+            return Ok(None);
+        }
+        let marker = self
+            .store
+            .begin_conditional_write(key, exclusive)
+            .map_err(store_error)?;
+        Ok(Some(marker))
+    }
+
+    /// The hold knob, for a conditional write only.
+    async fn hold(&self, marker: &Option<WriteMarker<'_>>) {
+        if marker.is_some() {
+            self.faults.hold_conditional_write().await;
+        }
+    }
+
     fn copy_source(&self, source: &CopySource) -> S3Result<String> {
         match source {
             CopySource::Bucket { bucket, key, .. } => {
@@ -226,40 +327,40 @@ impl S3 for DevS3 {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let input = req.input;
         self.check_key(&input.bucket, &input.key)?;
-        if let Some(cond) = &input.if_none_match
-            && matches!(cond, ETagCondition::Any)
-            && self.store.head(&input.key).is_some()
-        {
-            return Err(s3_error!(
-                PreconditionFailed,
-                "At least one of the pre-conditions you specified did not hold"
-            ));
-        }
-        if let Some(cond) = &input.if_match {
-            let current = self
-                .store
-                .head(&input.key)
-                .ok_or_else(|| s3_error!(NoSuchKey))?;
-            check_read_conditions(&current, Some(cond), None)?;
-        }
-        let meta = self
+        let preconditions = self.enforced(write_preconditions(
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+        )?);
+        let md5 = match &input.content_md5 {
+            None => None,
+            Some(md5) => Some(hex::encode(
+                base64::engine::general_purpose::STANDARD
+                    .decode(md5)
+                    .map_err(|_| s3_error!(InvalidDigest))?,
+            )),
+        };
+        // The conditions are checked once the body is in, atomically with the commit.
+        let marker = self.begin_write(&input.key, &preconditions, false)?;
+        let staged = self
             .store
-            .put(
-                &input.key,
-                body_stream(input.body),
-                attrs(input.metadata, input.content_type),
-            )
+            .stage(body_stream(input.body))
             .await
             .map_err(store_error)?;
-        if let Some(md5) = &input.content_md5 {
-            let expected = base64::engine::general_purpose::STANDARD
-                .decode(md5)
-                .map_err(|_| s3_error!(InvalidDigest))?;
-            if hex::encode(expected) != meta.etag {
-                let _ = self.store.delete(&input.key);
-                return Err(s3_error!(BadDigest));
-            }
-        }
+        self.hold(&marker).await;
+        let check = WriteCheck {
+            preconditions,
+            marker: marker.as_ref(),
+            md5,
+        };
+        let meta = self
+            .store
+            .commit_staged(
+                &input.key,
+                staged,
+                attrs(input.metadata, input.content_type),
+                &check,
+            )
+            .map_err(store_error)?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(etag(&meta)),
             size: Some(meta.size as i64),
@@ -330,10 +431,13 @@ impl S3 for DevS3 {
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.check_key(&req.input.bucket, &req.input.key)?;
+        let input = req.input;
+        self.check_key(&input.bucket, &input.key)?;
+        // If-Match: 412 when the etag differs, 404 NoSuchKey when there is no object.
+        let preconditions = self.enforced(write_preconditions(input.if_match.as_ref(), None)?);
         self.store
-            .delete(&req.input.key)
-            .map_err(S3Error::internal_error)?;
+            .delete_if(&input.key, &preconditions)
+            .map_err(store_error)?;
         Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
@@ -391,18 +495,34 @@ impl S3 for DevS3 {
                 ),
             ));
         }
+        let mut source = Vec::new();
         if let Some(cond) = &input.copy_source_if_match {
-            let current = self.store.head(&src).ok_or_else(|| s3_error!(NoSuchKey))?;
-            check_read_conditions(&current, Some(cond), None)?;
+            source.extend(write_preconditions(Some(cond), None)?);
         }
+        if let Some(ETagCondition::ETag(e)) = &input.copy_source_if_none_match {
+            source.push(Precondition::NotEtag(e.value().to_owned()));
+        }
+        let source = self.enforced(source);
+        // s3s 0.14's CopyObjectInput has no destination conditions: the raw headers do.
+        let preconditions = self.enforced(write_preconditions(
+            header_condition(&req.headers, "if-match")?.as_ref(),
+            header_condition(&req.headers, "if-none-match")?.as_ref(),
+        )?);
         let replace = input
             .metadata_directive
             .as_ref()
             .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE)
             .then(|| attrs(input.metadata, input.content_type));
+        let marker = self.begin_write(&input.key, &preconditions, false)?;
+        self.hold(&marker).await;
+        let check = WriteCheck {
+            preconditions,
+            marker: marker.as_ref(),
+            md5: None,
+        };
         let meta = self
             .store
-            .copy(&src, &input.key, replace)
+            .copy_if(&src, &input.key, replace, &source, &check)
             .map_err(store_error)?;
         Ok(S3Response::new(CopyObjectOutput {
             copy_object_result: Some(CopyObjectResult {
@@ -609,9 +729,23 @@ impl S3 for DevS3 {
                 )
             })
             .collect();
+        let preconditions = self.enforced(write_preconditions(
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+        )?);
+        if !preconditions.is_empty() && self.faults.take_complete_conflict() {
+            return Err(s3_error!(ConditionalRequestConflict, "{CONFLICT}"));
+        }
+        let marker = self.begin_write(&input.key, &preconditions, true)?;
+        self.hold(&marker).await;
+        let check = WriteCheck {
+            preconditions,
+            marker: marker.as_ref(),
+            md5: None,
+        };
         let meta = self
             .store
-            .complete_upload(&input.upload_id, &input.key, &parts)
+            .complete_upload(&input.upload_id, &input.key, &parts, &check)
             .await
             .map_err(store_error)?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
