@@ -209,12 +209,22 @@ async fn a_kept_upload_never_overwrites_a_change_made_meanwhile() {
         .collect();
     assert_eq!(conflict.len(), 1, "{:?}", s.store.keys());
     let name = conflict[0].strip_prefix("us-east-1:me/").unwrap();
-    assert!(name.ends_with('Z') && name.len() == "shared.txt.conflict-20261126T154001Z".len());
+    let device = cognifs::fs::pending_device_label(&cognifs::fs::host_name());
+    assert!(
+        name.starts_with(&format!("shared.txt.conflict-{device}-"))
+            && name.ends_with('Z')
+            && name.len() == format!("shared.txt.conflict-{device}-20261126T154001Z").len(),
+        "{name}"
+    );
     assert_eq!(s.s3_body(name).unwrap(), b"mine");
     assert!(records_in(&s.pending_dir()).is_empty());
     let stats = fs.stats();
     assert_eq!(stats.conflicts, 1);
-    assert_eq!(stats.last_conflict.as_deref(), Some(name));
+    let last = stats.recent_conflicts.last().unwrap();
+    assert_eq!(
+        (last.key.as_str(), last.kept_as.as_deref()),
+        ("shared.txt", Some(name))
+    );
     // The mount shows both: the name what S3 holds, the conflict copy beside it.
     assert_eq!(read_all(&fs, ROOT_INO, "shared.txt").await, b"theirs");
     assert_eq!(read_all(&fs, ROOT_INO, name).await, b"mine");

@@ -43,6 +43,9 @@ pub fn conflicts_text(mounts: &[MountStatus], now: u64) -> String {
 
 pub fn list(src: &ConfigSource) -> anyhow::Result<()> {
     let profile = config::load(src)?;
-    print!("{}", conflicts_text(&mount_statuses(&profile.name), unix_now()));
+    print!(
+        "{}",
+        conflicts_text(&mount_statuses(&profile.name), unix_now())
+    );
     Ok(())
 }

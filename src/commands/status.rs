@@ -183,7 +183,9 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
     if !w.conflict_detection.is_empty() {
         let how = match w.conflict_detection.as_str() {
             "atomic" => "atomic (S3 checks every write's version)",
-            "best effort" => "best effort (the server ignores conditional writes: a HEAD before each write)",
+            "best effort" => {
+                "best effort (the server ignores conditional writes: a HEAD before each write)"
+            }
             _ => "unchecked (S3 could not be asked at mount; taken as atomic)",
         };
         let _ = writeln!(o, "  conflict detection  {how}");

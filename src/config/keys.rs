@@ -187,7 +187,9 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         set: |p, v, _| {
             let name = v.text.trim();
             if name.is_empty() || name.len() > 64 {
-                return Err("must be 1 to 64 characters (it names this machine's conflict copies)".into());
+                return Err(
+                    "must be 1 to 64 characters (it names this machine's conflict copies)".into(),
+                );
             }
             p.device_name = Some(name.to_owned());
             Ok(())

@@ -52,6 +52,7 @@ pub use inodes::{Attr, DirEntry, Kind, ROOT_INO};
 use inodes::{Defaults, Inodes};
 pub use mount::{Mount, mount};
 pub use namespace::{Caller, SetAttr};
+pub use pending::{conflict_name, device_label as pending_device_label};
 use read::ReadShared;
 use upload::UploadCtx;
 use write::WriteState;

@@ -42,7 +42,7 @@ impl ConditionSupport {
 }
 
 /// The etag no object has: a condition on it must fail.
-const NO_SUCH_ETAG: &str = "\"00000000000000000000000000000000\"";
+const NO_SUCH_ETAG: &str = "\"cognifs-probe-no-such-version\"";
 
 /// Whether a request the server should refuse was refused (412, or 404 for `If-Match` on a
 /// missing key).

@@ -223,6 +223,15 @@ impl MemoryStore {
         objects.get(key).map(|o| (o.body.clone(), o.meta.clone()))
     }
 
+    /// The etag of the object under a full key, read without counting a request.
+    pub fn etag_raw(&self, key: &str) -> Option<String> {
+        self.objects
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|o| o.etag.clone())
+    }
+
     /// Every full key, sorted.
     pub fn keys(&self) -> Vec<String> {
         self.objects.lock().unwrap().keys().cloned().collect()
@@ -299,6 +308,12 @@ impl MemoryStore {
             meta,
             multipart: false,
         }
+    }
+
+    /// Counts a request of kind `op` and answers the failure armed for it, if any, doing
+    /// nothing else: for a test store that puts its own faults in front of another store.
+    pub async fn inject(&self, op: RequestKind) -> StoreResult<()> {
+        self.request(op).await
     }
 
     /// Counts the request, waits the injected latency, and answers an injected failure if
