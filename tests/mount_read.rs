@@ -378,7 +378,7 @@ async fn outside_change_is_seen_after_ttl_and_never_mixed() {
             "listing refreshed after the TTL"
         );
 
-        // A reader that opened the old version gets EIO for blocks it has not read yet,
+        // A reader that opened the old version gets ESTALE for blocks it has not read yet,
         // never bytes of the new version.
         let big = m.join("big.bin");
         let f = blocking({
@@ -399,7 +399,7 @@ async fn outside_change_is_seen_after_ttl_and_never_mixed() {
             f.read_exact_at(&mut buf, 6 << 20).unwrap_err()
         })
         .await;
-        assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+        assert_eq!(err.raw_os_error(), Some(libc::ESTALE), "{err}");
         // A fresh open sees the new version whole.
         let got = blocking(move || std::fs::read(&big).unwrap()).await;
         assert!(got == new, "reopen reads the new version");

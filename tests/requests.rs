@@ -418,3 +418,51 @@ fn a_later_mounts_lookup_of_an_unchanged_directory_needs_no_marker_head() {
         [(RequestKind::Head, 1), (RequestKind::List, 1)]
     );
 }
+
+#[test]
+fn a_save_over_an_existing_file_is_one_conditional_put() {
+    let s = setup(&[("notes.txt", 100)]);
+    s.rt.block_on(async {
+        let a = s.fs.lookup(ROOT_INO, "notes.txt").await.unwrap();
+        s.store.reset_counts();
+        let fh = s.fs.open(a.ino, true, true).await.unwrap();
+        s.fs.write(fh, 0, b"new".to_vec()).await.unwrap();
+        s.fs.flush(fh).await.unwrap();
+        s.fs.release(fh).await.unwrap();
+    });
+    // The condition (`If-Match` on the version opened) rides on the PUT: no HEAD first.
+    assert_eq!(counts(&s.store), [(RequestKind::Put, 1)]);
+    assert_eq!(
+        &s.store.get_raw("us-east-1:counts/notes.txt").unwrap().0[..],
+        b"new"
+    );
+}
+
+#[test]
+fn a_kept_uploads_retry_is_the_upload_alone() {
+    let s = setup_with(&[], |o| {
+        o.pending_dir = Some(o.spool_dir.join("pending"));
+    });
+    s.rt.block_on(async {
+        let (_, fh) =
+            s.fs.create(ROOT_INO, "kept", 0o100644, CALLER)
+                .await
+                .unwrap();
+        s.fs.write(fh, 0, b"data".to_vec()).await.unwrap();
+        // The close's flush and its release both fail: the data is kept.
+        s.store
+            .fail_nth(Some(RequestKind::Put), 0, cognifs::store::Fault::SlowDown);
+        s.store
+            .fail_nth(Some(RequestKind::Put), 0, cognifs::store::Fault::SlowDown);
+        assert!(s.fs.flush(fh).await.is_err());
+        assert!(s.fs.release(fh).await.is_err());
+        assert!(!s.store.armed(), "both faults fired");
+        assert_eq!(s.fs.pending_uploads().len(), 1);
+        s.store.reset_counts();
+        s.fs.retry_pending_now().await;
+        assert!(s.fs.pending_uploads().is_empty());
+    });
+    // One conditional PUT (`If-None-Match: *`: the name was free when it was created); the
+    // HEAD that used to check for a conflict first is gone.
+    assert_eq!(counts(&s.store), [(RequestKind::Put, 1)]);
+}

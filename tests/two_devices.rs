@@ -77,8 +77,8 @@ fn step(devices: usize, web: bool) -> impl Strategy<Value = Step> {
     let big = prop::bool::weighted(0.08);
     let web_weight = if web { 2 } else { 0 };
     prop_oneof![
-        6 => (dev.clone(), name.clone(), big.clone()).prop_map(|(dev, name, big)| Step::Save { dev, name, big }),
-        4 => (dev.clone(), name.clone(), big.clone()).prop_map(|(dev, name, big)| Step::Rewrite { dev, name, big }),
+        6 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Save { dev, name, big }),
+        4 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Rewrite { dev, name, big }),
         3 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Create { dev, name, big }),
         2 => (dev.clone(), name.clone()).prop_map(|(dev, name)| Step::Unlink { dev, name }),
         web_weight => name.clone().prop_map(|name| Step::WebPut { name }),
@@ -192,10 +192,9 @@ impl Harness {
     /// server ignores them), then recovery (kept uploads adopted).
     fn mount(rt: &tokio::runtime::Runtime, view: Arc<FaultyView>, opts: MountOptions) -> Arc<Fs> {
         rt.block_on(async {
-            let (store, support) =
-                cognifs::store::checked_store(view as Arc<dyn ObjectStore>).await;
-            let fs = Arc::new(Fs::new(store, opts));
-            fs.set_condition_support(support);
+            let checked = cognifs::store::checked_store(view as Arc<dyn ObjectStore>).await;
+            let fs = Arc::new(Fs::new(checked.clone(), opts));
+            fs.set_conditions(checked);
             fs.recover().await;
             fs
         })

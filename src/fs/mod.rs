@@ -210,8 +210,8 @@ pub struct Fs {
     counters: stats::FsCounters,
     /// Where kernel invalidations go (the FUSE session's notifier), once mounted.
     kernel: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidate>>,
-    /// Which conditional writes the server was seen to honour (`None`: not checked).
-    conditions: std::sync::OnceLock<Option<crate::store::ConditionSupport>>,
+    /// What checks the conditions of writes: the server, or a HEAD first (`store/conditions.rs`).
+    conditions: std::sync::OnceLock<Arc<crate::store::EmulatedConditions>>,
 }
 
 impl Fs {
@@ -299,14 +299,22 @@ impl Fs {
         }
     }
 
-    /// Records what the conditional-write probe found (for status).
-    pub fn set_condition_support(&self, support: Option<crate::store::ConditionSupport>) {
-        let _ = self.conditions.set(support);
+    /// The store's condition checker (the same object as the store), for status and for
+    /// asking the server again.
+    pub fn set_conditions(&self, checker: Arc<crate::store::EmulatedConditions>) {
+        let _ = self.conditions.set(checker);
     }
 
-    /// What the probe found: `None` before it ran or when it could not.
+    /// What the server was seen to check: `None` before a probe succeeded.
     pub fn condition_support(&self) -> Option<crate::store::ConditionSupport> {
-        self.conditions.get().copied().flatten()
+        self.conditions.get().and_then(|c| c.support())
+    }
+
+    /// Asks the server which conditions it checks, if that is not known yet.
+    pub async fn recheck_conditions(&self) {
+        if let Some(c) = self.conditions.get() {
+            c.recheck().await;
+        }
     }
 
     pub fn options(&self) -> &MountOptions {
@@ -344,7 +352,7 @@ impl Fs {
 
     /// Writes the directory times still pending (at unmount; also every second).
     pub async fn flush_dir_times(&self) -> FsResult<()> {
-        Ok(self.dir_times.flush(&self.inodes, &*self.store).await?)
+        self.dir_times.flush(&self.inodes, &*self.store).await
     }
 
     pub fn forget(&self, ino: u64, n: u64) {

@@ -108,10 +108,13 @@ pub fn mount(
     let (store, conditions) = if opts.read_only {
         (store, None)
     } else {
-        runtime.block_on(crate::store::checked_store(store))
+        let checked = runtime.block_on(crate::store::checked_store(store));
+        (checked.clone() as Arc<dyn ObjectStore>, Some(checked))
     };
     let fs = Arc::new(Fs::new(store, opts));
-    fs.set_condition_support(conditions);
+    if let Some(c) = conditions {
+        fs.set_conditions(c);
+    }
     // Before the kernel sees the mount: clean up after a previous crash of this prefix,
     // and learn the root's attributes, which the kernel's first path walk asks for (so the
     // first command's round trips are its own). Failing that, the kernel's getattr asks.
@@ -129,6 +132,7 @@ pub fn mount(
             tick.tick().await;
             let Some(fs) = weak.upgrade() else { break };
             fs.retry_pending().await;
+            fs.recheck_conditions().await;
         }
     });
     let session = super::fuse::spawn(fs.clone(), mountpoint, runtime.clone())

@@ -242,11 +242,23 @@ impl Fs {
                     check_meta_size(&meta)?;
                     if !clean {
                         ws.update_meta(|m| *m = meta);
-                        return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
+                        Err(ws)
+                    } else {
+                        Ok(Some((ws, meta)))
                     }
-                    Some((ws, meta))
                 }
-                None => None,
+                None => Ok(None),
+            }
+        };
+        let open_for_writing = match open_for_writing {
+            Ok(o) => o,
+            Err(ws) => {
+                // A kept file nobody has open: the change is kept with its data, so that
+                // it survives this mount too.
+                if ws.kept().is_some() && !ws.has_handles() {
+                    self.keep_pending(&ws, &FsError::new(libc::EIO)).await;
+                }
+                return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
             }
         };
         if let Some((ws, meta)) = open_for_writing {
@@ -649,7 +661,7 @@ impl Fs {
                     .rename_object(src.ino, &dst_rel, dst_etag.as_deref())
                     .await?;
                 if let Some(ws) = self.write_state(src.ino) {
-                    ws.set_base_etag(placed.etag);
+                    ws.set_base_etag(placed.etag.clone());
                 }
                 // The file's own name now (a flush above may have moved it aside).
                 let (from_parent, from_name) = self
@@ -660,6 +672,15 @@ impl Fs {
                 let to_name = placed.rel.rsplit('/').next().unwrap_or(new_name);
                 self.inodes
                     .rename(from_parent, &from_name, new_parent, to_name);
+                // The copy is a version of its own (a multipart copy has a new etag): the
+                // next write names that one.
+                if let Some(node) = self.inodes.get(src.ino) {
+                    let found = Found {
+                        etag: placed.etag.clone(),
+                        ..node.found
+                    };
+                    self.inodes.set_written(src.ino, found);
+                }
                 self.readers_follow(src.ino);
                 if placed.rel != dst_rel {
                     // The kernel moves its entry to `new_name`, which names the other

@@ -6,8 +6,8 @@
 //! S3-compatible servers accept the headers and write anyway, which would turn every
 //! conflict into a silent overwrite. So a mount asks once ([`probe_conditions`]): on a key
 //! of its own it makes requests that must fail if the conditions are honoured. Where they
-//! are not, the store is wrapped so that each conditional request is preceded by a HEAD
-//! that checks the condition: best effort (a write landing between the two is still
+//! are not (or until the server could be asked), each conditional request is preceded by a
+//! HEAD that checks the condition: best effort (a write landing between the two is still
 //! overwritten), which `cognifs status` says.
 
 use std::sync::Arc;
@@ -99,42 +99,65 @@ pub async fn probe_conditions(store: &dyn ObjectStore) -> StoreResult<ConditionS
     support
 }
 
-/// `store` as a mount uses it: as it is where the server honours conditions, else wrapped
-/// in [`EmulatedConditions`]. `None`: the probe could not run (S3 unreachable); the server
-/// is then taken to honour them, as AWS does.
-pub async fn checked_store(
-    store: Arc<dyn ObjectStore>,
-) -> (Arc<dyn ObjectStore>, Option<ConditionSupport>) {
-    match probe_conditions(&*store).await {
-        Ok(support) if support.atomic() => (store, Some(support)),
-        Ok(support) => {
-            tracing::warn!(
-                ?support,
-                "the S3 server ignores conditional writes: conflicts are detected by a HEAD before each write (best effort)"
-            );
-            (
-                Arc::new(EmulatedConditions::new(store, support)),
-                Some(support),
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not check whether the S3 server honours conditional writes; assuming it does");
-            (store, None)
-        }
-    }
+/// Probes `store` and wraps it in [`EmulatedConditions`], which checks conditions itself
+/// wherever the server was not seen to: everywhere until a probe succeeds (S3 unreachable
+/// at mount: [`EmulatedConditions::recheck`] asks again later), nowhere for AWS.
+pub async fn checked_store(store: Arc<dyn ObjectStore>) -> Arc<EmulatedConditions> {
+    let checked = Arc::new(EmulatedConditions::new(store, None));
+    checked.recheck().await;
+    checked
 }
 
-/// A store whose server ignores (some) conditions: each conditional write is preceded by a
-/// HEAD that checks it. Not atomic, but no worse than the server allows.
+/// A store whose server ignores (some) conditions, or has not been asked yet: each
+/// conditional write it is not known to check is preceded by a HEAD that checks it. Not
+/// atomic, but no worse than the server allows; where the server checks, a pass-through.
 #[derive(Debug)]
 pub struct EmulatedConditions {
     inner: Arc<dyn ObjectStore>,
-    support: ConditionSupport,
+    support: std::sync::RwLock<Option<ConditionSupport>>,
 }
 
 impl EmulatedConditions {
-    pub fn new(inner: Arc<dyn ObjectStore>, support: ConditionSupport) -> Self {
-        EmulatedConditions { inner, support }
+    /// `support`: what the server is known to check (`None`: unknown, so nothing).
+    pub fn new(inner: Arc<dyn ObjectStore>, support: Option<ConditionSupport>) -> Self {
+        EmulatedConditions {
+            inner,
+            support: std::sync::RwLock::new(support),
+        }
+    }
+
+    /// What the server was seen to check; `None` until a probe succeeded.
+    pub fn support(&self) -> Option<ConditionSupport> {
+        *self.support.read().unwrap()
+    }
+
+    /// Asks the server (if not known yet) which conditions it checks.
+    pub async fn recheck(&self) {
+        if self.support().is_some() {
+            return;
+        }
+        match probe_conditions(&*self.inner).await {
+            Ok(support) => {
+                if !support.atomic() {
+                    tracing::warn!(
+                        ?support,
+                        "the S3 server ignores conditional writes: conflicts are detected by a HEAD before each write (best effort)"
+                    );
+                }
+                *self.support.write().unwrap() = Some(support);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the S3 server whether it checks conditional writes; checking them by a HEAD first until it answers");
+            }
+        }
+    }
+
+    fn writes_checked(&self) -> bool {
+        self.support().is_some_and(|s| s.writes)
+    }
+
+    fn deletes_checked(&self) -> bool {
+        self.support().is_some_and(|s| s.deletes)
     }
 
     /// Err unless `rel` holds what `expect` says, by a HEAD.
@@ -216,7 +239,7 @@ impl ObjectStore for EmulatedConditions {
         meta: &UserMeta,
         expect: &Expect,
     ) -> StoreResult<String> {
-        if self.support.writes {
+        if self.writes_checked() {
             return self.inner.put_if(rel, body, meta, expect).await;
         }
         self.check(rel, expect).await?;
@@ -244,7 +267,7 @@ impl ObjectStore for EmulatedConditions {
         parts: Vec<PartDone>,
         expect: &Expect,
     ) -> StoreResult<String> {
-        if self.support.writes {
+        if self.writes_checked() {
             return self
                 .inner
                 .complete_multipart_if(rel, upload_id, parts, expect)
@@ -265,7 +288,7 @@ impl ObjectStore for EmulatedConditions {
     }
 
     async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
-        if self.support.deletes || !matches!(expect, Expect::Version(_)) {
+        if self.deletes_checked() || !matches!(expect, Expect::Version(_)) {
             return self.inner.delete_if(rel, expect).await;
         }
         match self.check(rel, expect).await {
@@ -284,7 +307,7 @@ impl ObjectStore for EmulatedConditions {
         meta: Option<&UserMeta>,
         expect: &Expect,
     ) -> StoreResult<String> {
-        if self.support.writes {
+        if self.writes_checked() {
             return self.inner.copy_if(src, src_etag, dst, meta, expect).await;
         }
         if let Some(e) = src_etag {
@@ -330,11 +353,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn until_the_server_answers_the_probe_conditions_are_checked_by_head() {
+        let careless = Arc::new(MemoryStore::new("b", "p"));
+        careless.set_ignores_conditions(true);
+        careless.fail_always(None, crate::store::Fault::Timeout);
+        let store = checked_store(careless.clone()).await;
+        assert_eq!(store.support(), None, "the probe could not run");
+        careless.clear_faults();
+        careless.insert_raw("p/f", b"theirs", UserMeta::new());
+        assert!(matches!(
+            store
+                .put_if(
+                    "f",
+                    Bytes::from_static(b"mine"),
+                    &UserMeta::new(),
+                    &Expect::Absent
+                )
+                .await,
+            Err(StoreError::Changed)
+        ));
+        assert_eq!(&careless.get_raw("p/f").unwrap().0[..], b"theirs");
+        store.recheck().await;
+        assert_eq!(store.support().map(|s| s.atomic()), Some(false));
+    }
+
+    #[tokio::test]
     async fn emulated_conditions_refuse_what_the_server_would_have_written() {
         let careless = Arc::new(MemoryStore::new("b", "p"));
         careless.set_ignores_conditions(true);
-        let (store, support) = checked_store(careless.clone()).await;
-        assert_eq!(support.map(|s| s.atomic()), Some(false));
+        let store = checked_store(careless.clone()).await;
+        assert_eq!(store.support().map(|s| s.atomic()), Some(false));
         let none = UserMeta::new();
         let e1 = store
             .put_if("f", Bytes::from_static(b"1"), &none, &Expect::Absent)

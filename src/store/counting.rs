@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use super::{
-    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, RequestKind, Scope,
+    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, RequestKind, Scope, StoreError,
     StoreResult, UploadInfo, UserMeta,
 };
 use crate::metrics::Window;
@@ -55,7 +55,11 @@ impl RequestStats {
         let s = &self.series[kind as usize];
         s.total.fetch_add(1, Relaxed);
         s.recent.add(1);
-        if let Err(e) = result {
+        // A condition that held a write back (412, 409) is the request doing its job, not
+        // a failure: conflicts are counted where they are handled.
+        if let Err(e) = result
+            && !matches!(e, StoreError::Changed | StoreError::Raced)
+        {
             s.errors.fetch_add(1, Relaxed);
             s.recent_errors.add(1);
             *self.last_error.lock().unwrap() = Some(LastError {
