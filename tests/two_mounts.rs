@@ -333,6 +333,8 @@ async fn on_a_server_that_ignores_conditions_conflicts_are_still_caught_best_eff
 struct Ledger {
     accepted: BTreeSet<String>,
     replaced: BTreeSet<String>,
+    /// Each operation and what it saw, for the failure message.
+    log: Vec<String>,
 }
 
 /// The tag a body starts with (`laptop-17;…`).
@@ -356,14 +358,17 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
         let tag = format!("{me}-{round}");
         let body = format!("{tag};{}", "x".repeat((next() % 200) as usize));
         // What the device sees at `path` now. A read that finds its version replaced
-        // (ESTALE) has made the mount look again: the second read is what the next
-        // operation starts from.
+        // (ESTALE) has made the mount look again; the other device may replace it again
+        // meanwhile, so read until a read goes through: that version is fresh in the mount,
+        // and the next operation starts from it.
         let seen = |path: &Path| {
-            let read = match std::fs::read(path) {
-                Err(e) if e.raw_os_error() == Some(libc::ESTALE) => std::fs::read(path),
-                other => other,
-            };
-            read.ok().and_then(|b| tag_of(&b))
+            for _ in 0..20 {
+                match std::fs::read(path) {
+                    Err(e) if e.raw_os_error() == Some(libc::ESTALE) => continue,
+                    read => return read.ok().and_then(|b| tag_of(&b)),
+                }
+            }
+            panic!("{me}: {} stayed stale for 20 reads", path.display())
         };
         let accepted = |r: std::io::Result<()>| match r {
             Ok(()) => true,
@@ -378,8 +383,12 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
             }
             Err(e) => panic!("{me} round {round} on {name}: {e}"),
         };
+        let op = next() % 5;
         let l = |base: Option<String>, wrote: bool| {
             let mut l = ledger.lock().unwrap();
+            l.log.push(format!(
+                "{tag} op {op} on {name}: saw {base:?}, wrote {wrote}"
+            ));
             if let Some(b) = base {
                 l.replaced.insert(b);
             }
@@ -387,7 +396,7 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
                 l.accepted.insert(tag.clone());
             }
         };
-        match next() % 5 {
+        match op {
             // Edit in place: read, then write the new contents over the start.
             0 => {
                 let r = (|| {
@@ -405,7 +414,8 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
                 match r {
                     Ok(old) => l(tag_of(&old), true),
                     Err(e) => {
-                        accepted(Err(e));
+                        let wrote = accepted(Err(e));
+                        l(None, wrote);
                     }
                 }
             }
@@ -493,18 +503,22 @@ async fn two_devices_racing_on_the_same_names_lose_no_save() {
                 found.entry(tag).or_default().push(key);
             }
         }
-        let (mut accepted, mut replaced) = (BTreeSet::new(), BTreeSet::new());
+        let (mut accepted, mut replaced, mut log) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
         for l in &ledgers {
             let l = l.lock().unwrap();
             accepted.extend(l.accepted.iter().cloned());
             replaced.extend(l.replaced.iter().cloned());
+            log.extend(l.log.iter().cloned());
         }
         assert!(accepted.len() > 20, "too few saves went through: {accepted:?}");
         let lost: Vec<&String> = accepted
             .iter()
             .filter(|t| !replaced.contains(*t) && !found.contains_key(*t))
             .collect();
-        assert!(lost.is_empty(), "saves lost: {lost:?}; S3 holds {found:?}");
+        assert!(
+            lost.is_empty(),
+            "saves lost: {lost:?}; S3 holds {found:?}; the operations: {log:#?}"
+        );
         // Mounted again (fresh views), both devices list the same names.
         drop((laptop, desktop));
         let laptop = env.mount("laptop", ttl).await;

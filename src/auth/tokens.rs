@@ -396,7 +396,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::new(dir.path(), "default");
         assert!(store.load().unwrap().is_none());
-        store.save(&state("r1")).unwrap();
+        // One state, saved and compared: two calls of `state` may fall in two seconds.
+        let saved = state("r1");
+        store.save(&saved).unwrap();
         assert_eq!(
             fs::metadata(store.path()).unwrap().permissions().mode() & 0o777,
             0o600
@@ -405,7 +407,7 @@ mod tests {
             fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        assert_eq!(store.load().unwrap().unwrap(), state("r1"));
+        assert_eq!(store.load().unwrap().unwrap(), saved);
         store.save(&state("r2")).unwrap();
         assert_eq!(store.load().unwrap().unwrap().refresh_token, "r2");
         assert_eq!(

@@ -28,11 +28,6 @@ use super::{
     StoreResult, UploadInfo, UserMeta,
 };
 
-/// Etags compare without their quotes, as S3 compares `If-Match` values.
-fn same_etag(a: &str, b: &str) -> bool {
-    a.trim_matches('"') == b.trim_matches('"')
-}
-
 /// S3's smallest part (all but the last part of an upload).
 const MIN_PART_SIZE: usize = 5 << 20;
 
@@ -187,13 +182,7 @@ impl MemoryStore {
         if self.ignores_conditions.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match (expect, objects.get(key)) {
-            (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
-            (Expect::Absent, Some(_)) => Err(StoreError::Changed),
-            (Expect::Version(_), None) => Err(StoreError::NotFound),
-            (Expect::Version(e), Some(o)) if same_etag(e, &o.etag) => Ok(()),
-            (Expect::Version(_), Some(_)) => Err(StoreError::Changed),
-        }
+        expect.check(objects.get(key).map(|o| o.etag.as_str()))
     }
 
     /// A conditional write lost a race this time (see [`Self::race_next`]).
@@ -648,9 +637,8 @@ impl ObjectStore for MemoryStore {
         let source = objects.get(&src_key).ok_or(StoreError::NotFound)?;
         if let Some(e) = src_etag
             && !self.ignores_conditions.load(Ordering::Relaxed)
-            && !same_etag(e, &source.etag)
         {
-            return Err(StoreError::Changed);
+            Expect::Version(e.to_owned()).check(Some(&source.etag))?;
         }
         self.check(&objects, &dst_key, expect)?;
         let meta = meta.cloned().unwrap_or_else(|| source.meta.clone());

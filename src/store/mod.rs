@@ -139,6 +139,20 @@ impl Expect {
         }
     }
 
+    /// Whether a key whose object has etag `current` (`None`: no object) meets this
+    /// condition, as S3 judges it: [`StoreError::Changed`] (412) if not, or
+    /// [`StoreError::NotFound`] (404) for `Version` on a missing key. Etags compare without
+    /// their quotes.
+    pub fn check(&self, current: Option<&str>) -> StoreResult<()> {
+        match (self, current) {
+            (Expect::Anything, _) | (Expect::Absent, None) => Ok(()),
+            (Expect::Absent, Some(_)) => Err(StoreError::Changed),
+            (Expect::Version(_), None) => Err(StoreError::NotFound),
+            (Expect::Version(e), Some(c)) if e.trim_matches('"') == c.trim_matches('"') => Ok(()),
+            (Expect::Version(_), Some(_)) => Err(StoreError::Changed),
+        }
+    }
+
     /// The `If-Match` and `If-None-Match` header values.
     pub fn headers(&self) -> (Option<String>, Option<String>) {
         match self {
