@@ -1168,6 +1168,11 @@ fn run(steps: &[Step], ttl: Duration) {
     // Unmount and mount again: what S3 holds is the model.
     assert_eq!(h.apply(&Step::Remount), (0, 0));
     h.check_tree();
+    // An abandoned stream's upload is aborted in the background: wait for it (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while h.store.open_uploads() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(h.store.open_uploads(), 0, "multipart uploads left behind");
 }
 
