@@ -706,6 +706,7 @@ impl Fs {
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
                 self.rebase_writes(&copies);
+                self.kept_moved().await;
             }
         }
         if let Some(d) = &dst

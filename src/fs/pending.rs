@@ -227,6 +227,24 @@ impl Fs {
         }
     }
 
+    /// Kept files that a directory rename moved: each record follows its file (the new
+    /// record is written before the old one goes).
+    pub(super) async fn kept_moved(&self) {
+        for ws in self.write_states() {
+            let (Some(old), Some(node)) = (ws.kept(), self.inodes.get(ws.ino)) else {
+                continue;
+            };
+            if old.rel == node.rel {
+                continue;
+            }
+            ws.kept_is_stale();
+            self.keep_pending(&ws, &FsError::new(libc::EIO)).await;
+            if ws.kept().is_some_and(|k| k.rel != old.rel) {
+                self.forget_kept(&old);
+            }
+        }
+    }
+
     /// Removes a kept record whose contents are in S3 (or no longer wanted).
     pub(super) fn forget_kept(&self, record: &PendingRecord) {
         if let Some(area) = &self.pending {

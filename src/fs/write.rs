@@ -528,7 +528,24 @@ impl Fs {
             }
         };
         match uploaded {
-            Ok((etag, meta)) => {
+            // The data is S3's version `etag`; the metadata set meanwhile is not: it is
+            // still to upload, on that version.
+            Ok(upload::Uploaded {
+                etag,
+                meta,
+                meta_error: Some(e),
+            }) => {
+                {
+                    let mut i = ws.inner.lock().unwrap();
+                    i.base_etag = Some(etag.clone());
+                    i.dirty = true;
+                }
+                let found = Found::written(Kind::File, size, etag, meta);
+                self.inodes.set_written(ws.ino, found);
+                self.readers_follow(ws.ino);
+                Err(e.into())
+            }
+            Ok(upload::Uploaded { etag, meta, .. }) => {
                 let kept = {
                     let mut i = ws.inner.lock().unwrap();
                     i.base_etag = Some(etag.clone());

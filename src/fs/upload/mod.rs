@@ -123,7 +123,7 @@ pub async fn upload(
     stream: Option<Stream>,
     held: Option<bytes::Bytes>,
     expect: &Expect,
-) -> StoreResult<(String, Meta)> {
+) -> StoreResult<Uploaded> {
     let mut meta = meta.clone();
     if let Some(s) = stream {
         if s.covers(rel, size) {
@@ -132,7 +132,7 @@ pub async fn upload(
                 meta.mtime = started_with.mtime;
             }
             match s.finish(ctx, expect).await {
-                Ok(etag) if started_with == meta => return Ok((etag, meta)),
+                Ok(etag) if started_with == meta => return Ok(Uploaded::whole(etag, meta)),
                 // Metadata set after the upload started: apply it server-side, to the
                 // version just completed only.
                 Ok(etag) => {
@@ -147,14 +147,19 @@ pub async fn upload(
                         )
                         .await;
                     return match fixed {
-                        Ok(etag) => Ok((etag, meta)),
+                        Ok(etag) => Ok(Uploaded::whole(etag, meta)),
                         // Another writer replaced it since: the data did reach S3; the
                         // metadata fix is theirs to lose, not a reason to upload again.
                         Err(e) if lost_condition(&e) => {
                             tracing::warn!(key = %rel, "replaced by another client right after its upload; its metadata was not applied");
-                            Ok((etag, started_with))
+                            Ok(Uploaded::whole(etag, started_with))
                         }
-                        Err(e) => Err(e),
+                        // The data is in S3 as version `etag`; the metadata is still to go.
+                        Err(e) => Ok(Uploaded {
+                            etag,
+                            meta: started_with,
+                            meta_error: Some(e),
+                        }),
                     };
                 }
                 Err(e) if lost_condition(&e) => return Err(e),
@@ -170,5 +175,23 @@ pub async fn upload(
         meta.mtime = Some(modified);
     }
     let etag = whole::upload(ctx, spool, rel, size, &meta, held, expect).await?;
-    Ok((etag, meta))
+    Ok(Uploaded::whole(etag, meta))
+}
+
+/// What an upload stored: the new version's etag and the metadata it carries, and, when
+/// the data went up but the metadata set meanwhile could not follow it, why.
+pub struct Uploaded {
+    pub etag: String,
+    pub meta: Meta,
+    pub meta_error: Option<StoreError>,
+}
+
+impl Uploaded {
+    fn whole(etag: String, meta: Meta) -> Self {
+        Uploaded {
+            etag,
+            meta,
+            meta_error: None,
+        }
+    }
 }

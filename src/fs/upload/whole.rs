@@ -178,7 +178,7 @@ mod tests {
         let (_dir, spool) = spool_of(5).await;
         let modified = std::time::SystemTime::now();
         let held = Some(Bytes::from_static(b"hello"));
-        let (_, meta) = super::super::upload(
+        let super::super::Uploaded { meta, .. } = super::super::upload(
             &ctx,
             &spool,
             "f",

@@ -111,6 +111,12 @@ impl WriteState {
             .map_or(0, |(r, _)| r.size)
     }
 
+    /// The kept record no longer says what the state is (its file was moved): the next
+    /// `keep_pending` writes it again.
+    pub(in crate::fs) fn kept_is_stale(&self) {
+        self.inner.lock().unwrap().version += 1;
+    }
+
     /// Lets go of the kept record, whose contents are in S3 now (the state stays as it is).
     pub(in crate::fs) fn take_kept(&self) -> Option<PendingRecord> {
         let mut i = self.inner.lock().unwrap();
