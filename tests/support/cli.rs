@@ -33,6 +33,10 @@ impl Env {
         cmd.args(args)
             .env("COGNIFS_CONFIG", &self.config)
             .env("COGNIFS_STATE_DIR", &self.state)
+            // Spool and metadata cache of its own: devstack's identity ids repeat across
+            // tests and runs, and a shared `~/.cache/cognifs/meta` would carry one test's
+            // metadata into another's mount.
+            .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
             .env_remove("COGNIFS_PROFILE")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("BROWSER")
