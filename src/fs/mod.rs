@@ -6,7 +6,7 @@
 //! Layers:
 //! - `fuse/` → [`Fs`], whose operations live by job: `lookup.rs` (lookups, attributes,
 //!   listings), `handle.rs` (open handles, reads), `write.rs` (files open for writing),
-//!   `namespace.rs` (setattr, mkdir, mknod, symlink, readlink, unlink, rmdir, rename),
+//!   `namespace.rs` (setattr, mkdir, mknod, symlink, readlink, unlink, rmdir), `rename.rs`,
 //!   `xattr.rs` (extended attributes), `recovery.rs` (shutdown, crash cleanup), `stats.rs`
 //!   (what status and `/metrics` report);
 //! - below them: `inodes.rs` (the inode table, TTLs, mapping rules), `meta.rs` (object
@@ -31,6 +31,7 @@ mod namespace;
 mod pending;
 pub mod read;
 mod recovery;
+mod rename;
 mod spool;
 pub mod stats;
 pub mod upload;
