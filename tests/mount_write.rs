@@ -715,7 +715,9 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
 async fn cp_completes_correctly_with_injected_503s() {
     with_timeout(240, async {
         install_crypto();
-        let running = start_with(|o| o.s3_error_rate = 0.2).await;
+        // 30% of requests answer 503 (each request has 20 tries): over the mount and the
+        // copy's few dozen requests, some are all but sure to be hit.
+        let running = start_with(|o| o.s3_error_rate = 0.3).await;
         let admin = s3_client_attempts(
             &running,
             aws_credential_types::Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"),
@@ -733,6 +735,9 @@ async fn cp_completes_correctly_with_injected_503s() {
         })
         .await;
         assert!(out.status.success(), "cp failed: {out:?}");
+        // The faults did fire: the mount and the copy went through them, not around them.
+        let fired = running.faults().injected().slow_downs;
+        assert!(fired > 0, "no 503 was injected");
         let key = format!("{}/x.bin", m.identity_id);
         let got = get_bytes(&admin, &running.profile.bucket, &key).await;
         assert!(got.as_deref() == Some(&data[..]), "contents under 503s");
