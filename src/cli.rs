@@ -136,9 +136,11 @@ pub struct MountArgs {
     /// Let other users see the mount (needs user_allow_other in /etc/fuse.conf).
     #[arg(long)]
     pub allow_other: bool,
-    /// Block cache budget, e.g. 512MiB.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
-    pub cache_size: u64,
+    /// Disk cache budget, e.g. 2GiB: file data kept across mounts and for offline use, under
+    /// $XDG_CACHE_HOME/cognifs/PROFILE/blocks (default: 5% of that disk, at most 10GiB).
+    /// Memory holds only a small hot set.
+    #[arg(long, value_parser = parse_size)]
+    pub cache_size: Option<u64>,
     /// Read block size, e.g. 1MiB.
     #[arg(long, default_value = "1MiB", value_parser = parse_size)]
     pub block_size: u64,
@@ -200,7 +202,7 @@ impl MountArgs {
         let mut opts = MountOptions {
             read_only: self.read_only,
             allow_other: self.allow_other,
-            cache_bytes: self.cache_size,
+            disk_cache_bytes: self.cache_size,
             block_size: self.block_size,
             max_readahead: self.max_readahead,
             part_size: self.part_size,
@@ -227,7 +229,7 @@ impl MountArgs {
         if self.block_size > 64 << 20 {
             bail!("--block-size above 64MiB makes every random read fetch too much");
         }
-        if self.cache_size < self.block_size * 4 {
+        if self.cache_size.is_some_and(|c| c < self.block_size * 4) {
             bail!("--cache-size must hold at least four blocks");
         }
         opts.uid = self.uid.unwrap_or(opts.uid);

@@ -165,7 +165,7 @@ impl Fs {
             });
         if let Some(ws) = writing {
             let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
-            ws.ensure_loaded(&*self.store, &node.rel, &node.etag, node.attr.size)
+            ws.ensure_loaded(&self.read, &node.rel, &node.etag, node.attr.size)
                 .await?;
             return Ok(ws.read(offset, size).await?);
         }

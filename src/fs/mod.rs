@@ -63,8 +63,18 @@ use write::WriteState;
 pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: bool,
-    /// Block cache budget in bytes (256 MiB).
+    /// The block cache in memory, in bytes (32 MiB): a hot set above the disk cache (the
+    /// kernel's page cache is the first level).
     pub cache_bytes: u64,
+    /// Where blocks are kept on disk across mounts (`$XDG_CACHE_HOME/cognifs/PROFILE/blocks`
+    /// for the daemon); `None`: no disk cache, blocks live in memory only.
+    pub disk_cache: Option<PathBuf>,
+    /// The disk cache's budget in bytes (`--cache-size`); `None`: 5% of its filesystem, at
+    /// most 10 GiB.
+    pub disk_cache_bytes: Option<u64>,
+    /// Blocks prefetched and not yet read, mount-wide, in bytes (48 MiB): with the hot set
+    /// and the parts of uploads in flight, what bounds the mount's memory.
+    pub readahead_bytes: u64,
     /// Read block size, one ranged GET each (1 MiB).
     pub block_size: u64,
     /// Readahead window cap per sequential reader (64 MiB).
@@ -145,6 +155,20 @@ pub fn host_name() -> String {
     }
 }
 
+/// (free for an unprivileged user, total) bytes of the filesystem holding `path`.
+pub fn filesystem_space(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is NUL-terminated; `st` is written by the call before it is read.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let frsize = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+}
+
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
 pub fn default_spool_dir() -> PathBuf {
     crate::config::xdg_dir(crate::config::XdgBase::Cache).join("spool")
@@ -157,7 +181,10 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: false,
-            cache_bytes: 256 << 20,
+            cache_bytes: 32 << 20,
+            disk_cache: None,
+            disk_cache_bytes: None,
+            readahead_bytes: 48 << 20,
             block_size: 1 << 20,
             max_readahead: 64 << 20,
             metadata_ttl: Duration::from_secs(5),
@@ -220,15 +247,25 @@ impl Fs {
         opts.metadata_ttl = opts.metadata_ttl.max(Duration::from_millis(1));
         let cache = Arc::new(BlockCache::new(opts.cache_bytes));
         let block = opts.block_size.max(4096);
-        let read = Arc::new(ReadShared::new(
-            store.clone(),
-            cache,
-            block,
-            opts.max_readahead,
-            opts.max_prefetch_gets,
-            // Unread prefetched blocks may use up to half the cache budget.
-            ((opts.cache_bytes / 2) / block).max(4) as usize,
-        ));
+        let disk = opts.disk_cache.as_deref().and_then(|dir| {
+            let budget = opts
+                .disk_cache_bytes
+                .unwrap_or_else(|| crate::local::blocks::default_budget(dir));
+            crate::local::DiskCache::open(dir, &location_of(&*store), block, budget)
+                .inspect_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot open the disk cache; blocks are cached in memory only"))
+                .ok()
+        });
+        let read = Arc::new(
+            ReadShared::new(
+                store.clone(),
+                cache,
+                block,
+                opts.max_readahead,
+                opts.max_prefetch_gets,
+                (opts.readahead_bytes / block).max(4) as usize,
+            )
+            .with_disk(disk),
+        );
         let journal = opts.pending_dir.as_deref().and_then(|dir| {
             crate::upload_journal::UploadJournal::beside(dir)
                 .inspect_err(|e| tracing::warn!(error = %e, "no journal of multipart uploads: the ones a crash leaves are aborted only once they are old"))
@@ -360,6 +397,22 @@ impl Fs {
         if ino != ROOT_INO {
             self.inodes.forget(ino, n);
         }
+    }
+
+    /// Writes out what the caches on disk still hold in memory (at unmount): blocks queued
+    /// for the disk cache, metadata lines.
+    pub fn close_caches(&self) {
+        if let Some(disk) = &self.read.disk {
+            disk.close();
+        }
+        if let Some(cache) = &self.meta_cache {
+            cache.flush();
+        }
+    }
+
+    /// The disk cache, if the mount has one.
+    pub fn disk_cache(&self) -> Option<&Arc<crate::local::DiskCache>> {
+        self.read.disk.as_ref()
     }
 
     /// Checks that the prefix can be listed (used before mounting).

@@ -45,6 +45,7 @@ impl Mount {
             if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "could not store directory times at unmount");
             }
+            self.fs.close_caches();
         }
         Ok(())
     }
@@ -82,6 +83,7 @@ impl Mount {
     pub fn join(mut self) -> anyhow::Result<()> {
         if let Some(session) = self.session.take() {
             session.join()?;
+            self.fs.close_caches();
         }
         self.retrier.abort();
         Ok(())

@@ -102,19 +102,6 @@ fn utc_stamp(t: SystemTime) -> String {
     )
 }
 
-/// Free bytes for unprivileged users on the filesystem holding `path`.
-fn available_bytes(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is NUL-terminated; `st` is written by the call before it is read.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
-}
-
 /// The free space the pending area's filesystem keeps by default: 5% of it, at most 1 GiB.
 fn default_min_free(total: u64) -> u64 {
     (total / 20).min(1 << 30)
@@ -153,7 +140,7 @@ impl Fs {
                 return Err(FsError::new(libc::ENOSPC));
             }
         }
-        if let Some((free, total)) = available_bytes(area.dir()) {
+        if let Some((free, total)) = super::filesystem_space(area.dir()) {
             let keep = self
                 .opts
                 .min_free

@@ -40,6 +40,15 @@
 //!   block, seeks elsewhere, or closes.
 //!
 //! Dropping the handle drops its in-flight map, which aborts GETs nobody waits for.
+//!
+//! # Two levels
+//!
+//! The block cache in memory is a small hot set; below it the disk cache
+//! ([`crate::local::DiskCache`]), when the mount has one, keeps blocks across mounts. A
+//! fetch first takes what the disk has of its blocks (verified: a torn block is fetched
+//! again), then GETs the rest; every block fetched from S3 is written behind to disk. The
+//! lookup that an open needs anyway gives the etag, which is the validation: a remount reads
+//! an unchanged cached file with no GET, and while S3 is away the disk answers alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,6 +60,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::fs::cache::{BlockCache, BlockKey};
+use crate::local::DiskCache;
 use crate::store::{ObjectStore, StoreError};
 
 mod link;
@@ -73,6 +83,8 @@ const RANDOM_PIECE: u64 = 4 << 10;
 pub struct ReadShared {
     pub store: Arc<dyn ObjectStore>,
     pub cache: Arc<BlockCache>,
+    /// Blocks kept on disk across mounts, if the mount has a disk cache.
+    pub disk: Option<Arc<DiskCache>>,
     pub block_size: u64,
     pub max_readahead: u64,
     fetch_permits: Arc<Semaphore>,
@@ -95,12 +107,24 @@ impl ReadShared {
         ReadShared {
             store,
             cache,
+            disk: None,
             block_size: block_size.max(4096),
             max_readahead: max_readahead.max(block_size),
             fetch_permits: Arc::new(Semaphore::new(max_prefetch_gets.max(1))),
             readahead_budget: Arc::new(Semaphore::new(readahead_blocks.max(1))),
             link: LinkEstimate::default(),
         }
+    }
+
+    /// Keeps blocks on `disk` too.
+    pub fn with_disk(mut self, disk: Option<Arc<DiskCache>>) -> Self {
+        self.disk = disk;
+        self
+    }
+
+    /// Whether the block is on disk (no I/O: the disk cache's index).
+    fn on_disk(&self, key: &BlockKey) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.contains(key))
     }
 }
 
@@ -185,47 +209,98 @@ impl FileReader {
         }
     }
 
-    /// One GET of `count` blocks from `first` (fewer at the end of the object); a future per
-    /// block, ready as soon as that block has arrived. The GET is aborted once every
-    /// future is dropped.
+    /// The blocks `first..first + count` (fewer at the end of the object): what the disk
+    /// cache has of them, then one GET of the rest; a future per block, ready as soon as
+    /// that block has arrived. The work is aborted once every future is dropped.
     fn start_fetches(&self, first: u64, count: u64, prefetch: bool) -> Vec<FetchFuture> {
         let sh = self.shared.clone();
         let bs = sh.block_size;
         let start = first * bs;
         let len = (count * bs).min(self.size - start);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..len.div_ceil(bs))
+        let blocks = len.div_ceil(bs);
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..blocks)
             .map(|_| oneshot::channel::<ReadResult<Bytes>>())
             .unzip();
-        let senders = Mutex::new(senders.into_iter().map(Some).collect::<Vec<_>>());
-        let (rel, etag) = (self.rel.clone(), self.etag.clone());
+        let senders = Arc::new(Mutex::new(
+            senders.into_iter().map(Some).collect::<Vec<_>>(),
+        ));
+        let (rel, etag, size) = (self.rel.clone(), self.etag.clone(), self.size);
         let task = tokio::spawn(async move {
             let _permit = if prefetch {
                 sh.fetch_permits.clone().acquire_owned().await.ok()
             } else {
                 None
             };
+            let key = |i: u64| BlockKey {
+                key: rel.clone(),
+                etag: etag.clone(),
+                block: first + i,
+            };
+            // What the disk has, read off the async workers.
+            let on_disk: Vec<u64> = (0..blocks).filter(|&i| sh.on_disk(&key(i))).collect();
+            if let (Some(disk), false) = (sh.disk.clone(), on_disk.is_empty()) {
+                let (sh2, senders2, rel2, etag2) =
+                    (sh.clone(), senders.clone(), rel.clone(), etag.clone());
+                let read = tokio::task::spawn_blocking(move || {
+                    for i in on_disk {
+                        let k = BlockKey {
+                            key: rel2.clone(),
+                            etag: etag2.clone(),
+                            block: first + i,
+                        };
+                        let expected = bs.min(size - (first + i) * bs) as usize;
+                        if let Some(data) = disk.read(&k).filter(|d| d.len() == expected) {
+                            sh2.cache.insert(k, data.clone());
+                            if let Some(tx) = senders2
+                                .lock()
+                                .unwrap()
+                                .get_mut(i as usize)
+                                .and_then(Option::take)
+                            {
+                                let _ = tx.send(Ok(data));
+                            }
+                        }
+                    }
+                });
+                let _ = read.await;
+            }
+            // The rest from S3: one GET from the first block still missing to the last.
+            let missing: Vec<u64> = {
+                let s = senders.lock().unwrap();
+                (0..blocks).filter(|&i| s[i as usize].is_some()).collect()
+            };
+            let (Some(&from), Some(&to)) = (missing.first(), missing.last()) else {
+                return;
+            };
+            let get_start = start + from * bs;
+            let get_len = ((to + 1) * bs).min(len) - from * bs;
             let started = std::time::Instant::now();
             let first_piece = std::sync::OnceLock::new();
             let deliver = |i: usize, data: Bytes| {
                 if i == 0 {
                     let _ = first_piece.set((started.elapsed(), data.len() as u64));
                 }
-                let key = BlockKey {
-                    key: rel.clone(),
-                    etag: etag.clone(),
-                    block: first + i as u64,
-                };
-                sh.cache.insert(key, data.clone());
-                if let Some(tx) = senders.lock().unwrap().get_mut(i).and_then(Option::take) {
+                let at = from + i as u64;
+                sh.cache.insert(key(at), data.clone());
+                if let Some(disk) = &sh.disk {
+                    disk.write_behind(key(at), data.clone());
+                }
+                if let Some(tx) = senders
+                    .lock()
+                    .unwrap()
+                    .get_mut(at as usize)
+                    .and_then(Option::take)
+                {
                     let _ = tx.send(Ok(data));
                 }
             };
             let fetched = sh
                 .store
-                .get_range_pieces(&rel, &etag, start, len, bs, &deliver)
+                .get_range_pieces(&rel, &etag, get_start, get_len, bs, &deliver)
                 .await;
             if let (Ok(()), Some((first, first_len))) = (&fetched, first_piece.get()) {
-                sh.link.record(*first, *first_len, started.elapsed(), len);
+                sh.link
+                    .record(*first, *first_len, started.elapsed(), get_len);
             }
             if let Err(e) = fetched {
                 let e = Arc::new(e);
@@ -364,6 +439,7 @@ impl FileReader {
                 && first == last
                 && !st.inflight.contains_key(&first)
                 && !self.shared.cache.contains(&self.block_key(first))
+                && !self.shared.on_disk(&self.block_key(first))
             {
                 let from = offset / RANDOM_PIECE * RANDOM_PIECE;
                 let to = end.div_ceil(RANDOM_PIECE) * RANDOM_PIECE;

@@ -97,6 +97,8 @@ pub struct FsStats {
     pub recent_conflicts: Vec<Conflict>,
     /// What the server was seen to do with conditional writes (`None`: not checked).
     pub conditions: Option<crate::store::ConditionSupport>,
+    /// The disk cache's figures, if the mount has one.
+    pub disk_cache: Option<crate::local::DiskCacheStats>,
 }
 
 impl Fs {
@@ -141,6 +143,7 @@ impl Fs {
                 .cloned()
                 .collect(),
             conditions: self.condition_support(),
+            disk_cache: self.read.disk.as_ref().map(|d| d.stats()),
         }
     }
 }
@@ -178,7 +181,7 @@ mod tests {
             .unwrap();
         let spool = tempfile::tempdir().unwrap();
         let fs = fs(store.clone(), spool.path());
-        assert_eq!(fs.stats().cache_capacity, 256 << 20);
+        assert_eq!(fs.stats().cache_capacity, 32 << 20);
 
         // Reads: bytes counted; the first read of a block misses, the second hits.
         let attr = fs.lookup(ROOT_INO, "r").await.unwrap();

@@ -33,7 +33,7 @@ use super::upload::{self, Stream, UploadCtx};
 use crate::pending::PendingRecord;
 
 mod kept;
-use crate::store::{Expect, ObjectStore, StoreError, StoreResult};
+use crate::store::{Expect, StoreError, StoreResult};
 pub(super) use kept::{Retry, Snapshot};
 
 /// How often an upload that raced another conditional write (409) starts over before the
@@ -170,14 +170,15 @@ impl WriteState {
         self.inner.lock().unwrap().meta.clone()
     }
 
-    /// Copies the object into the spool unless that was done (or not needed).
+    /// Copies the object into the spool unless that was done (or not needed), through the
+    /// block caches (so a file cached on disk opens for writing without S3).
     pub(super) async fn ensure_loaded(
         &self,
-        store: &dyn ObjectStore,
+        read: &Arc<super::read::ReadShared>,
         rel: &str,
         etag: &str,
         size: u64,
-    ) -> StoreResult<()> {
+    ) -> FsResult<()> {
         if self.inner.lock().unwrap().loaded {
             return Ok(());
         }
@@ -185,10 +186,12 @@ impl WriteState {
         if self.inner.lock().unwrap().loaded {
             return Ok(());
         }
+        let reader =
+            super::read::FileReader::new(read.clone(), rel.to_owned(), etag.to_owned(), size);
         let mut off = 0;
         while off < size {
             let len = LOAD_CHUNK.min(size - off);
-            let data = store.get_range(rel, etag, off, len).await?;
+            let data = reader.read(off, len as u32).await?;
             crate::store::check_length(data.len() as u64, off, len)?;
             self.spool.write_at(data, off).await?;
             off += len;
@@ -602,14 +605,14 @@ impl Fs {
         let base_etag = Some(node.etag.clone()).filter(|e| !e.is_empty());
         let ws = self.attach_write(ino, (meta, base_etag), trunc.then(|| node.rel.clone()))?;
         let prepared = if trunc {
-            ws.truncate(0).await
+            ws.truncate(0).await.map_err(FsError::from)
         } else {
-            ws.ensure_loaded(&*self.store, &node.rel, &node.etag, node.attr.size)
+            ws.ensure_loaded(&self.read, &node.rel, &node.etag, node.attr.size)
                 .await
         };
         if let Err(e) = prepared {
             let _ = self.detach_write(&ws).await;
-            return Err(e.into());
+            return Err(e);
         }
         Ok(self.add_handle(Handle::Writer { ino, state: ws }))
     }

@@ -1,0 +1,986 @@
+//! The data cache on disk: blocks of objects, kept across unmounts, crashes and reboots.
+//!
+//! # Layout
+//!
+//! `DIR/HH/HHHHHHHHHHHHHHHH-N` holds block `N` of one version of one object: the name is a
+//! hash of (location, key, etag, block size), so a replaced object (a new etag) never finds
+//! the old version's blocks, which simply age out. Each file starts with a header naming
+//! exactly what it holds (the same four things and the block number) and the crc32c of its
+//! data, and the header carries a crc32c of its own: a block torn by a crash, a flipped
+//! bit, a file truncated or put there by someone else is detected when read, removed, and
+//! fetched again — never served. Files are written under `DIR/tmp/` and renamed into place,
+//! so a reader sees a whole file or none; they are not fsync'd (a cache: what a power cut
+//! tears, the checksum catches).
+//!
+//! # Budget
+//!
+//! An in-memory index (loaded in the background at open, from the files' names, headers and
+//! modification times) orders the blocks by last use; past the byte budget the least
+//! recently used go, but for those under a pinned path (`cognifs offline pin`), which stay
+//! until unpinned. A hit moves a file's mtime forward (at most once a minute), so the order
+//! survives a remount.
+//!
+//! # Threads
+//!
+//! Reads are blocking file I/O: callers run them on tokio's blocking pool. Writes go to a
+//! thread of the cache's own through a queue bounded in bytes; when it is full a block is
+//! simply not cached (it was served already), so a reader never waits for the disk cache.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+
+use crate::fs::cache::BlockKey;
+
+const MAGIC: &[u8; 8] = b"cgfsblk1";
+/// Fixed part of the header: magic, header length, data length, data crc, block, block
+/// size, and the three lengths of location, key and etag.
+const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 8 + 8 + 2 + 2 + 2;
+/// Location (`s3://bucket/prefix/`), key and etag together; anything longer is refused.
+const MAX_NAMES: usize = 4096;
+/// The largest header a block file can have (a longer one is not ours).
+const MAX_HEADER: usize = FIXED_HEADER + MAX_NAMES + 4;
+/// Blocks queued for writing, in bytes, beyond which new blocks are not cached.
+const WRITE_QUEUE_BYTES: u64 = 32 << 20;
+/// A hit moves the block's mtime (its place in the order after a remount) at most this often.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// Free space the cache's filesystem keeps: the cache shrinks rather than fill a disk.
+const KEEP_FREE_FRACTION: u64 = 20;
+
+/// What one block file is: the object's version and the block's place in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileName {
+    hash: u64,
+    block: u64,
+}
+
+impl FileName {
+    fn parse(name: &[u8]) -> Option<FileName> {
+        let text = std::str::from_utf8(name).ok()?;
+        let (hash, block) = text.split_once('-')?;
+        if hash.len() != 16 || block.is_empty() || block.len() > 20 {
+            return None;
+        }
+        Some(FileName {
+            hash: u64::from_str_radix(hash, 16).ok()?,
+            block: block.parse().ok()?,
+        })
+    }
+
+    fn relative(&self) -> PathBuf {
+        PathBuf::from(format!("{:02x}", self.hash >> 56))
+            .join(format!("{:016x}-{}", self.hash, self.block))
+    }
+}
+
+struct Entry {
+    /// The object's key, for pins.
+    rel: Box<str>,
+    /// Bytes on disk (header included).
+    bytes: u64,
+    /// When its mtime was last moved.
+    touched: SystemTime,
+}
+
+struct Index {
+    lru: LruCache<FileName, Entry>,
+    used: u64,
+}
+
+enum Job {
+    Write(BlockKey, Bytes),
+    Touch(FileName),
+}
+
+/// Counters of the disk cache, for status and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskCacheStats {
+    pub used_bytes: u64,
+    pub budget_bytes: u64,
+    pub pinned_bytes: u64,
+    pub blocks: u64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Blocks found torn or corrupt, removed and fetched again.
+    pub corrupt: u64,
+    pub evicted: u64,
+    /// Blocks not cached because the write queue was full.
+    pub skipped: u64,
+}
+
+pub struct DiskCache {
+    dir: PathBuf,
+    location: String,
+    block_size: u64,
+    budget: u64,
+    index: Mutex<Index>,
+    /// Pinned paths: a file's key, or a directory's ending in `/` (`""`: everything).
+    pins: Mutex<Vec<String>>,
+    /// The index holds every file on disk (the background scan is done).
+    scanned: AtomicBool,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    queued: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    corrupt: AtomicU64,
+    evicted: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl std::fmt::Debug for DiskCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskCache")
+            .field("dir", &self.dir)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// FNV-1a over the parts, each followed by a zero byte: stable across builds and runs.
+fn hash_of(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in part.iter().chain([0u8].iter()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
+}
+
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// The default budget for a cache in `dir`: 5% of its filesystem, at most 10 GiB (at least
+/// 256 MiB).
+pub fn default_budget(dir: &Path) -> u64 {
+    let total = crate::fs::filesystem_space(dir).map_or(0, |(_, total)| total);
+    (total / 20).clamp(256 << 20, 10 << 30)
+}
+
+/// What the header of one block says.
+struct Header<'a> {
+    data_len: usize,
+    data_crc: u32,
+    block: u64,
+    block_size: u64,
+    location: &'a [u8],
+    rel: &'a [u8],
+    etag: &'a [u8],
+    header_len: usize,
+}
+
+fn u16_at(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses a block file's header from its first bytes; `None` unless it is whole and its
+/// checksum holds. Everything is checked before it is used: the file is untrusted input.
+fn parse_header(b: &[u8]) -> Option<Header<'_>> {
+    if b.len() < FIXED_HEADER + 4 || &b[..8] != MAGIC {
+        return None;
+    }
+    let header_len = u32_at(b, 8) as usize;
+    let (loc_len, rel_len, etag_len) = (u16_at(b, 36), u16_at(b, 38), u16_at(b, 40));
+    let names = loc_len + rel_len + etag_len;
+    if names > MAX_NAMES || header_len != FIXED_HEADER + names + 4 || b.len() < header_len {
+        return None;
+    }
+    let body = &b[..header_len - 4];
+    if crc32c(body) != u32_at(b, header_len - 4) {
+        return None;
+    }
+    let names_at = FIXED_HEADER;
+    Some(Header {
+        data_len: u32_at(b, 12) as usize,
+        data_crc: u32_at(b, 16),
+        block: u64_at(b, 20),
+        block_size: u64_at(b, 28),
+        location: &b[names_at..names_at + loc_len],
+        rel: &b[names_at + loc_len..names_at + loc_len + rel_len],
+        etag: &b[names_at + loc_len + rel_len..names_at + names],
+        header_len,
+    })
+}
+
+impl DiskCache {
+    /// Opens (creating, mode 0700) the cache in `dir` for the objects of `location`, in
+    /// blocks of `block_size`, within `budget` bytes. What is on disk is indexed in the
+    /// background; until then a block is looked for on disk directly.
+    pub fn open(
+        dir: &Path,
+        location: &str,
+        block_size: u64,
+        budget: u64,
+    ) -> std::io::Result<Arc<DiskCache>> {
+        private_dir(dir)?;
+        let tmp = dir.join("tmp");
+        // Files a crash left half written: never renamed into place, never read.
+        let _ = std::fs::remove_dir_all(&tmp);
+        private_dir(&tmp)?;
+        let cache = Arc::new(DiskCache {
+            dir: dir.to_path_buf(),
+            location: location.to_owned(),
+            block_size,
+            budget,
+            index: Mutex::new(Index {
+                lru: LruCache::unbounded(),
+                used: 0,
+            }),
+            pins: Mutex::new(load_pins(&dir.join("pins.json"))),
+            scanned: AtomicBool::new(false),
+            jobs: Mutex::new(None),
+            queued: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        *cache.jobs.lock().unwrap() = Some(tx);
+        let weak = Arc::downgrade(&cache);
+        std::thread::Builder::new()
+            .name("cognifs-cache".into())
+            .spawn(move || {
+                if let Some(cache) = weak.upgrade() {
+                    cache.scan();
+                }
+                while let Ok(job) = rx.recv() {
+                    let Some(cache) = weak.upgrade() else { break };
+                    cache.run(job);
+                }
+            })?;
+        Ok(cache)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    fn name_of(&self, key: &BlockKey) -> FileName {
+        FileName {
+            hash: hash_of(&[
+                self.location.as_bytes(),
+                key.key.as_bytes(),
+                key.etag.as_bytes(),
+                &self.block_size.to_le_bytes(),
+            ]),
+            block: key.block,
+        }
+    }
+
+    /// Whether the block is (as far as the index knows) on disk. No I/O once the index is
+    /// loaded.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let name = self.name_of(key);
+        if self.index.lock().unwrap().lru.contains(&name) {
+            return true;
+        }
+        !self.scanned.load(Ordering::Acquire) && self.dir.join(name.relative()).exists()
+    }
+
+    /// The block's data, if it is on disk whole and is what `key` names; a file that is not
+    /// (torn, corrupt, someone else's) is removed. Blocking I/O.
+    pub fn read(&self, key: &BlockKey) -> Option<Bytes> {
+        let name = self.name_of(key);
+        let path = self.dir.join(name.relative());
+        match self.read_verified(&path, key) {
+            Ok(Some(data)) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                let touch = {
+                    let mut index = self.index.lock().unwrap();
+                    match index.lru.get(&name) {
+                        Some(e) => e.touched.elapsed().unwrap_or_default() >= TOUCH_EVERY,
+                        None => {
+                            // Found on disk before the scan reached it.
+                            let bytes = (data.len() + MAX_HEADER) as u64;
+                            self.admit(&mut index, name, &key.key, bytes, SystemTime::now());
+                            false
+                        }
+                    }
+                };
+                if touch {
+                    self.send(Job::Touch(name));
+                }
+                Some(data)
+            }
+            Ok(None) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(why) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.forget(name);
+                // Counted by whoever removes it (the scan may have found it first).
+                if std::fs::remove_file(&path).is_ok() {
+                    tracing::warn!(file = %path.display(), key = %key.key, block = key.block, "{why}: removed from the disk cache, fetched again");
+                    self.corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// `Ok(None)`: no such file; `Err`: a file that must not be served.
+    fn read_verified(&self, path: &Path, key: &BlockKey) -> Result<Option<Bytes>, String> {
+        let mut file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("unreadable block file ({e})")),
+        };
+        let meta = file.metadata().map_err(|e| e.to_string())?;
+        let max = MAX_HEADER as u64 + self.block_size;
+        if !meta.file_type().is_file() || meta.len() > max {
+            return Err("not a block file".into());
+        }
+        let mut buf = BytesMut::zeroed(meta.len() as usize);
+        file.read_exact(&mut buf)
+            .map_err(|e| format!("short block file ({e})"))?;
+        let header = parse_header(&buf).ok_or("torn or corrupt header")?;
+        let names_match = header.location == self.location.as_bytes()
+            && header.rel == key.key.as_bytes()
+            && header.etag == key.etag.as_bytes()
+            && header.block == key.block
+            && header.block_size == self.block_size;
+        if !names_match {
+            return Err("a block of another object".into());
+        }
+        if buf.len() - header.header_len != header.data_len {
+            return Err("torn block (length)".into());
+        }
+        let header_len = header.header_len;
+        let data_crc = header.data_crc;
+        let data = buf.freeze().slice(header_len..);
+        if crc32c(&data) != data_crc {
+            return Err("corrupt block (checksum)".into());
+        }
+        Ok(Some(data))
+    }
+
+    /// Keeps a block on disk, written behind by the cache's thread; not kept when the queue
+    /// is full (the block was served already; it is a cache).
+    pub fn write_behind(&self, key: BlockKey, data: Bytes) {
+        let len = data.len() as u64;
+        if len == 0 || len > self.block_size || key.etag.is_empty() {
+            return;
+        }
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel);
+        if queued + len > WRITE_QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !self.send(Job::Write(key, data)) {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
+    fn send(&self, job: Job) -> bool {
+        match &*self.jobs.lock().unwrap() {
+            Some(tx) => tx.send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Blocks until every block queued so far is on disk (tests, unmount).
+    pub fn settle(&self, limit: Duration) -> bool {
+        let until = std::time::Instant::now() + limit;
+        while self.queued.load(Ordering::Acquire) > 0 {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    fn run(&self, job: Job) {
+        match job {
+            Job::Write(key, data) => {
+                let len = data.len() as u64;
+                if let Err(e) = self.write_file(&key, &data) {
+                    tracing::debug!(key = %key.key, block = key.block, error = %e, "block not cached on disk");
+                }
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+            }
+            Job::Touch(name) => {
+                let path = self.dir.join(name.relative());
+                let now = SystemTime::now();
+                if let Ok(f) = File::options().write(true).open(&path) {
+                    let _ = f.set_modified(now);
+                }
+                if let Some(e) = self.index.lock().unwrap().lru.peek_mut(&name) {
+                    e.touched = now;
+                }
+            }
+        }
+    }
+
+    fn write_file(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<()> {
+        let name = self.name_of(key);
+        if self.index.lock().unwrap().lru.contains(&name) {
+            return Ok(());
+        }
+        let header = self.header(key, data)?;
+        let final_path = self.dir.join(name.relative());
+        let tmp = self.dir.join("tmp").join(format!(
+            "{:016x}-{}-{}",
+            name.hash,
+            name.block,
+            std::process::id()
+        ));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            f.write_all(&header)?;
+            f.write_all(data)?;
+            drop(f);
+            match std::fs::rename(&tmp, &final_path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    private_dir(final_path.parent().expect("in a subdirectory"))?;
+                    std::fs::rename(&tmp, &final_path)
+                }
+                other => other,
+            }
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            return written;
+        }
+        let bytes = (header.len() + data.len()) as u64;
+        let victims = {
+            let mut index = self.index.lock().unwrap();
+            self.admit(&mut index, name, &key.key, bytes, SystemTime::now());
+            self.evict(&mut index)
+        };
+        self.remove_files(victims);
+        Ok(())
+    }
+
+    fn header(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let (loc, rel, etag) = (
+            self.location.as_bytes(),
+            key.key.as_bytes(),
+            key.etag.as_bytes(),
+        );
+        let names = loc.len() + rel.len() + etag.len();
+        if names > MAX_NAMES {
+            return Err(std::io::Error::other("names too long for a block header"));
+        }
+        let header_len = FIXED_HEADER + names + 4;
+        let mut h = Vec::with_capacity(header_len);
+        h.extend_from_slice(MAGIC);
+        h.extend_from_slice(&(header_len as u32).to_le_bytes());
+        h.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        h.extend_from_slice(&crc32c(data).to_le_bytes());
+        h.extend_from_slice(&key.block.to_le_bytes());
+        h.extend_from_slice(&self.block_size.to_le_bytes());
+        for part in [loc, rel, etag] {
+            h.extend_from_slice(&(part.len() as u16).to_le_bytes());
+        }
+        h.extend_from_slice(loc);
+        h.extend_from_slice(rel);
+        h.extend_from_slice(etag);
+        let crc = crc32c(&h);
+        h.extend_from_slice(&crc.to_le_bytes());
+        Ok(h)
+    }
+
+    fn admit(&self, index: &mut Index, name: FileName, rel: &str, bytes: u64, at: SystemTime) {
+        let entry = Entry {
+            rel: rel.into(),
+            bytes,
+            touched: at,
+        };
+        if let Some(old) = index.lru.put(name, entry) {
+            index.used -= old.bytes;
+        }
+        index.used += bytes;
+    }
+
+    fn forget(&self, name: FileName) {
+        let mut index = self.index.lock().unwrap();
+        if let Some(old) = index.lru.pop(&name) {
+            index.used -= old.bytes;
+        }
+    }
+
+    /// The budget now: the configured one, less what the filesystem needs to keep free.
+    fn effective_budget(&self, used: u64) -> u64 {
+        match crate::fs::filesystem_space(&self.dir) {
+            Some((free, total)) => {
+                let keep = total / KEEP_FREE_FRACTION;
+                // What the cache may still grow by, plus what it holds.
+                self.budget.min(used + free.saturating_sub(keep))
+            }
+            None => self.budget,
+        }
+    }
+
+    /// Takes least recently used unpinned blocks out of the index until it fits the budget;
+    /// returns their files, for removal outside the lock.
+    fn evict(&self, index: &mut Index) -> Vec<FileName> {
+        if index.used <= self.budget.saturating_sub(self.budget / 10) && !index.lru.len().is_multiple_of(64) {
+            return Vec::new();
+        }
+        let budget = self.effective_budget(index.used);
+        if index.used <= budget {
+            return Vec::new();
+        }
+        let pins = self.pins.lock().unwrap().clone();
+        let mut victims = Vec::new();
+        let mut kept_pinned = Vec::new();
+        // Down to 90% of the budget, so eviction runs once per many writes.
+        let target = budget - budget / 10;
+        while index.used > target {
+            let Some((name, entry)) = index.lru.pop_lru() else {
+                break;
+            };
+            if is_pinned(&pins, &entry.rel) {
+                index.used -= entry.bytes;
+                kept_pinned.push((name, entry));
+                continue;
+            }
+            index.used -= entry.bytes;
+            victims.push(name);
+        }
+        for (name, entry) in kept_pinned {
+            index.used += entry.bytes;
+            index.lru.put(name, entry);
+        }
+        self.evicted
+            .fetch_add(victims.len() as u64, Ordering::Relaxed);
+        victims
+    }
+
+    fn remove_files(&self, names: Vec<FileName>) {
+        for name in names {
+            let _ = std::fs::remove_file(self.dir.join(name.relative()));
+        }
+    }
+
+    /// Indexes what is on disk: every block file's size, key and mtime (its last use), oldest
+    /// first. Files that are not block files of this layout are left alone; unreadable ones
+    /// are removed.
+    fn scan(&self) {
+        let mut found: Vec<(SystemTime, FileName, Entry)> = Vec::new();
+        let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
+            self.scanned.store(true, Ordering::Release);
+            return;
+        };
+        for sub in subdirs.flatten() {
+            let sub_name = sub.file_name();
+            let sub_name = sub_name.as_encoded_bytes();
+            if sub_name.len() != 2 || !sub_name.iter().all(u8::is_ascii_hexdigit) {
+                continue;
+            }
+            let Ok(files) = std::fs::read_dir(sub.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let Some(name) = FileName::parse(file.file_name().as_encoded_bytes()) else {
+                    continue;
+                };
+                let path = file.path();
+                match self.index_entry(&path) {
+                    Ok((mtime, entry)) => found.push((mtime, name, entry)),
+                    // Counted by whoever removes it (a read may have found it first).
+                    Err(torn) => {
+                        if std::fs::remove_file(&path).is_ok() && torn {
+                            tracing::warn!(file = %path.display(), "torn block: removed from the disk cache");
+                            self.corrupt.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|(mtime, ..)| *mtime);
+        let victims = {
+            let mut index = self.index.lock().unwrap();
+            // Blocks written since the scan began are newer: they stay the most recent.
+            let newer: Vec<(FileName, Entry)> =
+                std::iter::from_fn(|| index.lru.pop_lru()).collect();
+            index.used = 0;
+            for (mtime, name, entry) in found {
+                let bytes = entry.bytes;
+                if let Some(old) = index.lru.put(
+                    name,
+                    Entry {
+                        touched: mtime,
+                        ..entry
+                    },
+                ) {
+                    index.used -= old.bytes;
+                }
+                index.used += bytes;
+            }
+            for (name, entry) in newer {
+                let bytes = entry.bytes;
+                if let Some(old) = index.lru.put(name, entry) {
+                    index.used -= old.bytes;
+                }
+                index.used += bytes;
+            }
+            self.evict(&mut index)
+        };
+        self.remove_files(victims);
+        self.scanned.store(true, Ordering::Release);
+    }
+
+    /// A block file's modification time and index entry, from its header. `Err` if it is
+    /// not a block file of this cache — `Err(true)`: one of ours, torn — (someone else's,
+    /// another location's or block size's: the scan removes it, so that the budget counts
+    /// everything in the directory).
+    fn index_entry(&self, path: &Path) -> Result<(SystemTime, Entry), bool> {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(|_| false)?;
+        let meta = file.metadata().map_err(|_| false)?;
+        if !meta.file_type().is_file() || meta.uid() != current_uid() {
+            return Err(false);
+        }
+        let mut head = vec![0u8; MAX_HEADER.min(meta.len() as usize)];
+        file.read_exact(&mut head).map_err(|_| true)?;
+        let header = parse_header(&head).ok_or(true)?;
+        if header.location != self.location.as_bytes() || header.block_size != self.block_size {
+            return Err(false);
+        }
+        if meta.len() != (header.header_len + header.data_len) as u64 {
+            return Err(true);
+        }
+        let rel = std::str::from_utf8(header.rel).map_err(|_| true)?;
+        Ok((
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            Entry {
+                rel: rel.into(),
+                bytes: meta.len(),
+                touched: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            },
+        ))
+    }
+
+    /// Keeps everything under `path` (a key, or a directory's ending in `/`; `""`: all) from
+    /// eviction, across mounts.
+    pub fn pin(&self, path: &str) -> std::io::Result<()> {
+        let mut pins = self.pins.lock().unwrap();
+        if !pins.iter().any(|p| p == path) {
+            pins.push(path.to_owned());
+            pins.sort();
+        }
+        save_pins(&self.dir.join("pins.json"), &pins)
+    }
+
+    /// Lets `path` be evicted again; returns whether it was pinned.
+    pub fn unpin(&self, path: &str) -> std::io::Result<bool> {
+        let mut pins = self.pins.lock().unwrap();
+        let before = pins.len();
+        pins.retain(|p| p != path);
+        save_pins(&self.dir.join("pins.json"), &pins)?;
+        Ok(pins.len() != before)
+    }
+
+    pub fn pins(&self) -> Vec<String> {
+        self.pins.lock().unwrap().clone()
+    }
+
+    pub fn is_pinned(&self, rel: &str) -> bool {
+        is_pinned(&self.pins.lock().unwrap(), rel)
+    }
+
+    pub fn stats(&self) -> DiskCacheStats {
+        let pins = self.pins();
+        let index = self.index.lock().unwrap();
+        let pinned_bytes = if pins.is_empty() {
+            0
+        } else {
+            index
+                .lru
+                .iter()
+                .filter(|(_, e)| is_pinned(&pins, &e.rel))
+                .map(|(_, e)| e.bytes)
+                .sum()
+        };
+        DiskCacheStats {
+            used_bytes: index.used,
+            budget_bytes: self.budget,
+            pinned_bytes,
+            blocks: index.lru.len() as u64,
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            corrupt: self.corrupt.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer thread once its queue is written (unmount).
+    pub fn close(&self) {
+        self.settle(Duration::from_secs(10));
+        self.jobs.lock().unwrap().take();
+    }
+}
+
+fn current_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+fn is_pinned(pins: &[String], rel: &str) -> bool {
+    pins.iter()
+        .any(|p| p == rel || (p.is_empty() || p.ends_with('/')) && rel.starts_with(p.as_str()))
+}
+
+/// The pins file: a JSON array of paths. Untrusted like every file here: bounded, and
+/// anything that is not a list of strings is ignored (logged).
+fn load_pins(path: &Path) -> Vec<String> {
+    const MAX_PINS_FILE: u64 = 4 << 20;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    else {
+        return Vec::new();
+    };
+    let mut text = Vec::new();
+    if file.take(MAX_PINS_FILE).read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    match serde_json::from_slice::<Vec<String>>(&text) {
+        Ok(pins) => pins,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "unreadable pins file; nothing pinned");
+            Vec::new()
+        }
+    }
+}
+
+fn save_pins(path: &Path, pins: &[String]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    f.write_all(&serde_json::to_vec(pins).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Pinned paths grouped for display: the stored list.
+pub fn pins_in(dir: &Path) -> Vec<String> {
+    load_pins(&dir.join("pins.json"))
+}
+
+/// For tests: the file holding a block.
+#[doc(hidden)]
+pub fn block_file(cache: &DiskCache, key: &BlockKey) -> PathBuf {
+    cache.dir.join(cache.name_of(key).relative())
+}
+
+/// Counts files by key under a cache directory (tests and `cognifs offline list`).
+pub fn bytes_by_key(cache: &DiskCache) -> HashMap<String, u64> {
+    let index = cache.index.lock().unwrap();
+    let mut out: HashMap<String, u64> = HashMap::new();
+    for (_, e) in index.lru.iter() {
+        *out.entry(e.rel.to_string()).or_default() += e.bytes;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(rel: &str, etag: &str, block: u64) -> BlockKey {
+        BlockKey {
+            key: rel.into(),
+            etag: etag.into(),
+            block,
+        }
+    }
+
+    fn open(dir: &Path, budget: u64) -> Arc<DiskCache> {
+        let c = DiskCache::open(dir, "s3://b/p/", 1024, budget).unwrap();
+        assert!(c.settle(Duration::from_secs(5)));
+        wait_scanned(&c);
+        c
+    }
+
+    fn wait_scanned(c: &DiskCache) {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while !c.scanned.load(Ordering::Acquire) {
+            assert!(std::time::Instant::now() < until, "scan never finished");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn put(c: &DiskCache, k: BlockKey, data: &[u8]) {
+        c.write_behind(k, Bytes::copy_from_slice(data));
+        assert!(c.settle(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn blocks_survive_a_reopen_and_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let c = open(&path, 1 << 20);
+        put(&c, key("a/b", "\"e1\"", 0), b"hello");
+        put(&c, key("a/b", "\"e1\"", 1), b"world");
+        assert_eq!(&c.read(&key("a/b", "\"e1\"", 0)).unwrap()[..], b"hello");
+        assert!(
+            c.read(&key("a/b", "\"e2\"", 0)).is_none(),
+            "another version"
+        );
+        let file = block_file(&c, &key("a/b", "\"e1\"", 1));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        c.close();
+        drop(c);
+        let c = open(&path, 1 << 20);
+        assert!(c.contains(&key("a/b", "\"e1\"", 1)));
+        assert_eq!(&c.read(&key("a/b", "\"e1\"", 1)).unwrap()[..], b"world");
+        assert_eq!(c.stats().blocks, 2);
+        assert_eq!(c.stats().hits, 1);
+    }
+
+    #[test]
+    fn torn_flipped_or_foreign_blocks_are_never_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = open(dir.path(), 1 << 20);
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        for b in 0..4 {
+            put(&c, key("f", "\"e\"", b), &data);
+        }
+        // Torn: cut short.
+        let torn = block_file(&c, &key("f", "\"e\"", 0));
+        let len = std::fs::metadata(&torn).unwrap().len();
+        File::options()
+            .write(true)
+            .open(&torn)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        // A flipped bit in the data.
+        let flipped = block_file(&c, &key("f", "\"e\"", 1));
+        let mut bytes = std::fs::read(&flipped).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&flipped, &bytes).unwrap();
+        // A flipped bit in the header.
+        let header = block_file(&c, &key("f", "\"e\"", 2));
+        let mut bytes = std::fs::read(&header).unwrap();
+        bytes[21] ^= 0x80;
+        std::fs::write(&header, &bytes).unwrap();
+        // Another object's block under this block's name.
+        let foreign = block_file(&c, &key("f", "\"e\"", 3));
+        std::fs::copy(block_file(&c, &key("f", "\"e\"", 2)), &foreign).unwrap();
+        for b in 0..4 {
+            assert!(c.read(&key("f", "\"e\"", b)).is_none(), "block {b} served");
+        }
+        assert_eq!(c.stats().corrupt, 4);
+        assert!(c.read(&key("f", "\"e\"", 9)).is_none());
+        assert_eq!(
+            c.stats().corrupt,
+            4,
+            "a block never cached is no corruption"
+        );
+        assert!(!torn.exists() && !flipped.exists());
+        // Fetched again and cached again, it is served.
+        put(&c, key("f", "\"e\"", 0), &data);
+        assert_eq!(&c.read(&key("f", "\"e\"", 0)).unwrap()[..], &data[..]);
+    }
+
+    #[test]
+    fn least_recently_used_go_first_and_pins_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        // Room for about ten 1000-byte blocks with their headers.
+        let c = open(dir.path(), 11_000);
+        c.pin("keep/").unwrap();
+        put(&c, key("keep/x", "\"e\"", 0), &[1; 1000]);
+        for i in 0..30 {
+            put(&c, key(&format!("f{i}"), "\"e\"", 0), &[2; 1000]);
+            // f0 stays in use.
+            assert!(c.read(&key("f0", "\"e\"", 0)).is_some());
+        }
+        let s = c.stats();
+        assert!(s.used_bytes <= 11_000, "{s:?}");
+        assert!(s.evicted >= 15, "{s:?}");
+        assert!(c.read(&key("keep/x", "\"e\"", 0)).is_some(), "pinned");
+        assert!(c.read(&key("f0", "\"e\"", 0)).is_some(), "recently used");
+        assert!(
+            c.read(&key("f1", "\"e\"", 0)).is_none(),
+            "least recently used"
+        );
+        assert!(s.pinned_bytes > 1000);
+        assert!(c.unpin("keep/").unwrap());
+        assert_eq!(pins_in(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn header_parsing_never_panics_on_arbitrary_bytes() {
+        use proptest::prelude::*;
+        proptest!(|(bytes in proptest::collection::vec(any::<u8>(), 0..200), cut in 0usize..200)| {
+            let _ = parse_header(&bytes);
+            let mut with_magic = MAGIC.to_vec();
+            with_magic.extend_from_slice(&bytes);
+            let _ = parse_header(&with_magic[..with_magic.len().min(cut + 8)]);
+        });
+        assert!(FileName::parse(b"zz-1").is_none());
+        assert!(FileName::parse("0123456789abcdef-\u{e9}".as_bytes()).is_none());
+        assert_eq!(
+            FileName::parse(b"0123456789abcdef-7"),
+            Some(FileName {
+                hash: 0x0123_4567_89ab_cdef,
+                block: 7
+            })
+        );
+    }
+}
