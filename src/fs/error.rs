@@ -24,6 +24,13 @@ impl FsError {
         FsError { errno, cause: None }
     }
 
+    /// S3 did not answer (see [`StoreError::is_unreachable`]): the mount is offline.
+    pub fn is_unreachable(&self) -> bool {
+        self.cause
+            .as_deref()
+            .is_some_and(StoreError::is_unreachable)
+    }
+
     /// Whether this is worth a warning: something failed (S3, credentials, the disk), as
     /// opposed to an ordinary answer such as "no such file".
     pub fn is_failure(&self) -> bool {
@@ -69,6 +76,7 @@ pub fn errno_of(e: &StoreError) -> i32 {
         StoreError::KeyTooLong => libc::ENAMETOOLONG,
         StoreError::InvalidPath(_) => libc::EINVAL,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
+        StoreError::Unreachable(_) => libc::EIO,
         StoreError::NoSpace => libc::ENOSPC,
         StoreError::TooLarge => libc::EFBIG,
         StoreError::Local(_) | StoreError::Other(_) => libc::EIO,

@@ -111,7 +111,11 @@ impl Fs {
         let (etag, size) = if node.fresh {
             (node.etag.clone(), node.attr.size)
         } else {
-            self.refresh_file(&node).await?;
+            match self.refresh_file(&node).await {
+                // Offline: the version last seen, read from the disk cache.
+                Err(e) if e.is_unreachable() => {}
+                other => drop(other?),
+            }
             let n = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
             (n.etag, n.attr.size)
         };
@@ -194,6 +198,9 @@ impl Fs {
             if matches!(*e, StoreError::Changed) {
                 // The next open must see the new version, not retry the old etag.
                 self.inodes.invalidate(ino);
+            }
+            if e.is_unreachable() {
+                self.uncached_offline(ino);
             }
             FsError::from(e)
         })

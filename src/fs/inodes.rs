@@ -197,8 +197,19 @@ impl Inodes {
         self.attr(ino, &node.found)
     }
 
-    fn upsert_locked(&self, state: &mut State, parent: u64, name: &str, mut found: Found) -> u64 {
-        let now = Instant::now();
+    fn upsert_locked(&self, state: &mut State, parent: u64, name: &str, found: Found) -> u64 {
+        self.upsert_locked_until(state, parent, name, found, Instant::now() + self.ttl)
+    }
+
+    /// [`Inodes::upsert_locked`], the result trusted until `expires` (now: stale at once).
+    fn upsert_locked_until(
+        &self,
+        state: &mut State,
+        parent: u64,
+        name: &str,
+        mut found: Found,
+        expires: Instant,
+    ) -> u64 {
         let key = (parent, name.to_owned());
         state.negative.remove(&key);
         // A listing does not know an object's kind (it needs the metadata): there, only a
@@ -225,7 +236,7 @@ impl Inodes {
             }
             self.learnt(ino, &node.found, &found);
             node.set_found(found);
-            node.expires = now + self.ttl;
+            node.expires = expires;
             return ino;
         }
         let parent_rel = state
@@ -246,7 +257,7 @@ impl Inodes {
                 name: name.to_owned(),
                 rel,
                 found,
-                expires: now + self.ttl,
+                expires,
                 lookups: 0,
                 listing: None,
                 link: None,
@@ -255,6 +266,27 @@ impl Inodes {
         );
         state.children.insert(key, ino);
         ino
+    }
+
+    /// [`Inodes::upsert`] of something seen some time ago (offline): shown, stale at once,
+    /// no kernel reference counted.
+    pub fn upsert_old(&self, parent: u64, name: &str, found: Found) -> Attr {
+        let mut state = self.state.lock().unwrap();
+        let ino = self.upsert_locked_until(&mut state, parent, name, found, Instant::now());
+        self.attr(ino, &state.nodes[&ino].found)
+    }
+
+    /// Everything known is stale from now on (back online: S3 may hold something else).
+    pub fn expire_all(&self) {
+        let mut state = self.state.lock().unwrap();
+        let now = Instant::now();
+        for n in state.nodes.values_mut() {
+            n.expires = now;
+            if let Some((_, until)) = &mut n.listing {
+                *until = now;
+            }
+        }
+        state.negative.clear();
     }
 
     /// Updates a node from a fresh HEAD of its own key.
@@ -465,10 +497,36 @@ impl Inodes {
     /// Stores a complete listing (already filtered by [`build_listing`]) and records every
     /// entry in the table, so readdir can report the same inode numbers lookup will.
     pub fn set_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
+        self.set_listing_until(ino, entries, Instant::now() + self.ttl)
+    }
+
+    /// A listing last seen some time ago (kept on disk; S3 does not answer): shown, and
+    /// stale at once, so that the first lookup with S3 back asks again.
+    pub fn set_old_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
+        self.set_listing_until(ino, entries, Instant::now())
+    }
+
+    /// The directory's listing however old (`None`: never listed, or dropped).
+    pub fn any_listing(&self, ino: u64) -> Option<Arc<Vec<DirEntry>>> {
+        let state = self.state.lock().unwrap();
+        state
+            .nodes
+            .get(&ino)?
+            .listing
+            .as_ref()
+            .map(|(l, _)| l.clone())
+    }
+
+    fn set_listing_until(
+        &self,
+        ino: u64,
+        entries: Vec<(String, Found)>,
+        expires: Instant,
+    ) -> Arc<Vec<DirEntry>> {
         let mut state = self.state.lock().unwrap();
         let mut out = Vec::with_capacity(entries.len());
         for (name, found) in entries {
-            let child = self.upsert_locked(&mut state, ino, &name, found);
+            let child = self.upsert_locked_until(&mut state, ino, &name, found, expires);
             let attr = self.attr(child, &state.nodes[&child].found);
             out.push(DirEntry {
                 name,
@@ -478,7 +536,7 @@ impl Inodes {
         }
         let out = Arc::new(out);
         if let Some(n) = state.nodes.get_mut(&ino) {
-            n.listing = Some((out.clone(), Instant::now() + self.ttl));
+            n.listing = Some((out.clone(), expires));
         }
         // Names absent from a fresh listing are known-absent for the TTL too.
         state.negative.retain(|(p, _), _| *p != ino);

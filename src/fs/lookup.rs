@@ -56,9 +56,11 @@ impl Fs {
 
     /// The first page of the directory `ino`'s listing, which a lookup's LIST brought: the
     /// whole listing when it is the only page, else the start of the next `list_dir`.
-    fn keep_first_page(&self, ino: u64, page: crate::store::ListPage) {
+    fn keep_first_page(&self, ino: u64, rel: &str, page: crate::store::ListPage) {
         if page.next.is_none() {
-            self.inodes.set_listing(ino, build_listing(&[page]));
+            let entries = build_listing(&[page]);
+            self.save_listing(rel, &entries);
+            self.inodes.set_listing(ino, entries);
             return;
         }
         let ttl = self.inodes.ttl();
@@ -101,6 +103,27 @@ impl Fs {
         if self.inodes.is_negative(parent, name) {
             return Err(FsError::new(libc::ENOENT));
         }
+        match self.lookup_remote(parent, &dir, name, count).await {
+            // S3 does not answer: what this machine last saw.
+            Err(e) if e.is_unreachable() => self.lookup_known(parent, &dir.rel, name, count).await,
+            other => other,
+        }
+    }
+
+    /// [`Fs::lookup_attr`] past what the inode table answers alone: from the directory's
+    /// listing (fresh, or listed again when small), else a HEAD and a LIST at once.
+    async fn lookup_remote(
+        &self,
+        parent: u64,
+        dir: &inodes::NodeInfo,
+        name: &str,
+        count: bool,
+    ) -> FsResult<Attr> {
+        let add = |ino| {
+            if count {
+                self.inodes.add_lookup(ino);
+            }
+        };
         let listing = match self.inodes.fresh_listing(parent) {
             Some(l) => Some(l),
             // A small directory listed before, its listing expired: one LIST answers this
@@ -160,7 +183,7 @@ impl Fs {
                 _ => Found::dir_with(None),
             };
             let attr = self.inodes.upsert(parent, name, found, count);
-            self.keep_first_page(attr.ino, list);
+            self.keep_first_page(attr.ino, &dir_rel, list);
             return Ok(attr);
         }
         match head? {
@@ -206,7 +229,7 @@ impl Fs {
 
     /// The object `ino` (known from a listing, at `rel`) with the metadata an earlier HEAD
     /// of the same version found, if it is remembered.
-    fn remembered(&self, ino: u64, rel: &str) -> Option<Found> {
+    pub(super) fn remembered(&self, ino: u64, rel: &str) -> Option<Found> {
         self.meta_cache.as_ref()?;
         let node = self.inodes.get(ino)?;
         let listed = crate::store::ObjectInfo {
@@ -217,6 +240,22 @@ impl Fs {
             meta: None,
         };
         Some(Found::object(&self.recall(rel, listed)?))
+    }
+
+    /// A directory (`rel` ending in `/`) as its marker was last seen, whatever its version:
+    /// a parent's listing shows a directory as a bare prefix, without the marker's etag, so
+    /// offline this is the best there is.
+    pub(super) fn remembered_dir(&self, rel: &str) -> Option<Found> {
+        let (version, meta) = self.meta_cache.as_ref()?.get_any(rel)?;
+        let etag = version
+            .rsplit_once('@')
+            .map_or(version.as_str(), |(e, _)| e);
+        Some(Found {
+            meta: super::meta::Meta::from_user(&meta),
+            meta_known: true,
+            etag: etag.to_owned(),
+            ..Found::dir()
+        })
     }
 
     /// A counted lookup of an entry known from a listing: HEAD it (a directory: its
@@ -254,14 +293,20 @@ impl Fs {
         if (node.fresh || node.attr.nlink == 0) && (node.attr.meta_known || self.opts.list_only) {
             return Ok(node.attr);
         }
-        match node.kind {
-            Kind::Dir => {
-                let found = self.read_marker(&node.rel).await?;
-                self.inodes
+        let asked = match node.kind {
+            Kind::Dir => match self.read_marker(&node.rel).await {
+                Ok(found) => self
+                    .inodes
                     .refresh(ino, found)
-                    .ok_or(FsError::new(libc::ENOENT))
-            }
+                    .ok_or(FsError::new(libc::ENOENT)),
+                Err(e) => Err(e),
+            },
             _ => self.refresh_file(&node).await,
+        };
+        match asked {
+            // S3 does not answer: the attributes last seen, however old.
+            Err(e) if e.is_unreachable() => Ok(node.attr),
+            other => other,
         }
     }
 
@@ -424,8 +469,62 @@ impl Fs {
         out
     }
 
-    /// Every page of the directory's listing, cached for the metadata TTL.
+    /// Every page of the directory's listing, cached for the metadata TTL; while S3 does not
+    /// answer, the listing last seen (in this mount, or kept on disk).
     async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+        match self.list_dir_remote(ino, rel).await {
+            Err(e) if e.is_unreachable() => match self.known_listing(ino, rel).await {
+                Some(listing) => Ok(listing),
+                None => {
+                    tracing::info!(
+                        dir = rel,
+                        "offline, and this directory was never listed on this machine"
+                    );
+                    Err(e)
+                }
+            },
+            other => other,
+        }
+    }
+
+    /// The listing of `ino` however old: this mount's last, else the one kept on disk (with
+    /// this mount's own changes not yet in S3 laid over it). `None`: never seen.
+    pub(super) async fn known_listing(&self, ino: u64, rel: &str) -> Option<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.inodes.any_listing(ino) {
+            return Some(l);
+        }
+        let tree = self.tree.clone()?;
+        let dir_rel = rel.to_owned();
+        let saved = tokio::task::spawn_blocking(move || tree.load(&dir_rel))
+            .await
+            .ok()??;
+        let mut entries = build_listing(&[saved.to_page()]);
+        self.overlay_local_changes(rel, &mut entries);
+        Some(self.inodes.set_old_listing(ino, entries))
+    }
+
+    /// Saves a complete listing of `rel` to disk, for answering while S3is away.
+    fn save_listing(&self, rel: &str, entries: &[(String, Found)]) {
+        let Some(tree) = &self.tree else {
+            return;
+        };
+        let mut saved = crate::local::SavedListing::default();
+        for (name, found) in entries {
+            if found.kind == Kind::Dir {
+                saved.dirs.push(name.clone());
+            } else {
+                saved.files.push((
+                    name.clone(),
+                    found.size,
+                    found.etag.clone(),
+                    found.last_modified,
+                ));
+            }
+        }
+        tree.save(rel, saved);
+    }
+
+    async fn list_dir_remote(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
         if let Some(l) = self.inodes.fresh_listing(ino) {
             return Ok(l);
         }
@@ -446,6 +545,8 @@ impl Fs {
                 break;
             }
         }
-        Ok(self.inodes.set_listing(ino, build_listing(&pages)))
+        let entries = build_listing(&pages);
+        self.save_listing(rel, &entries);
+        Ok(self.inodes.set_listing(ino, entries))
     }
 }

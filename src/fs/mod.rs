@@ -28,6 +28,7 @@ pub mod meta;
 mod metacache;
 mod mount;
 mod namespace;
+mod offline;
 mod pending;
 pub mod read;
 mod recovery;
@@ -53,6 +54,7 @@ pub use inodes::{Attr, DirEntry, Kind, ROOT_INO};
 use inodes::{Defaults, Inodes};
 pub use mount::{Mount, mount};
 pub use namespace::{Caller, SetAttr};
+pub use offline::OfflineStats;
 pub use pending::{conflict_name, device_label as pending_device_label};
 use read::ReadShared;
 use upload::UploadCtx;
@@ -72,6 +74,9 @@ pub struct MountOptions {
     /// The disk cache's budget in bytes (`--cache-size`); `None`: 5% of its filesystem, at
     /// most 10 GiB.
     pub disk_cache_bytes: Option<u64>,
+    /// Where the listings last seen are kept, per directory, for answering while S3 is away
+    /// (`$XDG_CACHE_HOME/cognifs/PROFILE/tree` for the daemon); `None`: in memory only.
+    pub known_tree: Option<PathBuf>,
     /// Blocks prefetched and not yet read, mount-wide, in bytes (48 MiB): with the hot set
     /// and the parts of uploads in flight, what bounds the mount's memory.
     pub readahead_bytes: u64,
@@ -123,6 +128,10 @@ pub struct MountOptions {
     /// A `close`/`fsync` whose data went beside the object as a conflict copy fails with
     /// `ESTALE` (the data is safe in S3 all the same); by default it returns 0.
     pub conflict_error: bool,
+    /// While S3 does not answer, `close`/`fsync` fail (`EIO`; the data is kept all the same)
+    /// and changes to the tree are refused, as before offline mode; by default they are kept
+    /// on disk, reported done, and sent when S3 answers.
+    pub offline_strict: bool,
     /// Multipart uploads under the prefix older than this are taken for abandoned and
     /// aborted at mount (24 h), whoever started them; younger ones only if this machine's
     /// own record proves them dead.
@@ -185,6 +194,7 @@ impl Default for MountOptions {
             disk_cache: None,
             disk_cache_bytes: None,
             readahead_bytes: 48 << 20,
+            known_tree: None,
             block_size: 1 << 20,
             max_readahead: 64 << 20,
             metadata_ttl: Duration::from_secs(5),
@@ -206,6 +216,7 @@ impl Default for MountOptions {
             list_only: false,
             device_name: host_name(),
             conflict_error: false,
+            offline_strict: false,
             stray_upload_age: Duration::from_secs(24 * 3600),
         }
     }
@@ -216,7 +227,20 @@ const META_CACHE_ENTRIES: usize = 200_000;
 
 /// The semantic core of the mount.
 pub struct Fs {
+    /// S3, through [`crate::store::Reach`]: while it does not answer, nothing is sent.
     store: Arc<dyn ObjectStore>,
+    reach: Arc<crate::store::Reach>,
+    /// The listings last seen, on disk (`local/tree.rs`).
+    tree: Option<Arc<crate::local::KnownTree>>,
+    /// Changes to the tree made offline, until S3 has them (`offline.rs`).
+    journal: Option<crate::local::journal::Journal>,
+    replay: Mutex<offline::ReplayState>,
+    /// One replay of the journal at a time.
+    replaying: tokio::sync::Mutex<()>,
+    /// The return online last acted upon ([`crate::store::ReachState::generation`]).
+    seen_generation: AtomicU64,
+    /// Files whose uncached reads failed offline, logged once per outage.
+    offline_reads: Mutex<std::collections::HashSet<u64>>,
     inodes: Arc<Inodes>,
     dir_times: Arc<DirTimes>,
     read: Arc<ReadShared>,
@@ -245,6 +269,14 @@ pub struct Fs {
 impl Fs {
     pub fn new(store: Arc<dyn ObjectStore>, mut opts: MountOptions) -> Self {
         opts.metadata_ttl = opts.metadata_ttl.max(Duration::from_millis(1));
+        let reach = Arc::new(crate::store::Reach::new(store));
+        let store: Arc<dyn ObjectStore> = reach.clone();
+        let offline_journal = offline::open_journal(&opts, &*store);
+        let tree = opts.known_tree.as_deref().and_then(|dir| {
+            crate::local::KnownTree::open(dir, &location_of(&*store))
+                .inspect_err(|e| tracing::error!(dir = %dir.display(), error = %e, "cannot keep listings on disk; offline, only what this mount saw is shown"))
+                .ok()
+        });
         let cache = Arc::new(BlockCache::new(opts.cache_bytes));
         let block = opts.block_size.max(4096);
         let disk = opts.disk_cache.as_deref().and_then(|dir| {
@@ -300,6 +332,13 @@ impl Fs {
             meta_cache,
             pending,
             store,
+            reach,
+            tree,
+            journal: offline_journal,
+            replay: Default::default(),
+            replaying: Default::default(),
+            seen_generation: AtomicU64::new(0),
+            offline_reads: Default::default(),
             inodes: Arc::new(Inodes::new(
                 opts.metadata_ttl,
                 Defaults {
@@ -404,6 +443,9 @@ impl Fs {
     pub fn close_caches(&self) {
         if let Some(disk) = &self.read.disk {
             disk.close();
+        }
+        if let Some(tree) = &self.tree {
+            tree.close();
         }
         if let Some(cache) = &self.meta_cache {
             cache.flush();

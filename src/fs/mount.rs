@@ -133,6 +133,7 @@ pub fn mount(
         loop {
             tick.tick().await;
             let Some(fs) = weak.upgrade() else { break };
+            fs.stay_in_touch().await;
             fs.retry_pending().await;
             fs.recheck_conditions().await;
         }

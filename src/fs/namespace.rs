@@ -252,17 +252,66 @@ impl Fs {
         };
         if let Some((ws, meta)) = open_for_writing {
             // S3 first: a failed copy changes nothing.
-            self.copy_with_meta(&node, &f).await?;
+            match self.copy_with_meta(&node, &f).await {
+                // Offline: it goes up with the file's next upload (kept if S3 still does
+                // not answer then).
+                Err(e) if self.keeps_offline(&e) => {
+                    ws.update_meta(|m| *m = meta);
+                    return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
+                }
+                other => drop(other?),
+            }
             ws.meta_stored(meta);
             if let Some(n) = self.inodes.get(ino) {
                 ws.set_base_etag(n.etag);
             }
             return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
         }
-        if node.kind == Kind::Dir {
-            return self.change_dir_meta(&node, f).await;
+        let changed = if node.kind == Kind::Dir {
+            self.change_dir_meta(&node, &f).await
+        } else {
+            self.copy_with_meta(&node, &f).await
+        };
+        match changed {
+            Err(e) if self.keeps_offline(&e) => self.change_meta_offline(&node, &f, e),
+            other => other,
         }
-        self.copy_with_meta(&node, &f).await
+    }
+
+    /// A metadata change S3 did not answer for: kept in the journal (on the version seen)
+    /// and shown at once.
+    fn change_meta_offline(
+        &self,
+        node: &super::inodes::NodeInfo,
+        f: &impl Fn(&mut Meta, Kind) -> FsResult<()>,
+        cause: FsError,
+    ) -> FsResult<Attr> {
+        let before = node.found.meta.clone();
+        let mut after = before.clone();
+        f(&mut after, node.kind)?;
+        if node.kind == Kind::Dir {
+            after.mode = after
+                .mode
+                .or(Some(libc::S_IFDIR | u32::from(self.opts.dir_mode)));
+        }
+        check_meta_size(&after)?;
+        self.journal_change(
+            crate::local::journal::Change::SetMeta {
+                rel: node.rel.clone(),
+                etag: node.found.etag.clone(),
+                before: before.to_user(),
+                after: after.to_user(),
+            },
+            cause,
+        )?;
+        let found = Found {
+            meta: after,
+            meta_known: true,
+            ..node.found.clone()
+        };
+        self.inodes
+            .set_written(node.ino, found)
+            .ok_or(FsError::new(libc::ENOENT))
     }
 
     /// Rewrites an object's metadata with `f` by copying it onto itself, conditional on the
@@ -319,7 +368,7 @@ impl Fs {
     async fn change_dir_meta(
         &self,
         node: &super::inodes::NodeInfo,
-        f: impl Fn(&mut Meta, Kind) -> FsResult<()>,
+        f: &impl Fn(&mut Meta, Kind) -> FsResult<()>,
     ) -> FsResult<Attr> {
         // Serialized with the write-behind of directory times: the last write wins, never
         // an older time written late.
@@ -363,7 +412,7 @@ impl Fs {
         let parent_rel = self.free_name(parent, name).await?;
         let marker = format!("{parent_rel}{name}/");
         let meta = self.new_meta(parent, libc::S_IFDIR | (mode & 0o7777), caller);
-        let etag = self
+        let put = self
             .store
             .put_if(
                 &marker,
@@ -371,8 +420,20 @@ impl Fs {
                 &meta.to_user(),
                 &Expect::Absent,
             )
-            .await
-            .map_err(|e| self.name_taken(parent, e))?;
+            .await;
+        let etag = match put {
+            Ok(etag) => etag,
+            // Offline: kept in the journal, made when S3 answers.
+            Err(e) if e.is_unreachable() => {
+                let change = crate::local::journal::Change::Mkdir {
+                    rel: marker.clone(),
+                    meta: meta.to_user(),
+                };
+                self.journal_change(change, e.into())?;
+                String::new()
+            }
+            Err(e) => return Err(self.name_taken(parent, e)),
+        };
         let found = Found {
             meta,
             etag,
@@ -506,6 +567,14 @@ impl Fs {
         if !node.etag.is_empty() {
             match delete_with_retry(&*self.store, &node.rel, &node.etag).await {
                 Ok(()) => {}
+                // Offline: kept in the journal, deleted (that version only) when S3 answers.
+                Err(e) if e.is_unreachable() => {
+                    let change = crate::local::journal::Change::Unlink {
+                        rel: node.rel.clone(),
+                        etag: node.etag.clone(),
+                    };
+                    self.journal_change(change, e.into())?;
+                }
                 Err(StoreError::Changed) => {
                     // Another client saved a newer version since: it stays, and shows.
                     tracing::warn!(key = %node.rel, "not deleted: another client changed it since this mount saw it; its version stays");
@@ -561,7 +630,12 @@ impl Fs {
             .inodes
             .get(attr.ino)
             .ok_or(FsError::new(libc::ENOENT))?;
-        let (children, marker) = self.children_and_marker(&node.rel).await?;
+        let (children, marker) = match self.children_and_marker(&node.rel).await {
+            Err(e) if self.keeps_offline(&e) => {
+                return self.rmdir_offline(parent, name, &node, e).await;
+            }
+            other => other?,
+        };
         if children || self.has_open_writes_under(attr.ino) {
             return Err(FsError::new(libc::ENOTEMPTY));
         }
@@ -579,6 +653,35 @@ impl Fs {
             self.dir_times.forget([attr.ino]);
             self.inodes.remove(parent, name);
         }
+        self.touch_dirs(&[parent]);
+        Ok(())
+    }
+
+    /// An `rmdir` S3 did not answer for: a directory this machine knows to be empty (its
+    /// last listing, with the changes kept since) is removed now and in S3 when it answers;
+    /// one it never listed is `EIO` (it cannot tell).
+    async fn rmdir_offline(
+        &self,
+        parent: u64,
+        name: &str,
+        node: &super::inodes::NodeInfo,
+        cause: FsError,
+    ) -> FsResult<()> {
+        let Some(listing) = self.known_listing(node.ino, &node.rel).await else {
+            tracing::info!(dir = %node.rel, "offline, and this directory was never listed here: cannot tell whether it is empty");
+            return Err(cause);
+        };
+        if !listing.is_empty() || self.has_open_writes_under(node.ino) {
+            return Err(FsError::new(libc::ENOTEMPTY));
+        }
+        let _gate = self.dir_times.gate.lock().await;
+        let change = crate::local::journal::Change::Rmdir {
+            rel: node.rel.clone(),
+        };
+        self.journal_change(change, cause)?;
+        self.dir_times.forget([node.ino]);
+        self.inodes.remove(parent, name);
+        drop(_gate);
         self.touch_dirs(&[parent]);
         Ok(())
     }

@@ -170,6 +170,7 @@ impl Fs {
         if !ws.needs_keeping() {
             return;
         }
+        self.absorb_journal(ws, &node.rel);
         let Snapshot {
             meta,
             size,
@@ -277,7 +278,9 @@ impl Fs {
                 self.inodes.invalidate(ws.ino);
                 continue;
             }
-            if !(idle && due) {
+            // Offline changes to the tree go first: the upload may be inside a directory
+            // the journal makes, or replace a file it deletes.
+            if !(idle && due) || self.journal_pending() {
                 continue;
             }
             match self.retry_one(&ws).await {

@@ -87,7 +87,10 @@ impl Fs {
         if self.opts.read_only {
             return;
         }
+        self.adopt_journal();
         self.adopt_pending().await;
+        // Offline changes an earlier mount left go to S3 before the kernel sees this one.
+        self.replay_journal().await;
         let dead: Vec<crate::upload_journal::Started> = match &self.upload.journal {
             Some((location, journal)) => journal.dead(location),
             None => Vec::new(),

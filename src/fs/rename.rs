@@ -52,6 +52,28 @@ impl Fs {
         new_name: &str,
         noreplace: bool,
     ) -> FsResult<()> {
+        match self
+            .rename_online(parent, name, new_parent, new_name, noreplace)
+            .await
+        {
+            // S3 did not answer (nothing of the rename was done): only what needs no
+            // request is done now (`offline.rs`).
+            Err(e) if e.is_unreachable() => {
+                self.rename_offline(parent, name, new_parent, new_name, e)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    async fn rename_online(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        noreplace: bool,
+    ) -> FsResult<()> {
         self.writable()?;
         let new_parent_rel = self.new_name(new_parent, new_name)?;
         let src = self.lookup_attr(parent, name, false).await?;

@@ -16,6 +16,7 @@ pub struct FsCounters {
     bytes_written: AtomicU64,
     uploads_kept: AtomicU64,
     pending_uploaded: AtomicU64,
+    changes_replayed: AtomicU64,
     conflicts: AtomicU64,
     /// The latest conflicts, oldest first (at most [`RECENT_CONFLICTS`]).
     recent_conflicts: std::sync::Mutex<std::collections::VecDeque<Conflict>>,
@@ -50,6 +51,10 @@ impl FsCounters {
 
     pub(super) fn pending_uploaded(&self) {
         self.pending_uploaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn change_replayed(&self) {
+        self.changes_replayed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn conflict(&self, key: &str, kept_as: Option<&str>) {
@@ -99,6 +104,12 @@ pub struct FsStats {
     pub conditions: Option<crate::store::ConditionSupport>,
     /// The disk cache's figures, if the mount has one.
     pub disk_cache: Option<crate::local::DiskCacheStats>,
+    /// Whether S3 answers, and since when it does not.
+    pub connectivity: crate::store::Connectivity,
+    /// Changes to the tree kept offline and not yet in S3; those sent since the mount
+    /// started.
+    pub offline: super::OfflineStats,
+    pub changes_replayed: u64,
 }
 
 impl Fs {
@@ -144,6 +155,9 @@ impl Fs {
                 .collect(),
             conditions: self.condition_support(),
             disk_cache: self.read.disk.as_ref().map(|d| d.stats()),
+            connectivity: self.connectivity(),
+            offline: self.offline_stats(),
+            changes_replayed: self.counters.changes_replayed.load(Ordering::Relaxed),
         }
     }
 }

@@ -412,8 +412,9 @@ impl Fs {
             return Ok(());
         }
         let mut result = self.flush_state(ws).await;
+        // Offline, a truncate's change is kept like any other (it would fail otherwise).
         if let Err(e) = &result
-            && keep
+            && (keep || self.keeps_offline(e))
         {
             self.keep_pending(ws, e).await;
         }
@@ -445,7 +446,11 @@ impl Fs {
         {
             tracing::error!(ino = ws.ino, error = %e, "last upload failed; data dropped");
         }
-        result
+        match result {
+            // Offline: safe on this disk (fsync'd), sent when S3 answers.
+            Err(e) if self.kept_offline(ws, &e) => Ok(()),
+            other => other,
+        }
     }
 
     /// Drops one handle of a kept state without trying S3 now: the change is written to the
@@ -597,7 +602,12 @@ impl Fs {
         let node = if live || (node.fresh && node.found.meta_known) {
             node
         } else {
-            self.refresh_file(&node).await?;
+            match self.refresh_file(&node).await {
+                // Offline: the version last seen; the upload names it, so a version
+                // another client stored meanwhile is not replaced.
+                Err(e) if e.is_unreachable() => {}
+                other => drop(other?),
+            }
             self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?
         };
         // Opening changes nothing: the stored times stay until something is written.
@@ -682,6 +692,10 @@ impl Fs {
                 Ok(_) => Ok(()),
                 Err(e) => {
                     self.keep_pending(ws, &e).await;
+                    if self.kept_offline(ws, &e) {
+                        // Offline: safe on this disk (fsync'd), sent when S3 answers.
+                        return Ok(());
+                    }
                     Err(e)
                 }
             },

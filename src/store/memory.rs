@@ -42,6 +42,8 @@ pub enum Fault {
     Timeout,
     /// 403 `ExpiredToken`: credentials that a renewal would fix.
     ExpiredToken,
+    /// No answer: connection refused (S3 or the network is down).
+    Unreachable,
 }
 
 impl Fault {
@@ -51,6 +53,9 @@ impl Fault {
             Fault::AccessDenied => StoreError::AccessDenied("injected AccessDenied".into()),
             Fault::Timeout => StoreError::Timeout(format!("injected timeout on {op:?}")),
             Fault::ExpiredToken => StoreError::AccessDenied("ExpiredToken".into()),
+            Fault::Unreachable => {
+                StoreError::Unreachable(format!("injected: connection refused on {op:?}"))
+            }
         }
     }
 }

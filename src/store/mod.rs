@@ -14,6 +14,7 @@
 mod conditions;
 pub mod counting;
 mod memory;
+pub mod reach;
 mod renewing;
 mod s3;
 
@@ -27,6 +28,7 @@ use bytes::Bytes;
 pub use conditions::{ConditionSupport, EmulatedConditions, checked_store, probe_conditions};
 pub use counting::{CountingStore, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
+pub use reach::{Connectivity, Reach, ReachState};
 pub use renewing::{Renewer, RenewingStore};
 pub use s3::{S3Store, s3_client};
 
@@ -195,6 +197,10 @@ pub enum StoreError {
     InvalidPath(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// S3 could not be reached: connection refused or reset, no route, DNS failure (after
+    /// the SDK's retries). With [`StoreError::Timeout`], what makes a mount offline.
+    #[error("S3 unreachable: {0}")]
+    Unreachable(String),
     /// The local spool (or a file being uploaded) could not be written: disk full.
     #[error("no space left in the local spool")]
     NoSpace,
@@ -235,6 +241,12 @@ pub const STALE_CREDENTIAL_CODES: &[&str] = &[
 ];
 
 impl StoreError {
+    /// S3 did not answer (unreachable, timed out): a request that would not have been
+    /// refused. What the mount's offline state is about; never an answer of S3's.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Unreachable(_) | StoreError::Timeout(_))
+    }
+
     /// Refused because the credentials are stale (see [`STALE_CREDENTIAL_CODES`]).
     pub fn is_stale_credentials(&self) -> bool {
         matches!(self, StoreError::AccessDenied(code) if STALE_CREDENTIAL_CODES.contains(&code.as_str()))

@@ -63,6 +63,10 @@ impl StoreError {
             {
                 StoreError::AccessDenied("credentials unavailable".into())
             }
+            // No answer at all: refused, reset, no route, no name (the SDK retried).
+            (SdkError::DispatchFailure(d), _, _) if d.is_io() || d.is_other() => {
+                StoreError::Unreachable(text)
+            }
             _ => StoreError::Other(text),
         }
     }

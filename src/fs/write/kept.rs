@@ -85,6 +85,11 @@ impl WriteState {
         self.inner.lock().unwrap().base_etag = Some(etag).filter(|e| !e.is_empty());
     }
 
+    /// The version the next upload replaces: `None` for none (a new name).
+    pub(in crate::fs) fn set_base_to(&self, etag: Option<String>) {
+        self.inner.lock().unwrap().base_etag = etag.filter(|e| !e.is_empty());
+    }
+
     pub(in crate::fs) fn set_kept(&self, record: PendingRecord, version: u64) {
         let mut i = self.inner.lock().unwrap();
         if i.retry.next.is_none() {

@@ -1,0 +1,366 @@
+//! Whether S3 can be reached: the mount's online/offline state, and the [`Reach`] wrapper
+//! that keeps it.
+//!
+//! A request that gets no answer at all (refused, reset, no route, DNS, timed out, after the
+//! SDK's own retries) makes the mount **offline**; an answer of any kind, a refusal
+//! included, is not. While offline, requests are not sent: they fail at once with
+//! [`StoreError::Unreachable`], so a lookup or a close does not wait for a dead network at
+//! every call, and the filesystem answers from what this machine keeps. A probe (one
+//! one-key LIST) is sent every [`PROBE_EVERY`] instead; the first that is answered makes the
+//! mount online again, which the filesystem hears ([`ReachState::generation`]) and uses to
+//! send what it queued.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::{
+    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreError, StoreResult,
+    UploadInfo, UserMeta,
+};
+
+/// How often an offline mount asks whether S3 answers again: S3's return is noticed within
+/// this (plus one request's time).
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// What is known of S3's reachability, shared by the store wrapper and whoever reports it.
+#[derive(Debug)]
+pub struct ReachState {
+    offline: AtomicBool,
+    /// When the mount went offline, and why (the first unanswered request).
+    since: Mutex<Option<(SystemTime, String)>>,
+    last_probe: Mutex<Option<Instant>>,
+    /// Grows at each return online.
+    generation: AtomicU64,
+    /// Times the mount went offline since it started.
+    outages: AtomicU64,
+}
+
+impl Default for ReachState {
+    fn default() -> Self {
+        ReachState {
+            offline: AtomicBool::new(false),
+            since: Mutex::new(None),
+            last_probe: Mutex::new(None),
+            generation: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The state for `status` and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connectivity {
+    pub online: bool,
+    /// Offline: since when, and the failure that said so.
+    pub offline_since: Option<(SystemTime, String)>,
+    /// Times the mount went offline since it started.
+    pub outages: u64,
+}
+
+impl Default for Connectivity {
+    fn default() -> Self {
+        Connectivity {
+            online: true,
+            offline_since: None,
+            outages: 0,
+        }
+    }
+}
+
+impl ReachState {
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    /// Grows each time S3 answers again after an outage.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn connectivity(&self) -> Connectivity {
+        Connectivity {
+            online: !self.is_offline(),
+            offline_since: self.since.lock().unwrap().clone(),
+            outages: self.outages.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What a request's outcome says about reachability.
+    fn observe<T>(&self, result: &StoreResult<T>) {
+        match result {
+            Err(e) if e.is_unreachable() => self.went_offline(e),
+            // Any answer, a refusal included: S3 is there.
+            _ => self.came_back(),
+        }
+    }
+
+    /// The mount is offline from now on (if it was not already).
+    pub fn went_offline(&self, cause: &StoreError) {
+        if self.offline.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.outages.fetch_add(1, Ordering::Relaxed);
+        *self.since.lock().unwrap() = Some((SystemTime::now(), cause.to_string()));
+        *self.last_probe.lock().unwrap() = Some(Instant::now());
+        tracing::warn!(error = %cause, "S3 does not answer: offline. Reads come from the disk cache, changes are kept on disk and sent when S3 answers again");
+    }
+
+    fn came_back(&self) {
+        if !self.offline.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let since = self.since.lock().unwrap().take();
+        let offline_for = since
+            .and_then(|(t, _)| t.elapsed().ok())
+            .map_or(0, |d| d.as_secs());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        tracing::info!(offline_for_secs = offline_for, "S3 answers again: online");
+    }
+
+    /// Whether a probe is due (offline, and the last one is older than [`PROBE_EVERY`]);
+    /// if so, it counts as sent now.
+    fn probe_due(&self) -> bool {
+        if !self.is_offline() {
+            return false;
+        }
+        let mut last = self.last_probe.lock().unwrap();
+        if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
+
+/// An [`ObjectStore`] that keeps [`ReachState`] and, while offline, sends nothing.
+#[derive(Debug)]
+pub struct Reach {
+    inner: Arc<dyn ObjectStore>,
+    state: Arc<ReachState>,
+}
+
+impl Reach {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Reach {
+            inner,
+            state: Arc::new(ReachState::default()),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<ReachState> {
+        &self.state
+    }
+
+    /// While offline, one LIST of one key every [`PROBE_EVERY`]; true once S3 answers.
+    pub async fn probe_if_due(&self) -> bool {
+        if !self.state.probe_due() {
+            return !self.state.is_offline();
+        }
+        let answer = self.inner.list_page("", None, 1).await;
+        self.state.observe(&answer);
+        if let Err(e) = &answer {
+            tracing::debug!(error = %e, "S3 still does not answer");
+        }
+        !self.state.is_offline()
+    }
+
+    /// Asks S3 now, whatever the schedule (tests; a user's `status --probe`).
+    pub async fn probe_now(&self) -> bool {
+        *self.state.last_probe.lock().unwrap() = None;
+        self.probe_if_due().await
+    }
+
+    fn refuse(&self) -> StoreResult<()> {
+        if self.state.is_offline() {
+            Err(StoreError::Unreachable(
+                "offline (not sent; S3 is probed every 5 s)".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn seen<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        self.state.observe(&result);
+        result
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Reach {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+
+    fn scope(&self) -> &Scope {
+        self.inner.scope()
+    }
+
+    async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
+        self.refuse()?;
+        self.seen(self.inner.head(rel).await)
+    }
+
+    async fn list_page(
+        &self,
+        dir_rel: &str,
+        continuation: Option<String>,
+        max_keys: i32,
+    ) -> StoreResult<ListPage> {
+        self.refuse()?;
+        self.seen(self.inner.list_page(dir_rel, continuation, max_keys).await)
+    }
+
+    async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
+        self.refuse()?;
+        self.seen(self.inner.list_recursive(dir_rel).await)
+    }
+
+    async fn get_range(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+    ) -> StoreResult<Bytes> {
+        self.refuse()?;
+        self.seen(self.inner.get_range(rel, if_match_etag, start, len).await)
+    }
+
+    async fn get_range_pieces(
+        &self,
+        rel: &str,
+        if_match_etag: &str,
+        start: u64,
+        len: u64,
+        piece: u64,
+        on_piece: &PieceSink<'_>,
+    ) -> StoreResult<()> {
+        self.refuse()?;
+        let got = self
+            .inner
+            .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
+            .await;
+        self.seen(got)
+    }
+
+    async fn put_if(
+        &self,
+        rel: &str,
+        body: Bytes,
+        meta: &UserMeta,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        self.refuse()?;
+        self.seen(self.inner.put_if(rel, body, meta, expect).await)
+    }
+
+    async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
+        self.refuse()?;
+        self.seen(self.inner.create_multipart(rel, meta).await)
+    }
+
+    async fn upload_part(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> StoreResult<PartDone> {
+        self.refuse()?;
+        self.seen(self.inner.upload_part(rel, upload_id, number, body).await)
+    }
+
+    async fn complete_multipart_if(
+        &self,
+        rel: &str,
+        upload_id: &str,
+        parts: Vec<PartDone>,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        self.refuse()?;
+        let done = self
+            .inner
+            .complete_multipart_if(rel, upload_id, parts, expect)
+            .await;
+        self.seen(done)
+    }
+
+    async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
+        self.refuse()?;
+        self.seen(self.inner.abort_multipart(rel, upload_id).await)
+    }
+
+    async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
+        self.refuse()?;
+        self.seen(self.inner.list_uploads(dir_rel).await)
+    }
+
+    async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
+        self.refuse()?;
+        self.seen(self.inner.delete_if(rel, expect).await)
+    }
+
+    async fn copy_if(
+        &self,
+        src: &str,
+        src_etag: Option<&str>,
+        dst: &str,
+        meta: Option<&UserMeta>,
+        expect: &Expect,
+    ) -> StoreResult<String> {
+        self.refuse()?;
+        let copied = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
+        self.seen(copied)
+    }
+
+    async fn check_access(&self) -> StoreResult<()> {
+        self.refuse()?;
+        self.seen(self.inner.check_access().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Fault, MemoryStore, RequestKind};
+
+    #[tokio::test]
+    async fn no_answer_makes_it_offline_and_a_probe_brings_it_back() {
+        let memory = Arc::new(MemoryStore::new("b", "p"));
+        let reach = Reach::new(memory.clone());
+        reach
+            .put("a", Bytes::from_static(b"x"), &UserMeta::new())
+            .await
+            .unwrap();
+        assert!(!reach.state().is_offline());
+        // A refusal is an answer: still online.
+        memory.fail_nth(None, 0, Fault::AccessDenied);
+        assert!(reach.head("a").await.is_err());
+        assert!(!reach.state().is_offline());
+        memory.fail_always(None, Fault::Unreachable);
+        assert!(reach.head("a").await.unwrap_err().is_unreachable());
+        assert!(reach.state().is_offline());
+        let c = reach.state().connectivity();
+        assert!(!c.online && c.offline_since.is_some() && c.outages == 1);
+        // Offline, nothing is sent.
+        memory.reset_counts();
+        assert!(reach.head("a").await.unwrap_err().is_unreachable());
+        assert_eq!(memory.counts().total(), 0);
+        // The probe is sent on its schedule; while S3 is down it keeps the mount offline.
+        assert!(!reach.probe_now().await);
+        assert_eq!(memory.counts().get(RequestKind::List), 1);
+        assert!(!reach.probe_if_due().await, "not due yet");
+        assert_eq!(memory.counts().get(RequestKind::List), 1);
+        memory.clear_faults();
+        let generation = reach.state().generation();
+        assert!(reach.probe_now().await);
+        assert!(!reach.state().is_offline());
+        assert_eq!(reach.state().generation(), generation + 1);
+        assert!(reach.head("a").await.unwrap().is_some());
+    }
+}
