@@ -51,6 +51,8 @@ struct State {
     children: HashMap<(u64, String), u64>,
     negative: HashMap<(u64, String), Instant>,
     next_ino: u64,
+    /// Directories whose entries changed since their listing was last kept on disk.
+    dirty: std::collections::HashSet<u64>,
 }
 
 pub struct Inodes {
@@ -89,6 +91,7 @@ impl Inodes {
                 children: HashMap::new(),
                 negative: HashMap::new(),
                 next_ino: ROOT_INO + 1,
+                dirty: Default::default(),
             }),
             replaced: Default::default(),
         }
@@ -235,6 +238,9 @@ impl Inodes {
                 found.meta_known = true;
             }
             self.learnt(ino, &node.found, &found);
+            if node.found != found {
+                state.dirty.insert(parent);
+            }
             node.set_found(found);
             node.expires = expires;
             return ino;
@@ -265,6 +271,7 @@ impl Inodes {
             },
         );
         state.children.insert(key, ino);
+        state.dirty.insert(parent);
         ino
     }
 
@@ -332,6 +339,7 @@ impl Inodes {
         let (parent, name) = (node.parent, node.name.clone());
         let attr = self.attr(ino, &node.found);
         state.negative.remove(&(parent, name.clone()));
+        state.dirty.insert(parent);
         Self::put_in_listing(&mut state, parent, &name, &attr);
         Some(attr)
     }
@@ -350,18 +358,15 @@ impl Inodes {
         Self::put_in_listing(&mut state, parent, name, &attr);
     }
 
-    /// Inserts or updates `name` in `parent`'s listing, if it has a fresh one.
+    /// Inserts or updates `name` in `parent`'s listing, if it has one (a stale one too: it
+    /// is what is shown while S3 does not answer, and kept on disk).
     fn put_in_listing(state: &mut State, parent: u64, name: &str, attr: &Attr) {
         let Some(p) = state.nodes.get_mut(&parent) else {
             return;
         };
-        let Some((listing, expires)) = &mut p.listing else {
+        let Some((listing, _)) = &mut p.listing else {
             return;
         };
-        if *expires <= Instant::now() {
-            // Stale: refreshed from S3 when next needed.
-            return;
-        }
         // In place unless an open readdir still holds this listing: then it keeps its
         // snapshot and this gets a copy. (A copy every time cost a create in a directory of
         // n files O(n): 2,000 new files made 2 million entry copies.)
@@ -384,9 +389,19 @@ impl Inodes {
         let key = (parent, name.to_owned());
         state.children.remove(&key);
         state.negative.insert(key, Instant::now() + self.ttl);
-        if let Some(p) = state.nodes.get_mut(&parent) {
-            p.listing = None;
+        state.dirty.insert(parent);
+        // Out of the listing in place (a copy only while an open readdir holds it).
+        if let Some(p) = state.nodes.get_mut(&parent)
+            && let Some((listing, _)) = &mut p.listing
+            && let Ok(i) = listing.binary_search_by(|e| e.name.as_str().cmp(name))
+        {
+            Arc::make_mut(listing).remove(i);
         }
+    }
+
+    /// The directories whose entries changed since this was last asked.
+    pub fn take_dirty(&self) -> Vec<u64> {
+        self.state.lock().unwrap().dirty.drain().collect()
     }
 
     /// Moves a node (and, for a directory, every node below it) to a new name, keeping its
@@ -432,11 +447,17 @@ impl Inodes {
         state
             .children
             .insert((new_parent, new_name.to_owned()), ino);
-        for p in [parent, new_parent] {
-            if let Some(p) = state.nodes.get_mut(&p) {
-                p.listing = None;
-            }
+        // The listings follow in place: what is shown offline, and kept on disk.
+        if let Some(p) = state.nodes.get_mut(&parent)
+            && let Some((listing, _)) = &mut p.listing
+            && let Ok(i) = listing.binary_search_by(|e| e.name.as_str().cmp(name))
+        {
+            Arc::make_mut(listing).remove(i);
         }
+        let attr = self.attr(ino, &state.nodes[&ino].found);
+        Self::put_in_listing(&mut state, new_parent, new_name, &attr);
+        state.dirty.insert(parent);
+        state.dirty.insert(new_parent);
     }
 
     /// Moves `ino` to `new_name` in its own directory (its data was put there: a conflict
@@ -503,7 +524,9 @@ impl Inodes {
     /// A listing last seen some time ago (kept on disk; S3 does not answer): shown, and
     /// stale at once, so that the first lookup with S3 back asks again.
     pub fn set_old_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
-        self.set_listing_until(ino, entries, Instant::now())
+        let listing = self.set_listing_until(ino, entries, Instant::now());
+        self.state.lock().unwrap().dirty.remove(&ino);
+        listing
     }
 
     /// The directory's listing however old (`None`: never listed, or dropped).
@@ -538,6 +561,7 @@ impl Inodes {
         if let Some(n) = state.nodes.get_mut(&ino) {
             n.listing = Some((out.clone(), expires));
         }
+        state.dirty.insert(ino);
         // Names absent from a fresh listing are known-absent for the TTL too.
         state.negative.retain(|(p, _), _| *p != ino);
         out
@@ -586,6 +610,9 @@ impl Inodes {
     /// A directory's marker now holds `meta`, as version `etag`.
     pub fn set_dir_meta(&self, ino: u64, meta: Meta, etag: String) {
         let mut state = self.state.lock().unwrap();
+        if let Some(parent) = state.nodes.get(&ino).map(|n| n.parent) {
+            state.dirty.insert(parent);
+        }
         if let Some(n) = state.nodes.get_mut(&ino) {
             if n.pending_times == meta.mtime {
                 n.pending_times = None;

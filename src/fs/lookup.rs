@@ -56,11 +56,9 @@ impl Fs {
 
     /// The first page of the directory `ino`'s listing, which a lookup's LIST brought: the
     /// whole listing when it is the only page, else the start of the next `list_dir`.
-    fn keep_first_page(&self, ino: u64, rel: &str, page: crate::store::ListPage) {
+    fn keep_first_page(&self, ino: u64, page: crate::store::ListPage) {
         if page.next.is_none() {
-            let entries = build_listing(&[page]);
-            self.save_listing(rel, &entries);
-            self.inodes.set_listing(ino, entries);
+            self.inodes.set_listing(ino, build_listing(&[page]));
             return;
         }
         let ttl = self.inodes.ttl();
@@ -183,7 +181,7 @@ impl Fs {
                 _ => Found::dir_with(None),
             };
             let attr = self.inodes.upsert(parent, name, found, count);
-            self.keep_first_page(attr.ino, &dir_rel, list);
+            self.keep_first_page(attr.ino, list);
             return Ok(attr);
         }
         match head? {
@@ -240,22 +238,6 @@ impl Fs {
             meta: None,
         };
         Some(Found::object(&self.recall(rel, listed)?))
-    }
-
-    /// A directory (`rel` ending in `/`) as its marker was last seen, whatever its version:
-    /// a parent's listing shows a directory as a bare prefix, without the marker's etag, so
-    /// offline this is the best there is.
-    pub(super) fn remembered_dir(&self, rel: &str) -> Option<Found> {
-        let (version, meta) = self.meta_cache.as_ref()?.get_any(rel)?;
-        let etag = version
-            .rsplit_once('@')
-            .map_or(version.as_str(), |(e, _)| e);
-        Some(Found {
-            meta: super::meta::Meta::from_user(&meta),
-            meta_known: true,
-            etag: etag.to_owned(),
-            ..Found::dir()
-        })
     }
 
     /// A counted lookup of an entry known from a listing: HEAD it (a directory: its
@@ -499,29 +481,23 @@ impl Fs {
             .await
             .ok()??;
         let mut entries = build_listing(&[saved.to_page()]);
-        self.overlay_local_changes(rel, &mut entries);
-        Some(self.inodes.set_old_listing(ino, entries))
-    }
-
-    /// Saves a complete listing of `rel` to disk, for answering while S3is away.
-    fn save_listing(&self, rel: &str, entries: &[(String, Found)]) {
-        let Some(tree) = &self.tree else {
-            return;
-        };
-        let mut saved = crate::local::SavedListing::default();
-        for (name, found) in entries {
-            if found.kind == Kind::Dir {
-                saved.dirs.push(name.clone());
-            } else {
-                saved.files.push((
-                    name.clone(),
-                    found.size,
-                    found.etag.clone(),
-                    found.last_modified,
-                ));
+        // The attributes last known of each entry, kept with the listing.
+        for e in &saved.entries {
+            if let (Some(meta), Ok(i)) = (
+                &e.meta,
+                entries.binary_search_by(|(n, _)| n.as_str().cmp(&e.name)),
+            ) && (entries[i].1.kind == Kind::Dir) == e.dir
+            {
+                let found = &mut entries[i].1;
+                found.meta = super::meta::Meta::from_user(meta);
+                found.meta_known = true;
+                if !e.dir {
+                    found.kind = Kind::of_object(found.meta.file_type());
+                }
             }
         }
-        tree.save(rel, saved);
+        self.overlay_local_changes(rel, &mut entries);
+        Some(self.inodes.set_old_listing(ino, entries))
     }
 
     async fn list_dir_remote(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
@@ -545,8 +521,6 @@ impl Fs {
                 break;
             }
         }
-        let entries = build_listing(&pages);
-        self.save_listing(rel, &entries);
-        Ok(self.inodes.set_listing(ino, entries))
+        Ok(self.inodes.set_listing(ino, build_listing(&pages)))
     }
 }

@@ -104,11 +104,6 @@ impl MetaCache {
         }
     }
 
-    /// The metadata last learnt of `key`, whatever its version, and that version.
-    pub fn get_any(&self, key: &str) -> Option<(String, UserMeta)> {
-        self.inner.lock().unwrap().map.get(key).cloned()
-    }
-
     /// Remembers what a HEAD of `key` said.
     pub fn put(&self, key: &str, etag: &str, meta: &UserMeta) {
         if etag.is_empty() {

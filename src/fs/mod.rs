@@ -445,6 +445,7 @@ impl Fs {
             disk.close();
         }
         if let Some(tree) = &self.tree {
+            self.save_known_tree();
             tree.close();
         }
         if let Some(cache) = &self.meta_cache {

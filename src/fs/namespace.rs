@@ -444,7 +444,7 @@ impl Fs {
         let attr = self.inodes.upsert(parent, name, found, true);
         // Known empty: lookups of names in it (a `cp -r` into it) need no request.
         self.inodes.set_listing(attr.ino, Vec::new());
-        self.inodes.invalidate_listing(parent);
+        self.inodes.add_to_listing(parent, name);
         self.touch_dirs(&[parent]);
         Ok(attr)
     }
@@ -518,7 +518,7 @@ impl Fs {
         let attr = self
             .inodes
             .upsert(parent, name, Found::written(kind, size, etag, meta), true);
-        self.inodes.invalidate_listing(parent);
+        self.inodes.add_to_listing(parent, name);
         self.touch_dirs(&[parent]);
         Ok(attr)
     }

@@ -171,14 +171,11 @@ impl Fs {
         };
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
         // Attributes HEADed by an earlier mount (same version), if the listing had none.
-        if !node.found.meta_known {
-            let remembered = match node.kind {
-                Kind::Dir => self.remembered_dir(&node.rel),
-                _ => self.remembered(ino, &node.rel),
-            };
-            if let Some(found) = remembered {
-                self.inodes.upsert_old(parent, name, found);
-            }
+        if !node.found.meta_known
+            && node.kind != Kind::Dir
+            && let Some(found) = self.remembered(ino, &node.rel)
+        {
+            self.inodes.upsert_old(parent, name, found);
         }
         if count {
             self.inodes.add_lookup(ino);
@@ -264,10 +261,49 @@ impl Fs {
         }
     }
 
+    /// Keeps on disk the listings whose entries changed (with what this mount knows of each
+    /// entry: its own writes, HEADs, offline changes), for answering after a remount while
+    /// S3 does not answer. Files never uploaded are not listed: the pending area has them.
+    pub fn save_known_tree(&self) {
+        let dirty = self.inodes.take_dirty();
+        let Some(tree) = &self.tree else {
+            return;
+        };
+        for dir in dirty {
+            let (Some(node), Some(listing)) = (self.inodes.get(dir), self.inodes.any_listing(dir))
+            else {
+                continue;
+            };
+            if node.kind != Kind::Dir {
+                continue;
+            }
+            let mut saved = crate::local::SavedListing::default();
+            for e in listing.iter() {
+                let Some(n) = self.inodes.get(e.ino) else {
+                    continue;
+                };
+                let is_dir = n.kind == Kind::Dir;
+                if !is_dir && n.found.etag.is_empty() {
+                    continue;
+                }
+                saved.entries.push(crate::local::tree::SavedEntry {
+                    name: e.name.clone(),
+                    dir: is_dir,
+                    size: n.found.size,
+                    etag: n.found.etag.clone(),
+                    modified: n.found.last_modified,
+                    meta: n.found.meta_known.then(|| n.found.meta.to_user()),
+                });
+            }
+            tree.save(&node.rel, saved);
+        }
+    }
+
     /// Called every second by the mount: while offline, probes S3 on its schedule; online,
     /// replays the journal when it holds changes; back online, makes everything stale and
     /// retries the kept uploads at once.
     pub async fn stay_in_touch(&self) {
+        self.save_known_tree();
         self.reach.probe_if_due().await;
         if self.is_offline() {
             return;

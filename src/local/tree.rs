@@ -5,8 +5,8 @@
 //! written whole through a temporary name when a complete listing from S3 differs from the
 //! one saved (by a thread of its own: never on a reader's path). A file is JSON lines: a
 //! header naming the location and directory, then one line per entry (`{"d":name}` for a
-//! directory, `{"f":name,"s":size,"e":etag,"t":secs,"n":nanos}` for an object). The user
-//! metadata of objects is in the metadata cache (by key and version), not here.
+//! directory, `{"f":name,"s":size,"e":etag,"t":secs,"n":nanos}` for an object), each with
+//! the user metadata last known of it (`"m"`: modes, owners, times, xattrs), if any.
 //!
 //! Bounded: a listing of more than [`MAX_ENTRIES_PER_DIR`] entries is not kept, and past
 //! [`MAX_TOTAL_BYTES`] the least recently saved files go. Everything read back is untrusted:
@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{ListPage, ObjectInfo};
+use crate::store::{ListPage, ObjectInfo, UserMeta};
 
 /// Entries of one directory kept at most (a larger listing is not kept).
 pub const MAX_ENTRIES_PER_DIR: usize = 200_000;
@@ -44,6 +44,8 @@ struct HeaderLine {
 enum EntryLine {
     Dir {
         d: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        m: Option<UserMeta>,
     },
     File {
         f: String,
@@ -51,46 +53,58 @@ enum EntryLine {
         e: String,
         t: u64,
         n: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        m: Option<UserMeta>,
     },
+}
+
+/// One entry as last seen: a directory (its marker's metadata) or an object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SavedEntry {
+    pub name: String,
+    pub dir: bool,
+    pub size: u64,
+    pub etag: String,
+    pub modified: SystemTime,
+    /// The user metadata last known, if it was (HEAD, or this mount's own write).
+    pub meta: Option<UserMeta>,
 }
 
 /// One directory's listing as last seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SavedListing {
-    pub dirs: Vec<String>,
-    pub files: Vec<(String, u64, String, SystemTime)>,
+    pub entries: Vec<SavedEntry>,
 }
 
 impl SavedListing {
-    /// As a listing page, for the mapping rules.
+    /// As a listing page, for the mapping rules (the metadata is laid over the result).
     pub fn to_page(&self) -> ListPage {
-        ListPage {
-            files: self
-                .files
-                .iter()
-                .map(|(name, size, etag, t)| ObjectInfo {
-                    name: name.clone(),
-                    size: *size,
-                    etag: etag.clone(),
-                    last_modified: *t,
+        let mut page = ListPage::default();
+        for e in &self.entries {
+            if e.dir {
+                page.dirs.push(e.name.clone());
+            } else {
+                page.files.push(ObjectInfo {
+                    name: e.name.clone(),
+                    size: e.size,
+                    etag: e.etag.clone(),
+                    last_modified: e.modified,
                     meta: None,
-                })
-                .collect(),
-            dirs: self.dirs.clone(),
-            next: None,
+                });
+            }
         }
+        page
     }
 
     fn len(&self) -> usize {
-        self.dirs.len() + self.files.len()
+        self.entries.len()
     }
 
     /// A hash of the content, to skip rewriting an unchanged listing.
     fn fingerprint(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.dirs.hash(&mut h);
-        self.files.hash(&mut h);
+        self.entries.hash(&mut h);
         h.finish()
     }
 }
@@ -231,21 +245,25 @@ impl KnownTree {
             dir: dir_rel.to_owned(),
         };
         writeln!(w, "{}", serde_json::to_string(&header)?)?;
-        for d in &listing.dirs {
-            writeln!(
-                w,
-                "{}",
-                serde_json::to_string(&EntryLine::Dir { d: d.clone() })?
-            )?;
-        }
-        for (name, size, etag, t) in &listing.files {
-            let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-            let line = EntryLine::File {
-                f: name.clone(),
-                s: *size,
-                e: etag.clone(),
-                t: since.as_secs(),
-                n: since.subsec_nanos(),
+        for e in &listing.entries {
+            let line = if e.dir {
+                EntryLine::Dir {
+                    d: e.name.clone(),
+                    m: e.meta.clone(),
+                }
+            } else {
+                let since = e
+                    .modified
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default();
+                EntryLine::File {
+                    f: e.name.clone(),
+                    s: e.size,
+                    e: e.etag.clone(),
+                    t: since.as_secs(),
+                    n: since.subsec_nanos(),
+                    m: e.meta.clone(),
+                }
             };
             writeln!(w, "{}", serde_json::to_string(&line)?)?;
         }
@@ -321,12 +339,26 @@ fn parse(reader: impl BufRead, location: &str, dir_rel: &str) -> Option<SavedLis
             break;
         }
         match serde_json::from_slice::<EntryLine>(&line) {
-            Ok(EntryLine::Dir { d }) => out.dirs.push(d),
-            Ok(EntryLine::File { f, s, e, t, n }) => {
+            Ok(EntryLine::Dir { d, m }) => out.entries.push(SavedEntry {
+                name: d,
+                dir: true,
+                size: 0,
+                etag: String::new(),
+                modified: SystemTime::UNIX_EPOCH,
+                meta: m,
+            }),
+            Ok(EntryLine::File { f, s, e, t, n, m }) => {
                 let at = SystemTime::UNIX_EPOCH
                     .checked_add(Duration::new(t, n.min(999_999_999)))
                     .unwrap_or(SystemTime::UNIX_EPOCH);
-                out.files.push((f, s, e, at));
+                out.entries.push(SavedEntry {
+                    name: f,
+                    dir: false,
+                    size: s,
+                    etag: e,
+                    modified: at,
+                    meta: m,
+                });
             }
             Err(_) => continue,
         }
@@ -339,16 +371,32 @@ mod tests {
     use super::*;
 
     fn listing() -> SavedListing {
+        let file = |name: &str, size, etag: &str, modified, meta: Option<UserMeta>| SavedEntry {
+            name: name.into(),
+            dir: false,
+            size,
+            etag: etag.into(),
+            modified,
+            meta,
+        };
         SavedListing {
-            dirs: vec!["sub".into()],
-            files: vec![
-                (
-                    "a".into(),
+            entries: vec![
+                SavedEntry {
+                    name: "sub".into(),
+                    dir: true,
+                    size: 0,
+                    etag: String::new(),
+                    modified: SystemTime::UNIX_EPOCH,
+                    meta: Some(UserMeta::from([("mode".into(), "16832".into())])),
+                },
+                file(
+                    "a",
                     3,
-                    "\"e1\"".into(),
+                    "\"e1\"",
                     SystemTime::UNIX_EPOCH + Duration::new(5, 7),
+                    Some(UserMeta::from([("mode".into(), "33261".into())])),
                 ),
-                ("b c".into(), 0, "\"e2\"".into(), SystemTime::UNIX_EPOCH),
+                file("b c", 0, "\"e2\"", SystemTime::UNIX_EPOCH, None),
             ],
         }
     }
@@ -385,7 +433,7 @@ mod tests {
         });
         let text = b"{\"location\":\"l\",\"dir\":\"d/\"}\n{\"f\":\"x\",\"s\":1,\"e\":\"e\",\"t\":18446744073709551615,\"n\":4294967295}\nnot json\n{\"d\":\"s\"}\n";
         let l = parse(&text[..], "l", "d/").unwrap();
-        assert_eq!(l.dirs, vec!["s".to_owned()]);
-        assert_eq!(l.files.len(), 1);
+        assert_eq!(l.entries.len(), 2);
+        assert!(l.entries[1].dir && l.entries[1].name == "s");
     }
 }
