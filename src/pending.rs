@@ -25,14 +25,15 @@
 //! flight); a change of records holds an exclusive `flock` on the directory.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::statefile::{check_own_file, open_own_file, read_own_file};
 use crate::store::UserMeta;
 
 /// What one pending upload is.
@@ -129,46 +130,10 @@ fn is_data_name(name: &str, id: &str) -> bool {
     matches!(rest.split_once('-'), Some((pid, seq)) if decimal(pid) && decimal(seq))
 }
 
-/// Opens `path` for reading only if it is a regular file of this user, not through a
-/// symlink (and without waiting on a FIFO put there).
-fn open_own_file(path: &Path) -> io::Result<File> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
-    check_own_file(&file)?;
-    Ok(file)
-}
-
-fn check_own_file(file: &File) -> io::Result<()> {
-    let meta = file.metadata()?;
-    if !meta.file_type().is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not a regular file",
-        ));
-    }
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("owned by uid {}, not {me}", meta.uid()),
-        ));
-    }
-    Ok(())
-}
-
 /// The record in the file `name` of `dir`, if it is a sound one (see [`PendingRecord::check`]).
 fn read_record(dir: &Path, name: &str) -> Result<PendingRecord, String> {
     let id = record_id_of_file(name).ok_or("not a record's file name")?;
-    let mut text = Vec::new();
-    open_own_file(&dir.join(name))
-        .and_then(|f| f.take(MAX_RECORD_BYTES + 1).read_to_end(&mut text))
-        .map_err(|e| e.to_string())?;
-    if text.len() as u64 > MAX_RECORD_BYTES {
-        return Err(format!("larger than {MAX_RECORD_BYTES} bytes"));
-    }
+    let text = read_own_file(&dir.join(name), MAX_RECORD_BYTES).map_err(|e| e.to_string())?;
     let record: PendingRecord = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
     if record.id() != id {
         return Err(format!(
@@ -473,7 +438,7 @@ impl Drop for AreaGuard<'_> {
 
 /// Copies the first `len` bytes of `from` into `to` (copy_file_range where the kernel can).
 fn copy_prefix(from: &File, to: &mut File, len: u64) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
+    use std::io::{Read, Seek, SeekFrom};
     let mut from = from.try_clone()?;
     from.seek(SeekFrom::Start(0))?;
     let copied = std::io::copy(&mut (&from).take(len), to)?;
@@ -686,6 +651,36 @@ mod tests {
         let _alone = PendingArea::open(dir.path()).unwrap();
         assert!(!in_flight.exists());
         assert_eq!(names_in(dir.path()), [PRESENCE_LOCK]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes as a record file, and any strings in a record's fields: never a panic,
+        /// and a record that is listed names data inside the area.
+        #[test]
+        fn any_record_file_is_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            rel in "(\\.{0,2}/?[a-z]{0,2}/?){0,3}|.{0,8}",
+            data in "(\\.\\./)?[0-9a-f-]{0,24}(\\.data)?|.{0,12}",
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let area = PendingArea::open(dir.path()).unwrap();
+            fs::write(dir.path().join("0123456789abcdef.json"), &bytes).unwrap();
+            let mut r = record(&rel, size);
+            r.data = data;
+            plant(dir.path(), &r, None);
+            let mut sound = r.clone();
+            sound.data = format!("{}-1-1.data", r.id());
+            plant(dir.path(), &sound, Some(&format!("{}.json", PendingRecord::id_of("x", &rel))));
+            for listed in area.list() {
+                proptest::prop_assert!(listed.check().is_ok());
+                let path = area.data_path(&listed);
+                proptest::prop_assert_eq!(path.parent(), Some(dir.path()));
+            }
+            let _ = area.get(&r.location, &r.rel);
+            let _ = area.open_data(&r);
+            let _ = area.used_bytes();
+        }
     }
 
     #[test]

@@ -132,3 +132,64 @@ async fn tampered_pending_records_reach_neither_outside_files_nor_the_inode_tabl
     // Nothing a record names outside the area was touched when a mount opened it either.
     assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
 }
+
+mod listing_keys {
+    use std::time::SystemTime;
+
+    use cognifs::fs::inodes::{build_listing, valid_name};
+    use cognifs::store::{ListPage, ObjectInfo, Scope};
+    use proptest::prelude::*;
+
+    fn object(name: String) -> ObjectInfo {
+        ObjectInfo {
+            name,
+            size: 0,
+            etag: "\"e\"".into(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            meta: None,
+        }
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,6}",
+            "[a./]{0,5}",
+            Just("..".to_owned()),
+            Just("n".repeat(256)),
+            prop::collection::vec(any::<u8>(), 0..12)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever names a server lists, the listing shows only names the kernel can be
+        /// given, each once, and the store's rules refuse a key that leaves the prefix.
+        #[test]
+        fn any_listed_keys_give_only_valid_names(
+            files in prop::collection::vec(name(), 0..12),
+            dirs in prop::collection::vec(name(), 0..12),
+            rel in ".{0,12}",
+        ) {
+            let page = ListPage {
+                files: files.into_iter().map(object).collect(),
+                dirs,
+                next: None,
+            };
+            let listed = build_listing(&[page]);
+            let mut names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+            prop_assert!(names.iter().all(|n| valid_name(n)), "{names:?}");
+            let count = names.len();
+            names.dedup();
+            prop_assert_eq!(names.len(), count);
+            let scope = Scope::new("us-east-1:me");
+            for key in [scope.object_key(&rel), scope.dir_key(&rel), scope.entry_key(&rel)]
+                .into_iter()
+                .flatten()
+            {
+                let inside = key.strip_prefix("us-east-1:me/").unwrap_or("");
+                prop_assert!(key.starts_with("us-east-1:me/"), "{key}");
+                prop_assert!(!inside.split('/').any(|s| s == ".." || s == "."), "{key}");
+            }
+        }
+    }
+}
