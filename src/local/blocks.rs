@@ -557,7 +557,9 @@ impl DiskCache {
     /// Takes least recently used unpinned blocks out of the index until it fits the budget;
     /// returns their files, for removal outside the lock.
     fn evict(&self, index: &mut Index) -> Vec<FileName> {
-        if index.used <= self.budget.saturating_sub(self.budget / 10) && !index.lru.len().is_multiple_of(64) {
+        if index.used <= self.budget.saturating_sub(self.budget / 10)
+            && !index.lru.len().is_multiple_of(64)
+        {
             return Vec::new();
         }
         let budget = self.effective_budget(index.used);
