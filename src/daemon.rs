@@ -169,11 +169,14 @@ pub fn serve_with_metrics(
     // Every request is counted, for `cognifs status` and /metrics.
     let requests = Arc::new(RequestStats::default());
     let counted = Arc::new(CountingStore::new(
-        Arc::new(S3Store::new(
-            s3_client(&profile, refresher.credentials.clone()),
-            profile.bucket.clone(),
-            prefix,
-        )),
+        Arc::new(
+            S3Store::new(
+                s3_client(&profile, refresher.credentials.clone()),
+                profile.bucket.clone(),
+                prefix,
+            )
+            .signing_bodies(profile.signs_upload_bodies()),
+        ),
         requests.clone(),
     ));
     // Outside the counting: a refused request and its retry are both counted.

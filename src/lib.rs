@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod mounts;
 pub mod pending;
 pub mod service;
+pub mod statefile;
 pub mod store;
 pub mod upload_journal;

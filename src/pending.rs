@@ -11,16 +11,29 @@
 //! The mount that owns the key uploads records in the background (`fs/pending.rs`); the
 //! next mount of the profile picks up what is left; `cognifs pending drop` removes a record,
 //! which a running mount notices on its next pass.
+//!
+//! The area's files are input like any other (another local user or a tampered backup may
+//! have put them there): a record is read only from a regular file of this user named
+//! `<id>.json` for its own id, opened without following a symlink; its key must be a path
+//! the mount could have made (every segment a valid name) and its data file a name this
+//! area makes (`<id>-<pid>-<seq>.data`, never a path), opened the same careful way.
+//! Anything else is skipped with a warning and left alone.
+//!
+//! Several processes use one area (two mounts, `cognifs pending drop`): each holds a shared
+//! `flock` on `.lock` for as long as it has the area open, and leftovers are removed only by
+//! an opener that gets it exclusively (no one else has the area open, so nothing is in
+//! flight); a change of records holds an exclusive `flock` on the directory.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::statefile::{check_own_file, open_own_file, read_own_file};
 use crate::store::UserMeta;
 
 /// What one pending upload is.
@@ -59,6 +72,77 @@ impl PendingRecord {
     pub fn id(&self) -> String {
         Self::id_of(&self.location, &self.rel)
     }
+
+    /// Err (saying why) unless this is a record the area could have written: its key a path
+    /// the mount could have made, its data file a name the area makes for its id, its size
+    /// one S3 could hold.
+    pub fn check(&self) -> Result<(), String> {
+        check_rel(&self.rel)?;
+        if !is_data_name(&self.data, &self.id()) {
+            return Err(format!(
+                "data file {:?} is not one this area makes",
+                self.data
+            ));
+        }
+        if self.size > MAX_OBJECT_SIZE {
+            return Err(format!("size {} is past S3's largest object", self.size));
+        }
+        Ok(())
+    }
+}
+
+/// S3's largest object: no kept upload is larger.
+const MAX_OBJECT_SIZE: u64 = 5 << 40;
+/// A record file larger than this is not one of ours (its metadata is at most 2 KiB).
+const MAX_RECORD_BYTES: u64 = 64 << 10;
+/// Held shared by every process that has the area open.
+const PRESENCE_LOCK: &str = ".lock";
+
+/// A key relative to the prefix that a file of the mount can have: `seg(/seg)*`, each
+/// segment a name the kernel can be given.
+fn check_rel(rel: &str) -> Result<(), String> {
+    crate::store::Scope::new("")
+        .object_key(rel)
+        .map_err(|e| format!("key {rel:?}: {e}"))?;
+    if !rel.split('/').all(crate::fs::inodes::valid_name) {
+        return Err(format!("key {rel:?} holds a name that cannot be a file's"));
+    }
+    Ok(())
+}
+
+/// `<id>.json`'s id: 16 lowercase hex digits.
+fn record_id_of_file(name: &str) -> Option<&str> {
+    let id = name.strip_suffix(".json")?;
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    (id.len() == 16 && id.bytes().all(hex)).then_some(id)
+}
+
+/// `<id>-<pid>-<seq>.data`: the only data file names [`PendingArea::put`] makes.
+fn is_data_name(name: &str, id: &str) -> bool {
+    let decimal = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = name
+        .strip_prefix(id)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_suffix(".data"))
+    else {
+        return false;
+    };
+    matches!(rest.split_once('-'), Some((pid, seq)) if decimal(pid) && decimal(seq))
+}
+
+/// The record in the file `name` of `dir`, if it is a sound one (see [`PendingRecord::check`]).
+fn read_record(dir: &Path, name: &str) -> Result<PendingRecord, String> {
+    let id = record_id_of_file(name).ok_or("not a record's file name")?;
+    let text = read_own_file(&dir.join(name), MAX_RECORD_BYTES).map_err(|e| e.to_string())?;
+    let record: PendingRecord = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+    if record.id() != id {
+        return Err(format!(
+            "the record's id is {}, not its file's",
+            record.id()
+        ));
+    }
+    record.check()?;
+    Ok(record)
 }
 
 /// The first line of an error, at most 200 characters: what `cognifs status` shows (the
@@ -78,13 +162,15 @@ pub fn records_in(dir: &Path) -> Vec<PendingRecord> {
     };
     let mut out: Vec<PendingRecord> = entries
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .filter_map(|e| {
-            let text = fs::read(e.path()).ok()?;
-            match serde_json::from_slice(&text) {
+            let name = e.file_name().into_string().ok()?;
+            if !name.ends_with(".json") {
+                return None;
+            }
+            match read_record(dir, &name) {
                 Ok(r) => Some(r),
                 Err(err) => {
-                    tracing::warn!(file = %e.path().display(), error = %err, "unreadable pending-upload record");
+                    tracing::warn!(file = %e.path().display(), error = %err, "unusable pending-upload record; left alone");
                     None
                 }
             }
@@ -98,8 +184,13 @@ pub fn records_in(dir: &Path) -> Vec<PendingRecord> {
 #[derive(Debug)]
 pub struct PendingArea {
     dir: PathBuf,
-    /// Serializes writers of the directory within this process.
+    /// Serializes changes of records within this process (`dir_lock` across processes).
     lock: Mutex<()>,
+    /// The directory, `flock`ed exclusively around each change of records.
+    dir_lock: File,
+    /// `.lock`, `flock`ed shared while this area is open: other processes then leave files
+    /// they did not name alone (they may be ours, in flight).
+    _presence: File,
     seq: AtomicU64,
     /// Bytes of data held, as of the last change or [`PendingArea::refresh_used`].
     used: AtomicU64,
@@ -115,29 +206,70 @@ impl PendingArea {
         state_dir.join(profile).join("pending")
     }
 
-    /// Opens (creating, mode 0700) the area at `dir` and removes data files no record names.
+    /// Opens (creating, mode 0700) the area at `dir`, and removes data files no record
+    /// names unless another process has the area open.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
+        let dir_lock = File::open(dir)?;
+        if !dir_lock.metadata()?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let presence = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(PRESENCE_LOCK))?;
+        check_own_file(&presence)?;
+        let alone = match presence.try_lock() {
+            Ok(()) => true,
+            Err(fs::TryLockError::WouldBlock) => false,
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        };
         let area = PendingArea {
             dir: dir.to_path_buf(),
             lock: Mutex::new(()),
+            dir_lock,
+            _presence: presence,
             seq: AtomicU64::new(0),
             used: AtomicU64::new(0),
         };
-        area.remove_orphans();
+        if alone {
+            area.remove_orphans();
+        }
+        // From exclusive (or nothing) to shared: others may now open the area too.
+        area._presence.lock_shared()?;
         area.refresh_used();
         Ok(area)
+    }
+
+    /// Holds the area for a change of records: within this process and across processes.
+    fn exclusive(&self) -> AreaGuard<'_> {
+        let held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        // Should flock fail (it does not on local filesystems), the change goes ahead as
+        // it would have without it.
+        let locked = self.dir_lock.lock().is_ok();
+        AreaGuard {
+            _held: held,
+            dir: locked.then_some(&self.dir_lock),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Called only while no other process has the area open.
     fn remove_orphans(&self) {
-        let _guard = self.lock.lock().unwrap();
+        let _guard = self.exclusive();
         let named: std::collections::HashSet<String> =
             self.list().into_iter().map(|r| r.data).collect();
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -158,21 +290,37 @@ impl PendingArea {
         records_in(&self.dir)
     }
 
-    /// The record of `location`/`rel`, if there is one.
+    /// The record of `location`/`rel`, if there is a sound one.
     pub fn get(&self, location: &str, rel: &str) -> Option<PendingRecord> {
-        let path = self
-            .dir
-            .join(format!("{}.json", PendingRecord::id_of(location, rel)));
-        serde_json::from_slice(&fs::read(path).ok()?).ok()
+        let name = format!("{}.json", PendingRecord::id_of(location, rel));
+        read_record(&self.dir, &name).ok()
     }
 
+    /// Where a record's data is. A record whose data name is not one this area makes
+    /// (see [`PendingRecord::check`]) gets the area's directory itself, which no file
+    /// operation reads or removes as a file.
     pub fn data_path(&self, record: &PendingRecord) -> PathBuf {
-        self.dir.join(&record.data)
+        if is_data_name(&record.data, &record.id()) {
+            self.dir.join(&record.data)
+        } else {
+            self.dir.clone()
+        }
+    }
+
+    /// A sound record's data, opened for reading (a regular file of this user, not
+    /// reached through a symlink).
+    pub fn open_data(&self, record: &PendingRecord) -> io::Result<File> {
+        record
+            .check()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        open_own_file(&self.data_path(record))
     }
 
     /// Bytes of data the area holds.
     pub fn used_bytes(&self) -> u64 {
-        self.list().iter().map(|r| r.size).sum()
+        self.list()
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.size))
     }
 
     /// [`PendingArea::used_bytes`] as last counted (cheap: for every write that grows a file).
@@ -187,7 +335,7 @@ impl PendingArea {
 
     /// Rewrites a record's JSON (its `last_error`), keeping its data.
     pub fn update_error(&self, record: &PendingRecord) {
-        let _guard = self.lock.lock().unwrap();
+        let _guard = self.exclusive();
         if self
             .get(&record.location, &record.rel)
             .is_none_or(|r| r.data != record.data)
@@ -215,7 +363,8 @@ impl PendingArea {
     /// Stores `record` with the first `record.size` bytes of `source` as its data, durably,
     /// replacing any record of the same key. `record.data` is chosen here.
     pub fn put(&self, mut record: PendingRecord, source: &File) -> std::io::Result<PendingRecord> {
-        let _guard = self.lock.lock().unwrap();
+        check_rel(&record.rel).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let _guard = self.exclusive();
         let id = record.id();
         let old = self.get(&record.location, &record.rel);
         record.data = format!(
@@ -229,6 +378,7 @@ impl PendingArea {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&data_path)?;
             copy_prefix(source, &mut data, record.size)?;
             data.sync_all()?;
@@ -239,7 +389,7 @@ impl PendingArea {
             return Err(e);
         }
         if let Some(old) = old.filter(|o| o.data != record.data) {
-            let _ = fs::remove_file(self.dir.join(old.data));
+            let _ = fs::remove_file(self.data_path(&old));
         }
         self.refresh_used();
         Ok(record)
@@ -248,7 +398,7 @@ impl PendingArea {
     /// Removes the record of `location`/`rel` if it still names `data` (a newer record of
     /// the same key stays). Returns whether it was removed.
     pub fn remove_if(&self, location: &str, rel: &str, data: &str) -> bool {
-        let _guard = self.lock.lock().unwrap();
+        let _guard = self.exclusive();
         match self.get(location, rel) {
             Some(r) if r.data == data => {
                 self.remove_record(&r);
@@ -260,15 +410,29 @@ impl PendingArea {
 
     /// Removes a record and its data (`cognifs pending drop`).
     pub fn remove(&self, record: &PendingRecord) {
-        let _guard = self.lock.lock().unwrap();
+        let _guard = self.exclusive();
         self.remove_record(record);
     }
 
     fn remove_record(&self, r: &PendingRecord) {
         let _ = fs::remove_file(self.dir.join(format!("{}.json", r.id())));
-        let _ = fs::remove_file(self.dir.join(&r.data));
+        let _ = fs::remove_file(self.data_path(r));
         let _ = fsync_dir(&self.dir);
         self.refresh_used();
+    }
+}
+
+/// The area held for a change: the in-process lock and, where it was taken, the flock.
+struct AreaGuard<'a> {
+    _held: MutexGuard<'a, ()>,
+    dir: Option<&'a File>,
+}
+
+impl Drop for AreaGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(dir) = self.dir {
+            let _ = dir.unlock();
+        }
     }
 }
 
@@ -326,7 +490,7 @@ mod tests {
         assert!(!area.remove_if(&first.location, &first.rel, &first.data));
         assert!(area.remove_if(&second.location, &second.rel, &second.data));
         assert!(area.list().is_empty());
-        assert_eq!(fs::read_dir(area.dir()).unwrap().count(), 0);
+        assert_eq!(names_in(area.dir()), [PRESENCE_LOCK]);
     }
 
     #[test]
@@ -339,12 +503,13 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o700);
         assert_eq!(mode(&area.data_path(&r)), 0o600);
-        // A crash between writing data and its record, or mid-record.
+        // A crash between writing data and its record, or mid-record (the process is gone).
+        drop(area);
         fs::write(path.join("0000000000000000-1-1.data"), b"partial").unwrap();
         fs::write(path.join("0000000000000000.json.tmp"), b"{").unwrap();
         let reopened = PendingArea::open(&path).unwrap();
         assert_eq!(reopened.list(), vec![r.clone()]);
-        assert_eq!(fs::read_dir(&path).unwrap().count(), 2);
+        assert_eq!(names_in(&path).len(), 3, "{:?}", names_in(&path));
         assert_eq!(fs::read(reopened.data_path(&r)).unwrap(), b"xy");
     }
 
@@ -354,6 +519,180 @@ mod tests {
         let area = PendingArea::open(dir.path()).unwrap();
         assert!(area.put(record("x", 10), &source(b"xy")).is_err());
         assert!(area.list().is_empty());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(names_in(dir.path()), [PRESENCE_LOCK]);
+    }
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Writes `record` as the area's JSON for its own id (or `file`), as a tamperer would.
+    fn plant(dir: &Path, record: &PendingRecord, file: Option<&str>) {
+        let name = file.map_or_else(|| format!("{}.json", record.id()), str::to_owned);
+        fs::write(dir.join(name), serde_json::to_vec(record).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_record_naming_data_outside_the_area_is_skipped_and_nothing_outside_is_touched() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("victim");
+        fs::write(&outside, b"secret").unwrap();
+        let dir = root.path().join("state/p/pending");
+        let area = PendingArea::open(&dir).unwrap();
+        for data in ["../../../victim", "/etc/passwd", "x.data", ""] {
+            let mut r = record("a", 6);
+            r.data = data.to_owned();
+            plant(&dir, &r, None);
+            assert!(area.list().is_empty(), "{data:?} accepted");
+            assert!(area.get(&r.location, &r.rel).is_none());
+            assert!(area.open_data(&r).is_err());
+            area.remove(&r);
+            assert!(!area.remove_if(&r.location, &r.rel, &r.data));
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"secret");
+        // A well-formed name of another id is not this record's either.
+        let mut r = record("a", 6);
+        r.data = format!("{}-1-1.data", PendingRecord::id_of("s3://b/p/", "b"));
+        plant(&dir, &r, None);
+        assert!(area.list().is_empty());
+    }
+
+    #[test]
+    fn a_symlinked_or_foreign_data_file_or_record_is_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = root.path().join("victim");
+        fs::write(&outside, b"secret").unwrap();
+        let dir = root.path().join("pending");
+        let area = PendingArea::open(&dir).unwrap();
+        let mut r = record("a", 6);
+        r.data = format!("{}-1-1.data", r.id());
+        std::os::unix::fs::symlink(&outside, dir.join(&r.data)).unwrap();
+        plant(&dir, &r, None);
+        // The record itself is sound; its data is not opened through the link.
+        assert_eq!(area.list(), vec![r.clone()]);
+        let err = area.open_data(&r).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP), "{err}");
+        // A record file that is a symlink is not read.
+        let other = record("b", 1);
+        let elsewhere = root.path().join("elsewhere.json");
+        fs::write(&elsewhere, serde_json::to_vec(&other).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join(format!("{}.json", other.id()))).unwrap();
+        assert_eq!(area.list(), vec![r.clone()]);
+        // A FIFO in place of data is refused without waiting for a writer.
+        fs::remove_file(dir.join(&r.data)).unwrap();
+        let c = std::ffi::CString::new(dir.join(&r.data).to_str().unwrap()).unwrap();
+        // SAFETY: `c` is NUL-terminated.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert_eq!(
+            area.open_data(&r).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        // Not the user's: refused (as root, a file given away to another uid).
+        fs::remove_file(dir.join(&r.data)).unwrap();
+        fs::write(dir.join(&r.data), b"abcdef").unwrap();
+        assert!(area.open_data(&r).is_ok());
+        // SAFETY: geteuid touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(dir.join(&r.data), Some(12345), None).unwrap();
+            assert_eq!(
+                area.open_data(&r).unwrap_err().kind(),
+                io::ErrorKind::PermissionDenied
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_whose_file_name_is_not_its_id_or_whose_key_is_not_a_path_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = PendingArea::open(dir.path()).unwrap();
+        let mut r = record("a", 1);
+        r.data = format!("{}-1-1.data", r.id());
+        plant(dir.path(), &r, Some("0123456789abcdef.json"));
+        assert!(area.list().is_empty());
+        for rel in [
+            "../x",
+            "a/../../x",
+            "/abs",
+            "a//b",
+            "a/./b",
+            "dir/",
+            "",
+            "a\0b",
+        ] {
+            let mut r = record(rel, 1);
+            r.data = format!("{}-1-1.data", r.id());
+            plant(dir.path(), &r, None);
+            assert!(area.list().is_empty(), "{rel:?} accepted");
+            assert!(area.put(r, &source(b"x")).is_err(), "{rel:?} kept");
+        }
+        let long = "n".repeat(256);
+        assert!(area.put(record(&long, 1), &source(b"x")).is_err());
+    }
+
+    #[test]
+    fn a_second_process_opening_the_area_leaves_in_flight_files_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PendingArea::open(dir.path()).unwrap();
+        // What `put` has on disk between its data and its record.
+        let in_flight = dir.path().join(format!("{}-1-7.data", record("a", 1).id()));
+        fs::write(&in_flight, b"x").unwrap();
+        fs::write(dir.path().join("0000000000000000.json.tmp"), b"{").unwrap();
+        // Another open of the area (its own file description, as another process has).
+        let second = PendingArea::open(dir.path()).unwrap();
+        assert!(in_flight.exists());
+        drop(second);
+        drop(first);
+        // Alone, an opener cleans up.
+        let _alone = PendingArea::open(dir.path()).unwrap();
+        assert!(!in_flight.exists());
+        assert_eq!(names_in(dir.path()), [PRESENCE_LOCK]);
+    }
+
+    proptest::proptest! {
+        /// Any bytes as a record file, and any strings in a record's fields: never a panic,
+        /// and a record that is listed names data inside the area.
+        #[test]
+        fn any_record_file_is_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            rel in "(\\.{0,2}/?[a-z]{0,2}/?){0,3}|.{0,8}",
+            data in "(\\.\\./)?[0-9a-f-]{0,24}(\\.data)?|.{0,12}",
+            size in proptest::prelude::any::<u64>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let area = PendingArea::open(dir.path()).unwrap();
+            fs::write(dir.path().join("0123456789abcdef.json"), &bytes).unwrap();
+            let mut r = record(&rel, size);
+            r.data = data;
+            plant(dir.path(), &r, None);
+            let mut sound = r.clone();
+            sound.data = format!("{}-1-1.data", r.id());
+            plant(dir.path(), &sound, Some(&format!("{}.json", PendingRecord::id_of("x", &rel))));
+            for listed in area.list() {
+                proptest::prop_assert!(listed.check().is_ok());
+                let path = area.data_path(&listed);
+                proptest::prop_assert_eq!(path.parent(), Some(dir.path()));
+            }
+            let _ = area.get(&r.location, &r.rel);
+            let _ = area.open_data(&r);
+            let _ = area.used_bytes();
+        }
+    }
+
+    #[test]
+    fn sizes_past_s3s_largest_object_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let area = PendingArea::open(dir.path()).unwrap();
+        for rel in ["a", "b"] {
+            let mut r = record(rel, u64::MAX / 2 + 1);
+            r.data = format!("{}-1-1.data", r.id());
+            plant(dir.path(), &r, None);
+        }
+        assert!(area.list().is_empty());
+        assert_eq!(area.used_bytes(), 0);
     }
 }

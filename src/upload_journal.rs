@@ -84,6 +84,7 @@ impl UploadJournal {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&tmp)?;
             f.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
             std::fs::rename(&tmp, &path)
@@ -107,11 +108,7 @@ impl UploadJournal {
             .take(MAX_ENTRIES)
             .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
             .filter_map(|e| {
-                let meta = e.metadata().ok()?;
-                if !meta.is_file() || meta.len() > MAX_ENTRY_BYTES {
-                    return None;
-                }
-                let bytes = std::fs::read(e.path()).ok()?;
+                let bytes = crate::statefile::read_own_file(&e.path(), MAX_ENTRY_BYTES).ok()?;
                 let entry: Started = serde_json::from_slice(&bytes).ok()?;
                 // A file of another upload under this one's name is not trusted.
                 (self.file_of(&entry.upload_id) == e.path()).then_some(entry)
@@ -124,6 +121,26 @@ impl UploadJournal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Any bytes in a journal file: never a panic, and nothing trusted unless it is the
+        /// entry of its own file name.
+        #[test]
+        fn any_journal_file_is_read_without_panicking(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            pid in proptest::prelude::any::<u32>(),
+            id in ".{0,12}",
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let j = UploadJournal::beside(&tmp.path().join("pending")).unwrap();
+            std::fs::write(j.file_of(&id), &bytes).unwrap();
+            let entry = serde_json::json!({"location": "s3://b/p/", "rel": "a", "upload_id": id, "pid": pid});
+            std::fs::write(j.file_of("other"), entry.to_string()).unwrap();
+            for s in j.dead("s3://b/p/") {
+                proptest::prop_assert_eq!(j.file_of(&s.upload_id), j.file_of("other"));
+            }
+        }
+    }
 
     #[test]
     fn only_uploads_of_dead_processes_of_this_location_are_dead() {

@@ -85,6 +85,24 @@ fn parse_dotenv(text: &str) -> (HashMap<String, String>, Vec<String>) {
     (vars, warnings)
 }
 
+/// A .env larger than this is not a web app's settings.
+const MAX_ENV_BYTES: u64 = 1 << 20;
+
+fn read_bounded(path: &Path) -> io::Result<String> {
+    use io::Read;
+    let mut text = String::new();
+    fs::File::open(path)?
+        .take(MAX_ENV_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_ENV_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_ENV_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// A variable as found in the .env, with the exact name used there (for error messages).
 struct Found {
     name: String,
@@ -139,7 +157,7 @@ fn import_env_with(
         problem,
     };
 
-    let text = fs::read_to_string(env_file).map_err(io_error("read", env_file))?;
+    let text = read_bounded(env_file).map_err(io_error("read", env_file))?;
     let (vars, mut warnings) = parse_dotenv(&text);
 
     const REQUIRED_VARS: &[&str] = &[
@@ -457,6 +475,39 @@ mod tests {
     use super::super::DEFAULT_CALLBACK_PORT;
     use super::super::test_support::*;
     use super::*;
+
+    proptest::proptest! {
+        /// Any bytes as a .env file, and the required variables with any values: an error
+        /// or a profile, never a panic.
+        #[test]
+        fn any_env_file_imports_or_fails_without_panicking(
+            junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            values in proptest::collection::vec(
+                proptest::prop_oneof![
+                    ".{0,30}",
+                    "\"[^\"]{0,10}\\\\?\"?.{0,4}",
+                    "https?://[a-z.]{0,12}(:[0-9]{1,6})?/?[a-z?=&_]{0,20}(client_id=[a-z0-9]{0,6})?",
+                    "[a-z]{2}-[a-z]{4}-[0-9][:_][a-zA-Z0-9-]{0,12}",
+                ],
+                7,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let env_file = dir.path().join("app.env");
+            let names = [
+                "S3_BUCKET", "COGNITO_LOGIN_URL", "COGNITO_IDENTITY_POOL_ID",
+                "COGNITO_IDENTITY_PROVIDER", "COGNITO_REGION", "BUCKET_REGION", "COGNITO_LOGOUT_URL",
+            ];
+            let mut text = junk.clone();
+            for (name, value) in names.iter().zip(&values) {
+                text.extend_from_slice(format!("\nVITE_APP_{name}={value}").as_bytes());
+            }
+            fs::write(&env_file, &text).unwrap();
+            let config = dir.path().join("config.toml");
+            let _ = import_env_with(&env_file, &source(&config, None), &no_env);
+            let _ = parse_dotenv(&String::from_utf8_lossy(&junk));
+        }
+    }
 
     #[test]
     fn dotenv_parsing() {

@@ -4,7 +4,7 @@
 //! "keep on re-import" all walk the table, so adding a key is one entry here plus its
 //! [`Profile`] field (and that field's blank value in `Profile::unresolved`).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::PathBuf;
 
 use url::{Host, Url};
@@ -24,6 +24,7 @@ pub(super) struct RawValue {
 pub(super) enum Kind {
     String,
     Integer,
+    Boolean,
 }
 
 impl Kind {
@@ -32,6 +33,7 @@ impl Kind {
         match self {
             Kind::String => "a string",
             Kind::Integer => "an integer",
+            Kind::Boolean => "true or false",
         }
     }
 }
@@ -210,13 +212,28 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         },
         show: |p| p.prefix_template.clone(),
     },
+    // Above the endpoints, whose checks read it.
+    KeySpec {
+        name: "allow_insecure_http",
+        kind: Kind::Boolean,
+        unset: Unset::Default {
+            value: |_| "false".to_owned(),
+            shown_as: DEFAULT_ORIGIN,
+        },
+        kept_on_reimport: true,
+        set: |p, v, _| {
+            p.allow_insecure_http = check_bool(&v.text)?;
+            Ok(())
+        },
+        show: |p| p.allow_insecure_http.to_string(),
+    },
     KeySpec {
         name: "s3_endpoint",
         kind: Kind::String,
         unset: Unset::Absent,
         kept_on_reimport: true,
         set: |p, v, _| {
-            p.s3_endpoint = Some(check_base_url(&v.text, false)?);
+            p.s3_endpoint = Some(check_endpoint(&v.text, p.allow_insecure_http)?);
             Ok(())
         },
         show: |p| p.s3_endpoint.clone().unwrap_or_default(),
@@ -227,7 +244,7 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         unset: Unset::Absent,
         kept_on_reimport: true,
         set: |p, v, _| {
-            p.identity_endpoint = Some(check_base_url(&v.text, false)?);
+            p.identity_endpoint = Some(check_endpoint(&v.text, p.allow_insecure_http)?);
             Ok(())
         },
         show: |p| p.identity_endpoint.clone().unwrap_or_default(),
@@ -344,10 +361,40 @@ fn check_client_id(s: &str) -> Result<String, String> {
 fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip == Ipv4Addr::LOCALHOST,
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
         Some(Host::Ipv6(ip)) => ip == Ipv6Addr::LOCALHOST,
         None => false,
     }
+}
+
+/// Whether `url` (a checked endpoint) is plain http to a host other than this machine.
+fn is_remote_http(url: &str) -> bool {
+    Url::parse(url).is_ok_and(|u| u.scheme() == "http" && !is_loopback(&u))
+}
+
+fn check_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".to_owned()),
+    }
+}
+
+/// An S3 or Cognito Identity endpoint: https, or http to this machine (devstack), or http
+/// anywhere when the profile says `allow_insecure_http = true`. Over http to another host
+/// the ID token, the AWS secret key and every file's bytes cross the network in clear.
+fn check_endpoint(s: &str, allow_insecure_http: bool) -> Result<String, String> {
+    let url = check_base_url(s, false)?;
+    if is_remote_http(&url) && !allow_insecure_http {
+        return Err(
+            "plain http is allowed only to this machine (localhost, 127.0.0.1, [::1]): to \
+             another host it would send the sign-in's ID token, the AWS secret key and your \
+             files in clear; use https, or set allow_insecure_http = true in the profile if \
+             the network is trusted"
+                .to_owned(),
+        );
+    }
+    Ok(url)
 }
 
 /// A base URL: http(s), a host, nothing after it. Returns it without a trailing slash.

@@ -89,6 +89,9 @@ pub struct Profile {
     pub device_name: Option<String>,
     /// Contains `{identity_id}` and ends with `/`.
     pub prefix_template: String,
+    /// Plain http to another host is allowed for the endpoints (and upload bodies are then
+    /// signed). Off by default.
+    pub allow_insecure_http: bool,
     /// No trailing slash.
     pub s3_endpoint: Option<String>,
     /// No trailing slash.
@@ -109,6 +112,17 @@ impl Profile {
     /// Must be listed verbatim among the app client's allowed callback URLs.
     pub fn redirect_uri(&self) -> String {
         format!("http://localhost:{}/callback", self.callback_port)
+    }
+
+    /// Whether upload bodies are signed (their SHA-256 in the signature) rather than sent
+    /// `UNSIGNED-PAYLOAD`: when the profile allows plain http and S3 is reached over it, as
+    /// nothing else would keep them from being changed on the way.
+    pub fn signs_upload_bodies(&self) -> bool {
+        self.allow_insecure_http
+            && self
+                .s3_endpoint
+                .as_deref()
+                .is_some_and(|e| e.starts_with("http://"))
     }
 
     /// The S3 prefix this identity may touch, e.g. `eu-west-1:0f2c…/`.
@@ -132,6 +146,7 @@ impl Profile {
             mount_point: None,
             device_name: None,
             prefix_template: String::new(),
+            allow_insecure_http: false,
             s3_endpoint: None,
             identity_endpoint: None,
             config_path: config_path.to_owned(),
@@ -416,6 +431,11 @@ fn resolve(
                 int: None,
                 origin,
             },
+            (Kind::Boolean, toml::Value::Boolean(b)) => RawValue {
+                text: b.to_string(),
+                int: None,
+                origin,
+            },
             (kind, _) => {
                 return Err(ConfigError::WrongType {
                     path: path.to_owned(),
@@ -504,7 +524,7 @@ fn show_with(source: &ConfigSource, env: Env) -> Result<String, ConfigError> {
             continue;
         }
         let rendered = match spec.kind {
-            Kind::Integer => value.clone(),
+            Kind::Integer | Kind::Boolean => value.clone(),
             Kind::String => toml::Value::String(value.clone()).to_string(),
         };
         let origin = match (&spec.unset, origin) {
@@ -548,6 +568,7 @@ mod tests {
                 mount_point: None,
                 device_name: None,
                 prefix_template: "{identity_id}/".into(),
+                allow_insecure_http: false,
                 s3_endpoint: None,
                 identity_endpoint: None,
                 config_path: path.clone(),
@@ -660,6 +681,65 @@ mod tests {
         assert!(line("bucket_region").contains("# default (same as region)"));
         assert!(line("mount_point").contains("(not set)"));
         assert!(shown.contains("http://localhost:9999/callback"));
+    }
+
+    #[test]
+    fn plain_http_endpoints_off_this_machine_need_the_profile_s_consent() {
+        for endpoint in [
+            "http://10.0.0.7:9000",
+            "http://s3.example.com",
+            "http://[fd00::1]:80",
+        ] {
+            for key in ["s3_endpoint", "identity_endpoint"] {
+                let (_d, path) = config_file(&format!(
+                    "[p]\nregion = \"us-east-1\"\nuser_pool_id = \"us-east-1_Xyz123\"\n\
+                     client_id = \"abc\"\ndomain = \"https://a.example\"\n\
+                     identity_pool_id = \"us-east-1:00000000-1111-2222-3333-444444444444\"\n\
+                     bucket = \"b-1\"\n{key} = \"{endpoint}\"\n"
+                ));
+                let err = load_env(&source(&path, Some("p")), &no_env)
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    err.contains(key) && err.contains("allow_insecure_http = true"),
+                    "{err}"
+                );
+                let allowed = env_of(&[("COGNIFS_ALLOW_INSECURE_HTTP", "true")]);
+                let p = load_env(&source(&path, Some("p")), &allowed).unwrap();
+                assert!(p.allow_insecure_http);
+                assert!(p.signs_upload_bodies() == (key == "s3_endpoint"));
+            }
+        }
+        // Loopback and https need nothing; a boolean that is not one is an error.
+        let home = env_of(&[("HOME", "/home/u")]);
+        let (_d, path) = config_file(GOOD);
+        let p = load_env(&source(&path, Some("work")), &home).unwrap();
+        assert!(!p.allow_insecure_http && !p.signs_upload_bodies());
+        let err = load_env(
+            &source(&path, Some("work")),
+            &env_of(&[
+                ("HOME", "/home/u"),
+                ("COGNIFS_ALLOW_INSECURE_HTTP", "maybe"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("expected true or false"), "{err}");
+        let (_d, path) =
+            config_file(&GOOD.replace("[work]\n", "[work]\nallow_insecure_http = \"yes\"\n"));
+        let err = load_env(&source(&path, Some("work")), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("true or false"), "{err}");
+        let (_d, path) =
+            config_file(&GOOD.replace("[work]\n", "[work]\nallow_insecure_http = true\n"));
+        let shown = show_with(&source(&path, Some("work")), &home).unwrap();
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.starts_with("allow_insecure_http") && l.contains("= true")),
+            "{shown}"
+        );
     }
 
     #[test]

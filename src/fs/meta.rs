@@ -198,7 +198,8 @@ fn format_xattrs(xattrs: &BTreeMap<String, Vec<u8>>) -> String {
     percent_encode(&format!("{{{}}}", json.join(",")))
 }
 
-/// Reads s3fs's layout; a malformed pair is skipped, as s3fs does.
+/// Reads s3fs's layout; a malformed pair is skipped, as s3fs does, and so is a name the
+/// kernel could not list (empty, holding NUL, over 255 bytes).
 fn parse_xattrs(s: &str) -> BTreeMap<String, Vec<u8>> {
     let json = url_decode(s);
     let (Some(start), Some(end)) = (json.find('{'), json.rfind('}')) else {
@@ -213,33 +214,26 @@ fn parse_xattrs(s: &str) -> BTreeMap<String, Vec<u8>> {
             let (k, v) = pair.split_once(':')?;
             let k = k.trim().strip_prefix('"')?.strip_suffix('"')?;
             let v = v.trim().strip_prefix('"')?.strip_suffix('"')?;
+            if k.is_empty() || k.len() > 255 || k.contains('\0') {
+                return None;
+            }
             Some((k.to_owned(), STANDARD.decode(v).ok()?))
         })
         .collect()
 }
 
+/// `%XX` decoded on bytes (a `%` not followed by two hex digits stays as it is, as in s3fs);
+/// invalid UTF-8 replaced.
 fn url_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn t(s: u64, n: u32) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::new(s, n)
@@ -325,6 +319,76 @@ mod tests {
         let junk = Meta::from_user(&user(&[("mode", "rwx"), ("uid", "-1"), ("xattr", "{x")]));
         assert_eq!((junk.mode, junk.uid), (None, None));
         assert!(junk.xattrs.is_empty());
+    }
+
+    #[test]
+    fn a_percent_before_a_multibyte_character_decodes_without_panicking() {
+        // `%1é`: slicing the text at byte offsets split `é` and panicked the FUSE thread.
+        for value in ["%1é", "%é", "%", "%%", "%1", "%zz", "é%", "%4"] {
+            let m = Meta::from_user(&user(&[("xattr", value)]));
+            assert!(m.xattrs.is_empty(), "{value:?}");
+        }
+        assert_eq!(url_decode("%41%1é%4"), "A%1é%4");
+        assert_eq!(url_decode("%e9%C3%A9"), "\u{fffd}é");
+    }
+
+    #[test]
+    fn xattr_names_the_kernel_cannot_list_are_skipped() {
+        let stored =
+            |name: &str| percent_encode(&format!("{{\"{name}\":\"aGk=\",\"user.ok\":\"aGk=\"}}"));
+        for bad in ["", "user.a\0b", &"n".repeat(256)] {
+            let m = Meta::from_user(&user(&[("xattr", &stored(bad))]));
+            assert_eq!(m.xattrs.keys().collect::<Vec<_>>(), ["user.ok"], "{bad:?}");
+        }
+    }
+
+    /// The encoder s3fs has (`urlEncode`), byte for byte: the reference for ours.
+    fn s3fs_url_encode(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn any_metadata_is_read_without_panicking(
+            pairs in prop::collection::btree_map(
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "mode", "uid", "gid", "mtime", "atime", "ctime", "rdev", "xattr",
+                        "file-permissions", "file-owner", "file-group", "file-mtime", "file-atime",
+                    ]).prop_map(str::to_owned),
+                    ".{0,8}",
+                ],
+                prop_oneof![
+                    ".{0,40}",
+                    "(%[0-9a-fA-F]?.?){0,6}",
+                    "[0-9. +-]{0,25}(ns)?",
+                    "%7B(%22.{0,6}%22%3A%22[A-Za-z0-9+/=]{0,8}%22,?){0,3}%7D",
+                ],
+                0..8,
+            ),
+            raw in prop::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let meta = Meta::from_user(&pairs);
+            let again = Meta::from_user(&meta.to_user());
+            prop_assert_eq!(&again.xattrs, &meta.xattrs);
+            let _ = meta.stored_size();
+            let lossy = String::from_utf8_lossy(&raw).into_owned();
+            let _ = Meta::from_user(&user(&[("xattr", &lossy), ("mtime", &lossy), ("mode", &lossy)]));
+        }
+
+        #[test]
+        fn percent_encoding_is_s3fs_and_decodes_back(s in "\\PC{0,40}") {
+            prop_assert_eq!(percent_encode(&s), s3fs_url_encode(&s));
+            prop_assert_eq!(url_decode(&percent_encode(&s)), s);
+        }
     }
 
     #[test]

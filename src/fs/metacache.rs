@@ -10,7 +10,7 @@
 //! could read anyway (modes, owners, times, xattrs), never credentials; mode 0600.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -18,6 +18,10 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::store::UserMeta;
+
+/// A line longer than this is not one of ours (a key is at most 1 KiB, metadata 2 KiB,
+/// and JSON escapes at most sextuple them).
+const MAX_LINE_BYTES: usize = 32 << 10;
 
 #[derive(Serialize, Deserialize)]
 struct Line {
@@ -59,15 +63,17 @@ impl MetaCache {
         let mut map = HashMap::new();
         let mut order = Vec::new();
         let mut lines = 0usize;
-        if let Ok(f) = std::fs::File::open(path) {
-            for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+        // The file is input: its own regular file, lines bounded, unreadable ones skipped.
+        if let Ok(f) = crate::statefile::open_own_file(path) {
+            let reader = std::io::BufReader::new(f);
+            crate::statefile::for_each_line(reader, MAX_LINE_BYTES, |line| {
                 lines += 1;
-                if let Ok(l) = serde_json::from_str::<Line>(&line)
+                if let Ok(l) = serde_json::from_slice::<Line>(line)
                     && map.insert(l.k.clone(), (l.e, l.m)).is_none()
                 {
                     order.push(l.k);
                 }
-            }
+            });
         }
         let cache = MetaCache {
             path: path.to_path_buf(),
@@ -205,6 +211,7 @@ impl Drop for MetaCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     fn meta(mode: &str) -> UserMeta {
         UserMeta::from([("mode".to_owned(), mode.to_owned())])
@@ -231,6 +238,58 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    proptest::proptest! {
+        /// The file is input: any bytes load without a panic, and whatever loads reads as
+        /// metadata without one (a `%1é` here once killed every later mount).
+        #[test]
+        fn any_file_loads_and_reads_without_panicking(
+            lines in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                    "[a-z%é]{0,6}".prop_map(|x| {
+                        format!(r#"{{"k":"a","e":"e","m":{{"xattr":"{x}","mtime":"{x}"}}}}"#).into_bytes()
+                    }),
+                ],
+                0..12,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cache.jsonl");
+            std::fs::write(&path, lines.join(&b'\n')).unwrap();
+            let c = MetaCache::open(&path, 100);
+            if let Some(m) = c.get("a", "e") {
+                let _ = crate::fs::meta::Meta::from_user(&m);
+            }
+        }
+    }
+
+    #[test]
+    fn over_long_and_non_utf8_lines_are_skipped_and_the_rest_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let good = |k: &str| format!(r#"{{"k":"{k}","e":"e","m":{{"mode":"33188"}}}}"#);
+        let long = format!(
+            r#"{{"k":"x","e":"e","m":{{"v":"{}"}}}}"#,
+            "a".repeat(MAX_LINE_BYTES)
+        );
+        let text = [
+            good("a").into_bytes(),
+            b"\xff\xfe".to_vec(),
+            long.into_bytes(),
+            good("b").into_bytes(),
+        ]
+        .join(&b'\n');
+        std::fs::write(&path, text).unwrap();
+        let c = MetaCache::open(&path, 100);
+        assert_eq!(c.get("a", "e"), Some(meta("33188")));
+        assert_eq!(
+            c.get("b", "e"),
+            Some(meta("33188")),
+            "reading stopped at a bad line"
+        );
+        assert_eq!(c.get("x", "e"), None);
     }
 
     #[test]

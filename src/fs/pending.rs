@@ -421,6 +421,17 @@ impl Fs {
         area: &crate::pending::PendingArea,
         record: PendingRecord,
     ) -> FsResult<()> {
+        // Nothing of a record reaches the inode table or the disk before it is checked: its
+        // key a path under this prefix, its data a file of the area.
+        if let Err(e) = record.check() {
+            tracing::warn!(file = %area.dir().display(), error = %e, "unsound pending-upload record");
+            return Err(FsError::new(libc::EINVAL));
+        }
+        self.store.check_object(&record.rel)?;
+        let source = area.open_data(&record).map_err(|e| {
+            tracing::warn!(key = %record.rel, error = %e, "a pending upload's data cannot be opened");
+            FsError::new(e.raw_os_error().unwrap_or(libc::EIO))
+        })?;
         let mut parent = super::ROOT_INO;
         let mut parts: Vec<&str> = record.rel.split('/').collect();
         let name = parts.pop().unwrap_or_default().to_owned();
@@ -445,13 +456,7 @@ impl Fs {
         );
         let ino = self.inodes.upsert(parent, &name, found, false).ino;
         self.inodes.invalidate_listing(parent);
-        let spool = Spool::copy_of(
-            &self.opts.spool_dir,
-            ino,
-            &area.data_path(&record),
-            record.size,
-        )
-        .await?;
+        let spool = Spool::copy_of(&self.opts.spool_dir, ino, source, record.size).await?;
         let ws = Arc::new(WriteState::adopted(
             self.upload.clone(),
             spool,

@@ -125,14 +125,18 @@ impl Spool {
         }
     }
 
-    /// A spool holding a copy of the first `size` bytes of the file at `path` (a kept
-    /// upload adopted by a new mount).
-    pub async fn copy_of(dir: &Path, ino: u64, path: &Path, size: u64) -> StoreResult<Self> {
+    /// A spool holding a copy of the first `size` bytes of `source` (a kept upload's data,
+    /// adopted by a new mount).
+    pub async fn copy_of(
+        dir: &Path,
+        ino: u64,
+        source: std::fs::File,
+        size: u64,
+    ) -> StoreResult<Self> {
         let spool = Spool::create(dir, ino)?;
-        let (file, path) = (spool.file.clone(), path.to_path_buf());
+        let file = spool.file.clone();
         blocking(move || {
             use std::io::Read;
-            let source = std::fs::File::open(path)?;
             let copied = std::io::copy(&mut source.take(size), &mut &*file)?;
             if copied == size {
                 Ok(())

@@ -319,18 +319,18 @@ impl Scope {
     }
 }
 
-/// Percent-encodes every byte but `[A-Za-z0-9-_.~/]`: what `x-amz-copy-source` wants, and
-/// exactly s3fs's `urlEncode` (its `x-amz-meta-xattr` layout).
+/// Every byte but `[A-Za-z0-9-_.~/]`: s3fs's `urlEncode` set.
+pub const S3FS_URL_ENCODE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Percent-encodes every byte but `[A-Za-z0-9-_.~/]` (uppercase hex): what
+/// `x-amz-copy-source` wants, and exactly s3fs's `urlEncode` (its `x-amz-meta-xattr` layout).
 pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, S3FS_URL_ENCODE).to_string()
 }
 
 /// A relative path is `seg(/seg)*`, optionally ending in `/` where a directory is meant.

@@ -108,6 +108,8 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     scope: Scope,
+    /// Upload bodies signed rather than `UNSIGNED-PAYLOAD` ([`S3Store::signing_bodies`]).
+    sign_bodies: bool,
 }
 
 impl fmt::Debug for S3Store {
@@ -147,7 +149,16 @@ impl S3Store {
             client,
             bucket,
             scope: Scope::new(prefix),
+            sign_bodies: false,
         }
+    }
+
+    /// Signs PutObject and UploadPart bodies (their SHA-256 goes into the signature) instead
+    /// of sending them `UNSIGNED-PAYLOAD`: for S3 over plain http, where nothing else keeps
+    /// them from being changed on the way (`Profile::signs_upload_bodies`).
+    pub fn signing_bodies(mut self, sign: bool) -> Self {
+        self.sign_bodies = sign;
+        self
     }
 
     fn object_info(&self, name: String, o: &aws_sdk_s3::types::Object) -> ObjectInfo {
@@ -427,8 +438,9 @@ impl ObjectStore for S3Store {
     // PUT and UploadPart bodies are not signed (`UNSIGNED-PAYLOAD`, as mountpoint-s3 sends
     // them): the SDK sends their CRC32, which S3 checks, and over HTTPS TLS keeps them from
     // being changed on the way. A signature would cost a SHA-256 pass over every uploaded
-    // byte, about a quarter of a core at 400 MB/s. Over plain HTTP it would protect the
-    // bodies of uploads alone, never what reads and listings bring back.
+    // byte, about a quarter of a core at 400 MB/s. Over plain http (which a profile must
+    // allow, `allow_insecure_http`) they are signed: it protects the bodies of uploads,
+    // though never what reads and listings bring back.
     async fn put_if(
         &self,
         rel: &str,
@@ -438,7 +450,7 @@ impl ObjectStore for S3Store {
     ) -> StoreResult<String> {
         let key = self.scope.entry_key(rel)?;
         let (if_match, if_none_match) = expect.headers();
-        let out = self
+        let put = self
             .client
             .put_object()
             .bucket(&self.bucket)
@@ -447,11 +459,13 @@ impl ObjectStore for S3Store {
             .set_if_none_match(if_none_match)
             .set_metadata(sdk_meta(meta))
             .body(body.into())
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+            .customize();
+        let out = if self.sign_bodies {
+            put
+        } else {
+            put.disable_payload_signing()
+        };
+        let out = out.send().await.map_err(StoreError::from_sdk)?;
         Ok(out.e_tag().unwrap_or_default().to_owned())
     }
 
@@ -479,7 +493,7 @@ impl ObjectStore for S3Store {
         body: Bytes,
     ) -> StoreResult<PartDone> {
         let key = self.scope.object_key(rel)?;
-        let out = self
+        let part = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -487,11 +501,13 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .part_number(number)
             .body(body.into())
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
+            .customize();
+        let part = if self.sign_bodies {
+            part
+        } else {
+            part.disable_payload_signing()
+        };
+        let out = part.send().await.map_err(StoreError::from_sdk)?;
         Ok(PartDone {
             number,
             etag: out.e_tag().unwrap_or_default().to_owned(),

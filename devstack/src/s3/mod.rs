@@ -165,15 +165,13 @@ fn header_condition(headers: &hyper::HeaderMap, name: &str) -> S3Result<Option<E
 
 /// S3's `encoding-type=url`: percent-encode all but unreserved characters and `/`.
 fn url_encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b'/');
+    percent_encoding::utf8_percent_encode(key, KEEP).to_string()
 }
 
 fn body_stream(

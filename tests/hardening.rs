@@ -1,0 +1,195 @@
+//! Input from outside the mount's own code — the local state files, other clients'
+//! metadata — never reaches outside the prefix or the profile's directories and never
+//! panics. The core over the in-memory store: no FUSE, root or server.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cognifs::fs::{Fs, MountOptions, ROOT_INO};
+use cognifs::pending::{PendingRecord, records_in};
+use cognifs::store::{MemoryStore, ObjectStore, UserMeta};
+
+const LOCATION: &str = "s3://bucket/us-east-1:me/";
+
+struct Setup {
+    store: Arc<MemoryStore>,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Setup {
+            store: Arc::new(MemoryStore::new("bucket", "us-east-1:me")),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn pending_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state/p/pending")
+    }
+
+    fn mount(&self) -> Fs {
+        let opts = MountOptions {
+            spool_dir: self.dir.path().join("spool"),
+            pending_dir: Some(self.pending_dir()),
+            ..MountOptions::default()
+        };
+        Fs::new(self.store.clone() as Arc<dyn ObjectStore>, opts)
+    }
+
+    /// Every key the store holds, whatever its prefix.
+    fn keys(&self) -> Vec<String> {
+        self.store.keys()
+    }
+}
+
+fn record(rel: &str, data: &str, size: u64) -> PendingRecord {
+    PendingRecord {
+        location: LOCATION.into(),
+        rel: rel.into(),
+        base_etag: None,
+        size,
+        meta: UserMeta::new(),
+        since: 1,
+        last_error: "S3 error: down".into(),
+        data: data.into(),
+    }
+}
+
+/// Writes `record` into the pending area as `file` (its own `<id>.json` by default).
+fn plant(dir: &Path, record: &PendingRecord, file: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let name = file.map_or_else(|| format!("{}.json", record.id()), str::to_owned);
+    std::fs::write(dir.join(name), serde_json::to_vec(record).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn tampered_pending_records_reach_neither_outside_files_nor_the_inode_table() {
+    let s = Setup::new();
+    let area = s.pending_dir();
+    let victim = s.dir.path().join("victim");
+    std::fs::write(&victim, b"secret").unwrap();
+    // Data outside the area, by a relative path and by an absolute one.
+    plant(&area, &record("stolen", "../../../victim", 6), None);
+    plant(
+        &area,
+        &record("stolen-abs", victim.to_str().unwrap(), 6),
+        None,
+    );
+    // Data inside the area under a well-formed name, but a symlink to the victim.
+    let linked = record("linked", "", 6);
+    let linked = record("linked", &format!("{}-1-1.data", linked.id()), 6);
+    std::fs::create_dir_all(&area).unwrap();
+    std::os::unix::fs::symlink(&victim, area.join(&linked.data)).unwrap();
+    plant(&area, &linked, None);
+    // Keys that are not paths under the prefix, with data the area could have made.
+    for rel in ["../escape", "a/../../b", "a//b", "./c", "d/"] {
+        let r = record(rel, "", 1);
+        let r = record(rel, &format!("{}-1-1.data", r.id()), 1);
+        std::fs::write(area.join(&r.data), b"x").unwrap();
+        plant(&area, &r, None);
+    }
+    // A sound record stored under another record's file name.
+    let misfiled = record("misfiled", "", 1);
+    let misfiled = record("misfiled", &format!("{}-1-1.data", misfiled.id()), 1);
+    std::fs::write(area.join(&misfiled.data), b"m").unwrap();
+    plant(&area, &misfiled, Some("0123456789abcdef.json"));
+
+    let fs = s.mount();
+    fs.recover().await;
+    assert!(
+        fs.pending_uploads().is_empty(),
+        "adopted: {:?}",
+        fs.pending_uploads()
+    );
+    fs.retry_pending_now().await;
+    for name in [
+        "stolen",
+        "stolen-abs",
+        "linked",
+        "escape",
+        "misfiled",
+        "b",
+        "c",
+    ] {
+        assert_eq!(
+            fs.lookup(ROOT_INO, name)
+                .await
+                .map(|a| a.ino)
+                .err()
+                .map(|e| e.errno),
+            Some(libc::ENOENT),
+            "{name} is in the mount"
+        );
+    }
+    assert!(s.keys().is_empty(), "uploaded: {:?}", s.keys());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+    // Only the sound record is listed (its data is what cannot be opened); the rest are
+    // skipped and left on disk for a person to look at.
+    assert_eq!(records_in(&area), vec![linked]);
+    assert!(area.join("0123456789abcdef.json").exists());
+    drop(fs);
+    // Nothing a record names outside the area was touched when a mount opened it either.
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+}
+
+mod listing_keys {
+    use std::time::SystemTime;
+
+    use cognifs::fs::inodes::{build_listing, valid_name};
+    use cognifs::store::{ListPage, ObjectInfo, Scope};
+    use proptest::prelude::*;
+
+    fn object(name: String) -> ObjectInfo {
+        ObjectInfo {
+            name,
+            size: 0,
+            etag: "\"e\"".into(),
+            last_modified: SystemTime::UNIX_EPOCH,
+            meta: None,
+        }
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,6}",
+            "[a./]{0,5}",
+            Just("..".to_owned()),
+            Just("n".repeat(256)),
+            prop::collection::vec(any::<u8>(), 0..12)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+        ]
+    }
+
+    proptest! {
+        /// Whatever names a server lists, the listing shows only names the kernel can be
+        /// given, each once, and the store's rules refuse a key that leaves the prefix.
+        #[test]
+        fn any_listed_keys_give_only_valid_names(
+            files in prop::collection::vec(name(), 0..12),
+            dirs in prop::collection::vec(name(), 0..12),
+            rel in ".{0,12}",
+        ) {
+            let page = ListPage {
+                files: files.into_iter().map(object).collect(),
+                dirs,
+                next: None,
+            };
+            let listed = build_listing(&[page]);
+            let mut names: Vec<&str> = listed.iter().map(|(n, _)| n.as_str()).collect();
+            prop_assert!(names.iter().all(|n| valid_name(n)), "{names:?}");
+            let count = names.len();
+            names.dedup();
+            prop_assert_eq!(names.len(), count);
+            let scope = Scope::new("us-east-1:me");
+            for key in [scope.object_key(&rel), scope.dir_key(&rel), scope.entry_key(&rel)]
+                .into_iter()
+                .flatten()
+            {
+                let inside = key.strip_prefix("us-east-1:me/").unwrap_or("");
+                prop_assert!(key.starts_with("us-east-1:me/"), "{key}");
+                prop_assert!(!inside.split('/').any(|s| s == ".." || s == "."), "{key}");
+            }
+        }
+    }
+}
