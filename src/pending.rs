@@ -117,6 +117,19 @@ fn record_id_of_file(name: &str) -> Option<&str> {
     (id.len() == 16 && id.bytes().all(hex)).then_some(id)
 }
 
+/// The `<seq>` of data file names: unique in this process (areas of one process share it),
+/// starting from the clock so that a later process with the same pid starts elsewhere.
+fn next_data_seq() -> u64 {
+    static SEQ: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    SEQ.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        AtomicU64::new(now.as_micros() as u64)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
 /// `<id>-<pid>-<seq>.data`: the only data file names [`PendingArea::put`] makes.
 fn is_data_name(name: &str, id: &str) -> bool {
     let decimal = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
@@ -191,7 +204,6 @@ pub struct PendingArea {
     /// `.lock`, `flock`ed shared while this area is open: other processes then leave files
     /// they did not name alone (they may be ours, in flight).
     _presence: File,
-    seq: AtomicU64,
     /// Bytes of data held, as of the last change or [`PendingArea::refresh_used`].
     used: AtomicU64,
 }
@@ -239,7 +251,6 @@ impl PendingArea {
             lock: Mutex::new(()),
             dir_lock,
             _presence: presence,
-            seq: AtomicU64::new(0),
             used: AtomicU64::new(0),
         };
         if alone {
@@ -367,19 +378,24 @@ impl PendingArea {
         let _guard = self.exclusive();
         let id = record.id();
         let old = self.get(&record.location, &record.rel);
-        record.data = format!(
-            "{id}-{}-{}.data",
-            std::process::id(),
-            self.seq.fetch_add(1, Ordering::Relaxed)
-        );
-        let data_path = self.dir.join(&record.data);
-        let written = (|| {
-            let mut data = fs::OpenOptions::new()
+        // A name no file has: never one an earlier record still names (another area of this
+        // process, a dead process with the same pid), which a failure here would remove.
+        let (mut data, data_path) = loop {
+            record.data = format!("{id}-{}-{}.data", std::process::id(), next_data_seq());
+            let path = self.dir.join(&record.data);
+            match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&data_path)?;
+                .open(&path)
+            {
+                Ok(f) => break (f, path),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let written = (|| {
             copy_prefix(source, &mut data, record.size)?;
             data.sync_all()?;
             self.write_json(&record)
@@ -511,6 +527,22 @@ mod tests {
         assert_eq!(reopened.list(), vec![r.clone()]);
         assert_eq!(names_in(&path).len(), 3, "{:?}", names_in(&path));
         assert_eq!(fs::read(reopened.data_path(&r)).unwrap(), b"xy");
+    }
+
+    /// A later area of the same process (a remount in one process) replacing a record: its
+    /// data file gets a name of its own (it once took the earlier one's, failed to create
+    /// it, and removed the earlier data: the kept upload was lost).
+    #[test]
+    fn a_second_area_in_one_process_never_takes_a_kept_files_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = PendingArea::open(dir.path()).unwrap();
+        let r1 = first.put(record("k", 3), &source(b"one")).unwrap();
+        drop(first);
+        let second = PendingArea::open(dir.path()).unwrap();
+        let r2 = second.put(record("k", 3), &source(b"two")).unwrap();
+        assert_ne!(r1.data, r2.data);
+        assert_eq!(fs::read(second.data_path(&r2)).unwrap(), b"two");
+        assert_eq!(second.list(), vec![r2]);
     }
 
     #[test]

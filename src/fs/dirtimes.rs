@@ -73,7 +73,12 @@ impl DirTimes {
         let mut result = Ok(());
         for dir in dirs {
             if let Err(e) = self.write_marker(inodes, store, dir).await {
-                tracing::warn!(ino = dir, error = %e, "could not store a directory's times");
+                // Offline: written once S3 answers (said once, by the store, not here).
+                if e.is_unreachable() {
+                    tracing::debug!(ino = dir, error = %e, "directory times wait for S3");
+                } else {
+                    tracing::warn!(ino = dir, error = %e, "could not store a directory's times");
+                }
                 self.dirty.lock().unwrap().insert(dir);
                 result = result.and(Err(e));
             }

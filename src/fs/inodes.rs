@@ -35,10 +35,14 @@ struct Node {
     /// A directory's mtime and ctime moved by a change of its entries, not yet stored:
     /// what S3 says about the directory does not take them back.
     pending_times: Option<SystemTime>,
+    /// While times are pending: the mtime and ctime the marker holds (what is kept on disk
+    /// for a later mount, which will not write the pending ones).
+    stored_times: (Option<SystemTime>, Option<SystemTime>),
 }
 
 impl Node {
     fn set_found(&mut self, found: Found) {
+        self.stored_times = (found.meta.mtime, found.meta.ctime);
         self.found = found;
         if let Some(t) = self.pending_times {
             (self.found.meta.mtime, self.found.meta.ctime) = (Some(t), Some(t));
@@ -80,6 +84,7 @@ impl Inodes {
                 listing: None,
                 link: None,
                 pending_times: None,
+                stored_times: (None, None),
             },
         );
         Inodes {
@@ -268,6 +273,7 @@ impl Inodes {
                 listing: None,
                 link: None,
                 pending_times: None,
+                stored_times: (None, None),
             },
         );
         state.children.insert(key, ino);
@@ -315,16 +321,19 @@ impl Inodes {
         if let Some(n) = state.nodes.get_mut(&ino) {
             n.expires = Instant::now();
             let parent = n.parent;
-            if let Some(p) = state.nodes.get_mut(&parent) {
-                p.listing = None;
-            }
+            Self::expire_listing(&mut state, parent);
         }
     }
 
-    /// Drops a directory's cached listing (its contents changed through the mount).
+    /// Makes a directory's cached listing stale (its contents changed through the mount):
+    /// listed again when next needed; kept, as the last one seen, for answering offline.
     pub fn invalidate_listing(&self, ino: u64) {
-        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
-            n.listing = None;
+        Self::expire_listing(&mut self.state.lock().unwrap(), ino);
+    }
+
+    fn expire_listing(state: &mut State, ino: u64) {
+        if let Some(Some((_, until))) = state.nodes.get_mut(&ino).map(|n| &mut n.listing) {
+            *until = Instant::now();
         }
     }
 
@@ -397,6 +406,18 @@ impl Inodes {
         {
             Arc::make_mut(listing).remove(i);
         }
+    }
+
+    /// What S3 holds of `ino` as far as this mount knows: its metadata without the
+    /// directory times still to be written.
+    pub fn stored(&self, ino: u64) -> Option<Found> {
+        let state = self.state.lock().unwrap();
+        let node = state.nodes.get(&ino)?;
+        let mut found = node.found.clone();
+        if node.pending_times.is_some() {
+            (found.meta.mtime, found.meta.ctime) = node.stored_times;
+        }
+        Some(found)
     }
 
     /// The directories whose entries changed since this was last asked.
@@ -597,8 +618,13 @@ impl Inodes {
         let mut state = self.state.lock().unwrap();
         match state.nodes.get_mut(&ino) {
             Some(n) if n.found.kind == Kind::Dir => {
+                if n.pending_times.is_none() {
+                    n.stored_times = (n.found.meta.mtime, n.found.meta.ctime);
+                }
                 n.pending_times = Some(now);
                 (n.found.meta.mtime, n.found.meta.ctime) = (Some(now), Some(now));
+                let parent = n.parent;
+                state.dirty.insert(parent);
                 true
             }
             _ => false,

@@ -475,13 +475,25 @@ impl Fs {
         if let Some(l) = self.inodes.any_listing(ino) {
             return Some(l);
         }
-        let tree = self.tree.clone()?;
-        let dir_rel = rel.to_owned();
-        let saved = tokio::task::spawn_blocking(move || tree.load(&dir_rel))
-            .await
-            .ok()??;
+        let saved = match self.tree.clone() {
+            Some(tree) => {
+                let dir_rel = rel.to_owned();
+                tokio::task::spawn_blocking(move || tree.load(&dir_rel))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        // A directory made offline holds nothing S3 has: what was made in it since.
+        let saved = match saved {
+            Some(s) => s,
+            None if self.made_offline(rel) => crate::local::SavedListing::default(),
+            None => return None,
+        };
         let mut entries = build_listing(&[saved.to_page()]);
-        // The attributes last known of each entry, kept with the listing.
+        // The attributes last known of each entry, kept with the listing: shown, but not
+        // taken for what S3 holds now (`meta_known` stays false: asked again once it answers).
         for e in &saved.entries {
             if let (Some(meta), Ok(i)) = (
                 &e.meta,
@@ -490,7 +502,6 @@ impl Fs {
             {
                 let found = &mut entries[i].1;
                 found.meta = super::meta::Meta::from_user(meta);
-                found.meta_known = true;
                 if !e.dir {
                     found.kind = Kind::of_object(found.meta.file_type());
                 }

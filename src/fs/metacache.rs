@@ -110,11 +110,31 @@ impl MetaCache {
         }
     }
 
+    /// Forgets what was learnt of `key` (this mount changed it: the version it had may come
+    /// back with other metadata within the same second of Last-Modified).
+    pub fn forget(&self, key: &str) {
+        let known = self
+            .inner
+            .lock()
+            .unwrap()
+            .map
+            .get(key)
+            .is_some_and(|(e, _)| !e.is_empty());
+        if known {
+            // An empty version never matches: a tombstone, on disk too.
+            self.store(key, "", &UserMeta::new());
+        }
+    }
+
     /// Remembers what a HEAD of `key` said.
     pub fn put(&self, key: &str, etag: &str, meta: &UserMeta) {
         if etag.is_empty() {
             return;
         }
+        self.store(key, etag, meta);
+    }
+
+    fn store(&self, key: &str, etag: &str, meta: &UserMeta) {
         let mut inner = self.inner.lock().unwrap();
         if inner
             .map

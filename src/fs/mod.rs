@@ -251,7 +251,7 @@ pub struct Fs {
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,
     /// Object metadata learnt by HEAD, on disk (`metacache.rs`).
-    meta_cache: Option<metacache::MetaCache>,
+    meta_cache: Option<Arc<metacache::MetaCache>>,
     /// Where failed uploads are kept (`pending.rs`).
     pending: Option<Arc<crate::pending::PendingArea>>,
     /// The etag each file was last opened for reading at (`Fs::keeps_page_cache`).
@@ -326,7 +326,17 @@ impl Fs {
         let meta_cache = opts
             .meta_cache
             .as_deref()
-            .map(|p| metacache::MetaCache::open(p, META_CACHE_ENTRIES));
+            .map(|p| Arc::new(metacache::MetaCache::open(p, META_CACHE_ENTRIES)));
+        // What this mount changes is forgotten there: a metadata change within the second
+        // of the version's Last-Modified would otherwise look like the version remembered.
+        if let Some(cache) = &meta_cache {
+            let cache = Arc::downgrade(cache);
+            reach.on_written(Box::new(move |rel| {
+                if let Some(cache) = cache.upgrade() {
+                    cache.forget(rel);
+                }
+            }));
+        }
         Fs {
             upload,
             meta_cache,

@@ -512,9 +512,11 @@ impl Fs {
         let size = body.len() as u64;
         let etag = self
             .store
-            .put_if(&rel, body, &meta.to_user(), &Expect::Absent)
+            .put_if(&rel, body.clone(), &meta.to_user(), &Expect::Absent)
             .await
             .map_err(|e| self.name_taken(parent, e))?;
+        // What it holds (a symlink's target) is known: cached, as if read.
+        self.read.keep_small(&rel, &etag, &body);
         let attr = self
             .inodes
             .upsert(parent, name, Found::written(kind, size, etag, meta), true);
@@ -543,10 +545,16 @@ impl Fs {
         if let Some(target) = self.inodes.link_target(ino, &node.found.etag) {
             return Ok(target);
         }
-        let target = self
-            .store
-            .get_range(&node.rel, &node.found.etag, 0, node.found.size)
-            .await?;
+        // Through the block caches: a target read once is there after a remount, offline.
+        let reader = super::read::FileReader::new(
+            self.read.clone(),
+            node.rel.clone(),
+            node.found.etag.clone(),
+            node.found.size,
+        );
+        let len = u32::try_from(node.found.size).map_err(|_| FsError::new(libc::ENAMETOOLONG))?;
+        let target = reader.read(0, len).await?;
+        crate::store::check_length(target.len() as u64, 0, node.found.size)?;
         self.inodes
             .set_link_target(ino, &node.found.etag, target.clone());
         Ok(target)

@@ -228,6 +228,15 @@ impl Fs {
         }
     }
 
+    /// Whether the journal makes the directory `rel` (it is not in S3 yet).
+    pub(super) fn made_offline(&self, rel: &str) -> bool {
+        self.journal.as_ref().is_some_and(|j| {
+            j.queued()
+                .iter()
+                .any(|q| matches!(&q.change, Change::Mkdir { rel: r, .. } if r == rel))
+        })
+    }
+
     /// Makes the journal's directories known to the inode table (a new mount, offline):
     /// they show, with their metadata, before S3 has them.
     pub(super) fn adopt_journal(&self) {
@@ -254,9 +263,6 @@ impl Fs {
                         _ => self.inodes.upsert_old(parent, seg, found).ino,
                     };
                 }
-                if self.inodes.any_listing(parent).is_none() {
-                    self.inodes.set_listing(parent, Vec::new());
-                }
             }
         }
     }
@@ -279,20 +285,23 @@ impl Fs {
             }
             let mut saved = crate::local::SavedListing::default();
             for e in listing.iter() {
-                let Some(n) = self.inodes.get(e.ino) else {
+                // What S3 holds (or the journal will make it hold): a directory's times not
+                // written yet are not (a later mount would not write them).
+                let Some(found) = self.inodes.stored(e.ino) else {
                     continue;
                 };
-                let is_dir = n.kind == Kind::Dir;
-                if !is_dir && n.found.etag.is_empty() {
+                let is_dir = found.kind == Kind::Dir;
+                if !is_dir && found.etag.is_empty() {
                     continue;
                 }
                 saved.entries.push(crate::local::tree::SavedEntry {
                     name: e.name.clone(),
                     dir: is_dir,
-                    size: n.found.size,
-                    etag: n.found.etag.clone(),
-                    modified: n.found.last_modified,
-                    meta: n.found.meta_known.then(|| n.found.meta.to_user()),
+                    size: found.size,
+                    etag: found.etag.clone(),
+                    modified: found.last_modified,
+                    // Known, or itself kept from an earlier mount's listing.
+                    meta: Some(found.meta.to_user()).filter(|m| !m.is_empty()),
                 });
             }
             tree.save(&node.rel, saved);
@@ -489,12 +498,31 @@ impl Fs {
                 )
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(new_etag) => {
+                    self.rebase_open_writers(rel, &info.etag, &new_etag);
+                    return Ok(());
+                }
                 Err(StoreError::Changed | StoreError::NotFound | StoreError::Raced) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(FsError::new(libc::EIO))
+    }
+
+    /// A copy onto itself made version `old` of `rel` version `new` (a multipart object gets
+    /// a new etag): a file open for writing that started from `old` now starts from `new`,
+    /// as after an online chmod of an open file, so its upload is no conflict.
+    fn rebase_open_writers(&self, rel: &str, old: &str, new: &str) {
+        if old == new {
+            return;
+        }
+        for ws in self.write_states() {
+            if ws.base_etag().as_deref() == Some(old)
+                && self.inodes.get(ws.ino).is_some_and(|n| n.rel == rel)
+            {
+                ws.set_base_etag(new.to_owned());
+            }
+        }
     }
 
     /// A read of data that is neither cached nor reachable: `EIO`, logged once per file per

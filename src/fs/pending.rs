@@ -325,6 +325,8 @@ impl Fs {
         let mut writes = self.writes.lock().unwrap();
         if ws.is_idle_and_clean() && writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws)) {
             writes.remove(&ws.ino);
+            drop(writes);
+            self.cache_written(ws);
         }
     }
 

@@ -78,6 +78,9 @@ pub const PREFETCH_GET_BYTES: u64 = 8 << 20;
 /// larger piece serves nothing, as pieces are not cached: 64 KiB pieces cost 4 KiB O_DIRECT
 /// reads at 0 ms about a third of their rate.
 const RANDOM_PIECE: u64 = 4 << 10;
+/// How long a read that S3 did not answer waits for the disk cache to finish writing what it
+/// was given.
+const DISK_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every reader of one mount shares.
 pub struct ReadShared {
@@ -120,6 +123,23 @@ impl ReadShared {
     pub fn with_disk(mut self, disk: Option<Arc<DiskCache>>) -> Self {
         self.disk = disk;
         self
+    }
+
+    /// Caches `data`, the whole of version `etag` of `rel` (this mount wrote it), when it
+    /// fits one block: read later without S3, offline too.
+    pub fn keep_small(&self, rel: &str, etag: &str, data: &Bytes) {
+        if data.is_empty() || data.len() as u64 > self.block_size || etag.is_empty() {
+            return;
+        }
+        let key = BlockKey {
+            key: rel.to_owned(),
+            etag: etag.to_owned(),
+            block: 0,
+        };
+        self.cache.insert(key.clone(), data.clone());
+        if let Some(disk) = &self.disk {
+            disk.write_behind(key, data.clone());
+        }
     }
 
     /// Whether the block is on disk (no I/O: the disk cache's index).
@@ -294,10 +314,49 @@ impl FileReader {
                     let _ = tx.send(Ok(data));
                 }
             };
-            let fetched = sh
+            let mut fetched = sh
                 .store
                 .get_range_pieces(&rel, &etag, get_start, get_len, bs, &deliver)
                 .await;
+            // S3 away: what the disk cache is still writing (a file just written here, blocks
+            // just fetched) may be what is missing.
+            if let (Err(e), Some(disk)) = (&fetched, sh.disk.clone())
+                && e.is_unreachable()
+            {
+                let (sh2, senders2) = (sh.clone(), senders.clone());
+                let (rel2, etag2) = (rel.clone(), etag.clone());
+                let key2 = move |i: u64| BlockKey {
+                    key: rel2.clone(),
+                    etag: etag2.clone(),
+                    block: first + i,
+                };
+                let waited = tokio::task::spawn_blocking(move || {
+                    if !disk.settle(DISK_SETTLE) {
+                        return false;
+                    }
+                    let mut all = true;
+                    for i in missing {
+                        if senders2.lock().unwrap()[i as usize].is_none() {
+                            continue;
+                        }
+                        let expected = bs.min(size - (first + i) * bs) as usize;
+                        match disk.read(&key2(i)).filter(|d| d.len() == expected) {
+                            Some(data) => {
+                                sh2.cache.insert(key2(i), data.clone());
+                                if let Some(tx) = senders2.lock().unwrap()[i as usize].take() {
+                                    let _ = tx.send(Ok(data));
+                                }
+                            }
+                            None => all = false,
+                        }
+                    }
+                    all
+                })
+                .await;
+                if waited.unwrap_or(false) {
+                    fetched = Ok(());
+                }
+            }
             if let (Ok(()), Some((first, first_len))) = (&fetched, first_piece.get()) {
                 sh.link
                     .record(*first, *first_len, started.elapsed(), get_len);

@@ -436,6 +436,10 @@ impl Fs {
                     if writes.get(&ws.ino).is_some_and(|w| Arc::ptr_eq(w, ws)) {
                         writes.remove(&ws.ino);
                     }
+                    drop((inner, writes));
+                    if result.is_ok() {
+                        self.cache_written(ws);
+                    }
                     break;
                 }
             }
@@ -450,6 +454,23 @@ impl Fs {
             // Offline: safe on this disk (fsync'd), sent when S3 answers.
             Err(e) if self.kept_offline(ws, &e) => Ok(()),
             other => other,
+        }
+    }
+
+    /// A file this mount wrote and closed, its version in S3: its contents go to the disk
+    /// cache, so reading it (after a remount, offline) needs no GET.
+    pub(super) fn cache_written(&self, ws: &WriteState) {
+        let (Some(disk), Some(node)) = (&self.read.disk, self.inodes.get(ws.ino)) else {
+            return;
+        };
+        let etag = node.found.etag.clone();
+        let size = ws.size();
+        let same_version = ws.base_etag().as_deref() == Some(etag.as_str());
+        if ws.is_unlinked() || !same_version || size != node.found.size {
+            return;
+        }
+        if let Ok(file) = ws.spool_file() {
+            disk.ingest(&node.rel, &etag, file, size);
         }
     }
 

@@ -98,6 +98,13 @@ struct Index {
 enum Job {
     Write(BlockKey, Bytes),
     Touch(FileName),
+    /// A whole version this mount wrote, from the file holding it (nobody writes it now).
+    Ingest {
+        rel: String,
+        etag: String,
+        file: File,
+        size: u64,
+    },
 }
 
 /// Counters of the disk cache, for status and metrics.
@@ -408,6 +415,26 @@ impl DiskCache {
         }
     }
 
+    /// Keeps on disk version `etag` of `rel`, which this mount just uploaded from `file`
+    /// (`size` bytes, no longer written to): read later without a GET, offline too. A file
+    /// larger than a quarter of the budget is not kept (it would push out everything).
+    pub fn ingest(&self, rel: &str, etag: &str, file: File, size: u64) {
+        if size == 0 || size > self.budget / 4 || etag.is_empty() {
+            return;
+        }
+        // Counted as queued until written: a reader that finds S3 away waits for it.
+        self.queued.fetch_add(size, Ordering::AcqRel);
+        let sent = self.send(Job::Ingest {
+            rel: rel.to_owned(),
+            etag: etag.to_owned(),
+            file,
+            size,
+        });
+        if !sent {
+            self.queued.fetch_sub(size, Ordering::AcqRel);
+        }
+    }
+
     fn send(&self, job: Job) -> bool {
         match &*self.jobs.lock().unwrap() {
             Some(tx) => tx.send(job).is_ok(),
@@ -435,6 +462,32 @@ impl DiskCache {
                     tracing::debug!(key = %key.key, block = key.block, error = %e, "block not cached on disk");
                 }
                 self.queued.fetch_sub(len, Ordering::AcqRel);
+            }
+            Job::Ingest {
+                rel,
+                etag,
+                file,
+                size,
+            } => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; self.block_size as usize];
+                for block in 0..size.div_ceil(self.block_size) {
+                    let at = block * self.block_size;
+                    let len = self.block_size.min(size - at) as usize;
+                    let key = BlockKey {
+                        key: rel.clone(),
+                        etag: etag.clone(),
+                        block,
+                    };
+                    let copied = file
+                        .read_exact_at(&mut buf[..len], at)
+                        .and_then(|()| self.write_file(&key, &buf[..len]));
+                    if let Err(e) = copied {
+                        tracing::debug!(key = %rel, error = %e, "written file not cached on disk");
+                        break;
+                    }
+                }
+                self.queued.fetch_sub(size, Ordering::AcqRel);
             }
             Job::Touch(name) => {
                 let path = self.dir.join(name.relative());

@@ -161,7 +161,7 @@ impl KnownTree {
                 let mut since_trim = 0usize;
                 while let Ok(save) = rx.recv() {
                     let Some(tree) = weak.upgrade() else { break };
-                    let n = save.listing.len();
+                    let n = save.listing.len() + 1;
                     if let Err(e) = tree.write(&save.dir_rel, &save.listing) {
                         tracing::debug!(dir = %save.dir_rel, error = %e, "listing not saved");
                     }
@@ -180,7 +180,8 @@ impl KnownTree {
     /// Keeps `listing` as what `dir_rel` holds (written behind, when it changed).
     pub fn save(&self, dir_rel: &str, listing: SavedListing) {
         use std::sync::atomic::Ordering;
-        let n = listing.len();
+        // One more than the entries: an empty listing is a write to wait for too.
+        let n = listing.len() + 1;
         if n > MAX_ENTRIES_PER_DIR {
             return;
         }

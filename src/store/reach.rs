@@ -136,11 +136,23 @@ impl ReachState {
     }
 }
 
+/// Told of each key a request of this store changed (a write or a delete that succeeded).
+pub type WrittenHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// An [`ObjectStore`] that keeps [`ReachState`] and, while offline, sends nothing.
-#[derive(Debug)]
 pub struct Reach {
     inner: Arc<dyn ObjectStore>,
     state: Arc<ReachState>,
+    written: std::sync::OnceLock<WrittenHook>,
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reach")
+            .field("inner", &self.inner)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reach {
@@ -148,7 +160,22 @@ impl Reach {
         Reach {
             inner,
             state: Arc::new(ReachState::default()),
+            written: Default::default(),
         }
+    }
+
+    /// From now on `hook` hears of every key this store changes.
+    pub fn on_written(&self, hook: WrittenHook) {
+        let _ = self.written.set(hook);
+    }
+
+    fn changed<T>(&self, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
+        if result.is_ok()
+            && let Some(hook) = self.written.get()
+        {
+            hook(rel);
+        }
+        self.seen(result)
     }
 
     pub fn state(&self) -> &Arc<ReachState> {
@@ -256,7 +283,7 @@ impl ObjectStore for Reach {
         expect: &Expect,
     ) -> StoreResult<String> {
         self.refuse()?;
-        self.seen(self.inner.put_if(rel, body, meta, expect).await)
+        self.changed(rel, self.inner.put_if(rel, body, meta, expect).await)
     }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
@@ -287,7 +314,7 @@ impl ObjectStore for Reach {
             .inner
             .complete_multipart_if(rel, upload_id, parts, expect)
             .await;
-        self.seen(done)
+        self.changed(rel, done)
     }
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
@@ -302,7 +329,7 @@ impl ObjectStore for Reach {
 
     async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
         self.refuse()?;
-        self.seen(self.inner.delete_if(rel, expect).await)
+        self.changed(rel, self.inner.delete_if(rel, expect).await)
     }
 
     async fn copy_if(
@@ -315,7 +342,7 @@ impl ObjectStore for Reach {
     ) -> StoreResult<String> {
         self.refuse()?;
         let copied = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
-        self.seen(copied)
+        self.changed(dst, copied)
     }
 
     async fn check_access(&self) -> StoreResult<()> {
