@@ -1291,45 +1291,55 @@ fn run(steps: &[Step], ttl: Duration) {
     assert_eq!(h.store.open_uploads(), 0, "multipart uploads left behind");
 }
 
-/// Below this, a failure armed at request n of the step; [`OUTAGE`] and [`OUTAGE_KEPT`]: S3
-/// down for the whole step.
+/// Below this, a failure armed at request n of the step; [`OUTAGE`], [`OUTAGE_KEPT`] and
+/// [`OFFLINE`]: S3 down for the whole step.
 const ONE_SHOT: u64 = 8;
-/// The one-shot faults injected, and the errno each may cause.
-const FAULTS: [(Fault, i32); 4] = [
-    (Fault::SlowDown, libc::EIO),
-    (Fault::AccessDenied, libc::EACCES),
-    (Fault::Timeout, libc::ETIMEDOUT),
-    (Fault::ExpiredToken, libc::EACCES),
+/// The one-shot faults injected, and the errnos each may cause. A request with no answer
+/// (timed out, refused) makes the mount offline: the step then goes on offline, and what
+/// it could not keep is refused as offline steps are (`EIO`, `EXDEV`).
+const FAULTS: [(Fault, &[i32]); 5] = [
+    (Fault::SlowDown, &[libc::EIO]),
+    (Fault::AccessDenied, &[libc::EACCES]),
+    (Fault::Timeout, &[libc::ETIMEDOUT, libc::EIO, libc::EXDEV]),
+    (Fault::ExpiredToken, &[libc::EACCES]),
+    (Fault::Unreachable, &[libc::EIO, libc::EXDEV]),
 ];
-/// S3 down for the step, then back, and kept uploads retried at once.
+/// S3 down (503) for the step, then back, and kept uploads retried at once.
 const OUTAGE: u64 = 8;
-/// S3 down for the step, then back; kept uploads stay for later steps (a remount, a reopen).
+/// S3 down (503) for the step, then back; kept uploads stay for later steps.
 const OUTAGE_KEPT: u64 = 9;
+/// S3 unreachable for the step (the mount offline), then back.
+const OFFLINE: u64 = 10;
 
 /// Like [`run`], with one injected failure armed at a random request of each step, or S3
 /// down for a whole step. A failed close or fsync keeps what was written: the mount goes on
-/// showing it, and it reaches S3 after S3 is back (checked at the final remount).
+/// showing it, and it reaches S3 after S3 is back (checked at the final remount). A step
+/// S3 did not answer for is kept (offline) or refused whole.
 fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
     let mut h = Harness::new(ttl, Duration::from_secs(3600));
     for (i, (step, fail_at)) in steps.iter().enumerate() {
+        if matches!(step, Step::GoOffline | Step::BackOnline) {
+            continue;
+        }
         let before = h.model.clone();
         let fired_before = h.store.fired_total();
-        // One-shot faults of every kind a request meets (throttled, denied, timed out,
-        // credentials expired), each allowed only its own errno; outages are 503s.
         let (fault, allowed) = match fail_at {
             Some(n) if *n < ONE_SHOT => FAULTS[i % FAULTS.len()],
-            _ => (Fault::SlowDown, libc::EIO),
+            Some(OFFLINE) => (Fault::Unreachable, &[libc::EIO, libc::EXDEV][..]),
+            _ => (Fault::SlowDown, &[libc::EIO][..]),
         };
         match fail_at {
             Some(n) if *n < ONE_SHOT => h.store.fail_nth(None, *n, fault),
             Some(_) => h.store.fail_always(None, fault),
             None => {}
         }
+        h.offline = *fail_at == Some(OFFLINE);
         let (got, expected) = h.apply(step);
         // Only a fault that fired may excuse a failure; an armed one that did not is a
         // plain step (a spurious EIO there is a bug).
         let fired = h.store.fired_total() > fired_before;
         h.store.clear_faults();
+        h.offline = false;
         if *fail_at == Some(OUTAGE) {
             h.rt.block_on(h.fs.retry_pending_now());
         }
@@ -1337,7 +1347,7 @@ fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
             // A failure is allowed only as the fired fault's errno, and only when it changed
             // nothing the mount shows (the model was not advanced: restore it).
             assert!(
-                fired && got == allowed,
+                fired && allowed.contains(&got),
                 "step {i} {step:?}: errno {got}, the model says {expected} (fault {fault:?} fired: {fired})"
             );
             let handles_now: Vec<u64> = h.handles.iter().map(|o| o.id).collect();
@@ -1345,12 +1355,21 @@ fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
             // A failed create/open leaves no handle; a failed close still closed it.
             h.model.orphans.retain(|id, _| handles_now.contains(id));
         }
+        // No answer made the mount offline: S3 is back, the mount hears it, sends what it
+        // kept, and shows the same tree.
+        if h.fs.is_offline() {
+            h.back_online();
+        }
         h.check_tree();
+        if h.s3_settled() {
+            h.check_s3();
+        }
     }
     h.store.clear_faults();
     let (got, _) = h.apply(&Step::Remount);
     assert_eq!(got, 0, "closing at unmount failed without injected faults");
     h.check_tree();
+    h.check_s3();
 }
 
 proptest! {
@@ -1364,7 +1383,7 @@ proptest! {
 
     #[test]
     fn an_s3_failure_changes_all_or_nothing(
-        steps in prop::collection::vec((step(), prop::option::weighted(0.5, 0u64..=OUTAGE_KEPT)), 1..30),
+        steps in prop::collection::vec((step(), prop::option::weighted(0.5, 0u64..=OFFLINE)), 1..30),
         short_ttl in any::<bool>(),
     ) {
         let ttl = if short_ttl { Duration::from_millis(1) } else { Duration::from_secs(60) };

@@ -305,10 +305,15 @@ impl Fs {
         // Multipart uploads whose abort failed: tried again on the retry pace, and at once
         // when a kept upload just went through (S3 is back).
         if s3_answers || self.upload.abort_retry_due(RETRY_MAX) {
-            let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
-            for (rel, id) in unaborted {
-                super::upload::abort(&self.upload, &rel, &id).await;
-            }
+            self.retry_aborts().await;
+        }
+    }
+
+    /// Aborts again the multipart uploads whose abort failed (S3 is back).
+    pub(super) async fn retry_aborts(&self) {
+        let unaborted = std::mem::take(&mut *self.upload.unaborted.lock().unwrap());
+        for (rel, id) in unaborted {
+            super::upload::abort(&self.upload, &rel, &id).await;
         }
     }
 

@@ -235,6 +235,9 @@ impl Fs {
                 tracing::warn!(key = %src.rel, "renamed, but another client wrote the old name meanwhile: its version stays there");
                 self.counters.conflict(&src.rel, None);
             }
+            // The copy is done and S3 stopped answering: the delete is kept in the journal,
+            // so the rename is whole once S3 answers (never two names for good).
+            Err(e) if e.is_unreachable() => self.delete_later(&src.rel, &src_etag, e)?,
             other => other?,
         }
         if target != dst_rel {
@@ -328,7 +331,9 @@ impl Fs {
                 .collect();
             self.remove_keys(&copies).await;
             let mut done = done;
-            return Err(done.swap_remove(pos).unwrap_err().into());
+            let e = done.swap_remove(pos).unwrap_err();
+            // Refused offline (EXDEV) rather than failed: nothing of it stays.
+            return Err(e.into());
         }
         if keys.is_empty() {
             // An empty directory known only to this mount: give it a marker at the target.
@@ -349,7 +354,11 @@ impl Fs {
                     match delete_with_retry(&*store, &from, &etag).await {
                         // Another client wrote it after the copy: its version stays.
                         Err(StoreError::Changed) => Ok(Some(from)),
-                        other => other.map(|()| None),
+                        // S3 stopped answering: the delete is kept for when it does.
+                        Err(e) if e.is_unreachable() => {
+                            self.delete_later(&from, &etag, e).map(|()| None)
+                        }
+                        other => other.map(|()| None).map_err(FsError::from),
                     }
                 }
             })
@@ -367,16 +376,30 @@ impl Fs {
         Ok(done.into_iter().flatten().collect())
     }
 
-    /// Best-effort cleanup of a failed directory rename's copies: (key, the copy's etag).
+    /// A delete that S3 did not answer, kept in the journal (the version `etag` of `rel`
+    /// goes when S3 answers, unless another client changed it).
+    fn delete_later(&self, rel: &str, etag: &str, e: StoreError) -> FsResult<()> {
+        let change = crate::local::journal::Change::Unlink {
+            rel: rel.to_owned(),
+            etag: etag.to_owned(),
+        };
+        self.journal_change(change, e.into())
+    }
+
+    /// Best-effort cleanup of a failed directory rename's copies: (key, the copy's etag);
+    /// what S3 does not answer for is removed when it does (the journal).
     async fn remove_keys(&self, keys: &[(String, String)]) {
         let failed = futures::stream::iter(keys.iter().cloned())
             .map(|(k, etag)| {
                 let store = self.store.clone();
                 async move {
-                    delete_with_retry(&*store, &k, &etag)
-                        .await
-                        .err()
-                        .map(|e| (k, e))
+                    match delete_with_retry(&*store, &k, &etag).await {
+                        Err(e) if e.is_unreachable() => self
+                            .delete_later(&k, &etag, e)
+                            .err()
+                            .map(|e| (k, StoreError::Other(e.to_string()))),
+                        r => r.err().map(|e| (k, e)),
+                    }
                 }
             })
             .buffer_unordered(RENAME_CONCURRENCY)

@@ -37,7 +37,8 @@ pub enum Change {
         before: UserMeta,
         after: UserMeta,
     },
-    /// Version `etag` of a file deleted (not deleted if another client changed it).
+    /// Version `etag` of a file (or of a directory marker, `rel` ending in `/`: what a
+    /// directory rename left behind) deleted; not deleted if another client changed it.
     Unlink { rel: String, etag: String },
     /// An empty directory removed: its marker deleted, if S3 shows nothing below it.
     Rmdir { rel: String },
@@ -61,7 +62,7 @@ impl Change {
             Change::Mkdir { .. } | Change::Rmdir { .. } => {
                 !rel.is_empty() && scope.dir_key(rel).is_ok()
             }
-            Change::Unlink { .. } => scope.object_key(rel).is_ok(),
+            Change::Unlink { .. } => !rel.is_empty() && scope.entry_key(rel).is_ok(),
             Change::SetMeta { .. } => scope.entry_key(rel).is_ok(),
         }
     }
