@@ -193,3 +193,95 @@ mod listing_keys {
         }
     }
 }
+
+mod renewal_steps {
+    use std::time::Duration;
+
+    use cognifs::auth::AuthError;
+    use cognifs::auth::identity::Session;
+    use cognifs::auth::tokens::{TokenState, TokenStore};
+    use cognifs::config::{ConfigSource, Profile};
+
+    /// A server that accepts connections and never answers; its address.
+    async fn silent_server() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        addr
+    }
+
+    /// A profile whose hosted UI and Cognito Identity are `silent`, with 1 s timeouts.
+    fn profile(dir: &std::path::Path, silent: std::net::SocketAddr) -> Profile {
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[default]\nregion = \"us-east-1\"\nuser_pool_id = \"us-east-1_Abc\"\n\
+                 client_id = \"abc\"\ndomain = \"http://{silent}\"\n\
+                 identity_pool_id = \"us-east-1:00000000-1111-2222-3333-444444444444\"\n\
+                 bucket = \"b-1\"\nidentity_endpoint = \"http://{silent}\"\n\
+                 request_timeout = 1\noperation_timeout = 1\n"
+            ),
+        )
+        .unwrap();
+        cognifs::config::load(&ConfigSource {
+            path: Some(path),
+            profile: Some("default".into()),
+        })
+        .unwrap()
+    }
+
+    fn far_future() -> u64 {
+        cognifs::clock::unix_now() + 3600
+    }
+
+    /// Every step of a renewal — the token refresh, GetId, GetCredentialsForIdentity — ends
+    /// (with a network error, retried by the refresher) when its server accepts and stalls.
+    #[tokio::test]
+    async fn every_renewal_step_gives_up_on_a_stalled_server() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let silent = silent_server().await;
+        let store = TokenStore::new(&dir.path().join("state"), "default");
+        let session = Session::with_store(profile(dir.path(), silent), store.clone());
+        let steps = [
+            // The ID token is stale: the refresh goes to the token endpoint.
+            (None, None, "token endpoint"),
+            // Fresh, but no identity id yet: GetId.
+            (Some(far_future()), None, "GetId"),
+            (
+                Some(far_future()),
+                Some("us-east-1:x".to_owned()),
+                "GetCredentialsForIdentity",
+            ),
+        ];
+        for (expires, identity_id, step) in steps {
+            store
+                .save(&TokenState {
+                    refresh_token: "r".into(),
+                    id_token: Some("i".into()),
+                    id_token_expires: expires,
+                    identity_id,
+                    username: None,
+                    email: None,
+                })
+                .unwrap();
+            // The deadline only catches a hang; the step's own bound is 1 s.
+            let got = tokio::time::timeout(Duration::from_secs(20), session.fetch_credentials())
+                .await
+                .unwrap_or_else(|_| panic!("{step}: the renewal step hung"));
+            match got {
+                Err(AuthError::Network(why)) => assert!(
+                    step != "token endpoint" || why.contains("operation_timeout"),
+                    "{step}: {why}"
+                ),
+                other => panic!("{step}: {other:?}"),
+            }
+        }
+    }
+}

@@ -47,7 +47,8 @@ fn identity_client(profile: &Profile) -> aws_sdk_cognitoidentity::Client {
         .behavior_version(aws_sdk_cognitoidentity::config::BehaviorVersion::latest())
         .region(aws_sdk_cognitoidentity::config::Region::new(
             profile.region.clone(),
-        ));
+        ))
+        .timeout_config(profile.sdk_timeouts());
     if let Some(endpoint) = &profile.identity_endpoint {
         config = config.endpoint_url(endpoint);
     }
@@ -110,7 +111,27 @@ impl Session {
         if state.id_token_fresh(ID_TOKEN_MARGIN) {
             return Ok(state);
         }
-        refresh(&self.profile, &self.store, &self.http).await
+        self.bounded(
+            "the token endpoint",
+            refresh(&self.profile, &self.store, &self.http),
+        )
+        .await
+    }
+
+    /// One step of the exchange, given at most the operation timeout: a server that accepts
+    /// and then stalls must not hold the renewal until the credentials expire.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let limit = self.profile.operation_timeout;
+        tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+            Err(AuthError::Network(format!(
+                "{what} did not answer within {} s (operation_timeout)",
+                limit.as_secs()
+            )))
+        })
     }
 
     /// The identity id, from the token file or (once per sign-in) from GetId.
@@ -118,7 +139,7 @@ impl Session {
         if let Some(id) = &state.identity_id {
             return Ok(id.clone());
         }
-        let id = self
+        let get_id = self
             .identity
             .get_id()
             .identity_pool_id(&self.profile.identity_pool_id)
@@ -126,9 +147,12 @@ impl Session {
                 self.profile.provider_name(),
                 state.id_token.clone().unwrap_or_default(),
             )
-            .send()
-            .await
-            .map_err(|e| identity_error(e, &self.profile))?
+            .send();
+        let id = self
+            .bounded("Cognito Identity (GetId)", async {
+                get_id.await.map_err(|e| identity_error(e, &self.profile))
+            })
+            .await?
             .identity_id
             .ok_or_else(|| AuthError::Identity("GetId returned no identity id".into()))?;
         state.identity_id = Some(id.clone());
@@ -140,7 +164,7 @@ impl Session {
     pub async fn fetch_credentials(&self) -> Result<(String, Credentials), AuthError> {
         let mut state = self.fresh_tokens().await?;
         let identity_id = self.identity_id(&mut state).await?;
-        let out = self
+        let get_credentials = self
             .identity
             .get_credentials_for_identity()
             .identity_id(&identity_id)
@@ -148,9 +172,14 @@ impl Session {
                 self.profile.provider_name(),
                 state.id_token.clone().unwrap_or_default(),
             )
-            .send()
-            .await
-            .map_err(|e| identity_error(e, &self.profile))?;
+            .send();
+        let out = self
+            .bounded("Cognito Identity (GetCredentialsForIdentity)", async {
+                get_credentials
+                    .await
+                    .map_err(|e| identity_error(e, &self.profile))
+            })
+            .await?;
         let c = out.credentials.ok_or_else(|| {
             AuthError::Identity("GetCredentialsForIdentity returned no credentials".into())
         })?;

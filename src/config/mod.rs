@@ -59,6 +59,9 @@ fn env_nonempty(env: Env, name: &str) -> Option<String> {
     env(name).filter(|v| !v.is_empty())
 }
 
+/// The longest wait for a connection to S3 or Cognito.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the command line asked for; `None` means "resolve as usual".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigSource {
@@ -96,6 +99,10 @@ pub struct Profile {
     pub s3_endpoint: Option<String>,
     /// No trailing slash.
     pub identity_endpoint: Option<String>,
+    /// One attempt of an S3 or Cognito request (`request_timeout`, seconds).
+    pub request_timeout: std::time::Duration,
+    /// One S3 or Cognito operation, retries included (`operation_timeout`, seconds).
+    pub operation_timeout: std::time::Duration,
     /// The file the profile was read from.
     pub config_path: PathBuf,
 }
@@ -125,6 +132,17 @@ impl Profile {
                 .is_some_and(|e| e.starts_with("http://"))
     }
 
+    /// The SDK clients' timeouts (S3 and Cognito Identity): connecting (at most 10 s), one
+    /// attempt, and an operation with its retries. A GET's body is bounded separately, by
+    /// the request timeout between its bytes (`store/s3.rs`).
+    pub fn sdk_timeouts(&self) -> aws_smithy_types::timeout::TimeoutConfig {
+        aws_smithy_types::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout))
+            .operation_attempt_timeout(self.request_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
     /// The S3 prefix this identity may touch, e.g. `eu-west-1:0f2c…/`.
     pub fn prefix_for(&self, identity_id: &str) -> String {
         self.prefix_template.replace("{identity_id}", identity_id)
@@ -149,6 +167,8 @@ impl Profile {
             allow_insecure_http: false,
             s3_endpoint: None,
             identity_endpoint: None,
+            request_timeout: keys::DEFAULT_REQUEST_TIMEOUT,
+            operation_timeout: keys::DEFAULT_OPERATION_TIMEOUT,
             config_path: config_path.to_owned(),
         }
     }
@@ -571,6 +591,8 @@ mod tests {
                 allow_insecure_http: false,
                 s3_endpoint: None,
                 identity_endpoint: None,
+                request_timeout: keys::DEFAULT_REQUEST_TIMEOUT,
+                operation_timeout: keys::DEFAULT_OPERATION_TIMEOUT,
                 config_path: path.clone(),
             }
         );
