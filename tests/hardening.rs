@@ -285,3 +285,39 @@ mod renewal_steps {
         }
     }
 }
+
+/// A symlink object larger than any path is refused without being fetched; one of the
+/// largest possible target is read whole.
+#[tokio::test]
+async fn an_oversized_symlink_object_is_refused_without_a_get() {
+    use cognifs::store::RequestKind;
+    let s = Setup::new();
+    let link_meta = |len: usize| {
+        (
+            vec![b'a'; len],
+            UserMeta::from([("mode".to_owned(), (libc::S_IFLNK | 0o777).to_string())]),
+        )
+    };
+    for (name, len) in [("huge", 64 << 20), ("longest", 4095), ("too-long", 4096)] {
+        let (body, meta) = link_meta(len);
+        s.store
+            .insert_raw(&format!("us-east-1:me/{name}"), &body, meta);
+    }
+    let fs = s.mount();
+    for (name, expect) in [
+        ("huge", Err(libc::ENAMETOOLONG)),
+        ("too-long", Err(libc::ENAMETOOLONG)),
+        ("longest", Ok(4095)),
+    ] {
+        let attr = fs.lookup(ROOT_INO, name).await.unwrap();
+        s.store.reset_counts();
+        let got = fs
+            .readlink(attr.ino)
+            .await
+            .map(|t| t.len())
+            .map_err(|e| e.errno);
+        assert_eq!(got, expect, "{name}");
+        let gets = s.store.counts().get(RequestKind::Get);
+        assert_eq!(gets, u64::from(expect.is_ok()), "{name}: {gets} GETs");
+    }
+}
