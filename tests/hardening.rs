@@ -321,3 +321,29 @@ async fn an_oversized_symlink_object_is_refused_without_a_get() {
         assert_eq!(gets, u64::from(expect.is_ok()), "{name}: {gets} GETs");
     }
 }
+
+/// A directory rename lists the tree it moves; past `MAX_RECURSIVE_KEYS` keys it is refused
+/// with `EXDEV` (so `mv` moves the tree itself) instead of holding the whole tree.
+#[tokio::test]
+async fn a_directory_too_big_to_rename_server_side_is_exdev() {
+    use cognifs::store::MAX_RECURSIVE_KEYS;
+    let s = Setup::new();
+    for i in 0..=MAX_RECURSIVE_KEYS {
+        s.store
+            .insert_raw(&format!("us-east-1:me/big/f{i}"), b"", UserMeta::new());
+    }
+    s.store
+        .insert_raw("us-east-1:me/small/f", b"x", UserMeta::new());
+    let fs = s.mount();
+    let got = fs.rename(ROOT_INO, "big", ROOT_INO, "moved", false).await;
+    assert_eq!(got.err().map(|e| e.errno), Some(libc::EXDEV));
+    assert!(s.store.get_raw("us-east-1:me/big/f0").is_some());
+    assert!(s.store.get_raw("us-east-1:me/moved/f0").is_none());
+    fs.rename(ROOT_INO, "small", ROOT_INO, "moved", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.store.get_raw("us-east-1:me/moved/f").unwrap().0.as_ref(),
+        b"x"
+    );
+}

@@ -442,10 +442,36 @@ impl Fs {
         self.dir_times.flush(&self.inodes, &*self.store).await
     }
 
+    /// The kernel dropped `n` references to `ino`: at none, and with nothing using it, the
+    /// inode table lets it go (`Inodes::evict`).
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino != ROOT_INO {
-            self.inodes.forget(ino, n);
+        if ino != ROOT_INO && self.inodes.forget(ino, n) == 0 {
+            self.evict_if_unused(ino);
         }
+    }
+
+    /// Lets `ino` go from the inode table if the kernel holds no reference to it and no
+    /// handle, write state or kept upload uses it.
+    pub(crate) fn evict_if_unused(&self, ino: u64) {
+        let mut busy: std::collections::HashSet<u64> =
+            self.writes.lock().unwrap().keys().copied().collect();
+        busy.extend(self.handles.lock().unwrap().values().map(|h| h.ino()));
+        let gone = self.inodes.evict(ino, &|i| busy.contains(&i));
+        if gone.is_empty() {
+            return;
+        }
+        let mut versions = self.opened_versions.lock().unwrap();
+        let mut pages = self.first_pages.lock().unwrap();
+        for i in gone {
+            versions.remove(&i);
+            pages.remove(&i);
+        }
+    }
+
+    /// The number to hand the kernel for an entry of `dir`'s listing (readdirplus), which
+    /// may have been forgotten since the listing was taken.
+    pub fn listed_ino(&self, dir: u64, entry: &DirEntry) -> u64 {
+        self.inodes.listed_ino(dir, entry)
     }
 
     /// Writes out what the caches on disk still hold in memory (at unmount): blocks queued

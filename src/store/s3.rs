@@ -10,8 +10,8 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreError, StoreResult,
-    UploadInfo, UserMeta, check_length, percent_encode,
+    Expect, ListPage, MAX_RECURSIVE_KEYS, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope,
+    StoreError, StoreResult, UploadInfo, UserMeta, check_length, percent_encode,
 };
 
 /// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
@@ -408,6 +408,9 @@ impl ObjectStore for S3Store {
                 .map_err(StoreError::from_sdk)?;
             for o in page.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) {
+                    if out.len() == MAX_RECURSIVE_KEYS {
+                        return Err(StoreError::TooManyKeys);
+                    }
                     out.push(self.object_info(name.to_owned(), o));
                 }
             }

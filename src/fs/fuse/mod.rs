@@ -276,7 +276,17 @@ impl Filesystem for FuseFs {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                        let attr = file_attr(&e.attr, fs.options());
+                        // An entry the kernel forgot since the listing was taken may be
+                        // gone from the inode table: it is handed over under the number
+                        // the table has for it now.
+                        let ino_now = if i >= 2 {
+                            fs.listed_ino(ino.0, e)
+                        } else {
+                            e.ino
+                        };
+                        let mut entry_attr = e.attr.clone();
+                        entry_attr.ino = ino_now;
+                        let attr = file_attr(&entry_attr, fs.options());
                         // Listing attributes lack the stored mtime/mode: not cached, so a
                         // stat asks again (lookup, which HEADs) instead of showing them.
                         // With --list-only they are what the mount shows: cached.
@@ -286,7 +296,7 @@ impl Filesystem for FuseFs {
                             Duration::ZERO
                         };
                         if reply.add(
-                            INodeNo(e.ino),
+                            INodeNo(ino_now),
                             i as u64 + 1,
                             &e.name,
                             &ttl,
@@ -298,7 +308,7 @@ impl Filesystem for FuseFs {
                         // The kernel takes a reference on every entry it links, but never
                         // on `.` and `..`.
                         if i >= 2 {
-                            fs.inodes().add_lookup(e.ino);
+                            fs.inodes().add_lookup(ino_now);
                         }
                     }
                     reply.ok();
