@@ -62,13 +62,19 @@ pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<
     let file_layer = match log_file {
         Some(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::statefile::private_dir(dir)?;
             }
+            // The log names files and keys: the user's alone.
+            use std::os::unix::fs::OpenOptionsExt;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .with_context(|| format!("opening log {}", path.display()))?;
+            // One an earlier version made 0644 is narrowed too.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)

@@ -347,3 +347,41 @@ async fn a_directory_too_big_to_rename_server_side_is_exdev() {
         b"x"
     );
 }
+
+/// The spool and metadata-cache directories are the user's alone: made 0700, and narrowed
+/// to 0700 when an earlier version left them 0755.
+#[test]
+fn spool_and_metadata_cache_directories_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (spool, meta) = (dir.path().join("spool"), dir.path().join("meta"));
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::create_dir(&meta).unwrap();
+    for d in [&spool, &meta] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _rt = rt.enter();
+    let store = Arc::new(MemoryStore::new("bucket", "us-east-1:me"));
+    let _fs = Fs::new(
+        store as Arc<dyn ObjectStore>,
+        MountOptions {
+            spool_dir: spool.clone(),
+            meta_cache: Some(meta.join("m.jsonl")),
+            ..MountOptions::default()
+        },
+    );
+    assert_eq!((mode(&spool), mode(&meta)), (0o700, 0o700));
+    let fresh = dir.path().join("new/spool");
+    let _fs = Fs::new(
+        Arc::new(MemoryStore::new("bucket", "us-east-1:me")) as Arc<dyn ObjectStore>,
+        MountOptions {
+            spool_dir: fresh.clone(),
+            meta_cache: Some(dir.path().join("new/meta/m.jsonl")),
+            ..MountOptions::default()
+        },
+    );
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&dir.path().join("new/meta")), 0o700);
+}

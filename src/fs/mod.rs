@@ -323,6 +323,10 @@ impl Fs {
                 .ok()
                 .map(Arc::new)
         });
+        // Files being written and what HEADs said are nobody else's business: 0700.
+        if let Err(e) = crate::statefile::private_dir(&opts.spool_dir) {
+            tracing::error!(dir = %opts.spool_dir.display(), error = %e, "cannot make the spool directory private");
+        }
         let meta_cache = opts
             .meta_cache
             .as_deref()
