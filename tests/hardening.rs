@@ -385,3 +385,13 @@ fn spool_and_metadata_cache_directories_are_private() {
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&dir.path().join("new/meta")), 0o700);
 }
+
+/// A mount holds the refresh token and AWS keys: its process cannot be dumped or traced.
+/// (This test's own process becomes undumpable; nothing else here needs otherwise.)
+#[test]
+fn the_daemon_makes_itself_undumpable() {
+    cognifs::daemon::forbid_core_dumps().unwrap();
+    // SAFETY: PR_GET_DUMPABLE takes no pointer.
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) };
+    assert_eq!(dumpable, 0);
+}

@@ -35,7 +35,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use import::{ImportReport, import_env};
-pub use paths::{XdgBase, config_path, profile_name, state_dir, xdg_dir};
+pub use paths::{XdgBase, check_profile_name, config_path, profile_name, state_dir, xdg_dir};
 
 use keys::{KEY_SPECS, Kind, RawValue, Unset, env_var_for, key_names};
 use paths::{config_path_traced, profile_name_traced};
@@ -228,6 +228,13 @@ pub enum ConfigError {
     )]
     NotATable { path: PathBuf, key: String },
 
+    #[error("profile name {name:?} (chosen by {chosen_by}) {problem}")]
+    BadProfileName {
+        name: String,
+        chosen_by: &'static str,
+        problem: String,
+    },
+
     #[error(
         "profile [{profile}] (chosen by {chosen_by}) not found in {}; {}",
         .path.display(),
@@ -368,6 +375,11 @@ fn load_with_origins_env(
 ) -> Result<(Profile, KeyOrigins), ConfigError> {
     let (path, path_chosen_by) = config_path_traced(source.path.as_deref(), env);
     let (profile, profile_chosen_by) = profile_name_traced(source.profile.as_deref(), env);
+    check_profile_name(&profile).map_err(|problem| ConfigError::BadProfileName {
+        name: profile.clone(),
+        chosen_by: profile_chosen_by,
+        problem,
+    })?;
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -762,6 +774,46 @@ mod tests {
                 .any(|l| l.starts_with("allow_insecure_http") && l.contains("= true")),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn profile_names_that_could_leave_their_directory_are_refused() {
+        // A profile table may be named anything TOML allows; its name becomes a directory.
+        let escape = GOOD.replace("[work]", "[\"../escape\"]");
+        let (_dir, path) = config_file(&escape);
+        let home = env_of(&[("HOME", "/home/u")]);
+        for (name, env) in [
+            ("../escape", None),
+            ("a/b", None),
+            ("..", None),
+            (".hidden", None),
+            ("-rf", None),
+            ("", None),
+            ("sp ace", None),
+            ("x", Some("../escape")),
+        ] {
+            let env = match env {
+                Some(v) => env_of(&[("HOME", "/home/u"), ("COGNIFS_PROFILE", v)]),
+                None => env_of(&[("HOME", "/home/u")]),
+            };
+            let chosen = (name != "x").then_some(name);
+            let err = load_env(&source(&path, chosen), &env).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::BadProfileName { .. }),
+                "{name:?}: {err}"
+            );
+        }
+        let err = load_env(&source(&path, Some("../escape")), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--profile") && err.contains("letters, digits"),
+            "{err}"
+        );
+        for ok in ["default", "work_2", "my-work", "a.b:c"] {
+            assert!(check_profile_name(ok).is_ok(), "{ok}");
+        }
+        assert!(check_profile_name(&"p".repeat(65)).is_err());
     }
 
     #[test]
