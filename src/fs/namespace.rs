@@ -262,7 +262,9 @@ impl Fs {
                     ws.update_meta(|m| *m = meta);
                     return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
                 }
-                other => drop(other?),
+                other => {
+                    other?;
+                }
             }
             ws.meta_stored(meta);
             if let Some(n) = self.inodes.get(ino) {

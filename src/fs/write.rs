@@ -627,7 +627,9 @@ impl Fs {
                 // Offline: the version last seen; the upload names it, so a version
                 // another client stored meanwhile is not replaced.
                 Err(e) if e.is_unreachable() => {}
-                other => drop(other?),
+                other => {
+                    other?;
+                }
             }
             self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?
         };
