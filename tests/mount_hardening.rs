@@ -89,3 +89,127 @@ async fn the_inode_table_forgets_what_the_kernel_forgets() {
     })
     .await;
 }
+
+/// Log lines of this test binary, for the panic test.
+#[derive(Clone, Default)]
+struct Logged(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logged {
+    type Writer = Logged;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// A panic in a FUSE callback — on the FUSE thread or in its task on the runtime — fails
+/// that one call with EIO and one log line naming the operation and the path; the next
+/// calls, the same operation included, are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_panic_in_a_callback_is_eio_for_that_call_and_the_mount_goes_on() {
+    let logged = Logged::default();
+    let _ = tracing_subscriber::fmt()
+        .with_writer(logged.clone())
+        .with_ansi(false)
+        .try_init();
+    with_timeout(120, async {
+        let running = start().await;
+        let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+        put(
+            &s3,
+            &running.profile.bucket,
+            &format!("{id}/d/f"),
+            b"data".to_vec(),
+        )
+        .await;
+        let spool = tempfile::tempdir().unwrap();
+        let m = mount_user(&running, "alice", "alice-pass", spool_opts(spool.path())).await;
+        let fs = m.mount().fs().clone();
+        let root = m.path().to_owned();
+        // (operation, after waiting on the runtime, what makes the kernel call it)
+        type Probe = fn(&std::path::Path) -> std::io::Result<()>;
+        let probes: [(&'static str, bool, Probe); 5] = [
+            ("getattr", false, |r| {
+                std::fs::metadata(r.join("d/f")).map(drop)
+            }),
+            ("lookup", true, |r| {
+                std::fs::metadata(r.join("d/f")).map(drop)
+            }),
+            ("readdirplus", false, |r| {
+                std::fs::read_dir(r.join("d"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(drop)
+            }),
+            ("create", true, |r| std::fs::write(r.join("d/new"), b"x")),
+            ("statfs", false, |r| {
+                let c = std::ffi::CString::new(r.to_str().unwrap()).unwrap();
+                // SAFETY: `c` is NUL-terminated; `st` is written by the call.
+                let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+                match unsafe { libc::statvfs(c.as_ptr(), &mut st) } {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            }),
+        ];
+        for (op, after_wait, probe) in probes {
+            // The kernel must ask (no cached attributes or pages to answer from).
+            let r = root.clone();
+            blocking(move || {
+                let _ = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg("echo 2 > /proc/sys/vm/drop_caches")
+                    .status();
+                drop(r);
+            })
+            .await;
+            fs.inject_panic(op, after_wait);
+            let r = root.clone();
+            let failed = blocking(move || probe(&r)).await;
+            assert_eq!(
+                failed.as_ref().err().and_then(|e| e.raw_os_error()),
+                Some(libc::EIO),
+                "{op}: {failed:?}"
+            );
+            let r = root.clone();
+            let again = blocking(move || probe(&r)).await;
+            assert!(again.is_ok(), "{op} after the panic: {again:?}");
+        }
+        let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+        // (getattr's and lookup's paths are whichever the kernel asked about first)
+        for (op, path) in [
+            ("getattr", ""),
+            ("lookup", ""),
+            ("readdirplus", "d/"),
+            ("create", "d/new"),
+            ("statfs", ""),
+        ] {
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    l.contains("a bug: this call failed with EIO")
+                        && l.contains(&format!("op=\"{op}\""))
+                })
+                .collect();
+            assert_eq!(lines.len(), 1, "{op}: {lines:?}");
+            assert!(lines[0].contains(&format!("path={path}")), "{}", lines[0]);
+            assert!(
+                lines[0].contains(&format!("injected panic in {op}")),
+                "{}",
+                lines[0]
+            );
+        }
+        assert_eq!(std::fs::read(m.join("d/new")).unwrap(), b"x");
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}

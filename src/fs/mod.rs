@@ -264,6 +264,9 @@ pub struct Fs {
     kernel: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidate>>,
     /// What checks the conditions of writes: the server, or a HEAD first (`store/conditions.rs`).
     conditions: std::sync::OnceLock<Arc<crate::store::EmulatedConditions>>,
+    /// [`Fs::inject_panic`] (tests).
+    injected_panic: Mutex<Option<(&'static str, bool)>>,
+    panic_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Fs {
@@ -374,6 +377,8 @@ impl Fs {
             counters: Default::default(),
             kernel: Default::default(),
             conditions: Default::default(),
+            injected_panic: Mutex::new(None),
+            panic_armed: Default::default(),
         }
     }
 
@@ -490,6 +495,33 @@ impl Fs {
         }
         if let Some(cache) = &self.meta_cache {
             cache.flush();
+        }
+    }
+
+    /// Tests: the next FUSE call `op` panics (on the FUSE thread, or after waiting once on
+    /// the runtime if `after_wait`), to prove that a panic fails that call alone (`EIO`)
+    /// and the mount goes on. Nothing else calls it.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, op: &'static str, after_wait: bool) {
+        *self.injected_panic.lock().unwrap() = Some((op, after_wait));
+        self.panic_armed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes the panic injected for `op`, if any (one check of an atomic otherwise).
+    pub(crate) fn take_injected_panic(&self, op: &str) -> Option<bool> {
+        if !self.panic_armed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let mut armed = self.injected_panic.lock().unwrap();
+        match *armed {
+            Some((o, after_wait)) if o == op => {
+                *armed = None;
+                self.panic_armed
+                    .store(false, std::sync::atomic::Ordering::Release);
+                Some(after_wait)
+            }
+            _ => None,
         }
     }
 
