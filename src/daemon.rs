@@ -36,39 +36,89 @@ pub fn is_daemon_child() -> bool {
     std::env::var_os(DAEMON_CHILD_ENV).is_some()
 }
 
-/// Logs to `log_file` (appending) and/or stderr; HTTP stacks never below info.
+/// Makes this process undumpable (`PR_SET_DUMPABLE` 0): no core file, and no ptrace or
+/// `/proc/PID/mem` for other processes of the user. A mount holds the refresh token and
+/// AWS keys in memory for as long as it runs.
+pub fn forbid_core_dumps() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory of ours.
+    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if done == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The crates whose logs are ours: shown at the chosen level.
+const OUR_CRATES: [&str; 2] = ["cognifs", "devstack"];
+
+fn is_level(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "trace" | "debug" | "info" | "warn" | "error" | "off"
+    )
+}
+
+/// The log filter, an allow-list: our crates at the level `spec` (`RUST_LOG`) chooses — a
+/// level, and `cognifs…=LEVEL` / `devstack…=LEVEL` directives — and every other crate at
+/// warn at most, whatever `spec` says of it: an HTTP, TLS or SDK crate's debug output can
+/// carry headers (tokens, signatures). Default: info.
+pub fn log_directives(spec: Option<&str>) -> String {
+    let mut level = "info".to_owned();
+    let mut ours = Vec::new();
+    for part in spec.unwrap_or_default().split(',').map(str::trim) {
+        if is_level(part) {
+            level = part.to_ascii_lowercase();
+        } else if let Some((target, lvl)) = part.split_once('=')
+            && is_level(lvl)
+            && OUR_CRATES
+                .iter()
+                .any(|c| target == *c || target.starts_with(&format!("{c}::")))
+        {
+            ours.push(format!("{target}={}", lvl.to_ascii_lowercase()));
+        }
+    }
+    let others = if matches!(level.as_str(), "error" | "off") {
+        level.clone()
+    } else {
+        "warn".to_owned()
+    };
+    let mut directives = vec![others];
+    directives.extend(OUR_CRATES.iter().map(|c| format!("{c}={level}")));
+    directives.extend(ours);
+    // fuser 0.18's `Mount` unmounts again when dropped, even after the mount is gone: its
+    // `is_mounted` takes POLLERR on /dev/fuse (libfuse's sign that the connection is already
+    // unmounted) for "still mounted". So every clean unmount from outside (`cognifs
+    // unmount`, `fusermount3 -u`, our own lazy `Mount::detach`) is followed, once the
+    // session thread ends inside `BackgroundSession::join`, by a umount(2) of a path that is
+    // no longer a mount point and `WARN fuser::mnt: Unmount failed: Invalid argument`. The
+    // drop cannot be avoided through fuser's API (the field is private), and that warning is
+    // the only thing the `fuser::mnt` target logs at warn level; errors still show.
+    directives.push("fuser::mnt=error".to_owned());
+    directives.join(",")
+}
+
+/// Logs to `log_file` (appending) and/or stderr, filtered by [`log_directives`].
 pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<()> {
     use tracing_subscriber::prelude::*;
-    // Never below info for the HTTP stacks: their debug output can carry headers.
-    let filter = || {
-        tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-            .add_directive("s3s=warn".parse().expect("static directive"))
-            .add_directive("aws_smithy_runtime=info".parse().expect("static directive"))
-            .add_directive("aws_sigv4=info".parse().expect("static directive"))
-            .add_directive("hyper=info".parse().expect("static directive"))
-            .add_directive("reqwest=info".parse().expect("static directive"))
-            // fuser 0.18's `Mount` unmounts again when dropped, even after the mount is gone:
-            // its `is_mounted` takes POLLERR on /dev/fuse (libfuse's sign that the connection
-            // is already unmounted) for "still mounted". So every clean unmount from outside
-            // (`cognifs unmount`, `fusermount3 -u`, our own lazy `Mount::detach`) is followed,
-            // once the session thread ends inside `BackgroundSession::join`, by a umount(2) of a
-            // path that is no longer a mount point and `WARN fuser::mnt: Unmount failed: Invalid
-            // argument`. The drop cannot be avoided through fuser's API (the field is private),
-            // and that warning is the only thing the `fuser::mnt` target logs at warn level;
-            // errors still show.
-            .add_directive("fuser::mnt=error".parse().expect("static directive"))
-    };
+    let spec = std::env::var("RUST_LOG").ok();
+    let filter = || tracing_subscriber::EnvFilter::new(log_directives(spec.as_deref()));
     let file_layer = match log_file {
         Some(path) => {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                crate::statefile::private_dir(dir)?;
             }
+            // The log names files and keys: the user's alone.
+            use std::os::unix::fs::OpenOptionsExt;
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(path)
                 .with_context(|| format!("opening log {}", path.display()))?;
+            // One an earlier version made 0644 is narrowed too.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
             Some(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
@@ -126,6 +176,8 @@ pub fn serve_with_metrics(
     extras: Extras,
     metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
+    // Before any secret is read into memory.
+    forbid_core_dumps().context("making the daemon undumpable")?;
     let profile = session.profile.clone();
     let mut opts = opts;
     if let Some(device) = &profile.device_name {
@@ -416,6 +468,56 @@ pub fn daemonize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_of_other_crates_never_go_below_warn_whatever_rust_log_says() {
+        assert_eq!(
+            log_directives(None),
+            "warn,cognifs=info,devstack=info,fuser::mnt=error"
+        );
+        assert_eq!(
+            log_directives(Some(
+                "trace,hyper=trace,aws_sigv4=debug,cognifs::fs=debug,h2"
+            )),
+            "warn,cognifs=trace,devstack=trace,cognifs::fs=debug,fuser::mnt=error"
+        );
+        assert_eq!(
+            log_directives(Some("error")),
+            "error,cognifs=error,devstack=error,fuser::mnt=error"
+        );
+        // What reaches a subscriber under RUST_LOG=trace.
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::prelude::*;
+        #[derive(Clone, Default)]
+        struct Seen(Arc<Mutex<Vec<String>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                let m = event.metadata();
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{}:{}", m.target(), m.level()));
+            }
+        }
+        let seen = Seen::default();
+        let subscriber = tracing_subscriber::registry().with(seen.clone().with_filter(
+            tracing_subscriber::EnvFilter::new(log_directives(Some("trace"))),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "hyper::proto::h1", "authorization: secret");
+            tracing::trace!(target: "aws_sigv4::http_request", "canonical request");
+            tracing::warn!(target: "hyper::proto::h1", "a warning");
+            tracing::trace!(target: "cognifs::fs", "ours");
+        });
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["hyper::proto::h1:WARN", "cognifs::fs:TRACE"]
+        );
+    }
 
     #[test]
     fn clock_is_utc_time_of_day() {

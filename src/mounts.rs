@@ -36,7 +36,7 @@ fn alive(pid: u32) -> bool {
 /// Records this process's mount; the guard removes the record when dropped.
 pub fn register(state_dir: &Path, record: MountRecord) -> std::io::Result<Registration> {
     let dir = dir(state_dir, &record.profile);
-    std::fs::create_dir_all(&dir)?;
+    crate::statefile::private_dir(&dir)?;
     let registration = Registration {
         path: dir.join(format!("{}.json", record.pid)),
     };

@@ -61,17 +61,9 @@ pub fn unit_text(exe: &Path) -> String {
 /// as written, unlike `%I`, which would turn `-` into `/`), so only characters valid in unit
 /// names without escaping are accepted.
 pub fn check_instance_name(profile: &str) -> Result<(), String> {
-    let ok = !profile.is_empty()
-        && profile
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "profile name {profile:?} cannot be a systemd instance name: use letters, digits, _ . : -"
-        ))
-    }
+    crate::config::check_profile_name(profile).map_err(|why| {
+        format!("profile name {profile:?} cannot be a systemd instance name: it {why}")
+    })
 }
 
 /// `$XDG_CONFIG_HOME/systemd/user`, the per-user unit directory that needs no root.

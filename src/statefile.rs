@@ -39,6 +39,31 @@ pub fn check_own_file(file: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes `dir` (and the parents it lacks) with mode 0700. One that exists and is this
+/// user's but open to others (an earlier version made them 0755) is narrowed to 0700; one
+/// that is someone else's is refused: cognifs keeps file contents and names there.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::metadata(dir)?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} is owned by uid {}, not {me}", dir.display(), meta.uid()),
+        ));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::info!(dir = %dir.display(), mode = format!("{:o}", meta.permissions().mode() & 0o7777), "narrowing to 0700: only you may read it");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// The whole of an own file (see [`open_own_file`]) of at most `max` bytes.
 pub fn read_own_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
@@ -117,6 +142,27 @@ mod tests {
         assert_eq!(lines(b"abcdef", 2), Vec::<Vec<u8>>::new());
         assert_eq!(lines(b"", 2), Vec::<Vec<u8>>::new());
         assert_eq!(lines(b"\xff\xfe\n", 2), [b"\xff\xfe".to_vec()]);
+    }
+
+    #[test]
+    fn private_dirs_are_made_0700_narrowed_to_it_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = tempfile::tempdir().unwrap();
+        let new = root.path().join("a/b/c");
+        private_dir(&new).unwrap();
+        assert_eq!((mode(&root.path().join("a")), mode(&new)), (0o700, 0o700));
+        let wide = root.path().join("wide");
+        std::fs::create_dir(&wide).unwrap();
+        std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&wide).unwrap();
+        assert_eq!(mode(&wide), 0o700);
+        // SAFETY: geteuid touches no memory.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&wide, Some(12345), None).unwrap();
+            let err = private_dir(&wide).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        }
     }
 
     #[test]

@@ -57,3 +57,82 @@ fn with_allow_insecure_http_upload_bodies_are_signed() {
     assert!(traffic.signed_bodies() >= 4, "{}", traffic.signed_bodies());
     rt.block_on(running.shutdown());
 }
+
+mod stalls {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cognifs::store::{ObjectStore, S3Store, StoreError, s3_client};
+    use devstack::NetworkFaults;
+
+    use super::support::*;
+
+    /// A store as the daemon builds it, for alice, with 1 s request and 3 s operation
+    /// timeouts.
+    async fn store(running: &devstack::Running, dir: &std::path::Path) -> Arc<S3Store> {
+        let mut profile = cognifs_profile(running, "default", dir.join("config.toml"));
+        profile.request_timeout = Duration::from_secs(1);
+        profile.operation_timeout = Duration::from_secs(3);
+        let token = id_token(running, "alice", "alice-pass").await;
+        let (identity, creds) = aws_credentials(running, &token).await;
+        Arc::new(S3Store::new(
+            s3_client(&profile, creds),
+            profile.bucket.clone(),
+            format!("{identity}/"),
+        ))
+    }
+
+    /// Requests accepted and never answered, and GET bodies that stop half way, end in a
+    /// timeout error instead of hanging the call; with the faults gone, the same calls work.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_requests_and_bodies_time_out() {
+        with_timeout(120, async {
+            let running = start().await;
+            let dir = tempfile::tempdir().unwrap();
+            let s3 = store(&running, dir.path()).await;
+            let data = pseudo_random(3 << 20, 9);
+            s3.put("f", data.clone().into(), &Default::default())
+                .await
+                .unwrap();
+            let etag = s3.head("f").await.unwrap().unwrap().etag;
+            let faults = running.faults();
+            faults.set_network(NetworkFaults {
+                stall: 1.0,
+                ..NetworkFaults::default()
+            });
+            // The deadlines below only catch a hang; the bound is the 3 s operation timeout.
+            let head = tokio::time::timeout(Duration::from_secs(30), s3.head("f")).await;
+            assert!(
+                matches!(head, Ok(Err(StoreError::Timeout(_)))),
+                "a stalled HEAD: {head:?}"
+            );
+            faults.set_network(NetworkFaults {
+                stall_body: 1.0,
+                ..NetworkFaults::default()
+            });
+            let get = tokio::time::timeout(
+                Duration::from_secs(30),
+                s3.get_range("f", &etag, 0, data.len() as u64),
+            )
+            .await;
+            assert!(
+                matches!(get, Ok(Err(StoreError::Timeout(_)))),
+                "a GET whose body stalls: {:?}",
+                get.map(|r| r.map(|b| b.len()))
+            );
+            let injected = faults.injected();
+            assert!(
+                injected.stalls >= 1 && injected.stalled_bodies >= 1,
+                "{injected:?}"
+            );
+            faults.set_network(NetworkFaults::default());
+            let back = s3
+                .get_range("f", &etag, 0, data.len() as u64)
+                .await
+                .unwrap();
+            assert!(back == data);
+            running.shutdown().await;
+        })
+        .await;
+    }
+}

@@ -47,7 +47,7 @@ use tokio::task::JoinSet;
 use crate::cognito::Cognito;
 use crate::objects::ObjectStore;
 use crate::server::Router;
-pub use crate::server::{FaultCounts, Faults, Traffic};
+pub use crate::server::{FaultCounts, Faults, NetworkFaults, Traffic};
 
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -1,11 +1,14 @@
 //! The one HTTP listener: routes each request to the hosted UI, Cognito Identity, or S3, and
-//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`, an outage; the knobs
-//! for conditional writes are applied in [`crate::s3`]), counting each fault it injects.
+//! applies the S3 fault knobs (latency, a fraction of `503 SlowDown`, an outage, and the
+//! network's faults: requests never answered, bodies stalled, cut by a reset or ended short,
+//! latency spikes; the knobs for conditional writes are applied in [`crate::s3`]), counting
+//! each fault it injects.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::Arc;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -96,6 +99,58 @@ pub struct Faults {
     delayed: AtomicU64,
     conflicts: AtomicU64,
     held_writes: AtomicU64,
+    network: Mutex<NetworkFaults>,
+    stalls: AtomicU64,
+    stalled_bodies: AtomicU64,
+    resets: AtomicU64,
+    truncated: AtomicU64,
+    spikes: AtomicU64,
+}
+
+/// Faults of the network and of a server in trouble, each the fraction (0..=1) of S3
+/// requests it hits ([`Faults::set_network`]); at most one per request, drawn in this order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NetworkFaults {
+    /// The request is accepted and never answered: the connection stays open, silent, for
+    /// `stall_for`, then closes.
+    pub stall: f64,
+    /// A GET's answer starts (headers and part of the body) and then nothing more comes for
+    /// `stall_for`; then the connection closes.
+    pub stall_body: f64,
+    /// The connection is reset mid-body: a GET's answer after part of its body, a PUT after
+    /// part of its upload was read.
+    pub reset_body: f64,
+    /// A GET's body ends early as if complete (no `Content-Length`, a chunked body that is
+    /// short): only the client's own length check can tell.
+    pub truncate_body: f64,
+    /// The answer comes after an added `spike_for`.
+    pub spike: f64,
+    pub spike_for: Duration,
+    pub stall_for: Duration,
+}
+
+impl Default for NetworkFaults {
+    fn default() -> Self {
+        NetworkFaults {
+            stall: 0.0,
+            stall_body: 0.0,
+            reset_body: 0.0,
+            truncate_body: 0.0,
+            spike: 0.0,
+            spike_for: Duration::from_secs(1),
+            stall_for: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The network fault drawn for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetFault {
+    Stall,
+    StallBody,
+    ResetBody,
+    TruncateBody,
+    Spike,
 }
 
 /// How many faults of each kind devstack has injected so far ([`Faults::injected`]).
@@ -112,12 +167,31 @@ pub struct FaultCounts {
     pub conflicts: u64,
     /// Conditional writes held before committing ([`Faults::set_conditional_write_hold`]).
     pub held_writes: u64,
+    /// Requests accepted and never answered ([`NetworkFaults::stall`]).
+    pub stalls: u64,
+    /// GET answers whose body stopped coming ([`NetworkFaults::stall_body`]).
+    pub stalled_bodies: u64,
+    /// Connections reset mid-body ([`NetworkFaults::reset_body`]).
+    pub resets: u64,
+    /// GET bodies ended short ([`NetworkFaults::truncate_body`]).
+    pub truncated: u64,
+    /// Answers delayed by a latency spike ([`NetworkFaults::spike`]).
+    pub spikes: u64,
 }
 
 impl FaultCounts {
     /// Faults of every kind.
     pub fn total(&self) -> u64 {
-        self.slow_downs + self.unavailable + self.delayed + self.conflicts + self.held_writes
+        self.slow_downs
+            + self.unavailable
+            + self.delayed
+            + self.conflicts
+            + self.held_writes
+            + self.stalls
+            + self.stalled_bodies
+            + self.resets
+            + self.truncated
+            + self.spikes
     }
 }
 
@@ -213,6 +287,62 @@ impl Faults {
         }
     }
 
+    /// The network faults now armed.
+    pub fn network(&self) -> NetworkFaults {
+        *self.network.lock().unwrap()
+    }
+
+    /// Arms network faults (rates clamped to 0..=1, NaN is 0); the default disarms them.
+    pub fn set_network(&self, mut faults: NetworkFaults) {
+        for rate in [
+            &mut faults.stall,
+            &mut faults.stall_body,
+            &mut faults.reset_body,
+            &mut faults.truncate_body,
+            &mut faults.spike,
+        ] {
+            *rate = if rate.is_nan() {
+                0.0
+            } else {
+                rate.clamp(0.0, 1.0)
+            };
+        }
+        *self.network.lock().unwrap() = faults;
+    }
+
+    /// Draws the network fault of one request (none: `None`). A body fault is drawn only
+    /// for requests that have a body to cut.
+    fn draw_network(&self, get: bool, put: bool) -> Option<(NetFault, NetworkFaults)> {
+        let n = self.network();
+        let mut rng = rand::rng();
+        let mut hit = |rate: f64| rate > 0.0 && rng.random_bool(rate);
+        let fault = if hit(n.stall) {
+            NetFault::Stall
+        } else if get && hit(n.stall_body) {
+            NetFault::StallBody
+        } else if (get || put) && hit(n.reset_body) {
+            NetFault::ResetBody
+        } else if get && hit(n.truncate_body) {
+            NetFault::TruncateBody
+        } else if hit(n.spike) {
+            NetFault::Spike
+        } else {
+            return None;
+        };
+        Some((fault, n))
+    }
+
+    fn count(&self, fault: NetFault) {
+        let counter = match fault {
+            NetFault::Stall => &self.stalls,
+            NetFault::StallBody => &self.stalled_bodies,
+            NetFault::ResetBody => &self.resets,
+            NetFault::TruncateBody => &self.truncated,
+            NetFault::Spike => &self.spikes,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The faults injected so far, by kind.
     pub fn injected(&self) -> FaultCounts {
         FaultCounts {
@@ -221,6 +351,127 @@ impl Faults {
             delayed: self.delayed.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             held_writes: self.held_writes.load(Ordering::Relaxed),
+            stalls: self.stalls.load(Ordering::Relaxed),
+            stalled_bodies: self.stalled_bodies.load(Ordering::Relaxed),
+            resets: self.resets.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
+            spikes: self.spikes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Why a connection was cut (hyper closes it when the service or a body fails).
+fn cut(why: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionReset, why.to_owned())
+}
+
+/// How long a reset body waits after its last bytes, so that they reach the client.
+const FLUSH_WAIT: Duration = Duration::from_millis(20);
+
+/// What happens once a faulty body has sent its share.
+#[derive(Clone, Copy)]
+enum AfterCut {
+    /// Nothing more, for this long; then the connection closes.
+    Stall(Duration),
+    /// The connection is reset.
+    Reset,
+    /// The body ends, as if it were complete.
+    End,
+}
+
+/// A response body that sends its first `left` bytes and then does what `then` says.
+struct CutBody {
+    inner: Body,
+    left: u64,
+    then: AfterCut,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl hyper::body::Body for CutBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            let wait = match self.then {
+                AfterCut::End => return Poll::Ready(None),
+                // A moment for what was sent to leave before the connection goes: hyper
+                // drops what it has not written when a body fails.
+                AfterCut::Reset => FLUSH_WAIT,
+                AfterCut::Stall(d) => d,
+            };
+            let sleep = self
+                .stall
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
+            return match sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(cut("body cut")))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    if data.len() as u64 > self.left {
+                        data.truncate(self.left as usize);
+                    }
+                    self.left -= data.len() as u64;
+                    Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(std::io::Error::other(e.to_string()))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// `resp` with its body cut after a random share of it (in its middle half), then `then`.
+fn cut_response(resp: Response<Body>, then: AfterCut) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    let len = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    // Somewhere in its middle half: the answer has visibly started, and not quite ended.
+    let left = if len < 4 {
+        len / 2
+    } else {
+        rand::rng().random_range(len / 4..len - len / 4)
+    };
+    if matches!(then, AfterCut::End) {
+        // Without it the short body looks complete.
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    }
+    let body = CutBody {
+        inner: body,
+        left,
+        then,
+        stall: None,
+    };
+    Response::from_parts(parts, Body::http_body_unsync(body))
+}
+
+/// Reads part of a request's body (as far as a random share of its declared length), so
+/// that the reset comes mid-upload.
+async fn read_part_of(body: Incoming, len: u64) {
+    let stop = if len == 0 {
+        0
+    } else {
+        rand::rng().random_range(0..len)
+    };
+    let mut body = body;
+    let mut read = 0u64;
+    while read < stop {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
         }
     }
 }
@@ -281,10 +532,11 @@ fn parse_pairs(raw: &[u8]) -> HashMap<String, String> {
 }
 
 impl Router {
+    /// An `Err` closes the connection without an answer (a reset, or a stall given up).
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+    ) -> Result<Response<Body>, std::io::Error> {
         let target = req
             .headers()
             .get("x-amz-target")
@@ -329,12 +581,54 @@ impl Router {
             tracing::debug!(method = %req.method(), path, "injected 503 SlowDown");
             return Ok(s3_fault("SlowDown", "Please reduce your request rate."));
         }
+        let is_get = req.method() == hyper::Method::GET;
+        let is_put = req.method() == hyper::Method::PUT;
+        let network = self.faults.draw_network(is_get, is_put);
+        if let Some((fault, n)) = network {
+            tracing::debug!(method = %req.method(), path, ?fault, "injected network fault");
+            match fault {
+                NetFault::Stall => {
+                    self.faults.count(fault);
+                    tokio::time::sleep(n.stall_for).await;
+                    return Err(cut("stalled request given up"));
+                }
+                NetFault::ResetBody if is_put => {
+                    let len = req
+                        .headers()
+                        .get(hyper::header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                        .unwrap_or(0);
+                    self.faults.count(fault);
+                    read_part_of(req.into_body(), len).await;
+                    return Err(cut("reset mid-upload"));
+                }
+                NetFault::Spike => {
+                    self.faults.count(fault);
+                    tokio::time::sleep(n.spike_for).await;
+                }
+                _ => {}
+            }
+        }
         self.traffic.record(&req);
         let method = req.method().clone();
         match self.s3.call(req.map(Body::from)).await {
             Ok(resp) => {
                 tracing::debug!(%method, path, status = resp.status().as_u16(), "s3");
-                Ok(resp)
+                // Body faults hit answers that have a body to cut: a GET's object.
+                let then = match network {
+                    _ if !resp.status().is_success() => None,
+                    Some((NetFault::StallBody, n)) => Some(AfterCut::Stall(n.stall_for)),
+                    Some((NetFault::ResetBody, _)) => Some(AfterCut::Reset),
+                    Some((NetFault::TruncateBody, _)) => Some(AfterCut::End),
+                    _ => None,
+                };
+                Ok(match (then, network) {
+                    (Some(then), Some((fault, _))) => {
+                        self.faults.count(fault);
+                        cut_response(resp, then)
+                    }
+                    _ => resp,
+                })
             }
             Err(err) => {
                 tracing::warn!(%method, path, ?err, "s3 request failed");

@@ -2280,6 +2280,7 @@ async fn injected_faults_are_counted_by_kind() {
             delayed: 2,
             conflicts: 0,
             held_writes: 0,
+            ..Default::default()
         }
     );
     assert_eq!(counts.total(), 10);
@@ -2344,4 +2345,98 @@ async fn binary_ignores_conditions_on_request() {
         .await
         .unwrap();
     assert_eq!(read_object(&admin, "k").await, b"two");
+}
+
+#[tokio::test]
+async fn network_faults_cut_stall_and_delay_answers_and_are_counted() {
+    let running = start().await;
+    let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
+    let once = without_retries(&s3);
+    let key = format!("{id}/f");
+    let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    write_object(&once, &key, &data).await;
+    let faults = running.faults();
+    let arm = |f: fn(&mut devstack::NetworkFaults)| {
+        let mut n = devstack::NetworkFaults {
+            stall_for: Duration::from_millis(200),
+            spike_for: Duration::from_millis(10),
+            ..Default::default()
+        };
+        f(&mut n);
+        faults.set_network(n);
+    };
+    // The body of a GET, or what went wrong reading it.
+    let body = |s3: aws_sdk_s3::Client, key: String| async move {
+        let out = s3
+            .get_object()
+            .bucket("cognifs")
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        out.body
+            .collect()
+            .await
+            .map(|b| b.into_bytes().to_vec())
+            .map_err(|e| format!("body: {e}"))
+    };
+
+    arm(|n| n.reset_body = 1.0);
+    let got = body(once.clone(), key.clone()).await;
+    assert!(
+        got.as_ref().is_err_and(|e| e.starts_with("body")),
+        "{:?}",
+        got.map(|b| b.len())
+    );
+    arm(|n| n.truncate_body = 1.0);
+    let got = body(once.clone(), key.clone())
+        .await
+        .expect("a short body ends cleanly");
+    assert!(
+        got.len() < data.len() && data.starts_with(&got),
+        "{}",
+        got.len()
+    );
+    arm(|n| n.stall_body = 1.0);
+    let got = body(once.clone(), key.clone()).await;
+    assert!(
+        got.as_ref().is_err_and(|e| e.starts_with("body")),
+        "{:?}",
+        got.map(|b| b.len())
+    );
+    arm(|n| n.stall = 1.0);
+    let got = body(once.clone(), key.clone()).await;
+    assert!(
+        got.as_ref().is_err_and(|e| e.starts_with("send")),
+        "{:?}",
+        got.map(|b| b.len())
+    );
+    arm(|n| n.spike = 1.0);
+    assert_eq!(read_object(&once, &key).await, data);
+    // An upload cut mid-body leaves the object as it was.
+    arm(|n| n.reset_body = 1.0);
+    let put = once
+        .put_object()
+        .bucket("cognifs")
+        .key(&key)
+        .body(ByteStream::from(vec![7u8; 1 << 20]))
+        .send()
+        .await;
+    assert!(put.is_err());
+    faults.set_network(devstack::NetworkFaults::default());
+    assert_eq!(read_object(&once, &key).await, data);
+
+    let counts = faults.injected();
+    assert_eq!(
+        (
+            counts.resets,
+            counts.truncated,
+            counts.stalled_bodies,
+            counts.stalls,
+            counts.spikes
+        ),
+        (2, 1, 1, 1, 1),
+        "{counts:?}"
+    );
+    running.shutdown().await;
 }

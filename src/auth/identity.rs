@@ -8,8 +8,8 @@
 //! [`start_refresher`] runs that exchange in a background task and publishes the result on a
 //! watch channel. [`WatchedCredentials`] is the `ProvideCredentials` the S3 client signs with:
 //! it only reads the channel, so a renewal never blocks an S3 call. Renewal happens when 80%
-//! of the credentials' lifetime is used (at least 5 minutes before expiry when they last long
-//! enough), with exponential backoff and jitter on network errors. A refused refresh token
+//! ± 10% (drawn each time) of the credentials' lifetime is used (at least 5 minutes before
+//! expiry when they last long enough), with exponential backoff and jitter on network errors. A refused refresh token
 //! (expired or revoked) puts the provider in a signed-out state — one error line saying
 //! `run cognifs login`, S3 calls fail with that error — until the token file changes, which
 //! is picked up without a restart.
@@ -47,7 +47,8 @@ fn identity_client(profile: &Profile) -> aws_sdk_cognitoidentity::Client {
         .behavior_version(aws_sdk_cognitoidentity::config::BehaviorVersion::latest())
         .region(aws_sdk_cognitoidentity::config::Region::new(
             profile.region.clone(),
-        ));
+        ))
+        .timeout_config(profile.sdk_timeouts());
     if let Some(endpoint) = &profile.identity_endpoint {
         config = config.endpoint_url(endpoint);
     }
@@ -110,7 +111,27 @@ impl Session {
         if state.id_token_fresh(ID_TOKEN_MARGIN) {
             return Ok(state);
         }
-        refresh(&self.profile, &self.store, &self.http).await
+        self.bounded(
+            "the token endpoint",
+            refresh(&self.profile, &self.store, &self.http),
+        )
+        .await
+    }
+
+    /// One step of the exchange, given at most the operation timeout: a server that accepts
+    /// and then stalls must not hold the renewal until the credentials expire.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, AuthError>>,
+    ) -> Result<T, AuthError> {
+        let limit = self.profile.operation_timeout;
+        tokio::time::timeout(limit, step).await.unwrap_or_else(|_| {
+            Err(AuthError::Network(format!(
+                "{what} did not answer within {} s (operation_timeout)",
+                limit.as_secs()
+            )))
+        })
     }
 
     /// The identity id, from the token file or (once per sign-in) from GetId.
@@ -118,7 +139,7 @@ impl Session {
         if let Some(id) = &state.identity_id {
             return Ok(id.clone());
         }
-        let id = self
+        let get_id = self
             .identity
             .get_id()
             .identity_pool_id(&self.profile.identity_pool_id)
@@ -126,9 +147,12 @@ impl Session {
                 self.profile.provider_name(),
                 state.id_token.clone().unwrap_or_default(),
             )
-            .send()
-            .await
-            .map_err(|e| identity_error(e, &self.profile))?
+            .send();
+        let id = self
+            .bounded("Cognito Identity (GetId)", async {
+                get_id.await.map_err(|e| identity_error(e, &self.profile))
+            })
+            .await?
             .identity_id
             .ok_or_else(|| AuthError::Identity("GetId returned no identity id".into()))?;
         state.identity_id = Some(id.clone());
@@ -140,7 +164,7 @@ impl Session {
     pub async fn fetch_credentials(&self) -> Result<(String, Credentials), AuthError> {
         let mut state = self.fresh_tokens().await?;
         let identity_id = self.identity_id(&mut state).await?;
-        let out = self
+        let get_credentials = self
             .identity
             .get_credentials_for_identity()
             .identity_id(&identity_id)
@@ -148,9 +172,14 @@ impl Session {
                 self.profile.provider_name(),
                 state.id_token.clone().unwrap_or_default(),
             )
-            .send()
-            .await
-            .map_err(|e| identity_error(e, &self.profile))?;
+            .send();
+        let out = self
+            .bounded("Cognito Identity (GetCredentialsForIdentity)", async {
+                get_credentials
+                    .await
+                    .map_err(|e| identity_error(e, &self.profile))
+            })
+            .await?;
         let c = out.credentials.ok_or_else(|| {
             AuthError::Identity("GetCredentialsForIdentity returned no credentials".into())
         })?;
@@ -290,13 +319,25 @@ impl WallClock for SystemClock {
 }
 
 /// When credentials obtained at `obtained` that expire at `expiry` are to be renewed: at
-/// 80% of their lifetime, and at least 5 minutes before expiry when they last long enough.
+/// 80% of their lifetime ± 10% of it, drawn anew for every renewal (the first included), so
+/// that machines that start or wake together do not all renew together; and at least 5
+/// minutes before expiry when they last long enough (25 minutes or more).
 pub fn renew_at(obtained: SystemTime, expiry: Option<SystemTime>) -> SystemTime {
+    renew_at_jittered(obtained, expiry, rand::rng().random_range(-1.0..=1.0))
+}
+
+/// [`renew_at`] with its draw given: `jitter` in -1..=1 is where in ±10% of the lifetime.
+pub fn renew_at_jittered(
+    obtained: SystemTime,
+    expiry: Option<SystemTime>,
+    jitter: f64,
+) -> SystemTime {
+    let share = 0.8 + 0.1 * jitter.clamp(-1.0, 1.0);
     let Some(expiry) = expiry else {
-        return obtained + Duration::from_secs(3000);
+        return obtained + Duration::from_secs(3750).mul_f64(share);
     };
     let lifetime = expiry.duration_since(obtained).unwrap_or_default();
-    let mut at = lifetime.mul_f64(0.8);
+    let mut at = lifetime.mul_f64(share);
     if lifetime >= Duration::from_secs(25 * 60) {
         at = at.min(lifetime - Duration::from_secs(300));
     }
@@ -483,7 +524,7 @@ mod tests {
     fn renews_at_80_percent_or_five_minutes_before_expiry() {
         let now = SystemTime::now();
         let at = |secs| {
-            renew_at(now, Some(now + Duration::from_secs(secs)))
+            renew_at_jittered(now, Some(now + Duration::from_secs(secs)), 0.0)
                 .duration_since(now)
                 .unwrap()
         };
@@ -500,6 +541,40 @@ mod tests {
         );
         let far = now + Duration::from_secs(3000);
         assert_eq!(sleep_before_check(now, far, check), check);
+    }
+
+    /// A fleet started at once renews spread over ±10% of the lifetime around 80%, never
+    /// later than 5 minutes before expiry.
+    #[test]
+    fn renewals_are_spread_over_a_tenth_of_the_lifetime_each_side() {
+        let now = SystemTime::now();
+        let minutes = |d: Duration| d.as_secs_f64() / 60.0;
+        let at = |secs: u64, j: f64| {
+            minutes(
+                renew_at_jittered(now, Some(now + Duration::from_secs(secs)), j)
+                    .duration_since(now)
+                    .unwrap(),
+            )
+        };
+        assert_eq!((at(3600, -1.0), at(3600, 1.0)), (42.0, 54.0));
+        // Thirty minutes: 90% would be 3 minutes before expiry; 5 is the least.
+        assert_eq!((at(1800, -1.0), at(1800, 1.0)), (21.0, 25.0));
+        assert_eq!(at(10, 1.0) * 60.0, 9.0);
+        let fleet: Vec<f64> = (0..1000)
+            .map(|_| {
+                minutes(
+                    renew_at(now, Some(now + Duration::from_secs(3600)))
+                        .duration_since(now)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let (lo, hi) = fleet
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        assert!(lo >= 42.0 && hi <= 54.0, "{lo}..{hi}");
+        // Spread, not bunched: uniform draws this narrow would be a broken jitter.
+        assert!(lo < 44.0 && hi > 52.0, "{lo}..{hi}");
     }
 
     /// A wall clock the test moves by hand.
@@ -591,17 +666,17 @@ mod tests {
         let (clock, source, creds, task) = fake(Duration::from_secs(5));
         clock.advance(Duration::from_secs(40 * 60));
         settle().await;
-        assert_eq!(source.fetches(), 0, "not due before 48 minutes");
+        assert_eq!(source.fetches(), 0, "not due before 42 minutes");
         clock.advance(Duration::from_secs(2 * 3600));
         settle().await;
         assert_eq!(source.fetches(), 1, "renewed on waking");
         assert_eq!(key_of(&creds), "AKIA1");
         assert_eq!(creds.last_renewal(), clock.now());
-        // The next renewal is due 48 minutes after this one, by the wall clock.
-        clock.advance(Duration::from_secs(47 * 60));
+        // The next renewal is due 42 to 54 minutes after this one, by the wall clock.
+        clock.advance(Duration::from_secs(41 * 60));
         settle().await;
         assert_eq!(source.fetches(), 1);
-        clock.advance(Duration::from_secs(2 * 60));
+        clock.advance(Duration::from_secs(14 * 60));
         settle().await;
         assert_eq!(source.fetches(), 2);
         assert_eq!(key_of(&creds), "AKIA2");

@@ -152,6 +152,11 @@ fn import_env_with(
 ) -> Result<ImportReport, ConfigError> {
     let path = config_path_with(source.path.as_deref(), env);
     let profile = profile_name_with(source.profile.as_deref(), env);
+    super::check_profile_name(&profile).map_err(|problem| ConfigError::BadProfileName {
+        name: profile.clone(),
+        chosen_by: "--profile",
+        problem,
+    })?;
     let env_error = |problem: String| ConfigError::EnvFile {
         path: env_file.to_owned(),
         problem,

@@ -249,7 +249,55 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         },
         show: |p| p.identity_endpoint.clone().unwrap_or_default(),
     },
+    KeySpec {
+        name: "request_timeout",
+        kind: Kind::Integer,
+        unset: Unset::Default {
+            value: |_| DEFAULT_REQUEST_TIMEOUT.as_secs().to_string(),
+            shown_as: DEFAULT_ORIGIN,
+        },
+        kept_on_reimport: true,
+        set: |p, v, _| {
+            p.request_timeout = check_seconds(v)?;
+            Ok(())
+        },
+        show: |p| p.request_timeout.as_secs().to_string(),
+    },
+    KeySpec {
+        name: "operation_timeout",
+        kind: Kind::Integer,
+        unset: Unset::Default {
+            value: |p| {
+                DEFAULT_OPERATION_TIMEOUT
+                    .max(p.request_timeout)
+                    .as_secs()
+                    .to_string()
+            },
+            shown_as: DEFAULT_ORIGIN,
+        },
+        kept_on_reimport: true,
+        set: |p, v, _| {
+            let t = check_seconds(v)?;
+            if t < p.request_timeout {
+                return Err(format!(
+                    "must be at least request_timeout ({} s): an operation is one or more requests",
+                    p.request_timeout.as_secs()
+                ));
+            }
+            p.operation_timeout = t;
+            Ok(())
+        },
+        show: |p| p.operation_timeout.as_secs().to_string(),
+    },
 ];
+
+/// One attempt of an S3 or Cognito request, from sending it to the last byte of its
+/// answer's headers (and, for a GET, the longest wait for the next bytes of its body).
+pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// One S3 or Cognito operation, retries included.
+pub const DEFAULT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The longest a timeout may be set to.
+const MAX_TIMEOUT_SECS: i64 = 3600;
 
 /// The spec of `name`, if it is a known key.
 pub(super) fn spec(name: &str) -> Option<&'static KeySpec> {
@@ -462,6 +510,17 @@ fn check_bucket(s: &str) -> Result<String, String> {
         return Ok(s.to_owned());
     };
     Err(format!("not a valid S3 bucket name: {problem}"))
+}
+
+/// Whole seconds, 1 to an hour.
+fn check_seconds(v: &RawValue) -> Result<std::time::Duration, String> {
+    let n = match v.int {
+        Some(i) => Some(i),
+        None => v.text.trim().parse::<i64>().ok(),
+    };
+    n.filter(|n| (1..=MAX_TIMEOUT_SECS).contains(n))
+        .map(|n| std::time::Duration::from_secs(n as u64))
+        .ok_or_else(|| format!("expected whole seconds from 1 to {MAX_TIMEOUT_SECS}"))
 }
 
 fn check_port(v: &RawValue) -> Result<u16, String> {

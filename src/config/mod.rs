@@ -35,7 +35,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use import::{ImportReport, import_env};
-pub use paths::{XdgBase, config_path, profile_name, state_dir, xdg_dir};
+pub use paths::{XdgBase, check_profile_name, config_path, profile_name, state_dir, xdg_dir};
 
 use keys::{KEY_SPECS, Kind, RawValue, Unset, env_var_for, key_names};
 use paths::{config_path_traced, profile_name_traced};
@@ -58,6 +58,9 @@ fn process_env(name: &str) -> Option<String> {
 fn env_nonempty(env: Env, name: &str) -> Option<String> {
     env(name).filter(|v| !v.is_empty())
 }
+
+/// The longest wait for a connection to S3 or Cognito.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the command line asked for; `None` means "resolve as usual".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,6 +99,10 @@ pub struct Profile {
     pub s3_endpoint: Option<String>,
     /// No trailing slash.
     pub identity_endpoint: Option<String>,
+    /// One attempt of an S3 or Cognito request (`request_timeout`, seconds).
+    pub request_timeout: std::time::Duration,
+    /// One S3 or Cognito operation, retries included (`operation_timeout`, seconds).
+    pub operation_timeout: std::time::Duration,
     /// The file the profile was read from.
     pub config_path: PathBuf,
 }
@@ -125,6 +132,17 @@ impl Profile {
                 .is_some_and(|e| e.starts_with("http://"))
     }
 
+    /// The SDK clients' timeouts (S3 and Cognito Identity): connecting (at most 10 s), one
+    /// attempt, and an operation with its retries. A GET's body is bounded separately, by
+    /// the request timeout between its bytes (`store/s3.rs`).
+    pub fn sdk_timeouts(&self) -> aws_smithy_types::timeout::TimeoutConfig {
+        aws_smithy_types::timeout::TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT.min(self.request_timeout))
+            .operation_attempt_timeout(self.request_timeout)
+            .operation_timeout(self.operation_timeout)
+            .build()
+    }
+
     /// The S3 prefix this identity may touch, e.g. `eu-west-1:0f2c…/`.
     pub fn prefix_for(&self, identity_id: &str) -> String {
         self.prefix_template.replace("{identity_id}", identity_id)
@@ -149,6 +167,8 @@ impl Profile {
             allow_insecure_http: false,
             s3_endpoint: None,
             identity_endpoint: None,
+            request_timeout: keys::DEFAULT_REQUEST_TIMEOUT,
+            operation_timeout: keys::DEFAULT_OPERATION_TIMEOUT,
             config_path: config_path.to_owned(),
         }
     }
@@ -207,6 +227,13 @@ pub enum ConfigError {
         .path.display()
     )]
     NotATable { path: PathBuf, key: String },
+
+    #[error("profile name {name:?} (chosen by {chosen_by}) {problem}")]
+    BadProfileName {
+        name: String,
+        chosen_by: &'static str,
+        problem: String,
+    },
 
     #[error(
         "profile [{profile}] (chosen by {chosen_by}) not found in {}; {}",
@@ -348,6 +375,11 @@ fn load_with_origins_env(
 ) -> Result<(Profile, KeyOrigins), ConfigError> {
     let (path, path_chosen_by) = config_path_traced(source.path.as_deref(), env);
     let (profile, profile_chosen_by) = profile_name_traced(source.profile.as_deref(), env);
+    check_profile_name(&profile).map_err(|problem| ConfigError::BadProfileName {
+        name: profile.clone(),
+        chosen_by: profile_chosen_by,
+        problem,
+    })?;
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -571,6 +603,8 @@ mod tests {
                 allow_insecure_http: false,
                 s3_endpoint: None,
                 identity_endpoint: None,
+                request_timeout: keys::DEFAULT_REQUEST_TIMEOUT,
+                operation_timeout: keys::DEFAULT_OPERATION_TIMEOUT,
                 config_path: path.clone(),
             }
         );
@@ -740,6 +774,46 @@ mod tests {
                 .any(|l| l.starts_with("allow_insecure_http") && l.contains("= true")),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn profile_names_that_could_leave_their_directory_are_refused() {
+        // A profile table may be named anything TOML allows; its name becomes a directory.
+        let escape = GOOD.replace("[work]", "[\"../escape\"]");
+        let (_dir, path) = config_file(&escape);
+        let home = env_of(&[("HOME", "/home/u")]);
+        for (name, env) in [
+            ("../escape", None),
+            ("a/b", None),
+            ("..", None),
+            (".hidden", None),
+            ("-rf", None),
+            ("", None),
+            ("sp ace", None),
+            ("x", Some("../escape")),
+        ] {
+            let env = match env {
+                Some(v) => env_of(&[("HOME", "/home/u"), ("COGNIFS_PROFILE", v)]),
+                None => env_of(&[("HOME", "/home/u")]),
+            };
+            let chosen = (name != "x").then_some(name);
+            let err = load_env(&source(&path, chosen), &env).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::BadProfileName { .. }),
+                "{name:?}: {err}"
+            );
+        }
+        let err = load_env(&source(&path, Some("../escape")), &home)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--profile") && err.contains("letters, digits"),
+            "{err}"
+        );
+        for ok in ["default", "work_2", "my-work", "a.b:c"] {
+            assert!(check_profile_name(ok).is_ok(), "{ok}");
+        }
+        assert!(check_profile_name(&"p".repeat(65)).is_err());
     }
 
     #[test]

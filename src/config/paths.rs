@@ -79,6 +79,23 @@ pub fn config_path(explicit: Option<&Path>) -> PathBuf {
     config_path_with(explicit, &process_env)
 }
 
+/// Profile names become path components (`STATE/PROFILE/…`, the metadata cache's file
+/// name) and systemd instance names (`cognifs@PROFILE`, through `%i`): 1 to 64 of
+/// `[A-Za-z0-9_.:-]`, not starting with `.` or `-` (so never `.`, `..` or an option).
+/// Checked once, where a profile is chosen ([`super::load`], `config import`).
+pub fn check_profile_name(name: &str) -> Result<(), String> {
+    let charset = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if name.is_empty() || name.len() > 64 || !charset {
+        return Err("must be 1 to 64 letters, digits and _ . : -".to_owned());
+    }
+    if name.starts_with(['.', '-']) {
+        return Err("must not start with . or -".to_owned());
+    }
+    Ok(())
+}
+
 /// The profile and what chose it (for [`ConfigError::MissingProfile`](super::ConfigError)).
 pub(super) fn profile_name_traced(explicit: Option<&str>, env: Env) -> (String, &'static str) {
     if let Some(p) = explicit {

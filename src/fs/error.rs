@@ -77,6 +77,8 @@ pub fn errno_of(e: &StoreError) -> i32 {
         StoreError::InvalidPath(_) => libc::EINVAL,
         StoreError::Timeout(_) => libc::ETIMEDOUT,
         StoreError::Unreachable(_) => libc::EIO,
+        // Only a directory rename lists recursively: too big to move key by key here.
+        StoreError::TooManyKeys => libc::EXDEV,
         StoreError::NoSpace => libc::ENOSPC,
         StoreError::TooLarge => libc::EFBIG,
         StoreError::Local(_) | StoreError::Other(_) => libc::EIO,

@@ -114,7 +114,9 @@ impl Fs {
             match self.refresh_file(&node).await {
                 // Offline: the version last seen, read from the disk cache.
                 Err(e) if e.is_unreachable() => {}
-                other => drop(other?),
+                other => {
+                    other?;
+                }
             }
             let n = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
             (n.etag, n.attr.size)

@@ -1,17 +1,24 @@
 //! The inode table: inode number ↔ path, kind, size, mtime, etag, kernel lookup count,
 //! and what we know about each directory's listing, each with a metadata TTL.
 //!
-//! Inode numbers are stable for the life of the mount: a (parent, name, kind) keeps its
-//! number even after the kernel forgets it, so `ls -i`, `find` and hard-link detectors see
-//! one number per path. The price is that the table only grows; an entry is small (a path
-//! and a few numbers). A name that changes kind (file `a` replaced by directory `a/`) gets a
-//! new number, because the kernel treats a kind change under one nodeid as corruption.
+//! Inode numbers are stable while the kernel holds a reference: a (parent, name, kind) keeps
+//! its number as long as the kernel's lookup count of it is above 0, or it is open, being
+//! written or kept for upload. Once the kernel forgets it (FUSE `forget` brings the count to
+//! 0) and nothing uses it, the entry goes ([`Inodes::evict`]), with the entries below it
+//! that only a listing brought in, so the table follows the kernel's cache instead of
+//! growing with every name ever seen (`find` over a million names). Numbers are never
+//! reused; a name looked up again after it was forgotten gets a new one. A name that
+//! changes kind (file `a` replaced by directory `a/`) gets a new number too, because the
+//! kernel treats a kind change under one nodeid as corruption.
+//!
+//! The negative-lookup cache (names known absent, for the TTL) is bounded too:
+//! [`MAX_NEGATIVE`] entries; past it, expired ones go, then all.
 //!
 //! What a name is and what the kernel is told about it (`Kind`, `Found`, `Attr`) and the
 //! mapping rules (what is a directory, what is hidden: [`build_listing`], [`valid_name`])
 //! are in `entries.rs`; docs/SEMANTICS.md states the rules in prose.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,6 +28,9 @@ mod entries;
 pub use entries::{Attr, Defaults, DirEntry, Found, Kind, NodeInfo, build_listing, valid_name};
 
 pub const ROOT_INO: u64 = 1;
+
+/// Names remembered as absent, at most.
+pub const MAX_NEGATIVE: usize = 65_536;
 
 struct Node {
     parent: u64,
@@ -38,6 +48,8 @@ struct Node {
     /// While times are pending: the mtime and ctime the marker holds (what is kept on disk
     /// for a later mount, which will not write the pending ones).
     stored_times: (Option<SystemTime>, Option<SystemTime>),
+    /// The entries linked by name below this one (`State::children` of this parent).
+    kids: HashSet<u64>,
 }
 
 impl Node {
@@ -57,6 +69,74 @@ struct State {
     next_ino: u64,
     /// Directories whose entries changed since their listing was last kept on disk.
     dirty: std::collections::HashSet<u64>,
+}
+
+impl State {
+    /// `parent/name` is `ino` from now on.
+    fn link(&mut self, parent: u64, name: &str, ino: u64) {
+        if let Some(old) = self.children.insert((parent, name.to_owned()), ino)
+            && old != ino
+            && let Some(p) = self.nodes.get_mut(&parent)
+        {
+            p.kids.remove(&old);
+        }
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.kids.insert(ino);
+        }
+    }
+
+    /// `parent/name` no longer names anything; returns what it named.
+    fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
+        let ino = self.children.remove(&(parent, name.to_owned()))?;
+        if let Some(p) = self.nodes.get_mut(&parent) {
+            p.kids.remove(&ino);
+        }
+        Some(ino)
+    }
+
+    /// Remembers `parent/name` as absent until `until`, within [`MAX_NEGATIVE`] entries.
+    fn set_negative(&mut self, parent: u64, name: &str, until: Instant) {
+        if self.negative.len() >= MAX_NEGATIVE {
+            let now = Instant::now();
+            self.negative.retain(|_, t| *t > now);
+            if self.negative.len() >= MAX_NEGATIVE {
+                self.negative.clear();
+            }
+        }
+        self.negative.insert((parent, name.to_owned()), until);
+    }
+
+    /// Removes `ino` — and below it, every entry the kernel holds no reference to and
+    /// nothing uses — unless it is referenced, in use (`busy`) or has times to store.
+    /// Returns whether it went; what went is added to `gone`.
+    fn evict_tree(&mut self, ino: u64, busy: &dyn Fn(u64) -> bool, gone: &mut Vec<u64>) -> bool {
+        let Some(node) = self.nodes.get(&ino) else {
+            return true;
+        };
+        if ino == ROOT_INO || node.lookups > 0 || node.pending_times.is_some() || busy(ino) {
+            return false;
+        }
+        let kids: Vec<u64> = node.kids.iter().copied().collect();
+        let mut all = true;
+        for kid in kids {
+            all &= self.evict_tree(kid, busy, gone);
+        }
+        // A directory whose changed listing is not on disk yet stays until it is.
+        if !all || self.dirty.contains(&ino) {
+            return false;
+        }
+        // Its parent's listing may still name its number: whoever hands a listing's entry
+        // to the kernel asks `Inodes::listed_ino` for the number the table has now.
+        let node = self.nodes.remove(&ino).expect("present above");
+        if self.children.get(&(node.parent, node.name.clone())) == Some(&ino) {
+            self.unlink(node.parent, &node.name);
+        }
+        if let Some(p) = self.nodes.get_mut(&node.parent) {
+            p.kids.remove(&ino);
+        }
+        gone.push(ino);
+        true
+    }
 }
 
 pub struct Inodes {
@@ -85,6 +165,7 @@ impl Inodes {
                 link: None,
                 pending_times: None,
                 stored_times: (None, None),
+                kids: HashSet::new(),
             },
         );
         Inodes {
@@ -274,9 +355,10 @@ impl Inodes {
                 link: None,
                 pending_times: None,
                 stored_times: (None, None),
+                kids: HashSet::new(),
             },
         );
-        state.children.insert(key, ino);
+        state.link(parent, name, ino);
         state.dirty.insert(parent);
         ino
     }
@@ -395,9 +477,8 @@ impl Inodes {
     /// kernel's sake but can no longer be found by name.
     pub fn remove(&self, parent: u64, name: &str) {
         let mut state = self.state.lock().unwrap();
-        let key = (parent, name.to_owned());
-        state.children.remove(&key);
-        state.negative.insert(key, Instant::now() + self.ttl);
+        state.unlink(parent, name);
+        state.set_negative(parent, name, Instant::now() + self.ttl);
         state.dirty.insert(parent);
         // Out of the listing in place (a copy only while an open readdir holds it).
         if let Some(p) = state.nodes.get_mut(&parent)
@@ -431,14 +512,12 @@ impl Inodes {
     pub fn rename(&self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
         let mut state = self.state.lock().unwrap();
         let now = Instant::now();
-        let Some(ino) = state.children.remove(&(parent, name.to_owned())) else {
+        let Some(ino) = state.unlink(parent, name) else {
             return;
         };
-        state
-            .negative
-            .insert((parent, name.to_owned()), now + self.ttl);
+        state.set_negative(parent, name, now + self.ttl);
         state.negative.remove(&(new_parent, new_name.to_owned()));
-        state.children.remove(&(new_parent, new_name.to_owned()));
+        state.unlink(new_parent, new_name);
         let parent_rel = state
             .nodes
             .get(&new_parent)
@@ -465,9 +544,7 @@ impl Inodes {
                 }
             }
         }
-        state
-            .children
-            .insert((new_parent, new_name.to_owned()), ino);
+        state.link(new_parent, new_name, ino);
         // The listings follow in place: what is shown offline, and kept on disk.
         if let Some(p) = state.nodes.get_mut(&parent)
             && let Some((listing, _)) = &mut p.listing
@@ -497,9 +574,17 @@ impl Inodes {
 
     pub fn set_negative(&self, parent: u64, name: &str) {
         let mut state = self.state.lock().unwrap();
-        state
-            .negative
-            .insert((parent, name.to_owned()), Instant::now() + self.ttl);
+        state.set_negative(parent, name, Instant::now() + self.ttl);
+    }
+
+    /// How many names are remembered as absent (diagnostics, tests).
+    pub fn negative_len(&self) -> usize {
+        self.state.lock().unwrap().negative.len()
+    }
+
+    /// How many entries the table holds (diagnostics, tests).
+    pub fn entries(&self) -> usize {
+        self.state.lock().unwrap().nodes.len()
     }
 
     pub fn is_negative(&self, parent: u64, name: &str) -> bool {
@@ -595,11 +680,69 @@ impl Inodes {
         }
     }
 
-    /// The kernel dropped `n` references.
-    pub fn forget(&self, ino: u64, n: u64) {
-        if let Some(node) = self.state.lock().unwrap().nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(n);
+    /// The kernel dropped `n` references; returns how many it still holds.
+    pub fn forget(&self, ino: u64, n: u64) -> u64 {
+        match self.state.lock().unwrap().nodes.get_mut(&ino) {
+            Some(node) => {
+                node.lookups = node.lookups.saturating_sub(n);
+                node.lookups
+            }
+            None => 0,
         }
+    }
+
+    /// Removes `ino` if the kernel holds no reference to it and `busy` (open, being written,
+    /// kept) says nothing else uses it, with the entries below it that only a listing
+    /// brought in; then its parent too if that is left unused and forgotten. Returns the
+    /// numbers removed.
+    pub fn evict(&self, ino: u64, busy: &dyn Fn(u64) -> bool) -> Vec<u64> {
+        let mut state = self.state.lock().unwrap();
+        let mut gone = Vec::new();
+        let mut parent = state.nodes.get(&ino).map(|n| n.parent);
+        if !state.evict_tree(ino, busy, &mut gone) {
+            return gone;
+        }
+        // A parent the kernel forgot while this kept it.
+        while let Some(p) = parent {
+            let Some(node) = state.nodes.get(&p) else {
+                break;
+            };
+            // (While the kernel holds any child, it holds the parent: this is cheap then.)
+            if node.lookups > 0 {
+                break;
+            }
+            parent = Some(node.parent);
+            if !state.evict_tree(p, busy, &mut gone) {
+                break;
+            }
+        }
+        gone
+    }
+
+    /// The number to hand the kernel for `entry` of `parent`'s listing (readdirplus): its
+    /// own while the table has it; if it was forgotten since the listing was taken, the
+    /// name's current entry, or a new one that the next use looks at afresh.
+    pub fn listed_ino(&self, parent: u64, entry: &DirEntry) -> u64 {
+        let mut state = self.state.lock().unwrap();
+        if state.nodes.contains_key(&entry.ino) {
+            return entry.ino;
+        }
+        if let Some(&ino) = state.children.get(&(parent, entry.name.clone())) {
+            return ino;
+        }
+        let found = Found {
+            kind: entry.attr.kind,
+            size: entry.attr.size,
+            etag: String::new(),
+            last_modified: entry.attr.mtime,
+            meta: Meta::default(),
+            meta_known: false,
+        };
+        let ino = self.upsert_locked(&mut state, parent, &entry.name, found);
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            n.expires = Instant::now();
+        }
+        ino
     }
 
     /// The kernel's reference count, for tests and diagnostics.
@@ -817,6 +960,102 @@ mod tests {
         assert_ne!(old.ino, d.ino);
         t.remove(d.ino, "f");
         assert!(t.child(d.ino, "f").is_none());
+    }
+
+    #[test]
+    fn forgotten_entries_go_and_referenced_ones_keep_their_numbers() {
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let idle = |_: u64| false;
+        let d = t.upsert(ROOT_INO, "d", Found::dir(), true);
+        let f = t.upsert(d.ino, "f", Found::object(&obj("f", 1)), true);
+        // Two references: one forget keeps it, under the same number.
+        assert_eq!(
+            t.upsert(d.ino, "f", Found::object(&obj("f", 1)), true).ino,
+            f.ino
+        );
+        assert_eq!(t.forget(f.ino, 1), 1);
+        assert!(t.evict(f.ino, &idle).is_empty());
+        assert_eq!(t.child(d.ino, "f").unwrap().ino, f.ino);
+        // A listing brings names the kernel was never handed.
+        let listed: Vec<(String, Found)> = (0..100)
+            .map(|i| (format!("n{i}"), Found::object(&obj("n", 1))))
+            .collect();
+        t.set_listing(d.ino, listed);
+        assert_eq!(
+            t.entries(),
+            1 + 1 + 1 + 100,
+            "root, d, f and the listed names"
+        );
+        // The directory is forgotten while `f` is still referenced: it stays (a child
+        // holds it), the unreferenced listed names go, and so does its listing.
+        assert_eq!(t.forget(d.ino, 1), 0);
+        let gone = t.evict(d.ino, &idle);
+        assert_eq!(gone.len(), 100, "n0..n99, not f");
+        assert!(t.get(d.ino).is_some());
+        // Its listing stays (what is shown offline); its entries' numbers are asked anew.
+        let listed = t.fresh_listing(d.ino).unwrap();
+        let n0 = listed.iter().find(|e| e.name == "n0").unwrap();
+        assert!(t.get(n0.ino).is_none());
+        assert_ne!(t.listed_ino(d.ino, n0), n0.ino);
+        t.take_dirty();
+        // In use (open, being written): kept while busy.
+        assert_eq!(t.forget(f.ino, 1), 0);
+        assert!(t.evict(f.ino, &|i| i == f.ino).is_empty());
+        assert_eq!(t.get(f.ino).unwrap().rel, "d/f");
+        // Released: it goes, and its forgotten parent with it.
+        let gone = t.evict(f.ino, &idle);
+        assert!(gone.contains(&f.ino) && gone.contains(&d.ino), "{gone:?}");
+        assert_eq!(t.entries(), 1, "only the root");
+        // Looked up again: a new number, never an old one reused.
+        let again = t.upsert(ROOT_INO, "d", Found::dir(), true);
+        assert!(again.ino > f.ino);
+        // The root never goes.
+        assert!(t.evict(ROOT_INO, &idle).is_empty());
+    }
+
+    #[test]
+    fn a_directory_with_pending_times_or_an_unlinked_file_held_open_stays() {
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let d = t.upsert(ROOT_INO, "d", Found::dir(), false);
+        t.touch_dir(d.ino, SystemTime::now());
+        assert!(
+            t.evict(d.ino, &|_| false).is_empty(),
+            "times still to store"
+        );
+        let f = t.upsert(ROOT_INO, "f", Found::object(&obj("f", 1)), true);
+        t.remove(ROOT_INO, "f");
+        assert!(t.evict(f.ino, &|_| false).is_empty(), "the kernel holds it");
+        t.forget(f.ino, 1);
+        assert_eq!(t.evict(f.ino, &|_| false), vec![f.ino]);
+    }
+
+    #[test]
+    fn an_entry_forgotten_after_its_listing_was_taken_is_handed_over_anew() {
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let snapshot = t.set_listing(ROOT_INO, vec![("a".into(), Found::object(&obj("a", 3)))]);
+        let a = snapshot[0].clone();
+        assert_eq!(t.listed_ino(ROOT_INO, &a), a.ino);
+        t.add_lookup(a.ino);
+        t.forget(a.ino, 1);
+        assert_eq!(t.evict(a.ino, &|_| false), vec![a.ino]);
+        let now = t.listed_ino(ROOT_INO, &a);
+        assert_ne!(now, a.ino);
+        let node = t.get(now).unwrap();
+        assert_eq!(
+            (node.rel.as_str(), node.attr.size, node.fresh),
+            ("a", 3, false)
+        );
+        assert_eq!(t.listed_ino(ROOT_INO, &a), now, "the name's entry now");
+    }
+
+    #[test]
+    fn the_negative_cache_is_bounded() {
+        let t = Inodes::new(Duration::from_secs(60), DEFAULTS);
+        for i in 0..MAX_NEGATIVE + 10 {
+            t.set_negative(ROOT_INO, &format!("x{i}"));
+        }
+        assert!(t.negative_len() <= MAX_NEGATIVE, "{}", t.negative_len());
+        assert!(t.is_negative(ROOT_INO, &format!("x{}", MAX_NEGATIVE + 9)));
     }
 
     #[test]

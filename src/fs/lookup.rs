@@ -152,8 +152,13 @@ impl Fs {
                         .await
                 }
                 Ok(i) => {
-                    add(listing[i].ino);
-                    Ok(listing[i].attr.clone())
+                    // The entry may have been forgotten since the listing was taken.
+                    let ino = self.inodes.listed_ino(parent, &listing[i]);
+                    add(ino);
+                    Ok(Attr {
+                        ino,
+                        ..listing[i].attr.clone()
+                    })
                 }
                 Err(_) => {
                     self.inodes.set_negative(parent, name);

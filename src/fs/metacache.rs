@@ -45,7 +45,7 @@ pub struct MetaCache {
 
 fn open_log(path: &Path, truncate: bool) -> std::io::Result<BufWriter<std::fs::File>> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::statefile::private_dir(dir)?;
     }
     let mut o = std::fs::OpenOptions::new();
     o.create(true).mode(0o600);

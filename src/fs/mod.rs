@@ -264,6 +264,9 @@ pub struct Fs {
     kernel: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidate>>,
     /// What checks the conditions of writes: the server, or a HEAD first (`store/conditions.rs`).
     conditions: std::sync::OnceLock<Arc<crate::store::EmulatedConditions>>,
+    /// [`Fs::inject_panic`] (tests).
+    injected_panic: Mutex<Option<(&'static str, bool)>>,
+    panic_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Fs {
@@ -323,6 +326,10 @@ impl Fs {
                 .ok()
                 .map(Arc::new)
         });
+        // Files being written and what HEADs said are nobody else's business: 0700.
+        if let Err(e) = crate::statefile::private_dir(&opts.spool_dir) {
+            tracing::error!(dir = %opts.spool_dir.display(), error = %e, "cannot make the spool directory private");
+        }
         let meta_cache = opts
             .meta_cache
             .as_deref()
@@ -370,6 +377,8 @@ impl Fs {
             counters: Default::default(),
             kernel: Default::default(),
             conditions: Default::default(),
+            injected_panic: Mutex::new(None),
+            panic_armed: Default::default(),
         }
     }
 
@@ -442,10 +451,36 @@ impl Fs {
         self.dir_times.flush(&self.inodes, &*self.store).await
     }
 
+    /// The kernel dropped `n` references to `ino`: at none, and with nothing using it, the
+    /// inode table lets it go (`Inodes::evict`).
     pub fn forget(&self, ino: u64, n: u64) {
-        if ino != ROOT_INO {
-            self.inodes.forget(ino, n);
+        if ino != ROOT_INO && self.inodes.forget(ino, n) == 0 {
+            self.evict_if_unused(ino);
         }
+    }
+
+    /// Lets `ino` go from the inode table if the kernel holds no reference to it and no
+    /// handle, write state or kept upload uses it.
+    pub(crate) fn evict_if_unused(&self, ino: u64) {
+        let mut busy: std::collections::HashSet<u64> =
+            self.writes.lock().unwrap().keys().copied().collect();
+        busy.extend(self.handles.lock().unwrap().values().map(|h| h.ino()));
+        let gone = self.inodes.evict(ino, &|i| busy.contains(&i));
+        if gone.is_empty() {
+            return;
+        }
+        let mut versions = self.opened_versions.lock().unwrap();
+        let mut pages = self.first_pages.lock().unwrap();
+        for i in gone {
+            versions.remove(&i);
+            pages.remove(&i);
+        }
+    }
+
+    /// The number to hand the kernel for an entry of `dir`'s listing (readdirplus), which
+    /// may have been forgotten since the listing was taken.
+    pub fn listed_ino(&self, dir: u64, entry: &DirEntry) -> u64 {
+        self.inodes.listed_ino(dir, entry)
     }
 
     /// Writes out what the caches on disk still hold in memory (at unmount): blocks queued
@@ -460,6 +495,33 @@ impl Fs {
         }
         if let Some(cache) = &self.meta_cache {
             cache.flush();
+        }
+    }
+
+    /// Tests: the next FUSE call `op` panics (on the FUSE thread, or after waiting once on
+    /// the runtime if `after_wait`), to prove that a panic fails that call alone (`EIO`)
+    /// and the mount goes on. Nothing else calls it.
+    #[doc(hidden)]
+    pub fn inject_panic(&self, op: &'static str, after_wait: bool) {
+        *self.injected_panic.lock().unwrap() = Some((op, after_wait));
+        self.panic_armed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Takes the panic injected for `op`, if any (one check of an atomic otherwise).
+    pub(crate) fn take_injected_panic(&self, op: &str) -> Option<bool> {
+        if !self.panic_armed.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let mut armed = self.injected_panic.lock().unwrap();
+        match *armed {
+            Some((o, after_wait)) if o == op => {
+                *armed = None;
+                self.panic_armed
+                    .store(false, std::sync::atomic::Ordering::Release);
+                Some(after_wait)
+            }
+            _ => None,
         }
     }
 

@@ -86,6 +86,9 @@ pub(super) async fn delete_with_retry(
 /// Metadata rewrites of one object tried when other writers keep changing it.
 pub(super) const REWRITE_TRIES: u32 = 3;
 
+/// The longest symlink target the kernel takes: `PATH_MAX` less its NUL.
+const MAX_LINK_TARGET: u64 = 4095;
+
 impl Fs {
     pub(super) fn writable(&self) -> FsResult<()> {
         if self.opts.read_only {
@@ -259,7 +262,9 @@ impl Fs {
                     ws.update_meta(|m| *m = meta);
                     return Ok(self.inodes.attr(ino, &ws.overlay(node.found)));
                 }
-                other => drop(other?),
+                other => {
+                    other?;
+                }
             }
             ws.meta_stored(meta);
             if let Some(n) = self.inodes.get(ino) {
@@ -544,6 +549,11 @@ impl Fs {
         }
         if let Some(target) = self.inodes.link_target(ino, &node.found.etag) {
             return Ok(target);
+        }
+        // No path is longer (PATH_MAX with its NUL): such an object is not fetched at all.
+        if node.found.size > MAX_LINK_TARGET {
+            tracing::warn!(key = %node.rel, size = node.found.size, "a symlink object too large to be a target; not read");
+            return Err(FsError::new(libc::ENAMETOOLONG));
         }
         // Through the block caches: a target read once is there after a remount, offline.
         let reader = super::read::FileReader::new(

@@ -163,7 +163,7 @@ impl Fs {
             None => self.known_listing(parent, dir_rel).await.and_then(|l| {
                 l.binary_search_by(|e| e.name.as_str().cmp(name))
                     .ok()
-                    .map(|i| l[i].ino)
+                    .map(|i| self.inodes.listed_ino(parent, &l[i]))
             }),
         };
         let Some(ino) = found else {

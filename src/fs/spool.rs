@@ -46,11 +46,14 @@ fn anonymous_file(dir: &Path) -> std::io::Result<std::fs::File> {
 }
 
 fn named_then_unlinked(dir: &Path, ino: u64) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(spool_name(ino));
+    // Private from its creation: for the instant it has a name, nobody else may open it.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(0o600)
         .open(&path)?;
     // Anonymous from here on: the data dies with the handle, never left behind.
     std::fs::remove_file(&path)?;
@@ -86,7 +89,7 @@ impl Spool {
     pub fn create(dir: &Path, ino: u64) -> StoreResult<Self> {
         let file = match anonymous_file(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
+                crate::statefile::private_dir(dir)?;
                 anonymous_file(dir)
             }
             other => other,
@@ -201,6 +204,19 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fallback_file_is_private_from_its_creation() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = named_then_unlinked(dir.path(), 7).unwrap();
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "unlinked"
+        );
+    }
 
     #[tokio::test]
     async fn holes_read_as_zeros_and_nothing_is_left_on_disk() {

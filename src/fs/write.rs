@@ -627,7 +627,9 @@ impl Fs {
                 // Offline: the version last seen; the upload names it, so a version
                 // another client stored meanwhile is not replaced.
                 Err(e) if e.is_unreachable() => {}
-                other => drop(other?),
+                other => {
+                    other?;
+                }
             }
             self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?
         };
@@ -726,9 +728,17 @@ impl Fs {
 
     pub async fn release(&self, fh: u64) -> FsResult<()> {
         let handle = self.handles.lock().unwrap().remove(&fh);
-        match handle.as_deref().and_then(Handle::write_state) {
+        let result = match handle.as_deref().and_then(Handle::write_state) {
             Some(ws) => self.detach_write(ws).await,
             None => Ok(()),
+        };
+        // The kernel may have forgotten the inode while it was open (the last handle
+        // of an unlinked file, a write state that outlived its name).
+        if let Some(h) = handle
+            && self.inodes.lookups(h.ino()) == 0
+        {
+            self.evict_if_unused(h.ino());
         }
+        result
     }
 }

@@ -440,9 +440,14 @@ impl ObjectStore for MemoryStore {
             objects
                 .range(prefix.clone()..)
                 .take_while(|(k, _)| k.starts_with(&prefix))
+                .take(super::MAX_RECURSIVE_KEYS + 1)
                 .map(|(k, o)| Self::info(&k[prefix.len()..], o, false))
                 .collect()
         };
+        if matching.len() > super::MAX_RECURSIVE_KEYS {
+            self.request(RequestKind::List).await?;
+            return Err(StoreError::TooManyKeys);
+        }
         let pages = (matching.len() as u64)
             .div_ceil(self.page_size.load(Ordering::Relaxed))
             .max(1);

@@ -35,6 +35,11 @@ pub use s3::{S3Store, s3_client};
 /// S3's limit on a whole key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
+/// The most keys [`ObjectStore::list_recursive`] returns (about 200 bytes each in memory):
+/// past it, [`StoreError::TooManyKeys`], and a directory rename is refused with `EXDEV`
+/// (`mv` then moves the tree itself, file by file).
+pub const MAX_RECURSIVE_KEYS: usize = 100_000;
+
 /// User metadata of an object: `x-amz-meta-NAME` headers, keyed by `NAME` (lowercase, as S3
 /// returns them). What the keys mean is the filesystem's business (`fs/meta.rs`).
 pub type UserMeta = BTreeMap<String, String>;
@@ -201,6 +206,9 @@ pub enum StoreError {
     /// the SDK's retries). With [`StoreError::Timeout`], what makes a mount offline.
     #[error("S3 unreachable: {0}")]
     Unreachable(String),
+    /// A recursive listing found more than [`MAX_RECURSIVE_KEYS`] keys.
+    #[error("more than {MAX_RECURSIVE_KEYS} keys below one directory")]
+    TooManyKeys,
     /// The local spool (or a file being uploaded) could not be written: disk full.
     #[error("no space left in the local spool")]
     NoSpace,
@@ -392,7 +400,8 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     ) -> StoreResult<ListPage>;
 
     /// Every key under `dir_rel` (no delimiter), names relative to `dir_rel`; the marker of
-    /// `dir_rel` itself, if any, has the name `""`.
+    /// `dir_rel` itself, if any, has the name `""`. At most [`MAX_RECURSIVE_KEYS`]; past
+    /// that, [`StoreError::TooManyKeys`], without holding more.
     async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>>;
 
     /// `len` bytes from `start`, only if the object still has `if_match_etag` (otherwise

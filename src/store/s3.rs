@@ -10,12 +10,17 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Expect, ListPage, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope, StoreError, StoreResult,
-    UploadInfo, UserMeta, check_length, percent_encode,
+    Expect, ListPage, MAX_RECURSIVE_KEYS, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope,
+    StoreError, StoreResult, UploadInfo, UserMeta, check_length, percent_encode,
 };
 
 /// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
 const COPY_PART_SIZE: u64 = 512 << 20;
+/// S3 copies server side and answers when done (up to 5 GiB, or a 512 MiB part): a copy may
+/// take this many times the request and operation timeouts.
+const COPY_TIMEOUT_FACTOR: u32 = 10;
+/// The request timeout when the client has none configured.
+const DEFAULT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// UploadPartCopy requests in flight for one large copy.
 const COPY_PARTS_IN_FLIGHT: usize = 4;
 
@@ -77,6 +82,22 @@ fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The next bytes of a GET's body (`None` at its end), waiting at most `wait` for them.
+async fn next_chunk(
+    body: &mut aws_sdk_s3::primitives::ByteStream,
+    wait: std::time::Duration,
+) -> StoreResult<Option<Bytes>> {
+    match tokio::time::timeout(wait, body.next()).await {
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(StoreError::Other(format!("reading body: {e}"))),
+        Ok(None) => Ok(None),
+        Err(_) => Err(StoreError::Timeout(format!(
+            "no bytes of a GET's body for {} s",
+            wait.as_secs_f64()
+        ))),
+    }
+}
+
 /// The SDK wants a `HashMap`; `None` sends no metadata headers at all.
 fn sdk_meta(meta: &UserMeta) -> Option<std::collections::HashMap<String, String>> {
     (!meta.is_empty()).then(|| meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -95,6 +116,7 @@ pub fn s3_client(
         ))
         .credentials_provider(credentials)
         .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
+        .timeout_config(profile.sdk_timeouts())
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::standard().with_max_attempts(5));
     if let Some(endpoint) = &profile.s3_endpoint {
         config = config.endpoint_url(endpoint).force_path_style(true);
@@ -122,6 +144,30 @@ impl fmt::Debug for S3Store {
 }
 
 impl S3Store {
+    /// The longest wait for the next bytes of a GET's body: the request timeout (the SDK's
+    /// timeouts end when the answer's headers are in).
+    fn body_wait(&self) -> std::time::Duration {
+        self.client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_attempt_timeout())
+            .unwrap_or(DEFAULT_BODY_WAIT)
+    }
+
+    /// The client's config for a copy: its timeouts [`COPY_TIMEOUT_FACTOR`] times longer.
+    fn copy_config(&self) -> aws_sdk_s3::config::Builder {
+        let mut timeouts = aws_smithy_types::timeout::TimeoutConfig::builder();
+        if let Some(t) = self.client.config().timeout_config() {
+            if let Some(d) = t.operation_attempt_timeout() {
+                timeouts = timeouts.operation_attempt_timeout(d * COPY_TIMEOUT_FACTOR);
+            }
+            if let Some(d) = t.operation_timeout() {
+                timeouts = timeouts.operation_timeout(d * COPY_TIMEOUT_FACTOR);
+            }
+        }
+        aws_sdk_s3::config::Builder::default().timeout_config(timeouts.build())
+    }
+
     /// The body of a GET of `len` (> 0) bytes from `start`, if the object has `if_match_etag`.
     async fn ranged_get(
         &self,
@@ -229,7 +275,9 @@ impl S3Store {
                     .part_number(number)
                     .copy_source(&source)
                     .copy_source_if_match(&src_etag)
-                    .copy_source_range(format!("bytes={start}-{}", end.max(start + 1) - 1));
+                    .copy_source_range(format!("bytes={start}-{}", end.max(start + 1) - 1))
+                    .customize()
+                    .config_override(self.copy_config());
                 async move {
                     let out = req.send().await.map_err(StoreError::from_sdk)?;
                     let etag = out
@@ -360,6 +408,9 @@ impl ObjectStore for S3Store {
                 .map_err(StoreError::from_sdk)?;
             for o in page.contents() {
                 if let Some(name) = o.key().and_then(|k| k.strip_prefix(&prefix)) {
+                    if out.len() == MAX_RECURSIVE_KEYS {
+                        return Err(StoreError::TooManyKeys);
+                    }
                     out.push(self.object_info(name.to_owned(), o));
                 }
             }
@@ -385,13 +436,21 @@ impl ObjectStore for S3Store {
             self.scope.object_key(rel)?;
             return Ok(Bytes::new());
         }
-        let body = self
-            .ranged_get(rel, if_match_etag, start, len)
-            .await?
-            .collect()
-            .await
-            .map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
-        Ok(body.into_bytes())
+        let mut body = self.ranged_get(rel, if_match_etag, start, len).await?;
+        // Never more than asked for is held, and never a wait past the request timeout for
+        // the next bytes.
+        let wait = self.body_wait();
+        let mut out =
+            BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(64 << 20));
+        while let Some(chunk) = next_chunk(&mut body, wait).await? {
+            if (out.len() + chunk.len()) as u64 > len {
+                return Err(StoreError::Other(format!(
+                    "the answer to a GET of {len} bytes at {start} is longer"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out.freeze())
     }
 
     async fn get_range_pieces(
@@ -414,8 +473,8 @@ impl ObjectStore for S3Store {
         let piece_len = |i: usize| piece.min(len - i as u64 * piece) as usize;
         let (mut index, mut received) = (0usize, 0u64);
         let mut filling = BytesMut::with_capacity(piece_len(0));
-        while let Some(chunk) = body.next().await {
-            let mut chunk = chunk.map_err(|e| StoreError::Other(format!("reading body: {e}")))?;
+        let wait = self.body_wait();
+        while let Some(mut chunk) = next_chunk(&mut body, wait).await? {
             received += chunk.len() as u64;
             if received > len {
                 break;
@@ -657,7 +716,12 @@ impl ObjectStore for S3Store {
                 .metadata_directive(MetadataDirective::Replace)
                 .set_metadata(sdk_meta(m)),
         };
-        let out = match req.send().await {
+        let out = match req
+            .customize()
+            .config_override(self.copy_config())
+            .send()
+            .await
+        {
             Ok(out) => out,
             // S3 copies at most 5 GiB in one CopyObject; bigger objects go part by part.
             Err(e)

@@ -6,6 +6,11 @@
 //! replies there, with no hand-off. A task that waits goes on to the tokio runtime, and the
 //! FUSE thread returns to the kernel's queue. Callbacks that only touch memory (forget,
 //! releasedir, statfs, the refusals) answer inline.
+//!
+//! A panic in a callback — on the FUSE thread or in its task — fails that call alone: it
+//! is caught ([`FuseFs::run`], [`FuseFs::inline`]), logged once with the operation and the
+//! path, and the reply, dropped unanswered, answers `EIO` (fuser's `Drop`), so the kernel
+//! gets exactly one answer and the thread goes on serving.
 
 use std::ffi::OsStr;
 use std::io;
@@ -34,6 +39,44 @@ struct FuseFs {
     rt: Handle,
 }
 
+/// Which call a callback answers: what its log line names should it panic.
+struct Call {
+    op: &'static str,
+    ino: u64,
+    name: Option<String>,
+}
+
+fn call(op: &'static str, ino: INodeNo, name: Option<&str>) -> Call {
+    Call {
+        op,
+        ino: ino.0,
+        name: name.map(str::to_owned),
+    }
+}
+
+impl Call {
+    fn log_panic(&self, fs: &Fs, panic: &(dyn std::any::Any + Send)) {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let mut path = fs
+            .path_of(self.ino)
+            .unwrap_or_else(|| format!("inode {}", self.ino));
+        if let Some(name) = &self.name {
+            if !path.is_empty() && !path.ends_with('/') {
+                path.push('/');
+            }
+            path.push_str(name);
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        tracing::error!(op = self.op, path = %path, panic = %why, "a bug: this call failed with EIO; the mount goes on");
+    }
+}
+
 impl FuseFs {
     fn ttl(&self) -> Duration {
         self.fs.ttl()
@@ -43,11 +86,45 @@ impl FuseFs {
     /// it has to wait. On two cores a hand-off (a wake-up, two context switches) costs more
     /// than most answers: a small file's create, write and release cost three of them. A
     /// wake-up lost by this first poll is harmless: a spawned task is always polled again.
-    fn run(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    /// A panic in `task`, here or on the runtime, is caught: see the module's doc.
+    fn run(&self, call: Call, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let _context = self.rt.enter();
-        let mut task = Box::pin(task);
+        let fs = self.fs.clone();
+        let injected = fs.take_injected_panic(call.op);
+        let op = call.op;
+        let task = async move {
+            if let Some(after_wait) = injected {
+                if after_wait {
+                    tokio::task::yield_now().await;
+                }
+                panic!("injected panic in {op} (a test)");
+            }
+            task.await
+        };
+        let mut task = Box::pin(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+                call.log_panic(&fs, panic.as_ref());
+            }
+        });
         if (&mut task).now_or_never().is_none() {
             self.rt.spawn(task);
+        }
+    }
+
+    /// Runs a callback's body here, on the FUSE thread; a panic in it is caught: see the
+    /// module's doc.
+    fn inline(&self, call: Call, body: impl FnOnce()) {
+        let _context = self.rt.enter();
+        let injected = self.fs.take_injected_panic(call.op).is_some();
+        let op = call.op;
+        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            if injected {
+                panic!("injected panic in {op} (a test)");
+            }
+            body()
+        }));
+        if let Err(panic) = done {
+            call.log_panic(&self.fs, panic.as_ref());
         }
     }
 
@@ -60,7 +137,7 @@ impl FuseFs {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call(op, parent, Some(&name)), async move {
             match f.await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
                 Err(e) => reply.error(failed(&fs, op, parent.0, Some(&name), e)),
@@ -76,7 +153,7 @@ impl FuseFs {
         f: impl std::future::Future<Output = Result<(), FsError>> + Send + 'static,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call(op, ino, name.as_deref()), async move {
             match f.await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(failed(&fs, op, ino.0, name.as_deref(), e)),
@@ -112,7 +189,7 @@ impl Filesystem for FuseFs {
         };
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call("lookup", parent, Some(&name)), async move {
             match fs.lookup(parent.0, &name).await {
                 Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
                 Err(e) => reply.error(failed(&fs, "lookup", parent.0, Some(&name), e)),
@@ -121,13 +198,13 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.inline(call("forget", ino, None), || self.fs.forget(ino.0, nlookup));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call("getattr", ino, None), async move {
             match fs.getattr(ino.0).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
                 Err(e) => reply.error(failed(&fs, "getattr", ino.0, None, e)),
@@ -139,7 +216,7 @@ impl Filesystem for FuseFs {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY);
         let trunc = flags.0 & libc::O_TRUNC != 0;
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("open", ino, None), async move {
             match fs.open(ino.0, write, trunc).await {
                 Ok(fh) => {
                     let flags = if fs.keeps_page_cache(fh) {
@@ -166,7 +243,7 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("read", ino, None), async move {
             match fs.read(fh.0, offset, size).await {
                 Ok(data) => reply.data(&data),
                 Err(e) => reply.error(failed(&fs, "read", ino.0, None, e)),
@@ -187,7 +264,7 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         // flush already reported any upload error to close(); a failed last upload is
         // logged by the core itself (it says the data was dropped).
-        self.run(async move {
+        self.run(call("release", _ino, None), async move {
             let _ = fs.release(fh.0).await;
             reply.ok();
         });
@@ -226,10 +303,12 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(failed(&self.fs, "opendir", ino.0, None, e)),
-        }
+        self.inline(call("opendir", ino, None), || {
+            match self.fs.opendir(ino.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(failed(&self.fs, "opendir", ino.0, None, e)),
+            }
+        });
     }
 
     fn readdir(
@@ -241,7 +320,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("readdir", ino, None), async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     // Offsets handed to the kernel are "index of the next entry".
@@ -272,11 +351,21 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call("readdirplus", ino, None), async move {
             match fs.readdir(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                        let attr = file_attr(&e.attr, fs.options());
+                        // An entry the kernel forgot since the listing was taken may be
+                        // gone from the inode table: it is handed over under the number
+                        // the table has for it now.
+                        let ino_now = if i >= 2 {
+                            fs.listed_ino(ino.0, e)
+                        } else {
+                            e.ino
+                        };
+                        let mut entry_attr = e.attr.clone();
+                        entry_attr.ino = ino_now;
+                        let attr = file_attr(&entry_attr, fs.options());
                         // Listing attributes lack the stored mtime/mode: not cached, so a
                         // stat asks again (lookup, which HEADs) instead of showing them.
                         // With --list-only they are what the mount shows: cached.
@@ -286,7 +375,7 @@ impl Filesystem for FuseFs {
                             Duration::ZERO
                         };
                         if reply.add(
-                            INodeNo(e.ino),
+                            INodeNo(ino_now),
                             i as u64 + 1,
                             &e.name,
                             &ttl,
@@ -298,7 +387,7 @@ impl Filesystem for FuseFs {
                         // The kernel takes a reference on every entry it links, but never
                         // on `.` and `..`.
                         if i >= 2 {
-                            fs.inodes().add_lookup(e.ino);
+                            fs.inodes().add_lookup(ino_now);
                         }
                     }
                     reply.ok();
@@ -316,16 +405,20 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
-        reply.ok();
+        self.inline(call("releasedir", _ino, None), || {
+            self.fs.releasedir(fh.0);
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // S3 has no capacity; report a large, stable, plausible size so tools that check
         // free space (cp, rsync, installers) proceed.
-        let bsize = self.fs.options().block_size.min(u64::from(u32::MAX)) as u32;
-        let blocks = (1u64 << 50) / u64::from(bsize.max(1));
-        reply.statfs(blocks, blocks, blocks, 1 << 40, 1 << 40, bsize, 255, bsize);
+        self.inline(call("statfs", _ino, None), || {
+            let bsize = self.fs.options().block_size.min(u64::from(u32::MAX)) as u32;
+            let blocks = (1u64 << 50) / u64::from(bsize.max(1));
+            reply.statfs(blocks, blocks, blocks, 1 << 40, 1 << 40, bsize, 255, bsize);
+        });
     }
 
     fn setattr(
@@ -357,7 +450,7 @@ impl Filesystem for FuseFs {
         };
         let fs = self.fs.clone();
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call("setattr", ino, None), async move {
             match fs.setattr(ino.0, fh.map(|f| f.0), req).await {
                 Ok(a) => reply.attr(&ttl, &file_attr(&a, fs.options())),
                 Err(e) => reply.error(failed(&fs, "setattr", ino.0, None, e)),
@@ -449,7 +542,7 @@ impl Filesystem for FuseFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("readlink", ino, None), async move {
             match fs.readlink(ino.0).await {
                 Ok(target) => reply.data(&target),
                 Err(e) => reply.error(failed(&fs, "readlink", ino.0, None, e)),
@@ -462,7 +555,7 @@ impl Filesystem for FuseFs {
             return reply.error(Errno::ENODATA);
         };
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("getxattr", ino, Some(&name)), async move {
             match fs.getxattr(ino.0, &name).await {
                 Ok(value) => reply_xattr(reply, size, &value),
                 Err(e) => reply.error(failed(&fs, "getxattr", ino.0, None, e)),
@@ -472,7 +565,7 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let fs = self.fs.clone();
-        self.run(async move {
+        self.run(call("listxattr", ino, None), async move {
             match fs.listxattr(ino.0).await {
                 Ok(names) => {
                     let mut list = Vec::new();
@@ -571,18 +664,19 @@ impl Filesystem for FuseFs {
     ) {
         // Straight from the kernel's buffer into the spool and the stream, here: no copy
         // first, no hand-off, unless a part of the streaming upload fills.
-        let _context = self.rt.enter();
-        match self.fs.write_now(fh.0, offset, data) {
-            Ok(None) => reply.written(data.len() as u32),
-            Ok(Some(state)) => {
-                let data = bytes::Bytes::copy_from_slice(data);
-                self.run(async move {
-                    state.stream_write(offset, &data).await;
-                    reply.written(data.len() as u32);
-                });
+        self.inline(call("write", ino, None), || {
+            match self.fs.write_now(fh.0, offset, data) {
+                Ok(None) => reply.written(data.len() as u32),
+                Ok(Some(state)) => {
+                    let data = bytes::Bytes::copy_from_slice(data);
+                    self.run(call("write", ino, None), async move {
+                        state.stream_write(offset, &data).await;
+                        reply.written(data.len() as u32);
+                    });
+                }
+                Err(e) => reply.error(failed(&self.fs, "write", ino.0, None, e)),
             }
-            Err(e) => reply.error(failed(&self.fs, "write", ino.0, None, e)),
-        }
+        });
     }
 
     fn create(
@@ -601,7 +695,7 @@ impl Filesystem for FuseFs {
         };
         let (fs, who) = (self.fs.clone(), caller(req));
         let ttl = self.ttl();
-        self.run(async move {
+        self.run(call("create", parent, Some(&name)), async move {
             match fs.create(parent.0, &name, mode, who).await {
                 Ok((a, fh)) => reply.created(
                     &ttl,
