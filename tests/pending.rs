@@ -139,6 +139,44 @@ async fn a_failed_close_keeps_the_data_shows_it_and_uploads_it_when_s3_is_back()
     assert_eq!(read_all(&fs, ROOT_INO, "report.pdf").await, data);
 }
 
+/// While S3 is down, a kept file stays reachable after the metadata TTL: its directory (the
+/// mount's root here) keeps the attributes it showed instead of failing with the HEAD of its
+/// marker, which would cut off every path through it.
+#[tokio::test]
+async fn a_kept_file_stays_reachable_while_s3_is_down_past_the_ttl() {
+    let s = Setup::new();
+    let ttl = std::time::Duration::from_millis(1);
+    let fs = Fs::new(
+        s.store.clone() as Arc<dyn ObjectStore>,
+        MountOptions {
+            metadata_ttl: ttl,
+            spool_dir: s.dir.path().join("spool"),
+            pending_dir: Some(s.pending_dir()),
+            ..MountOptions::default()
+        },
+    );
+    let root = fs.getattr(ROOT_INO).await.unwrap();
+    s.s3_down();
+    assert_eq!(
+        write_file(&fs, ROOT_INO, "kept", b"kept data").await,
+        libc::EIO
+    );
+    // Past the TTL: every attribute the mount holds is stale.
+    std::thread::sleep(ttl * 2);
+    let again = fs
+        .getattr(ROOT_INO)
+        .await
+        .expect("the root while S3 is down");
+    assert_eq!(
+        (again.ino, again.kind, again.perm, again.uid),
+        (root.ino, root.kind, root.perm, root.uid)
+    );
+    assert_eq!(read_all(&fs, ROOT_INO, "kept").await, b"kept data");
+    s.s3_back();
+    fs.retry_pending_now().await;
+    assert_eq!(s.s3_body("kept").as_deref(), Some(&b"kept data"[..]));
+}
+
 #[tokio::test]
 async fn the_next_mount_shows_and_uploads_what_an_earlier_one_kept() {
     let s = Setup::new();
