@@ -19,9 +19,7 @@ use crate::metrics::{MountIdent, Probe, server};
 use crate::mounts;
 use crate::pending::PendingArea;
 use crate::service;
-use crate::store::{
-    CountingStore, ObjectStore, RenewingStore, RequestStats, S3Store, UserMeta, s3_client,
-};
+use crate::store::{ProfileStore, UserMeta, profile_store};
 
 /// The async runtime every command that talks to the network runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -166,24 +164,9 @@ pub fn serve_with_metrics(
             crate::pending::PendingRecord::id_of(&s3_url, "")
         ))
     });
-    // Every request is counted, for `cognifs status` and /metrics.
-    let requests = Arc::new(RequestStats::default());
-    let counted = Arc::new(CountingStore::new(
-        Arc::new(
-            S3Store::new(
-                s3_client(&profile, refresher.credentials.clone()),
-                profile.bucket.clone(),
-                prefix,
-            )
-            .signing_bodies(profile.signs_upload_bodies()),
-        ),
-        requests.clone(),
-    ));
-    // Outside the counting: a refused request and its retry are both counted.
-    let store: Arc<dyn ObjectStore> = Arc::new(RenewingStore::new(
-        counted,
-        Arc::new(refresher.credentials.clone()),
-    ));
+    // The one constructor the mount tests use too: production retries, every request
+    // counted (for `cognifs status` and /metrics), stale credentials renewed at once.
+    let ProfileStore { store, requests } = profile_store(&profile, &refresher.credentials, prefix);
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
     for (rel, body) in extras.seed {

@@ -711,20 +711,25 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
     .await;
 }
 
+/// The production S3 client (the daemon's [`cognifs::store::profile_store`]: 5 attempts) under
+/// 503 SlowDown: a `cp` whose requests are refused 30% of the time completes, its bytes
+/// intact; then every request is refused for as long as a `close` takes, which the SDK's
+/// retries cannot absorb: cognifs's own failure path keeps the file (`close` says EIO), shows
+/// it, and uploads it once S3 answers again, with 503s still coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cp_completes_correctly_with_injected_503s() {
     with_timeout(240, async {
         install_crypto();
-        // 30% of requests answer 503 (each request has 20 tries): over the mount and the
-        // copy's few dozen requests, some are all but sure to be hit.
         let running = start_with(|o| o.s3_error_rate = 0.3).await;
-        let admin = s3_client_attempts(
-            &running,
-            aws_credential_types::Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"),
-            20,
-        );
-        let spool = tempfile::tempdir().unwrap();
-        let m = mount_user_attempts(&running, ALICE.0, ALICE.1, spool_opts(spool.path()), 20).await;
+        let faults = running.faults();
+        let admin = admin_s3_retrying(&running);
+        let bucket = running.profile.bucket.clone();
+        let disk = tempfile::tempdir().unwrap();
+        let opts = MountOptions {
+            pending_dir: Some(disk.path().join("pending")),
+            ..spool_opts(disk.path())
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
         let data = pseudo_random(30 << 20, 3);
         let local = tempfile::tempdir().unwrap();
         let src = local.path().join("x.bin");
@@ -736,11 +741,60 @@ async fn cp_completes_correctly_with_injected_503s() {
         .await;
         assert!(out.status.success(), "cp failed: {out:?}");
         // The faults did fire: the mount and the copy went through them, not around them.
-        let fired = running.faults().injected().slow_downs;
-        assert!(fired > 0, "no 503 was injected");
+        let during_cp = faults.injected().slow_downs;
+        assert!(during_cp > 0, "no 503 was injected");
         let key = format!("{}/x.bin", m.identity_id);
-        let got = get_bytes(&admin, &running.profile.bucket, &key).await;
+        let got = get_bytes(&admin, &bucket, &key).await;
         assert!(got.as_deref() == Some(&data[..]), "contents under 503s");
+
+        // Every request refused while a file is closed: more than the client's 5 attempts.
+        let kept = pseudo_random(1 << 20, 4);
+        let (path, body) = (m.join("kept.bin"), kept.clone());
+        let f = blocking(move || {
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&body).unwrap();
+            f
+        })
+        .await;
+        let before_close = faults.injected().slow_downs;
+        faults.set_s3_error_rate(1.0);
+        let closed = blocking(move || close_checked(f)).await;
+        faults.set_s3_error_rate(0.3);
+        assert_eq!(
+            errno_of(closed),
+            libc::EIO,
+            "close says the data is not in S3"
+        );
+        let refused = faults.injected().slow_downs - before_close;
+        assert!(
+            refused >= 5,
+            "the close's upload was refused {refused} times: its 5 attempts were not all spent"
+        );
+        let pending: Vec<String> = m
+            .mount()
+            .fs()
+            .pending_uploads()
+            .into_iter()
+            .map(|r| r.rel)
+            .collect();
+        assert_eq!(pending, ["kept.bin"], "the failed close is kept");
+        let path = m.join("kept.bin");
+        let shown = blocking(move || std::fs::read(path).unwrap()).await;
+        assert!(shown == kept, "the mount shows the kept file");
+
+        // It lands by itself, 503s and all.
+        let key = format!("{}/kept.bin", m.identity_id);
+        eventually(
+            Duration::from_secs(120),
+            "the kept upload lands",
+            || async { get_bytes(&admin, &bucket, &key).await.as_deref() == Some(&kept[..]) },
+        )
+        .await;
+        eventually(Duration::from_secs(30), "nothing left pending", || async {
+            m.mount().fs().pending_uploads().is_empty()
+        })
+        .await;
+        assert_eq!(open_uploads(&admin, &bucket, &m.identity_id).await, 0);
         drop(m);
         running.shutdown().await;
     })

@@ -94,7 +94,7 @@ fn conflict_copies(keys: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_save_racing_the_web_apps_upload_is_kept_beside_it() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -147,7 +147,7 @@ async fn a_save_racing_the_web_apps_upload_is_kept_beside_it() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_never_gets_bytes_of_two_versions() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -195,7 +195,7 @@ async fn a_reader_never_gets_bytes_of_two_versions() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mount_aborts_only_its_own_dead_uploads_never_a_live_one() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -297,7 +297,7 @@ async fn open_upload_ids(env: &Env) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_server_that_ignores_conditions_conflicts_are_still_caught_best_effort() {
     with_timeout(120, async {
         let env = Env::with(start_with(|o| o.ignore_conditions = true).await).await;
@@ -467,7 +467,7 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_devices_racing_on_the_same_names_lose_no_save() {
     with_timeout(300, async {
         let env = Env::new().await;
