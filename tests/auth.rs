@@ -326,7 +326,6 @@ async fn login_times_out_with_a_clear_message() {
         let browser = Browser::Custom(Box::new(move |_url: String| {
             o.store(true, Ordering::SeqCst);
         }));
-        let started = Instant::now();
         let err = login(
             &f.profile,
             &f.store,
@@ -344,7 +343,6 @@ async fn login_times_out_with_a_clear_message() {
         );
         assert!(err.contains("no sign-in arrived"), "{err}");
         assert!(err.contains("cognifs login"), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(10));
         assert!(f.store.load().unwrap().is_none());
         // The callback port is released again.
         std::net::TcpListener::bind(("127.0.0.1", f.profile.callback_port))
@@ -429,35 +427,31 @@ async fn refresher_renews_credentials_before_expiry() {
         );
         assert_eq!(f.file_mode(&f.store.path()), 0o600);
 
-        // Eight seconds of S3 calls, twice the ID token's life: every one succeeds.
+        // S3 calls go on through three renewals of the credentials and two more refreshes
+        // of the ID token (twice its life): every one succeeds.
         let s3 = s3_client(&f.profile, refresher.credentials.clone());
         let prefix = f.profile.prefix_for(&refresher.identity_id);
-        let mut expiries = vec![creds.expiry()];
-        let started = Instant::now();
+        let id_expiry = || f.store.load().unwrap().unwrap().id_token_expires;
+        let (mut expiries, mut id_expiries) = (vec![creds.expiry()], vec![id_expiry()]);
         let mut i = 0;
-        while started.elapsed() < Duration::from_secs(8) {
+        while expiries.len() < 4 || id_expiries.len() < 3 {
             if let CredentialState::SignedOut(why) = creds.current() {
-                panic!("signed out after {:?}: {why}", started.elapsed());
+                panic!("signed out after {i} calls: {why}");
             }
             try_put(&s3, &f.profile.bucket, &format!("{prefix}tick-{i}"), "tick")
                 .await
-                .unwrap_or_else(|e| panic!("after {:?}: {e}", started.elapsed()));
-            let e = creds.expiry();
-            if expiries.last() != Some(&e) {
-                expiries.push(e);
+                .unwrap_or_else(|e| panic!("call {i}, renewals {expiries:?}: {e}"));
+            let (now, id_now) = (creds.expiry(), id_expiry());
+            if expiries.last() != Some(&now) {
+                expiries.push(now);
+            }
+            if id_expiries.last() != Some(&id_now) {
+                id_expiries.push(id_now);
             }
             i += 1;
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Pacing only: the loop ends on the renewals it sees, whatever the time.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(i >= 12, "only {i} calls in 8 s");
-        assert!(
-            expiries.len() >= 3,
-            "expected several renewals in 8 s, saw {expiries:?}"
-        );
-        assert!(
-            f.store.load().unwrap().unwrap().id_token_expires > renewed.id_token_expires,
-            "the ID token keeps being refreshed"
-        );
         drop(refresher);
         f.running.shutdown().await;
     })
@@ -497,13 +491,26 @@ async fn revoked_sign_in_goes_signed_out_then_recovers_on_new_login() {
             .await
             .expect_err("S3 refuses while signed out");
         assert!(err.contains("cognifs login"), "{err}");
-        // Still signed out a while later: it does not flap back by itself.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(matches!(creds.current(), CredentialState::SignedOut(_)));
+        // It does not flap back by itself: until the token file changes (the new sign-in
+        // below), a watcher sees nothing but signed out.
+        let watcher = {
+            let (creds, tokens) = (creds.clone(), f.store.clone());
+            let before = tokens.fingerprint();
+            tokio::spawn(async move {
+                while tokens.fingerprint() == before {
+                    if let CredentialState::Ready(_) = creds.current() {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                true
+            })
+        };
 
         // A new sign-in rewrites the token file; the running refresher picks it up.
         let again = f.login(ALICE.0, ALICE.1).await;
         assert_ne!(again.refresh_token, state.refresh_token);
+        assert!(watcher.await.unwrap(), "ready again before any new sign-in");
         wait_until(
             Duration::from_secs(10),
             "ready again after a new login",
@@ -639,12 +646,7 @@ async fn rotated_refresh_token_in_file_is_used() {
         );
         let mut renewals = 0;
         let mut last = creds.expiry();
-        let started = Instant::now();
         while renewals < 2 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "renewed {renewals} times in 10 s"
-            );
             if let CredentialState::SignedOut(why) = creds.current() {
                 panic!("signed out although the file holds a good token: {why}");
             }

@@ -998,13 +998,16 @@ async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::pro
 
 /// Waits (up to 60 s) until the file shows at least `len` bytes through the mount.
 async fn wait_size(path: &Path, len: u64) {
-    for _ in 0..3000 {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() >= len) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{} never reached {len} bytes", path.display());
+    let size = || {
+        let p = path.to_path_buf();
+        blocking_for(Duration::from_secs(30), move || {
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        })
+    };
+    eventually(Duration::from_secs(60), "the file's size", || async {
+        size().await >= len
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1072,12 +1075,12 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
                 .unwrap(),
         ));
         wait_size(&dir.join("killed.bin"), 32 << 20).await;
-        for _ in 0..500 {
-            if open_uploads(&admin, &bucket, &format!("{id}/")).await > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(60),
+            "a streamed upload under way",
+            || async { open_uploads(&admin, &bucket, &format!("{id}/")).await > 0 },
+        )
+        .await;
         daemon.signal(libc::SIGKILL);
         daemon.wait(Duration::from_secs(30)).await;
         let _ = cp.wait(Duration::from_secs(60)).await;
@@ -1101,7 +1104,8 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
         let spool: Vec<_> = std::fs::read_dir(cli.spool()).unwrap().collect();
         assert!(spool.is_empty(), "spool files left: {spool:?}");
         std::fs::write(cli.spool().join("999999999-7-0"), b"").unwrap();
-        tokio::time::sleep(Duration::from_secs(6)).await; // older than STRAY_UPLOAD_AGE
+        // No waiting: the upload is hours younger than --stray-upload-hours; the journal
+        // proves its process dead.
 
         let mut daemon = cli.mount(&dir, &logs.path().join("3.log")).await;
         assert_eq!(

@@ -244,21 +244,34 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
         read.cache.hits as f64
     );
 
-    // --watch --json: one object per second until stopped.
-    let mut child = env
-        .command(&["status", "--watch", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let lines: Vec<StatusReport> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(lines.len() >= 2, "{} refreshes", lines.len());
+    // --watch --json: one object per line, again and again until stopped. Two are read as
+    // they come (each a whole report of this mount), then it is stopped.
+    let mut child = ChildGuard(Some(
+        env.command(&["status", "--watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let (line_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for n in 1..=2 {
+        let line = lines
+            .recv_timeout(wait)
+            .unwrap_or_else(|e| panic!("--watch report {n}: {e}"));
+        let report: StatusReport = serde_json::from_str(&line).unwrap();
+        assert_eq!(report.mounts.len(), 1, "{report:?}");
+        assert_eq!(report.mounts[0].pid, pid);
+    }
+    drop(child);
 
     // Signed out while mounted: status says so, and still what the mount is doing.
     let out = env.run(&["logout"], Duration::from_secs(30));

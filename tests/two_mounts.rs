@@ -165,17 +165,27 @@ async fn a_reader_never_gets_bytes_of_two_versions() {
         .unwrap();
         assert_eq!(file.1, "VERSION TWO, LONGER\n");
         env.put("v.txt", "v3\n").await;
-        // The mount learns of the new version once its view is older than the TTL.
-        tokio::time::sleep(ttl * 3).await;
-        let (size, reread) = blocking(move || {
-            let f = file.0;
-            let size = f.metadata().map(|m| m.len());
+        // The mount learns of the new version once its view is older than the TTL: fstat
+        // shows the old size until then, the new one after.
+        let f = Arc::new(file.0);
+        eventually(
+            Duration::from_secs(30),
+            "fstat shows the new version",
+            || {
+                let f = f.clone();
+                async move {
+                    let size = blocking(move || f.metadata().unwrap().len()).await;
+                    assert!(size == 3 || size == 20, "fstat shows size {size}");
+                    size == 3
+                }
+            },
+        )
+        .await;
+        let reread = blocking(move || {
             let mut buf = vec![0u8; 4096];
-            let read = f.read_at(&mut buf, 0).map(|n| buf[..n].to_vec());
-            (size, read)
+            f.read_at(&mut buf, 0).map(|n| buf[..n].to_vec())
         })
         .await;
-        assert_eq!(size.unwrap(), 3, "fstat shows the new version");
         match reread {
             // The old handle's version is gone: the read says so, it never mixes.
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
