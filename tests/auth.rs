@@ -39,7 +39,7 @@ struct Fixture {
 
 async fn fixture(token_ttl: Duration, credentials_ttl: Duration) -> Fixture {
     install_crypto();
-    let port = free_port();
+    let port = reserved_port();
     let running = start_with(|o| {
         o.callback_port = port;
         o.token_ttl = token_ttl;
@@ -760,7 +760,7 @@ impl ChromeDriver {
             .unwrap();
         let log = dir.path().join("chromedriver.log");
         let out = std::fs::File::create(&log).unwrap();
-        let port = free_port();
+        let port = reserved_port();
         let child = std::process::Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
             .stdin(std::process::Stdio::null())

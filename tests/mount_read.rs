@@ -24,6 +24,14 @@ fn names(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// `ls -1a`, in the order the filesystem returns entries (`-f`: unsorted).
+/// The errno of a `stat` expected to fail.
+fn enoent(path: std::path::PathBuf) -> i32 {
+    std::fs::metadata(&path)
+        .expect_err(&format!("{} exists", path.display()))
+        .raw_os_error()
+        .expect("an errno")
+}
+
 fn ls_raw(dir: &std::path::Path) -> Vec<String> {
     let out = Command::new("ls").arg("-1af").arg(dir).output().unwrap();
     assert!(out.status.success(), "ls failed: {out:?}");
@@ -134,7 +142,8 @@ async fn ls_stat_cat_and_refuses_writes() {
             let missing = std::fs::metadata(root.join("nope")).unwrap_err();
             assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
             // Twice: the second answer comes from the negative cache, and must agree.
-            assert!(std::fs::metadata(root.join("nope")).is_err());
+            let again = std::fs::metadata(root.join("nope")).unwrap_err();
+            assert_eq!(again.raw_os_error(), Some(libc::ENOENT), "{again}");
 
             let err = std::fs::write(root.join("new.txt"), "x").unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
@@ -319,9 +328,9 @@ async fn directory_hides_file_and_bad_keys_are_hidden() {
             assert_eq!(ls_raw(&root.join("bad")), [".", ".."]);
             assert_eq!(ls_raw(&root.join("ok")), [".", "..", "fine"]);
             // `./x` is key `x`'s neighbour, not `x`: the path resolves to a missing name.
-            assert!(std::fs::metadata(root.join("x")).is_err());
-            assert!(std::fs::metadata(root.join("y")).is_err());
-            assert!(std::fs::metadata(root.join("leading")).is_err());
+            assert_eq!(enoent(root.join("x")), libc::ENOENT);
+            assert_eq!(enoent(root.join("y")), libc::ENOENT);
+            assert_eq!(enoent(root.join("leading")), libc::ENOENT);
             let err = std::fs::metadata(root.join(&long)).unwrap_err();
             assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG), "{err}");
             assert_eq!(std::fs::read_to_string(root.join("good")).unwrap(), "good");
@@ -489,9 +498,9 @@ async fn two_users_see_only_their_own_prefix() {
                 std::fs::read_to_string(rb.join("bob.txt")).unwrap(),
                 "bob's"
             );
-            assert!(std::fs::metadata(ra.join("bob.txt")).is_err());
-            assert!(std::fs::metadata(rb.join("alice.txt")).is_err());
-            assert!(std::fs::metadata(ra.join("toplevel.txt")).is_err());
+            assert_eq!(enoent(ra.join("bob.txt")), libc::ENOENT);
+            assert_eq!(enoent(rb.join("alice.txt")), libc::ENOENT);
+            assert_eq!(enoent(ra.join("toplevel.txt")), libc::ENOENT);
         })
         .await;
         drop(ma);
@@ -626,7 +635,8 @@ async fn the_kernel_reads_ahead_4_mib_on_the_mount() {
     with_timeout(60, async {
         let running = start().await;
         let m = mount_user(&running, ALICE.0, ALICE.1, MountOptions::default()).await;
-        let point = m.path().canonicalize().unwrap();
+        let p = m.path().to_path_buf();
+        let point = blocking(move || p.canonicalize().unwrap()).await;
         let device = cognifs::mounts::device_of(&point).expect("the mount in mountinfo");
         let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
         let kb = std::fs::read_to_string(&knob).unwrap();

@@ -292,18 +292,35 @@ async fn rename_above_the_single_copy_limit_copies_by_parts() {
         let data = pseudo_random(3 << 20, 21);
         env.put("big.bin", data.clone()).await;
         let m = env.mount().await;
+        let traffic = env.running.traffic();
+        let copies = || (traffic.object_copies(), traffic.part_copies());
+        let before = copies();
         let (a, b) = (m.join("big.bin"), m.join("moved.bin"));
         blocking(move || std::fs::rename(a, b))
             .await
             .expect("rename of a large object");
+        // One CopyObject, refused as too large, then the copy by parts: one UploadPartCopy
+        // (3 MiB in parts of 512 MiB).
+        assert_eq!(
+            copies(),
+            (before.0 + 1, before.1 + 1),
+            "(CopyObject, UploadPartCopy)"
+        );
         assert_eq!(env.s3("moved.bin").await.as_deref(), Some(&data[..]));
         assert_eq!(env.s3("big.bin").await, None);
         assert_eq!(open_uploads(&env.admin, &env.bucket, &env.key("")).await, 0);
         let (x, y) = (m.join("moved.bin"), m.join("small.bin"));
-        std::fs::write(&x, b"small now").unwrap();
-        blocking(move || std::fs::rename(x, y))
-            .await
-            .expect("small rename still one CopyObject");
+        blocking(move || {
+            std::fs::write(&x, b"small now").unwrap();
+            std::fs::rename(x, y)
+        })
+        .await
+        .expect("small rename");
+        assert_eq!(
+            copies(),
+            (before.0 + 2, before.1 + 1),
+            "a small rename is one CopyObject"
+        );
         assert_eq!(
             env.s3("small.bin").await.as_deref(),
             Some(&b"small now"[..])
@@ -1013,7 +1030,7 @@ async fn wait_size(path: &Path, len: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
     with_timeout(600, async {
-        let port = free_port();
+        let port = reserved_port();
         let running = start_with(|o| o.callback_port = port).await;
         let admin = admin_s3(&running);
         let bucket = running.profile.bucket.clone();
@@ -1098,7 +1115,11 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
                 .is_none(),
             "nothing of a killed copy reaches S3"
         );
-        assert!(open_uploads(&admin, &bucket, &format!("{id}/")).await > 0);
+        assert_eq!(
+            open_uploads(&admin, &bucket, &format!("{id}/")).await,
+            1,
+            "the killed copy's streamed upload is left open"
+        );
         // Spool files are unlinked at creation: the kill left none. A stale one (a crash
         // between creating and unlinking; pid beyond any pid_max) is removed at mount.
         let spool: Vec<_> = std::fs::read_dir(cli.spool()).unwrap().collect();

@@ -231,17 +231,33 @@ fn nanos(d: Duration) -> u64 {
 
 /// What the S3 requests carried, for tests of the clients: how many object bodies (PUTs:
 /// PutObject, UploadPart) came signed and how many declared `UNSIGNED-PAYLOAD`
-/// (`x-amz-content-sha256`).
+/// (`x-amz-content-sha256`); how many server-side copies were asked for, whole (CopyObject)
+/// or by part (UploadPartCopy), answered or refused.
 #[derive(Default)]
 pub struct Traffic {
     signed_bodies: AtomicU64,
     unsigned_bodies: AtomicU64,
+    object_copies: AtomicU64,
+    part_copies: AtomicU64,
 }
 
 impl Traffic {
     fn record<B>(&self, req: &Request<B>) {
         if req.method() != hyper::Method::PUT {
             return;
+        }
+        if req.headers().contains_key("x-amz-copy-source") {
+            // An UploadPartCopy names its upload; a CopyObject does not.
+            let part = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p.starts_with("uploadId=")));
+            let counter = if part {
+                &self.part_copies
+            } else {
+                &self.object_copies
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         let Some(declared) = req.headers().get("x-amz-content-sha256") else {
             return;
@@ -263,6 +279,16 @@ impl Traffic {
     /// PUTs whose body was sent unsigned.
     pub fn unsigned_bodies(&self) -> u64 {
         self.unsigned_bodies.load(Ordering::Relaxed)
+    }
+
+    /// CopyObject requests (refused ones too).
+    pub fn object_copies(&self) -> u64 {
+        self.object_copies.load(Ordering::Relaxed)
+    }
+
+    /// UploadPartCopy requests (refused ones too).
+    pub fn part_copies(&self) -> u64 {
+        self.part_copies.load(Ordering::Relaxed)
     }
 }
 

@@ -490,13 +490,26 @@ pub async fn identity_of(running: &Running, user: &str, password: &str) -> Strin
 
 // ---- Sign-in helpers (tests/auth.rs and anything else that drives `cognifs::auth`) ----
 
-/// A port nothing listens on right now (bound to 127.0.0.1:0, then released), so tests that
-/// run in parallel each get their own sign-in callback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+/// A loopback port for a listener that cognifs binds itself, later, by number (the sign-in
+/// callback: `cognifs login` takes no listener from outside). It is held the only way a port
+/// can be held for another socket to bind: the kernel chose it (bind to port 0) and a
+/// connection on it was closed from its side first, so the port sits in TIME_WAIT for a
+/// minute. In that state no `bind(…:0)` anywhere on the machine is given it, while a
+/// listener that sets SO_REUSEADDR (std's and tokio's do) can still bind it. Tests that run
+/// in parallel, and other programs, therefore never get the same port.
+pub fn reserved_port() -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect to the new port");
+    let (server, _) = listener.accept().expect("accept");
+    // The accepted side (local port `port`) closes first: it is the one left in TIME_WAIT.
+    drop(server);
+    let mut eof = [0u8; 1];
+    let _ = std::io::Read::read(&mut &client, &mut eof);
+    drop(client);
+    drop(listener);
+    port
 }
 
 /// A cognifs profile pointing at `running` (its callback port included), written by devstack
