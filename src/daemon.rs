@@ -94,13 +94,16 @@ pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<
 /// Told the `s3://` URL once the mount answers.
 pub type ReadyCallback = Box<dyn FnOnce(&str)>;
 
-/// What a caller of [`serve`] may add to a plain mount (the demo uses both).
+/// What a caller of [`serve`] may add to a plain mount (the demo uses the first two).
 #[derive(Default)]
 pub struct Extras {
     /// Objects put (path relative to the prefix, body) before mounting.
     pub seed: Vec<(String, Bytes)>,
     /// Told the `s3://` URL once the mount answers.
     pub ready: Option<ReadyCallback>,
+    /// How long a stop waits for files being written to be closed (`--shutdown-grace`);
+    /// `None`: [`SHUTDOWN_GRACE`].
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// Signs in, mounts, and serves until a signal or an outside unmount; then unmounts
@@ -288,9 +291,12 @@ pub fn serve_with_metrics(
     std::thread::spawn(move || {
         let _ = done_tx.send(mount.join());
     });
+    let grace = extras.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
     let started = std::time::Instant::now();
     loop {
-        match done_rx.recv_timeout(Duration::from_secs(2)) {
+        // Every 2 s (the log says what it waits for), or at the end of a shorter grace.
+        let wait = Duration::from_secs(2).min(grace.saturating_sub(started.elapsed()));
+        match done_rx.recv_timeout(wait.max(Duration::from_millis(10))) {
             Ok(r) => {
                 if let Err(e) = r {
                     tracing::warn!("{e:#}");
@@ -301,7 +307,7 @@ pub fn serve_with_metrics(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let pending = fs.pending_writes();
-        if started.elapsed() >= SHUTDOWN_GRACE {
+        if started.elapsed() >= grace {
             tracing::warn!(
                 files = pending.len(),
                 "files still open after the grace period"
@@ -322,9 +328,9 @@ pub fn serve_with_metrics(
     Ok(())
 }
 
-/// How long a stop waits for files being written to be closed; below the unit's
+/// How long a stop waits for files being written to be closed, by default; below the unit's
 /// TimeoutStopSec (120 s), so the final uploads still happen before systemd kills us.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
 
 /// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
 fn clock(unix: u64) -> String {

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use cognifs::fs::MountOptions;
 use devstack::Running;
-use support::cli::{ChildGuard, Env as CliEnv, PathGuard, login_by_paste};
+use support::cli::{ChildGuard, Cli, PathGuard};
 use support::tree::digest;
 use support::*;
 
@@ -923,94 +923,6 @@ async fn rsync_twice_transfers_nothing_the_second_time() {
         env.running.shutdown().await;
     })
     .await;
-}
-
-/// The real `cognifs` binary, signed in as alice against one devstack, with config, state
-/// and spool (XDG_CACHE_HOME) in a temp dir of its own.
-struct Cli {
-    env: CliEnv,
-}
-
-impl Cli {
-    /// `cognifs ARGS` with this test's config and state, and its own cache (spool) dir.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.env.command(args);
-        cmd.env("XDG_CACHE_HOME", self.env.dir.path().join("cache"));
-        cmd
-    }
-
-    fn spool(&self) -> PathBuf {
-        self.env.dir.path().join("cache/cognifs/spool")
-    }
-
-    /// `cognifs login --no-browser`, answered over HTTP (support::cli::login_by_paste).
-    async fn login(running: &Running, user: &str, password: &str) -> Cli {
-        let env = CliEnv::new(Some(running));
-        let handle = tokio::runtime::Handle::current();
-        let (user, password) = (user.to_owned(), password.to_owned());
-        let env = blocking(move || {
-            login_by_paste(&env, &user, &password, &handle);
-            env
-        })
-        .await;
-        Cli { env }
-    }
-
-    /// `cognifs mount --foreground DIR`, logging to `log`; returns once DIR is mounted.
-    async fn mount(&self, dir: &Path, log: &Path) -> ChildGuard {
-        let log = std::fs::File::create(log).unwrap();
-        let child = self
-            .command(&["mount", "--foreground", dir.to_str().unwrap()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut guard = ChildGuard(Some(child));
-        for _ in 0..600 {
-            if is_mounted(dir) {
-                return guard;
-            }
-            let exited = guard.0.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "cognifs mount exited: {exited:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{} was not mounted within 60 s", dir.display());
-    }
-}
-
-impl ChildGuard {
-    fn signal(&self, sig: i32) {
-        let pid = self.0.as_ref().expect("running").id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    fn running(&mut self) -> bool {
-        self.0
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        wait_child(self.0.take().expect("a child"), limit).await
-    }
-}
-
-/// Waits for a child (killing it past `limit`, then failing).
-async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {} did not finish within {limit:?}", child.id());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Waits (up to 60 s) until the file shows at least `len` bytes through the mount.

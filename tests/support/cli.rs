@@ -203,3 +203,97 @@ pub fn login_by_paste(
     assert_ok(&out, "login");
     out
 }
+
+/// The real `cognifs` binary, signed in (as `cognifs login` leaves it) against one devstack,
+/// with config, state and cache in a temp dir of its own.
+pub struct Cli {
+    pub env: Env,
+}
+
+impl Cli {
+    /// `cognifs ARGS` with this test's config, state and cache.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.env.command(args)
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.env.dir.path().join("cache/cognifs/spool")
+    }
+
+    /// `cognifs login --no-browser`, answered over HTTP ([`login_by_paste`]).
+    pub async fn login(running: &devstack::Running, user: &str, password: &str) -> Cli {
+        let env = Env::new(Some(running));
+        let handle = tokio::runtime::Handle::current();
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let env = super::blocking(move || {
+            login_by_paste(&env, &user, &password, &handle);
+            env
+        })
+        .await;
+        Cli { env }
+    }
+
+    /// `cognifs mount --foreground DIR EXTRA…`, logging to `log`; returns once DIR is
+    /// mounted.
+    pub async fn mount_with(&self, dir: &Path, log: &Path, extra: &[&str]) -> ChildGuard {
+        let log = std::fs::File::create(log).unwrap();
+        let mut args = vec!["mount", "--foreground", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut guard = ChildGuard(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !super::is_mounted(dir) {
+            let exited = guard.0.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "cognifs mount exited: {exited:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{} was not mounted within 60 s",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        guard
+    }
+
+    /// [`Cli::mount_with`] with no extra flags.
+    pub async fn mount(&self, dir: &Path, log: &Path) -> ChildGuard {
+        self.mount_with(dir, log, &[]).await
+    }
+}
+
+impl ChildGuard {
+    pub fn signal(&self, sig: i32) {
+        let pid = self.0.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Waits for the child (killing it past `limit`, then failing).
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("a child");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child {} did not finish within {limit:?}", child.id());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
