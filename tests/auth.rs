@@ -603,6 +603,76 @@ async fn forgotten_credentials_are_renewed_at_once_and_the_mount_answers() {
     .await;
 }
 
+/// Signed out while mounted (the refresh token revoked, the AWS credentials forgotten): the
+/// mount answers EACCES, and nothing else, until a new sign-in rewrites the token file;
+/// then it answers again, without a remount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_out_while_mounted_answers_eacces_until_a_new_login() {
+    with_timeout(90, async {
+        // ID tokens inside the 5-minute refresh margin: every renewal needs the refresh
+        // token, so its revocation signs the mount out.
+        let f = fixture(Duration::from_secs(60), HOUR).await;
+        let admin = admin_s3(&f.running);
+        // Every call asks S3 (no answer outlives a millisecond).
+        let opts = MountOptions {
+            metadata_ttl: Duration::from_millis(1),
+            ..MountOptions::default()
+        };
+        let mnt = mount_signed_in(sign_in(&f.running, ALICE.0, ALICE.1).await, opts).await;
+        let bucket = mnt.signed_in().profile.bucket.clone();
+        let prefix = mnt.signed_in().profile.prefix_for(&mnt.identity_id);
+        put(&admin, &bucket, &format!("{prefix}a.txt"), "A").await;
+        let creds = mnt.credentials().clone();
+        let read = |rel: &str| {
+            let p = mnt.join(rel);
+            blocking(move || std::fs::read(p))
+        };
+        assert_eq!(read("a.txt").await.unwrap(), b"A");
+
+        let (profile, tokens) = (&mnt.signed_in().profile, &mnt.signed_in().tokens);
+        let refresh_token = tokens.load().unwrap().unwrap().refresh_token;
+        revoke(profile, &refresh_token, &http_client())
+            .await
+            .expect("signed out at the hosted UI");
+        assert_eq!(f.running.forget_credentials(), 1, "the mount's");
+        let err = read("a.txt").await.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+        let CredentialState::SignedOut(why) = creds.current() else {
+            panic!("not signed out")
+        };
+        assert!(why.contains("cognifs login"), "{why}");
+
+        // `cognifs login` rewrites the token file; the mount picks it up by itself.
+        save_sign_in(&f.running, tokens, ALICE.0, ALICE.1).await;
+        eventually(
+            Duration::from_secs(30),
+            "the mount answers again",
+            || async {
+                match read("a.txt").await {
+                    Ok(body) => {
+                        assert_eq!(body, b"A");
+                        true
+                    }
+                    Err(e) => {
+                        assert_eq!(e.raw_os_error(), Some(libc::EACCES), "{e}");
+                        false
+                    }
+                }
+            },
+        )
+        .await;
+        let p = mnt.join("b.txt");
+        blocking(move || std::fs::write(p, "B")).await.unwrap();
+        assert_eq!(
+            get_bytes(&admin, &bucket, &format!("{prefix}b.txt")).await,
+            Some(b"B".to_vec())
+        );
+        drop(mnt);
+        f.running.shutdown().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_refresh_token_in_file_is_used() {
     with_timeout(90, async {

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use cognifs::fs::MountOptions;
+use cognifs::store::RequestKind;
 use support::*;
 
 const ALICE: (&str, &str) = ("alice", "alice-pass");
@@ -641,6 +642,132 @@ async fn the_kernel_reads_ahead_4_mib_on_the_mount() {
         let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
         let kb = std::fs::read_to_string(&knob).unwrap();
         assert_eq!(kb.trim(), "4096", "{knob}");
+    })
+    .await;
+}
+
+/// `--list-only`: attributes from the listing alone, never a HEAD: every object a regular
+/// file with the mount's modes and owner and Last-Modified as mtime, whatever its stored
+/// metadata says (a symlink s3fs stored shows as a file of its target's length).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn list_only_attributes_come_from_the_listing_alone() {
+    with_timeout(60, async {
+        let running = start().await;
+        let id = identity_of(&running, ALICE.0, ALICE.1).await;
+        let admin = admin_s3(&running);
+        let bucket = running.profile.bucket.clone();
+        let stored = |key: &str, body: &str, mode: &str| {
+            admin
+                .put_object()
+                .bucket(&bucket)
+                .key(format!("{id}/{key}"))
+                .metadata("mode", mode)
+                .metadata("uid", "1234")
+                .metadata("gid", "5678")
+                .metadata("mtime", "1000000000")
+                .body(body.as_bytes().to_vec().into())
+                .send()
+        };
+        stored("private.txt", "secret", "33152").await.unwrap(); // 0600 file
+        stored("link", "private.txt", "41471").await.unwrap(); // s3fs's symlink
+        stored("dir/", "", "16832").await.unwrap(); // 0700 directory marker
+        put(&admin, &bucket, &format!("{id}/dir/inside"), "x").await;
+        let opts = MountOptions {
+            list_only: true,
+            uid: 4242,
+            gid: 4343,
+            ..MountOptions::default()
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
+        let heads = m.requests().get(RequestKind::Head).total;
+        let lists = m.requests().get(RequestKind::List).total;
+        let root = m.path().to_path_buf();
+        let seen = blocking(move || {
+            let mut seen = std::collections::BTreeMap::new();
+            for e in std::fs::read_dir(&root).unwrap() {
+                let e = e.unwrap();
+                let md = std::fs::symlink_metadata(e.path()).unwrap();
+                seen.insert(
+                    e.file_name().into_string().unwrap(),
+                    (md.mode(), md.uid(), md.gid(), md.len(), md.mtime()),
+                );
+            }
+            seen
+        })
+        .await;
+        let modified = |key: &str| {
+            let head = admin
+                .head_object()
+                .bucket(&bucket)
+                .key(format!("{id}/{key}"))
+                .send();
+            async move { head.await.unwrap().last_modified().unwrap().secs() }
+        };
+        let (private, link) = (modified("private.txt").await, modified("link").await);
+        assert_eq!(
+            seen,
+            std::collections::BTreeMap::from([
+                ("dir".to_owned(), (0o040755, 4242, 4343, 0, seen["dir"].4)),
+                ("link".to_owned(), (0o100644, 4242, 4343, 11, link)),
+                ("private.txt".to_owned(), (0o100644, 4242, 4343, 6, private)),
+            ])
+        );
+        assert_eq!(
+            m.requests().get(RequestKind::Head).total,
+            heads,
+            "no HEAD: the listing alone"
+        );
+        assert_eq!(
+            m.requests().get(RequestKind::List).total,
+            lists + 1,
+            "one LIST"
+        );
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+/// An `ls -l` whose HEAD of one entry fails still shows every entry's stored attributes:
+/// readdirplus hands that entry out with a zero timeout, and the lookup that follows HEADs it
+/// again. (Over the in-memory store, whose fault hits the exact request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readdirplus_entries_whose_head_failed_are_looked_up_again() {
+    use cognifs::store::{Fault, MemoryStore, UserMeta};
+    with_timeout(60, async {
+        let store = std::sync::Arc::new(MemoryStore::new("bucket", "me"));
+        let meta = UserMeta::from([
+            ("mode".to_owned(), "33152".to_owned()),
+            ("uid".to_owned(), "1234".to_owned()),
+            ("gid".to_owned(), "5678".to_owned()),
+            ("mtime".to_owned(), "1000000000".to_owned()),
+        ]);
+        for i in 0..5 {
+            store.insert_raw(&format!("me/d/f{i}"), b"data", meta.clone());
+        }
+        let m = mount_any(store.clone(), "me".into(), MountOptions::default()).await;
+        let dir = m.join("d");
+        let d = dir.clone();
+        assert!(blocking(move || std::fs::metadata(d).unwrap().is_dir()).await);
+        store.reset_counts();
+        store.fail_nth(Some(RequestKind::Head), 2, Fault::SlowDown);
+        let seen = blocking(move || {
+            let mut seen = Vec::new();
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let md = std::fs::symlink_metadata(e.unwrap().path()).unwrap();
+                seen.push((md.mode(), md.uid(), md.gid(), md.mtime()));
+            }
+            seen
+        })
+        .await;
+        assert!(!store.armed(), "the fault fired");
+        assert_eq!(seen, vec![(0o100600, 1234, 5678, 1_000_000_000); 5]);
+        assert_eq!(
+            store.counts().get(RequestKind::Head),
+            6,
+            "a HEAD per entry, and the failed one again"
+        );
+        drop(m);
     })
     .await;
 }

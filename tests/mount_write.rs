@@ -818,6 +818,256 @@ async fn cp_completes_correctly_with_injected_503s() {
     .await;
 }
 
+// ---- limits and failures the kernel shows: xattrs, RENAME_EXCHANGE, rollback, full disks ----
+
+/// S3 keeps at most 2 KiB of user metadata per object: a value that cannot fit at all is
+/// E2BIG, one that does not fit beside the rest ENOSPC; names s3fs's layout cannot hold are
+/// EINVAL. Nothing already there is dropped, in the mount or in S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn xattrs_s3_cannot_hold_are_refused_and_nothing_is_dropped() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let m = env.mount().await;
+        let f = m.join("f");
+        // Zeros: base64 "AAAA…", so the encoded size does not depend on the bytes.
+        let fits = vec![0u8; 1200];
+        let kept = blocking({
+            let fits = fits.clone();
+            move || {
+                std::fs::write(&f, "data").unwrap();
+                support::tree::set_xattr(&f, "user.a", &fits);
+                let refused: Vec<(String, i32)> = [
+                    ("user.b", vec![0u8; 1200]),
+                    ("user.big", vec![0u8; 3000]),
+                    ("user.q\"uote", b"x".to_vec()),
+                    ("user.com,ma", b"x".to_vec()),
+                    ("user.co:lon", b"x".to_vec()),
+                    ("user.per%cent", b"x".to_vec()),
+                    ("user.{brace", b"x".to_vec()),
+                    ("user.brace}", b"x".to_vec()),
+                ]
+                .into_iter()
+                .map(|(name, value)| {
+                    let errno = support::tree::set_xattr_errno(&f, name, &value);
+                    (name.to_owned(), errno)
+                })
+                .collect();
+                assert_eq!(
+                    refused,
+                    [
+                        ("user.b".to_owned(), libc::ENOSPC),
+                        ("user.big".to_owned(), libc::E2BIG),
+                        ("user.q\"uote".to_owned(), libc::EINVAL),
+                        ("user.com,ma".to_owned(), libc::EINVAL),
+                        ("user.co:lon".to_owned(), libc::EINVAL),
+                        ("user.per%cent".to_owned(), libc::EINVAL),
+                        ("user.{brace".to_owned(), libc::EINVAL),
+                        ("user.brace}".to_owned(), libc::EINVAL),
+                    ]
+                );
+                support::tree::xattrs(&f)
+            }
+        })
+        .await;
+        let want = std::collections::BTreeMap::from([("user.a".to_owned(), fits)]);
+        assert_eq!(kept, want, "the mount keeps what fitted");
+        drop(m);
+        let m = env.mount().await;
+        let f = m.join("f");
+        assert_eq!(
+            blocking(move || support::tree::xattrs(&f)).await,
+            want,
+            "and so does S3"
+        );
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// `RENAME_EXCHANGE` (swap two names atomically) cannot be done on S3: EINVAL, and both
+/// names keep what they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_exchange_is_einval_and_changes_nothing() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        env.put("a", "A").await;
+        env.put("b", "B").await;
+        let m = env.mount().await;
+        let (a, b) = (m.join("a"), m.join("b"));
+        let (errno, seen) = blocking(move || {
+            let (ca, cb) = (support::tree::cstr(&a), support::tree::cstr(&b));
+            // SAFETY: both paths are valid NUL-terminated strings for the call's duration.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    ca.as_ptr(),
+                    libc::AT_FDCWD,
+                    cb.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            assert_eq!(rc, -1);
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap();
+            (
+                errno,
+                (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
+            )
+        })
+        .await;
+        assert_eq!(errno, libc::EINVAL);
+        assert_eq!(seen, (b"A".to_vec(), b"B".to_vec()));
+        assert_eq!(
+            (env.s3("a").await, env.s3("b").await),
+            (Some(b"A".to_vec()), Some(b"B".to_vec()))
+        );
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// A directory rename copies every key, then deletes the originals. A copy that fails
+/// midway: the copies already made are deleted again, the rename fails with EIO, and the
+/// tree is as it was — in S3 and through the mount. (Over the in-memory store, whose faults
+/// hit the exact request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_rename_whose_copy_fails_is_rolled_back() {
+    use cognifs::store::{Fault, MemoryStore, RequestKind, UserMeta};
+    with_timeout(60, async {
+        let store = std::sync::Arc::new(MemoryStore::new("bucket", "me"));
+        for i in 0..6 {
+            store.insert_raw(
+                &format!("me/d/f{i}"),
+                format!("{i}").as_bytes(),
+                UserMeta::new(),
+            );
+        }
+        store.insert_raw("me/d/sub/g", b"g", UserMeta::new());
+        let m = mount_any(store.clone(), "me".into(), MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        let r = root.clone();
+        let before = blocking(move || names(&r.join("d"))).await;
+        let keys = store.keys();
+        // The fourth copy fails (the SDK's retries spent, as it were).
+        store.fail_nth(Some(RequestKind::Copy), 3, Fault::SlowDown);
+        let r = root.clone();
+        let renamed = blocking(move || std::fs::rename(r.join("d"), r.join("e"))).await;
+        assert_eq!(errno_of(renamed), libc::EIO);
+        assert!(!store.armed(), "the fault fired");
+        assert_eq!(store.keys(), keys, "S3 holds what it held");
+        let r = root.clone();
+        let (d, e) = blocking(move || {
+            (
+                names(&r.join("d")),
+                errno_of(std::fs::metadata(r.join("e"))),
+            )
+        })
+        .await;
+        assert_eq!(
+            (d, e),
+            (before, libc::ENOENT),
+            "the mount shows it as it was"
+        );
+        drop(m);
+    })
+    .await;
+}
+
+/// The spool's disk fills up: the write that does not fit fails with ENOSPC at write time,
+/// the file holds exactly what was accepted, and the room comes back after the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_spool_disk_is_enospc_at_write_time() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let disk = Tmpfs::new(4 << 20);
+        let m = mount_user(&env.running, ALICE.0, ALICE.1, spool_opts(disk.path())).await;
+        let p = m.join("big.bin");
+        let (accepted, errno, size, closed) = blocking(move || {
+            let f = std::fs::File::create(&p).unwrap();
+            let chunk = vec![7u8; 64 << 10];
+            let mut accepted = 0u64;
+            let errno = loop {
+                match f.write_all_at(&chunk, accepted) {
+                    Ok(()) => accepted += chunk.len() as u64,
+                    Err(e) => break e.raw_os_error(),
+                }
+                assert!(accepted <= 8 << 20, "8 MiB into a 4 MiB spool");
+            };
+            let size = f.metadata().unwrap().len();
+            (accepted, errno, size, close_checked(f))
+        })
+        .await;
+        assert_eq!(errno, Some(libc::ENOSPC));
+        assert!(accepted > 0 && accepted <= 4 << 20, "{accepted}");
+        assert_eq!(
+            size, accepted,
+            "nothing of the refused write is in the file"
+        );
+        // The writer was told; what it had written stands.
+        closed.expect("close uploads what was accepted");
+        assert_eq!(
+            env.s3("big.bin").await.map(|b| b.len() as u64),
+            Some(accepted)
+        );
+        let p = m.join("small.bin");
+        blocking(move || std::fs::write(p, vec![1u8; 1 << 20]))
+            .await
+            .expect("room again once the file is closed");
+        assert_eq!(env.s3("small.bin").await, Some(vec![1u8; 1 << 20]));
+        drop(m);
+        drop(disk);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// `--min-free`: a write that would leave the pending area's disk with less free room than
+/// that (should the file's upload fail and have to be kept) is refused with ENOSPC before
+/// any byte of it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_would_eat_into_min_free_are_refused_before_any_byte() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let disk = Tmpfs::new(8 << 20);
+        // Room for 2 MiB and half a chunk of open files.
+        let opts = MountOptions {
+            pending_dir: Some(disk.path().join("pending")),
+            min_free: Some((6 << 20) - (32 << 10)),
+            ..spool_opts(env.spool.path())
+        };
+        let m = mount_user(&env.running, ALICE.0, ALICE.1, opts).await;
+        let p = m.join("big.bin");
+        let (accepted, errno, size, closed) = blocking(move || {
+            let f = std::fs::File::create(&p).unwrap();
+            let chunk = vec![7u8; 64 << 10];
+            let mut accepted = 0u64;
+            let errno = loop {
+                match f.write_all_at(&chunk, accepted) {
+                    Ok(()) => accepted += chunk.len() as u64,
+                    Err(e) => break e.raw_os_error(),
+                }
+                assert!(accepted <= 8 << 20, "no refusal");
+            };
+            let size = f.metadata().unwrap().len();
+            (accepted, errno, size, close_checked(f))
+        })
+        .await;
+        assert_eq!(errno, Some(libc::ENOSPC));
+        assert_eq!(
+            (accepted, size),
+            (2 << 20, 2 << 20),
+            "refused whole, at the limit"
+        );
+        closed.expect("close uploads what was accepted");
+        assert_eq!(env.s3("big.bin").await, Some(vec![7u8; 2 << 20]));
+        drop(m);
+        drop(disk);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
 // ---- rsync, shutdown safety, model-based ----
 
 /// `rsync -a --itemize-changes --stats SRC/ DST/`; returns (files transferred, itemized

@@ -694,3 +694,61 @@ pub fn spool_opts(spool: &Path) -> MountOptions {
         ..MountOptions::default()
     }
 }
+
+/// A small tmpfs (a full disk in miniature: a spool or pending area of a few MiB), mounted
+/// on a temp dir and unmounted on drop. Needs root (as the mount tests do).
+pub struct Tmpfs {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn new(bytes: u64) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("cognifs-tmpfs-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().to_path_buf();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount -t tmpfs: {out:?}");
+        Tmpfs {
+            dir: Some(dir),
+            path,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("umount")
+            .arg(&self.path)
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+            std::mem::forget(self.dir.take());
+            let message = format!("umount {}: {out:?}", self.path.display());
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
+        }
+    }
+}
