@@ -36,8 +36,13 @@ impl Disk {
             spool_dir: self.dir.path().join("spool"),
             pending_dir: Some(self.pending()),
             // What the mount learnt before an outage stays fresh through it, however long
-            // the production client's retries take (S3 unreachable is not offline mode).
+            // the production client's retries take.
             metadata_ttl: Duration::from_secs(3600),
+            // A close that could not reach S3 says so (EIO), whether the outage looked like
+            // 503s or like no answer (devstack's 503 before an 8 MiB part's body is read is
+            // a broken pipe to the client: offline, where a close would otherwise return 0
+            // once the data is kept; tests/offline.rs covers that promise).
+            offline_strict: true,
             ..MountOptions::default()
         }
     }

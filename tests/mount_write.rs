@@ -729,21 +729,28 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
 }
 
 /// The production S3 client (the daemon's [`cognifs::store::profile_store`]: 5 attempts) under
-/// 503 SlowDown: a `cp` whose requests are refused 30% of the time completes, its bytes
-/// intact; then every request is refused for as long as a `close` takes, which the SDK's
-/// retries cannot absorb: cognifs's own failure path keeps the file (`close` says EIO), shows
-/// it, and uploads it once S3 answers again, with 503s still coming.
+/// 503 SlowDown: a `cp` whose every request is refused once (its first attempt) completes,
+/// its bytes intact, the SDK's retries absorbing every 503; then every attempt is refused for
+/// as long as a `close` takes, which the retries cannot absorb: cognifs's own failure path
+/// keeps the file (`close` says EIO), shows it, and uploads it once S3 answers again, first
+/// attempts still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cp_completes_correctly_with_injected_503s() {
     with_timeout(240, async {
         install_crypto();
-        let running = start_with(|o| o.s3_error_rate = 0.3).await;
+        // First attempts only: a 503 on every request, yet none the retries cannot absorb, so
+        // the outcome does not depend on the dice.
+        let running = start_with(|o| o.s3_error_rate = 1.0).await;
         let faults = running.faults();
+        faults.set_s3_error_first_attempts_only(true);
         let admin = admin_s3_retrying(&running);
         let bucket = running.profile.bucket.clone();
         let disk = tempfile::tempdir().unwrap();
         let opts = MountOptions {
             pending_dir: Some(disk.path().join("pending")),
+            // The failed close says EIO even if a 503 sent before the body was read looks
+            // like no answer (offline) to the client.
+            offline_strict: true,
             ..spool_opts(disk.path())
         };
         let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
@@ -752,14 +759,25 @@ async fn cp_completes_correctly_with_injected_503s() {
         let src = local.path().join("x.bin");
         std::fs::write(&src, &data).unwrap();
         let dst = m.join("x.bin");
+        let requests = || -> u64 {
+            cognifs::store::RequestKind::ALL
+                .iter()
+                .map(|&k| m.requests().get(k).total)
+                .sum()
+        };
+        let (requests_before, refused_before) = (requests(), faults.injected().slow_downs);
         let out = blocking_for(Duration::from_secs(180), move || {
             Command::new("cp").arg(&src).arg(&dst).output().unwrap()
         })
         .await;
         assert!(out.status.success(), "cp failed: {out:?}");
-        // The faults did fire: the mount and the copy went through them, not around them.
-        let during_cp = faults.injected().slow_downs;
-        assert!(during_cp > 0, "no 503 was injected");
+        // The faults did fire: every request of the copy went through one, none around.
+        let (made, refused) = (
+            requests() - requests_before,
+            faults.injected().slow_downs - refused_before,
+        );
+        assert!(made >= 6, "{made} requests for 30 MiB in 8 MiB parts");
+        assert_eq!(refused, made, "each request's first attempt refused");
         let key = format!("{}/x.bin", m.identity_id);
         let got = get_bytes(&admin, &bucket, &key).await;
         assert!(got.as_deref() == Some(&data[..]), "contents under 503s");
@@ -774,9 +792,9 @@ async fn cp_completes_correctly_with_injected_503s() {
         })
         .await;
         let before_close = faults.injected().slow_downs;
-        faults.set_s3_error_rate(1.0);
+        faults.set_s3_error_first_attempts_only(false);
         let closed = blocking(move || close_checked(f)).await;
-        faults.set_s3_error_rate(0.3);
+        faults.set_s3_error_first_attempts_only(true);
         assert_eq!(
             errno_of(closed),
             libc::EIO,
@@ -799,7 +817,7 @@ async fn cp_completes_correctly_with_injected_503s() {
         let shown = blocking(move || std::fs::read(path).unwrap()).await;
         assert!(shown == kept, "the mount shows the kept file");
 
-        // It lands by itself, 503s and all.
+        // It lands by itself, each of its requests refused once.
         let key = format!("{}/kept.bin", m.identity_id);
         eventually(
             Duration::from_secs(120),
