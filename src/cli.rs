@@ -180,6 +180,11 @@ pub struct MountArgs {
     /// Seconds that attributes and listings are trusted.
     #[arg(long, default_value_t = 5.0)]
     pub metadata_ttl: f64,
+    /// Seconds a stop (SIGTERM, Ctrl-C, an outside lazy unmount) waits for files still open
+    /// for writing to be closed; then they are uploaded as they stand. Keep it below the
+    /// service's TimeoutStopSec (120).
+    #[arg(long, default_value_t = 90.0)]
+    pub shutdown_grace: f64,
     #[arg(long)]
     pub uid: Option<u32>,
     #[arg(long)]
@@ -197,6 +202,14 @@ pub struct MountArgs {
 }
 
 impl MountArgs {
+    /// `--shutdown-grace`, checked.
+    pub fn shutdown_grace(&self) -> anyhow::Result<Duration> {
+        if !(self.shutdown_grace.is_finite() && self.shutdown_grace >= 0.0) {
+            bail!("--shutdown-grace must be a number of seconds");
+        }
+        Ok(Duration::from_secs_f64(self.shutdown_grace))
+    }
+
     /// The checks that need neither network nor mount point, and the options they give.
     pub fn mount_options(&self) -> anyhow::Result<MountOptions> {
         let mut opts = MountOptions {

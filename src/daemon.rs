@@ -19,9 +19,7 @@ use crate::metrics::{MountIdent, Probe, server};
 use crate::mounts;
 use crate::pending::PendingArea;
 use crate::service;
-use crate::store::{
-    CountingStore, ObjectStore, RenewingStore, RequestStats, S3Store, UserMeta, s3_client,
-};
+use crate::store::{ProfileStore, UserMeta, profile_store};
 
 /// The async runtime every command that talks to the network runs on.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -146,13 +144,16 @@ pub fn init_logging(log_file: Option<&Path>, to_stderr: bool) -> anyhow::Result<
 /// Told the `s3://` URL once the mount answers.
 pub type ReadyCallback = Box<dyn FnOnce(&str)>;
 
-/// What a caller of [`serve`] may add to a plain mount (the demo uses both).
+/// What a caller of [`serve`] may add to a plain mount (the demo uses the first two).
 #[derive(Default)]
 pub struct Extras {
     /// Objects put (path relative to the prefix, body) before mounting.
     pub seed: Vec<(String, Bytes)>,
     /// Told the `s3://` URL once the mount answers.
     pub ready: Option<ReadyCallback>,
+    /// How long a stop waits for files being written to be closed (`--shutdown-grace`);
+    /// `None`: [`SHUTDOWN_GRACE`].
+    pub shutdown_grace: Option<Duration>,
 }
 
 /// Signs in, mounts, and serves until a signal or an outside unmount; then unmounts
@@ -218,24 +219,9 @@ pub fn serve_with_metrics(
             crate::pending::PendingRecord::id_of(&s3_url, "")
         ))
     });
-    // Every request is counted, for `cognifs status` and /metrics.
-    let requests = Arc::new(RequestStats::default());
-    let counted = Arc::new(CountingStore::new(
-        Arc::new(
-            S3Store::new(
-                s3_client(&profile, refresher.credentials.clone()),
-                profile.bucket.clone(),
-                prefix,
-            )
-            .signing_bodies(profile.signs_upload_bodies()),
-        ),
-        requests.clone(),
-    ));
-    // Outside the counting: a refused request and its retry are both counted.
-    let store: Arc<dyn ObjectStore> = Arc::new(RenewingStore::new(
-        counted,
-        Arc::new(refresher.credentials.clone()),
-    ));
+    // The one constructor the mount tests use too: production retries, every request
+    // counted (for `cognifs status` and /metrics), stale credentials renewed at once.
+    let ProfileStore { store, requests } = profile_store(&profile, &refresher.credentials, prefix);
     rt.block_on(store.check_access())
         .map_err(|e| anyhow::anyhow!("cannot reach {s3_url}: {e}"))?;
     for (rel, body) in extras.seed {
@@ -357,9 +343,12 @@ pub fn serve_with_metrics(
     std::thread::spawn(move || {
         let _ = done_tx.send(mount.join());
     });
+    let grace = extras.shutdown_grace.unwrap_or(SHUTDOWN_GRACE);
     let started = std::time::Instant::now();
     loop {
-        match done_rx.recv_timeout(Duration::from_secs(2)) {
+        // Every 2 s (the log says what it waits for), or at the end of a shorter grace.
+        let wait = Duration::from_secs(2).min(grace.saturating_sub(started.elapsed()));
+        match done_rx.recv_timeout(wait.max(Duration::from_millis(10))) {
             Ok(r) => {
                 if let Err(e) = r {
                     tracing::warn!("{e:#}");
@@ -370,7 +359,7 @@ pub fn serve_with_metrics(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
         }
         let pending = fs.pending_writes();
-        if started.elapsed() >= SHUTDOWN_GRACE {
+        if started.elapsed() >= grace {
             tracing::warn!(
                 files = pending.len(),
                 "files still open after the grace period"
@@ -391,9 +380,9 @@ pub fn serve_with_metrics(
     Ok(())
 }
 
-/// How long a stop waits for files being written to be closed; below the unit's
+/// How long a stop waits for files being written to be closed, by default; below the unit's
 /// TimeoutStopSec (120 s), so the final uploads still happen before systemd kills us.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
 
 /// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
 fn clock(unix: u64) -> String {

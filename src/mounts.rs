@@ -29,8 +29,20 @@ pub fn socket_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
     dir(state_dir, profile).join(format!("{pid}.sock"))
 }
 
+/// Whether process `pid` is still running. A zombie is not: it has exited and only waits
+/// to be reaped by its parent, which may be late (a `mount --foreground` under a supervisor
+/// or a script), and `cognifs unmount` would otherwise wait for it in vain.
 fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    // `PID (COMM) STATE …`: COMM may hold spaces and parentheses, so the state is the first
+    // field after the last `)`.
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .iter()
+            .rposition(|&b| b == b')')
+            .and_then(|end| stat.get(end + 2))
+            .is_none_or(|state| !matches!(state, b'Z' | b'X')),
+        Err(_) => false,
+    }
 }
 
 /// Records this process's mount; the guard removes the record when dropped.
@@ -183,6 +195,25 @@ pub fn wait_for_exit(pid: u32, limit: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited and not reaped yet: a zombie until the wait below.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "still a zombie"
+        );
+        child.wait().unwrap();
+        assert!(!alive(pid));
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {

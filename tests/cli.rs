@@ -13,7 +13,7 @@ use support::*;
 #[test]
 fn login_status_mount_unmount_logout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     let mnt = tempfile::tempdir().unwrap();
@@ -79,8 +79,11 @@ fn login_status_mount_unmount_logout() {
     );
     assert_ok(&out, "mount");
     assert!(is_mounted(&mountpoint));
+    let hello = mountpoint.join("hello.txt");
     assert_eq!(
-        std::fs::read(mountpoint.join("hello.txt")).unwrap(),
+        within(Duration::from_secs(30), "read hello.txt", move || {
+            std::fs::read(hello).unwrap()
+        }),
         b"hello from s3"
     );
 
@@ -104,7 +107,7 @@ fn login_status_mount_unmount_logout() {
         &["mount", mountpoint.to_str().unwrap()],
         Duration::from_secs(30),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "a mount point already mounted");
     assert!(
         text(&out.stderr).contains("already mounted"),
         "{}",
@@ -117,7 +120,12 @@ fn login_status_mount_unmount_logout() {
     );
     assert_ok(&out, "unmount");
     assert!(!is_mounted(&mountpoint));
-    assert!(std::fs::read_dir(&mountpoint).unwrap().next().is_none());
+    let point = mountpoint.clone();
+    assert!(within(
+        Duration::from_secs(30),
+        "list the mount point",
+        move || { std::fs::read_dir(point).unwrap().next().is_none() }
+    ));
 
     let out = env.run(&["logout"], Duration::from_secs(30));
     assert_ok(&out, "logout");
@@ -157,7 +165,11 @@ fn mount_refuses_bad_mount_points_with_reasons() {
         &["mount", dir.path().to_str().unwrap()],
         Duration::from_secs(30),
     );
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a mount point that is not empty"
+    );
     assert!(
         text(&out.stderr).contains("not empty"),
         "{}",
@@ -168,6 +180,7 @@ fn mount_refuses_bad_mount_points_with_reasons() {
         &["mount", missing.to_str().unwrap()],
         Duration::from_secs(30),
     );
+    assert_eq!(out.status.code(), Some(1), "a missing mount point");
     assert!(
         text(&out.stderr).contains("does not exist"),
         "{}",
@@ -182,7 +195,7 @@ fn mount_refuses_bad_mount_points_with_reasons() {
         ],
         Duration::from_secs(30),
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
         text(&out.stderr).contains("size unit"),
         "{}",
@@ -266,10 +279,12 @@ fn demo_makes_its_directory_and_speaks_plainly() {
         assert!(said.contains(step), "says {step:?}: {said}");
     }
     assert!(is_mounted(&dir));
+    let welcome = dir.join("welcome.txt");
     assert!(
-        std::fs::read_to_string(dir.join("welcome.txt"))
-            .unwrap()
-            .contains("Welcome")
+        within(Duration::from_secs(30), "read welcome.txt", move || {
+            std::fs::read_to_string(welcome).unwrap()
+        })
+        .contains("Welcome")
     );
     let pid = child.0.as_ref().unwrap().id() as i32;
     // SAFETY: signalling our own child.

@@ -237,6 +237,60 @@ async fn as_user(dir: &Path, uid: u32, gid: u32, groups: &str, script: &str) -> 
     )
 }
 
+/// One system call as another user.
+enum AsUser {
+    Unlink(CString),
+    /// open(O_WRONLY | O_APPEND).
+    Append(CString),
+    /// chown(path, uid, -1).
+    Chown(CString, u32),
+}
+
+/// Makes `call` as `uid:gid` with supplementary groups `groups`, in a forked child that
+/// changes its ids and makes that one call (nothing but async-signal-safe calls after the
+/// fork); returns 0 or the call's errno, exactly.
+async fn errno_as(uid: u32, gid: u32, groups: &[u32], call: AsUser) -> i32 {
+    let groups = groups.to_vec();
+    blocking_for(Duration::from_secs(30), move || {
+        // SAFETY: the child makes only raw system calls (no allocation, no locks) on data
+        // prepared before the fork, then _exits; the parent waits for it.
+        unsafe {
+            match libc::fork() {
+                -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+                0 => {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setresgid(gid, gid, gid) != 0
+                        || libc::setresuid(uid, uid, uid) != 0
+                    {
+                        libc::_exit(255);
+                    }
+                    let rc = match &call {
+                        AsUser::Unlink(p) => libc::unlink(p.as_ptr()),
+                        AsUser::Append(p) => {
+                            libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_APPEND)
+                        }
+                        AsUser::Chown(p, owner) => libc::chown(p.as_ptr(), *owner, u32::MAX),
+                    };
+                    libc::_exit(if rc >= 0 {
+                        0
+                    } else {
+                        *libc::__errno_location()
+                    });
+                }
+                child => {
+                    let mut status = 0;
+                    assert_eq!(libc::waitpid(child, &mut status, 0), child);
+                    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+                    let code = libc::WEXITSTATUS(status);
+                    assert_ne!(code, 255, "could not become {uid}:{gid}");
+                    code
+                }
+            }
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn local_users_share_an_allow_other_mount_as_a_disk() {
     with_timeout(180, async {
@@ -270,32 +324,49 @@ async fn local_users_share_an_allow_other_mount_as_a_disk() {
         )
         .await;
         assert!(ok, "{err}");
-        let md = std::fs::metadata(root.join("tmp/a")).unwrap();
+        let stat = |rel: &str| {
+            let p = root.join(rel);
+            blocking_for(Duration::from_secs(30), move || {
+                std::fs::metadata(p).unwrap()
+            })
+        };
+        let md = stat("tmp/a").await;
         assert_eq!(
             (md.uid(), md.gid(), md.mode() & 0o7777),
             (1001, 1001, 0o644)
         );
-        let (ok, _) = as_user(&root, 1002, 1002, "", "rm -f tmp/a").await;
-        assert!(!ok, "another user removed a file from a sticky directory");
-        let (ok, _) = as_user(&root, 1002, 1002, "", "echo theirs >> tmp/a").await;
-        assert!(!ok, "another user wrote to a 0644 file");
-        let (ok, _) = as_user(&root, 1001, 1001, "", "chown 1002 tmp/a").await;
-        assert!(!ok, "a user gave a file away");
+        let a = cstr(&root.join("tmp/a"));
+        assert_eq!(
+            errno_as(1002, 1002, &[], AsUser::Unlink(a.clone())).await,
+            libc::EPERM,
+            "another user removed a file from a sticky directory"
+        );
+        assert_eq!(
+            errno_as(1002, 1002, &[], AsUser::Append(a.clone())).await,
+            libc::EACCES,
+            "another user wrote to a 0644 file"
+        );
+        assert_eq!(
+            errno_as(1001, 1001, &[], AsUser::Chown(a, 1002)).await,
+            libc::EPERM,
+            "a user gave a file away"
+        );
+        assert_eq!(stat("tmp/a").await.uid(), 1001, "refused, so unchanged");
         let (ok, err) = as_user(&root, 1001, 1001, "4000", "chgrp 4000 tmp/a").await;
         assert!(
             ok,
             "an owner may change the group to one of their own: {err}"
         );
-        assert_eq!(std::fs::metadata(root.join("tmp/a")).unwrap().gid(), 4000);
+        assert_eq!(stat("tmp/a").await.gid(), 4000);
         let (ok, err) = as_user(&root, 1001, 1001, "", "rm tmp/a").await;
         assert!(ok, "{err}");
 
         // A setgid directory passes its group on, and its setgid bit to new directories.
         let (ok, err) = as_user(&root, 1001, 1001, "4000", "touch team/f && mkdir team/sub").await;
         assert!(ok, "{err}");
-        let f = std::fs::metadata(root.join("team/f")).unwrap();
+        let f = stat("team/f").await;
         assert_eq!((f.uid(), f.gid()), (1001, 4000));
-        let sub = std::fs::metadata(root.join("team/sub")).unwrap();
+        let sub = stat("team/sub").await;
         assert_eq!(sub.gid(), 4000);
         assert_ne!(sub.mode() & libc::S_ISGID, 0);
 
@@ -304,10 +375,7 @@ async fn local_users_share_an_allow_other_mount_as_a_disk() {
         assert!(ok, "{err}");
         let (ok, err) = as_user(&root, 1002, 1002, "", "echo y >> tmp/s").await;
         assert!(ok, "{err}");
-        assert_eq!(
-            std::fs::metadata(root.join("tmp/s")).unwrap().mode() & libc::S_ISUID,
-            0
-        );
+        assert_eq!(stat("tmp/s").await.mode() & libc::S_ISUID, 0);
         drop(m);
         running.shutdown().await;
     })

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use cognifs::fs::MountOptions;
 use devstack::Running;
-use support::cli::{ChildGuard, Env as CliEnv, PathGuard, login_by_paste};
+use support::cli::{ChildGuard, Cli, PathGuard};
 use support::tree::digest;
 use support::*;
 
@@ -292,18 +292,35 @@ async fn rename_above_the_single_copy_limit_copies_by_parts() {
         let data = pseudo_random(3 << 20, 21);
         env.put("big.bin", data.clone()).await;
         let m = env.mount().await;
+        let traffic = env.running.traffic();
+        let copies = || (traffic.object_copies(), traffic.part_copies());
+        let before = copies();
         let (a, b) = (m.join("big.bin"), m.join("moved.bin"));
         blocking(move || std::fs::rename(a, b))
             .await
             .expect("rename of a large object");
+        // One CopyObject, refused as too large, then the copy by parts: one UploadPartCopy
+        // (3 MiB in parts of 512 MiB).
+        assert_eq!(
+            copies(),
+            (before.0 + 1, before.1 + 1),
+            "(CopyObject, UploadPartCopy)"
+        );
         assert_eq!(env.s3("moved.bin").await.as_deref(), Some(&data[..]));
         assert_eq!(env.s3("big.bin").await, None);
         assert_eq!(open_uploads(&env.admin, &env.bucket, &env.key("")).await, 0);
         let (x, y) = (m.join("moved.bin"), m.join("small.bin"));
-        std::fs::write(&x, b"small now").unwrap();
-        blocking(move || std::fs::rename(x, y))
-            .await
-            .expect("small rename still one CopyObject");
+        blocking(move || {
+            std::fs::write(&x, b"small now").unwrap();
+            std::fs::rename(x, y)
+        })
+        .await
+        .expect("small rename");
+        assert_eq!(
+            copies(),
+            (before.0 + 2, before.1 + 1),
+            "a small rename is one CopyObject"
+        );
         assert_eq!(
             env.s3("small.bin").await.as_deref(),
             Some(&b"small now"[..])
@@ -711,38 +728,360 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
     .await;
 }
 
+/// The production S3 client (the daemon's [`cognifs::store::profile_store`]: 5 attempts) under
+/// 503 SlowDown: a `cp` whose every request is refused once (its first attempt) completes,
+/// its bytes intact, the SDK's retries absorbing every 503; then every attempt is refused for
+/// as long as a `close` takes, which the retries cannot absorb: cognifs's own failure path
+/// keeps the file (`close` says EIO), shows it, and uploads it once S3 answers again, first
+/// attempts still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cp_completes_correctly_with_injected_503s() {
     with_timeout(240, async {
         install_crypto();
-        // 30% of requests answer 503 (each request has 20 tries): over the mount and the
-        // copy's few dozen requests, some are all but sure to be hit.
-        let running = start_with(|o| o.s3_error_rate = 0.3).await;
-        let admin = s3_client_attempts(
-            &running,
-            aws_credential_types::Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"),
-            20,
-        );
-        let spool = tempfile::tempdir().unwrap();
-        let m = mount_user_attempts(&running, ALICE.0, ALICE.1, spool_opts(spool.path()), 20).await;
+        // First attempts only: a 503 on every request, yet none the retries cannot absorb, so
+        // the outcome does not depend on the dice.
+        let running = start_with(|o| o.s3_error_rate = 1.0).await;
+        let faults = running.faults();
+        faults.set_s3_error_first_attempts_only(true);
+        let admin = admin_s3_retrying(&running);
+        let bucket = running.profile.bucket.clone();
+        let disk = tempfile::tempdir().unwrap();
+        let opts = MountOptions {
+            pending_dir: Some(disk.path().join("pending")),
+            // The failed close says EIO even if a 503 sent before the body was read looks
+            // like no answer (offline) to the client.
+            offline_strict: true,
+            ..spool_opts(disk.path())
+        };
+        let m = mount_user(&running, ALICE.0, ALICE.1, opts).await;
         let data = pseudo_random(30 << 20, 3);
         let local = tempfile::tempdir().unwrap();
         let src = local.path().join("x.bin");
         std::fs::write(&src, &data).unwrap();
         let dst = m.join("x.bin");
+        let requests = || -> u64 {
+            cognifs::store::RequestKind::ALL
+                .iter()
+                .map(|&k| m.requests().get(k).total)
+                .sum()
+        };
+        let (requests_before, refused_before) = (requests(), faults.injected().slow_downs);
         let out = blocking_for(Duration::from_secs(180), move || {
             Command::new("cp").arg(&src).arg(&dst).output().unwrap()
         })
         .await;
         assert!(out.status.success(), "cp failed: {out:?}");
-        // The faults did fire: the mount and the copy went through them, not around them.
-        let fired = running.faults().injected().slow_downs;
-        assert!(fired > 0, "no 503 was injected");
+        // The faults did fire: every request of the copy went through one, none around.
+        let (made, refused) = (
+            requests() - requests_before,
+            faults.injected().slow_downs - refused_before,
+        );
+        assert!(made >= 6, "{made} requests for 30 MiB in 8 MiB parts");
+        assert_eq!(refused, made, "each request's first attempt refused");
         let key = format!("{}/x.bin", m.identity_id);
-        let got = get_bytes(&admin, &running.profile.bucket, &key).await;
+        let got = get_bytes(&admin, &bucket, &key).await;
         assert!(got.as_deref() == Some(&data[..]), "contents under 503s");
+
+        // Every request refused while a file is closed: more than the client's 5 attempts.
+        let kept = pseudo_random(1 << 20, 4);
+        let (path, body) = (m.join("kept.bin"), kept.clone());
+        let f = blocking(move || {
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&body).unwrap();
+            f
+        })
+        .await;
+        let before_close = faults.injected().slow_downs;
+        faults.set_s3_error_first_attempts_only(false);
+        let closed = blocking(move || close_checked(f)).await;
+        faults.set_s3_error_first_attempts_only(true);
+        assert_eq!(
+            errno_of(closed),
+            libc::EIO,
+            "close says the data is not in S3"
+        );
+        let refused = faults.injected().slow_downs - before_close;
+        assert!(
+            refused >= 5,
+            "the close's upload was refused {refused} times: its 5 attempts were not all spent"
+        );
+        let pending: Vec<String> = m
+            .mount()
+            .fs()
+            .pending_uploads()
+            .into_iter()
+            .map(|r| r.rel)
+            .collect();
+        assert_eq!(pending, ["kept.bin"], "the failed close is kept");
+        let path = m.join("kept.bin");
+        let shown = blocking(move || std::fs::read(path).unwrap()).await;
+        assert!(shown == kept, "the mount shows the kept file");
+
+        // It lands by itself, each of its requests refused once.
+        let key = format!("{}/kept.bin", m.identity_id);
+        eventually(
+            Duration::from_secs(120),
+            "the kept upload lands",
+            || async { get_bytes(&admin, &bucket, &key).await.as_deref() == Some(&kept[..]) },
+        )
+        .await;
+        eventually(Duration::from_secs(30), "nothing left pending", || async {
+            m.mount().fs().pending_uploads().is_empty()
+        })
+        .await;
+        assert_eq!(open_uploads(&admin, &bucket, &m.identity_id).await, 0);
         drop(m);
         running.shutdown().await;
+    })
+    .await;
+}
+
+// ---- limits and failures the kernel shows: xattrs, RENAME_EXCHANGE, rollback, full disks ----
+
+/// S3 keeps at most 2 KiB of user metadata per object: a value that cannot fit at all is
+/// E2BIG, one that does not fit beside the rest ENOSPC; names s3fs's layout cannot hold are
+/// EINVAL. Nothing already there is dropped, in the mount or in S3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn xattrs_s3_cannot_hold_are_refused_and_nothing_is_dropped() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let m = env.mount().await;
+        let f = m.join("f");
+        // Zeros: base64 "AAAA…", so the encoded size does not depend on the bytes.
+        let fits = vec![0u8; 1200];
+        let kept = blocking({
+            let fits = fits.clone();
+            move || {
+                std::fs::write(&f, "data").unwrap();
+                support::tree::set_xattr(&f, "user.a", &fits);
+                let refused: Vec<(String, i32)> = [
+                    ("user.b", vec![0u8; 1200]),
+                    ("user.big", vec![0u8; 3000]),
+                    ("user.q\"uote", b"x".to_vec()),
+                    ("user.com,ma", b"x".to_vec()),
+                    ("user.co:lon", b"x".to_vec()),
+                    ("user.per%cent", b"x".to_vec()),
+                    ("user.{brace", b"x".to_vec()),
+                    ("user.brace}", b"x".to_vec()),
+                ]
+                .into_iter()
+                .map(|(name, value)| {
+                    let errno = support::tree::set_xattr_errno(&f, name, &value);
+                    (name.to_owned(), errno)
+                })
+                .collect();
+                assert_eq!(
+                    refused,
+                    [
+                        ("user.b".to_owned(), libc::ENOSPC),
+                        ("user.big".to_owned(), libc::E2BIG),
+                        ("user.q\"uote".to_owned(), libc::EINVAL),
+                        ("user.com,ma".to_owned(), libc::EINVAL),
+                        ("user.co:lon".to_owned(), libc::EINVAL),
+                        ("user.per%cent".to_owned(), libc::EINVAL),
+                        ("user.{brace".to_owned(), libc::EINVAL),
+                        ("user.brace}".to_owned(), libc::EINVAL),
+                    ]
+                );
+                support::tree::xattrs(&f)
+            }
+        })
+        .await;
+        let want = std::collections::BTreeMap::from([("user.a".to_owned(), fits)]);
+        assert_eq!(kept, want, "the mount keeps what fitted");
+        drop(m);
+        let m = env.mount().await;
+        let f = m.join("f");
+        assert_eq!(
+            blocking(move || support::tree::xattrs(&f)).await,
+            want,
+            "and so does S3"
+        );
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// `RENAME_EXCHANGE` (swap two names atomically) cannot be done on S3: EINVAL, and both
+/// names keep what they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rename_exchange_is_einval_and_changes_nothing() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        env.put("a", "A").await;
+        env.put("b", "B").await;
+        let m = env.mount().await;
+        let (a, b) = (m.join("a"), m.join("b"));
+        let (errno, seen) = blocking(move || {
+            let (ca, cb) = (support::tree::cstr(&a), support::tree::cstr(&b));
+            // SAFETY: both paths are valid NUL-terminated strings for the call's duration.
+            let rc = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    ca.as_ptr(),
+                    libc::AT_FDCWD,
+                    cb.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            assert_eq!(rc, -1);
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap();
+            (
+                errno,
+                (std::fs::read(a).unwrap(), std::fs::read(b).unwrap()),
+            )
+        })
+        .await;
+        assert_eq!(errno, libc::EINVAL);
+        assert_eq!(seen, (b"A".to_vec(), b"B".to_vec()));
+        assert_eq!(
+            (env.s3("a").await, env.s3("b").await),
+            (Some(b"A".to_vec()), Some(b"B".to_vec()))
+        );
+        drop(m);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// A directory rename copies every key, then deletes the originals. A copy that fails
+/// midway: the copies already made are deleted again, the rename fails with EIO, and the
+/// tree is as it was — in S3 and through the mount. (Over the in-memory store, whose faults
+/// hit the exact request.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_directory_rename_whose_copy_fails_is_rolled_back() {
+    use cognifs::store::{Fault, MemoryStore, RequestKind, UserMeta};
+    with_timeout(60, async {
+        let store = std::sync::Arc::new(MemoryStore::new("bucket", "me"));
+        for i in 0..6 {
+            store.insert_raw(
+                &format!("me/d/f{i}"),
+                format!("{i}").as_bytes(),
+                UserMeta::new(),
+            );
+        }
+        store.insert_raw("me/d/sub/g", b"g", UserMeta::new());
+        let m = mount_any(store.clone(), "me".into(), MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        let r = root.clone();
+        let before = blocking(move || names(&r.join("d"))).await;
+        let keys = store.keys();
+        // The fourth copy fails (the SDK's retries spent, as it were).
+        store.fail_nth(Some(RequestKind::Copy), 3, Fault::SlowDown);
+        let r = root.clone();
+        let renamed = blocking(move || std::fs::rename(r.join("d"), r.join("e"))).await;
+        assert_eq!(errno_of(renamed), libc::EIO);
+        assert!(!store.armed(), "the fault fired");
+        assert_eq!(store.keys(), keys, "S3 holds what it held");
+        let r = root.clone();
+        let (d, e) = blocking(move || {
+            (
+                names(&r.join("d")),
+                errno_of(std::fs::metadata(r.join("e"))),
+            )
+        })
+        .await;
+        assert_eq!(
+            (d, e),
+            (before, libc::ENOENT),
+            "the mount shows it as it was"
+        );
+        drop(m);
+    })
+    .await;
+}
+
+/// The spool's disk fills up: the write that does not fit fails with ENOSPC at write time,
+/// the file holds exactly what was accepted, and the room comes back after the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_spool_disk_is_enospc_at_write_time() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let disk = Tmpfs::new(4 << 20);
+        let m = mount_user(&env.running, ALICE.0, ALICE.1, spool_opts(disk.path())).await;
+        let p = m.join("big.bin");
+        let (accepted, errno, size, closed) = blocking(move || {
+            let f = std::fs::File::create(&p).unwrap();
+            let chunk = vec![7u8; 64 << 10];
+            let mut accepted = 0u64;
+            let errno = loop {
+                match f.write_all_at(&chunk, accepted) {
+                    Ok(()) => accepted += chunk.len() as u64,
+                    Err(e) => break e.raw_os_error(),
+                }
+                assert!(accepted <= 8 << 20, "8 MiB into a 4 MiB spool");
+            };
+            let size = f.metadata().unwrap().len();
+            (accepted, errno, size, close_checked(f))
+        })
+        .await;
+        assert_eq!(errno, Some(libc::ENOSPC));
+        assert!(accepted > 0 && accepted <= 4 << 20, "{accepted}");
+        assert_eq!(
+            size, accepted,
+            "nothing of the refused write is in the file"
+        );
+        // The writer was told; what it had written stands.
+        closed.expect("close uploads what was accepted");
+        assert_eq!(
+            env.s3("big.bin").await.map(|b| b.len() as u64),
+            Some(accepted)
+        );
+        let p = m.join("small.bin");
+        blocking(move || std::fs::write(p, vec![1u8; 1 << 20]))
+            .await
+            .expect("room again once the file is closed");
+        assert_eq!(env.s3("small.bin").await, Some(vec![1u8; 1 << 20]));
+        drop(m);
+        drop(disk);
+        env.running.shutdown().await;
+    })
+    .await;
+}
+
+/// `--min-free`: a write that would leave the pending area's disk with less free room than
+/// that (should the file's upload fail and have to be kept) is refused with ENOSPC before
+/// any byte of it is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_would_eat_into_min_free_are_refused_before_any_byte() {
+    with_timeout(60, async {
+        let env = Env::new().await;
+        let disk = Tmpfs::new(8 << 20);
+        // Room for 2 MiB and half a chunk of open files.
+        let opts = MountOptions {
+            pending_dir: Some(disk.path().join("pending")),
+            min_free: Some((6 << 20) - (32 << 10)),
+            ..spool_opts(env.spool.path())
+        };
+        let m = mount_user(&env.running, ALICE.0, ALICE.1, opts).await;
+        let p = m.join("big.bin");
+        let (accepted, errno, size, closed) = blocking(move || {
+            let f = std::fs::File::create(&p).unwrap();
+            let chunk = vec![7u8; 64 << 10];
+            let mut accepted = 0u64;
+            let errno = loop {
+                match f.write_all_at(&chunk, accepted) {
+                    Ok(()) => accepted += chunk.len() as u64,
+                    Err(e) => break e.raw_os_error(),
+                }
+                assert!(accepted <= 8 << 20, "no refusal");
+            };
+            let size = f.metadata().unwrap().len();
+            (accepted, errno, size, close_checked(f))
+        })
+        .await;
+        assert_eq!(errno, Some(libc::ENOSPC));
+        assert_eq!(
+            (accepted, size),
+            (2 << 20, 2 << 20),
+            "refused whole, at the limit"
+        );
+        closed.expect("close uploads what was accepted");
+        assert_eq!(env.s3("big.bin").await, Some(vec![7u8; 2 << 20]));
+        drop(m);
+        drop(disk);
+        env.running.shutdown().await;
     })
     .await;
 }
@@ -854,109 +1193,24 @@ async fn rsync_twice_transfers_nothing_the_second_time() {
     .await;
 }
 
-/// The real `cognifs` binary, signed in as alice against one devstack, with config, state
-/// and spool (XDG_CACHE_HOME) in a temp dir of its own.
-struct Cli {
-    env: CliEnv,
-}
-
-impl Cli {
-    /// `cognifs ARGS` with this test's config and state, and its own cache (spool) dir.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = self.env.command(args);
-        cmd.env("XDG_CACHE_HOME", self.env.dir.path().join("cache"));
-        cmd
-    }
-
-    fn spool(&self) -> PathBuf {
-        self.env.dir.path().join("cache/cognifs/spool")
-    }
-
-    /// `cognifs login --no-browser`, answered over HTTP (support::cli::login_by_paste).
-    async fn login(running: &Running, user: &str, password: &str) -> Cli {
-        let env = CliEnv::new(Some(running));
-        let handle = tokio::runtime::Handle::current();
-        let (user, password) = (user.to_owned(), password.to_owned());
-        let env = blocking(move || {
-            login_by_paste(&env, &user, &password, &handle);
-            env
-        })
-        .await;
-        Cli { env }
-    }
-
-    /// `cognifs mount --foreground DIR`, logging to `log`; returns once DIR is mounted.
-    async fn mount(&self, dir: &Path, log: &Path) -> ChildGuard {
-        let log = std::fs::File::create(log).unwrap();
-        let child = self
-            .command(&["mount", "--foreground", dir.to_str().unwrap()])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut guard = ChildGuard(Some(child));
-        for _ in 0..600 {
-            if is_mounted(dir) {
-                return guard;
-            }
-            let exited = guard.0.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "cognifs mount exited: {exited:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("{} was not mounted within 60 s", dir.display());
-    }
-}
-
-impl ChildGuard {
-    fn signal(&self, sig: i32) {
-        let pid = self.0.as_ref().expect("running").id() as i32;
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-    }
-
-    fn running(&mut self) -> bool {
-        self.0
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
-        wait_child(self.0.take().expect("a child"), limit).await
-    }
-}
-
-/// Waits for a child (killing it past `limit`, then failing).
-async fn wait_child(mut child: std::process::Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("child {} did not finish within {limit:?}", child.id());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Waits (up to 60 s) until the file shows at least `len` bytes through the mount.
 async fn wait_size(path: &Path, len: u64) {
-    for _ in 0..3000 {
-        if std::fs::metadata(path).is_ok_and(|m| m.len() >= len) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{} never reached {len} bytes", path.display());
+    let size = || {
+        let p = path.to_path_buf();
+        blocking_for(Duration::from_secs(30), move || {
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        })
+    };
+    eventually(Duration::from_secs(60), "the file's size", || async {
+        size().await >= len
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
     with_timeout(600, async {
-        let port = free_port();
+        let port = reserved_port();
         let running = start_with(|o| o.callback_port = port).await;
         let admin = admin_s3(&running);
         let bucket = running.profile.bucket.clone();
@@ -1018,12 +1272,12 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
                 .unwrap(),
         ));
         wait_size(&dir.join("killed.bin"), 32 << 20).await;
-        for _ in 0..500 {
-            if open_uploads(&admin, &bucket, &format!("{id}/")).await > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(
+            Duration::from_secs(60),
+            "a streamed upload under way",
+            || async { open_uploads(&admin, &bucket, &format!("{id}/")).await > 0 },
+        )
+        .await;
         daemon.signal(libc::SIGKILL);
         daemon.wait(Duration::from_secs(30)).await;
         let _ = cp.wait(Duration::from_secs(60)).await;
@@ -1041,13 +1295,18 @@ async fn sigterm_during_cp_leaves_all_or_nothing_and_a_sigkill_is_cleaned_up() {
                 .is_none(),
             "nothing of a killed copy reaches S3"
         );
-        assert!(open_uploads(&admin, &bucket, &format!("{id}/")).await > 0);
+        assert_eq!(
+            open_uploads(&admin, &bucket, &format!("{id}/")).await,
+            1,
+            "the killed copy's streamed upload is left open"
+        );
         // Spool files are unlinked at creation: the kill left none. A stale one (a crash
         // between creating and unlinking; pid beyond any pid_max) is removed at mount.
         let spool: Vec<_> = std::fs::read_dir(cli.spool()).unwrap().collect();
         assert!(spool.is_empty(), "spool files left: {spool:?}");
         std::fs::write(cli.spool().join("999999999-7-0"), b"").unwrap();
-        tokio::time::sleep(Duration::from_secs(6)).await; // older than STRAY_UPLOAD_AGE
+        // No waiting: the upload is hours younger than --stray-upload-hours; the journal
+        // proves its process dead.
 
         let mut daemon = cli.mount(&dir, &logs.path().join("3.log")).await;
         assert_eq!(

@@ -19,7 +19,7 @@ fn add_to_profile(env: &Env, lines: &str) {
 #[test]
 fn with_allow_insecure_http_upload_bodies_are_signed() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     add_to_profile(&env, "allow_insecure_http = true\n");

@@ -2,7 +2,6 @@
 //! by the same mount or the next one — never over someone else's write; the pending area
 //! is bounded. The core over the in-memory store: no FUSE, root or server.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use cognifs::fs::{Caller, Fs, FsError, MountOptions, ROOT_INO};
@@ -137,6 +136,44 @@ async fn a_failed_close_keeps_the_data_shows_it_and_uploads_it_when_s3_is_back()
     let (_, meta) = s.store.get_raw("us-east-1:me/report.pdf").unwrap();
     assert_eq!(meta.get("uid").map(String::as_str), Some("1000"));
     assert_eq!(read_all(&fs, ROOT_INO, "report.pdf").await, data);
+}
+
+/// While S3 is down, a kept file stays reachable after the metadata TTL: its directory (the
+/// mount's root here) keeps the attributes it showed instead of failing with the HEAD of its
+/// marker, which would cut off every path through it.
+#[tokio::test]
+async fn a_kept_file_stays_reachable_while_s3_is_down_past_the_ttl() {
+    let s = Setup::new();
+    let ttl = std::time::Duration::from_millis(1);
+    let fs = Fs::new(
+        s.store.clone() as Arc<dyn ObjectStore>,
+        MountOptions {
+            metadata_ttl: ttl,
+            spool_dir: s.dir.path().join("spool"),
+            pending_dir: Some(s.pending_dir()),
+            ..MountOptions::default()
+        },
+    );
+    let root = fs.getattr(ROOT_INO).await.unwrap();
+    s.s3_down();
+    assert_eq!(
+        write_file(&fs, ROOT_INO, "kept", b"kept data").await,
+        libc::EIO
+    );
+    // Past the TTL: every attribute the mount holds is stale.
+    std::thread::sleep(ttl * 2);
+    let again = fs
+        .getattr(ROOT_INO)
+        .await
+        .expect("the root while S3 is down");
+    assert_eq!(
+        (again.ino, again.kind, again.perm, again.uid),
+        (root.ino, root.kind, root.perm, root.uid)
+    );
+    assert_eq!(read_all(&fs, ROOT_INO, "kept").await, b"kept data");
+    s.s3_back();
+    fs.retry_pending_now().await;
+    assert_eq!(s.s3_body("kept").as_deref(), Some(&b"kept data"[..]));
 }
 
 #[tokio::test]
@@ -297,8 +334,10 @@ async fn writes_past_the_pending_limit_fail_before_any_byte_is_accepted() {
     // Once it is uploaded, there is room again.
     s.s3_back();
     fs.retry_pending_now().await;
+    assert_eq!(s.s3_body("kept"), Some(vec![3; 1 << 20]));
+    assert!(records_in(&s.pending_dir()).is_empty(), "nothing kept now");
     let (_, fh) = fs.create(ROOT_INO, "more2", 0o644, CALLER).await.unwrap();
     fs.write(fh, 0, vec![4; 1000]).await.unwrap();
     fs.release(fh).await.unwrap();
-    assert!(Path::new(&s.pending_dir()).exists());
+    assert_eq!(s.s3_body("more2"), Some(vec![4; 1000]));
 }

@@ -131,7 +131,10 @@ fn ls_l_again_within_the_ttl_costs_nothing() {
 fn cp_of_a_small_file() {
     let s = setup(&[]);
     s.rt.block_on(async {
-        assert!(s.fs.lookup(ROOT_INO, "new").await.is_err());
+        assert_eq!(
+            s.fs.lookup(ROOT_INO, "new").await.unwrap_err().errno,
+            libc::ENOENT
+        );
         let (_, fh) =
             s.fs.create(ROOT_INO, "new", 0o100644, CALLER)
                 .await
@@ -156,7 +159,10 @@ fn cp_of_a_large_file() {
     let s = setup(&[]);
     let size = 20 << 20;
     s.rt.block_on(async {
-        assert!(s.fs.lookup(ROOT_INO, "big").await.is_err());
+        assert_eq!(
+            s.fs.lookup(ROOT_INO, "big").await.unwrap_err().errno,
+            libc::ENOENT
+        );
         let (_, fh) =
             s.fs.create(ROOT_INO, "big", 0o100644, CALLER)
                 .await
@@ -189,7 +195,10 @@ fn rename_of_a_file() {
     let s = setup(&[("a", 10)]);
     s.rt.block_on(async {
         s.fs.lookup(ROOT_INO, "a").await.unwrap();
-        assert!(s.fs.lookup(ROOT_INO, "b").await.is_err());
+        assert_eq!(
+            s.fs.lookup(ROOT_INO, "b").await.unwrap_err().errno,
+            libc::ENOENT
+        );
         s.fs.rename(ROOT_INO, "a", ROOT_INO, "b", false)
             .await
             .unwrap();
@@ -318,12 +327,18 @@ fn cp_of_small_files_into_a_new_directory_is_one_put_each() {
     let s = setup(&[]);
     s.rt.block_on(async {
         let caller = Caller { uid: 0, gid: 0 };
-        assert!(s.fs.lookup(ROOT_INO, "dst").await.is_err());
+        assert_eq!(
+            s.fs.lookup(ROOT_INO, "dst").await.unwrap_err().errno,
+            libc::ENOENT
+        );
         s.store.reset_counts();
         let d = s.fs.mkdir(ROOT_INO, "dst", 0o755, caller).await.unwrap();
         for i in 0..50 {
             let name = format!("f{i:02}");
-            assert!(s.fs.lookup(d.ino, &name).await.is_err());
+            assert_eq!(
+                s.fs.lookup(d.ino, &name).await.unwrap_err().errno,
+                libc::ENOENT
+            );
             let (_, fh) = s.fs.create(d.ino, &name, 0o644, caller).await.unwrap();
             s.fs.write(fh, 0, vec![1u8; 4096]).await.unwrap();
             s.fs.flush(fh).await.unwrap();
@@ -454,8 +469,8 @@ fn a_kept_uploads_retry_is_the_upload_alone() {
             .fail_nth(Some(RequestKind::Put), 0, cognifs::store::Fault::SlowDown);
         s.store
             .fail_nth(Some(RequestKind::Put), 0, cognifs::store::Fault::SlowDown);
-        assert!(s.fs.flush(fh).await.is_err());
-        assert!(s.fs.release(fh).await.is_err());
+        assert_eq!(s.fs.flush(fh).await.unwrap_err().errno, libc::EIO);
+        assert_eq!(s.fs.release(fh).await.unwrap_err().errno, libc::EIO);
         assert!(!s.store.armed(), "both faults fired");
         assert_eq!(s.fs.pending_uploads().len(), 1);
         s.store.reset_counts();

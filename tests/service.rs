@@ -87,7 +87,7 @@ fn unit_file_passes_systemd_analyze_verify() {
 #[test]
 fn foreground_mount_notifies_ready_only_when_mounted_and_stopping_on_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     login_by_paste(&env, "alice", "alice-pass", rt.handle());
@@ -154,8 +154,8 @@ fn signed_out_service_exits_3_and_says_login_and_mounts_at_the_default_dir() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let running = rt.block_on(start());
     let env = Env::new(Some(&running));
+    // The HOME every child of `env` gets (made by Env::new).
     let home = env.dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
     let socket_path = env.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     // No DIR and no mount_point in the profile: the unit's case, which mounts at ~/cloud.
@@ -173,14 +173,19 @@ fn signed_out_service_exits_3_and_says_login_and_mounts_at_the_default_dir() {
         "the default ~/cloud is created"
     );
     assert!(!is_mounted(&home.join("cloud")));
+    // Everything it sent is queued by now (it has exited): read all of it.
     socket.set_nonblocking(true).unwrap();
-    let mut buf = [0u8; 512];
-    if let Ok(n) = socket.recv(&mut buf) {
-        assert!(
-            !text(&buf[..n]).contains("READY=1"),
-            "signed out yet READY: {}",
-            text(&buf[..n])
-        );
+    let mut buf = [0u8; 4096];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => assert!(
+                !text(&buf[..n]).lines().any(|l| l == "READY=1"),
+                "signed out yet READY: {}",
+                text(&buf[..n])
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("notify socket: {e}"),
+        }
     }
     rt.block_on(running.shutdown());
 }
@@ -249,7 +254,7 @@ fn service_install_writes_the_unit_and_enables_the_profile() {
 #[test]
 fn fstab_helper_mounts_a_profile() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     login_by_paste(&env, "alice", "alice-pass", rt.handle());
@@ -279,8 +284,11 @@ fn fstab_helper_mounts_a_profile() {
     let out = run_with_deadline(cmd, Duration::from_secs(60), "mount.fuse.cognifs");
     assert_ok(&out, "mount.fuse.cognifs");
     assert!(is_mounted(&mountpoint));
+    let file = mountpoint.join("fstab.txt");
     assert_eq!(
-        std::fs::read(mountpoint.join("fstab.txt")).unwrap(),
+        within(Duration::from_secs(30), "read fstab.txt", move || {
+            std::fs::read(file).unwrap()
+        }),
         b"via fstab"
     );
 
@@ -303,7 +311,7 @@ fn fstab_helper_mounts_a_profile() {
         ],
     );
     let out = run_with_deadline(cmd, Duration::from_secs(30), "mount.fuse.cognifs");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "an unknown option");
     assert!(
         text(&out.stderr).contains("cache_sise"),
         "{}",

@@ -50,7 +50,7 @@ fn sample(body: &str, series: &str) -> f64 {
 #[test]
 fn status_socket_json_human_and_metrics_during_a_large_copy() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     let mnt = tempfile::tempdir().unwrap();
@@ -58,17 +58,17 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
     let _guard = PathGuard(mountpoint.clone());
     login_by_paste(&env, "alice", "alice-pass", rt.handle());
 
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let out = env.run(
         &[
             "mount",
             mountpoint.to_str().unwrap(),
             "--metrics-addr",
-            &metrics_addr,
+            "127.0.0.1:0",
         ],
         Duration::from_secs(60),
     );
     assert_ok(&out, "mount");
+    let metrics_addr = env.metrics_addr(Duration::from_secs(30)).to_string();
     assert!(
         !text(&out.stderr).contains("warning"),
         "loopback needs no warning: {}",
@@ -201,7 +201,8 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
     assert!(done.writes.uploads.is_empty(), "{done:?}");
     assert_eq!(done.bytes_written, SIZE as u64);
     let parts = &done.requests["upload_part"];
-    assert!(parts.total >= 8 && parts.last_minute >= 8, "{parts:?}");
+    // 64 MiB streamed in 8 MiB parts, each sent once.
+    assert_eq!((parts.total, parts.last_minute), (8, 8), "{parts:?}");
     assert_eq!(done.requests["complete_multipart"].total, 1);
     assert_eq!(parts.errors, 0);
     assert!(done.last_error.is_none(), "{:?}", done.last_error);
@@ -209,33 +210,47 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
     // Read it back: bytes read count. Once through the page cache, once with O_DIRECT
     // (past the page cache: the mount's block cache serves it), then once more through the
     // page cache, which kept the pages (same etag): that pass never reaches the mount.
-    let data = std::fs::read(mountpoint.join("big.bin")).unwrap();
+    let big = mountpoint.join("big.bin");
+    let gets_before = live(&socket).requests["get"].total;
+    let data = {
+        let big = big.clone();
+        within(wait, "read big.bin", move || std::fs::read(big).unwrap())
+    };
     assert_eq!(data.len(), SIZE);
-    let direct = {
+    let gets = live(&socket).requests["get"].total - gets_before;
+    assert!(gets >= 8, "64 MiB in GETs of at most 8 MiB: {gets} GETs");
+    let (direct, again) = within(wait, "read big.bin twice more", move || {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
-            .open(mountpoint.join("big.bin"))
+            .open(&big)
             .unwrap();
         let mut buf = vec![0u8; 1 << 20];
         let mut n = 0;
-        loop {
+        let direct = loop {
             match f.read(&mut buf).unwrap() {
                 0 => break n,
                 k => n += k,
             }
-        }
-    };
-    assert_eq!(direct, SIZE);
-    let data = std::fs::read(mountpoint.join("big.bin")).unwrap();
-    assert_eq!(data.len(), SIZE);
+        };
+        (direct, std::fs::read(&big).unwrap().len())
+    });
+    assert_eq!((direct, again), (SIZE, SIZE));
     let read = live(&socket);
     assert_eq!(read.bytes_read, 2 * SIZE as u64);
-    assert!(read.cache.hits > 0, "{:?}", read.cache);
+    assert_eq!(
+        read.requests["get"].total - gets_before,
+        gets,
+        "the second and third passes fetched nothing"
+    );
+    assert!(
+        read.cache.hits >= (SIZE / MIB) as u64,
+        "the O_DIRECT pass: a hit per 1 MiB block: {:?}",
+        read.cache
+    );
     assert!(read.cache.bytes > 0 && read.cache.bytes <= read.cache.capacity_bytes);
-    assert!(read.requests["get"].total >= 1);
     let body = metrics(&metrics_addr);
     assert_eq!(sample(&body, "cognifs_written_bytes_total"), SIZE as f64);
     assert_eq!(sample(&body, "cognifs_upload_waiting_bytes"), 0.0);
@@ -244,21 +259,34 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
         read.cache.hits as f64
     );
 
-    // --watch --json: one object per second until stopped.
-    let mut child = env
-        .command(&["status", "--watch", "--json"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(2500));
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let lines: Vec<StatusReport> = text(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert!(lines.len() >= 2, "{} refreshes", lines.len());
+    // --watch --json: one object per line, again and again until stopped. Two are read as
+    // they come (each a whole report of this mount), then it is stopped.
+    let mut child = ChildGuard(Some(
+        env.command(&["status", "--watch", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let stdout = child.0.as_mut().unwrap().stdout.take().unwrap();
+    let (line_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines() {
+            if line_tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    for n in 1..=2 {
+        let line = lines
+            .recv_timeout(wait)
+            .unwrap_or_else(|e| panic!("--watch report {n}: {e}"));
+        let report: StatusReport = serde_json::from_str(&line).unwrap();
+        assert_eq!(report.mounts.len(), 1, "{report:?}");
+        assert_eq!(report.mounts[0].pid, pid);
+    }
+    drop(child);
 
     // Signed out while mounted: status says so, and still what the mount is doing.
     let out = env.run(&["logout"], Duration::from_secs(30));
@@ -279,7 +307,8 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
     assert!(!is_mounted(&mountpoint));
     assert!(!socket.exists(), "the socket goes with the mount");
     assert!(
-        std::net::TcpStream::connect(&metrics_addr).is_err(),
+        std::net::TcpStream::connect(&metrics_addr)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
         "/metrics stops with the mount"
     );
     rt.block_on(running.shutdown());
@@ -288,20 +317,19 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
 #[test]
 fn a_non_loopback_metrics_address_is_served_with_a_warning() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     let mnt = tempfile::tempdir().unwrap();
     let mountpoint = mnt.path().canonicalize().unwrap();
     let _guard = PathGuard(mountpoint.clone());
     login_by_paste(&env, "alice", "alice-pass", rt.handle());
-    let port = free_port();
     let out = env.run(
         &[
             "mount",
             mountpoint.to_str().unwrap(),
             "--metrics-addr",
-            &format!("0.0.0.0:{port}"),
+            "0.0.0.0:0",
         ],
         Duration::from_secs(60),
     );
@@ -311,7 +339,9 @@ fn a_non_loopback_metrics_address_is_served_with_a_warning() {
         "{}",
         text(&out.stderr)
     );
-    let body = metrics(&format!("127.0.0.1:{port}"));
+    let served = env.metrics_addr(Duration::from_secs(30));
+    assert!(served.ip().is_unspecified(), "{served}");
+    let body = metrics(&format!("127.0.0.1:{}", served.port()));
     assert!(body.contains("cognifs_mount_info{"), "{body}");
     let out = env.run(
         &["unmount", mountpoint.to_str().unwrap()],

@@ -94,7 +94,7 @@ fn conflict_copies(keys: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_save_racing_the_web_apps_upload_is_kept_beside_it() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -147,7 +147,7 @@ async fn a_save_racing_the_web_apps_upload_is_kept_beside_it() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_never_gets_bytes_of_two_versions() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -165,17 +165,27 @@ async fn a_reader_never_gets_bytes_of_two_versions() {
         .unwrap();
         assert_eq!(file.1, "VERSION TWO, LONGER\n");
         env.put("v.txt", "v3\n").await;
-        // The mount learns of the new version once its view is older than the TTL.
-        tokio::time::sleep(ttl * 3).await;
-        let (size, reread) = blocking(move || {
-            let f = file.0;
-            let size = f.metadata().map(|m| m.len());
+        // The mount learns of the new version once its view is older than the TTL: fstat
+        // shows the old size until then, the new one after.
+        let f = Arc::new(file.0);
+        eventually(
+            Duration::from_secs(30),
+            "fstat shows the new version",
+            || {
+                let f = f.clone();
+                async move {
+                    let size = blocking(move || f.metadata().unwrap().len()).await;
+                    assert!(size == 3 || size == 20, "fstat shows size {size}");
+                    size == 3
+                }
+            },
+        )
+        .await;
+        let reread = blocking(move || {
             let mut buf = vec![0u8; 4096];
-            let read = f.read_at(&mut buf, 0).map(|n| buf[..n].to_vec());
-            (size, read)
+            f.read_at(&mut buf, 0).map(|n| buf[..n].to_vec())
         })
         .await;
-        assert_eq!(size.unwrap(), 3, "fstat shows the new version");
         match reread {
             // The old handle's version is gone: the read says so, it never mixes.
             Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
@@ -195,7 +205,7 @@ async fn a_reader_never_gets_bytes_of_two_versions() {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_mount_aborts_only_its_own_dead_uploads_never_a_live_one() {
     with_timeout(120, async {
         let env = Env::new().await;
@@ -297,7 +307,7 @@ async fn open_upload_ids(env: &Env) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_a_server_that_ignores_conditions_conflicts_are_still_caught_best_effort() {
     with_timeout(120, async {
         let env = Env::with(start_with(|o| o.ignore_conditions = true).await).await;
@@ -467,7 +477,7 @@ fn race_device(root: PathBuf, me: &'static str, seed: u64, ledger: Arc<Mutex<Led
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_devices_racing_on_the_same_names_lose_no_save() {
     with_timeout(300, async {
         let env = Env::new().await;

@@ -91,6 +91,8 @@ pub struct Faults {
     /// `f64` bits.
     s3_error_rate: AtomicU64,
     s3_down: AtomicBool,
+    /// `s3_error_rate` applies to first attempts only.
+    first_attempts_only: AtomicBool,
     /// Conditional CompleteMultipartUploads still to answer `409 ConditionalRequestConflict`.
     complete_conflicts: AtomicU64,
     conditional_write_hold_ns: AtomicU64,
@@ -225,6 +227,18 @@ impl Faults {
             rate.clamp(0.0, 1.0)
         };
         self.s3_error_rate.store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Whether [`Faults::set_s3_error_rate`]'s 503s hit only a request's first attempt, as
+    /// the AWS SDKs number them (`amz-sdk-request: attempt=1`; a request without the header
+    /// counts as a first attempt): a client that retries always gets through, so a test can
+    /// show its retries absorbing 503s without a run where they happen not to.
+    pub fn s3_error_first_attempts_only(&self) -> bool {
+        self.first_attempts_only.load(Ordering::Relaxed)
+    }
+
+    pub fn set_s3_error_first_attempts_only(&self, only: bool) {
+        self.first_attempts_only.store(only, Ordering::Relaxed);
     }
 
     /// Whether every S3 request is answered `503 ServiceUnavailable`.
@@ -482,17 +496,34 @@ fn nanos(d: Duration) -> u64 {
 
 /// What the S3 requests carried, for tests of the clients: how many object bodies (PUTs:
 /// PutObject, UploadPart) came signed and how many declared `UNSIGNED-PAYLOAD`
-/// (`x-amz-content-sha256`).
+/// (`x-amz-content-sha256`); how many server-side copies were asked for, whole (CopyObject)
+/// or by part (UploadPartCopy), answered or refused by the rules of S3 (requests an injected
+/// fault answered are not counted).
 #[derive(Default)]
 pub struct Traffic {
     signed_bodies: AtomicU64,
     unsigned_bodies: AtomicU64,
+    object_copies: AtomicU64,
+    part_copies: AtomicU64,
 }
 
 impl Traffic {
     fn record<B>(&self, req: &Request<B>) {
         if req.method() != hyper::Method::PUT {
             return;
+        }
+        if req.headers().contains_key("x-amz-copy-source") {
+            // An UploadPartCopy names its upload; a CopyObject does not.
+            let part = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p.starts_with("uploadId=")));
+            let counter = if part {
+                &self.part_copies
+            } else {
+                &self.object_copies
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         let Some(declared) = req.headers().get("x-amz-content-sha256") else {
             return;
@@ -514,6 +545,16 @@ impl Traffic {
     /// PUTs whose body was sent unsigned.
     pub fn unsigned_bodies(&self) -> u64 {
         self.unsigned_bodies.load(Ordering::Relaxed)
+    }
+
+    /// CopyObject requests (refused ones too).
+    pub fn object_copies(&self) -> u64 {
+        self.object_copies.load(Ordering::Relaxed)
+    }
+
+    /// UploadPartCopy requests (refused ones too).
+    pub fn part_copies(&self) -> u64 {
+        self.part_copies.load(Ordering::Relaxed)
     }
 }
 
@@ -576,7 +617,10 @@ impl Router {
             ));
         }
         let rate = self.faults.s3_error_rate();
-        if rate > 0.0 && rand::rng().random_bool(rate) {
+        if rate > 0.0
+            && (!self.faults.s3_error_first_attempts_only() || is_first_attempt(&req))
+            && rand::rng().random_bool(rate)
+        {
             self.faults.slow_downs.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(method = %req.method(), path, "injected 503 SlowDown");
             return Ok(s3_fault("SlowDown", "Please reduce your request rate."));
@@ -642,6 +686,20 @@ impl Router {
             }
         }
     }
+}
+
+/// Whether a request is its client's first attempt: the AWS SDKs send `amz-sdk-request:
+/// attempt=N; max=M` with every try.
+fn is_first_attempt<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get("amz-sdk-request")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(';')
+                .find_map(|p| p.trim().strip_prefix("attempt="))
+                .map(|n| n.trim() == "1")
+        })
+        .unwrap_or(true)
 }
 
 async fn read_small_body(body: Incoming) -> Result<Bytes, Reply> {

@@ -86,6 +86,7 @@ pub fn demo(dir: &Path) -> anyhow::Result<()> {
             Bytes::from_static(WELCOME.as_bytes()),
         )],
         ready: Some(ready),
+        ..Extras::default()
     };
     let result = serve(&rt, session, &dir, MountOptions::default(), extras);
     rt.block_on(running.shutdown());

@@ -75,6 +75,7 @@ pub fn mount(src: &ConfigSource, args: MountArgs, argv: Vec<OsString>) -> anyhow
     };
     let dir = check_mountpoint(&dir)?;
     let opts = args.mount_options()?;
+    let shutdown_grace = args.shutdown_grace()?;
     if let Some(warning) = args.metrics_addr.as_ref().and_then(exposure_warning) {
         eprintln!("cognifs: warning: {warning}");
     }
@@ -90,7 +91,10 @@ pub fn mount(src: &ConfigSource, args: MountArgs, argv: Vec<OsString>) -> anyhow
         session,
         &dir,
         opts,
-        Extras::default(),
+        Extras {
+            shutdown_grace: Some(shutdown_grace),
+            ..Extras::default()
+        },
         args.metrics_addr,
     )?;
     Ok(ExitCode::SUCCESS)

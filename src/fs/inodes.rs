@@ -1060,10 +1060,14 @@ mod tests {
 
     #[test]
     fn negative_entries_expire() {
-        let t = Inodes::new(Duration::from_millis(30), DEFAULTS);
+        // Kept for the TTL (an hour cannot pass during the test)...
+        let t = Inodes::new(Duration::from_secs(3600), DEFAULTS);
         t.set_negative(ROOT_INO, "x");
         assert!(t.is_negative(ROOT_INO, "x"));
-        std::thread::sleep(Duration::from_millis(40));
+        // ... and gone after it: waiting past a 1 ms TTL is a bound, not a race.
+        let t = Inodes::new(Duration::from_millis(1), DEFAULTS);
+        t.set_negative(ROOT_INO, "x");
+        std::thread::sleep(Duration::from_millis(2));
         assert!(!t.is_negative(ROOT_INO, "x"));
     }
 }

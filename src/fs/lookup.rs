@@ -286,6 +286,11 @@ impl Fs {
                     .inodes
                     .refresh(ino, found)
                     .ok_or(FsError::new(libc::ENOENT)),
+                // S3 answering 5xx (it answered: not offline) or timing out: the directory
+                // keeps the attributes it showed. Failing would cut off every path through it
+                // once the TTL ran out (the root's included), kept uploads below it too; an
+                // answer from S3 still changes or removes it.
+                Err(e) if matches!(e.errno, libc::EIO | libc::ETIMEDOUT) => Ok(node.attr.clone()),
                 Err(e) => Err(e),
             },
             _ => self.refresh_file(&node).await,

@@ -14,6 +14,7 @@
 mod conditions;
 pub mod counting;
 mod memory;
+mod profile;
 pub mod reach;
 mod renewing;
 mod s3;
@@ -28,6 +29,7 @@ use bytes::Bytes;
 pub use conditions::{ConditionSupport, EmulatedConditions, checked_store, probe_conditions};
 pub use counting::{CountingStore, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
+pub use profile::{ProfileStore, profile_store};
 pub use reach::{Connectivity, Reach, ReachState};
 pub use renewing::{Renewer, RenewingStore};
 pub use s3::{S3Store, s3_client};

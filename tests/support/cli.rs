@@ -17,6 +17,7 @@ pub struct Env {
 impl Env {
     pub fn new(running: Option<&devstack::Running>) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("home")).unwrap();
         let config = dir.path().join("config.toml");
         if let Some(running) = running {
             running.write_config(&config).unwrap();
@@ -35,8 +36,12 @@ impl Env {
             .env("COGNIFS_STATE_DIR", &self.state)
             // Spool and metadata cache of its own: devstack's identity ids repeat across
             // tests and runs, and a shared `~/.cache/cognifs/meta` would carry one test's
-            // metadata into another's mount.
+            // metadata into another's mount. State, config and home too: nothing of the
+            // user running the tests is read or written.
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("xdg-config"))
+            .env("HOME", self.dir.path().join("home"))
             .env_remove("COGNIFS_PROFILE")
             .env_remove("NOTIFY_SOCKET")
             .env_remove("BROWSER")
@@ -47,6 +52,32 @@ impl Env {
 
     pub fn command(&self, args: &[&str]) -> Command {
         self.command_of(Path::new(EXE), args)
+    }
+
+    /// The log of the profile's mounts (`cognifs.log` in the state dir).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("default").join("cognifs.log")).unwrap_or_default()
+    }
+
+    /// Where the mount serves `/metrics`, as its log says once it does (the mount was given
+    /// port 0: the kernel picks a free one, which nobody else can take meanwhile).
+    pub fn metrics_addr(&self, limit: Duration) -> std::net::SocketAddr {
+        let deadline = Instant::now() + limit;
+        loop {
+            let found = self.log().lines().rev().find_map(|l| {
+                let (_, rest) = l.split_once("serving /metrics addr=")?;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no \"serving /metrics\" in the log within {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Runs `cognifs ARGS` to completion within `limit`.
@@ -75,6 +106,30 @@ pub fn wait_with_deadline(mut child: Child, limit: Duration, what: &str) -> Outp
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// Runs `f` (calls into a mount) on a thread of its own and waits at most `limit` for it:
+/// a hung mount fails the test instead of hanging it. (The stuck thread is released when
+/// the test's guards unmount the mount and stop its process.)
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: no answer within {limit:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends before it ends"),
+        },
+    }
 }
 
 pub fn text(out: &[u8]) -> String {
@@ -147,4 +202,98 @@ pub fn login_by_paste(
     let out = wait_with_deadline(child, Duration::from_secs(30), "login");
     assert_ok(&out, "login");
     out
+}
+
+/// The real `cognifs` binary, signed in (as `cognifs login` leaves it) against one devstack,
+/// with config, state and cache in a temp dir of its own.
+pub struct Cli {
+    pub env: Env,
+}
+
+impl Cli {
+    /// `cognifs ARGS` with this test's config, state and cache.
+    pub fn command(&self, args: &[&str]) -> Command {
+        self.env.command(args)
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.env.dir.path().join("cache/cognifs/spool")
+    }
+
+    /// `cognifs login --no-browser`, answered over HTTP ([`login_by_paste`]).
+    pub async fn login(running: &devstack::Running, user: &str, password: &str) -> Cli {
+        let env = Env::new(Some(running));
+        let handle = tokio::runtime::Handle::current();
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let env = super::blocking(move || {
+            login_by_paste(&env, &user, &password, &handle);
+            env
+        })
+        .await;
+        Cli { env }
+    }
+
+    /// `cognifs mount --foreground DIR EXTRA…`, logging to `log`; returns once DIR is
+    /// mounted.
+    pub async fn mount_with(&self, dir: &Path, log: &Path, extra: &[&str]) -> ChildGuard {
+        let log = std::fs::File::create(log).unwrap();
+        let mut args = vec!["mount", "--foreground", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let child = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut guard = ChildGuard(Some(child));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !super::is_mounted(dir) {
+            let exited = guard.0.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "cognifs mount exited: {exited:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{} was not mounted within 60 s",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        guard
+    }
+
+    /// [`Cli::mount_with`] with no extra flags.
+    pub async fn mount(&self, dir: &Path, log: &Path) -> ChildGuard {
+        self.mount_with(dir, log, &[]).await
+    }
+}
+
+impl ChildGuard {
+    pub fn signal(&self, sig: i32) {
+        let pid = self.0.as_ref().expect("running").id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    pub fn running(&mut self) -> bool {
+        self.0
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Waits for the child (killing it past `limit`, then failing).
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("a child");
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("child {} did not finish within {limit:?}", child.id());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

@@ -17,8 +17,9 @@ use aws_sdk_s3::config::Region;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use cognifs::auth::identity::{Refresher, Session, WatchedCredentials, start_refresher};
 use cognifs::fs::{Mount, MountOptions};
-use cognifs::store::{ObjectStore, S3Store};
+use cognifs::store::{ProfileStore, RequestStats, profile_store};
 use devstack::{Options, Running};
 use futures::StreamExt;
 
@@ -84,6 +85,14 @@ fn http() -> reqwest::Client {
 
 /// Authorize → sign-in form → code → tokens (PKCE S256); returns the ID token.
 pub async fn id_token(running: &Running, user: &str, password: &str) -> String {
+    tokens(running, user, password).await["id_token"]
+        .as_str()
+        .expect("id_token")
+        .to_owned()
+}
+
+/// Authorize → sign-in form → code → the token endpoint's answer (PKCE S256).
+async fn tokens(running: &Running, user: &str, password: &str) -> serde_json::Value {
     install_crypto();
     let verifier = devstack::cognito::random_token(48);
     let challenge = URL_SAFE_NO_PAD.encode(devstack::cognito::sha256(verifier.as_bytes()));
@@ -123,8 +132,56 @@ pub async fn id_token(running: &Running, user: &str, password: &str) -> String {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let tokens: serde_json::Value = resp.json().await.unwrap();
-    tokens["id_token"].as_str().expect("id_token").to_owned()
+    resp.json().await.unwrap()
+}
+
+/// A user signed in as `cognifs login` leaves them: a profile for the devstack (config file)
+/// and a token file, in a directory of their own (config, state, spool), never `$HOME`.
+pub struct SignedIn {
+    pub profile: cognifs::config::Profile,
+    pub tokens: cognifs::auth::tokens::TokenStore,
+    pub dir: tempfile::TempDir,
+}
+
+/// Signs `user` in through the hosted UI and saves the tokens as `cognifs login` does.
+pub async fn sign_in(running: &Running, user: &str, password: &str) -> SignedIn {
+    let dir = tempfile::Builder::new()
+        .prefix("cognifs-user-")
+        .tempdir()
+        .unwrap();
+    let profile = cognifs_profile(running, "default", dir.path().join("config.toml"));
+    let tokens = cognifs::auth::tokens::TokenStore::new(&dir.path().join("state"), "default");
+    save_sign_in(running, &tokens, user, password).await;
+    SignedIn {
+        profile,
+        tokens,
+        dir,
+    }
+}
+
+/// Signs `user` in again into `tokens` (a new refresh token), as a second `cognifs login`.
+pub async fn save_sign_in(
+    running: &Running,
+    tokens: &cognifs::auth::tokens::TokenStore,
+    user: &str,
+    password: &str,
+) {
+    let answer = self::tokens(running, user, password).await;
+    let id_token = answer["id_token"].as_str().expect("id_token").to_owned();
+    let claims = cognifs::auth::tokens::read_claims(&id_token);
+    tokens
+        .save(&cognifs::auth::tokens::TokenState {
+            refresh_token: answer["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_owned(),
+            id_token: Some(id_token),
+            id_token_expires: claims.exp,
+            identity_id: None,
+            username: claims.username,
+            email: claims.email,
+        })
+        .expect("the token file is written");
 }
 
 /// GetId + GetCredentialsForIdentity; returns (identity id, credentials).
@@ -238,12 +295,22 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// A mount in a temporary directory that is unmounted on drop, panics included.
+/// A mount in a temporary directory that is unmounted on drop, panics included. A mount
+/// that does not come off cleanly fails the test (after a lazy unmount, so nothing is left
+/// behind), unless the test is failing already.
 pub struct MountGuard {
     mount: Option<Mount>,
     dir: Option<tempfile::TempDir>,
     path: PathBuf,
     pub identity_id: String,
+    /// The requests of a store built by [`profile_store`] (`None` for [`mount_any`]).
+    requests: Option<Arc<RequestStats>>,
+    /// Keeps the credentials fresh; ends after the unmount.
+    refresher: Option<Refresher>,
+    /// The user's config, token file and (unless the test gave one) spool.
+    signed_in: Option<SignedIn>,
+    /// The spool of a test that gave none: never `$XDG_CACHE_HOME`'s, shared by every test.
+    _own_spool: Option<tempfile::TempDir>,
 }
 
 impl MountGuard {
@@ -259,6 +326,27 @@ impl MountGuard {
         self.mount.as_ref().expect("mounted")
     }
 
+    /// What the mount's store counted, as `cognifs status` shows it.
+    pub fn requests(&self) -> &RequestStats {
+        self.requests
+            .as_deref()
+            .expect("a store built by profile_store")
+    }
+
+    /// The signed-in user's profile and token file.
+    pub fn signed_in(&self) -> &SignedIn {
+        self.signed_in.as_ref().expect("a signed-in mount")
+    }
+
+    /// The credentials the mount signs with.
+    pub fn credentials(&self) -> &WatchedCredentials {
+        &self
+            .refresher
+            .as_ref()
+            .expect("a signed-in mount")
+            .credentials
+    }
+
     /// Unmounts now and reports the result.
     pub fn unmount(&mut self) -> anyhow::Result<()> {
         match self.mount.take() {
@@ -272,16 +360,32 @@ impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Some(m) = self.mount.take() {
             // Unmount on another thread: if a test left a process stuck inside the mount, a
-            // join could wait forever; a lazy unmount below still detaches it.
+            // join could wait forever.
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let _ = tx.send(m.unmount());
             });
-            if !matches!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(()))) {
-                let _ = std::process::Command::new("umount")
+            let failed = match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("unmount failed: {e:#}")),
+                Err(_) => Some("unmount did not finish within 10 s".to_owned()),
+            };
+            if let Some(why) = failed {
+                // Detach it all the same, then say so: a test must not pass over a mount
+                // that would not come off.
+                let lazy = std::process::Command::new("umount")
                     .arg("-l")
                     .arg(&self.path)
                     .status();
+                let message = format!(
+                    "{}: {why}; fell back to `umount -l`: {lazy:?}",
+                    self.path.display()
+                );
+                if std::thread::panicking() {
+                    eprintln!("{message}");
+                } else {
+                    panic!("{message}");
+                }
             }
         }
         if is_mounted(&self.path) {
@@ -308,36 +412,60 @@ pub async fn mount_user(
     password: &str,
     opts: MountOptions,
 ) -> MountGuard {
-    let (identity_id, s3) = user_s3(running, user, password).await;
-    let store = S3Store::new(
-        s3,
-        running.profile.bucket.clone(),
-        format!("{identity_id}/"),
-    );
+    mount_signed_in(sign_in(running, user, password).await, opts).await
+}
+
+/// Mounts the prefix of a signed-in user with the store the daemon builds
+/// ([`profile_store`]: production retries, counted requests, credentials renewed by a
+/// refresher and at once when S3 refuses them).
+pub async fn mount_signed_in(user: SignedIn, opts: MountOptions) -> MountGuard {
+    let refresher = start_refresher(Session::with_store(
+        user.profile.clone(),
+        user.tokens.clone(),
+    ))
+    .await
+    .expect("credentials for the signed-in user");
+    let prefix = user.profile.prefix_for(&refresher.identity_id);
+    let ProfileStore { store, requests } =
+        profile_store(&user.profile, &refresher.credentials, prefix);
     store
         .check_access()
         .await
         .expect("user can list their prefix");
-    mount_store(store, identity_id, opts).await
+    let mut guard = mount_any(store, refresher.identity_id.clone(), opts).await;
+    guard.requests = Some(requests);
+    guard.refresher = Some(refresher);
+    guard.signed_in = Some(user);
+    guard
 }
 
-/// Mounts `store` on a fresh temp dir, behind a guard that unmounts on drop.
-async fn mount_store(store: S3Store, identity_id: String, opts: MountOptions) -> MountGuard {
-    mount_any(Arc::new(store), identity_id, opts).await
-}
-
-/// Mounts any store (e.g. one that renews credentials) on a fresh temp dir, behind a guard.
+/// Mounts any store on a fresh temp dir, behind a guard.
 pub async fn mount_any(
     store: Arc<dyn cognifs::store::ObjectStore>,
     identity_id: String,
-    opts: MountOptions,
+    mut opts: MountOptions,
 ) -> MountGuard {
     let dir = tempfile::Builder::new()
         .prefix("cognifs-mnt-")
         .tempdir()
         .unwrap();
+    let own_spool = (opts.spool_dir == MountOptions::default().spool_dir).then(|| {
+        let spool = tempfile::Builder::new()
+            .prefix("cognifs-spool-")
+            .tempdir()
+            .unwrap();
+        opts.spool_dir = spool.path().to_path_buf();
+        spool
+    });
     let path = dir.path().to_path_buf();
     let handle = tokio::runtime::Handle::current();
+    // The FUSE replies and the unmount's last uploads run on this runtime while the test's
+    // thread waits in blocking calls and in the guard's drop: one thread cannot do both.
+    assert_eq!(
+        handle.runtime_flavor(),
+        tokio::runtime::RuntimeFlavor::MultiThread,
+        "mount tests need #[tokio::test(flavor = \"multi_thread\")]"
+    );
     let p = path.clone();
     let mount = blocking(move || cognifs::fs::mount(store, opts, &p, handle))
         .await
@@ -347,6 +475,10 @@ pub async fn mount_any(
         dir: Some(dir),
         path,
         identity_id,
+        requests: None,
+        refresher: None,
+        signed_in: None,
+        _own_spool: own_spool,
     }
 }
 
@@ -358,13 +490,26 @@ pub async fn identity_of(running: &Running, user: &str, password: &str) -> Strin
 
 // ---- Sign-in helpers (tests/auth.rs and anything else that drives `cognifs::auth`) ----
 
-/// A port nothing listens on right now (bound to 127.0.0.1:0, then released), so tests that
-/// run in parallel each get their own sign-in callback port.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+/// A loopback port for a listener that cognifs binds itself, later, by number (the sign-in
+/// callback: `cognifs login` takes no listener from outside). It is held the only way a port
+/// can be held for another socket to bind: the kernel chose it (bind to port 0) and a
+/// connection on it was closed from its side first, so the port sits in TIME_WAIT for a
+/// minute. In that state no `bind(…:0)` anywhere on the machine is given it, while a
+/// listener that sets SO_REUSEADDR (std's and tokio's do) can still bind it. Tests that run
+/// in parallel, and other programs, therefore never get the same port.
+pub fn reserved_port() -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpStream::connect(("127.0.0.1", port)).expect("connect to the new port");
+    let (server, _) = listener.accept().expect("accept");
+    // The accepted side (local port `port`) closes first: it is the one left in TIME_WAIT.
+    drop(server);
+    let mut eof = [0u8; 1];
+    let _ = std::io::Read::read(&mut &client, &mut eof);
+    drop(client);
+    drop(listener);
+    port
 }
 
 /// A cognifs profile pointing at `running` (its callback port included), written by devstack
@@ -493,22 +638,19 @@ pub async fn user_meta(
         .unwrap_or_default()
 }
 
-/// [`s3_client`] with `attempts` tries per request (for fault-injection runs).
-pub fn s3_client_attempts(
-    running: &Running,
-    creds: Credentials,
-    attempts: u32,
-) -> aws_sdk_s3::Client {
+/// [`admin_s3`] that tries each request 20 times, quickly: the test's own checks, on a
+/// devstack injecting 503s into every client's requests.
+pub fn admin_s3_retrying(running: &Running) -> aws_sdk_s3::Client {
     install_crypto();
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(Region::new(running.profile.region.clone()))
         .endpoint_url(&running.profile.s3_endpoint)
         .force_path_style(true)
-        .credentials_provider(creds)
+        .credentials_provider(Credentials::new(ADMIN.0, ADMIN.1, None, None, "admin"))
         .retry_config(
             aws_sdk_s3::config::retry::RetryConfig::standard()
-                .with_max_attempts(attempts)
+                .with_max_attempts(20)
                 .with_initial_backoff(Duration::from_millis(20))
                 .with_max_backoff(Duration::from_millis(500)),
         )
@@ -516,23 +658,21 @@ pub fn s3_client_attempts(
     aws_sdk_s3::Client::from_conf(config)
 }
 
-/// [`mount_user`] whose S3 client tries each request `attempts` times.
-pub async fn mount_user_attempts(
-    running: &Running,
-    user: &str,
-    password: &str,
-    opts: MountOptions,
-    attempts: u32,
-) -> MountGuard {
-    let token = id_token(running, user, password).await;
-    let (identity_id, creds) = aws_credentials(running, &token).await;
-    let s3 = s3_client_attempts(running, creds, attempts);
-    let store = S3Store::new(
-        s3,
-        running.profile.bucket.clone(),
-        format!("{identity_id}/"),
-    );
-    mount_store(store, identity_id, opts).await
+/// Polls `check` every 100 ms until it holds; fails the test after `limit` (a deadline
+/// against a hang, not a claim about speed).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Fails (never skips) when rsync is missing: CI installs it (.ci/run).
@@ -552,5 +692,63 @@ pub fn spool_opts(spool: &Path) -> MountOptions {
     MountOptions {
         spool_dir: spool.to_path_buf(),
         ..MountOptions::default()
+    }
+}
+
+/// A small tmpfs (a full disk in miniature: a spool or pending area of a few MiB), mounted
+/// on a temp dir and unmounted on drop. Needs root (as the mount tests do).
+pub struct Tmpfs {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn new(bytes: u64) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("cognifs-tmpfs-")
+            .tempdir()
+            .unwrap();
+        let path = dir.path().to_path_buf();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount -t tmpfs: {out:?}");
+        Tmpfs {
+            dir: Some(dir),
+            path,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let out = std::process::Command::new("umount")
+            .arg(&self.path)
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+            std::mem::forget(self.dir.take());
+            let message = format!("umount {}: {out:?}", self.path.display());
+            if std::thread::panicking() {
+                eprintln!("{message}");
+            } else {
+                panic!("{message}");
+            }
+        }
     }
 }

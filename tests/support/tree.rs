@@ -49,6 +49,16 @@ pub fn xattrs(p: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    assert_eq!(
+        set_xattr_errno(p, name, value),
+        0,
+        "lsetxattr {} {name}",
+        p.display()
+    );
+}
+
+/// lsetxattr: 0, or its errno.
+pub fn set_xattr_errno(p: &Path, name: &str, value: &[u8]) -> i32 {
     let (c, n) = (cstr(p), CString::new(name).unwrap());
     // SAFETY: valid path, name and value.
     let rc = unsafe {
@@ -60,7 +70,11 @@ pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
             0,
         )
     };
-    check(rc, "lsetxattr");
+    if rc == 0 {
+        0
+    } else {
+        std::io::Error::last_os_error().raw_os_error().unwrap()
+    }
 }
 
 /// Sets both times (not following a symlink), with nanoseconds.

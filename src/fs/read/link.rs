@@ -22,6 +22,9 @@ const MIN_TRANSFER: Duration = Duration::from_millis(1);
 pub struct LinkEstimate {
     rtt_us: AtomicU64,
     bytes_per_sec: AtomicU64,
+    /// Tests: measurements no longer move the estimate ([`LinkEstimate::pin`]).
+    #[cfg(test)]
+    pinned: std::sync::atomic::AtomicBool,
 }
 
 fn blend(slot: &AtomicU64, sample: u64) {
@@ -38,6 +41,10 @@ impl LinkEstimate {
     /// One GET of `len` bytes: its first piece (`first_len` bytes) arrived after `first`,
     /// the whole after `total`.
     pub fn record(&self, first: Duration, first_len: u64, total: Duration, len: u64) {
+        #[cfg(test)]
+        if self.pinned.load(Ordering::Relaxed) {
+            return;
+        }
         // The rest of the body must have taken a while to say anything: a body that came
         // in one burst (buffered on the way) tells nothing of the bandwidth.
         if len > first_len && total >= first + MIN_TRANSFER {
@@ -76,6 +83,17 @@ impl LinkEstimate {
     /// small piece and measures.
     pub fn is_near(&self) -> bool {
         self.rtt().is_none_or(|rtt| rtt < NEAR_RTT)
+    }
+
+    /// Tests: the link as given, whatever the GETs measure from now on (a loaded machine
+    /// must not decide what a test of the near or far path sees).
+    #[cfg(test)]
+    pub fn pin(&self, rtt: Duration, bytes_per_sec: Option<u64>) {
+        self.rtt_us
+            .store(rtt.as_micros().max(1) as u64, Ordering::Relaxed);
+        self.bytes_per_sec
+            .store(bytes_per_sec.unwrap_or(0), Ordering::Relaxed);
+        self.pinned.store(true, Ordering::Relaxed);
     }
 
     /// Bytes one GET stream brings in a round trip; `None` until both are measured.

@@ -158,7 +158,17 @@ mod tests {
                 .await
             })
         };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // It starts the upload, then needs a permit for its first part: from there on it
+        // can only wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while store.counts().get(RequestKind::CreateMultipart) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the upload never started"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::task::yield_now().await;
         assert!(!task.is_finished());
         assert_eq!(
             store.counts().get(RequestKind::UploadPart),
