@@ -173,6 +173,12 @@ pub struct MountArgs {
     /// By default such a close returns 0.
     #[arg(long)]
     pub conflict_error: bool,
+    /// While S3 does not answer, close and fsync fail (EIO; the data is kept and uploaded
+    /// all the same) and mkdir, unlink and the like are refused, as before offline mode. By
+    /// default they succeed once the change is safe on this disk, and S3 gets it when it
+    /// answers again.
+    #[arg(long)]
+    pub offline_strict: bool,
     /// Hours after which a multipart upload under the prefix counts as abandoned and is
     /// aborted at mount, whoever started it (this machine's own dead ones go at once).
     #[arg(long, default_value_t = 24.0)]
@@ -223,6 +229,7 @@ impl MountArgs {
             list_only: self.list_only,
             min_free: self.min_free,
             conflict_error: self.conflict_error,
+            offline_strict: self.offline_strict,
             ..MountOptions::default()
         };
         if !(self.stray_upload_hours.is_finite() && self.stray_upload_hours >= 1.0) {

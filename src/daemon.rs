@@ -200,13 +200,16 @@ pub fn serve_with_metrics(
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
     // File data kept on disk for the profile's next mounts and for offline use.
-    opts.disk_cache.get_or_insert_with(|| {
-        let base = opts
-            .spool_dir
-            .parent()
-            .map_or_else(|| opts.spool_dir.clone(), Path::to_path_buf);
-        base.join(&profile.name).join("blocks")
-    });
+    // ... and the listings last seen, for answering while S3 is away.
+    let cache_base = opts
+        .spool_dir
+        .parent()
+        .map_or_else(|| opts.spool_dir.clone(), Path::to_path_buf)
+        .join(&profile.name);
+    opts.disk_cache
+        .get_or_insert_with(|| cache_base.join("blocks"));
+    opts.known_tree
+        .get_or_insert_with(|| cache_base.join("tree"));
     // Metadata learnt by HEAD, kept beside the spool for the profile's next mounts.
     opts.meta_cache.get_or_insert_with(|| {
         let dir = opts
