@@ -68,11 +68,21 @@ impl UploadJournal {
     /// Notes an upload this process started. A failure is logged: without the note the
     /// upload is only aborted once it is older than the stray age.
     pub fn started(&self, location: &str, rel: &str, upload_id: &str) {
+        self.note(location, rel, upload_id, std::process::id());
+    }
+
+    /// Notes that nothing will complete the upload (its abort could not be sent): the next
+    /// cleanup of any mount of this machine aborts it, whether this process lives or not.
+    pub fn abandoned(&self, location: &str, rel: &str, upload_id: &str) {
+        self.note(location, rel, upload_id, 0);
+    }
+
+    fn note(&self, location: &str, rel: &str, upload_id: &str, pid: u32) {
         let entry = Started {
             location: location.to_owned(),
             rel: rel.to_owned(),
             upload_id: upload_id.to_owned(),
-            pid: std::process::id(),
+            pid,
         };
         let path = self.file_of(upload_id);
         let write = || -> std::io::Result<()> {

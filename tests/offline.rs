@@ -329,3 +329,87 @@ async fn offline_sends_nothing_but_the_probe() {
     assert_eq!(store.counts().get(RequestKind::List), 1, "one probe");
     assert_eq!(walk(&fs, "a.txt").await.unwrap().kind, Kind::File);
 }
+
+/// `cognifs offline pin`: a tree fetched into the disk cache and kept there whatever else is
+/// read, so it is there offline; a pin that would not fit is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_trees_stay_on_disk_and_are_there_offline() {
+    let store = Arc::new(MemoryStore::new("b", "p"));
+    for (key, len, seed) in [
+        ("trip/map.pdf", 3 << 20, 1),
+        ("trip/plan.txt", 5_000, 2),
+        ("trip/sub/x", 10, 3),
+    ] {
+        store
+            .put(key, body(len, seed).into(), &UserMeta::new())
+            .await
+            .unwrap();
+    }
+    for i in 0..8 {
+        store
+            .put(
+                &format!("other{i}"),
+                body(2 << 20, 10 + i).into(),
+                &UserMeta::new(),
+            )
+            .await
+            .unwrap();
+    }
+    let machine = Machine::new();
+    // Room for about 8 MiB of blocks: the trip (3 MiB) and little else.
+    let fs = machine.mount(&store, |o| o.disk_cache_bytes = Some(8 << 20));
+    assert_eq!(
+        fs.pin("trip/missing").await.unwrap_err().errno,
+        libc::ENOENT
+    );
+    store.reset_counts();
+    let report = fs.pin("trip").await.unwrap();
+    assert_eq!((report.files, report.bytes), (3, (3 << 20) + 5_010));
+    assert_eq!(report.fetched, report.bytes);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(fs.pins(), ["trip/"]);
+    // Pinning again fetches nothing.
+    assert_eq!(fs.pin("trip").await.unwrap().fetched, 0);
+    // 16 MiB of other files read through an 8 MiB cache: the pinned blocks stay.
+    for i in 0..8 {
+        assert_eq!(
+            read_all(&fs, &format!("other{i}")).await.unwrap(),
+            body(2 << 20, 10 + i)
+        );
+    }
+    let disk = fs.stats().disk_cache.unwrap();
+    assert!(disk.evicted > 0, "{disk:?}");
+    assert!(disk.pinned_bytes >= (3 << 20) + 5_010, "{disk:?}");
+    // Too much to pin: refused, nothing fetched.
+    store.reset_counts();
+    assert_eq!(fs.pin("").await.unwrap_err().errno, libc::ENOSPC);
+    assert_eq!(store.counts().get(RequestKind::Get), 0);
+    assert_eq!(fs.pins(), ["trip/"]);
+
+    // On the plane, after a remount.
+    fs.close_caches();
+    drop(fs);
+    store.fail_always(None, Fault::Unreachable);
+    let fs = machine.mount(&store, |o| o.disk_cache_bytes = Some(8 << 20));
+    assert_eq!(
+        read_all(&fs, "trip/map.pdf").await.unwrap(),
+        body(3 << 20, 1)
+    );
+    assert_eq!(read_all(&fs, "trip/sub/x").await.unwrap(), body(10, 3));
+    assert_eq!(fs.pins(), ["trip/"]);
+
+    // A new version of a pinned file replaces the old one's blocks, not adds to them.
+    store.clear_faults();
+    fs.stay_in_touch_now().await;
+    store
+        .put("trip/map.pdf", body(3 << 20, 7).into(), &UserMeta::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fs.pin("trip").await.unwrap();
+    let disk = fs.stats().disk_cache.unwrap();
+    assert!(disk.pinned_bytes < 2 * (3 << 20), "{disk:?}");
+    assert!(fs.unpin("trip").await.unwrap());
+    assert!(fs.pins().is_empty());
+    assert_eq!(fs.stats().disk_cache.unwrap().pinned_bytes, 0);
+}

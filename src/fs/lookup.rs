@@ -362,7 +362,7 @@ impl Fs {
     /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
     /// so `ls -l` and rsync see stored values without one sequential round trip per file.
     /// A file whose HEAD fails keeps its listing attributes (and is asked again on lookup).
-    async fn fill_metadata(
+    pub(super) async fn fill_metadata(
         &self,
         parent: u64,
         dir_rel: &str,
@@ -463,7 +463,7 @@ impl Fs {
 
     /// Every page of the directory's listing, cached for the metadata TTL; while S3 does not
     /// answer, the listing last seen (in this mount, or kept on disk).
-    async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+    pub(super) async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
         match self.list_dir_remote(ino, rel).await {
             Err(e) if e.is_unreachable() => match self.known_listing(ino, rel).await {
                 Some(listing) => Ok(listing),

@@ -347,6 +347,7 @@ impl Fs {
         self.inodes.expire_all();
         self.offline_reads.lock().unwrap().clear();
         self.retry_aborts().await;
+        self.abort_stray_uploads().await;
         self.retry_pending_now().await;
     }
 

@@ -91,6 +91,16 @@ impl Fs {
         self.adopt_pending().await;
         // Offline changes an earlier mount left go to S3 before the kernel sees this one.
         self.replay_journal().await;
+        self.abort_stray_uploads().await;
+    }
+
+    /// Aborts the multipart uploads under the prefix that this machine's journal shows
+    /// nothing will complete (their process is gone, or their abort could not be sent), and
+    /// any older than the stray age (at mount, and when S3 answers again).
+    pub(super) async fn abort_stray_uploads(&self) {
+        if self.opts.read_only {
+            return;
+        }
         let dead: Vec<crate::upload_journal::Started> = match &self.upload.journal {
             Some((location, journal)) => journal.dead(location),
             None => Vec::new(),

@@ -82,8 +82,9 @@ impl FileName {
 }
 
 struct Entry {
-    /// The object's key, for pins.
+    /// The object's key and version, for pins.
     rel: Box<str>,
+    etag: Box<str>,
     /// Bytes on disk (header included).
     bytes: u64,
     /// When its mtime was last moved.
@@ -131,6 +132,8 @@ pub struct DiskCache {
     index: Mutex<Index>,
     /// Pinned paths: a file's key, or a directory's ending in `/` (`""`: everything).
     pins: Mutex<Vec<String>>,
+    /// The version last written of each pinned file (its older one's blocks then go).
+    pinned_versions: Mutex<HashMap<String, String>>,
     /// The index holds every file on disk (the background scan is done).
     scanned: AtomicBool,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -259,6 +262,7 @@ impl DiskCache {
                 used: 0,
             }),
             pins: Mutex::new(load_pins(&dir.join("pins.json"))),
+            pinned_versions: Mutex::new(HashMap::new()),
             scanned: AtomicBool::new(false),
             jobs: Mutex::new(None),
             queued: AtomicU64::new(0),
@@ -330,7 +334,7 @@ impl DiskCache {
                         None => {
                             // Found on disk before the scan reached it.
                             let bytes = (data.len() + MAX_HEADER) as u64;
-                            self.admit(&mut index, name, &key.key, bytes, SystemTime::now());
+                            self.admit(&mut index, name, key, bytes, SystemTime::now());
                             false
                         }
                     }
@@ -502,11 +506,21 @@ impl DiskCache {
         }
     }
 
+    /// Writes a block now, on the calling thread (blocking I/O): for pinning, which must not
+    /// lose a block to a full queue.
+    pub fn put_now(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<()> {
+        if data.is_empty() || data.len() as u64 > self.block_size || key.etag.is_empty() {
+            return Err(std::io::Error::other("not a block"));
+        }
+        self.write_file(key, data)
+    }
+
     fn write_file(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<()> {
         let name = self.name_of(key);
         if self.index.lock().unwrap().lru.contains(&name) {
             return Ok(());
         }
+        self.drop_older_pinned(key);
         let header = self.header(key, data)?;
         let final_path = self.dir.join(name.relative());
         let tmp = self.dir.join("tmp").join(format!(
@@ -540,7 +554,7 @@ impl DiskCache {
         let bytes = (header.len() + data.len()) as u64;
         let victims = {
             let mut index = self.index.lock().unwrap();
-            self.admit(&mut index, name, &key.key, bytes, SystemTime::now());
+            self.admit(&mut index, name, key, bytes, SystemTime::now());
             self.evict(&mut index)
         };
         self.remove_files(victims);
@@ -576,9 +590,44 @@ impl DiskCache {
         Ok(h)
     }
 
-    fn admit(&self, index: &mut Index, name: FileName, rel: &str, bytes: u64, at: SystemTime) {
+    /// A pinned file's new version arrives: the blocks of the version seen before it are
+    /// not kept any more (a pin keeps a path's current contents, not every version of it).
+    fn drop_older_pinned(&self, key: &BlockKey) {
+        if !self.is_pinned(&key.key) {
+            return;
+        }
+        let older = {
+            let mut latest = self.pinned_versions.lock().unwrap();
+            match latest.insert(key.key.clone(), key.etag.clone()) {
+                Some(e) if e != key.etag => e,
+                _ => return,
+            }
+        };
+        let mut victims = Vec::new();
+        {
+            let mut index = self.index.lock().unwrap();
+            for block in 0.. {
+                let old = BlockKey {
+                    key: key.key.clone(),
+                    etag: older.clone(),
+                    block,
+                };
+                match index.lru.pop(&self.name_of(&old)) {
+                    Some(e) => {
+                        index.used -= e.bytes;
+                        victims.push(self.name_of(&old));
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.remove_files(victims);
+    }
+
+    fn admit(&self, index: &mut Index, name: FileName, key: &BlockKey, bytes: u64, at: SystemTime) {
         let entry = Entry {
-            rel: rel.into(),
+            rel: key.key.as_str().into(),
+            etag: key.etag.as_str().into(),
             bytes,
             touched: at,
         };
@@ -620,6 +669,10 @@ impl DiskCache {
             return Vec::new();
         }
         let pins = self.pins.lock().unwrap().clone();
+        let latest = self.pinned_versions.lock().unwrap().clone();
+        let kept = |e: &Entry| {
+            is_pinned(&pins, &e.rel) && latest.get(&*e.rel).is_none_or(|v| **v == *e.etag)
+        };
         let mut victims = Vec::new();
         let mut kept_pinned = Vec::new();
         // Down to 90% of the budget, so eviction runs once per many writes.
@@ -628,7 +681,7 @@ impl DiskCache {
             let Some((name, entry)) = index.lru.pop_lru() else {
                 break;
             };
-            if is_pinned(&pins, &entry.rel) {
+            if kept(&entry) {
                 index.used -= entry.bytes;
                 kept_pinned.push((name, entry));
                 continue;
@@ -687,6 +740,16 @@ impl DiskCache {
             }
         }
         found.sort_by_key(|(mtime, ..)| *mtime);
+        {
+            // The newest version on disk of each pinned file is the one its pin keeps.
+            let pins = self.pins();
+            let mut latest = self.pinned_versions.lock().unwrap();
+            for (_, _, e) in &found {
+                if is_pinned(&pins, &e.rel) {
+                    latest.insert(e.rel.to_string(), e.etag.to_string());
+                }
+            }
+        }
         let victims = {
             let mut index = self.index.lock().unwrap();
             // Blocks written since the scan began are newer: they stay the most recent.
@@ -743,10 +806,12 @@ impl DiskCache {
             return Err(true);
         }
         let rel = std::str::from_utf8(header.rel).map_err(|_| true)?;
+        let etag = std::str::from_utf8(header.etag).map_err(|_| true)?;
         Ok((
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             Entry {
                 rel: rel.into(),
+                etag: etag.into(),
                 bytes: meta.len(),
                 touched: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             },

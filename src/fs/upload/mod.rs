@@ -78,6 +78,13 @@ impl UploadCtx {
         }
     }
 
+    /// The upload's abort could not be sent: any later cleanup aborts it.
+    pub fn upload_abandoned(&self, rel: &str, id: &str) {
+        if let Some((location, journal)) = &self.journal {
+            journal.abandoned(location, rel, id);
+        }
+    }
+
     /// Whether uploads whose abort failed are to be tried again now (at most every `every`).
     pub fn abort_retry_due(&self, every: std::time::Duration) -> bool {
         if self.unaborted.lock().unwrap().is_empty() {
@@ -100,6 +107,8 @@ pub async fn abort(ctx: &UploadCtx, rel: &str, id: &str) {
         Ok(()) | Err(StoreError::NotFound) => ctx.upload_ended(id),
         Err(e) => {
             tracing::warn!(key = %rel, error = %e, "could not abort a multipart upload; trying again later");
+            // Also for a later mount, should this one end first.
+            ctx.upload_abandoned(rel, id);
             unaborted
                 .lock()
                 .unwrap()
