@@ -207,21 +207,16 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
     assert_eq!(parts.errors, 0);
     assert!(done.last_error.is_none(), "{:?}", done.last_error);
 
-    // Read it back: bytes read count. Once through the page cache, once with O_DIRECT
-    // (past the page cache: the mount's block cache serves it), then once more through the
-    // page cache, which kept the pages (same etag): that pass never reaches the mount.
+    // Read it back: bytes read count. Once through the page cache, once with O_DIRECT (past
+    // the page cache: every byte reaches the mount), then once more through the page cache,
+    // which kept what the kernel had room for (same etag): at most that pass again. (Which
+    // cache of the mount's serves them, memory or disk, is tests/disk_cache.rs's business.)
     let big = mountpoint.join("big.bin");
-    let gets_before = live(&socket).requests["get"].total;
-    let data = {
-        let big = big.clone();
-        within(wait, "read big.bin", move || std::fs::read(big).unwrap())
-    };
-    assert_eq!(data.len(), SIZE);
-    let gets = live(&socket).requests["get"].total - gets_before;
-    assert!(gets >= 8, "64 MiB in GETs of at most 8 MiB: {gets} GETs");
-    let (direct, again) = within(wait, "read big.bin twice more", move || {
+    let read_before = live(&socket).bytes_read;
+    let (first, direct, again) = within(wait, "read big.bin three times", move || {
         use std::io::Read;
         use std::os::unix::fs::OpenOptionsExt;
+        let first = std::fs::read(&big).unwrap().len();
         let mut f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
@@ -235,20 +230,14 @@ fn status_socket_json_human_and_metrics_during_a_large_copy() {
                 k => n += k,
             }
         };
-        (direct, std::fs::read(&big).unwrap().len())
+        (first, direct, std::fs::read(&big).unwrap().len())
     });
-    assert_eq!((direct, again), (SIZE, SIZE));
+    assert_eq!((first, direct, again), (SIZE, SIZE, SIZE));
     let read = live(&socket);
-    assert_eq!(read.bytes_read, 2 * SIZE as u64);
-    assert_eq!(
-        read.requests["get"].total - gets_before,
-        gets,
-        "the second and third passes fetched nothing"
-    );
+    let counted = read.bytes_read - read_before;
     assert!(
-        read.cache.hits >= (SIZE / MIB) as u64,
-        "the O_DIRECT pass: a hit per 1 MiB block: {:?}",
-        read.cache
+        (2 * SIZE as u64..=3 * SIZE as u64).contains(&counted),
+        "{counted} bytes read through the mount for two passes and a cached one"
     );
     assert!(read.cache.bytes > 0 && read.cache.bytes <= read.cache.capacity_bytes);
     let body = metrics(&metrics_addr);
