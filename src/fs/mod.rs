@@ -209,7 +209,7 @@ impl Default for MountOptions {
             spool_dir: default_spool_dir(),
             part_size: 8 << 20,
             parts_in_flight: 4,
-            upload_parts_budget: 32,
+            upload_parts_budget: 12,
             dir_times_interval: Duration::from_secs(1),
             pending_dir: None,
             pending_max: None,
