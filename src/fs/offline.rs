@@ -93,7 +93,8 @@ impl Fs {
     /// Whether a change that S3 did not answer for may be kept and reported done (the
     /// default), rather than fail as before offline mode (`--offline-strict`).
     pub(super) fn keeps_offline(&self, e: &FsError) -> bool {
-        e.is_unreachable() && !self.opts.offline_strict
+        // The mount is offline (a probe got no answer either), not a request that failed.
+        e.is_unreachable() && self.is_offline() && !self.opts.offline_strict
     }
 
     /// A kept upload of `ws` after an upload that got no answer: reported done (the data is

@@ -144,6 +144,8 @@ pub struct Reach {
     inner: Arc<dyn ObjectStore>,
     state: Arc<ReachState>,
     written: std::sync::OnceLock<WrittenHook>,
+    /// One confirmation of an outage at a time (many requests fail together).
+    confirming: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Reach {
@@ -161,6 +163,7 @@ impl Reach {
             inner,
             state: Arc::new(ReachState::default()),
             written: Default::default(),
+            confirming: Default::default(),
         }
     }
 
@@ -169,13 +172,13 @@ impl Reach {
         let _ = self.written.set(hook);
     }
 
-    fn changed<T>(&self, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
+    async fn changed<T>(&self, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
         if result.is_ok()
             && let Some(hook) = self.written.get()
         {
             hook(rel);
         }
-        self.seen(result)
+        self.seen(result).await
     }
 
     pub fn state(&self) -> &Arc<ReachState> {
@@ -211,8 +214,25 @@ impl Reach {
         }
     }
 
-    fn seen<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
-        self.state.observe(&result);
+    /// What a request's outcome says. A request with no answer makes the mount offline only
+    /// once a probe gets none either: one request can fail to be sent while S3 answers
+    /// others (a connection reset, a 503 that closed the connection before a large body was
+    /// read), and that is no outage.
+    async fn seen<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+        match &result {
+            Err(e) if e.is_unreachable() && !self.state.is_offline() => {
+                let _one = self.confirming.lock().await;
+                if !self.state.is_offline() {
+                    match self.inner.list_page("", None, 1).await {
+                        Err(p) if p.is_unreachable() => self.state.went_offline(e),
+                        _ => {
+                            tracing::debug!(error = %e, "a request got no answer, but S3 answers: not offline")
+                        }
+                    }
+                }
+            }
+            other => self.state.observe(other),
+        }
         result
     }
 }
@@ -229,7 +249,7 @@ impl ObjectStore for Reach {
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
         self.refuse()?;
-        self.seen(self.inner.head(rel).await)
+        self.seen(self.inner.head(rel).await).await
     }
 
     async fn list_page(
@@ -240,11 +260,12 @@ impl ObjectStore for Reach {
     ) -> StoreResult<ListPage> {
         self.refuse()?;
         self.seen(self.inner.list_page(dir_rel, continuation, max_keys).await)
+            .await
     }
 
     async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
         self.refuse()?;
-        self.seen(self.inner.list_recursive(dir_rel).await)
+        self.seen(self.inner.list_recursive(dir_rel).await).await
     }
 
     async fn get_range(
@@ -256,6 +277,7 @@ impl ObjectStore for Reach {
     ) -> StoreResult<Bytes> {
         self.refuse()?;
         self.seen(self.inner.get_range(rel, if_match_etag, start, len).await)
+            .await
     }
 
     async fn get_range_pieces(
@@ -272,7 +294,7 @@ impl ObjectStore for Reach {
             .inner
             .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
             .await;
-        self.seen(got)
+        self.seen(got).await
     }
 
     async fn put_if(
@@ -284,11 +306,13 @@ impl ObjectStore for Reach {
     ) -> StoreResult<String> {
         self.refuse()?;
         self.changed(rel, self.inner.put_if(rel, body, meta, expect).await)
+            .await
     }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
         self.refuse()?;
         self.seen(self.inner.create_multipart(rel, meta).await)
+            .await
     }
 
     async fn upload_part(
@@ -300,6 +324,7 @@ impl ObjectStore for Reach {
     ) -> StoreResult<PartDone> {
         self.refuse()?;
         self.seen(self.inner.upload_part(rel, upload_id, number, body).await)
+            .await
     }
 
     async fn complete_multipart_if(
@@ -314,22 +339,24 @@ impl ObjectStore for Reach {
             .inner
             .complete_multipart_if(rel, upload_id, parts, expect)
             .await;
-        self.changed(rel, done)
+        self.changed(rel, done).await
     }
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
         self.refuse()?;
         self.seen(self.inner.abort_multipart(rel, upload_id).await)
+            .await
     }
 
     async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
         self.refuse()?;
-        self.seen(self.inner.list_uploads(dir_rel).await)
+        self.seen(self.inner.list_uploads(dir_rel).await).await
     }
 
     async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
         self.refuse()?;
         self.changed(rel, self.inner.delete_if(rel, expect).await)
+            .await
     }
 
     async fn copy_if(
@@ -342,12 +369,12 @@ impl ObjectStore for Reach {
     ) -> StoreResult<String> {
         self.refuse()?;
         let copied = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
-        self.changed(dst, copied)
+        self.changed(dst, copied).await
     }
 
     async fn check_access(&self) -> StoreResult<()> {
         self.refuse()?;
-        self.seen(self.inner.check_access().await)
+        self.seen(self.inner.check_access().await).await
     }
 }
 
@@ -369,6 +396,11 @@ mod tests {
         memory.fail_nth(None, 0, Fault::AccessDenied);
         assert!(reach.head("a").await.is_err());
         assert!(!reach.state().is_offline());
+        // One request with no answer while S3 answers others (a reset, a 503 that closed
+        // the connection early): the error stands, but the mount is not offline.
+        memory.fail_nth(None, 0, Fault::Unreachable);
+        assert!(reach.head("a").await.unwrap_err().is_unreachable());
+        assert!(!reach.state().is_offline(), "a probe got an answer");
         memory.fail_always(None, Fault::Unreachable);
         assert!(reach.head("a").await.unwrap_err().is_unreachable());
         assert!(reach.state().is_offline());
