@@ -227,3 +227,62 @@ async fn a_remount_reads_a_cached_file_with_no_get() {
     })
     .await;
 }
+
+/// Offline for longer than the credentials last (and the ID token): they expire while
+/// Cognito cannot be reached to renew them; when devstack is back, the first refusal
+/// renews them and what was kept lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_past_the_credentials_lifetime() {
+    with_timeout(180, async {
+        let data_dir = tempfile::tempdir().unwrap();
+        let lifetime = Duration::from_secs(12);
+        let options = |o: &mut devstack::Options| {
+            o.data_dir = Some(data_dir.path().to_path_buf());
+            o.credentials_ttl = lifetime;
+            o.token_ttl = lifetime;
+        };
+        let running = start_with(options).await;
+        let addr = running.addr;
+        let machine = Machine::new();
+        let mnt = mount_user(
+            &running,
+            ALICE.0,
+            ALICE.1,
+            machine.opts(Duration::from_millis(300)),
+        )
+        .await;
+        let key = format!("{}/late.txt", mnt.identity_id);
+        let mnt = blocking(move || {
+            std::fs::write(mnt.join("early.txt"), b"online").unwrap();
+            mnt
+        })
+        .await;
+        running.shutdown().await;
+        let offline_since = Instant::now();
+        let mnt = blocking(move || {
+            std::fs::write(mnt.join("late.txt"), b"written offline").unwrap();
+            mnt
+        })
+        .await;
+        // Past both lifetimes, while nothing answers.
+        while offline_since.elapsed() < lifetime * 2 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(!mnt.mount().fs().stats().connectivity.online);
+        let running = start_with(|o| {
+            options(o);
+            o.listen = addr;
+        })
+        .await;
+        eventually(Duration::from_secs(30), "the offline file in S3", || {
+            let (running, key) = (&running, &key);
+            async move { s3_object(running, key).await.as_deref() == Some(&b"written offline"[..]) }
+        })
+        .await;
+        eprintln!("offline for {:?}", offline_since.elapsed());
+        assert!(mnt.mount().fs().stats().pending.is_empty());
+        // Unmounted while devstack still answers.
+        drop(mnt);
+    })
+    .await;
+}

@@ -52,8 +52,11 @@ const MAX_HEADER: usize = FIXED_HEADER + MAX_NAMES + 4;
 const WRITE_QUEUE_BYTES: u64 = 32 << 20;
 /// A hit moves the block's mtime (its place in the order after a remount) at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(60);
-/// Free space the cache's filesystem keeps: the cache shrinks rather than fill a disk.
+/// Free space the cache's filesystem keeps: the cache shrinks rather than fill a disk: 5% of
+/// it, at most 2 GiB (twice what the pending area keeps for itself, so that kept uploads
+/// always have room).
 const KEEP_FREE_FRACTION: u64 = 20;
+const KEEP_FREE_MAX: u64 = 2 << 30;
 
 /// What one block file is: the object's version and the block's place in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -648,7 +651,7 @@ impl DiskCache {
     fn effective_budget(&self, used: u64) -> u64 {
         match crate::fs::filesystem_space(&self.dir) {
             Some((free, total)) => {
-                let keep = total / KEEP_FREE_FRACTION;
+                let keep = (total / KEEP_FREE_FRACTION).min(KEEP_FREE_MAX);
                 // What the cache may still grow by, plus what it holds.
                 self.budget.min(used + free.saturating_sub(keep))
             }

@@ -315,6 +315,10 @@ impl ObjectStore for EmulatedConditions {
     async fn check_access(&self) -> StoreResult<()> {
         self.inner.check_access().await
     }
+
+    async fn probe(&self) -> StoreResult<()> {
+        self.inner.probe().await
+    }
 }
 
 #[cfg(test)]

@@ -249,6 +249,11 @@ impl ObjectStore for CountingStore {
         let r = self.inner.check_access().await;
         self.count(RequestKind::List, "", r)
     }
+
+    async fn probe(&self) -> StoreResult<()> {
+        let r = self.inner.probe().await;
+        self.count(RequestKind::List, "", r)
+    }
 }
 
 #[cfg(test)]

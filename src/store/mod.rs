@@ -526,6 +526,14 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     async fn check_access(&self) -> StoreResult<()> {
         self.list_page("", None, 1).await.map(drop)
     }
+
+    /// Does S3 answer at all? One request of one key, tried once: what an offline mount
+    /// asks every few seconds, and what confirms that a request with no answer means an
+    /// outage ([`reach::Reach`]). Any answer, a refusal included, is `Ok`-or-refusal;
+    /// no answer is [`StoreError::is_unreachable`].
+    async fn probe(&self) -> StoreResult<()> {
+        self.list_page("", None, 1).await.map(drop)
+    }
 }
 
 #[cfg(test)]

@@ -190,7 +190,7 @@ impl Reach {
         if !self.state.probe_due() {
             return !self.state.is_offline();
         }
-        let answer = self.inner.list_page("", None, 1).await;
+        let answer = self.inner.probe().await;
         self.state.observe(&answer);
         if let Err(e) = &answer {
             tracing::debug!(error = %e, "S3 still does not answer");
@@ -223,7 +223,7 @@ impl Reach {
             Err(e) if e.is_unreachable() && !self.state.is_offline() => {
                 let _one = self.confirming.lock().await;
                 if !self.state.is_offline() {
-                    match self.inner.list_page("", None, 1).await {
+                    match self.inner.probe().await {
                         Err(p) if p.is_unreachable() => self.state.went_offline(e),
                         _ => {
                             tracing::debug!(error = %e, "a request got no answer, but S3 answers: not offline")
@@ -375,6 +375,12 @@ impl ObjectStore for Reach {
     async fn check_access(&self) -> StoreResult<()> {
         self.refuse()?;
         self.seen(self.inner.check_access().await).await
+    }
+
+    async fn probe(&self) -> StoreResult<()> {
+        let answer = self.inner.probe().await;
+        self.state.observe(&answer);
+        answer
     }
 }
 

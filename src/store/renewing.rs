@@ -230,6 +230,10 @@ impl ObjectStore for RenewingStore {
     async fn check_access(&self) -> StoreResult<()> {
         renewing!(self, "list", "", self.inner.check_access())
     }
+
+    async fn probe(&self) -> StoreResult<()> {
+        renewing!(self, "list", "", self.inner.probe())
+    }
 }
 
 #[cfg(test)]

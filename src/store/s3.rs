@@ -350,6 +350,25 @@ impl ObjectStore for S3Store {
         }))
     }
 
+    async fn probe(&self) -> StoreResult<()> {
+        let prefix = self.scope.dir_key("")?;
+        // Once, not the SDK's five attempts with backoff: an outage is told in one round trip.
+        let once = aws_sdk_s3::config::Builder::default()
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled());
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .max_keys(1)
+            .customize()
+            .config_override(once)
+            .send()
+            .await
+            .map(drop)
+            .map_err(StoreError::from_sdk)
+    }
+
     async fn list_page(
         &self,
         dir_rel: &str,

@@ -25,7 +25,13 @@ pub(super) fn failed(fs: &Fs, op: &'static str, ino: u64, name: Option<&str>, e:
         ),
         None => dir,
     };
-    if e.is_failure() {
+    if e.is_unreachable() && op == "read" {
+        // Offline: the file was named once, by the core, for its whole outage.
+        tracing::debug!(op, path = %path, error = %e, "request failed");
+    } else if e.is_unreachable() {
+        // Offline: an expected refusal, not a fault.
+        tracing::info!(op, path = %path, error = %e, "request needs S3, which does not answer");
+    } else if e.is_failure() {
         tracing::warn!(op, path = %path, error = %e, "request failed");
     } else {
         tracing::debug!(op, path = %path, error = %e, "request answered with an error");
