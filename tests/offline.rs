@@ -413,3 +413,56 @@ async fn pinned_trees_stay_on_disk_and_are_there_offline() {
     assert!(fs.pins().is_empty());
     assert_eq!(fs.stats().disk_cache.unwrap().pinned_bytes, 0);
 }
+
+/// A long queue: many files and directories made offline, all sent in order once S3
+/// answers, nothing left behind. `OFFLINE_QUEUE_FILES` (300) sets its size; the time the
+/// queue took is printed (a figure for the notes, not a claim).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_offline_queue_drains_whole() {
+    let files: usize = std::env::var("OFFLINE_QUEUE_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let store = Arc::new(MemoryStore::new("b", "p"));
+    let machine = Machine::new();
+    let fs = machine.mount(&store, |_| {});
+    assert!(names(&fs, "").await.is_empty());
+    store.fail_always(None, Fault::Unreachable);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(names(&fs, "").await.is_empty());
+    assert!(fs.is_offline());
+    let (root, _) = parent_and_name(&fs, "x").await;
+    let dirs = files / 10;
+    let started = std::time::Instant::now();
+    for d in 0..dirs {
+        fs.mkdir(root, &format!("d{d}"), 0o755, CALLER)
+            .await
+            .unwrap();
+    }
+    for i in 0..files {
+        let path = format!("d{}/f{i}", i % dirs);
+        assert_eq!(save(&fs, &path, format!("file {i}").as_bytes()).await, 0);
+    }
+    let queued_in = started.elapsed();
+    let stats = fs.stats();
+    assert_eq!(stats.offline.queued_changes, dirs as u64);
+    assert_eq!(stats.pending.len(), files);
+    store.clear_faults();
+    let started = std::time::Instant::now();
+    fs.stay_in_touch_now().await;
+    let drained_in = started.elapsed();
+    eprintln!(
+        "{files} files and {dirs} directories: kept offline in {queued_in:?}, sent in {drained_in:?}"
+    );
+    let stats = fs.stats();
+    assert_eq!(stats.offline.queued_changes, 0);
+    assert!(stats.pending.is_empty(), "{} left", stats.pending.len());
+    for i in (0..files).step_by(files / 10) {
+        let key = format!("p/d{}/f{i}", i % dirs);
+        assert_eq!(
+            store.get_raw(&key).unwrap().0,
+            format!("file {i}").as_bytes()
+        );
+    }
+    assert_eq!(store.keys().len(), files + dirs);
+}

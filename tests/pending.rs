@@ -284,10 +284,11 @@ async fn unlink_or_an_explicit_drop_abandons_a_kept_upload_and_nothing_else_does
     // Deleting the file deletes what was kept of it.
     fs.unlink(ROOT_INO, "a").await.unwrap();
     assert_eq!(records_in(&s.pending_dir()).len(), 1);
-    // `cognifs pending drop` removes the record; the mount lets go on its next pass.
+    // `cognifs pending drop` removes the record; the mount lets go when it next looks at
+    // the area (within 5 s; at once here).
     let area = PendingArea::open(&s.pending_dir()).unwrap();
     area.remove(&records_in(&s.pending_dir())[0]);
-    fs.retry_pending().await;
+    fs.retry_pending_now().await;
     assert!(fs.pending_uploads().is_empty());
     assert_eq!(s.s3_body("b"), None, "dropped, not uploaded");
     assert_eq!(

@@ -30,6 +30,8 @@ use crate::pending::{PendingRecord, brief};
 use crate::store::{Expect, StoreError};
 
 const RETRY_START: Duration = Duration::from_secs(1);
+/// How often the retry pass looks at the pending area on disk for what others changed.
+const AREA_LOOK_EVERY: Duration = Duration::from_secs(5);
 /// At most this long between tries: once S3 is back, a kept upload leaves within it.
 const RETRY_MAX: Duration = Duration::from_secs(15);
 
@@ -260,7 +262,10 @@ impl Fs {
         let Some(area) = self.pending.clone() else {
             return;
         };
-        area.refresh_used();
+        // What other processes did to the area (`cognifs pending drop`) is looked at every
+        // few seconds: reading every record each second costs O(records).
+        let look_at_disk = area.refresh_due(AREA_LOOK_EVERY);
+        let offline = self.is_offline();
         let mut s3_answers = false;
         for ws in self.write_states() {
             let (kept, idle, due) = ws.retry_status();
@@ -268,9 +273,10 @@ impl Fs {
             let Some(kept) = kept else {
                 continue;
             };
-            if area
-                .get(&kept.location, &kept.rel)
-                .is_none_or(|r| r.data != kept.data)
+            if look_at_disk
+                && area
+                    .get(&kept.location, &kept.rel)
+                    .is_none_or(|r| r.data != kept.data)
             {
                 tracing::warn!(key = %kept.rel, "pending upload dropped by request; the file shows what S3 holds");
                 ws.drop_kept();
@@ -280,7 +286,8 @@ impl Fs {
             }
             // Offline changes to the tree go first: the upload may be inside a directory
             // the journal makes, or replace a file it deletes.
-            if !(idle && due) || self.journal_pending() {
+            // Offline, nothing is tried (the return online sends them all at once).
+            if !(idle && due) || offline || self.journal_pending() {
                 continue;
             }
             match self.retry_one(&ws).await {
@@ -319,6 +326,9 @@ impl Fs {
 
     /// [`Fs::retry_pending`] with every kept upload due now (tests; after S3 came back).
     pub async fn retry_pending_now(&self) {
+        if let Some(area) = &self.pending {
+            area.refresh_soon();
+        }
         for ws in self.write_states() {
             ws.retry_now();
         }
