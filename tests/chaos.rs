@@ -414,7 +414,7 @@ fn chaos_soak() {
             .unwrap_or(100),
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     let mut config = std::fs::read_to_string(&env.config).unwrap();
