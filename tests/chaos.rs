@@ -329,7 +329,7 @@ fn source_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             _ => (i * 7919) as usize % (200 << 10),
         };
         let rel = format!("d{}/f{i}", i % 4);
-        files.insert(rel, pseudo_random(len as usize, 1000 + i));
+        files.insert(rel, pseudo_random(len, 1000 + i));
     }
     for (rel, data) in &files {
         let p = dir.join(rel);
