@@ -21,6 +21,10 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Held by each test that drops the kernel's caches or needs them kept: one drops them
+/// under the other's feet otherwise.
+static KERNEL_CACHES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Asks the kernel to drop every dentry and inode it can (each dropped inode of the mount
 /// comes back as a FUSE `forget`).
 fn drop_kernel_caches() {
@@ -32,6 +36,7 @@ fn drop_kernel_caches() {
 /// is back to what the kernel still holds — while an open file keeps its number.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_inode_table_forgets_what_the_kernel_forgets() {
+    let _caches = KERNEL_CACHES.lock().await;
     with_timeout(240, async {
         let running = start().await;
         let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
@@ -116,6 +121,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logged {
 /// calls, the same operation included, are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panic_in_a_callback_is_eio_for_that_call_and_the_mount_goes_on() {
+    let _caches = KERNEL_CACHES.lock().await;
     let logged = Logged::default();
     let _ = tracing_subscriber::fmt()
         .with_writer(logged.clone())
