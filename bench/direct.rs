@@ -132,6 +132,37 @@ pub async fn get_ranged(
     Ok(n)
 }
 
+/// A 1-byte ranged GET of each key, one after another; the median time.
+pub async fn first_bytes(
+    s3: &Client,
+    bucket: &str,
+    keys: &[String],
+) -> Result<std::time::Duration, String> {
+    let mut times = Vec::with_capacity(keys.len());
+    for key in keys {
+        let t = std::time::Instant::now();
+        let got = get_range(s3, bucket, key, 0, 1).await?;
+        times.push(t.elapsed());
+        if got.len() != 1 {
+            return Err(format!("{key}: no first byte"));
+        }
+    }
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .ok_or_else(|| "no keys".to_owned())
+}
+
+/// Each key read whole by one GET, one after another; the bytes read.
+pub async fn get_all(s3: &Client, bucket: &str, keys: &[String]) -> Result<u64, String> {
+    let mut n = 0;
+    for key in keys {
+        n += get_whole(s3, bucket, key).await?;
+    }
+    Ok(n)
+}
+
 /// 4 KiB ranged GETs at `offsets`, one at a time, each checked against `data`.
 pub async fn random_gets(
     s3: &Client,

@@ -114,25 +114,72 @@ pub fn random_reads(path: &Path, offsets: &[u64], data: &[u8]) -> Result<Duratio
     Ok(elapsed)
 }
 
-/// `ls -l DIR` (GNU ls: readdir, then lstat and the ACL/SELinux xattr calls per entry),
-/// output counted: `expect` entries.
-pub fn ls_long(dir: &Path, expect: usize) -> Result<Duration, String> {
+/// Runs `cmd` to its end or `limit`, whichever comes first (then it is killed: a peer that
+/// takes an hour over a listing must not stop the bench). Returns its output and the time.
+fn run_limited(
+    mut cmd: Command,
+    what: &str,
+    dir: &Path,
+    limit: Duration,
+) -> Result<(Vec<u8>, Duration), String> {
     let t = Instant::now();
-    let out = Command::new("ls")
-        .arg("-l")
-        .arg("--color=never")
-        .arg(dir)
+    let mut child = cmd
         .env("LC_ALL", "C")
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| fail("ls -l", dir, e))?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| fail(what, dir, e))?;
+    // Read the output on threads of their own: a full pipe would stop the child.
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let status = loop {
+        match child.try_wait().map_err(|e| fail(what, dir, e))? {
+            Some(status) => break status,
+            None if t.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(fail(
+                    what,
+                    dir,
+                    format!("did not finish within {} s", limit.as_secs()),
+                ));
+            }
+            None => std::thread::sleep(Duration::from_millis(5)),
+        }
+    };
     let elapsed = t.elapsed();
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(fail("ls -l", dir, err.lines().next().unwrap_or("failed")));
+    let out = out.join().unwrap_or_default();
+    let err = err.join().unwrap_or_default();
+    if !status.success() {
+        let err = String::from_utf8_lossy(&err);
+        return Err(fail(what, dir, err.lines().next().unwrap_or("failed")));
     }
+    Ok((out, elapsed))
+}
+
+fn lines(out: &[u8]) -> usize {
+    out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count()
+}
+
+/// `ls -l DIR` (GNU ls: readdir, then lstat and the ACL/SELinux xattr calls per entry),
+/// output counted: `expect` entries.
+pub fn ls_long(dir: &Path, expect: usize, limit: Duration) -> Result<Duration, String> {
+    let mut cmd = Command::new("ls");
+    cmd.arg("-l").arg("--color=never").arg(dir);
+    let (out, elapsed) = run_limited(cmd, "ls -l", dir, limit)?;
     // The first line is "total N".
-    let entries = out.stdout.split(|&b| b == b'\n').count().saturating_sub(2);
+    let entries = lines(&out).saturating_sub(1);
     if entries != expect {
         return Err(fail(
             "ls -l",
@@ -141,6 +188,96 @@ pub fn ls_long(dir: &Path, expect: usize) -> Result<Duration, String> {
         ));
     }
     Ok(elapsed)
+}
+
+/// `find DIR | wc -l`: every name below `dir` (itself included), `expect` of them.
+pub fn find_count(dir: &Path, expect: usize, limit: Duration) -> Result<Duration, String> {
+    let mut cmd = Command::new("find");
+    cmd.arg(dir);
+    let (out, elapsed) = run_limited(cmd, "find", dir, limit)?;
+    let n = lines(&out);
+    if n != expect + 1 {
+        return Err(fail("find", dir, format!("{n} names, not {}", expect + 1)));
+    }
+    Ok(elapsed)
+}
+
+/// `du -s DIR` (an lstat of every entry).
+pub fn du(dir: &Path, limit: Duration) -> Result<Duration, String> {
+    let mut cmd = Command::new("du");
+    cmd.arg("-s").arg(dir);
+    run_limited(cmd, "du -s", dir, limit).map(|(_, d)| d)
+}
+
+/// Time to first byte of each file: open, read one byte, the time taken; the median of
+/// them. Each file is read once, cold (the caller drops the page cache and mounts anew).
+pub fn first_bytes(paths: &[std::path::PathBuf]) -> Result<Duration, String> {
+    let mut times = Vec::with_capacity(paths.len());
+    for path in paths {
+        let t = Instant::now();
+        let mut f = std::fs::File::open(path).map_err(|e| fail("open", path, e))?;
+        let mut byte = [0u8; 1];
+        let n = f.read(&mut byte).map_err(|e| fail("read", path, e))?;
+        times.push(t.elapsed());
+        if n != 1 {
+            return Err(fail("read", path, "no first byte"));
+        }
+        close(f).map_err(|e| fail("close", path, e))?;
+    }
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .copied()
+        .ok_or_else(|| "no files".to_owned())
+}
+
+/// Reads every file whole, one after another, in 1 MiB calls; returns the bytes and time.
+pub fn read_files(paths: &[std::path::PathBuf]) -> Result<(u64, Duration), String> {
+    let t = Instant::now();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; IO_SIZE];
+    for path in paths {
+        let mut f = std::fs::File::open(path).map_err(|e| fail("open", path, e))?;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| fail("read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        close(f).map_err(|e| fail("close", path, e))?;
+    }
+    Ok((total, t.elapsed()))
+}
+
+/// One fio job on `path` (read only), its figures for the group of threads: bytes per
+/// second and I/Os per second.
+pub struct FioResult {
+    pub bytes_per_sec: f64,
+    pub iops: f64,
+}
+
+/// Runs `fio` with `args` (the job's options) on `path`; `--readonly`, JSON output, one
+/// group report.
+pub fn fio(fio: &Path, path: &Path, args: &[String], limit: Duration) -> Result<FioResult, String> {
+    let mut cmd = Command::new(fio);
+    cmd.arg("--output-format=json")
+        .arg("--readonly")
+        .arg("--group_reporting")
+        .arg("--ioengine=psync")
+        .arg(format!("--filename={}", path.display()))
+        .args(args);
+    let (out, _) = run_limited(cmd, "fio", path, limit)?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&out).map_err(|e| fail("fio output", path, e))?;
+    let read = &json["jobs"][0]["read"];
+    match (read["bw_bytes"].as_f64(), read["iops"].as_f64()) {
+        (Some(bw), Some(iops)) if read["io_bytes"].as_u64().unwrap_or(0) > 0 => Ok(FioResult {
+            bytes_per_sec: bw,
+            iops,
+        }),
+        _ => Err(fail("fio", path, "no read figures in its output")),
+    }
 }
 
 /// `n` files named `f00000`… of `content` written into `dir` (an existing, new directory),

@@ -62,7 +62,8 @@ pub struct Target {
     /// `{identity-id}/`
     pub prefix: String,
     pub cognifs: CognifsSetup,
-    /// `$MOUNT_S3`, and extra arguments from `$MOUNT_S3_ARGS`.
+    /// `$MOUNT_S3` (else the one bench/build-mount-s3.sh builds), and extra arguments from
+    /// `$MOUNT_S3_ARGS`.
     pub mount_s3: Option<PathBuf>,
     pub mount_s3_args: Vec<String>,
     s3fs_passwd: PathBuf,
@@ -73,7 +74,7 @@ pub struct Target {
 static MOUNTS: AtomicUsize = AtomicUsize::new(0);
 
 /// `program` on `$PATH`, if there.
-fn on_path(program: &str) -> Option<PathBuf> {
+pub fn on_path(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -82,7 +83,7 @@ fn on_path(program: &str) -> Option<PathBuf> {
 }
 
 /// The first line `program ARGS` prints, for the record.
-fn version_line(program: &Path, args: &[&str]) -> String {
+pub fn version_line(program: &Path, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
         .env_remove("AWS_CA_BUNDLE")
@@ -113,6 +114,7 @@ impl Target {
         prefix: String,
         admin: (String, String),
         cognifs: CognifsSetup,
+        built_mount_s3: PathBuf,
     ) -> Target {
         let secrets = work.join("secrets");
         std::fs::create_dir_all(&secrets).unwrap();
@@ -129,9 +131,11 @@ impl Target {
                 admin.0, admin.1
             ),
         );
+        // `$MOUNT_S3`, else what bench/build-mount-s3.sh built.
         let mount_s3 = std::env::var_os("MOUNT_S3")
             .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+            .map(PathBuf::from)
+            .or_else(|| built_mount_s3.is_file().then_some(built_mount_s3));
         let mount_s3_args = std::env::var("MOUNT_S3_ARGS")
             .unwrap_or_default()
             .split_whitespace()
@@ -185,7 +189,8 @@ impl Target {
             Err(why) => {
                 return match fs {
                     Fs::MountS3 if why == "not given" => {
-                        "not given (set MOUNT_S3=/path/to/mount-s3; it is not packaged)".into()
+                        "not built (run bench/build-mount-s3.sh, or set MOUNT_S3=/path/to/mount-s3)"
+                            .into()
                     }
                     _ => why.into(),
                 };

@@ -49,8 +49,8 @@ fn env_usize(name: &str, default: usize) -> usize {
 /// What the bench does, from the environment.
 struct Load {
     size_mib: usize,
-    /// Entries of the directory listed, per pass.
-    files: [usize; 2],
+    /// The directories listed (their entries), per pass.
+    ls: [Vec<usize>; 2],
     latencies: [Duration; 2],
     small: usize,
     random: usize,
@@ -60,6 +60,29 @@ struct Load {
     only: Option<Vec<String>>,
     /// Runs of every column per pass (`BENCH_RUNS`); each cell is their median.
     runs: usize,
+    /// Files of the time-to-first-byte and small-file rows.
+    ttfb_files: usize,
+    /// Entries of the directory written through cognifs before the run (`BENCH_FOREIGN`).
+    foreign: usize,
+    /// The longest any one listing command may take (`BENCH_LIST_LIMIT_SECS`).
+    list_limit: Duration,
+    /// `fio`, if installed: the fio rows.
+    fio: Option<PathBuf>,
+}
+
+/// Sizes from `name` ("100,1000"), else `default`.
+fn env_sizes(name: &str, default: &[usize]) -> Vec<usize> {
+    let mut sizes: Vec<usize> = match std::env::var(name) {
+        Ok(v) => v
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .filter(|&n| n > 0)
+            .collect(),
+        Err(_) => default.to_vec(),
+    };
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }
 
 impl Load {
@@ -70,11 +93,13 @@ impl Load {
     }
 
     fn from_env() -> Load {
-        let size_mib = env_usize("BENCH_SIZE_MIB", 512).max(1);
-        let files = env_usize("BENCH_FILES", 5000);
+        let size_mib = env_usize("BENCH_SIZE_MIB", 1024).max(1);
         Load {
             size_mib,
-            files: [files, env_usize("BENCH_FILES_20MS", files.min(2000))],
+            ls: [
+                env_sizes("BENCH_LS", &[100, 1000, 10_000, 100_000]),
+                env_sizes("BENCH_LS_20MS", &[100, 1000, 10_000]),
+            ],
             latencies: [
                 Duration::ZERO,
                 Duration::from_millis(env_usize("BENCH_LATENCY_MS", 20) as u64),
@@ -82,17 +107,186 @@ impl Load {
             small: env_usize("BENCH_SMALL", 500),
             random: env_usize("BENCH_RANDOM", 500),
             parallel: env_usize("BENCH_DIRECT_PARALLEL", 8).max(1),
-            cognifs_cache_mib: env_usize("BENCH_COGNIFS_CACHE_MIB", size_mib + 64),
+            cognifs_cache_mib: env_usize("BENCH_COGNIFS_CACHE_MIB", size_mib + 256),
             only: std::env::var("BENCH_ONLY")
                 .ok()
                 .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect()),
             runs: env_usize("BENCH_RUNS", 1).max(1),
+            ttfb_files: env_usize("BENCH_TTFB_FILES", 10).max(1),
+            foreign: env_usize("BENCH_FOREIGN", 1000),
+            list_limit: Duration::from_secs(env_usize("BENCH_LIST_LIMIT_SECS", 600) as u64),
+            fio: peers::on_path("fio"),
         }
     }
 
     fn size(&self) -> u64 {
         (self.size_mib as u64) << 20
     }
+
+    /// The region the native random reads fall in: the first 512 MiB (or the whole file).
+    fn random_region(&self) -> u64 {
+        self.size().min(512 << 20)
+    }
+
+    /// Every directory size any pass lists.
+    fn all_ls(&self) -> Vec<usize> {
+        let mut all: Vec<usize> = self.ls.concat();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// The fio jobs this load can run (the 4 KiB random shapes need a file of their region).
+    fn fio_jobs(&self) -> Vec<FioJob> {
+        let mut jobs = vec![
+            FioJob::SeqRead { threads: 1 },
+            FioJob::SeqRead { threads: 4 },
+            FioJob::RandRead256k { threads: 1 },
+            FioJob::RandRead256k { threads: 4 },
+        ];
+        for (ios, region_mib) in [(1000, 256), (10_000, 4096)] {
+            if region_mib <= self.size_mib as u32 {
+                for threads in [1, 4] {
+                    jobs.push(FioJob::Rand4k {
+                        ios,
+                        region_mib,
+                        threads,
+                    });
+                }
+            }
+        }
+        jobs
+    }
+
+    /// The rows of pass `i`, in the table's order.
+    fn rows(&self, i: usize) -> Vec<Row> {
+        let mut rows = vec![
+            Row::Write,
+            Row::ColdRead,
+            Row::WarmRead,
+            Row::RemountRead,
+            Row::Ttfb,
+            Row::SmallFiles,
+            Row::Random,
+        ];
+        rows.extend(self.fio_jobs().into_iter().map(Row::Fio));
+        rows.extend([Row::LsForeign, Row::LsForeignAgain]);
+        for &n in &self.ls[i] {
+            rows.extend([Row::LsCold(n), Row::LsAgain(n), Row::LsRemount(n)]);
+        }
+        if let Some(&n) = self.ls[i].last() {
+            rows.extend([Row::Find(n), Row::Du(n)]);
+        }
+        rows.push(Row::Small);
+        rows.extend(Group::ALL.map(Row::Rss));
+        rows
+    }
+}
+
+/// mountpoint-s3's fio jobs (its `scripts/fio/read/`), sized to the bench's file: each runs
+/// on a fresh mount, the page cache dropped, and reads each byte at most once (the file is
+/// far smaller than their 100 GB, so time-based runs would read it again from a cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum FioJob {
+    /// `seq_read`, `seq_read_4t`: 256 KiB reads in order; with 4 threads each reads its own
+    /// quarter of the file.
+    SeqRead { threads: u32 },
+    /// `rand_read_direct`, `rand_read_4t_direct`: 256 KiB O_DIRECT reads at random, a
+    /// quarter of the file's worth in all.
+    RandRead256k { threads: u32 },
+    /// 4 KiB O_DIRECT reads at random within the first `region_mib`, `ios` in all.
+    Rand4k {
+        ios: u32,
+        region_mib: u32,
+        threads: u32,
+    },
+}
+
+impl FioJob {
+    fn label(self) -> String {
+        match self {
+            FioJob::SeqRead { threads } => {
+                format!("fio sequential read, 256 KiB, {threads} thread(s)")
+            }
+            FioJob::RandRead256k { threads } => {
+                format!("fio random read, 256 KiB O_DIRECT, {threads} thread(s)")
+            }
+            FioJob::Rand4k {
+                ios,
+                region_mib,
+                threads,
+            } => format!(
+                "fio {ios} random 4 KiB O_DIRECT reads over {region_mib} MiB, {threads} thread(s)"
+            ),
+        }
+    }
+
+    /// fio's options for a file of `size` bytes.
+    fn args(self, size: u64) -> Vec<String> {
+        let mut args = vec!["--name=bench".to_owned()];
+        match self {
+            FioJob::SeqRead { threads } => {
+                let share = size / u64::from(threads);
+                args.extend([
+                    "--rw=read".into(),
+                    "--bs=256k".into(),
+                    format!("--size={share}"),
+                    format!("--offset_increment={share}"),
+                    format!("--numjobs={threads}"),
+                ]);
+            }
+            FioJob::RandRead256k { threads } => {
+                let ios = size / (256 << 10) / 4 / u64::from(threads);
+                args.extend([
+                    "--rw=randread".into(),
+                    "--bs=256k".into(),
+                    "--direct=1".into(),
+                    format!("--size={size}"),
+                    format!("--number_ios={}", ios.max(1)),
+                    "--norandommap".into(),
+                    format!("--numjobs={threads}"),
+                ]);
+            }
+            FioJob::Rand4k {
+                ios,
+                region_mib,
+                threads,
+            } => args.extend([
+                "--rw=randread".into(),
+                "--bs=4k".into(),
+                "--direct=1".into(),
+                format!("--size={}", u64::from(region_mib) << 20),
+                format!("--number_ios={}", (ios / threads).max(1)),
+                "--norandommap".into(),
+                format!("--numjobs={threads}"),
+            ]),
+        }
+        args
+    }
+
+    fn unit(self) -> Unit {
+        match self {
+            FioJob::Rand4k { .. } => Unit::Iops,
+            _ => Unit::MiBps,
+        }
+    }
+}
+
+/// A mount of each run, whose peak RSS is its own row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Group {
+    /// The large file and the small files written.
+    Write,
+    /// The large file read cold, then warm.
+    Read,
+    /// The largest directory listed, cold and again.
+    List,
+    /// The fio jobs (the largest peak of them).
+    Fio,
+}
+
+impl Group {
+    const ALL: [Group; 4] = [Group::Write, Group::Read, Group::List, Group::Fio];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -100,13 +294,21 @@ enum Row {
     Write,
     ColdRead,
     WarmRead,
-    Random,
-    LsCold,
-    LsWarm,
-    LsRemount,
-    Small,
     RemountRead,
-    Rss,
+    Ttfb,
+    SmallFiles,
+    Random,
+    Fio(FioJob),
+    /// `ls -l` of the directory cognifs wrote before the run (on "another machine").
+    LsForeign,
+    LsForeignAgain,
+    LsCold(usize),
+    LsAgain(usize),
+    LsRemount(usize),
+    Find(usize),
+    Du(usize),
+    Small,
+    Rss(Group),
 }
 
 #[derive(Clone, Copy)]
@@ -118,41 +320,62 @@ enum Unit {
 }
 
 impl Row {
-    const ALL: [Row; 10] = [
-        Row::Write,
-        Row::ColdRead,
-        Row::WarmRead,
-        Row::RemountRead,
-        Row::Random,
-        Row::LsCold,
-        Row::LsWarm,
-        Row::LsRemount,
-        Row::Small,
-        Row::Rss,
-    ];
-
     fn unit(self) -> Unit {
         match self {
-            Row::Write | Row::ColdRead | Row::WarmRead | Row::RemountRead => Unit::MiBps,
+            Row::Write | Row::ColdRead | Row::WarmRead | Row::RemountRead | Row::SmallFiles => {
+                Unit::MiBps
+            }
             Row::Random => Unit::Iops,
-            Row::LsCold | Row::LsWarm | Row::LsRemount | Row::Small => Unit::Secs,
-            Row::Rss => Unit::MiB,
+            Row::Fio(job) => job.unit(),
+            Row::Ttfb
+            | Row::LsForeign
+            | Row::LsForeignAgain
+            | Row::LsCold(_)
+            | Row::LsAgain(_)
+            | Row::LsRemount(_)
+            | Row::Find(_)
+            | Row::Du(_)
+            | Row::Small => Unit::Secs,
+            Row::Rss(_) => Unit::MiB,
         }
     }
 
-    fn label(self, load: &Load, files: usize) -> String {
+    fn label(self, load: &Load) -> String {
         let size = load.size_mib;
         match self {
             Row::Write => format!("write {size} MiB (1 MiB writes until close)"),
             Row::ColdRead => format!("cold sequential read {size} MiB"),
             Row::WarmRead => "warm re-read (same mount)".into(),
             Row::RemountRead => "re-read after a remount (page cache dropped)".into(),
-            Row::Random => format!("{} random 4 KiB O_DIRECT reads", load.random),
-            Row::LsCold => format!("`ls -l` of {files} entries, cold"),
-            Row::LsWarm => "`ls -l` again at once".into(),
-            Row::LsRemount => "`ls -l` again, a new mount, nothing changed".into(),
+            Row::Ttfb => format!(
+                "time to first byte of a cold file (median of {})",
+                load.ttfb_files
+            ),
+            Row::SmallFiles => format!(
+                "small-file reads: {} × 5 MiB files, one after another, cold",
+                load.ttfb_files
+            ),
+            Row::Random => format!(
+                "{} random 4 KiB O_DIRECT reads over {} MiB",
+                load.random,
+                load.random_region() >> 20
+            ),
+            Row::Fio(job) => job.label(),
+            Row::LsForeign => format!(
+                "`ls -l` of {} entries cognifs wrote on another machine, cold",
+                load.foreign
+            ),
+            Row::LsForeignAgain => "`ls -l` of them again, a new mount".into(),
+            Row::LsCold(n) => format!("`ls -l` of {n} entries, cold"),
+            Row::LsAgain(n) => format!("`ls -l` of {n} again at once"),
+            Row::LsRemount(n) => format!("`ls -l` of {n} again, a new mount"),
+            Row::Find(n) => format!("`find | wc -l` of {n} entries, cold"),
+            Row::Du(n) => format!("`du -s` of {n} entries, cold"),
             Row::Small => format!("{} × 4 KiB files into a new dir", load.small),
-            Row::Rss => "peak RSS of the mount (write; cold + warm read)".into(),
+            Row::Rss(Group::Write) => "peak RSS: the write mount".into(),
+            Row::Rss(Group::Read) => "peak RSS: the read mount (cold + warm)".into(),
+            Row::Rss(Group::List) => "peak RSS: `ls -l` of the largest directory, twice".into(),
+            Row::Rss(Group::Fio) => "peak RSS: the fio mounts (the largest)".into(),
         }
     }
 }
@@ -170,6 +393,15 @@ impl Unit {
         }
     }
 
+    /// A spread "lo–hi" in this unit, the unit said once.
+    fn show_spread(self, lo: f64, hi: f64) -> String {
+        let (a, b) = (self.show(lo), self.show(hi));
+        match (a.rsplit_once(' '), b.rsplit_once(' ')) {
+            (Some((a, ua)), Some((b, ub))) if ua == ub => format!("{a}–{b} {ub}"),
+            _ => format!("{a}–{b}"),
+        }
+    }
+
     /// How much better `a` is than `b`: a speed ratio, >1 when `a` is faster (or smaller).
     fn better(self, a: f64, b: f64) -> f64 {
         match self {
@@ -182,10 +414,32 @@ impl Unit {
     fn is_better(self, a: f64, b: f64) -> bool {
         self.better(a, b) > 1.0
     }
+
+    /// The worse and the better of a spread's ends.
+    fn worst_best(self, s: &Spread) -> (f64, f64) {
+        if self.is_better(s.max, s.min) {
+            (s.min, s.max)
+        } else {
+            (s.max, s.min)
+        }
+    }
 }
 
-/// A figure in its row's unit, or why there is none.
+/// One run's figure in its row's unit, or why there is none.
 type Cell = Result<f64, String>;
+
+/// A row's figures over the runs: the median, and the spread (the runs' lowest and
+/// highest) it stands for.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+    runs: usize,
+}
+
+/// The runs' figures of a row, or (every run failed it) the first failure.
+type Agg = Result<Spread, String>;
 
 fn mibps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / (1 << 20) as f64 / d.as_secs_f64()
@@ -193,15 +447,15 @@ fn mibps(bytes: u64, d: Duration) -> f64 {
 
 enum Column {
     /// Not installed, not given.
-    Missing(&'static str),
+    Missing(String),
     /// Did not mount at all: why.
     Failed(String),
-    Ran(HashMap<Row, Cell>),
+    Ran(HashMap<Row, Agg>),
 }
 
 struct Pass {
     latency: Duration,
-    files: usize,
+    rows: Vec<Row>,
     /// The direct client first, then [`Fs::ALL`] in order.
     columns: Vec<(&'static str, Column)>,
     notes: Vec<String>,
@@ -227,6 +481,12 @@ struct Bench {
     drop_caches: Result<(), String>,
 }
 
+/// The directory cognifs writes before the run, for the `ls -l` of another machine's files.
+const FOREIGN_DIR: &str = "written-by-cognifs";
+/// The seeded files of the time-to-first-byte and small-file rows.
+const FILES_DIR: &str = "files-5m";
+const FILE_5M: usize = 5 << 20;
+
 impl Bench {
     fn big_key(&self) -> String {
         format!("{}big.bin", self.prefix)
@@ -234,6 +494,12 @@ impl Bench {
 
     fn ls_dir(files: usize) -> String {
         format!("ls-{files}")
+    }
+
+    fn file_names(&self) -> Vec<String> {
+        (0..self.load.ttfb_files)
+            .map(|i| format!("{FILES_DIR}/f{i:03}.bin"))
+            .collect()
     }
 
     fn on<F: std::future::Future>(&self, f: F) -> F::Output {
@@ -373,13 +639,14 @@ fn setup(load: Load) -> (Bench, tempfile::TempDir) {
             profile: PROFILE.into(),
             cache_mib: load.cognifs_cache_mib,
         },
+        target_dir().join("mount-s3/release/mount-s3"),
     );
     let data: Bytes = (0..load.size())
         .map(|i| (i as u32).wrapping_mul(2654435761) as u8)
         .collect::<Vec<u8>>()
         .into();
     let bench = Bench {
-        offsets: random_offsets(load.size(), load.random),
+        offsets: random_offsets(load.random_region(), load.random),
         small: Bytes::from(vec![b's'; 4096]),
         drop_caches: ops::drop_caches(),
         bucket: profile.bucket.clone(),
@@ -397,36 +664,75 @@ fn setup(load: Load) -> (Bench, tempfile::TempDir) {
     (bench, work)
 }
 
-/// With the admin key: the large object every client reads, and the listed directories.
+/// With the admin key: the large object every client reads, the listed directories and
+/// the small files; then, through a cognifs mount, the directory "another machine" wrote.
 fn seed(b: &Bench) {
-    let mut counts = b.load.files.to_vec();
-    counts.dedup();
+    let counts = b.load.all_ls();
     eprintln!(
-        "seeding a {} MiB object and directories of {counts:?} objects...",
-        b.load.size_mib
+        "seeding a {} MiB object, directories of {counts:?} objects, {} × 5 MiB files...",
+        b.load.size_mib, b.load.ttfb_files
     );
     b.on(async {
         direct::multipart_put(&b.admin, &b.bucket, &b.big_key(), &b.data, 16 << 20, 4)
             .await
             .expect("seeding the large object");
+        let five = b.data.slice(..FILE_5M.min(b.data.len()));
+        let mut puts: Vec<(String, Bytes)> = b
+            .file_names()
+            .into_iter()
+            .map(|name| (format!("{}{name}", b.prefix), five.clone()))
+            .collect();
         for files in counts {
-            futures::stream::iter(0..files)
-                .map(|i| {
-                    let key = format!("{}{}/file-{i:05}.txt", b.prefix, Bench::ls_dir(files));
-                    b.admin
-                        .put_object()
-                        .bucket(&b.bucket)
-                        .key(key)
-                        .body(vec![b'x'; 100].into())
-                        .send()
-                })
-                .buffer_unordered(32)
-                .for_each(|r| async move {
-                    r.expect("seeding the directory");
-                })
-                .await;
+            puts.extend((0..files).map(|i| {
+                let key = format!("{}{}/file-{i:06}.txt", b.prefix, Bench::ls_dir(files));
+                (key, Bytes::from_static(&[b'x'; 100]))
+            }));
         }
+        futures::stream::iter(puts)
+            .map(|(key, body)| {
+                b.admin
+                    .put_object()
+                    .bucket(&b.bucket)
+                    .key(key)
+                    .body(body.into())
+                    .send()
+            })
+            .buffer_unordered(64)
+            .for_each(|r| async move {
+                r.expect("seeding");
+            })
+            .await;
     });
+    if b.load.foreign > 0 {
+        seed_through_cognifs(b).expect("writing the directory through cognifs");
+    }
+}
+
+/// `BENCH_FOREIGN` entries written through a cognifs mount whose caches are then forgotten:
+/// for every column, a directory another machine's cognifs wrote. Its entries carry what
+/// cognifs stores (modes, owners, times): every 10th a symlink, every 7th mode 0600.
+fn seed_through_cognifs(b: &Bench) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = b.target.program(Fs::Cognifs).map_err(str::to_owned)?;
+    let m = b.target.mount(Fs::Cognifs, &program)?;
+    let dir = m.path().join(FOREIGN_DIR);
+    std::fs::create_dir(&dir).map_err(|e| format!("mkdir: {e}"))?;
+    for i in 0..b.load.foreign {
+        let path = dir.join(format!("e{i:06}"));
+        if i % 10 == 9 {
+            std::os::unix::fs::symlink(format!("e{:06}", i - 1), &path)
+                .map_err(|e| format!("symlink: {e}"))?;
+            continue;
+        }
+        std::fs::write(&path, b"written by cognifs\n").map_err(|e| format!("write: {e}"))?;
+        if i % 7 == 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("chmod: {e}"))?;
+        }
+    }
+    m.unmount()?;
+    b.target.forget_cognifs_caches();
+    Ok(())
 }
 
 fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, Duration), String> {
@@ -436,7 +742,7 @@ fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(T, Duration), Stri
 }
 
 /// The direct client's figures for one pass, and a note on its read variants.
-fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String) {
+fn run_direct(b: &Bench, tag: &str, pass: usize) -> (HashMap<Row, Cell>, String) {
     let (s3, bucket) = (&b.user, b.bucket.as_str());
     let size = b.load.size();
     let key = format!("{}direct-{tag}/big.bin", b.prefix);
@@ -495,6 +801,18 @@ fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String
     cells.insert(Row::ColdRead, cold);
     cells.insert(Row::WarmRead, faster(warm_whole, warm_ranged));
 
+    // The first byte of each file: a GET of it; the files whole, one GET each.
+    b.cold();
+    let names: Vec<String> = b
+        .file_names()
+        .iter()
+        .map(|n| format!("{}{n}", b.prefix))
+        .collect();
+    let ttfb = b.on(direct::first_bytes(s3, bucket, &names));
+    cells.insert(Row::Ttfb, ttfb.map(|d| d.as_secs_f64()));
+    let whole_files = timed(|| b.on(direct::get_all(s3, bucket, &names)));
+    cells.insert(Row::SmallFiles, whole_files.map(|(n, d)| mibps(n, d)));
+
     b.cold();
     let random = timed(|| b.on(direct::random_gets(s3, bucket, &big, &b.offsets, &b.data)));
     cells.insert(
@@ -502,15 +820,28 @@ fn run_direct(b: &Bench, tag: &str, files: usize) -> (HashMap<Row, Cell>, String
         random.map(|(_, d)| b.offsets.len() as f64 / d.as_secs_f64()),
     );
 
-    let list_prefix = format!("{}{}/", b.prefix, Bench::ls_dir(files));
-    let list = || {
+    let list = |dir: &str, files: usize| {
+        let list_prefix = format!("{}{dir}/", b.prefix);
         let (n, d) = timed(|| b.on(direct::list(s3, bucket, &list_prefix)))?;
         check_len(n as u64, files as u64).map(|_| d.as_secs_f64())
     };
-    b.cold();
-    cells.insert(Row::LsCold, list());
-    cells.insert(Row::LsWarm, list());
-    cells.insert(Row::LsRemount, list());
+    if b.load.foreign > 0 {
+        cells.insert(Row::LsForeign, list(FOREIGN_DIR, b.load.foreign));
+        cells.insert(Row::LsForeignAgain, list(FOREIGN_DIR, b.load.foreign));
+    }
+    for &n in &b.load.ls[pass] {
+        let dir = Bench::ls_dir(n);
+        b.cold();
+        cells.insert(Row::LsCold(n), list(&dir, n));
+        cells.insert(Row::LsAgain(n), list(&dir, n));
+        cells.insert(Row::LsRemount(n), list(&dir, n));
+    }
+    if let Some(&n) = b.load.ls[pass].last() {
+        // What a program with the API does for `find` and `du`: the same paged listing.
+        let dir = Bench::ls_dir(n);
+        cells.insert(Row::Find(n), list(&dir, n));
+        cells.insert(Row::Du(n), list(&dir, n));
+    }
 
     let small_prefix = format!("{}direct-{tag}/small/", b.prefix);
     let small = timed(|| {
@@ -543,41 +874,61 @@ fn faster(a: Cell, b: Cell) -> Cell {
 }
 
 /// One mount of `fs`, `work` done on it, then the unmount; a failed unmount becomes a note.
+/// The mount's peak RSS goes to `rss` (the largest of its group).
 fn with_mount(
     b: &Bench,
     fs: Fs,
     program: &Path,
     notes: &mut Vec<String>,
+    rss: Option<(&mut HashMap<Row, Cell>, Group)>,
     work: impl FnOnce(&Mounted),
 ) -> Result<(), String> {
     let m = b.target.mount(fs, program)?;
     work(&m);
+    if let (Some((cells, group)), Some(kib)) = (rss, m.peak_rss_kib()) {
+        let mib = kib as f64 / 1024.0;
+        let peak = match cells.get(&Row::Rss(group)) {
+            Some(Ok(v)) => v.max(mib),
+            _ => mib,
+        };
+        cells.insert(Row::Rss(group), Ok(peak));
+    }
     if let Err(e) = m.unmount() {
         notes.push(format!("{}: unmount: {e}", fs.name()));
     }
     Ok(())
 }
 
-/// One file system's figures for one pass: three mounts — writes; cold and warm reads
-/// (and the peak RSS); `ls -l` and random reads — each after the page cache is dropped.
-/// Err: the first mount failed (the others are not tried).
+/// One file system's figures for one pass, each group on mounts of its own, each cold
+/// measurement after the page cache is dropped (and cognifs's disk caches forgotten, but
+/// for the rows that measure what a new mount keeps). Err: the first mount failed (the
+/// others are not tried).
 fn run_fs(
     b: &Bench,
     fs: Fs,
     program: &Path,
     tag: &str,
-    files: usize,
+    pass: usize,
     notes: &mut Vec<String>,
 ) -> Result<HashMap<Row, Cell>, String> {
     let mut cells = HashMap::new();
     if fs != Fs::CognifsListOnly {
         write_and_read(b, fs, program, tag, notes, &mut cells)?;
+        b.target.forget_cognifs_caches();
+        first_bytes_and_fio(b, fs, program, notes, &mut cells);
     }
-    list_and_seek(b, fs, program, files, notes, &mut cells);
+    list(b, fs, program, pass, notes, &mut cells);
     Ok(cells)
 }
 
-/// Mount groups 1 and 2: writes, then cold and warm reads.
+/// Fills `rows` with the mount's failure.
+fn mount_failed(cells: &mut HashMap<Row, Cell>, rows: &[Row], e: &str) {
+    for &r in rows {
+        cells.insert(r, Err(format!("mount: {e}")));
+    }
+}
+
+/// Writes, then cold and warm reads, then a read after a remount.
 fn write_and_read(
     b: &Bench,
     fs: Fs,
@@ -588,10 +939,10 @@ fn write_and_read(
 ) -> Result<(), String> {
     let rel = format!("{}-{tag}", fs.name());
     let size = b.load.size();
-    let mut write_rss = None;
+    let mut got = HashMap::new();
 
     // 1. Writes, into a directory of this file system's own.
-    let mounted = with_mount(b, fs, program, notes, |m| {
+    let mounted = with_mount(b, fs, program, notes, Some((cells, Group::Write)), |m| {
         let dir = m.path().join(&rel);
         let write = std::fs::create_dir(&dir)
             .map_err(|e| format!("mkdir: {e}"))
@@ -602,7 +953,7 @@ fn write_and_read(
                 check_len(got, size).map_err(|e| format!("in S3 after close: {e}"))?;
                 Ok(mibps(size, d))
             });
-        cells.insert(Row::Write, write);
+        got.insert(Row::Write, write);
         let small_dir = dir.join("small");
         let small = std::fs::create_dir_all(&small_dir)
             .map_err(|e| format!("mkdir: {e}"))
@@ -614,9 +965,9 @@ fn write_and_read(
                     .map_err(|e| format!("in S3 after close: {e}"))?;
                 Ok(d.as_secs_f64())
             });
-        cells.insert(Row::Small, small);
-        write_rss = m.peak_rss_kib();
+        got.insert(Row::Small, small);
     });
+    cells.extend(got.drain());
     let _ = b.on(direct::delete(
         &b.admin,
         &b.bucket,
@@ -624,97 +975,195 @@ fn write_and_read(
     ));
     mounted?;
 
-    // 2. The seeded object read twice on a fresh mount; the mount's peak RSS after.
+    // 2. The seeded object read twice on a fresh mount.
+    b.target.forget_cognifs_caches();
     b.cold();
-    let mounted = with_mount(b, fs, program, notes, |m| {
+    let mounted = with_mount(b, fs, program, notes, Some((cells, Group::Read)), |m| {
         let path = m.path().join("big.bin");
-        cells.insert(
+        got.insert(
             Row::ColdRead,
             ops::read_file(&path, size).map(|d| mibps(size, d)),
         );
-        cells.insert(
+        got.insert(
             Row::WarmRead,
             ops::read_file(&path, size).map(|d| mibps(size, d)),
         );
-        let peak = m.peak_rss_kib().max(write_rss);
-        cells.insert(
-            Row::Rss,
-            peak.map(|k| k as f64 / 1024.0)
-                .ok_or_else(|| "no VmHWM".to_owned()),
-        );
     });
+    cells.extend(got.drain());
     if let Err(e) = mounted {
-        for r in [Row::ColdRead, Row::WarmRead, Row::Rss] {
-            cells.insert(r, Err(format!("mount: {e}")));
-        }
+        mount_failed(cells, &[Row::ColdRead, Row::WarmRead], &e);
     }
 
     // 2b. Read again on a new mount, the page cache dropped: what a file system keeps
     // across mounts (cognifs: its disk cache, validated by the lookup's etag).
     b.cold();
-    let mounted = with_mount(b, fs, program, notes, |m| {
+    let mounted = with_mount(b, fs, program, notes, None, |m| {
         let path = m.path().join("big.bin");
-        cells.insert(
+        got.insert(
             Row::RemountRead,
             ops::read_file(&path, size).map(|d| mibps(size, d)),
         );
     });
+    cells.extend(got.drain());
     if let Err(e) = mounted {
-        cells.insert(Row::RemountRead, Err(format!("mount: {e}")));
+        mount_failed(cells, &[Row::RemountRead], &e);
     }
     Ok(())
 }
 
-/// Mount groups 3 and 4: `ls -l` and random reads, then `ls -l` on a new mount.
-fn list_and_seek(
+/// Time to first byte and the small files on one cold mount, the native random reads on
+/// another, then each fio job on a cold mount of its own.
+fn first_bytes_and_fio(
     b: &Bench,
     fs: Fs,
     program: &Path,
-    files: usize,
     notes: &mut Vec<String>,
     cells: &mut HashMap<Row, Cell>,
 ) {
-    // 3. `ls -l` of a directory this mount has not seen, twice; then random reads.
+    let mut got = HashMap::new();
     b.cold();
-    let mounted = with_mount(b, fs, program, notes, |m| {
-        let dir = m.path().join(Bench::ls_dir(files));
-        cells.insert(
-            Row::LsCold,
-            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
+    let mounted = with_mount(b, fs, program, notes, None, |m| {
+        let paths: Vec<PathBuf> = b.file_names().iter().map(|n| m.path().join(n)).collect();
+        got.insert(Row::Ttfb, ops::first_bytes(&paths).map(|d| d.as_secs_f64()));
+    });
+    if let Err(e) = mounted {
+        mount_failed(cells, &[Row::Ttfb], &e);
+    }
+    b.target.forget_cognifs_caches();
+    b.cold();
+    let mounted = with_mount(b, fs, program, notes, None, |m| {
+        let paths: Vec<PathBuf> = b.file_names().iter().map(|n| m.path().join(n)).collect();
+        got.insert(
+            Row::SmallFiles,
+            ops::read_files(&paths).map(|(n, d)| mibps(n, d)),
         );
-        cells.insert(
-            Row::LsWarm,
-            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
-        );
+    });
+    if let Err(e) = mounted {
+        mount_failed(cells, &[Row::SmallFiles], &e);
+    }
+    b.target.forget_cognifs_caches();
+    b.cold();
+    let mounted = with_mount(b, fs, program, notes, None, |m| {
         let random = ops::random_reads(&m.path().join("big.bin"), &b.offsets, &b.data);
-        cells.insert(
+        got.insert(
             Row::Random,
             random.map(|d| b.offsets.len() as f64 / d.as_secs_f64()),
         );
     });
     if let Err(e) = mounted {
-        for r in [Row::LsCold, Row::LsWarm, Row::Random] {
-            cells.insert(r, Err(format!("mount: {e}")));
+        mount_failed(cells, &[Row::Random], &e);
+    }
+    cells.extend(got.drain());
+    let Some(fio) = &b.load.fio else {
+        return;
+    };
+    for job in b.load.fio_jobs() {
+        b.target.forget_cognifs_caches();
+        b.cold();
+        let mounted = with_mount(b, fs, program, notes, Some((cells, Group::Fio)), |m| {
+            let path = m.path().join("big.bin");
+            let result = ops::fio(fio, &path, &job.args(b.load.size()), b.load.list_limit);
+            got.insert(
+                Row::Fio(job),
+                result.map(|r| match job.unit() {
+                    Unit::Iops => r.iops,
+                    _ => r.bytes_per_sec / (1 << 20) as f64,
+                }),
+            );
+        });
+        cells.extend(got.drain());
+        if let Err(e) = mounted {
+            mount_failed(cells, &[Row::Fio(job)], &e);
         }
     }
+}
 
-    // 4. The same `ls -l` on a new mount: what a file system remembers across mounts.
-    b.cold();
-    let mounted = with_mount(b, fs, program, notes, |m| {
-        let dir = m.path().join(Bench::ls_dir(files));
-        cells.insert(
-            Row::LsRemount,
-            ops::ls_long(&dir, files).map(|d| d.as_secs_f64()),
-        );
-    });
-    if let Err(e) = mounted {
-        cells.insert(Row::LsRemount, Err(format!("mount: {e}")));
+/// The listing rows: the directory cognifs wrote, then each seeded directory — `ls -l`
+/// cold and again, then on a new mount — and `find` and `du` of the largest, each cold.
+fn list(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    pass: usize,
+    notes: &mut Vec<String>,
+    cells: &mut HashMap<Row, Cell>,
+) {
+    let limit = b.load.list_limit;
+    let mut got = HashMap::new();
+    if b.load.foreign > 0 {
+        let n = b.load.foreign;
+        for row in [Row::LsForeign, Row::LsForeignAgain] {
+            if row == Row::LsForeign {
+                b.target.forget_cognifs_caches();
+            }
+            b.cold();
+            let mounted = with_mount(b, fs, program, notes, None, |m| {
+                let dir = m.path().join(FOREIGN_DIR);
+                got.insert(row, ops::ls_long(&dir, n, limit).map(|d| d.as_secs_f64()));
+            });
+            cells.extend(got.drain());
+            if let Err(e) = mounted {
+                mount_failed(cells, &[row], &e);
+            }
+        }
+    }
+    let sizes = &b.load.ls[pass];
+    for &n in sizes {
+        let largest = Some(&n) == sizes.last();
+        b.cold();
+        let rss = largest.then_some((&mut *cells, Group::List));
+        let mounted = with_mount(b, fs, program, notes, rss, |m| {
+            let dir = m.path().join(Bench::ls_dir(n));
+            got.insert(
+                Row::LsCold(n),
+                ops::ls_long(&dir, n, limit).map(|d| d.as_secs_f64()),
+            );
+            got.insert(
+                Row::LsAgain(n),
+                ops::ls_long(&dir, n, limit).map(|d| d.as_secs_f64()),
+            );
+        });
+        cells.extend(got.drain());
+        if let Err(e) = mounted {
+            mount_failed(cells, &[Row::LsCold(n), Row::LsAgain(n)], &e);
+        }
+        b.cold();
+        let mounted = with_mount(b, fs, program, notes, None, |m| {
+            let dir = m.path().join(Bench::ls_dir(n));
+            got.insert(
+                Row::LsRemount(n),
+                ops::ls_long(&dir, n, limit).map(|d| d.as_secs_f64()),
+            );
+        });
+        cells.extend(got.drain());
+        if let Err(e) = mounted {
+            mount_failed(cells, &[Row::LsRemount(n)], &e);
+        }
+    }
+    let Some(&n) = sizes.last() else {
+        return;
+    };
+    for row in [Row::Find(n), Row::Du(n)] {
+        b.target.forget_cognifs_caches();
+        b.cold();
+        let mounted = with_mount(b, fs, program, notes, None, |m| {
+            let dir = m.path().join(Bench::ls_dir(n));
+            let d = match row {
+                Row::Find(_) => ops::find_count(&dir, n, limit),
+                _ => ops::du(&dir, limit),
+            };
+            got.insert(row, d.map(|d| d.as_secs_f64()));
+        });
+        cells.extend(got.drain());
+        if let Err(e) = mounted {
+            mount_failed(cells, &[row], &e);
+        }
     }
 }
 
 fn run_pass(b: &Bench, i: usize) -> Pass {
     let latency = b.load.latencies[i];
-    let files = b.load.files[i];
+    let rows = b.load.rows(i);
     let tag = format!("{}ms", latency.as_millis());
     b.running.faults().set_latency(latency);
     let mut notes = Vec::new();
@@ -729,27 +1178,27 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
     eprintln!("[{tag}] direct aws-sdk-s3...");
     let mut runs = Vec::new();
     for run in 0..b.load.runs {
-        let (cells, note) = run_direct(b, &run_tag(run), files);
-        progress(&tag, "direct", &cells);
+        let (cells, note) = run_direct(b, &run_tag(run), i);
+        progress(&tag, "direct", &rows, &cells);
         if run == 0 {
             notes.push(note);
         }
         runs.push(cells);
     }
-    let mut columns = vec![("direct", Column::Ran(median_cells(runs)))];
+    let mut columns = vec![("direct", Column::Ran(spread_cells(&rows, runs)))];
     for fs in Fs::ALL {
         let column = match b.target.program(fs) {
-            _ if !b.load.runs(fs) => Column::Missing("skipped (BENCH_ONLY)"),
-            Err(why) => Column::Missing(why),
+            _ if !b.load.runs(fs) => Column::Missing("skipped (BENCH_ONLY)".into()),
+            Err(why) => Column::Missing(why.into()),
             Ok(program) => {
                 eprintln!("[{tag}] {}...", fs.name());
                 let mut runs = Vec::new();
                 let mut failed = None;
                 for run in 0..b.load.runs {
                     b.target.forget_cognifs_caches();
-                    match run_fs(b, fs, &program, &run_tag(run), files, &mut notes) {
+                    match run_fs(b, fs, &program, &run_tag(run), i, &mut notes) {
                         Ok(cells) => {
-                            progress(&tag, fs.name(), &cells);
+                            progress(&tag, fs.name(), &rows, &cells);
                             runs.push(cells);
                         }
                         Err(e) => {
@@ -766,45 +1215,57 @@ fn run_pass(b: &Bench, i: usize) -> Pass {
                 }
                 match failed {
                     Some(e) => Column::Failed(e),
-                    None => Column::Ran(median_cells(runs)),
+                    None => Column::Ran(spread_cells(&rows, runs)),
                 }
             }
         };
         columns.push((fs.name(), column));
     }
+    if b.load.fio.is_none() {
+        notes.push("fio rows: fio is not installed (`apt-get install fio`)".into());
+    }
     Pass {
         latency,
-        files,
+        rows,
         columns,
         notes,
     }
 }
 
-/// Each row's median over the runs (of its figures: a run that failed a row counts only if
-/// every run did, and then its error shows).
-fn median_cells(runs: Vec<HashMap<Row, Cell>>) -> HashMap<Row, Cell> {
+/// Each row's median and spread over the runs (of its figures: a run that failed a row
+/// counts only if every run did, and then its error shows).
+fn spread_cells(rows: &[Row], runs: Vec<HashMap<Row, Cell>>) -> HashMap<Row, Agg> {
     let mut out = HashMap::new();
-    for row in Row::ALL {
+    for &row in rows {
         let mut figures: Vec<f64> = runs
             .iter()
             .filter_map(|r| r.get(&row)?.as_ref().ok().copied())
             .collect();
         figures.sort_by(f64::total_cmp);
-        let cell = match figures.len() {
+        let n = figures.len();
+        let cell = match n {
             0 => match runs.iter().find_map(|r| r.get(&row)) {
-                Some(err) => err.clone(),
-                None => continue,
+                Some(Err(e)) => Err(e.clone()),
+                _ => continue,
             },
-            n if n % 2 == 1 => Ok(figures[n / 2]),
-            n => Ok((figures[n / 2 - 1] + figures[n / 2]) / 2.0),
+            _ => Ok(Spread {
+                median: if n % 2 == 1 {
+                    figures[n / 2]
+                } else {
+                    (figures[n / 2 - 1] + figures[n / 2]) / 2.0
+                },
+                min: figures[0],
+                max: figures[n - 1],
+                runs: n,
+            }),
         };
         out.insert(row, cell);
     }
     out
 }
 
-fn progress(tag: &str, name: &str, cells: &HashMap<Row, Cell>) {
-    let line: Vec<String> = Row::ALL
+fn progress(tag: &str, name: &str, rows: &[Row], cells: &HashMap<Row, Cell>) {
+    let line: Vec<String> = rows
         .iter()
         .filter_map(|r| cells.get(r).map(|c| show_cell(c, r.unit())))
         .collect();
@@ -822,15 +1283,30 @@ fn show_cell(cell: &Cell, unit: Unit) -> String {
     }
 }
 
+/// A median with its spread when there was more than one run: "410 MiB/s (380–430)".
+fn show_agg(agg: &Agg, unit: Unit) -> String {
+    match agg {
+        Ok(s) if s.runs > 1 => format!(
+            "{} [{}]",
+            unit.show(s.median),
+            unit.show_spread(s.min, s.max)
+        ),
+        Ok(s) => unit.show(s.median),
+        Err(e) => show_cell(&Err(e.clone()), unit),
+    }
+}
+
 impl Pass {
-    fn cell(&self, name: &str, row: Row) -> Option<&Cell> {
+    fn cell(&self, name: &str, row: Row) -> Option<&Agg> {
         match &self.columns.iter().find(|(n, _)| *n == name)?.1 {
             Column::Ran(cells) => cells.get(&row),
             Column::Missing(_) | Column::Failed(_) => None,
         }
     }
 
-    /// cognifs over the best peer that has a figure: "1.23× (s3fs)".
+    /// cognifs over the best peer that has a figure: "1.23× (s3fs)", and whether the lead
+    /// (or the gap) holds beyond the runs' spread: "clear" when cognifs's worst run beats
+    /// the peer's best (or its best loses to the peer's worst), "within spread" otherwise.
     fn vs_best_peer(&self, row: Row) -> String {
         let unit = row.unit();
         let Some(Ok(cognifs)) = self.cell(Fs::Cognifs.name(), row) else {
@@ -842,11 +1318,32 @@ impl Pass {
                 Some(Ok(v)) => Some((fs.name(), *v)),
                 _ => None,
             })
-            .reduce(|a, b| if unit.is_better(b.1, a.1) { b } else { a });
-        match best {
-            Some((name, v)) => format!("{:.2}× ({name})", unit.better(*cognifs, v)),
-            None => "—".into(),
-        }
+            .reduce(|a, b| {
+                if unit.is_better(b.1.median, a.1.median) {
+                    b
+                } else {
+                    a
+                }
+            });
+        let Some((name, peer)) = best else {
+            return "—".into();
+        };
+        let ratio = unit.better(cognifs.median, peer.median);
+        let (our_worst, our_best) = unit.worst_best(cognifs);
+        let (their_worst, their_best) = unit.worst_best(&peer);
+        let clear = if ratio >= 1.0 {
+            unit.is_better(our_worst, their_best)
+        } else {
+            unit.is_better(their_worst, our_best)
+        };
+        let spread = if cognifs.runs < 2 || peer.runs < 2 {
+            ""
+        } else if clear {
+            ", clear"
+        } else {
+            ", within spread"
+        };
+        format!("{ratio:.2}× ({name}{spread})")
     }
 
     fn markdown(&self, load: &Load) -> String {
@@ -860,27 +1357,27 @@ impl Pass {
         out.push_str(" cognifs vs best peer |\n|---|");
         out.push_str(&"---|".repeat(self.columns.len() + 1));
         out.push('\n');
-        for row in Row::ALL {
+        for &row in &self.rows {
             let unit = row.unit();
             let direct = match self.cell("direct", row) {
-                Some(Ok(v)) => Some(*v),
+                Some(Ok(v)) => Some(v.median),
                 _ => None,
             };
-            out.push_str(&format!("| {} |", row.label(load, self.files)));
+            out.push_str(&format!("| {} |", row.label(load)));
             for (name, column) in &self.columns {
                 let text = match column {
-                    Column::Missing(why) => (*why).to_owned(),
-                    Column::Failed(e) if row == Row::ALL[0] => {
+                    Column::Missing(why) => why.clone(),
+                    Column::Failed(e) if row == self.rows[0] => {
                         show_cell(&Err(format!("mount: {e}")), unit)
                     }
                     Column::Failed(_) => "″".into(),
                     Column::Ran(cells) => match cells.get(&row) {
                         None => "—".into(),
                         Some(Ok(v)) if *name != "direct" && direct.is_some() => {
-                            let ratio = unit.better(*v, direct.unwrap());
-                            format!("{} ({ratio:.2}×)", unit.show(*v))
+                            let ratio = unit.better(v.median, direct.unwrap());
+                            format!("{} ({ratio:.2}×)", show_agg(&Ok(*v), unit))
                         }
-                        Some(cell) => show_cell(cell, unit),
+                        Some(agg) => show_agg(agg, unit),
                     },
                 };
                 out.push_str(&format!(" {text} |"));
@@ -900,18 +1397,25 @@ impl Pass {
     /// The `ls -l` rows of `cognifs --list-only` over mountpoint-s3's (>1: cognifs faster):
     /// the comparison of two file systems that both show listings alone.
     fn list_only_vs_mount_s3(&self) -> Option<String> {
-        let ratios: Vec<String> = [
-            (Row::LsCold, "cold"),
-            (Row::LsWarm, "again"),
-            (Row::LsRemount, "new mount"),
-        ]
-        .into_iter()
-        .filter_map(|(row, what)| {
-            let ours = self.cell(Fs::CognifsListOnly.name(), row)?.as_ref().ok()?;
-            let theirs = self.cell(Fs::MountS3.name(), row)?.as_ref().ok()?;
-            Some(format!("{what} {:.2}×", row.unit().better(*ours, *theirs)))
-        })
-        .collect();
+        let ratios: Vec<String> = self
+            .rows
+            .iter()
+            .filter(|r| matches!(r, Row::LsCold(_) | Row::LsAgain(_) | Row::LsRemount(_)))
+            .filter_map(|&row| {
+                let ours = self.cell(Fs::CognifsListOnly.name(), row)?.as_ref().ok()?;
+                let theirs = self.cell(Fs::MountS3.name(), row)?.as_ref().ok()?;
+                let what = match row {
+                    Row::LsCold(n) => format!("{n} cold"),
+                    Row::LsAgain(n) => format!("{n} again"),
+                    Row::LsRemount(n) => format!("{n} new mount"),
+                    _ => unreachable!("filtered"),
+                };
+                Some(format!(
+                    "{what} {:.2}×",
+                    row.unit().better(ours.median, theirs.median)
+                ))
+            })
+            .collect();
         (!ratios.is_empty()).then(|| {
             format!(
                 "`ls -l`, cognifs --list-only over mountpoint-s3 (>1: cognifs faster): {}",
@@ -924,7 +1428,7 @@ impl Pass {
     fn own_failures(&self) -> usize {
         ["direct", Fs::Cognifs.name()]
             .iter()
-            .flat_map(|name| Row::ALL.map(|r| self.cell(name, r)))
+            .flat_map(|name| self.rows.iter().map(|&r| self.cell(name, r)))
             .filter(|c| matches!(c, Some(Err(_))))
             .count()
     }
@@ -941,10 +1445,15 @@ fn machine() -> String {
         })
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     format!(
-        "{cpus} CPUs (nproc), {:.1} GiB RAM, Linux {}",
+        "{cpus} CPUs (nproc), {:.1} GiB RAM, Linux {}; load average at the start {}",
         ram_kib as f64 / (1 << 20) as f64,
-        kernel.trim()
+        kernel.trim(),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
 
@@ -952,31 +1461,37 @@ fn machine() -> String {
 fn preamble(b: &Bench) -> String {
     let load = &b.load;
     let [l0, l1] = load.latencies.map(|l| l.as_millis());
-    let [f0, f1] = load.files;
-    let fewer = if f1 < f0 {
-        " (fewer at the second latency, BENCH_FILES_20MS, to keep the run short)"
-    } else {
-        ""
-    };
     let mut out =
         String::from("## cognifs and its peers on devstack (`cargo bench --bench throughput`)\n\n");
     out.push_str(&format!(
-        "- load: one {} MiB file; `ls -l` of a directory of {f0} objects at {l0} ms, \
-         {f1} at {l1} ms{fewer}; {} × 4 KiB files; {} random 4 KiB reads\n",
-        load.size_mib, load.small, load.random
+        "- load: one {} MiB file; `ls -l` of directories of {:?} objects at {l0} ms, {:?} at \
+         {l1} ms (BENCH_LS, BENCH_LS_20MS), `find` and `du` of the largest; {} entries \
+         cognifs wrote (BENCH_FOREIGN); {} × 4 KiB files; {} random 4 KiB reads; {} × 5 MiB \
+         files\n",
+        load.size_mib,
+        load.ls[0],
+        load.ls[1],
+        load.foreign,
+        load.small,
+        load.random,
+        load.ttfb_files
     ));
     out.push_str(&format!(
         "- latency: added by devstack to every S3 request (`Faults::set_latency`); both \
          passes in one run, on loopback\n- runs: {}\n- machine: {}\n",
         match load.runs {
             1 => "one of each column per pass (BENCH_RUNS)".to_owned(),
-            n => format!("{n} of each column per pass, one after another; each cell is their median"),
+            n => format!(
+                "{n} of each column per pass, one after another; each cell is their median, \
+                 [lowest–highest] of the runs beside it"
+            ),
         },
         machine()
     ));
     out.push_str(&format!(
-        "- cold: {}, and a fresh mount (each file system runs as a child process; four \
-         mounts per run: writes, reads, `ls -l` + random reads, `ls -l` again)\n",
+        "- cold: {}, a fresh mount, and cognifs's disk caches (blocks, listings, metadata) \
+         emptied, but for the rows that measure what a new mount keeps (\"a remount\", \"a new \
+         mount\"). Each file system runs as a child process\n",
         match &b.drop_caches {
             Ok(()) => "page cache dropped (`echo 3 > /proc/sys/vm/drop_caches`)".to_owned(),
             Err(e) => format!("page cache NOT dropped ({e})"),
@@ -986,26 +1501,38 @@ fn preamble(b: &Bench) -> String {
         out.push_str(&format!("- {}: {}\n", fs.name(), b.target.describe(fs)));
     }
     out.push_str(&format!(
+        "- fio: {} — mountpoint-s3's jobs (`scripts/fio/read/`) on the large file, each on a \
+         cold mount, sized to read each byte at most once: sequential 256 KiB reads (4 \
+         threads: a quarter of the file each), random 256 KiB O_DIRECT reads (a quarter of \
+         the file's worth), and 4 KiB O_DIRECT random reads over a region (the issue's \
+         shapes; a region larger than the file is left out)\n",
+        match &load.fio {
+            Some(p) => peers::version_line(p, &["--version"]),
+            None => "not installed".into(),
+        }
+    ));
+    out.push_str(&format!(
         "- direct: aws-sdk-s3 with the user's credentials, upload bodies unsigned with their \
          CRC32 (as cognifs and mountpoint-s3 send them). write: multipart upload, \
          {} MiB parts × {PARTS_IN_FLIGHT} in flight (cognifs's defaults); reads: the faster \
          of one GET and in-order 8 MiB ranged GETs × {} in flight (warm: the same again); \
-         random: 4 KiB ranged GETs one by one; ls: paged ListObjectsV2; small files: \
-         PutObjects one by one\n",
+         first byte: a 1-byte ranged GET; random: 4 KiB ranged GETs one by one; ls, find, \
+         du: paged ListObjectsV2; small files: PutObjects one by one\n",
         PART_SIZE >> 20,
         load.parallel
     ));
     out.push_str(
         "- figures: writes until the last close returned (each object then checked in S3); \
-         reads through 1 MiB read calls; random reads with O_DIRECT, one at a time, at the \
-         same offsets for every client (O_DIRECT bypasses only the kernel's page cache: a \
-         file system's own cache — cognifs's 1 MiB blocks, s3fs's prefetch of \
-         multipart_size × parallel_count into its temp file — serves reads near earlier \
-         ones, so a small file flatters them); RSS = VmHWM of the mount process after the \
-         reads\n\
+         reads through 1 MiB read calls; first byte: open + a 1-byte read of each file; \
+         random reads with O_DIRECT, one at a time, at the same offsets for every client \
+         (O_DIRECT bypasses only the kernel's page cache: a file system's own cache serves \
+         reads near earlier ones); listings: the command's whole run, cut at \
+         BENCH_LIST_LIMIT_SECS; RSS = VmHWM of the mount process at the end of its group\n\
          - ratios: `(n×)` is the speed relative to the direct client (>1 = faster); \
-         \"cognifs vs best peer\" is cognifs's speed over the best peer's (RSS: the smallest \
-         peer RSS over cognifs's), so >1 means cognifs does better\n\n",
+         \"cognifs vs best peer\" is cognifs's median over the best peer's (RSS: the smallest \
+         peer RSS over cognifs's), so >1 means cognifs does better; \"clear\": cognifs's worst \
+         run is better than the peer's best (or, behind, its best worse than the peer's \
+         worst); \"within spread\": the runs overlap\n\n",
     );
     out
 }
