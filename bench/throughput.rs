@@ -1265,9 +1265,13 @@ fn spread_cells(rows: &[Row], runs: Vec<HashMap<Row, Cell>>) -> HashMap<Row, Agg
 }
 
 fn progress(tag: &str, name: &str, rows: &[Row], cells: &HashMap<Row, Cell>) {
+    // Failures whole here (the table cuts them short).
     let line: Vec<String> = rows
         .iter()
-        .filter_map(|r| cells.get(r).map(|c| show_cell(c, r.unit())))
+        .filter_map(|r| match cells.get(r)? {
+            Ok(v) => Some(r.unit().show(*v)),
+            Err(e) => Some(format!("failed: {e}")),
+        })
         .collect();
     eprintln!("[{tag}] {name}: {}", line.join(" | "));
 }

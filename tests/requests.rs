@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cognifs::fs::{Caller, Fs, MountOptions, ROOT_INO};
+use cognifs::fs::{Caller, Fs, Kind, MountOptions, ROOT_INO, SetAttr};
 
 const CALLER: Caller = Caller {
     uid: 1000,
@@ -110,11 +110,12 @@ fn ls_l_of_a_fresh_directory() {
     let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let s = setup(&seed);
     assert_eq!(ls_l(&s, "d"), 52);
-    // The directory's lookup (HEAD + LIST, whose page is the whole listing), and one HEAD
-    // per file for its metadata (in parallel); the stats then cost nothing.
+    // The directory's lookup (HEAD + LIST, whose page is the whole listing), the HEAD that
+    // finds it has no listing index, and one HEAD per file for its metadata (in
+    // parallel); the stats then cost nothing.
     assert_eq!(
         counts(&s.store),
-        [(RequestKind::Head, 51), (RequestKind::List, 1)]
+        [(RequestKind::Head, 52), (RequestKind::List, 1)]
     );
 }
 
@@ -359,7 +360,8 @@ fn a_later_mounts_ls_l_of_unchanged_objects_costs_the_list_alone() {
     let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
     let first = setup_with(&seed, with_cache);
     ls_l(&first, "d");
-    assert_eq!(first.store.counts().get(RequestKind::Head), 21);
+    // The lookup, the listing index looked for, each file.
+    assert_eq!(first.store.counts().get(RequestKind::Head), 22);
     let store = first.store.clone();
     drop(first);
     store.reset_counts();
@@ -401,6 +403,64 @@ fn ls_of_a_large_directory_lists_each_page_once() {
     assert_eq!(
         counts(&s.store),
         [(RequestKind::Head, 1), (RequestKind::List, 3)]
+    );
+}
+
+/// `readdir` hands a large directory out as its pages arrive: the first entries (their
+/// metadata HEADed) come after the first page and the look-ahead LIST of the second, not
+/// after the last page; paging on brings every name once, in S3's key order (a directory
+/// where `name/` sorts), the directory hiding the object of its name listed pages before it.
+#[test]
+fn readdir_answers_before_the_last_page_is_listed() {
+    let mut keys: Vec<String> = (0..2500).map(|i| format!("d/f{i:04}")).collect();
+    // The object `h` on page 3, hidden by the directory `h/` on page 4 (`!` sorts before `/`).
+    keys.push("d/h".into());
+    keys.extend((0..1101).map(|i| format!("d/h!{i:04}")));
+    keys.push("d/h/inner".into());
+    let seed: Vec<(&str, usize)> = keys.iter().map(|k| (k.as_str(), 1)).collect();
+    let s = setup(&seed);
+    s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        s.store.reset_counts();
+        let fh = s.fs.opendir(d.ino).unwrap();
+        let first = s.fs.readdir_chunk(d.ino, fh, 0).await.unwrap();
+        assert!(first.len() > 2, "entries after the first page");
+        assert_eq!(
+            counts(&s.store),
+            // The lookup's first page, the look-ahead of the second, the first page's HEADs
+            // but for its last name (a directory of that name could still follow), and the
+            // HEAD that finds the directory has no listing index.
+            [(RequestKind::Head, 1000), (RequestKind::List, 1)]
+        );
+        assert!(first[2..].iter().all(|e| e.attr.meta_known), "HEADed");
+        let mut names: Vec<String> = first.iter().map(|e| e.name.clone()).collect();
+        loop {
+            let more =
+                s.fs.readdir_chunk(d.ino, fh, names.len() as u64)
+                    .await
+                    .unwrap();
+            if more.is_empty() {
+                break;
+            }
+            names.extend(more.into_iter().map(|e| e.name));
+        }
+        s.fs.releasedir(fh);
+        let mut want: Vec<String> = vec![".".into(), "..".into()];
+        want.extend((0..2500).map(|i| format!("f{i:04}")));
+        want.extend((0..1101).map(|i| format!("h!{i:04}")));
+        want.push("h".into());
+        assert_eq!(names, want);
+        let h = s.fs.lookup(d.ino, "h").await.unwrap();
+        assert_eq!(
+            h.kind,
+            cognifs::fs::Kind::Dir,
+            "the directory hides the object"
+        );
+    });
+    assert_eq!(
+        counts(&s.store),
+        // Every file once, the directory's marker, the index looked for; four pages once.
+        [(RequestKind::Head, 3603), (RequestKind::List, 3)]
     );
 }
 
@@ -480,4 +540,181 @@ fn a_kept_uploads_retry_is_the_upload_alone() {
     // One conditional PUT (`If-None-Match: *`: the name was free when it was created); the
     // HEAD that used to check for a conflict first is gone.
     assert_eq!(counts(&s.store), [(RequestKind::Put, 1)]);
+}
+
+/// A symlink whose metadata an earlier mount learnt is listed by a later mount under the
+/// number of its symlink entry, so the kernel's readlink of what readdirplus handed it
+/// reads the target (it was handed the number of the listing's plain-file guess: EINVAL).
+#[test]
+fn a_remembered_symlink_is_listed_under_its_own_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.jsonl");
+    let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
+    let s = setup_with(&[("d/f", 3)], with_cache);
+    s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        s.fs.symlink(d.ino, "l", b"f", CALLER).await.unwrap();
+    });
+    let store = s.store.clone();
+    drop(s);
+    // The first later mount HEADs it (and remembers); the second lists it from memory.
+    for _ in 0..2 {
+        let s = mount_on(store.clone(), &[], with_cache);
+        s.rt.block_on(async {
+            let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+            let fh = s.fs.opendir(d.ino).unwrap();
+            let entries = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+            s.fs.releasedir(fh);
+            let l = entries.iter().find(|e| e.name == "l").unwrap();
+            assert_eq!(l.attr.kind, cognifs::fs::Kind::Symlink);
+            assert_eq!(&s.fs.readlink(l.ino).await.unwrap()[..], b"f");
+        });
+    }
+}
+
+/// A directory this mount changed, as the mount leaves it: its listing index written.
+fn write_index_of_d(store: &Arc<MemoryStore>) {
+    let s = mount_on(store.clone(), &[], |_| {});
+    s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        s.fs.symlink(d.ino, "l", b"a", CALLER).await.unwrap();
+        let a = s.fs.lookup(d.ino, "a").await.unwrap();
+        let chmod = SetAttr {
+            mode: Some(0o600),
+            uid: None,
+            gid: None,
+            size: None,
+            atime: None,
+            mtime: None,
+        };
+        s.fs.setattr(a.ino, None, chmod).await.unwrap();
+        s.fs.write_due_indexes(true).await;
+    });
+}
+
+/// What another machine's `ls -l d` shows: (name, kind, permission bits), and readlink.
+type Shown = Vec<(String, Kind, u16)>;
+
+fn ls_l_elsewhere(store: &Arc<MemoryStore>) -> (Shown, Vec<(RequestKind, u64)>) {
+    let s = mount_on(store.clone(), &[], |_| {});
+    let shown = s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        let fh = s.fs.opendir(d.ino).unwrap();
+        let entries = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+        s.fs.releasedir(fh);
+        let mut shown = Vec::new();
+        for e in &entries[2..] {
+            let a = s.fs.lookup(d.ino, &e.name).await.unwrap();
+            s.fs.getattr(a.ino).await.unwrap();
+            if a.kind == Kind::Symlink {
+                assert_eq!(&s.fs.readlink(a.ino).await.unwrap()[..], b"a");
+            }
+            shown.push((e.name.clone(), a.kind, a.perm));
+        }
+        shown
+    });
+    (shown, counts(&s.store))
+}
+
+/// A directory cognifs wrote on another machine lists with its LIST pages and its index (a
+/// HEAD and a GET): no HEAD per file, and still the stored modes and symlinks.
+#[test]
+fn a_directory_written_elsewhere_lists_from_its_index() {
+    let s = setup(&[("d/a", 3), ("d/b", 4)]);
+    let store = s.store.clone();
+    drop(s);
+    write_index_of_d(&store);
+    store.reset_counts();
+    let (shown, requests) = ls_l_elsewhere(&store);
+    assert_eq!(
+        shown,
+        [
+            ("a".to_owned(), Kind::File, 0o600),
+            ("b".to_owned(), Kind::File, 0o644),
+            ("l".to_owned(), Kind::Symlink, 0o777),
+        ]
+    );
+    // The lookup of `d` (HEAD and LIST), the index (HEAD and GET): nothing per file.
+    assert_eq!(
+        requests,
+        [
+            (RequestKind::Head, 2),
+            (RequestKind::List, 1),
+            (RequestKind::Get, 1)
+        ]
+    );
+}
+
+/// An index never shows what S3 no longer holds: a file replaced since (by a client that
+/// writes no index) is HEADed and shows its new mode; a damaged index is ignored whole.
+#[test]
+fn a_stale_or_damaged_index_costs_heads_never_wrong_attributes() {
+    let s = setup(&[("d/a", 3), ("d/b", 4)]);
+    let store = s.store.clone();
+    drop(s);
+    write_index_of_d(&store);
+    let mut meta = UserMeta::new();
+    meta.insert("mode".into(), "33216".into()); // regular, 0700
+    store.insert_raw("us-east-1:counts/d/a", b"new", meta);
+    store.reset_counts();
+    let (shown, requests) = ls_l_elsewhere(&store);
+    assert_eq!(shown[0], ("a".to_owned(), Kind::File, 0o700));
+    assert_eq!(shown[2], ("l".to_owned(), Kind::Symlink, 0o777));
+    assert_eq!(
+        requests,
+        [
+            (RequestKind::Head, 3),
+            (RequestKind::List, 1),
+            (RequestKind::Get, 1)
+        ]
+    );
+    // The index replaced by garbage: every file HEADed, the symlink's target read.
+    let keys = store.keys();
+    let index = keys
+        .iter()
+        .find(|k| k.contains("/.cognifs/index/"))
+        .expect("an index was written");
+    store.insert_raw(index, b"{\"v\":1,\"dir\":\"other/\"}\n", UserMeta::new());
+    store.reset_counts();
+    let (shown, requests) = ls_l_elsewhere(&store);
+    assert_eq!(shown[0], ("a".to_owned(), Kind::File, 0o700));
+    assert_eq!(shown[2], ("l".to_owned(), Kind::Symlink, 0o777));
+    assert_eq!(
+        requests,
+        [
+            (RequestKind::Head, 2 + 3),
+            (RequestKind::List, 1),
+            (RequestKind::Get, 2)
+        ]
+    );
+}
+
+/// The root's `.cognifs` (where indexes live) is never shown, looked up or made.
+#[test]
+fn the_index_directory_is_hidden_and_reserved() {
+    let s = setup(&[("d/a", 3)]);
+    let store = s.store.clone();
+    drop(s);
+    write_index_of_d(&store);
+    let s = mount_on(store, &[], |_| {});
+    s.rt.block_on(async {
+        let fh = s.fs.opendir(ROOT_INO).unwrap();
+        let names: Vec<String> = s.fs.readdir(ROOT_INO, fh, 0).await.unwrap()[2..]
+            .iter()
+            .map(|e| e.name.clone())
+            .collect();
+        s.fs.releasedir(fh);
+        assert_eq!(names, ["d"]);
+        assert_eq!(
+            s.fs.lookup(ROOT_INO, ".cognifs").await.unwrap_err().errno,
+            libc::ENOENT
+        );
+        assert_eq!(
+            s.fs.mkdir(ROOT_INO, ".cognifs", 0o755, CALLER)
+                .await
+                .unwrap_err()
+                .errno,
+            libc::EPERM
+        );
+    });
 }

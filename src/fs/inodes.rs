@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::meta::Meta;
 
 mod entries;
+mod stream;
 pub use entries::{Attr, Defaults, DirEntry, Found, Kind, NodeInfo, build_listing, valid_name};
+pub use stream::{ListingStream, key_order};
 
 pub const ROOT_INO: u64 = 1;
 
@@ -69,6 +71,9 @@ struct State {
     next_ino: u64,
     /// Directories whose entries changed since their listing was last kept on disk.
     dirty: std::collections::HashSet<u64>,
+    /// Directories whose entries this mount changed (wrote, removed, renamed) since this
+    /// was last asked: their listing indexes are due.
+    changed_here: std::collections::HashSet<u64>,
 }
 
 impl State {
@@ -178,6 +183,7 @@ impl Inodes {
                 negative: HashMap::new(),
                 next_ino: ROOT_INO + 1,
                 dirty: Default::default(),
+                changed_here: Default::default(),
             }),
             replaced: Default::default(),
         }
@@ -431,6 +437,7 @@ impl Inodes {
         let attr = self.attr(ino, &node.found);
         state.negative.remove(&(parent, name.clone()));
         state.dirty.insert(parent);
+        state.changed_here.insert(parent);
         Self::put_in_listing(&mut state, parent, &name, &attr);
         Some(attr)
     }
@@ -480,6 +487,7 @@ impl Inodes {
         state.unlink(parent, name);
         state.set_negative(parent, name, Instant::now() + self.ttl);
         state.dirty.insert(parent);
+        state.changed_here.insert(parent);
         // Out of the listing in place (a copy only while an open readdir holds it).
         if let Some(p) = state.nodes.get_mut(&parent)
             && let Some((listing, _)) = &mut p.listing
@@ -499,6 +507,11 @@ impl Inodes {
             (found.meta.mtime, found.meta.ctime) = node.stored_times;
         }
         Some(found)
+    }
+
+    /// The directories whose entries this mount changed since this was last asked.
+    pub fn take_changed_here(&self) -> Vec<u64> {
+        self.state.lock().unwrap().changed_here.drain().collect()
     }
 
     /// The directories whose entries changed since this was last asked.
@@ -556,6 +569,7 @@ impl Inodes {
         Self::put_in_listing(&mut state, new_parent, new_name, &attr);
         state.dirty.insert(parent);
         state.dirty.insert(new_parent);
+        state.changed_here.extend([parent, new_parent]);
     }
 
     /// Moves `ino` to `new_name` in its own directory (its data was put there: a conflict
@@ -664,6 +678,28 @@ impl Inodes {
             });
         }
         let out = Arc::new(out);
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            n.listing = Some((out.clone(), expires));
+        }
+        state.dirty.insert(ino);
+        // Names absent from a fresh listing are known-absent for the TTL too.
+        state.negative.retain(|(p, _), _| *p != ino);
+        out
+    }
+
+    /// Stores the listing of `ino` read page by page, whose entries are already in the table
+    /// (recorded as each page came): in name order, trusted until `expires`.
+    pub fn set_listed(
+        &self,
+        ino: u64,
+        mut entries: Vec<DirEntry>,
+        expires: Instant,
+    ) -> Arc<Vec<DirEntry>> {
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        // A name listed twice (a server repeating itself across pages): once.
+        entries.dedup_by(|a, b| a.name == b.name);
+        let out = Arc::new(entries);
+        let mut state = self.state.lock().unwrap();
         if let Some(n) = state.nodes.get_mut(&ino) {
             n.listing = Some((out.clone(), expires));
         }

@@ -1,8 +1,10 @@
 //! Questions about the tree: lookups, attributes, listings. Answers come from the inode
 //! table while fresh (the metadata TTL), else from S3: a lookup asks HEAD and LIST at once
 //! (a directory wins over an object of the same name; the LIST's page is the start of the
-//! directory's listing, so `ls DIR` costs no extra round trip), a listing takes every page
-//! and then HEADs, many at a time, the files it does not know the metadata of.
+//! directory's listing, so `ls DIR` costs no extra round trip). `readdir` hands a listing
+//! out page by page as S3 sends it ([`DirHandle`]): each page's files whose metadata is not
+//! known are HEADed, many at a time, while the next page is listed, and the kernel gets the
+//! first entries of a 100,000-entry directory before the last page is read.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +12,6 @@ use std::sync::atomic::Ordering;
 use super::Fs;
 use super::error::{FsError, FsResult};
 use super::inodes::{self, Attr, DirEntry, Found, Kind, build_listing, valid_name};
-use super::write::WriteState;
 
 /// HEAD requests in flight while a listing's metadata is filled in: on a link with 20 ms
 /// per request, 5,000 files take about a second.
@@ -22,6 +23,48 @@ const RELIST_ENTRIES: usize = 1000;
 const LIST_PAGE_KEYS: i32 = 1000;
 /// First pages of listings kept from lookups, waiting for a readdir of their directory.
 const FIRST_PAGES_KEPT: usize = 64;
+/// Entries one `readdir` call hands back at most (a reply holds fewer: the kernel asks
+/// again from where it stopped).
+const READDIR_CHUNK: usize = 512;
+
+/// An open directory: the entries handed out so far (`.` and `..` first, then the listing in
+/// S3's key order, [`inodes::key_order`]) and, while its listing is still being read, what
+/// comes next. Offsets are indices into `entries`, which only grows until a rewind (offset
+/// 0), so they stay valid while the kernel pages through.
+#[derive(Default)]
+pub(super) struct DirHandle {
+    state: tokio::sync::Mutex<DirState>,
+}
+
+#[derive(Default)]
+struct DirState {
+    started: bool,
+    entries: Vec<DirEntry>,
+    /// The listing being read from S3; `None` once it is complete.
+    reading: Option<Reading>,
+}
+
+/// A directory's listing index, read once (when a listed file's metadata is first missing).
+type LazyIndex = tokio::sync::OnceCell<Option<Arc<super::index::Index>>>;
+
+/// A listing being read page by page.
+struct Reading {
+    dir_rel: String,
+    stream: inodes::ListingStream,
+    /// The next page, listed while the previous page's metadata was fetched.
+    ready: Option<crate::store::ListPage>,
+    /// The continuation of the listing after `ready` (or, without it, the next page's).
+    next: Option<String>,
+    /// The entries as S3 has them (no open writes laid over), for the inode table.
+    listed: Vec<DirEntry>,
+    /// Files being written here when the listing started, in key order: each shows where
+    /// it sorts, unless S3 lists it (then S3's entry shows, with the write's attributes).
+    local: std::collections::VecDeque<DirEntry>,
+    /// When the first page was asked for: the listing is trusted for the TTL from then.
+    since: std::time::Instant,
+    /// The directory's listing index (`index.rs`), read when a file first needs it.
+    index: Arc<LazyIndex>,
+}
 
 /// What identifies an object's version for the metadata cache: its etag, which a
 /// metadata-only change (CopyObject onto itself) keeps, and its Last-Modified, which that
@@ -83,7 +126,7 @@ impl Fs {
         if name.len() > 255 {
             return Err(FsError::new(libc::ENAMETOOLONG));
         }
-        if !valid_name(name) {
+        if !valid_name(name) || (parent == super::ROOT_INO && name == super::index::INDEX_DIR) {
             return Err(FsError::new(libc::ENOENT));
         }
         let dir = self.dir_node(parent)?;
@@ -203,7 +246,7 @@ impl Fs {
     }
 
     /// What a HEAD of `rel` said, remembered on disk for later mounts, by key and version.
-    fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
+    pub(super) fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
         self.remember(rel, info);
         Found::object(info)
     }
@@ -217,7 +260,7 @@ impl Fs {
 
     /// `info` (as a listing shows `rel`) with the user metadata an earlier HEAD of the same
     /// version found, if it is remembered.
-    fn recall(
+    pub(super) fn recall(
         &self,
         rel: &str,
         info: crate::store::ObjectInfo,
@@ -315,7 +358,10 @@ impl Fs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         self.dir_node(ino)?;
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.dirs.lock().unwrap().insert(fh, None);
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(fh, Arc::new(DirHandle::default()));
         Ok(fh)
     }
 
@@ -323,40 +369,321 @@ impl Fs {
         self.dirs.lock().unwrap().remove(&fh);
     }
 
-    /// The entries of a directory handle, `.` and `..` first. The listing is taken when the
-    /// handle is first read (or rewound to offset 0) and kept for the handle's life, so
-    /// offsets stay meaningful across the kernel's successive readdir calls.
+    /// The whole listing of a directory handle, `.` and `..` first (what the kernel reads in
+    /// pieces through [`Fs::readdir_chunk`]).
     pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
-        if offset > 0
-            && let Some(Some(snapshot)) = self.dirs.lock().unwrap().get(&fh)
-        {
-            return Ok(snapshot.clone());
+        let mut all = Vec::new();
+        let mut at = offset;
+        loop {
+            let chunk = self.readdir_chunk(ino, fh, at).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            at += chunk.len() as u64;
+            all.extend(chunk);
         }
+        if offset == 0 {
+            return Ok(Arc::new(all));
+        }
+        // From the start, as a handle's listing is numbered.
+        let mut whole = self.readdir_chunk(ino, fh, 0).await?;
+        whole.truncate(offset as usize);
+        whole.extend(all);
+        Ok(Arc::new(whole))
+    }
+
+    /// The entries of a directory handle from `offset` on, as many as are ready (at least one
+    /// unless the listing ended there): offset 0 (re)starts the listing, and an offset past
+    /// what was read waits for the next page.
+    pub async fn readdir_chunk(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
+        let handle = self.dirs.lock().unwrap().get(&fh).cloned();
+        // A handle the kernel never opened here: read on its own.
+        let handle = handle.unwrap_or_default();
+        let mut st = handle.state.lock().await;
+        if offset == 0 || !st.started {
+            self.start_listing(ino, &mut st).await?;
+        }
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        while st.entries.len() <= offset && st.reading.is_some() {
+            self.read_more(ino, &mut st).await?;
+        }
+        Ok(st
+            .entries
+            .iter()
+            .skip(offset)
+            .take(READDIR_CHUNK)
+            .cloned()
+            .collect())
+    }
+
+    /// Starts a handle's listing: `.` and `..`, then the directory's listing if it is fresh
+    /// (or, while S3 does not answer, the one last seen), else its first page.
+    async fn start_listing(&self, ino: u64, st: &mut DirState) -> FsResult<()> {
         let dir = self.dir_node(ino)?;
-        let listing = self.list_dir(ino, &dir.rel).await?;
         let parent = self
             .inodes
             .get(dir.parent)
             .map(|p| p.attr)
             .unwrap_or_else(|| dir.attr.clone());
-        let mut entries = Vec::with_capacity(listing.len() + 2);
-        entries.push(DirEntry {
-            name: ".".into(),
-            ino,
-            attr: dir.attr.clone(),
-        });
-        entries.push(DirEntry {
-            name: "..".into(),
-            ino: parent.ino,
-            attr: parent,
-        });
-        let listing = self.fill_metadata(ino, &dir.rel, &listing).await;
-        entries.extend(self.with_open_writes(ino, &listing));
-        let snapshot = Arc::new(entries);
-        if let Some(slot) = self.dirs.lock().unwrap().get_mut(&fh) {
-            *slot = Some(snapshot.clone());
+        st.started = true;
+        st.reading = None;
+        st.entries = vec![
+            DirEntry {
+                name: ".".into(),
+                ino,
+                attr: dir.attr.clone(),
+            },
+            DirEntry {
+                name: "..".into(),
+                ino: parent.ino,
+                attr: parent,
+            },
+        ];
+        let since = std::time::Instant::now();
+        let kept = self.first_pages.lock().unwrap().remove(&ino);
+        let first = match (self.inodes.fresh_listing(ino), kept) {
+            (Some(listing), _) => Err(listing),
+            (None, Some((at, page))) if at.elapsed() < self.inodes.ttl() => Ok(page),
+            (None, _) => match self.store.list_page(&dir.rel, None, LIST_PAGE_KEYS).await {
+                Ok(page) => Ok(page),
+                Err(e) => {
+                    let e = FsError::from(e);
+                    if !e.is_unreachable() {
+                        return Err(e);
+                    }
+                    // S3 does not answer: the listing last seen, whole.
+                    Err(self.list_dir(ino, &dir.rel).await?)
+                }
+            },
+        };
+        match first {
+            Ok(page) => {
+                let mut local = self.open_writes_in(ino);
+                local.sort_by(|a, b| a.name.cmp(&b.name));
+                st.reading = Some(Reading {
+                    dir_rel: dir.rel.clone(),
+                    stream: inodes::ListingStream::hiding(
+                        (ino == super::ROOT_INO).then_some(super::index::INDEX_DIR),
+                    ),
+                    index: Arc::default(),
+                    next: page.next.clone(),
+                    ready: Some(page),
+                    listed: Vec::new(),
+                    local: local.into(),
+                    since,
+                });
+                self.read_more(ino, st).await
+            }
+            Err(listing) => {
+                let index = LazyIndex::new();
+                let filled = self
+                    .fill_metadata(ino, &dir.rel, &listing, Some(&index))
+                    .await;
+                let mut shown = self.with_open_writes(ino, &filled);
+                shown.sort_by(|a, b| {
+                    inodes::key_order(
+                        (&a.name, a.attr.kind == Kind::Dir),
+                        (&b.name, b.attr.kind == Kind::Dir),
+                    )
+                });
+                st.entries.extend(shown);
+                Ok(())
+            }
         }
-        Ok(snapshot)
+    }
+
+    /// The next page of a handle's listing: its entries, their metadata completed while the
+    /// page after it is listed. The last page stores the listing in the inode table.
+    async fn read_more(&self, ino: u64, st: &mut DirState) -> FsResult<()> {
+        let Some(r) = st.reading.as_mut() else {
+            return Ok(());
+        };
+        let page = match r.ready.take() {
+            Some(page) => page,
+            None => {
+                let page = self
+                    .store
+                    .list_page(&r.dir_rel, r.next.clone(), LIST_PAGE_KEYS)
+                    .await?;
+                r.next = page.next.clone();
+                page
+            }
+        };
+        let last = page.next.is_none();
+        let mut chunk = r.stream.push(&page);
+        drop(page);
+        if last {
+            chunk.extend(std::mem::take(&mut r.stream).finish());
+        }
+        let dir_rel = r.dir_rel.clone();
+        let index = r.index.clone();
+        let filled = if last {
+            self.fill_found(ino, &dir_rel, &index, chunk).await
+        } else {
+            let (filled, ready) = tokio::join!(
+                self.fill_found(ino, &dir_rel, &index, chunk),
+                self.store
+                    .list_page(&dir_rel, r.next.clone(), LIST_PAGE_KEYS)
+            );
+            // A failed look ahead is asked again when its entries are needed.
+            if let Ok(page) = ready {
+                r.next = page.next.clone();
+                r.ready = Some(page);
+            }
+            filled
+        };
+        r.listed.extend(filled.iter().cloned());
+        let writes = self.open_writes_in(ino);
+        fn key(e: &DirEntry) -> (&str, bool) {
+            (e.name.as_str(), e.attr.kind == Kind::Dir)
+        }
+        for mut e in filled {
+            // Files being written that S3 does not list (yet) go where they sort.
+            while let Some(w) = r.local.front() {
+                match inodes::key_order(key(w), key(&e)) {
+                    std::cmp::Ordering::Less => {
+                        st.entries.extend(r.local.pop_front());
+                    }
+                    _ if w.name == e.name => {
+                        r.local.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(w) = writes.iter().find(|w| w.ino == e.ino) {
+                e.attr = w.attr.clone();
+            }
+            st.entries.push(e);
+        }
+        if last {
+            let r = st.reading.take().expect("reading above");
+            st.entries.extend(r.local);
+            self.inodes
+                .set_listed(ino, r.listed, r.since + self.inodes.ttl());
+        }
+        Ok(())
+    }
+
+    /// The entries of one piece of a listing with the metadata this mount knows of them
+    /// (its own writes, earlier HEADs, the disk cache of HEADs, the directory's listing
+    /// index), HEADing the rest many at a time; each is recorded in the inode table.
+    async fn fill_found(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        index: &LazyIndex,
+        chunk: Vec<(String, inodes::Found)>,
+    ) -> Vec<DirEntry> {
+        use futures::StreamExt;
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut missing = Vec::new();
+        for (name, found) in chunk {
+            let mut attr = self.inodes.upsert(parent, &name, found, false);
+            if !attr.meta_known && !self.opts.list_only {
+                match self.remembered(attr.ino, &format!("{dir_rel}{name}")) {
+                    Some(found) if attr.kind != Kind::Dir => {
+                        attr = self.inodes.upsert(parent, &name, found, false);
+                    }
+                    _ => missing.push(out.len()),
+                }
+            }
+            out.push(DirEntry {
+                name,
+                ino: attr.ino,
+                attr,
+            });
+        }
+        self.fill_from_index(parent, dir_rel, index, &mut out, &mut missing)
+            .await;
+        let heads: Vec<_> = futures::stream::iter(missing)
+            .map(|i| {
+                let e: &DirEntry = &out[i];
+                let is_dir = e.attr.kind == Kind::Dir;
+                // A directory's attributes are on its marker, if it has one.
+                let rel = format!("{dir_rel}{}{}", e.name, if is_dir { "/" } else { "" });
+                async move { (i, is_dir, self.store.head(&rel).await) }
+            })
+            .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (i, is_dir, head) in heads {
+            let found = match head {
+                Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
+                Ok(Some(info)) => {
+                    self.headed(&format!("{dir_rel}{name}", name = out[i].name), &info)
+                }
+                // Gone since the listing, or the HEAD failed: the lookup will ask again.
+                _ => continue,
+            };
+            let name = out[i].name.clone();
+            out[i].attr = self.inodes.upsert(parent, &name, found, false);
+            out[i].ino = out[i].attr.ino;
+        }
+        out
+    }
+
+    /// The files of `entries` at `missing` (no metadata known) that the directory's listing
+    /// index has at their listed version (read now, once per listing, if any is missing):
+    /// filled in and taken out of `missing`.
+    async fn fill_from_index(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        index: &LazyIndex,
+        entries: &mut [DirEntry],
+        missing: &mut Vec<usize>,
+    ) {
+        let files = missing
+            .iter()
+            .filter(|&&i| entries[i].attr.kind != Kind::Dir)
+            .count();
+        // One file is HEADed as fast as the index is found (a HEAD, then a GET).
+        if files < 2 && index.get().is_none() {
+            return;
+        }
+        let Some(index) = index.get_or_init(|| self.read_index(dir_rel)).await.clone() else {
+            return;
+        };
+        missing.retain(|&i| {
+            let e = &mut entries[i];
+            let Some(listed) = self.inodes.get(e.ino).filter(|n| n.kind != Kind::Dir) else {
+                return true;
+            };
+            match self.attr_from_index(parent, dir_rel, &index, &e.name, &listed.found) {
+                Some(attr) => {
+                    // (A kind learnt from the metadata, a symlink, is a new number.)
+                    e.ino = attr.ino;
+                    e.attr = attr;
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Files open for writing in `dir` as this mount shows them (current size; S3 may not
+    /// have them yet).
+    fn open_writes_in(&self, dir: u64) -> Vec<DirEntry> {
+        let mut out = Vec::new();
+        for ws in self.write_states() {
+            let (Some(node), Some(name)) = (self.inodes.get(ws.ino), self.inodes.name(ws.ino))
+            else {
+                continue;
+            };
+            let named = self
+                .inodes
+                .child(dir, &name)
+                .is_some_and(|c| c.ino == ws.ino);
+            if node.parent != dir || !named || ws.is_unlinked() {
+                continue;
+            }
+            out.push(DirEntry {
+                name,
+                ino: ws.ino,
+                attr: self.inodes.attr(ws.ino, &ws.overlay(node.found)),
+            });
+        }
+        out
     }
 
     /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
@@ -367,6 +694,7 @@ impl Fs {
         parent: u64,
         dir_rel: &str,
         listing: &[DirEntry],
+        index: Option<&LazyIndex>,
     ) -> Vec<DirEntry> {
         use futures::StreamExt;
         let mut filled = listing.to_vec();
@@ -387,10 +715,16 @@ impl Fs {
                     && let Some(found) =
                         self.remembered(e.ino, &format!("{dir_rel}{}", e.name)) =>
                 {
+                    // A kind learnt from the metadata (a symlink) is a new number.
                     e.attr = self.inodes.upsert(parent, &e.name.clone(), found, false);
+                    e.ino = e.attr.ino;
                 }
                 _ => missing.push(i),
             }
+        }
+        if let Some(index) = index {
+            self.fill_from_index(parent, dir_rel, index, &mut filled, &mut missing)
+                .await;
         }
         let heads: Vec<_> = futures::stream::iter(missing)
             .map(|i| {
@@ -425,37 +759,12 @@ impl Fs {
     /// The listing as this mount sees it: files being written here show their current size,
     /// and ones S3 does not have yet (created, not yet flushed) are added.
     fn with_open_writes(&self, dir: u64, listing: &[DirEntry]) -> Vec<DirEntry> {
-        let live: Vec<Arc<WriteState>> = self.write_states();
-        if live.is_empty() {
-            return listing.to_vec();
-        }
         let mut out: Vec<DirEntry> = listing.to_vec();
-        for ws in live {
-            let Some(node) = self.inodes.get(ws.ino) else {
-                continue;
-            };
-            let Some(name) = self.inodes.name(ws.ino) else {
-                continue;
-            };
-            let named = self
-                .inodes
-                .child(dir, &name)
-                .is_some_and(|c| c.ino == ws.ino);
-            if node.parent != dir || !named || ws.is_unlinked() {
-                continue;
-            }
-            let attr = self.inodes.attr(ws.ino, &ws.overlay(node.found));
-            match out.binary_search_by(|e| e.name.as_str().cmp(&name)) {
-                Ok(i) if out[i].ino == ws.ino => out[i].attr = attr,
+        for w in self.open_writes_in(dir) {
+            match out.binary_search_by(|e| e.name.as_str().cmp(&w.name)) {
+                Ok(i) if out[i].ino == w.ino => out[i].attr = w.attr,
                 Ok(_) => {}
-                Err(i) => out.insert(
-                    i,
-                    DirEntry {
-                        name,
-                        ino: ws.ino,
-                        attr,
-                    },
-                ),
+                Err(i) => out.insert(i, w),
             }
         }
         out
@@ -502,6 +811,7 @@ impl Fs {
             None => return None,
         };
         let mut entries = build_listing(&[saved.to_page()]);
+        entries.retain(|(name, _)| !super::index::reserved(rel, name));
         // The attributes last known of each entry, kept with the listing: shown, but not
         // taken for what S3 holds now (`meta_known` stays false: asked again once it answers).
         for e in &saved.entries {
@@ -542,6 +852,8 @@ impl Fs {
                 break;
             }
         }
-        Ok(self.inodes.set_listing(ino, build_listing(&pages)))
+        let mut listing = build_listing(&pages);
+        listing.retain(|(name, _)| !super::index::reserved(rel, name));
+        Ok(self.inodes.set_listing(ino, listing))
     }
 }

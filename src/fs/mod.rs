@@ -22,6 +22,7 @@ mod dirtimes;
 pub mod error;
 mod fuse;
 mod handle;
+mod index;
 pub mod inodes;
 mod lookup;
 pub mod meta;
@@ -248,7 +249,8 @@ pub struct Fs {
     read: Arc<ReadShared>,
     opts: MountOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    dirs: Mutex<HashMap<u64, Option<Arc<Vec<DirEntry>>>>>,
+    /// Open directories (`lookup.rs`: `DirHandle`).
+    dirs: Mutex<HashMap<u64, Arc<lookup::DirHandle>>>,
     /// Write state per inode open for writing.
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,
@@ -258,6 +260,11 @@ pub struct Fs {
     pending: Option<Arc<crate::pending::PendingArea>>,
     /// The etag each file was last opened for reading at (`Fs::keeps_page_cache`).
     opened_versions: Mutex<HashMap<u64, String>>,
+    /// Directories whose entries this mount changed, since when: their listing indexes are
+    /// written once they are quiet (`index.rs`).
+    index_due: Mutex<HashMap<u64, std::time::Instant>>,
+    /// Directories removed or moved away: their indexes are deleted (`index.rs`).
+    index_stale: Mutex<Vec<String>>,
     /// First pages of listings that lookups brought, by directory (`lookup.rs`).
     first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
     next_fh: AtomicU64,
@@ -372,6 +379,8 @@ impl Fs {
             opts,
             handles: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            index_due: Mutex::new(HashMap::new()),
+            index_stale: Mutex::new(Vec::new()),
             writes: Mutex::new(HashMap::new()),
             opened_versions: Mutex::new(HashMap::new()),
             first_pages: Mutex::new(HashMap::new()),
@@ -445,6 +454,7 @@ impl Fs {
     fn touch_dirs(&self, dirs: &[u64]) {
         for &d in dirs {
             self.dir_times.touch(&self.inodes, &self.store, d);
+            self.index_changed(d);
         }
     }
 

@@ -9,6 +9,9 @@ use super::{Fs, MountOptions};
 use crate::store::ObjectStore;
 
 /// A live mount; dropping it unmounts.
+/// How long an unmount waits at most for the listing indexes still to write (`index.rs`).
+const INDEXES_AT_UNMOUNT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Mount {
     /// Retries kept uploads; stopped at unmount (the next mount adopts what is left).
     retrier: tokio::task::JoinHandle<()>,
@@ -28,6 +31,8 @@ impl Mount {
     }
 
     /// Unmounts and waits for the FUSE session thread to finish.
+    ///
+    /// (The listing indexes still due are written first, for at most [`INDEXES_AT_UNMOUNT`].)
     pub fn unmount(mut self) -> anyhow::Result<()> {
         self.unmount_inner()
     }
@@ -38,10 +43,21 @@ impl Mount {
             session
                 .umount_and_join()
                 .with_context(|| format!("unmounting {}", self.mountpoint.display()))?;
-            // Directory times still written behind go up now. On a thread of its own: the
-            // caller may be on the runtime.
+            // Directory times still written behind go up now, and the listing indexes of
+            // the directories changed (within a bound: an unmount never waits long for
+            // them). On a thread of its own: the caller may be on the runtime.
             let (fs, rt) = (self.fs.clone(), self.runtime.clone());
-            let flushed = std::thread::spawn(move || rt.block_on(fs.flush_dir_times())).join();
+            let flushed = std::thread::spawn(move || {
+                rt.block_on(async {
+                    let flushed = fs.flush_dir_times().await;
+                    if !fs.is_offline() {
+                        let indexes = fs.write_due_indexes(true);
+                        let _ = tokio::time::timeout(INDEXES_AT_UNMOUNT, indexes).await;
+                    }
+                    flushed
+                })
+            })
+            .join();
             if let Ok(Err(e)) = flushed {
                 tracing::warn!(error = %e, "could not store directory times at unmount");
             }
@@ -134,6 +150,7 @@ pub fn mount(
             tick.tick().await;
             let Some(fs) = weak.upgrade() else { break };
             fs.stay_in_touch().await;
+            fs.write_due_indexes(false).await;
             fs.retry_pending().await;
             fs.recheck_conditions().await;
         }

@@ -106,6 +106,10 @@ impl Fs {
         if !valid_name(name) {
             return Err(FsError::new(libc::EINVAL));
         }
+        // The root's `.cognifs` holds cognifs's listing indexes (`index.rs`).
+        if parent == super::ROOT_INO && name == super::index::INDEX_DIR {
+            return Err(FsError::new(libc::EPERM));
+        }
         Ok(self.dir_node(parent)?.rel)
     }
 
@@ -671,6 +675,7 @@ impl Fs {
             self.dir_times.forget([attr.ino]);
             self.inodes.remove(parent, name);
         }
+        self.index_gone(&node.rel);
         self.touch_dirs(&[parent]);
         Ok(())
     }

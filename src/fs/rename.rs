@@ -159,6 +159,9 @@ impl Fs {
                     .await?;
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
+                // Its copies are new versions: a new index, the old one's gone.
+                self.index_gone(&src_node.rel);
+                self.index_changed(src_node.ino);
                 self.rebase_writes(&copies);
                 self.kept_moved().await;
             }

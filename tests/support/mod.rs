@@ -584,7 +584,8 @@ pub async fn get_bytes(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Opti
     }
 }
 
-/// Every key under `prefix` (no delimiter), relative to it, sorted.
+/// Every key under `prefix` (no delimiter), relative to it, sorted; but for the listing
+/// indexes cognifs keeps for itself under the prefix's `.cognifs/` (docs/SEMANTICS.md).
 pub async fn keys_under(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut next = None;
@@ -598,7 +599,10 @@ pub async fn keys_under(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> 
             .await
             .unwrap();
         for o in page.contents() {
-            out.push(o.key().unwrap().strip_prefix(prefix).unwrap().to_owned());
+            let rel = o.key().unwrap().strip_prefix(prefix).unwrap();
+            if !rel.starts_with(".cognifs/") {
+                out.push(rel.to_owned());
+            }
         }
         next = page.next_continuation_token().map(str::to_owned);
         if next.is_none() {

@@ -321,10 +321,10 @@ impl Filesystem for FuseFs {
     ) {
         let fs = self.fs.clone();
         self.run(call("readdir", ino, None), async move {
-            match fs.readdir(ino.0, fh.0, offset).await {
+            match fs.readdir_chunk(ino.0, fh.0, offset).await {
                 Ok(entries) => {
                     // Offsets handed to the kernel are "index of the next entry".
-                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    for (i, e) in (offset as usize..).zip(entries.iter()) {
                         if reply.add(
                             INodeNo(e.ino),
                             i as u64 + 1,
@@ -352,9 +352,9 @@ impl Filesystem for FuseFs {
         let fs = self.fs.clone();
         let ttl = self.ttl();
         self.run(call("readdirplus", ino, None), async move {
-            match fs.readdir(ino.0, fh.0, offset).await {
+            match fs.readdir_chunk(ino.0, fh.0, offset).await {
                 Ok(entries) => {
-                    for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    for (i, e) in (offset as usize..).zip(entries.iter()) {
                         // An entry the kernel forgot since the listing was taken may be
                         // gone from the inode table: it is handed over under the number
                         // the table has for it now.
