@@ -5,15 +5,21 @@
 //! `bench-table.md` in the target directory, from which the README's table is made.
 //!
 //! Run as root (FUSE, drop_caches): `cargo bench --bench throughput`. Environment:
-//! `BENCH_SIZE_MIB` (512) the large file; `BENCH_FILES` (5000) the directory listed at 0 ms,
-//! `BENCH_FILES_20MS` (BENCH_FILES, at most 2000) at the second latency; `BENCH_SMALL` (500)
-//! the 4 KiB files; `BENCH_RANDOM` (500) the random reads; `BENCH_LATENCY_MS` (20) the second
-//! latency; `BENCH_DIRECT_PARALLEL` (8) the direct client's ranged GETs in flight;
-//! `BENCH_COGNIFS_CACHE_MIB` (size + 64) cognifs's block cache; `BENCH_DIR` (the target
+//! `BENCH_SIZE_MIB` (1024) the large file; `BENCH_LS` (100,1000,10000,100000) the directories
+//! listed at 0 ms, `BENCH_LS_20MS` (100,1000,10000) at the second latency (`find` and `du`
+//! of the largest); `BENCH_FOREIGN` (1000) the entries cognifs writes before the run for the
+//! "written on another machine" rows; `BENCH_SMALL` (500) the 4 KiB files; `BENCH_RANDOM`
+//! (500) the random reads; `BENCH_TTFB_FILES` (10) the 5 MiB files; `BENCH_LATENCY_MS` (20)
+//! the second latency; `BENCH_RUNS` (1) runs per column, each cell their median and spread;
+//! `BENCH_LIST_LIMIT_SECS` (600) the longest a listing command or fio job may take;
+//! `BENCH_DIRECT_PARALLEL` (8) the direct client's ranged GETs in flight;
+//! `BENCH_COGNIFS_CACHE_MIB` (size + 256) cognifs's disk cache; `BENCH_DIR` (the target
 //! directory's `bench-work`) where the data goes, on a real disk (removed after the run but
-//! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3`
-//! binary (its column is skipped without it) and `MOUNT_S3_ARGS` extra arguments for it;
-//! `BENCH_ONLY` (e.g. `cognifs`) the file systems to run, for a quicker look at one.
+//! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3` binary (default: what
+//! `bench/build-mount-s3.sh` built; its column is skipped without one) and `MOUNT_S3_ARGS`
+//! extra arguments for it; `BENCH_ONLY` (e.g. `cognifs`) the file systems to run;
+//! `BENCH_GROUPS` (`io,fio,ls`) the groups of rows; `BENCH_PASSES` (2) 1 for 0 ms alone.
+//! fio rows need `fio` on the PATH.
 //! A peer that is missing or fails shows so in its column; the bench goes on.
 
 mod direct;
@@ -68,6 +74,10 @@ struct Load {
     list_limit: Duration,
     /// `fio`, if installed: the fio rows.
     fio: Option<PathBuf>,
+    /// The groups of rows measured (`BENCH_GROUPS`: `io`, `fio`, `ls`; all by default).
+    groups: Vec<String>,
+    /// The latencies run (`BENCH_PASSES`: 1 for the first alone; 2 by default).
+    passes: usize,
 }
 
 /// Sizes from `name` ("100,1000"), else `default`.
@@ -116,7 +126,17 @@ impl Load {
             foreign: env_usize("BENCH_FOREIGN", 1000),
             list_limit: Duration::from_secs(env_usize("BENCH_LIST_LIMIT_SECS", 600) as u64),
             fio: peers::on_path("fio"),
+            groups: std::env::var("BENCH_GROUPS")
+                .unwrap_or_else(|_| "io,fio,ls".into())
+                .split(',')
+                .map(|g| g.trim().to_owned())
+                .collect(),
+            passes: env_usize("BENCH_PASSES", 2).clamp(1, 2),
         }
+    }
+
+    fn group(&self, name: &str) -> bool {
+        self.groups.iter().any(|g| g == name)
     }
 
     fn size(&self) -> u64 {
@@ -160,25 +180,41 @@ impl Load {
 
     /// The rows of pass `i`, in the table's order.
     fn rows(&self, i: usize) -> Vec<Row> {
-        let mut rows = vec![
-            Row::Write,
-            Row::ColdRead,
-            Row::WarmRead,
-            Row::RemountRead,
-            Row::Ttfb,
-            Row::SmallFiles,
-            Row::Random,
-        ];
-        rows.extend(self.fio_jobs().into_iter().map(Row::Fio));
-        rows.extend([Row::LsForeign, Row::LsForeignAgain]);
-        for &n in &self.ls[i] {
-            rows.extend([Row::LsCold(n), Row::LsAgain(n), Row::LsRemount(n)]);
+        let mut rows = Vec::new();
+        if self.group("io") {
+            rows.extend([
+                Row::Write,
+                Row::ColdRead,
+                Row::WarmRead,
+                Row::RemountRead,
+                Row::Ttfb,
+                Row::SmallFiles,
+                Row::Random,
+            ]);
         }
-        if let Some(&n) = self.ls[i].last() {
-            rows.extend([Row::Find(n), Row::Du(n)]);
+        if self.group("fio") {
+            rows.extend(self.fio_jobs().into_iter().map(Row::Fio));
         }
-        rows.push(Row::Small);
-        rows.extend(Group::ALL.map(Row::Rss));
+        if self.group("ls") {
+            if self.foreign > 0 {
+                rows.extend([Row::LsForeign, Row::LsForeignAgain]);
+            }
+            for &n in &self.ls[i] {
+                rows.extend([Row::LsCold(n), Row::LsAgain(n), Row::LsRemount(n)]);
+            }
+            if let Some(&n) = self.ls[i].last() {
+                rows.extend([Row::Find(n), Row::Du(n)]);
+            }
+        }
+        if self.group("io") {
+            rows.extend([Row::Small, Row::Rss(Group::Write), Row::Rss(Group::Read)]);
+        }
+        if self.group("fio") {
+            rows.push(Row::Rss(Group::Fio));
+        }
+        if self.group("ls") {
+            rows.extend(self.ls[i].iter().map(|&n| Row::Rss(Group::List(n))));
+        }
         rows
     }
 }
@@ -279,14 +315,10 @@ enum Group {
     Write,
     /// The large file read cold, then warm.
     Read,
-    /// The largest directory listed, cold and again.
-    List,
+    /// A directory of this many entries listed, cold and again.
+    List(usize),
     /// The fio jobs (the largest peak of them).
     Fio,
-}
-
-impl Group {
-    const ALL: [Group; 4] = [Group::Write, Group::Read, Group::List, Group::Fio];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -374,7 +406,7 @@ impl Row {
             Row::Small => format!("{} × 4 KiB files into a new dir", load.small),
             Row::Rss(Group::Write) => "peak RSS: the write mount".into(),
             Row::Rss(Group::Read) => "peak RSS: the read mount (cold + warm)".into(),
-            Row::Rss(Group::List) => "peak RSS: `ls -l` of the largest directory, twice".into(),
+            Row::Rss(Group::List(n)) => format!("peak RSS: `ls -l` of {n} entries, twice"),
             Row::Rss(Group::Fio) => "peak RSS: the fio mounts (the largest)".into(),
         }
     }
@@ -912,12 +944,17 @@ fn run_fs(
     notes: &mut Vec<String>,
 ) -> Result<HashMap<Row, Cell>, String> {
     let mut cells = HashMap::new();
-    if fs != Fs::CognifsListOnly {
+    if fs != Fs::CognifsListOnly && b.load.group("io") {
         write_and_read(b, fs, program, tag, notes, &mut cells)?;
         b.target.forget_cognifs_caches();
-        first_bytes_and_fio(b, fs, program, notes, &mut cells);
+        first_bytes_and_random(b, fs, program, notes, &mut cells);
     }
-    list(b, fs, program, pass, notes, &mut cells);
+    if fs != Fs::CognifsListOnly && b.load.group("fio") {
+        fio_jobs(b, fs, program, notes, &mut cells);
+    }
+    if b.load.group("ls") {
+        list(b, fs, program, pass, notes, &mut cells);
+    }
     Ok(cells)
 }
 
@@ -1011,9 +1048,8 @@ fn write_and_read(
     Ok(())
 }
 
-/// Time to first byte and the small files on one cold mount, the native random reads on
-/// another, then each fio job on a cold mount of its own.
-fn first_bytes_and_fio(
+/// Time to first byte, the small files and the native random reads, each on a cold mount.
+fn first_bytes_and_random(
     b: &Bench,
     fs: Fs,
     program: &Path,
@@ -1054,6 +1090,17 @@ fn first_bytes_and_fio(
         mount_failed(cells, &[Row::Random], &e);
     }
     cells.extend(got.drain());
+}
+
+/// Each fio job on a cold mount of its own.
+fn fio_jobs(
+    b: &Bench,
+    fs: Fs,
+    program: &Path,
+    notes: &mut Vec<String>,
+    cells: &mut HashMap<Row, Cell>,
+) {
+    let mut got = HashMap::new();
     let Some(fio) = &b.load.fio else {
         return;
     };
@@ -1109,9 +1156,8 @@ fn list(
     }
     let sizes = &b.load.ls[pass];
     for &n in sizes {
-        let largest = Some(&n) == sizes.last();
         b.cold();
-        let rss = largest.then_some((&mut *cells, Group::List));
+        let rss = Some((&mut *cells, Group::List(n)));
         let mounted = with_mount(b, fs, program, notes, rss, |m| {
             let dir = m.path().join(Bench::ls_dir(n));
             got.insert(
@@ -1392,6 +1438,9 @@ impl Pass {
         if let Some(line) = self.list_only_vs_mount_s3() {
             out.push_str(&format!("- {line}\n"));
         }
+        if let Some(line) = self.memory_per_entry() {
+            out.push_str(&format!("- {line}\n"));
+        }
         for note in &self.notes {
             out.push_str(&format!("- {note}\n"));
         }
@@ -1424,6 +1473,46 @@ impl Pass {
             format!(
                 "`ls -l`, cognifs --list-only over mountpoint-s3 (>1: cognifs faster): {}",
                 ratios.join(", ")
+            )
+        })
+    }
+
+    /// Each column's memory per listed entry: the peak RSS of the largest directory's
+    /// `ls -l` mount over the smallest's, per entry more.
+    fn memory_per_entry(&self) -> Option<String> {
+        let sizes: Vec<usize> = self
+            .rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Rss(Group::List(n)) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        let (&small, &large) = (sizes.first()?, sizes.last()?);
+        if large <= small {
+            return None;
+        }
+        let per: Vec<String> = self
+            .columns
+            .iter()
+            .filter_map(|(name, _)| {
+                let lo = self
+                    .cell(name, Row::Rss(Group::List(small)))?
+                    .as_ref()
+                    .ok()?;
+                let hi = self
+                    .cell(name, Row::Rss(Group::List(large)))?
+                    .as_ref()
+                    .ok()?;
+                let bytes = (hi.median - lo.median) * (1 << 20) as f64 / (large - small) as f64;
+                Some(format!("{name} {bytes:.0} B"))
+            })
+            .collect();
+        (!per.is_empty()).then(|| {
+            format!(
+                "memory per listed entry (peak RSS of the {large}-entry `ls -l` mount over the \
+                 {small}-entry one): {}",
+                per.join(", ")
             )
         })
     }
@@ -1546,7 +1635,9 @@ fn main() {
     let (bench, work) = setup(Load::from_env());
     let preamble = preamble(&bench);
     eprintln!("{preamble}");
-    let passes: Vec<Pass> = (0..2).map(|i| run_pass(&bench, i)).collect();
+    let passes: Vec<Pass> = (0..bench.load.passes)
+        .map(|i| run_pass(&bench, i))
+        .collect();
 
     let mut report = preamble;
     for pass in &passes {
