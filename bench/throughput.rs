@@ -18,7 +18,8 @@
 //! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3` binary (default: what
 //! `bench/build-mount-s3.sh` built; its column is skipped without one) and `MOUNT_S3_ARGS`
 //! extra arguments for it; `BENCH_ONLY` (e.g. `cognifs`) the file systems to run;
-//! `BENCH_GROUPS` (`io,fio,ls`) the groups of rows; `BENCH_PASSES` (2) 1 for 0 ms alone.
+//! `BENCH_GROUPS` (`io,fio,ls`) the groups of rows; `BENCH_PASSES` (`0,1`) the latencies
+//! run (`0`: 0 ms alone, `1`: the second alone).
 //! fio rows need `fio` on the PATH.
 //! A peer that is missing or fails shows so in its column; the bench goes on.
 
@@ -76,8 +77,9 @@ struct Load {
     fio: Option<PathBuf>,
     /// The groups of rows measured (`BENCH_GROUPS`: `io`, `fio`, `ls`; all by default).
     groups: Vec<String>,
-    /// The latencies run (`BENCH_PASSES`: 1 for the first alone; 2 by default).
-    passes: usize,
+    /// The passes run (`BENCH_PASSES`: `0` the first latency, `1` the second; both by
+    /// default).
+    passes: Vec<usize>,
 }
 
 /// Sizes from `name` ("100,1000"), else `default`.
@@ -131,7 +133,12 @@ impl Load {
                 .split(',')
                 .map(|g| g.trim().to_owned())
                 .collect(),
-            passes: env_usize("BENCH_PASSES", 2).clamp(1, 2),
+            passes: std::env::var("BENCH_PASSES")
+                .unwrap_or_else(|_| "0,1".into())
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .filter(|&p: &usize| p < 2)
+                .collect(),
         }
     }
 
@@ -1635,8 +1642,11 @@ fn main() {
     let (bench, work) = setup(Load::from_env());
     let preamble = preamble(&bench);
     eprintln!("{preamble}");
-    let passes: Vec<Pass> = (0..bench.load.passes)
-        .map(|i| run_pass(&bench, i))
+    let passes: Vec<Pass> = bench
+        .load
+        .passes
+        .iter()
+        .map(|&i| run_pass(&bench, i))
         .collect();
 
     let mut report = preamble;
