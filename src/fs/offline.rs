@@ -563,6 +563,19 @@ impl Fs {
             .inodes
             .child(parent, name)
             .ok_or(FsError::new(libc::ENOENT))?;
+        // A directory over a directory this machine knows is not empty: that answer needs no
+        // S3 (online it is `ENOTEMPTY` too).
+        if src.kind == Kind::Dir
+            && let Some(d) = self.inodes.child(new_parent, new_name)
+            && d.kind == Kind::Dir
+            && d.ino != src.ino
+            && self
+                .known_listing(d.ino, &d.rel)
+                .await
+                .is_some_and(|l| !l.is_empty())
+        {
+            return Err(FsError::new(libc::ENOTEMPTY));
+        }
         let Some(ws) = self.write_state(src.ino) else {
             return Err(exdev());
         };
