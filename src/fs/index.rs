@@ -40,6 +40,8 @@ pub const INDEX_DIR: &str = ".cognifs";
 const MAX_ENTRIES: usize = 100_000;
 /// The largest index read back.
 const MAX_BYTES: u64 = 48 << 20;
+/// How long an unmount waits at most for the indexes still to write.
+const AT_UNMOUNT: Duration = Duration::from_secs(10);
 /// How long a directory stays unchanged before its index is written.
 const QUIET: Duration = Duration::from_secs(2);
 /// HEADs in flight while an index is written.
@@ -186,6 +188,14 @@ impl Fs {
             tracing::debug!(dir = dir_rel, "a listing index that is not one; ignored");
         }
         index.map(Arc::new)
+    }
+
+    /// At unmount: the indexes still due, for [`AT_UNMOUNT`] at most (none while offline: an
+    /// unmount never waits for a dead network).
+    pub async fn write_indexes_at_unmount(&self) {
+        if !self.is_offline() {
+            let _ = tokio::time::timeout(AT_UNMOUNT, self.write_due_indexes(true)).await;
+        }
     }
 
     /// Writes the indexes of the directories changed and quiet since (`all`: every one, at

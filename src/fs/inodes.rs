@@ -688,7 +688,8 @@ impl Inodes {
     }
 
     /// Stores the listing of `ino` read page by page, whose entries are already in the table
-    /// (recorded as each page came): in name order, trusted until `expires`.
+    /// (recorded as each page came): in name order, it and its entries trusted until
+    /// `expires`.
     pub fn set_listed(
         &self,
         ino: u64,
@@ -700,6 +701,15 @@ impl Inodes {
         entries.dedup_by(|a, b| a.name == b.name);
         let out = Arc::new(entries);
         let mut state = self.state.lock().unwrap();
+        // Its entries are as fresh as the listing (a lookup after the last page must not ask
+        // S3 about the first page's names again).
+        for e in out.iter() {
+            if let Some(n) = state.nodes.get_mut(&e.ino)
+                && n.expires < expires
+            {
+                n.expires = expires;
+            }
+        }
         if let Some(n) = state.nodes.get_mut(&ino) {
             n.listing = Some((out.clone(), expires));
         }

@@ -60,8 +60,6 @@ struct Reading {
     /// Files being written here when the listing started, in key order: each shows where
     /// it sorts, unless S3 lists it (then S3's entry shows, with the write's attributes).
     local: std::collections::VecDeque<DirEntry>,
-    /// When the first page was asked for: the listing is trusted for the TTL from then.
-    since: std::time::Instant,
     /// The directory's listing index (`index.rs`), read when a file first needs it.
     index: Arc<LazyIndex>,
 }
@@ -439,7 +437,6 @@ impl Fs {
                 attr: parent,
             },
         ];
-        let since = std::time::Instant::now();
         let kept = self.first_pages.lock().unwrap().remove(&ino);
         let first = match (self.inodes.fresh_listing(ino), kept) {
             (Some(listing), _) => Err(listing),
@@ -470,7 +467,6 @@ impl Fs {
                     ready: Some(page),
                     listed: Vec::new(),
                     local: local.into(),
-                    since,
                 });
                 self.read_more(ino, st).await
             }
@@ -558,8 +554,11 @@ impl Fs {
         if last {
             let r = st.reading.take().expect("reading above");
             st.entries.extend(r.local);
+            // Trusted for the TTL from now, as a listing read whole was (a 100,000-entry one
+            // takes seconds: counted from its first page, its names would be stale before
+            // `ls -l` could stat them, and each stat would ask S3 again).
             self.inodes
-                .set_listed(ino, r.listed, r.since + self.inodes.ttl());
+                .set_listed(ino, r.listed, std::time::Instant::now() + self.inodes.ttl());
         }
         Ok(())
     }

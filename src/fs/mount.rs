@@ -9,9 +9,6 @@ use super::{Fs, MountOptions};
 use crate::store::ObjectStore;
 
 /// A live mount; dropping it unmounts.
-/// How long an unmount waits at most for the listing indexes still to write (`index.rs`).
-const INDEXES_AT_UNMOUNT: std::time::Duration = std::time::Duration::from_secs(10);
-
 pub struct Mount {
     /// Retries kept uploads; stopped at unmount (the next mount adopts what is left).
     retrier: tokio::task::JoinHandle<()>,
@@ -32,7 +29,7 @@ impl Mount {
 
     /// Unmounts and waits for the FUSE session thread to finish.
     ///
-    /// (The listing indexes still due are written first, for at most [`INDEXES_AT_UNMOUNT`].)
+    /// (The listing indexes still due are written first, for a few seconds at most.)
     pub fn unmount(mut self) -> anyhow::Result<()> {
         self.unmount_inner()
     }
@@ -50,10 +47,7 @@ impl Mount {
             let flushed = std::thread::spawn(move || {
                 rt.block_on(async {
                     let flushed = fs.flush_dir_times().await;
-                    if !fs.is_offline() {
-                        let indexes = fs.write_due_indexes(true);
-                        let _ = tokio::time::timeout(INDEXES_AT_UNMOUNT, indexes).await;
-                    }
+                    fs.write_indexes_at_unmount().await;
                     flushed
                 })
             })

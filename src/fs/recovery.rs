@@ -38,11 +38,13 @@ impl Fs {
     }
 
     /// Uploads every file whose changes are not in S3 yet, as it stands now (what `fsync`
-    /// would do), and pending directory times, and waits for the uploads. Used at shutdown
+    /// would do), and pending directory times (and listing indexes), and waits for the
+    /// uploads. Used at shutdown
     /// for what is still open when the grace period ends; returns the first error after
     /// trying them all.
     pub async fn flush_all(&self) -> FsResult<()> {
         let mut result = self.flush_dir_times().await;
+        self.write_indexes_at_unmount().await;
         for ws in self.write_states() {
             let (Some(size), Some(node)) = (ws.pending_size(), self.inodes.get(ws.ino)) else {
                 continue;
