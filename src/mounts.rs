@@ -102,13 +102,28 @@ pub fn running(state_dir: &Path, profile: &str) -> Vec<MountRecord> {
     out
 }
 
-/// Every running mount of any profile (for `unmount`, which is given only a path).
-pub fn find_by_mountpoint(state_dir: &Path, mountpoint: &Path) -> Option<MountRecord> {
-    let profiles = std::fs::read_dir(state_dir).ok()?;
-    profiles
+/// Every running mount of this user, whatever its profile (the demo's included), ordered by
+/// profile then mount point.
+pub fn all_running(state_dir: &Path) -> Vec<MountRecord> {
+    let Ok(profiles) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = profiles
         .flatten()
         .filter_map(|p| p.file_name().into_string().ok())
-        .flat_map(|profile| running(state_dir, &profile))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|profile| running(state_dir, profile))
+        .collect()
+}
+
+/// The running mount at `mountpoint`, whatever its profile (for `unmount`, which is given
+/// only a path).
+pub fn find_by_mountpoint(state_dir: &Path, mountpoint: &Path) -> Option<MountRecord> {
+    all_running(state_dir)
+        .into_iter()
         .find(|r| r.mountpoint == mountpoint)
 }
 

@@ -55,10 +55,16 @@ pub fn fmt_bytes(n: u64) -> String {
 /// The running mounts of `profile`, each with what its process reports (if it answers).
 pub fn mount_statuses(profile: &str) -> Vec<MountStatus> {
     let state = config::state_dir();
-    mounts::running(&state, profile)
+    with_live_figures(mounts::running(&state, profile))
+}
+
+/// Each mount of `records` with what its process reports (if it answers).
+fn with_live_figures(records: Vec<mounts::MountRecord>) -> Vec<MountStatus> {
+    let state = config::state_dir();
+    records
         .into_iter()
         .map(|r| {
-            let answer = server::query(&mounts::socket_path(&state, profile, r.pid));
+            let answer = server::query(&mounts::socket_path(&state, &r.profile, r.pid));
             MountStatus {
                 version: STATUS_VERSION,
                 pid: r.pid,
@@ -96,6 +102,7 @@ fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
             &config::state_dir(),
             &profile.name,
         )),
+        profile_problem: None,
     })
 }
 
@@ -285,6 +292,24 @@ fn human(r: &StatusReport, profile: &Profile) -> String {
     o
 }
 
+/// One line per running mount of another profile (the demo's, say), so that `status` of
+/// one profile does not hide the others.
+fn other_mounts(profile: &str) -> String {
+    let mut o = String::new();
+    for m in mounts::all_running(&config::state_dir()) {
+        if m.profile != profile {
+            let _ = writeln!(
+                o,
+                "other mount    {} (profile {}, pid {})",
+                m.mountpoint.display(),
+                m.profile,
+                m.pid,
+            );
+        }
+    }
+    o
+}
+
 /// The uploads kept after failures (none: nothing).
 pub fn pending_block(pending: &[crate::pending::PendingRecord]) -> String {
     let mut o = String::new();
@@ -314,7 +339,10 @@ pub fn pending_block(pending: &[crate::pending::PendingRecord]) -> String {
 }
 
 pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let profile = config::load(src)?;
+    let profile = match config::load(src) {
+        Ok(profile) => profile,
+        Err(problem) => return status_without_profile(src, args, &problem),
+    };
     loop {
         let r = report(&profile)?;
         let code = if r.signed_in {
@@ -344,6 +372,9 @@ pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode>
             }
             print!("{}", pending_block(&r.pending));
         }
+        if !args.json {
+            print!("{}", other_mounts(&profile.name));
+        }
         if !args.watch {
             return Ok(code);
         }
@@ -351,6 +382,76 @@ pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode>
         let _ = std::io::stdout().flush();
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// How to get a profile, for a `status` that found none.
+pub const MAKE_A_PROFILE: &str = "Make a profile: `cognifs config import FILE.env` (from your web app's .env), \
+     or write it in the config file (README, \"Set up AWS\"); or try it all locally: `cognifs demo ~/cloud`.";
+
+/// `status` when the profile cannot be loaded (no config file, no such profile, a broken
+/// file): it still lists every running mount of this user, whatever its profile (the
+/// demo's too), and says what is wrong and how to make a profile. Exit status 3: the
+/// profile asked for is not signed in.
+fn status_without_profile(
+    src: &ConfigSource,
+    args: &StatusArgs,
+    problem: &config::ConfigError,
+) -> anyhow::Result<ExitCode> {
+    let name = config::profile_name(src.profile.as_deref());
+    loop {
+        let mounts = with_live_figures(mounts::all_running(&config::state_dir()));
+        if args.watch && !args.json {
+            print!("\x1b[H\x1b[2J");
+        }
+        if args.json {
+            let report = StatusReport {
+                version: STATUS_VERSION,
+                profile: name.clone(),
+                signed_in: false,
+                user: None,
+                email: None,
+                identity_id: None,
+                data: None,
+                id_token_expires: None,
+                mounts,
+                pending: Vec::new(),
+                profile_problem: Some(problem.to_string()),
+            };
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!(
+                "{}",
+                without_profile_human(&name, &problem.to_string(), &mounts)
+            );
+        }
+        if !args.watch {
+            return Ok(ExitCode::from(EXIT_SIGNED_OUT));
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The human form of [`status_without_profile`].
+fn without_profile_human(name: &str, problem: &str, mounts: &[MountStatus]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "profile        {name}: cannot be used");
+    let _ = writeln!(o, "  {problem}");
+    let _ = writeln!(o, "  {MAKE_A_PROFILE}");
+    if mounts.is_empty() {
+        let _ = writeln!(o, "mounts         none (of any profile)");
+    }
+    let now = unix_now();
+    let mut last_profile = None;
+    for m in mounts {
+        if last_profile != Some(&m.profile) {
+            let _ = writeln!(o, "mounts of profile {}:", m.profile);
+            last_profile = Some(&m.profile);
+        }
+        o.push_str(&mount_block(m, now));
+    }
+    o
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub struct StatusReport {
     /// Uploads of this profile that failed and are kept on disk until they are in S3.
     #[serde(default)]
     pub pending: Vec<crate::pending::PendingRecord>,
+    /// Why the profile could not be loaded (no config file, no such profile); `mounts` then
+    /// lists every running mount of this user, whatever its profile.
+    #[serde(default)]
+    pub profile_problem: Option<String>,
 }
 
 /// One running mount.
