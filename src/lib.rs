@@ -9,6 +9,7 @@ pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod fs;
+pub mod httpd;
 pub mod local;
 pub mod metrics;
 pub mod mounts;

@@ -86,7 +86,8 @@ pub fn describe_token_error<RE: std::error::Error + 'static>(
 ) -> AuthError {
     match err {
         RequestTokenError::ServerResponse(resp) => {
-            let code = resp.error().as_ref().to_owned();
+            // Shown to the user: the server's words, without control characters.
+            let code = crate::httpd::printable(resp.error().as_ref(), 100);
             if code == "invalid_grant" {
                 AuthError::SignedOut {
                     profile: profile.name.clone(),
@@ -371,7 +372,7 @@ pub async fn revoke(
         .json::<serde_json::Value>()
         .await
         .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .and_then(|v| v["error"].as_str().map(|e| crate::httpd::printable(e, 100)))
         .unwrap_or_else(|| status.to_string());
     Err(AuthError::Token(format!("revocation refused: {code}")))
 }
