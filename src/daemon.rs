@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 
-use crate::auth::identity::{Session, start_refresher};
+use crate::auth::identity::{CredentialState, Session, start_refresher};
 use crate::auth::tokens::unix_now;
 use crate::config::{self, Profile};
 use crate::fs::MountOptions;
@@ -273,11 +273,34 @@ pub fn serve_with_metrics(
     // Served until this function returns: through the shutdown wait, so that `cognifs
     // unmount` can show the last uploads' progress.
     let socket_path = mounts::socket_path(&config::state_dir(), &profile.name, record.pid);
-    let _status_socket = server::StatusSocket::bind(&socket_path, probe.clone(), rt.handle())
-        .inspect_err(
-            |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
-        )
-        .ok();
+    let on_command: server::CommandHandler = {
+        let credentials = refresher.credentials.clone();
+        let rt = rt.handle().clone();
+        Arc::new(move |command| match command {
+            server::SocketCommand::SignedOut => {
+                tracing::warn!(
+                    "signed out by `cognifs logout`: this mount stops using the sign-in; files it cannot upload are kept and uploaded after the next `cognifs login`"
+                );
+                // The refresher looks at the (now deleted) sign-in at once and goes signed
+                // out; it picks up the next login by itself.
+                let credentials = credentials.clone();
+                rt.spawn(async move {
+                    use crate::store::Renewer;
+                    credentials.renew_after(credentials.generation()).await;
+                });
+            }
+        })
+    };
+    let _status_socket = server::StatusSocket::bind(
+        &socket_path,
+        probe.clone(),
+        on_command,
+        rt.handle(),
+    )
+    .inspect_err(
+        |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
+    )
+    .ok();
     let _metrics = match metrics_listener {
         Some(listener) => {
             let server = server::MetricsServer::start(listener, probe, rt.handle())
@@ -294,9 +317,13 @@ pub fn serve_with_metrics(
         std::thread::sleep(Duration::from_millis(20));
     }
     let sd_status = |expire: Option<u64>| {
-        let renew = match expire {
-            Some(e) => format!("credentials renew before {} UTC", clock(e)),
-            None => "credentials do not expire".to_owned(),
+        let renew = match (refresher.credentials.current(), expire) {
+            (CredentialState::SignedOut(_), _) => format!(
+                "signed out: run cognifs login{} (files that cannot be uploaded are kept)",
+                crate::auth::profile_flag(&profile.name)
+            ),
+            (_, Some(e)) => format!("credentials renew before {} UTC", clock(e)),
+            (_, None) => "credentials do not expire".to_owned(),
         };
         format!("STATUS=mounted {s3_url} at {}; {renew}", dir.display())
     };

@@ -123,6 +123,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The largest token file read.
+const MAX_TOKEN_FILE: u64 = 64 << 10;
+
 /// What is stored for a signed-in profile.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenState {
@@ -237,16 +240,13 @@ impl TokenStore {
         self.dir.join("tokens.json")
     }
 
-    /// The stored state, `None` when not signed in.
+    /// The stored state, `None` when not signed in. A file others can read is refused.
     pub fn load(&self) -> Result<Option<TokenState>, AuthError> {
-        let path = self.path();
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(AuthError::Io(format!("reading {}: {e}", path.display()))),
+        let Some((state, loose_mode)) = self.load_whatever_mode()? else {
+            return Ok(None);
         };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = loose_mode {
+            let path = self.path();
             return Err(AuthError::Insecure(format!(
                 "permissions {mode:04o} for {} are too open: the file holds your sign-in and must be readable by you alone. \
                  Run `chmod 600 {}` (or `cognifs login` again).",
@@ -254,14 +254,44 @@ impl TokenStore {
                 path.display()
             )));
         }
-        let raw = fs::read(&path)
-            .map_err(|e| AuthError::Io(format!("reading {}: {e}", path.display())))?;
-        serde_json::from_slice(&raw).map(Some).map_err(|e| {
+        Ok(Some(state))
+    }
+
+    /// The stored state whatever the file's mode, with the mode when group or others can
+    /// read it: for `logout`, which must revoke a sign-in exactly when it may have leaked.
+    pub fn load_whatever_mode(&self) -> Result<Option<(TokenState, Option<u32>)>, AuthError> {
+        use std::io::Read;
+        let path = self.path();
+        let read_err =
+            |e: std::io::Error| AuthError::Io(format!("reading {}: {e}", path.display()));
+        // Never through a symlink: the file is ours, in our 0700 directory.
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o777;
+        // A token file is a few KiB; more is not ours.
+        let mut raw = Vec::new();
+        Read::by_ref(&mut file)
+            .take(MAX_TOKEN_FILE + 1)
+            .read_to_end(&mut raw)
+            .map_err(read_err)?;
+        let damaged = |why: String| {
             AuthError::Io(format!(
-                "{} is damaged ({e}); run `cognifs login` again",
+                "{} is damaged ({why}); run `cognifs login` again",
                 path.display()
             ))
-        })
+        };
+        if raw.len() as u64 > MAX_TOKEN_FILE {
+            return Err(damaged(format!("larger than {MAX_TOKEN_FILE} bytes")));
+        }
+        let state = serde_json::from_slice(&raw).map_err(|e| damaged(e.to_string()))?;
+        Ok(Some((state, (mode & 0o077 != 0).then_some(mode))))
     }
 
     /// Writes atomically: a reader sees the old file or the new one, never half of one.
@@ -272,14 +302,18 @@ impl TokenStore {
         fs::create_dir_all(&self.dir).map_err(|e| io("creating", e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io("securing", e))?;
-        let tmp = self
-            .dir
-            .join(format!(".tokens.json.{}.tmp", std::process::id()));
+        // A name of our own, created here (O_EXCL) and never through a symlink planted in
+        // its place (O_NOFOLLOW).
+        let tmp = self.dir.join(format!(
+            ".tokens.json.{}.{:016x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
@@ -428,6 +462,38 @@ mod tests {
         fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("chmod 600") && err.contains("0644"), "{err}");
+    }
+
+    #[test]
+    fn logout_reads_a_loose_file_and_says_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "work");
+        store.save(&state("r1")).unwrap();
+        let (s, loose) = store.load_whatever_mode().unwrap().unwrap();
+        assert_eq!((s.refresh_token.as_str(), loose), ("r1", None));
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let (s, loose) = store.load_whatever_mode().unwrap().unwrap();
+        assert_eq!((s.refresh_token.as_str(), loose), ("r1", Some(0o644)));
+    }
+
+    #[test]
+    fn the_token_file_is_never_read_or_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "p");
+        store.save(&state("r1")).unwrap();
+        let elsewhere = dir.path().join("elsewhere.json");
+        fs::rename(store.path(), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.path()).unwrap();
+        assert!(store.load().is_err(), "a symlinked token file is refused");
+        // Saving replaces the link (rename), and never writes through it.
+        store.save(&state("r2")).unwrap();
+        assert!(!fs::symlink_metadata(store.path()).unwrap().is_symlink());
+        assert_eq!(
+            serde_json::from_slice::<TokenState>(&fs::read(&elsewhere).unwrap())
+                .unwrap()
+                .refresh_token,
+            "r1"
+        );
     }
 
     #[test]

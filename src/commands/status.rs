@@ -223,6 +223,14 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
             let _ = writeln!(o, "  last error   none");
         }
     }
+    if l.credentials.signed_out.is_some() {
+        let _ = writeln!(
+            o,
+            "  sign-in      signed out: run cognifs login{} (files that cannot be uploaded are kept until then)",
+            crate::auth::profile_flag(&m.profile)
+        );
+        return o;
+    }
     let expires = match l.credentials.expires {
         Some(e) => format!("credentials expire {}", fmt_time(e)),
         None => "credentials do not expire".to_owned(),
@@ -487,6 +495,13 @@ mod tests {
         ] {
             assert!(block.contains(part), "missing {part:?} in:\n{block}");
         }
+        let mut out = sample();
+        out.live.as_mut().unwrap().credentials.signed_out = Some("not signed in".into());
+        assert!(
+            mount_block(&out, 1_700_000_100).contains(
+                "  sign-in      signed out: run cognifs login (files that cannot be uploaded are kept until then)"
+            )
+        );
         let mut quiet = sample();
         quiet.live = None;
         assert!(mount_block(&quiet, 1_700_000_100).contains("did not answer"));

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::identity::WatchedCredentials;
+use crate::auth::identity::{CredentialState, WatchedCredentials};
 use crate::fs::Fs;
 use crate::store::{RequestKind, RequestStats};
 pub use window::{WINDOW_SECS, Window};
@@ -172,6 +172,11 @@ pub struct CredentialStatus {
     pub expires: Option<u64>,
     /// Unix seconds when they were obtained (at mount, then at each renewal).
     pub last_renewal: Option<u64>,
+    /// Why the mount has no usable sign-in (signed out by `cognifs logout`, the sign-in
+    /// ended or was revoked), or `None`. Until the next `cognifs login` requests fail and
+    /// what cannot be uploaded is kept.
+    #[serde(default)]
+    pub signed_out: Option<String>,
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -274,6 +279,10 @@ impl Probe {
             credentials: CredentialStatus {
                 expires: self.credentials.as_ref().and_then(|c| c.expiry()).map(unix),
                 last_renewal: self.credentials.as_ref().map(|c| unix(c.last_renewal())),
+                signed_out: self.credentials.as_ref().and_then(|c| match c.current() {
+                    CredentialState::SignedOut(why) => Some(why),
+                    CredentialState::Ready(_) => None,
+                }),
             },
         };
         MountStatus {
@@ -354,6 +363,7 @@ pub(crate) mod tests {
                 credentials: CredentialStatus {
                     expires: Some(1_700_003_600),
                     last_renewal: Some(1_700_000_000),
+                    signed_out: None,
                 },
             }),
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{MountStatus, Probe, prometheus};
 use crate::httpd::{self, Limits, Reply};
@@ -21,7 +21,36 @@ use crate::httpd::{self, Limits, Reply};
 /// How long a client of either server may take.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
 
+/// What a client may tell a mount over its status socket, after reading its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketCommand {
+    /// `cognifs logout` revoked the profile's sign-in: stop using it.
+    SignedOut,
+}
+
+impl SocketCommand {
+    fn word(self) -> &'static str {
+        match self {
+            SocketCommand::SignedOut => "signed-out",
+        }
+    }
+
+    fn parse(raw: &[u8]) -> Option<SocketCommand> {
+        match raw.trim_ascii() {
+            b"signed-out" => Some(SocketCommand::SignedOut),
+            _ => None,
+        }
+    }
+}
+
+/// What the mount does with a [`SocketCommand`].
+pub type CommandHandler = Arc<dyn Fn(SocketCommand) + Send + Sync>;
+
 /// The status socket of a running mount; dropping it stops serving and removes the file.
+///
+/// Protocol: on connect the mount writes one JSON [`MountStatus`] and a newline, then shuts
+/// its writing side (a reader sees the end at once); a client may then send one command
+/// word ([`SocketCommand`], at most 64 bytes, within 5 s) and close.
 pub struct StatusSocket {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
@@ -33,6 +62,7 @@ impl StatusSocket {
     pub fn bind(
         path: &Path,
         probe: Arc<Probe>,
+        on_command: CommandHandler,
         rt: &tokio::runtime::Handle,
     ) -> std::io::Result<StatusSocket> {
         if let Some(dir) = path.parent() {
@@ -55,11 +85,22 @@ impl StatusSocket {
                         continue;
                     }
                 };
-                let probe = probe.clone();
+                let (probe, on_command) = (probe.clone(), on_command.clone());
                 tokio::spawn(async move {
                     let mut body = serde_json::to_vec(&probe.snapshot()).unwrap_or_default();
                     body.push(b'\n');
-                    let _ = tokio::time::timeout(CLIENT_DEADLINE, conn.write_all(&body)).await;
+                    let exchange = async {
+                        conn.write_all(&body).await?;
+                        conn.shutdown().await?;
+                        let mut word = Vec::new();
+                        (&mut conn).take(64).read_to_end(&mut word).await?;
+                        std::io::Result::Ok(word)
+                    };
+                    if let Ok(Ok(word)) = tokio::time::timeout(CLIENT_DEADLINE, exchange).await
+                        && let Some(command) = SocketCommand::parse(&word)
+                    {
+                        on_command(command);
+                    }
                 });
             }
         });
@@ -86,6 +127,21 @@ pub fn query(socket: &Path) -> std::io::Result<MountStatus> {
     use std::io::Read;
     let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
     conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    serde_json::from_slice(&raw).map_err(std::io::Error::other)
+}
+
+/// Tells the mount listening at `socket` `command` (blocking, at most 2 s); returns the
+/// status it reported before.
+pub fn tell(socket: &Path, command: SocketCommand) -> std::io::Result<MountStatus> {
+    use std::io::{Read, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    conn.write_all(command.word().as_bytes())?;
+    conn.write_all(b"\n")?;
+    conn.shutdown(std::net::Shutdown::Write)?;
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw)?;
     serde_json::from_slice(&raw).map_err(std::io::Error::other)
@@ -234,7 +290,18 @@ mod tests {
     async fn the_socket_answers_with_json_and_is_private() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mounts").join("7.sock");
-        let sock = StatusSocket::bind(&path, probe(), &tokio::runtime::Handle::current()).unwrap();
+        let (told_tx, told) = std::sync::mpsc::channel();
+        let told_tx = std::sync::Mutex::new(told_tx);
+        let on_command: CommandHandler = Arc::new(move |c| {
+            let _ = told_tx.lock().unwrap().send(c);
+        });
+        let sock = StatusSocket::bind(
+            &path,
+            probe(),
+            on_command,
+            &tokio::runtime::Handle::current(),
+        )
+        .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
@@ -248,6 +315,30 @@ mod tests {
         assert_eq!(live.requests.len(), 11);
         assert_eq!(live.writes.files_open, 0);
         assert_eq!(live.cache.hit_ratio, None);
+        assert!(told.try_recv().is_err(), "a status query is no command");
+        // A command after the status: the mount hears it.
+        let p = path.clone();
+        let before = tokio::task::spawn_blocking(move || tell(&p, SocketCommand::SignedOut))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(before.pid, 7);
+        assert_eq!(
+            told.recv_timeout(Duration::from_secs(5)).unwrap(),
+            SocketCommand::SignedOut
+        );
+        // An unknown word is ignored.
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut c = std::os::unix::net::UnixStream::connect(&p).unwrap();
+            c.write_all(b"rm -rf\n").unwrap();
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+            c.read_to_end(&mut Vec::new()).unwrap();
+        })
+        .await
+        .unwrap();
+        assert!(told.recv_timeout(Duration::from_millis(300)).is_err());
         drop(sock);
         assert!(!path.exists(), "the socket is removed when the server goes");
     }
