@@ -247,7 +247,7 @@ fn respond(
         ("GET" | "HEAD", "/metrics") => httpd::reply(
             StatusCode::OK,
             prometheus::CONTENT_TYPE,
-            prometheus::render(&probe.snapshot()),
+            prometheus::render(&probe.sample()),
         ),
         ("GET" | "HEAD", _) => httpd::reply(StatusCode::NOT_FOUND, TEXT, "only /metrics here\n"),
         _ => httpd::reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET /metrics\n"),
