@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 
 use crate::auth::identity::{CredentialState, Session, start_refresher};
+use crate::auth::lifetime;
 use crate::auth::tokens::unix_now;
 use crate::config::{self, Profile};
 use crate::fs::MountOptions;
@@ -196,6 +197,7 @@ pub fn serve_with_metrics(
                 .with_context(|| format!("listening for /metrics at {addr}"))
         })
         .transpose()?;
+    let token_store = session.store.clone();
     let refresher = rt.block_on(start_refresher(session))?;
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
@@ -269,7 +271,13 @@ pub fn serve_with_metrics(
         fs: mount.fs().clone(),
         requests,
         credentials: Some(refresher.credentials.clone()),
+        sign_in_ends: Arc::default(),
     });
+    let sign_in_watch = rt.spawn(watch_sign_in(
+        profile.clone(),
+        token_store,
+        probe.sign_in_ends.clone(),
+    ));
     // Served until this function returns: through the shutdown wait, so that `cognifs
     // unmount` can show the last uploads' progress.
     let socket_path = mounts::socket_path(&config::state_dir(), &profile.name, record.pid);
@@ -303,7 +311,7 @@ pub fn serve_with_metrics(
     .ok();
     let _metrics = match metrics_listener {
         Some(listener) => {
-            let server = server::MetricsServer::start(listener, probe, rt.handle())
+            let server = server::MetricsServer::start(listener, probe.clone(), rt.handle())
                 .context("serving /metrics")?;
             tracing::info!(addr = %server.local_addr(), "serving /metrics");
             Some(server)
@@ -316,7 +324,12 @@ pub fn serve_with_metrics(
     while !mounts::is_mounted(dir) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sd_status = |expire: Option<u64>| {
+    let sign_in_ends = probe.sign_in_ends.clone();
+    let ending = || {
+        let end = sign_in_ends.load(std::sync::atomic::Ordering::Relaxed);
+        lifetime::ending_soon(end, unix_now()).then_some(end)
+    };
+    let sd_status = |expire: Option<u64>, ending: Option<u64>| {
         let renew = match (refresher.credentials.current(), expire) {
             (CredentialState::SignedOut(_), _) => format!(
                 "signed out: run cognifs login{} (files that cannot be uploaded are kept)",
@@ -325,11 +338,24 @@ pub fn serve_with_metrics(
             (_, Some(e)) => format!("credentials renew before {} UTC", clock(e)),
             (_, None) => "credentials do not expire".to_owned(),
         };
-        format!("STATUS=mounted {s3_url} at {}; {renew}", dir.display())
+        let warn = ending
+            .map(|end| {
+                format!(
+                    "; the sign-in {}: run cognifs login{}",
+                    lifetime::ends_in(end, unix_now()),
+                    crate::auth::profile_flag(&profile.name)
+                )
+            })
+            .unwrap_or_default();
+        format!(
+            "STATUS=mounted {s3_url} at {}; {renew}{warn}",
+            dir.display()
+        )
     };
+    let mut warned = ending();
     service::notify_or_log(&format!(
         "READY=1\n{}",
-        sd_status(record.credentials_expire)
+        sd_status(record.credentials_expire, warned)
     ));
     if let Some(ready) = extras.ready {
         ready(&s3_url);
@@ -345,18 +371,21 @@ pub fn serve_with_metrics(
                         tracing::info!("unmounted from outside");
                         break;
                     }
-                    if record.credentials_expire != expiry_secs() {
+                    let now_ending = ending();
+                    if record.credentials_expire != expiry_secs() || now_ending.is_some() != warned.is_some() {
                         record.credentials_expire = expiry_secs();
+                        warned = now_ending;
                         if let Some(reg) = &registration {
                             let _ = reg.update(&record);
                         }
-                        service::notify_or_log(&sd_status(record.credentials_expire));
+                        service::notify_or_log(&sd_status(record.credentials_expire, warned));
                     }
                 }
             }
         }
         anyhow::Ok(())
     })?;
+    sign_in_watch.abort();
     tracing::info!(mountpoint = %dir.display(), "unmounting");
     service::notify_or_log("STOPPING=1\nSTATUS=unmounting");
     // Detach at once (lazy unmount: nothing new can open), then wait for the FUSE session to
@@ -408,6 +437,48 @@ pub fn serve_with_metrics(
     rt.block_on(fs.flush_all())
         .map_err(|e| anyhow::anyhow!("uploading open files at shutdown: {e}"))?;
     Ok(())
+}
+
+/// How often a mount looks at when its sign-in ends (a new login moves it).
+const SIGN_IN_CHECK: Duration = Duration::from_secs(60);
+
+/// Keeps `ends` at the stored sign-in's end, and from [`lifetime::WARN_BEFORE`] before it
+/// warns once a day: the log, and a desktop notification where there is a session bus.
+async fn watch_sign_in(
+    profile: Profile,
+    store: crate::auth::tokens::TokenStore,
+    ends: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut last_warning: Option<(u64, std::time::Instant)> = None;
+    loop {
+        let (p, s) = (profile.clone(), store.clone());
+        let end = tokio::task::spawn_blocking(move || lifetime::stored_sign_in_end(&p, &s))
+            .await
+            .ok()
+            .flatten();
+        ends.store(end.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        let now = unix_now();
+        if let Some(end) = end.filter(|&end| lifetime::ending_soon(end, now)) {
+            let due = match last_warning {
+                Some((warned_end, at)) => warned_end != end || at.elapsed() >= lifetime::WARN_EVERY,
+                None => true,
+            };
+            if due {
+                let text = lifetime::warning(&profile.name, end, now);
+                tracing::warn!("{text}");
+                let summary = format!("cognifs: the sign-in {}", lifetime::ends_in(end, now));
+                lifetime::notify_desktop(
+                    &summary,
+                    &format!(
+                        "Run `cognifs login{}` to stay signed in.",
+                        crate::auth::profile_flag(&profile.name)
+                    ),
+                );
+                last_warning = Some((end, std::time::Instant::now()));
+            }
+        }
+        tokio::time::sleep(SIGN_IN_CHECK).await;
+    }
 }
 
 /// How long a stop waits for files being written to be closed, by default; below the unit's

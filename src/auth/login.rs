@@ -181,7 +181,12 @@ async fn finish(
             other => other,
         })?;
     let previous = store.load().ok().flatten();
-    let state = TokenState::from_response(&resp, previous.as_ref())?;
+    let mut state = TokenState::from_response(&resp, previous.as_ref())?;
+    // A new sign-in: its lifetime starts now (a refresh keeps it).
+    state.signed_in_at = Some(super::tokens::unix_now());
+    if resp.extra_fields().refresh_token_expires_in.is_none() {
+        state.refresh_token_expires = None;
+    }
     store.save(&state)?;
     Ok(state)
 }

@@ -33,6 +33,9 @@ use crate::config::Profile;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdTokenField {
     pub id_token: Option<String>,
+    /// Some token endpoints say how long the refresh token lasts (Cognito does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
 }
 impl ExtraTokenFields for IdTokenField {}
 
@@ -136,6 +139,12 @@ pub struct TokenState {
     pub identity_id: Option<String>,
     pub username: Option<String>,
     pub email: Option<String>,
+    /// Unix seconds of the sign-in (the code exchange); kept by refreshes.
+    #[serde(default)]
+    pub signed_in_at: Option<u64>,
+    /// Unix seconds when the refresh token ends, when the token endpoint said.
+    #[serde(default)]
+    pub refresh_token_expires: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenState {
@@ -145,6 +154,7 @@ impl std::fmt::Debug for TokenState {
             .field("username", &self.username)
             .field("identity_id", &self.identity_id)
             .field("id_token_expires", &self.id_token_expires)
+            .field("signed_in_at", &self.signed_in_at)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +213,27 @@ impl TokenState {
                 .and_then(|p| p.identity_id.clone()),
             username: claims.username,
             email: claims.email,
+            signed_in_at: previous.and_then(|p| p.signed_in_at),
+            refresh_token_expires: resp
+                .extra_fields()
+                .refresh_token_expires_in
+                .map(|secs| unix_now().saturating_add(secs))
+                .or_else(|| previous.and_then(|p| p.refresh_token_expires)),
+        })
+    }
+
+    /// When this sign-in ends and what says so: the token endpoint's own word, else the
+    /// sign-in time plus `lifetime` (the profile's `sign_in_lifetime`). `None` for a sign-in
+    /// stored before cognifs kept its time.
+    pub fn sign_in_ends(&self, lifetime: Duration) -> Option<(u64, SignInEndFrom)> {
+        if let Some(t) = self.refresh_token_expires {
+            return Some((t, SignInEndFrom::TokenEndpoint));
+        }
+        self.signed_in_at.map(|t| {
+            (
+                t.saturating_add(lifetime.as_secs()),
+                SignInEndFrom::Lifetime,
+            )
         })
     }
 
@@ -212,6 +243,24 @@ impl TokenState {
             && self
                 .id_token_expires
                 .is_some_and(|exp| exp > unix_now() + margin.as_secs())
+    }
+}
+
+/// What a sign-in's end was learnt from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInEndFrom {
+    /// The token endpoint's `refresh_token_expires_in`.
+    TokenEndpoint,
+    /// The sign-in time plus the profile's `sign_in_lifetime`.
+    Lifetime,
+}
+
+impl SignInEndFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            SignInEndFrom::TokenEndpoint => "token endpoint",
+            SignInEndFrom::Lifetime => "sign_in_lifetime",
+        }
     }
 }
 
@@ -423,6 +472,8 @@ mod tests {
             identity_id: Some("us-east-1:abc".into()),
             username: Some("alice".into()),
             email: None,
+            signed_in_at: Some(1_700_000_000),
+            refresh_token_expires: None,
         }
     }
 
@@ -494,6 +545,28 @@ mod tests {
                 .refresh_token,
             "r1"
         );
+    }
+
+    #[test]
+    fn the_sign_in_ends_when_the_server_says_else_after_the_lifetime() {
+        let month = Duration::from_secs(30 * 86_400);
+        let mut s = state("r");
+        assert_eq!(
+            s.sign_in_ends(month),
+            Some((1_700_000_000 + 30 * 86_400, SignInEndFrom::Lifetime))
+        );
+        s.refresh_token_expires = Some(1_700_500_000);
+        assert_eq!(
+            s.sign_in_ends(month),
+            Some((1_700_500_000, SignInEndFrom::TokenEndpoint))
+        );
+        s.refresh_token_expires = None;
+        s.signed_in_at = None;
+        assert_eq!(s.sign_in_ends(month), None);
+        // A token file from before these fields still reads.
+        let old = r#"{"refresh_token":"r","id_token":null,"id_token_expires":null,"identity_id":null,"username":null,"email":null}"#;
+        let read: TokenState = serde_json::from_str(old).unwrap();
+        assert_eq!(read.signed_in_at, None);
     }
 
     #[test]

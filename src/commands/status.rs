@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::EXIT_SIGNED_OUT;
-use crate::auth::profile_flag;
 use crate::auth::tokens::{TokenStore, read_claims, unix_now};
+use crate::auth::{lifetime, profile_flag};
 use crate::cli::StatusArgs;
 use crate::config::{self, ConfigSource, Profile};
 use crate::metrics::{MountStatus, STATUS_VERSION, StatusReport, server};
@@ -86,10 +86,33 @@ fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
         .map(read_claims)
         .unwrap_or_default();
     let identity_id = state.as_ref().and_then(|s| s.identity_id.clone());
+    let now = unix_now();
+    let ends = state
+        .as_ref()
+        .and_then(|s| s.sign_in_ends(profile.sign_in_lifetime));
+    let mounts = mount_statuses(&profile.name);
+    // Ended: by its time, or as the mounts found (the pool's lifetime may be shorter
+    // than the profile says).
+    let ended = ends.is_some_and(|(t, _)| t <= now)
+        || (!mounts.is_empty()
+            && mounts.iter().all(|m| {
+                m.live
+                    .as_ref()
+                    .is_some_and(|l| l.credentials.signed_out.is_some())
+            }));
+    let sign_in = match (&state, ends) {
+        (None, _) => "not signed in",
+        (Some(_), _) if ended => "signed out",
+        (Some(_), Some((t, _))) if lifetime::ending_soon(t, now) => "ending soon",
+        (Some(_), _) => "signed in",
+    };
     Ok(StatusReport {
         version: STATUS_VERSION,
         profile: profile.name.clone(),
-        signed_in: state.is_some(),
+        signed_in: state.is_some() && !ended,
+        sign_in: Some(sign_in.to_owned()),
+        sign_in_ends: ends.map(|(t, _)| t),
+        sign_in_ends_from: ends.map(|(_, from)| from.name().to_owned()),
         user: claims.username,
         email: claims.email,
         data: identity_id
@@ -97,7 +120,7 @@ fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
             .map(|id| format!("s3://{}/{}", profile.bucket, profile.prefix_for(id))),
         identity_id,
         id_token_expires: state.as_ref().and_then(|s| s.id_token_expires),
-        mounts: mount_statuses(&profile.name),
+        mounts,
         pending: crate::pending::records_in(&PendingArea::for_profile(
             &config::state_dir(),
             &profile.name,
@@ -251,6 +274,20 @@ pub fn mount_block(m: &MountStatus, now: u64) -> String {
         .map(|t| format!(", obtained {} ago", fmt_duration(now.saturating_sub(t))))
         .unwrap_or_default();
     let _ = writeln!(o, "  sign-in      {expires}{renewed}");
+    if let Some(end) = l
+        .credentials
+        .extra
+        .get("sign_in_ends")
+        .and_then(|v| v.as_u64())
+        .filter(|&end| crate::auth::lifetime::ending_soon(end, now))
+    {
+        let _ = writeln!(
+            o,
+            "               the sign-in {}: run cognifs login{}",
+            crate::auth::lifetime::ends_in(end, now),
+            crate::auth::profile_flag(&m.profile)
+        );
+    }
     o
 }
 
@@ -321,12 +358,56 @@ fn human(r: &StatusReport, profile: &Profile) -> String {
         r.profile,
         profile.config_path.display()
     );
-    let _ = writeln!(
-        o,
-        "signed in as   {} <{}>",
-        r.user.as_deref().unwrap_or("?"),
-        r.email.as_deref().unwrap_or("no email")
-    );
+    let now = unix_now();
+    if r.sign_in.as_deref() == Some("signed out") {
+        let _ = writeln!(
+            o,
+            "signed out: run cognifs login{} (the sign-in of {} ended{}; files that cannot be uploaded are kept until then)",
+            profile_flag(&r.profile),
+            r.user.as_deref().unwrap_or("?"),
+            r.sign_in_ends
+                .filter(|&t| t <= now)
+                .map(|t| format!(" {}", lifetime::utc(t)))
+                .unwrap_or_default()
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "signed in as   {} <{}>",
+            r.user.as_deref().unwrap_or("?"),
+            r.email.as_deref().unwrap_or("no email")
+        );
+        match (r.sign_in_ends, r.sign_in_ends_from.as_deref()) {
+            (Some(end), from) => {
+                let whence = match from {
+                    Some("token endpoint") => "as the token endpoint said".to_owned(),
+                    _ => format!(
+                        "sign-in time + sign_in_lifetime {}",
+                        lifetime::span(profile.sign_in_lifetime.as_secs())
+                    ),
+                };
+                let _ = writeln!(
+                    o,
+                    "sign-in        {} ({whence}){}",
+                    lifetime::ends_in(end, now),
+                    if lifetime::ending_soon(end, now) {
+                        format!(
+                            ": soon; run cognifs login{} to stay signed in",
+                            profile_flag(&r.profile)
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            (None, _) => {
+                let _ = writeln!(
+                    o,
+                    "sign-in        end unknown (signed in before cognifs kept the time; `cognifs login` again to know it)"
+                );
+            }
+        }
+    }
     match (&r.identity_id, &r.data) {
         (Some(id), Some(data)) => {
             let _ = writeln!(o, "identity       {id}");
@@ -342,7 +423,6 @@ fn human(r: &StatusReport, profile: &Profile) -> String {
     if r.mounts.is_empty() {
         let _ = writeln!(o, "mounts         none");
     }
-    let now = unix_now();
     for m in &r.mounts {
         o.push_str(&mount_block(m, now));
     }
@@ -414,7 +494,7 @@ pub fn status(src: &ConfigSource, args: &StatusArgs) -> anyhow::Result<ExitCode>
         }
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
-        } else if r.signed_in {
+        } else if r.signed_in || r.sign_in.as_deref() == Some("signed out") {
             print!("{}", human(&r, &profile));
         } else {
             eprintln!(
@@ -474,6 +554,9 @@ fn status_without_profile(
                 mounts,
                 pending: Vec::new(),
                 profile_problem: Some(problem.to_string()),
+                sign_in: None,
+                sign_in_ends: None,
+                sign_in_ends_from: None,
             };
             println!("{}", serde_json::to_string(&report)?);
         } else {
@@ -544,6 +627,7 @@ mod tests {
             "  FUSE latency p50/p99 read 0.38 ms/0.50 ms\n",
             "  connection   online, 0 outage(s)\n",
             "  offline      0 change(s) queued\n",
+            "               the sign-in ends in 1d00h (2023-11-15 22:15 UTC): run cognifs login\n",
             "  sign-in      credentials expire ",
             ", obtained 1m40s ago",
         ] {

@@ -38,6 +38,8 @@ pub struct CredentialSample {
     pub last_renewal: Option<u64>,
     /// Why there is no usable sign-in, if there is none.
     pub signed_out: Option<String>,
+    /// When the sign-in ends, if known.
+    pub sign_in_ends: Option<u64>,
 }
 
 /// A figure's value in one sample.
@@ -540,6 +542,13 @@ pub static FIGURES: &[Figure] = &[
         meaning: "why the mount has no usable sign-in (`cognifs logout`, the sign-in ended or was revoked), or `null`; until the next `cognifs login` requests fail with `EACCES` and closes that cannot upload are kept",
         show: Show::Custom,
         value: |s| Val::Text(s.credentials.signed_out.clone()),
+    },
+    Figure {
+        json: Some("credentials.sign_in_ends"),
+        metric: gauge("cognifs_sign_in_end_timestamp_seconds"),
+        meaning: "when the sign-in ends (its refresh token: as the token endpoint said, else the sign-in time plus the profile's `sign_in_lifetime`), or `null` when unknown; from 3 days before, the mount warns",
+        show: Show::Custom,
+        value: |s| Val::Int(s.credentials.sign_in_ends),
     },
     Figure {
         json: None,

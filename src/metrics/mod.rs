@@ -61,6 +61,15 @@ pub struct StatusReport {
     /// lists every running mount of this user, whatever its profile.
     #[serde(default)]
     pub profile_problem: Option<String>,
+    /// `signed in`, `ending soon` (within 3 days), `signed out` (the sign-in ended or was
+    /// refused: run `cognifs login`), `not signed in`; `None` without a profile.
+    #[serde(default)]
+    pub sign_in: Option<String>,
+    /// When the sign-in ends, and what says so (`token endpoint`, `sign_in_lifetime`).
+    #[serde(default)]
+    pub sign_in_ends: Option<u64>,
+    #[serde(default)]
+    pub sign_in_ends_from: Option<String>,
 }
 
 /// One running mount.
@@ -218,6 +227,8 @@ pub struct Probe {
     pub fs: Arc<Fs>,
     pub requests: Arc<RequestStats>,
     pub credentials: Option<WatchedCredentials>,
+    /// When the sign-in ends (Unix seconds; 0: unknown), kept by the mount's sign-in watch.
+    pub sign_in_ends: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Probe {
@@ -231,6 +242,8 @@ impl Probe {
                     CredentialState::SignedOut(why) => Some(why),
                     CredentialState::Ready(_) => None,
                 },
+                sign_in_ends: Some(self.sign_in_ends.load(std::sync::atomic::Ordering::Relaxed))
+                    .filter(|&t| t > 0),
             },
             None => figures::CredentialSample::default(),
         };
@@ -356,6 +369,7 @@ pub(crate) mod tests {
                 expires: Some(1_700_003_600),
                 last_renewal: Some(1_700_000_000),
                 signed_out: None,
+                sign_in_ends: Some(1_700_086_500),
             },
         }
     }

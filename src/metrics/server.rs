@@ -275,6 +275,7 @@ mod tests {
             fs: Arc::new(Fs::new(store, MountOptions::default())),
             requests: Arc::new(RequestStats::default()),
             credentials: None,
+            sign_in_ends: Arc::default(),
         })
     }
 
