@@ -28,11 +28,12 @@ pub fn sign_in_end(profile: &Profile, state: &TokenState) -> Option<u64> {
 
 /// The stored sign-in's end, read from `store` (`None`: not signed in, or unknown).
 pub fn stored_sign_in_end(profile: &Profile, store: &TokenStore) -> Option<u64> {
+    // The file alone says it: no need to ask the keyring every minute.
     store
-        .load()
+        .load_public()
         .ok()
         .flatten()
-        .and_then(|s| sign_in_end(profile, &s))
+        .and_then(|(s, _)| sign_in_end(profile, &s))
 }
 
 /// Whether a sign-in ending at `end` is to be warned about at `now`.

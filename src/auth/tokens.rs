@@ -126,6 +126,41 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The token file: the state, whose secrets are blank when the keyring keeps them.
+#[derive(Serialize, Deserialize)]
+struct FileRecord {
+    #[serde(flatten)]
+    state: TokenState,
+    /// The refresh and ID tokens are in the OS keyring, not here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    in_keyring: bool,
+}
+
+/// What the OS keyring keeps for a sign-in.
+#[derive(Serialize, Deserialize)]
+struct Secrets {
+    refresh_token: String,
+    id_token: Option<String>,
+}
+
+/// Where a sign-in's secrets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStorage {
+    /// The OS keyring (Secret Service).
+    Keyring,
+    /// The 0600 token file.
+    File,
+}
+
+impl TokenStorage {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenStorage::Keyring => "keyring",
+            TokenStorage::File => "file",
+        }
+    }
+}
+
 /// The largest token file read.
 const MAX_TOKEN_FILE: u64 = 64 << 10;
 
@@ -268,13 +303,26 @@ impl SignInEndFrom {
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     dir: PathBuf,
+    /// Whether the OS keyring may keep the secrets (where there is one).
+    use_keyring: bool,
 }
 
 impl TokenStore {
     pub fn new(state_dir: &Path, profile: &str) -> Self {
         Self {
             dir: state_dir.join(profile),
+            use_keyring: true,
         }
+    }
+
+    /// The same store, never using the OS keyring (tests that must not touch the user's).
+    pub fn file_only(mut self) -> Self {
+        self.use_keyring = false;
+        self
+    }
+
+    fn keyring(&self) -> Option<super::keyring::Keyring> {
+        self.use_keyring.then(super::keyring::keyring).flatten()
     }
 
     pub fn for_profile(profile: &Profile) -> Self {
@@ -308,7 +356,62 @@ impl TokenStore {
 
     /// The stored state whatever the file's mode, with the mode when group or others can
     /// read it: for `logout`, which must revoke a sign-in exactly when it may have leaked.
+    /// Secrets kept in the OS keyring are fetched from it.
     pub fn load_whatever_mode(&self) -> Result<Option<(TokenState, Option<u32>)>, AuthError> {
+        let Some((record, mode)) = self.read_record()? else {
+            return Ok(None);
+        };
+        let mut state = record.state;
+        if record.in_keyring {
+            let Some(secrets) = self.keyring_secrets()? else {
+                // The keyring lost it (or someone removed it): signed out.
+                return Ok(None);
+            };
+            state.refresh_token = secrets.refresh_token;
+            state.id_token = secrets.id_token;
+        }
+        Ok(Some((state, mode)))
+    }
+
+    /// What the token file says without the secrets (never asks the keyring): who, which
+    /// identity, since when, and where the secrets are. For `status`.
+    pub fn load_public(&self) -> Result<Option<(TokenState, TokenStorage)>, AuthError> {
+        Ok(self.read_record()?.map(|(mut r, _)| {
+            r.state.refresh_token.clear();
+            r.state.id_token = None;
+            let storage = if r.in_keyring {
+                TokenStorage::Keyring
+            } else {
+                TokenStorage::File
+            };
+            (r.state, storage)
+        }))
+    }
+
+    fn keyring_secrets(&self) -> Result<Option<Secrets>, AuthError> {
+        let unreachable = |why: String| {
+            AuthError::Io(format!(
+                "the sign-in of {} is kept in the OS keyring, which cannot be reached ({why}); \
+                 unlock it, or sign in again with `cognifs login` (COGNIFS_TOKEN_STORAGE=file keeps it in the file)",
+                self.path().display()
+            ))
+        };
+        let keyring = self
+            .keyring()
+            .ok_or_else(|| unreachable("no Secret Service on the session bus".into()))?;
+        let Some(raw) = keyring.get(&self.path()).map_err(unreachable)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&raw).map(Some).map_err(|_| {
+            AuthError::Io(
+                "the sign-in kept in the OS keyring is damaged; run `cognifs login` again".into(),
+            )
+        })
+    }
+
+    /// The token file as written: the state (secrets blank when in the keyring) and the
+    /// mode when group or others can read it.
+    fn read_record(&self) -> Result<Option<(FileRecord, Option<u32>)>, AuthError> {
         use std::io::Read;
         let path = self.path();
         let read_err =
@@ -339,12 +442,54 @@ impl TokenStore {
         if raw.len() as u64 > MAX_TOKEN_FILE {
             return Err(damaged(format!("larger than {MAX_TOKEN_FILE} bytes")));
         }
-        let state = serde_json::from_slice(&raw).map_err(|e| damaged(e.to_string()))?;
-        Ok(Some((state, (mode & 0o077 != 0).then_some(mode))))
+        let record = serde_json::from_slice(&raw).map_err(|e| damaged(e.to_string()))?;
+        Ok(Some((record, (mode & 0o077 != 0).then_some(mode))))
     }
 
-    /// Writes atomically: a reader sees the old file or the new one, never half of one.
+    /// Keeps `state`: its secrets in the OS keyring when there is one (the file then holds
+    /// the rest), else all of it in the file. The file is written atomically: a reader
+    /// sees the old file or the new one, never half of one.
     pub fn save(&self, state: &TokenState) -> Result<(), AuthError> {
+        let secrets = Secrets {
+            refresh_token: state.refresh_token.clone(),
+            id_token: state.id_token.clone(),
+        };
+        let in_keyring = match self.keyring() {
+            Some(k) => {
+                let json =
+                    serde_json::to_string(&secrets).map_err(|e| AuthError::Io(e.to_string()))?;
+                match k.set(&self.path(), &json) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("keeping the sign-in in the token file instead: {e}");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        let mut kept = state.clone();
+        if in_keyring {
+            kept.refresh_token.clear();
+            kept.id_token = None;
+        }
+        self.write_file(&FileRecord {
+            state: kept,
+            in_keyring,
+        })?;
+        if !in_keyring && let Some(k) = self.keyring() {
+            // An older sign-in kept there must not outlive this one.
+            let _ = k.delete(&self.path());
+        }
+        Ok(())
+    }
+
+    /// Where the secrets of a saved sign-in are.
+    pub fn storage(&self) -> Option<TokenStorage> {
+        self.load_public().ok().flatten().map(|(_, s)| s)
+    }
+
+    fn write_file(&self, record: &FileRecord) -> Result<(), AuthError> {
         let io = |what: &str, e: std::io::Error| {
             AuthError::Io(format!("{what} {}: {e}", self.dir.display()))
         };
@@ -365,7 +510,7 @@ impl TokenStore {
                 .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+            f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
             fs::rename(&tmp, self.path())
         })();
@@ -375,7 +520,13 @@ impl TokenStore {
         result.map_err(|e| io("writing tokens in", e))
     }
 
+    /// Deletes the sign-in: the file, and what the OS keyring keeps for it.
     pub fn delete(&self) -> Result<bool, AuthError> {
+        if let Some(k) = self.keyring()
+            && let Err(e) = k.delete(&self.path())
+        {
+            return Err(AuthError::Io(format!("deleting the sign-in from {e}")));
+        }
         match fs::remove_file(self.path()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -480,7 +631,7 @@ mod tests {
     #[test]
     fn saves_0600_in_a_0700_dir_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "default");
+        let store = TokenStore::new(dir.path(), "default").file_only();
         assert!(store.load().unwrap().is_none());
         // One state, saved and compared: two calls of `state` may fall in two seconds.
         let saved = state("r1");
@@ -508,7 +659,7 @@ mod tests {
     #[test]
     fn refuses_a_token_file_others_can_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "work");
+        let store = TokenStore::new(dir.path(), "work").file_only();
         store.save(&state("r1")).unwrap();
         fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.load().unwrap_err().to_string();
@@ -518,7 +669,7 @@ mod tests {
     #[test]
     fn logout_reads_a_loose_file_and_says_its_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "work");
+        let store = TokenStore::new(dir.path(), "work").file_only();
         store.save(&state("r1")).unwrap();
         let (s, loose) = store.load_whatever_mode().unwrap().unwrap();
         assert_eq!((s.refresh_token.as_str(), loose), ("r1", None));
@@ -530,7 +681,7 @@ mod tests {
     #[test]
     fn the_token_file_is_never_read_or_written_through_a_symlink() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "p");
+        let store = TokenStore::new(dir.path(), "p").file_only();
         store.save(&state("r1")).unwrap();
         let elsewhere = dir.path().join("elsewhere.json");
         fs::rename(store.path(), &elsewhere).unwrap();

@@ -79,12 +79,22 @@ fn with_live_figures(records: Vec<mounts::MountRecord>) -> Vec<MountStatus> {
 }
 
 fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
-    let state = TokenStore::for_profile(profile).load()?;
+    // What the token file says, without asking the keyring for the secrets.
+    let (state, storage) = match TokenStore::for_profile(profile).load_public()? {
+        Some((state, storage)) => (Some(state), Some(storage)),
+        None => (None, None),
+    };
     let claims = state
         .as_ref()
         .and_then(|s| s.id_token.as_deref())
         .map(read_claims)
         .unwrap_or_default();
+    let user = claims
+        .username
+        .or_else(|| state.as_ref().and_then(|s| s.username.clone()));
+    let email = claims
+        .email
+        .or_else(|| state.as_ref().and_then(|s| s.email.clone()));
     let identity_id = state.as_ref().and_then(|s| s.identity_id.clone());
     let now = unix_now();
     let ends = state
@@ -113,8 +123,9 @@ fn report(profile: &Profile) -> anyhow::Result<StatusReport> {
         sign_in: Some(sign_in.to_owned()),
         sign_in_ends: ends.map(|(t, _)| t),
         sign_in_ends_from: ends.map(|(_, from)| from.name().to_owned()),
-        user: claims.username,
-        email: claims.email,
+        user,
+        email,
+        token_storage: storage.map(|s| s.name().to_owned()),
         data: identity_id
             .as_deref()
             .map(|id| format!("s3://{}/{}", profile.bucket, profile.prefix_for(id))),
@@ -420,6 +431,19 @@ fn human(r: &StatusReport, profile: &Profile) -> String {
     if let Some(exp) = r.id_token_expires {
         let _ = writeln!(o, "ID token       expires {}", fmt_time(exp));
     }
+    match r.token_storage.as_deref() {
+        Some("keyring") => {
+            let _ = writeln!(o, "tokens kept    in the OS keyring (Secret Service)");
+        }
+        Some(_) => {
+            let _ = writeln!(
+                o,
+                "tokens kept    in {} (mode 0600; no OS keyring here)",
+                TokenStore::for_profile(profile).path().display()
+            );
+        }
+        None => {}
+    }
     if r.mounts.is_empty() {
         let _ = writeln!(o, "mounts         none");
     }
@@ -557,6 +581,7 @@ fn status_without_profile(
                 sign_in: None,
                 sign_in_ends: None,
                 sign_in_ends_from: None,
+                token_storage: None,
             };
             println!("{}", serde_json::to_string(&report)?);
         } else {

@@ -70,6 +70,9 @@ pub struct StatusReport {
     pub sign_in_ends: Option<u64>,
     #[serde(default)]
     pub sign_in_ends_from: Option<String>,
+    /// Where the sign-in's secrets are kept: `keyring` (the OS keyring) or `file`.
+    #[serde(default)]
+    pub token_storage: Option<String>,
 }
 
 /// One running mount.
