@@ -108,3 +108,49 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the Debian package ships beside the binary, generated from the command-line
+    /// definitions and the unit template: `packaging/` must hold exactly that (a changed
+    /// flag fails here until `COGNIFS_BLESS_PACKAGING=1 cargo test --lib packaged` rewrites
+    /// the files).
+    #[test]
+    fn packaged_files_match_the_binary() {
+        let mut expected: Vec<(&str, Vec<u8>)> = Vec::new();
+        for (file, shell) in [
+            ("cognifs.bash", clap_complete::Shell::Bash),
+            ("_cognifs", clap_complete::Shell::Zsh),
+            ("cognifs.fish", clap_complete::Shell::Fish),
+        ] {
+            let mut out = Vec::new();
+            completions(shell, &mut out).unwrap();
+            expected.push((file, out));
+        }
+        let mut man = Vec::new();
+        man_page(&mut man).unwrap();
+        expected.push(("cognifs.1", man));
+        expected.push((
+            "cognifs@.service",
+            crate::service::unit_text(std::path::Path::new("/usr/bin/cognifs")).into_bytes(),
+        ));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+        let bless = std::env::var_os("COGNIFS_BLESS_PACKAGING").is_some();
+        for (file, content) in expected {
+            let path = dir.join(file);
+            if bless {
+                std::fs::write(&path, &content).unwrap();
+            }
+            assert!(
+                std::fs::read(&path).is_ok_and(|on_disk| on_disk == content),
+                "packaging/{file} is stale: run `COGNIFS_BLESS_PACKAGING=1 cargo test --lib packaged`"
+            );
+        }
+        assert_eq!(
+            std::fs::read_link(dir.join("mount.fuse.cognifs")).unwrap(),
+            std::path::Path::new("/usr/bin/cognifs")
+        );
+    }
+}

@@ -313,10 +313,12 @@ fn import_env_with(
 
     // Edited in place: every other profile, comment and blank line stays as it was.
     let mut doc = match &existing {
-        Some((_, text)) => text.parse::<DocumentMut>().map_err(|e| ConfigError::Parse {
-            path: path.clone(),
-            message: e.to_string(),
-        })?,
+        Some((_, text)) => text
+            .parse::<DocumentMut>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
         None => DocumentMut::new(),
     };
     let new_table = profile_table(&table, env_file, doc.get(&profile), doc.is_empty());
