@@ -153,7 +153,7 @@ fn login(keyring: &SessionKeyring, env: &Env, rt: &tokio::runtime::Runtime) {
 #[test]
 fn the_sign_in_lives_in_the_keyring_and_logout_removes_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let env = Env::new(Some(&running));
     let keyring = SessionKeyring::start(env.dir.path());

@@ -25,7 +25,7 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
-    let port = free_port();
+    let port = reserved_port();
     let running = start_with(|o| o.callback_port = port).await;
     let dir = tempfile::tempdir().unwrap();
     let profile = cognifs_profile(&running, "default", dir.path().join("config.toml"));

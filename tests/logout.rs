@@ -37,7 +37,7 @@ fn key_of(report: &StatusReport, rel: &str) -> String {
 #[test]
 fn logout_revokes_a_loose_sign_in_and_the_mount_keeps_what_it_cannot_upload() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| o.callback_port = port));
     let admin = admin_s3(&running);
     let bucket = running.profile.bucket.clone();

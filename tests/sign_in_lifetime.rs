@@ -38,7 +38,7 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 #[test]
 fn sign_in_lifetime_warned_ended_while_mounted_kept_and_resumed_by_login() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let port = free_port();
+    let port = reserved_port();
     let running = rt.block_on(start_with(|o| {
         o.callback_port = port;
         o.token_ttl = Duration::from_secs(4);
