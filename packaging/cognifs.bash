@@ -819,7 +819,7 @@ _cognifs() {
             return 0
             ;;
         cognifs__subcmd__mount)
-            opts="-f -h --foreground --read-only --allow-other --cache-size --block-size --max-readahead --part-size --cache-dir --list-only --pending-max --min-free --conflict-error --stray-upload-hours --metadata-ttl --uid --gid --file-mode --dir-mode --metrics-addr --config --profile --help"
+            opts="-f -h --foreground --read-only --allow-other --cache-size --block-size --max-readahead --part-size --cache-dir --list-only --pending-max --min-free --conflict-error --offline-strict --stray-upload-hours --metadata-ttl --shutdown-grace --uid --gid --file-mode --dir-mode --metrics-addr --config --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -858,6 +858,10 @@ _cognifs() {
                     return 0
                     ;;
                 --metadata-ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shutdown-grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

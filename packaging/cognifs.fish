@@ -63,6 +63,7 @@ complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l pending-max -d
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l min-free -d 'Free space kept on the disk holding failed uploads; writes that could eat into it fail with ENOSPC (default: 5% of that disk, at most 1GiB)' -r
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l stray-upload-hours -d 'Hours after which a multipart upload under the prefix counts as abandoned and is aborted at mount, whoever started it (this machine\'s own dead ones go at once)' -r
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l metadata-ttl -d 'Seconds that attributes and listings are trusted' -r
+complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l shutdown-grace -d 'Seconds a stop (SIGTERM, Ctrl-C, an outside lazy unmount) waits for files still open for writing to be closed; then they are uploaded as they stand. Keep it below the service\'s TimeoutStopSec (120)' -r
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l uid -r
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l gid -r
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l file-mode -d 'Mode of files, octal' -r
@@ -75,6 +76,7 @@ complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l read-only
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l allow-other -d 'Let other users see the mount (needs user_allow_other in /etc/fuse.conf)'
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l list-only -d 'Attributes from listings alone, never a HEAD: Last-Modified as mtime, --uid/--gid and --file-mode/--dir-mode for everything, symlinks and special files shown as files (like rclone\'s --use-server-modtime). Fastest `ls -l` for buckets where stored attributes do not matter'
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l conflict-error -d 'A close or fsync whose data went beside the object as a conflict copy (another device changed the file meanwhile) fails with ESTALE; the data is in S3 all the same. By default such a close returns 0'
+complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -l offline-strict -d 'While S3 does not answer, close and fsync fail (EIO; the data is kept and uploaded all the same) and mkdir, unlink and the like are refused, as before offline mode. By default they succeed once the change is safe on this disk, and S3 gets it when it answers again'
 complete -c cognifs -n "__fish_cognifs_using_subcommand mount" -s h -l help -d 'Print help'
 complete -c cognifs -n "__fish_cognifs_using_subcommand unmount" -l config -d 'Config file (default: $COGNIFS_CONFIG, else $XDG_CONFIG_HOME/cognifs/config.toml)' -r -F
 complete -c cognifs -n "__fish_cognifs_using_subcommand unmount" -l profile -d 'Profile (table) of the config file (default: $COGNIFS_PROFILE, else "default")' -r
