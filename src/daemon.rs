@@ -39,13 +39,8 @@ pub fn is_daemon_child() -> bool {
 /// `/proc/PID/mem` for other processes of the user. A mount holds the refresh token and
 /// AWS keys in memory for as long as it runs.
 pub fn forbid_core_dumps() -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory of ours.
-    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
 }
 
 /// The crates whose logs are ours: shown at the chosen level.
@@ -510,10 +505,12 @@ pub fn daemonize(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: setsid (one system call, no allocation) is one.
+    // It detaches the child from our terminal.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }

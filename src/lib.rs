@@ -1,5 +1,8 @@
 //! cognifs: mount your own prefix of an S3 bucket, signed in through AWS Cognito.
 
+// System calls go through rustix; the few `unsafe` blocks left say why they are sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod auth;
 pub mod cli;
 pub mod clock;
