@@ -45,7 +45,8 @@ pub fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Byt
     resp
 }
 
-/// Serves `listener` with `handler` until the returned task is aborted.
+/// Serves `listener` with `handler` until the returned task is aborted; the listener and
+/// every connection go with it (await the handle to know they are gone).
 pub fn serve<H, F>(listener: TcpListener, limits: Limits, handler: H) -> tokio::task::JoinHandle<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -53,7 +54,10 @@ where
 {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     tokio::spawn(async move {
+        // Owned here, so that stopping the server stops its connections too.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(_) => {
@@ -67,7 +71,7 @@ where
                 continue;
             };
             let handler = handler.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let answer = handler(req);
                     async move { Ok::<_, std::convert::Infallible>(answer.await) }

@@ -121,7 +121,7 @@ pub async fn login(
     let callback = match callback {
         Ok(cb) => cb,
         Err(e) => {
-            stop(servers);
+            stop(servers).await;
             return Err(e);
         }
     };
@@ -145,13 +145,18 @@ pub async fn login(
         // Let the browser's connection take its page before the listeners go.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    stop(servers);
+    stop(servers).await;
     result
 }
 
-fn stop(servers: Vec<tokio::task::JoinHandle<()>>) {
-    for s in servers {
+/// Stops the callback servers and waits until their listeners are closed: the port is
+/// free again when `login` returns.
+async fn stop(servers: Vec<tokio::task::JoinHandle<()>>) {
+    for s in &servers {
         s.abort();
+    }
+    for s in servers {
+        let _ = s.await;
     }
 }
 

@@ -629,7 +629,7 @@ pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
 
 /// The lines `cognifs status` draws from [`Show::Item`] figures, from a mount's `live`
 /// JSON: one line per `line` label, in table order, its items joined by `, `. Figures
-/// absent or `null` are left out, and so is a line left empty.
+/// absent or `null`, and counts of 0, are left out, and so is a line left empty.
 pub fn item_lines(live: &Value, now: u64) -> Vec<String> {
     let mut lines: Vec<(&'static str, Vec<String>)> = Vec::new();
     for f in FIGURES {
@@ -648,7 +648,8 @@ pub fn item_lines(live: &Value, now: u64) -> Vec<String> {
             continue;
         };
         let shown = match unit {
-            Unit::Count => v.as_u64().map(|n| n.to_string()),
+            // A count of none says nothing: left out (`0 change(s) queued`).
+            Unit::Count => v.as_u64().filter(|&n| n > 0).map(|n| n.to_string()),
             Unit::Bytes => v.as_u64().map(crate::commands::status::fmt_bytes),
             Unit::Ago => v.as_u64().map(|t| {
                 format!(
