@@ -185,7 +185,7 @@ _cognifs() {
 
     case "${cmd}" in
         cognifs)
-            opts="-h -V --config --profile --help --version login logout status mount unmount demo config service mount-helper pending conflicts completions man help"
+            opts="-h -V --config --profile --help --version login logout status mount unmount config service mount-helper pending conflicts completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,7 +459,7 @@ _cognifs() {
             return 0
             ;;
         cognifs__subcmd__help)
-            opts="login logout status mount unmount demo config service mount-helper pending conflicts completions man help"
+            opts="login logout status mount unmount config service mount-helper pending conflicts completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
