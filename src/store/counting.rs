@@ -294,8 +294,9 @@ impl ObjectStore for CountingStore {
     }
 
     async fn probe(&self) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self.inner.probe().await;
-        self.count(RequestKind::List, "", r)
+        self.count(RequestKind::List, "", started, r)
     }
 }
 
