@@ -304,6 +304,14 @@ pub fn serve_with_metrics(
         |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
     )
     .ok();
+    // Pins (`cognifs offline pin`) and other requests that act on the mount.
+    let control_path = mounts::control_path(&config::state_dir(), &profile.name, record.pid);
+    let _control =
+        crate::control::ControlSocket::bind(&control_path, mount.fs().clone(), rt.handle())
+            .inspect_err(
+                |e| tracing::warn!(socket = %control_path.display(), "cannot take requests: {e}"),
+            )
+            .ok();
     let _metrics = match metrics_listener {
         Some(listener) => {
             let server = server::MetricsServer::start(listener, probe.clone(), rt.handle())
@@ -324,6 +332,7 @@ pub fn serve_with_metrics(
         let end = sign_in_ends.load(std::sync::atomic::Ordering::Relaxed);
         lifetime::ending_soon(end, unix_now()).then_some(end)
     };
+    let fs_for_status = mount.fs().clone();
     let sd_status = |expire: Option<u64>, ending: Option<u64>| {
         let renew = match (refresher.credentials.current(), expire) {
             (CredentialState::SignedOut(_), _) => format!(
@@ -342,12 +351,28 @@ pub fn serve_with_metrics(
                 )
             })
             .unwrap_or_default();
+        // Offline: since when, and what waits for S3.
+        let fs_now = fs_for_status.stats();
+        let offline = match &fs_now.connectivity.offline_since {
+            Some((since, _)) if !fs_now.connectivity.online => format!(
+                "; OFFLINE since {} UTC: {} upload(s) and {} change(s) kept for S3",
+                clock(
+                    since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ),
+                fs_now.pending.len(),
+                fs_now.offline.queued_changes
+            ),
+            _ => String::new(),
+        };
         format!(
-            "STATUS=mounted {s3_url} at {}; {renew}{warn}",
+            "STATUS=mounted {s3_url} at {}; {renew}{warn}{offline}",
             dir.display()
         )
     };
     let mut warned = ending();
+    let mut was_online = true;
     service::notify_or_log(&format!(
         "READY=1\n{}",
         sd_status(record.credentials_expire, warned)
@@ -367,7 +392,12 @@ pub fn serve_with_metrics(
                         break;
                     }
                     let now_ending = ending();
-                    if record.credentials_expire != expiry_secs() || now_ending.is_some() != warned.is_some() {
+                    let online = !mount.fs().is_offline();
+                    if record.credentials_expire != expiry_secs()
+                        || now_ending.is_some() != warned.is_some()
+                        || online != was_online
+                    {
+                        was_online = online;
                         record.credentials_expire = expiry_secs();
                         warned = now_ending;
                         if let Some(reg) = &registration {

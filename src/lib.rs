@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;

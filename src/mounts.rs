@@ -29,6 +29,11 @@ pub fn socket_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
     dir(state_dir, profile).join(format!("{pid}.sock"))
 }
 
+/// Where the mount process `pid` of `profile` takes requests (`cognifs offline pin`).
+pub fn control_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
+    dir(state_dir, profile).join(format!("{pid}.ctl"))
+}
+
 /// Whether process `pid` is still running. A zombie is not: it has exited and only waits
 /// to be reaped by its parent, which may be late (a `mount --foreground` under a supervisor
 /// or a script), and `cognifs unmount` would otherwise wait for it in vain.

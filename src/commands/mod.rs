@@ -7,6 +7,7 @@ pub mod conflicts;
 pub mod demo;
 pub mod mount;
 pub mod mount_helper;
+pub mod offline;
 pub mod pending;
 pub mod service;
 pub mod status;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Man => man_page(&mut std::io::stdout().lock())?,
         Command::Unmount { dir } => mount::unmount(&dir)?,
         Command::Pending(PendingCommand::List) => pending::list(&src)?,
+        Command::Offline(c) => offline::run(c)?,
         Command::Conflicts { command: None }
         | Command::Conflicts {
             command: Some(ConflictsCommand::List),
