@@ -46,6 +46,9 @@ _cognifs() {
             cognifs,mount-helper)
                 cmd="cognifs__subcmd__mount__subcmd__helper"
                 ;;
+            cognifs,offline)
+                cmd="cognifs__subcmd__offline"
+                ;;
             cognifs,pending)
                 cmd="cognifs__subcmd__pending"
                 ;;
@@ -118,6 +121,9 @@ _cognifs() {
             cognifs__subcmd__help,mount-helper)
                 cmd="cognifs__subcmd__help__subcmd__mount__subcmd__helper"
                 ;;
+            cognifs__subcmd__help,offline)
+                cmd="cognifs__subcmd__help__subcmd__offline"
+                ;;
             cognifs__subcmd__help,pending)
                 cmd="cognifs__subcmd__help__subcmd__pending"
                 ;;
@@ -139,6 +145,15 @@ _cognifs() {
             cognifs__subcmd__help__subcmd__conflicts,list)
                 cmd="cognifs__subcmd__help__subcmd__conflicts__subcmd__list"
                 ;;
+            cognifs__subcmd__help__subcmd__offline,list)
+                cmd="cognifs__subcmd__help__subcmd__offline__subcmd__list"
+                ;;
+            cognifs__subcmd__help__subcmd__offline,pin)
+                cmd="cognifs__subcmd__help__subcmd__offline__subcmd__pin"
+                ;;
+            cognifs__subcmd__help__subcmd__offline,unpin)
+                cmd="cognifs__subcmd__help__subcmd__offline__subcmd__unpin"
+                ;;
             cognifs__subcmd__help__subcmd__pending,drop)
                 cmd="cognifs__subcmd__help__subcmd__pending__subcmd__drop"
                 ;;
@@ -147,6 +162,30 @@ _cognifs() {
                 ;;
             cognifs__subcmd__help__subcmd__service,install)
                 cmd="cognifs__subcmd__help__subcmd__service__subcmd__install"
+                ;;
+            cognifs__subcmd__offline,help)
+                cmd="cognifs__subcmd__offline__subcmd__help"
+                ;;
+            cognifs__subcmd__offline,list)
+                cmd="cognifs__subcmd__offline__subcmd__list"
+                ;;
+            cognifs__subcmd__offline,pin)
+                cmd="cognifs__subcmd__offline__subcmd__pin"
+                ;;
+            cognifs__subcmd__offline,unpin)
+                cmd="cognifs__subcmd__offline__subcmd__unpin"
+                ;;
+            cognifs__subcmd__offline__subcmd__help,help)
+                cmd="cognifs__subcmd__offline__subcmd__help__subcmd__help"
+                ;;
+            cognifs__subcmd__offline__subcmd__help,list)
+                cmd="cognifs__subcmd__offline__subcmd__help__subcmd__list"
+                ;;
+            cognifs__subcmd__offline__subcmd__help,pin)
+                cmd="cognifs__subcmd__offline__subcmd__help__subcmd__pin"
+                ;;
+            cognifs__subcmd__offline__subcmd__help,unpin)
+                cmd="cognifs__subcmd__offline__subcmd__help__subcmd__unpin"
                 ;;
             cognifs__subcmd__pending,drop)
                 cmd="cognifs__subcmd__pending__subcmd__drop"
@@ -185,7 +224,7 @@ _cognifs() {
 
     case "${cmd}" in
         cognifs)
-            opts="-h -V --config --profile --help --version login logout status mount unmount config service mount-helper pending conflicts completions man demo help"
+            opts="-h -V --config --profile --help --version login logout status mount unmount config service mount-helper pending offline conflicts completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,7 +498,7 @@ _cognifs() {
             return 0
             ;;
         cognifs__subcmd__help)
-            opts="login logout status mount unmount config service mount-helper pending conflicts completions man demo help"
+            opts="login logout status mount unmount config service mount-helper pending offline conflicts completions man demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -643,6 +682,62 @@ _cognifs() {
         cognifs__subcmd__help__subcmd__mount__subcmd__helper)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__help__subcmd__offline)
+            opts="pin unpin list"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__help__subcmd__offline__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__help__subcmd__offline__subcmd__pin)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__help__subcmd__offline__subcmd__unpin)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -903,6 +998,164 @@ _cognifs() {
         cognifs__subcmd__mount__subcmd__helper)
             opts="-h --config --profile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline)
+            opts="-h --config --profile --help pin unpin list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__help)
+            opts="pin unpin list help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__help__subcmd__pin)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__help__subcmd__unpin)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__list)
+            opts="-h --config --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__pin)
+            opts="-h --config --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cognifs__subcmd__offline__subcmd__unpin)
+            opts="-h --config --profile --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
