@@ -47,6 +47,24 @@ pub enum PendingCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum OfflineCommand {
+    /// Fetch files or whole trees into the disk cache and keep them there (never evicted),
+    /// so they can be read while S3 is away.
+    Pin {
+        /// Files or directories in a running mount.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Let pinned files be evicted again.
+    Unpin {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// What each running mount keeps pinned, and how much room it takes.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum ConflictsCommand {
     /// Each write a running mount lost to another client, and where its version went.
     List,
@@ -87,6 +105,9 @@ pub enum Command {
     /// Uploads that failed and are kept on disk until they are in S3.
     #[command(subcommand)]
     Pending(PendingCommand),
+    /// Files kept on this disk for when S3 is away (`pin`, `unpin`, `list`).
+    #[command(subcommand)]
+    Offline(OfflineCommand),
     /// Saves that lost a race with another device or client (kept as conflict copies).
     Conflicts {
         #[command(subcommand)]

@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 
-use crate::auth::identity::{Session, start_refresher};
+use crate::auth::identity::{CredentialState, Session, start_refresher};
+use crate::auth::lifetime;
 use crate::auth::tokens::unix_now;
 use crate::config::{self, Profile};
 use crate::fs::MountOptions;
@@ -38,13 +39,8 @@ pub fn is_daemon_child() -> bool {
 /// `/proc/PID/mem` for other processes of the user. A mount holds the refresh token and
 /// AWS keys in memory for as long as it runs.
 pub fn forbid_core_dumps() -> std::io::Result<()> {
-    // SAFETY: prctl(PR_SET_DUMPABLE) takes plain integers and touches no memory of ours.
-    let done = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if done == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
 }
 
 /// The crates whose logs are ours: shown at the chosen level.
@@ -196,6 +192,7 @@ pub fn serve_with_metrics(
                 .with_context(|| format!("listening for /metrics at {addr}"))
         })
         .transpose()?;
+    let token_store = session.store.clone();
     let refresher = rt.block_on(start_refresher(session))?;
     let prefix = profile.prefix_for(&refresher.identity_id);
     let s3_url = format!("s3://{}/{}", profile.bucket, prefix);
@@ -269,18 +266,55 @@ pub fn serve_with_metrics(
         fs: mount.fs().clone(),
         requests,
         credentials: Some(refresher.credentials.clone()),
+        sign_in_ends: Arc::default(),
     });
+    let sign_in_watch = rt.spawn(watch_sign_in(
+        profile.clone(),
+        token_store,
+        probe.sign_in_ends.clone(),
+    ));
     // Served until this function returns: through the shutdown wait, so that `cognifs
     // unmount` can show the last uploads' progress.
     let socket_path = mounts::socket_path(&config::state_dir(), &profile.name, record.pid);
-    let _status_socket = server::StatusSocket::bind(&socket_path, probe.clone(), rt.handle())
-        .inspect_err(
-            |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
-        )
-        .ok();
+    let on_command: server::CommandHandler = {
+        let credentials = refresher.credentials.clone();
+        let rt = rt.handle().clone();
+        Arc::new(move |command| match command {
+            server::SocketCommand::SignedOut => {
+                tracing::warn!(
+                    "signed out by `cognifs logout`: this mount stops using the sign-in; files it cannot upload are kept and uploaded after the next `cognifs login`"
+                );
+                // The refresher looks at the (now deleted) sign-in at once and goes signed
+                // out; it picks up the next login by itself.
+                let credentials = credentials.clone();
+                rt.spawn(async move {
+                    use crate::store::Renewer;
+                    credentials.renew_after(credentials.generation()).await;
+                });
+            }
+        })
+    };
+    let _status_socket = server::StatusSocket::bind(
+        &socket_path,
+        probe.clone(),
+        on_command,
+        rt.handle(),
+    )
+    .inspect_err(
+        |e| tracing::warn!(socket = %socket_path.display(), "cannot serve live status: {e}"),
+    )
+    .ok();
+    // Pins (`cognifs offline pin`) and other requests that act on the mount.
+    let control_path = mounts::control_path(&config::state_dir(), &profile.name, record.pid);
+    let _control =
+        crate::control::ControlSocket::bind(&control_path, mount.fs().clone(), rt.handle())
+            .inspect_err(
+                |e| tracing::warn!(socket = %control_path.display(), "cannot take requests: {e}"),
+            )
+            .ok();
     let _metrics = match metrics_listener {
         Some(listener) => {
-            let server = server::MetricsServer::start(listener, probe, rt.handle())
+            let server = server::MetricsServer::start(listener, probe.clone(), rt.handle())
                 .context("serving /metrics")?;
             tracing::info!(addr = %server.local_addr(), "serving /metrics");
             Some(server)
@@ -293,16 +327,55 @@ pub fn serve_with_metrics(
     while !mounts::is_mounted(dir) && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sd_status = |expire: Option<u64>| {
-        let renew = match expire {
-            Some(e) => format!("credentials renew before {} UTC", clock(e)),
-            None => "credentials do not expire".to_owned(),
-        };
-        format!("STATUS=mounted {s3_url} at {}; {renew}", dir.display())
+    let sign_in_ends = probe.sign_in_ends.clone();
+    let ending = || {
+        let end = sign_in_ends.load(std::sync::atomic::Ordering::Relaxed);
+        lifetime::ending_soon(end, unix_now()).then_some(end)
     };
+    let fs_for_status = mount.fs().clone();
+    let sd_status = |expire: Option<u64>, ending: Option<u64>| {
+        let renew = match (refresher.credentials.current(), expire) {
+            (CredentialState::SignedOut(_), _) => format!(
+                "signed out: run cognifs login{} (files that cannot be uploaded are kept)",
+                crate::auth::profile_flag(&profile.name)
+            ),
+            (_, Some(e)) => format!("credentials renew before {} UTC", clock(e)),
+            (_, None) => "credentials do not expire".to_owned(),
+        };
+        let warn = ending
+            .map(|end| {
+                format!(
+                    "; the sign-in {}: run cognifs login{}",
+                    lifetime::ends_in(end, unix_now()),
+                    crate::auth::profile_flag(&profile.name)
+                )
+            })
+            .unwrap_or_default();
+        // Offline: since when, and what waits for S3.
+        let fs_now = fs_for_status.stats();
+        let offline = match &fs_now.connectivity.offline_since {
+            Some((since, _)) if !fs_now.connectivity.online => format!(
+                "; OFFLINE since {} UTC: {} upload(s) and {} change(s) kept for S3",
+                clock(
+                    since
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ),
+                fs_now.pending.len(),
+                fs_now.offline.queued_changes
+            ),
+            _ => String::new(),
+        };
+        format!(
+            "STATUS=mounted {s3_url} at {}; {renew}{warn}{offline}",
+            dir.display()
+        )
+    };
+    let mut warned = ending();
+    let mut was_online = true;
     service::notify_or_log(&format!(
         "READY=1\n{}",
-        sd_status(record.credentials_expire)
+        sd_status(record.credentials_expire, warned)
     ));
     if let Some(ready) = extras.ready {
         ready(&s3_url);
@@ -318,18 +391,26 @@ pub fn serve_with_metrics(
                         tracing::info!("unmounted from outside");
                         break;
                     }
-                    if record.credentials_expire != expiry_secs() {
+                    let now_ending = ending();
+                    let online = !mount.fs().is_offline();
+                    if record.credentials_expire != expiry_secs()
+                        || now_ending.is_some() != warned.is_some()
+                        || online != was_online
+                    {
+                        was_online = online;
                         record.credentials_expire = expiry_secs();
+                        warned = now_ending;
                         if let Some(reg) = &registration {
                             let _ = reg.update(&record);
                         }
-                        service::notify_or_log(&sd_status(record.credentials_expire));
+                        service::notify_or_log(&sd_status(record.credentials_expire, warned));
                     }
                 }
             }
         }
         anyhow::Ok(())
     })?;
+    sign_in_watch.abort();
     tracing::info!(mountpoint = %dir.display(), "unmounting");
     service::notify_or_log("STOPPING=1\nSTATUS=unmounting");
     // Detach at once (lazy unmount: nothing new can open), then wait for the FUSE session to
@@ -383,6 +464,48 @@ pub fn serve_with_metrics(
     Ok(())
 }
 
+/// How often a mount looks at when its sign-in ends (a new login moves it).
+const SIGN_IN_CHECK: Duration = Duration::from_secs(60);
+
+/// Keeps `ends` at the stored sign-in's end, and from [`lifetime::WARN_BEFORE`] before it
+/// warns once a day: the log, and a desktop notification where there is a session bus.
+async fn watch_sign_in(
+    profile: Profile,
+    store: crate::auth::tokens::TokenStore,
+    ends: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut last_warning: Option<(u64, std::time::Instant)> = None;
+    loop {
+        let (p, s) = (profile.clone(), store.clone());
+        let end = tokio::task::spawn_blocking(move || lifetime::stored_sign_in_end(&p, &s))
+            .await
+            .ok()
+            .flatten();
+        ends.store(end.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        let now = unix_now();
+        if let Some(end) = end.filter(|&end| lifetime::ending_soon(end, now)) {
+            let due = match last_warning {
+                Some((warned_end, at)) => warned_end != end || at.elapsed() >= lifetime::WARN_EVERY,
+                None => true,
+            };
+            if due {
+                let text = lifetime::warning(&profile.name, end, now);
+                tracing::warn!("{text}");
+                let summary = format!("cognifs: the sign-in {}", lifetime::ends_in(end, now));
+                lifetime::notify_desktop(
+                    &summary,
+                    &format!(
+                        "Run `cognifs login{}` to stay signed in.",
+                        crate::auth::profile_flag(&profile.name)
+                    ),
+                );
+                last_warning = Some((end, std::time::Instant::now()));
+            }
+        }
+        tokio::time::sleep(SIGN_IN_CHECK).await;
+    }
+}
+
 /// How long a stop waits for files being written to be closed, by default; below the unit's
 /// TimeoutStopSec (120 s), so the final uploads still happen before systemd kills us.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
@@ -412,10 +535,12 @@ pub fn daemonize(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: setsid is async-signal-safe; it detaches the child from our terminal.
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: setsid (one system call, no allocation) is one.
+    // It detaches the child from our terminal.
     unsafe {
         cmd.pre_exec(|| {
-            libc::setsid();
+            let _ = rustix::process::setsid();
             Ok(())
         });
     }

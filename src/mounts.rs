@@ -29,6 +29,11 @@ pub fn socket_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
     dir(state_dir, profile).join(format!("{pid}.sock"))
 }
 
+/// Where the mount process `pid` of `profile` takes requests (`cognifs offline pin`).
+pub fn control_path(state_dir: &Path, profile: &str, pid: u32) -> PathBuf {
+    dir(state_dir, profile).join(format!("{pid}.ctl"))
+}
+
 /// Whether process `pid` is still running. A zombie is not: it has exited and only waits
 /// to be reaped by its parent, which may be late (a `mount --foreground` under a supervisor
 /// or a script), and `cognifs unmount` would otherwise wait for it in vain.
@@ -102,13 +107,28 @@ pub fn running(state_dir: &Path, profile: &str) -> Vec<MountRecord> {
     out
 }
 
-/// Every running mount of any profile (for `unmount`, which is given only a path).
-pub fn find_by_mountpoint(state_dir: &Path, mountpoint: &Path) -> Option<MountRecord> {
-    let profiles = std::fs::read_dir(state_dir).ok()?;
-    profiles
+/// Every running mount of this user, whatever its profile (the demo's included), ordered by
+/// profile then mount point.
+pub fn all_running(state_dir: &Path) -> Vec<MountRecord> {
+    let Ok(profiles) = std::fs::read_dir(state_dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = profiles
         .flatten()
         .filter_map(|p| p.file_name().into_string().ok())
-        .flat_map(|profile| running(state_dir, &profile))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|profile| running(state_dir, profile))
+        .collect()
+}
+
+/// The running mount at `mountpoint`, whatever its profile (for `unmount`, which is given
+/// only a path).
+pub fn find_by_mountpoint(state_dir: &Path, mountpoint: &Path) -> Option<MountRecord> {
+    all_running(state_dir)
+        .into_iter()
         .find(|r| r.mountpoint == mountpoint)
 }
 

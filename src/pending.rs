@@ -649,9 +649,14 @@ mod tests {
         assert_eq!(area.list(), vec![r.clone()]);
         // A FIFO in place of data is refused without waiting for a writer.
         fs::remove_file(dir.join(&r.data)).unwrap();
-        let c = std::ffi::CString::new(dir.join(&r.data).to_str().unwrap()).unwrap();
-        // SAFETY: `c` is NUL-terminated.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join(&r.data),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         assert_eq!(
             area.open_data(&r).unwrap_err().kind(),
             io::ErrorKind::InvalidData
@@ -660,8 +665,7 @@ mod tests {
         fs::remove_file(dir.join(&r.data)).unwrap();
         fs::write(dir.join(&r.data), b"abcdef").unwrap();
         assert!(area.open_data(&r).is_ok());
-        // SAFETY: geteuid touches no memory.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(dir.join(&r.data), Some(12345), None).unwrap();
             assert_eq!(
                 area.open_data(&r).unwrap_err().kind(),

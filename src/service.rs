@@ -22,10 +22,20 @@ pub fn notify(state: &str) -> io::Result<bool> {
     let target = target
         .into_string()
         .map_err(|_| io::Error::other("$NOTIFY_SOCKET is not UTF-8"))?;
-    let addr = socket_addr(&target)?;
-    let socket = UnixDatagram::unbound()?;
-    socket.send_to_addr(state.as_bytes(), &addr)?;
+    notify_to(&target, state)?;
     Ok(true)
+}
+
+/// Sends `state` to the notify socket `target` (a path or `@abstract`).
+fn notify_to(target: &str, state: &str) -> io::Result<()> {
+    let addr = socket_addr(target)?;
+    let socket = UnixDatagram::unbound()?;
+    // Never wait on the service manager: a receiver that stopped reading would otherwise
+    // hold the mount's main loop (and its unmount) on a full queue. A STATUS line lost
+    // then is replaced by the next.
+    socket.set_nonblocking(true)?;
+    socket.send_to_addr(state.as_bytes(), &addr)?;
+    Ok(())
 }
 
 /// `@name` is a Linux abstract socket; anything else must be an absolute path.
@@ -165,6 +175,24 @@ mod tests {
         assert_eq!(&buf[..n], b"STOPPING=1");
 
         assert!(socket_addr("relative").is_err());
+    }
+
+    #[test]
+    fn a_receiver_that_stopped_reading_never_holds_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _deaf = UnixDatagram::bind(&path).unwrap();
+        let target = path.to_str().unwrap().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Far more than any socket queue holds.
+            let full = (0..100_000).find_map(|_| notify_to(&target, "STATUS=x").err());
+            let _ = tx.send(full.map(|e| e.kind()));
+        });
+        let full = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("sending never blocks on a full queue");
+        assert_eq!(full, Some(io::ErrorKind::WouldBlock));
     }
 
     #[test]

@@ -28,8 +28,7 @@ pub fn check_own_file(file: &File) -> io::Result<()> {
             "not a regular file",
         ));
     }
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -49,8 +48,7 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let meta = std::fs::metadata(dir)?;
-    // SAFETY: geteuid cannot fail and touches no memory.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if meta.uid() != me {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -157,8 +155,7 @@ mod tests {
         std::fs::set_permissions(&wide, std::fs::Permissions::from_mode(0o755)).unwrap();
         private_dir(&wide).unwrap();
         assert_eq!(mode(&wide), 0o700);
-        // SAFETY: geteuid touches no memory.
-        if unsafe { libc::geteuid() } == 0 {
+        if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&wide, Some(12345), None).unwrap();
             let err = private_dir(&wide).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");

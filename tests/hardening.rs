@@ -269,6 +269,8 @@ mod renewal_steps {
                     identity_id,
                     username: None,
                     email: None,
+                    signed_in_at: None,
+                    refresh_token_expires: None,
                 })
                 .unwrap();
             // The deadline only catches a hang; the step's own bound is 1 s.

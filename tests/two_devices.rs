@@ -484,6 +484,12 @@ impl Harness {
         if !raced && !copies.is_empty() {
             return Err(format!("conflict copies where nobody raced: {copies:?}"));
         }
+        // An abandoned stream (a conflict at its complete) is aborted in the background:
+        // wait for it, bounded (a loaded machine lost this race).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.store.open_uploads() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         if self.store.open_uploads() != 0 {
             return Err(format!(
                 "{} multipart uploads left open",
@@ -658,7 +664,7 @@ fn run(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     /// Two devices and the web app race on three names: nothing anyone saved is lost.
     #[test]

@@ -98,6 +98,8 @@ pub struct Cognito {
     pub base_url: String,
     pub token_ttl: Duration,
     pub credentials_ttl: Duration,
+    /// How long a sign-in (its refresh token) works; [`REFRESH_TTL`] unless set.
+    pub refresh_ttl: Duration,
     users: HashMap<String, User>,
     signer: Signer,
     grants: Mutex<Grants>,
@@ -197,6 +199,7 @@ impl Cognito {
             base_url: String::new(),
             token_ttl,
             credentials_ttl,
+            refresh_ttl: REFRESH_TTL,
             users,
             signer: Signer::generate(),
             grants: Mutex::new(Grants::default()),
@@ -431,7 +434,7 @@ impl Cognito {
             grant_key(&refresh),
             RefreshGrant {
                 username: pending.username,
-                expires: SystemTime::now() + REFRESH_TTL,
+                expires: SystemTime::now() + self.refresh_ttl,
             },
         );
         self.commit(&mut grants);

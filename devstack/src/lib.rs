@@ -62,6 +62,9 @@ pub struct Options {
     pub callback_port: u16,
     pub token_ttl: Duration,
     pub credentials_ttl: Duration,
+    /// How long a sign-in (its refresh token) works, as the app client's "refresh token
+    /// expiration" (Cognito's default: 30 days).
+    pub refresh_token_ttl: Duration,
     pub region: String,
     pub bucket: String,
     /// Initial values of the S3 fault knobs; [`Running::faults`] changes them later.
@@ -85,6 +88,7 @@ impl Default for Options {
             callback_port: 53682,
             token_ttl: Duration::from_secs(3600),
             credentials_ttl: Duration::from_secs(3600),
+            refresh_token_ttl: cognito::REFRESH_TTL,
             region: "us-east-1".into(),
             bucket: "cognifs".into(),
             latency: Duration::ZERO,
@@ -244,6 +248,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         options.credentials_ttl,
     );
     cognito.base_url = base_url.clone();
+    cognito.refresh_ttl = options.refresh_token_ttl;
     // Only a data dir of the caller's own outlives this process; a temporary one needs no file.
     if options.data_dir.is_some() {
         cognito.keep_state_in(data_dir.join(state::FILE_NAME))?;

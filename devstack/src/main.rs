@@ -38,6 +38,9 @@ struct Args {
     /// Lifetime of issued AWS credentials, in seconds.
     #[arg(long, default_value_t = 3600)]
     credentials_ttl: u64,
+    /// Lifetime of a sign-in (its refresh token), in seconds (Cognito's default: 30 days).
+    #[arg(long, default_value_t = 30 * 24 * 3600)]
+    refresh_token_ttl: u64,
     #[arg(long, default_value = "us-east-1")]
     region: String,
     #[arg(long, default_value = "cognifs")]
@@ -93,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         callback_port: args.callback_port,
         token_ttl: Duration::from_secs(args.token_ttl),
         credentials_ttl: Duration::from_secs(args.credentials_ttl),
+        refresh_token_ttl: Duration::from_secs(args.refresh_token_ttl),
         region: args.region,
         bucket: args.bucket,
         latency: Duration::from_millis(args.latency_ms),

@@ -2,6 +2,8 @@
 //! (`tokens`), and the Cognito Identity exchange with background renewal (`identity`).
 
 pub mod identity;
+pub mod keyring;
+pub mod lifetime;
 pub mod login;
 pub mod tokens;
 

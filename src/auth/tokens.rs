@@ -33,6 +33,9 @@ use crate::config::Profile;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdTokenField {
     pub id_token: Option<String>,
+    /// Some token endpoints say how long the refresh token lasts (Cognito does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_expires_in: Option<u64>,
 }
 impl ExtraTokenFields for IdTokenField {}
 
@@ -86,7 +89,8 @@ pub fn describe_token_error<RE: std::error::Error + 'static>(
 ) -> AuthError {
     match err {
         RequestTokenError::ServerResponse(resp) => {
-            let code = resp.error().as_ref().to_owned();
+            // Shown to the user: the server's words, without control characters.
+            let code = crate::httpd::printable(resp.error().as_ref(), 100);
             if code == "invalid_grant" {
                 AuthError::SignedOut {
                     profile: profile.name.clone(),
@@ -122,6 +126,44 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The token file: the state, whose secrets are blank when the keyring keeps them.
+#[derive(Serialize, Deserialize)]
+struct FileRecord {
+    #[serde(flatten)]
+    state: TokenState,
+    /// The refresh and ID tokens are in the OS keyring, not here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    in_keyring: bool,
+}
+
+/// What the OS keyring keeps for a sign-in.
+#[derive(Serialize, Deserialize)]
+struct Secrets {
+    refresh_token: String,
+    id_token: Option<String>,
+}
+
+/// Where a sign-in's secrets are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStorage {
+    /// The OS keyring (Secret Service).
+    Keyring,
+    /// The 0600 token file.
+    File,
+}
+
+impl TokenStorage {
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenStorage::Keyring => "keyring",
+            TokenStorage::File => "file",
+        }
+    }
+}
+
+/// The largest token file read.
+const MAX_TOKEN_FILE: u64 = 64 << 10;
+
 /// What is stored for a signed-in profile.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenState {
@@ -132,6 +174,12 @@ pub struct TokenState {
     pub identity_id: Option<String>,
     pub username: Option<String>,
     pub email: Option<String>,
+    /// Unix seconds of the sign-in (the code exchange); kept by refreshes.
+    #[serde(default)]
+    pub signed_in_at: Option<u64>,
+    /// Unix seconds when the refresh token ends, when the token endpoint said.
+    #[serde(default)]
+    pub refresh_token_expires: Option<u64>,
 }
 
 impl std::fmt::Debug for TokenState {
@@ -141,6 +189,7 @@ impl std::fmt::Debug for TokenState {
             .field("username", &self.username)
             .field("identity_id", &self.identity_id)
             .field("id_token_expires", &self.id_token_expires)
+            .field("signed_in_at", &self.signed_in_at)
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +248,27 @@ impl TokenState {
                 .and_then(|p| p.identity_id.clone()),
             username: claims.username,
             email: claims.email,
+            signed_in_at: previous.and_then(|p| p.signed_in_at),
+            refresh_token_expires: resp
+                .extra_fields()
+                .refresh_token_expires_in
+                .map(|secs| unix_now().saturating_add(secs))
+                .or_else(|| previous.and_then(|p| p.refresh_token_expires)),
+        })
+    }
+
+    /// When this sign-in ends and what says so: the token endpoint's own word, else the
+    /// sign-in time plus `lifetime` (the profile's `sign_in_lifetime`). `None` for a sign-in
+    /// stored before cognifs kept its time.
+    pub fn sign_in_ends(&self, lifetime: Duration) -> Option<(u64, SignInEndFrom)> {
+        if let Some(t) = self.refresh_token_expires {
+            return Some((t, SignInEndFrom::TokenEndpoint));
+        }
+        self.signed_in_at.map(|t| {
+            (
+                t.saturating_add(lifetime.as_secs()),
+                SignInEndFrom::Lifetime,
+            )
         })
     }
 
@@ -211,17 +281,48 @@ impl TokenState {
     }
 }
 
+/// What a sign-in's end was learnt from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignInEndFrom {
+    /// The token endpoint's `refresh_token_expires_in`.
+    TokenEndpoint,
+    /// The sign-in time plus the profile's `sign_in_lifetime`.
+    Lifetime,
+}
+
+impl SignInEndFrom {
+    pub fn name(self) -> &'static str {
+        match self {
+            SignInEndFrom::TokenEndpoint => "token endpoint",
+            SignInEndFrom::Lifetime => "sign_in_lifetime",
+        }
+    }
+}
+
 /// The token file of one profile.
 #[derive(Debug, Clone)]
 pub struct TokenStore {
     dir: PathBuf,
+    /// Whether the OS keyring may keep the secrets (where there is one).
+    use_keyring: bool,
 }
 
 impl TokenStore {
     pub fn new(state_dir: &Path, profile: &str) -> Self {
         Self {
             dir: state_dir.join(profile),
+            use_keyring: true,
         }
+    }
+
+    /// The same store, never using the OS keyring (tests that must not touch the user's).
+    pub fn file_only(mut self) -> Self {
+        self.use_keyring = false;
+        self
+    }
+
+    fn keyring(&self) -> Option<super::keyring::Keyring> {
+        self.use_keyring.then(super::keyring::keyring).flatten()
     }
 
     pub fn for_profile(profile: &Profile) -> Self {
@@ -236,16 +337,13 @@ impl TokenStore {
         self.dir.join("tokens.json")
     }
 
-    /// The stored state, `None` when not signed in.
+    /// The stored state, `None` when not signed in. A file others can read is refused.
     pub fn load(&self) -> Result<Option<TokenState>, AuthError> {
-        let path = self.path();
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(AuthError::Io(format!("reading {}: {e}", path.display()))),
+        let Some((state, loose_mode)) = self.load_whatever_mode()? else {
+            return Ok(None);
         };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        if let Some(mode) = loose_mode {
+            let path = self.path();
             return Err(AuthError::Insecure(format!(
                 "permissions {mode:04o} for {} are too open: the file holds your sign-in and must be readable by you alone. \
                  Run `chmod 600 {}` (or `cognifs login` again).",
@@ -253,35 +351,166 @@ impl TokenStore {
                 path.display()
             )));
         }
-        let raw = fs::read(&path)
-            .map_err(|e| AuthError::Io(format!("reading {}: {e}", path.display())))?;
-        serde_json::from_slice(&raw).map(Some).map_err(|e| {
+        Ok(Some(state))
+    }
+
+    /// The stored state whatever the file's mode, with the mode when group or others can
+    /// read it: for `logout`, which must revoke a sign-in exactly when it may have leaked.
+    /// Secrets kept in the OS keyring are fetched from it.
+    pub fn load_whatever_mode(&self) -> Result<Option<(TokenState, Option<u32>)>, AuthError> {
+        let Some((record, mode)) = self.read_record()? else {
+            return Ok(None);
+        };
+        let mut state = record.state;
+        if record.in_keyring {
+            let Some(secrets) = self.keyring_secrets()? else {
+                // The keyring lost it (or someone removed it): signed out.
+                return Ok(None);
+            };
+            state.refresh_token = secrets.refresh_token;
+            state.id_token = secrets.id_token;
+        }
+        Ok(Some((state, mode)))
+    }
+
+    /// What the token file says without the secrets (never asks the keyring): who, which
+    /// identity, since when, and where the secrets are. For `status`.
+    pub fn load_public(&self) -> Result<Option<(TokenState, TokenStorage)>, AuthError> {
+        Ok(self.read_record()?.map(|(mut r, _)| {
+            r.state.refresh_token.clear();
+            r.state.id_token = None;
+            let storage = if r.in_keyring {
+                TokenStorage::Keyring
+            } else {
+                TokenStorage::File
+            };
+            (r.state, storage)
+        }))
+    }
+
+    fn keyring_secrets(&self) -> Result<Option<Secrets>, AuthError> {
+        let unreachable = |why: String| {
             AuthError::Io(format!(
-                "{} is damaged ({e}); run `cognifs login` again",
-                path.display()
+                "the sign-in of {} is kept in the OS keyring, which cannot be reached ({why}); \
+                 unlock it, or sign in again with `cognifs login` (COGNIFS_TOKEN_STORAGE=file keeps it in the file)",
+                self.path().display()
             ))
+        };
+        let keyring = self
+            .keyring()
+            .ok_or_else(|| unreachable("no Secret Service on the session bus".into()))?;
+        let Some(raw) = keyring.get(&self.path()).map_err(unreachable)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&raw).map(Some).map_err(|_| {
+            AuthError::Io(
+                "the sign-in kept in the OS keyring is damaged; run `cognifs login` again".into(),
+            )
         })
     }
 
-    /// Writes atomically: a reader sees the old file or the new one, never half of one.
+    /// The token file as written: the state (secrets blank when in the keyring) and the
+    /// mode when group or others can read it.
+    fn read_record(&self) -> Result<Option<(FileRecord, Option<u32>)>, AuthError> {
+        use std::io::Read;
+        let path = self.path();
+        let read_err =
+            |e: std::io::Error| AuthError::Io(format!("reading {}: {e}", path.display()));
+        // Never through a symlink: the file is ours, in our 0700 directory.
+        let mut file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(read_err(e)),
+        };
+        let mode = file.metadata().map_err(read_err)?.permissions().mode() & 0o777;
+        // A token file is a few KiB; more is not ours.
+        let mut raw = Vec::new();
+        Read::by_ref(&mut file)
+            .take(MAX_TOKEN_FILE + 1)
+            .read_to_end(&mut raw)
+            .map_err(read_err)?;
+        let damaged = |why: String| {
+            AuthError::Io(format!(
+                "{} is damaged ({why}); run `cognifs login` again",
+                path.display()
+            ))
+        };
+        if raw.len() as u64 > MAX_TOKEN_FILE {
+            return Err(damaged(format!("larger than {MAX_TOKEN_FILE} bytes")));
+        }
+        let record = serde_json::from_slice(&raw).map_err(|e| damaged(e.to_string()))?;
+        Ok(Some((record, (mode & 0o077 != 0).then_some(mode))))
+    }
+
+    /// Keeps `state`: its secrets in the OS keyring when there is one (the file then holds
+    /// the rest), else all of it in the file. The file is written atomically: a reader
+    /// sees the old file or the new one, never half of one.
     pub fn save(&self, state: &TokenState) -> Result<(), AuthError> {
+        let secrets = Secrets {
+            refresh_token: state.refresh_token.clone(),
+            id_token: state.id_token.clone(),
+        };
+        let in_keyring = match self.keyring() {
+            Some(k) => {
+                let json =
+                    serde_json::to_string(&secrets).map_err(|e| AuthError::Io(e.to_string()))?;
+                match k.set(&self.path(), &json) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!("keeping the sign-in in the token file instead: {e}");
+                        false
+                    }
+                }
+            }
+            None => false,
+        };
+        let mut kept = state.clone();
+        if in_keyring {
+            kept.refresh_token.clear();
+            kept.id_token = None;
+        }
+        self.write_file(&FileRecord {
+            state: kept,
+            in_keyring,
+        })?;
+        if !in_keyring && let Some(k) = self.keyring() {
+            // An older sign-in kept there must not outlive this one.
+            let _ = k.delete(&self.path());
+        }
+        Ok(())
+    }
+
+    /// Where the secrets of a saved sign-in are.
+    pub fn storage(&self) -> Option<TokenStorage> {
+        self.load_public().ok().flatten().map(|(_, s)| s)
+    }
+
+    fn write_file(&self, record: &FileRecord) -> Result<(), AuthError> {
         let io = |what: &str, e: std::io::Error| {
             AuthError::Io(format!("{what} {}: {e}", self.dir.display()))
         };
         fs::create_dir_all(&self.dir).map_err(|e| io("creating", e))?;
         fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
             .map_err(|e| io("securing", e))?;
-        let tmp = self
-            .dir
-            .join(format!(".tokens.json.{}.tmp", std::process::id()));
+        // A name of our own, created here (O_EXCL) and never through a symlink planted in
+        // its place (O_NOFOLLOW).
+        let tmp = self.dir.join(format!(
+            ".tokens.json.{}.{:016x}.tmp",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let result = (|| {
             let mut f = OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
+            f.write_all(&serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
             f.sync_all()?;
             fs::rename(&tmp, self.path())
         })();
@@ -291,7 +520,13 @@ impl TokenStore {
         result.map_err(|e| io("writing tokens in", e))
     }
 
+    /// Deletes the sign-in: the file, and what the OS keyring keeps for it.
     pub fn delete(&self) -> Result<bool, AuthError> {
+        if let Some(k) = self.keyring()
+            && let Err(e) = k.delete(&self.path())
+        {
+            return Err(AuthError::Io(format!("deleting the sign-in from {e}")));
+        }
         match fs::remove_file(self.path()) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -371,7 +606,7 @@ pub async fn revoke(
         .json::<serde_json::Value>()
         .await
         .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .and_then(|v| v["error"].as_str().map(|e| crate::httpd::printable(e, 100)))
         .unwrap_or_else(|| status.to_string());
     Err(AuthError::Token(format!("revocation refused: {code}")))
 }
@@ -388,13 +623,15 @@ mod tests {
             identity_id: Some("us-east-1:abc".into()),
             username: Some("alice".into()),
             email: None,
+            signed_in_at: Some(1_700_000_000),
+            refresh_token_expires: None,
         }
     }
 
     #[test]
     fn saves_0600_in_a_0700_dir_and_round_trips() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "default");
+        let store = TokenStore::new(dir.path(), "default").file_only();
         assert!(store.load().unwrap().is_none());
         // One state, saved and compared: two calls of `state` may fall in two seconds.
         let saved = state("r1");
@@ -422,11 +659,65 @@ mod tests {
     #[test]
     fn refuses_a_token_file_others_can_read() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::new(dir.path(), "work");
+        let store = TokenStore::new(dir.path(), "work").file_only();
         store.save(&state("r1")).unwrap();
         fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("chmod 600") && err.contains("0644"), "{err}");
+    }
+
+    #[test]
+    fn logout_reads_a_loose_file_and_says_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "work").file_only();
+        store.save(&state("r1")).unwrap();
+        let (s, loose) = store.load_whatever_mode().unwrap().unwrap();
+        assert_eq!((s.refresh_token.as_str(), loose), ("r1", None));
+        fs::set_permissions(store.path(), fs::Permissions::from_mode(0o644)).unwrap();
+        let (s, loose) = store.load_whatever_mode().unwrap().unwrap();
+        assert_eq!((s.refresh_token.as_str(), loose), ("r1", Some(0o644)));
+    }
+
+    #[test]
+    fn the_token_file_is_never_read_or_written_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::new(dir.path(), "p").file_only();
+        store.save(&state("r1")).unwrap();
+        let elsewhere = dir.path().join("elsewhere.json");
+        fs::rename(store.path(), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, store.path()).unwrap();
+        assert!(store.load().is_err(), "a symlinked token file is refused");
+        // Saving replaces the link (rename), and never writes through it.
+        store.save(&state("r2")).unwrap();
+        assert!(!fs::symlink_metadata(store.path()).unwrap().is_symlink());
+        assert_eq!(
+            serde_json::from_slice::<TokenState>(&fs::read(&elsewhere).unwrap())
+                .unwrap()
+                .refresh_token,
+            "r1"
+        );
+    }
+
+    #[test]
+    fn the_sign_in_ends_when_the_server_says_else_after_the_lifetime() {
+        let month = Duration::from_secs(30 * 86_400);
+        let mut s = state("r");
+        assert_eq!(
+            s.sign_in_ends(month),
+            Some((1_700_000_000 + 30 * 86_400, SignInEndFrom::Lifetime))
+        );
+        s.refresh_token_expires = Some(1_700_500_000);
+        assert_eq!(
+            s.sign_in_ends(month),
+            Some((1_700_500_000, SignInEndFrom::TokenEndpoint))
+        );
+        s.refresh_token_expires = None;
+        s.signed_in_at = None;
+        assert_eq!(s.sign_in_ends(month), None);
+        // A token file from before these fields still reads.
+        let old = r#"{"refresh_token":"r","id_token":null,"id_token_expires":null,"identity_id":null,"username":null,"email":null}"#;
+        let read: TokenState = serde_json::from_str(old).unwrap();
+        assert_eq!(read.signed_in_at, None);
     }
 
     #[test]

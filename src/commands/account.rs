@@ -1,11 +1,15 @@
 //! `cognifs login` and `cognifs logout`.
 
+use std::time::{Duration, Instant};
+
 use crate::auth::identity::Session;
 use crate::auth::login::{Browser, LoginOptions, login as sign_in};
 use crate::auth::profile_flag;
 use crate::auth::tokens::{TokenStore, http_client, revoke};
 use crate::config::{self, ConfigSource};
 use crate::daemon::runtime;
+use crate::metrics::server::{self, SocketCommand};
+use crate::mounts;
 
 pub fn login(src: &ConfigSource, no_browser: bool) -> anyhow::Result<()> {
     let profile = config::load(src)?;
@@ -49,20 +53,72 @@ pub fn login(src: &ConfigSource, no_browser: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Revokes the sign-in (whatever the token file's mode: a file others could read is when
+/// revoking matters most), deletes it, and tells the profile's running mounts, which stop
+/// using it and keep what they cannot upload until the next `cognifs login`.
 pub fn logout(src: &ConfigSource) -> anyhow::Result<()> {
     let profile = config::load(src)?;
     let store = TokenStore::for_profile(&profile);
-    let Some(state) = store.load()? else {
-        println!("Not signed in (profile {}).", profile.name);
-        return Ok(());
-    };
-    if let Err(e) = runtime()?.block_on(revoke(&profile, &state.refresh_token, &http_client())) {
-        eprintln!(
-            "warning: could not revoke the sign-in at {} ({e}); deleting it locally anyway",
-            profile.domain
-        );
+    match store.load_whatever_mode()? {
+        None => println!("Not signed in (profile {}).", profile.name),
+        Some((state, loose_mode)) => {
+            if let Some(mode) = loose_mode {
+                eprintln!(
+                    "warning: {} had permissions {mode:04o}: others on this machine could read your sign-in; revoking it",
+                    store.path().display()
+                );
+            }
+            if let Err(e) =
+                runtime()?.block_on(revoke(&profile, &state.refresh_token, &http_client()))
+            {
+                eprintln!(
+                    "warning: could not revoke the sign-in at {} ({e}); deleting it locally anyway",
+                    profile.domain
+                );
+            }
+            store.delete()?;
+            println!("Signed out (profile {}).", profile.name);
+        }
     }
-    store.delete()?;
-    println!("Signed out (profile {}).", profile.name);
+    tell_mounts_signed_out(&profile.name);
     Ok(())
+}
+
+/// How long `logout` waits for a mount to confirm it stopped using the sign-in.
+const SIGN_OUT_CONFIRM: Duration = Duration::from_secs(10);
+
+/// Tells each running mount of `profile` over its status socket, and waits (bounded) until
+/// each says it is signed out.
+fn tell_mounts_signed_out(profile: &str) {
+    let state = config::state_dir();
+    for m in mounts::running(&state, profile) {
+        let socket = mounts::socket_path(&state, profile, m.pid);
+        let confirmed = server::tell(&socket, SocketCommand::SignedOut).is_ok() && {
+            let deadline = Instant::now() + SIGN_OUT_CONFIRM;
+            loop {
+                let signed_out = server::query(&socket)
+                    .ok()
+                    .and_then(|s| s.live)
+                    .is_some_and(|l| l.credentials.signed_out.is_some());
+                if signed_out || Instant::now() > deadline {
+                    break signed_out;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        if confirmed {
+            println!(
+                "The mount at {} stopped using the sign-in; files it cannot upload are kept until the next `cognifs login`.",
+                m.mountpoint.display()
+            );
+        } else {
+            eprintln!(
+                "warning: the mount at {} (pid {}) did not confirm it stopped using the sign-in; its credentials stay valid up to an hour. \
+                 `cognifs unmount {}` ends it.",
+                m.mountpoint.display(),
+                m.pid,
+                m.mountpoint.display()
+            );
+        }
+    }
 }

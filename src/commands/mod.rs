@@ -7,6 +7,7 @@ pub mod conflicts;
 pub mod demo;
 pub mod mount;
 pub mod mount_helper;
+pub mod offline;
 pub mod pending;
 pub mod service;
 pub mod status;
@@ -53,6 +54,7 @@ pub fn run(cli: Cli, argv: Vec<OsString>) -> anyhow::Result<ExitCode> {
         Command::Man => man_page(&mut std::io::stdout().lock())?,
         Command::Unmount { dir } => mount::unmount(&dir)?,
         Command::Pending(PendingCommand::List) => pending::list(&src)?,
+        Command::Offline(c) => offline::run(c)?,
         Command::Conflicts { command: None }
         | Command::Conflicts {
             command: Some(ConflictsCommand::List),
@@ -106,5 +108,54 @@ pub fn exit_code(result: anyhow::Result<ExitCode>) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the Debian package ships beside the binary, generated from the command-line
+    /// definitions and the unit template: `packaging/` must hold exactly that (a changed
+    /// flag fails here until `COGNIFS_BLESS_PACKAGING=1 cargo test --lib packaged` rewrites
+    /// the files).
+    #[test]
+    fn packaged_files_match_the_binary() {
+        use clap::CommandFactory;
+        // The package's binary is built without the demo, which hides its command.
+        let shipped = || Cli::command().mut_subcommand("demo", |c| c.hide(true));
+        let mut expected: Vec<(&str, Vec<u8>)> = Vec::new();
+        for (file, shell) in [
+            ("cognifs.bash", clap_complete::Shell::Bash),
+            ("_cognifs", clap_complete::Shell::Zsh),
+            ("cognifs.fish", clap_complete::Shell::Fish),
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut shipped(), "cognifs", &mut out);
+            expected.push((file, out));
+        }
+        let mut man = Vec::new();
+        clap_mangen::Man::new(shipped()).render(&mut man).unwrap();
+        expected.push(("cognifs.1", man));
+        expected.push((
+            "cognifs@.service",
+            crate::service::unit_text(std::path::Path::new("/usr/bin/cognifs")).into_bytes(),
+        ));
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging");
+        let bless = std::env::var_os("COGNIFS_BLESS_PACKAGING").is_some();
+        for (file, content) in expected {
+            let path = dir.join(file);
+            if bless {
+                std::fs::write(&path, &content).unwrap();
+            }
+            assert!(
+                std::fs::read(&path).is_ok_and(|on_disk| on_disk == content),
+                "packaging/{file} is stale: run `COGNIFS_BLESS_PACKAGING=1 cargo test --lib packaged`"
+            );
+        }
+        assert_eq!(
+            std::fs::read_link(dir.join("mount.fuse.cognifs")).unwrap(),
+            std::path::Path::new("/usr/bin/cognifs")
+        );
     }
 }

@@ -12,6 +12,8 @@ use url::Url;
 
 use super::keys::{KEY_SPECS, key_names};
 use super::paths::{config_path_with, profile_name_with};
+use toml_edit::{DocumentMut, Item, Table};
+
 use super::{ConfigError, ConfigSource, Env, io_error, parse_toml, process_env, resolve};
 
 /// What `import_env` did; warnings are things the user must fix on the AWS side.
@@ -124,19 +126,6 @@ fn find_var(vars: &HashMap<String, String>, suffix: &str) -> Option<Found> {
 /// Values tutorials ship as fill-in-the-blanks: `<YOUR_S3_BUCKET>`, `YOUR_CLIENT_ID`, …
 fn is_placeholder(value: &str) -> bool {
     (value.contains('<') && value.contains('>')) || value.to_ascii_uppercase().contains("YOUR_")
-}
-
-/// `bare` or `"quoted"` TOML key for a profile header.
-fn toml_key(name: &str) -> String {
-    if !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    {
-        name.to_owned()
-    } else {
-        toml::Value::String(name.to_owned()).to_string()
-    }
 }
 
 /// Writes a profile from a web app's `.env` into the config file `source` points at, keeping
@@ -322,29 +311,19 @@ fn import_env_with(
         ));
     }
 
-    let rendered = render_profile(&profile, &table, env_file);
-    let contents = match &existing {
-        None => rendered,
-        Some((doc, text)) => {
-            let spliced = splice_profile(text, &profile, &rendered);
-            if verify_splice(&spliced, doc, &profile, &table) {
-                spliced
-            } else {
-                // The file's layout defeated the line-based splice (e.g. the profile's table is
-                // split up); fall back to a full rewrite, which keeps the data but not comments.
-                warnings.push(format!(
-                    "rewrote {} in full; comments in it were not kept",
-                    path.display()
-                ));
-                let mut doc = doc.clone();
-                doc.insert(profile.clone(), toml::Value::Table(table.clone()));
-                toml::to_string(&doc).map_err(|e| ConfigError::Parse {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?
-            }
-        }
+    // Edited in place: every other profile, comment and blank line stays as it was.
+    let mut doc = match &existing {
+        Some((_, text)) => text
+            .parse::<DocumentMut>()
+            .map_err(|e| ConfigError::Parse {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+        None => DocumentMut::new(),
     };
+    let new_table = profile_table(&table, env_file, doc.get(&profile), doc.is_empty());
+    doc.insert(&profile, Item::Table(new_table));
+    let contents = doc.to_string();
     write_atomically(&path, &contents)?;
 
     Ok(ImportReport {
@@ -354,83 +333,44 @@ fn import_env_with(
     })
 }
 
-/// The profile's table as TOML text, keys in display order.
-fn render_profile(name: &str, table: &toml::Table, env_file: &Path) -> String {
-    let mut out = format!(
-        "{IMPORT_MARKER} from {}\n[{}]\n",
-        env_file.display(),
-        toml_key(name)
-    );
+/// The profile's table, keys in display order, headed by the import marker; in the place
+/// of `old` (the profile's table in the file, if any), keeping the comments above it but an
+/// earlier marker.
+fn profile_table(
+    table: &toml::Table,
+    env_file: &Path,
+    old: Option<&Item>,
+    empty_file: bool,
+) -> Table {
+    let mut new = Table::new();
     for key in key_names() {
         if let Some(value) = table.get(key) {
-            out.push_str(&format!("{key} = {value}\n"));
+            let value = value
+                .to_string()
+                .parse::<toml_edit::Value>()
+                .expect("a toml value's text is a toml value");
+            new.insert(key, toml_edit::value(value));
         }
     }
-    out
-}
-
-/// The first key of a table header line (`[work]`, `["my profile"]  # c`, `[work.sub]`).
-fn header_key(line: &str) -> Option<String> {
-    let line = line.trim_start();
-    if !line.starts_with('[') {
-        return None;
-    }
-    let doc = line.parse::<toml::Table>().ok()?;
-    doc.keys().next().cloned()
-}
-
-/// Replaces `name`'s section of `text` by `rendered` (or appends it), leaving every other line
-/// alone so comments survive. The result is checked by [`verify_splice`].
-fn splice_profile(text: &str, name: &str, rendered: &str) -> String {
-    let lines: Vec<&str> = text.split_inclusive('\n').collect();
-    let is_ours = |i: usize| header_key(lines[i]).as_deref() == Some(name);
-    let Some(mut start) = (0..lines.len()).find(|&i| is_ours(i)) else {
-        let mut out = text.to_owned();
-        if !out.is_empty() {
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push('\n');
+    let above = match old.and_then(Item::as_table) {
+        Some(t) => {
+            new.set_position(t.position());
+            t.decor()
+                .prefix()
+                .and_then(|p| p.as_str())
+                .unwrap_or_default()
+                .split_inclusive('\n')
+                .filter(|line| !line.starts_with(IMPORT_MARKER))
+                .collect::<String>()
         }
-        out.push_str(rendered);
-        return out;
+        None if empty_file => String::new(),
+        None => "\n".to_owned(),
     };
-    let mut end = (start + 1..lines.len())
-        .find(|&i| header_key(lines[i]).is_some_and(|k| k != name))
-        .unwrap_or(lines.len());
-    // Comments right above the next header belong to it.
-    while end > start + 1 && {
-        let l = lines[end - 1].trim();
-        l.is_empty() || l.starts_with('#')
-    } {
-        end -= 1;
-    }
-    // So does our own marker above this header, which the new text repeats.
-    if start > 0 && lines[start - 1].starts_with(IMPORT_MARKER) {
-        start -= 1;
-    }
-    let mut out: String = lines[..start].concat();
-    out.push_str(rendered);
-    if let Some(next) = lines.get(end) {
-        if !next.trim().is_empty() {
-            out.push('\n');
-        }
-        out.push_str(&lines[end..].concat());
-    }
-    out
-}
-
-/// True if `spliced` holds `doc` with `name` set to `table` and nothing else changed.
-fn verify_splice(spliced: &str, doc: &toml::Table, name: &str, table: &toml::Table) -> bool {
-    let Ok(new) = spliced.parse::<toml::Table>() else {
-        return false;
-    };
-    new.get(name).and_then(toml::Value::as_table) == Some(table)
-        && doc
-            .iter()
-            .filter(|(k, _)| *k != name)
-            .all(|(k, v)| new.get(k) == Some(v))
-        && new.keys().all(|k| k == name || doc.contains_key(k))
+    new.decor_mut().set_prefix(format!(
+        "{above}{IMPORT_MARKER} from {}\n",
+        env_file.display()
+    ));
+    new
 }
 
 /// Temp file in the same directory + rename, so a crash never leaves half a config. A symlinked

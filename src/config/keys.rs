@@ -199,6 +199,20 @@ pub(super) const KEY_SPECS: &[KeySpec] = &[
         show: |p| p.device_name.clone().unwrap_or_default(),
     },
     KeySpec {
+        name: "sign_in_lifetime",
+        kind: Kind::String,
+        unset: Unset::Default {
+            value: |_| DEFAULT_SIGN_IN_LIFETIME.to_owned(),
+            shown_as: "default (the user pool's default refresh token expiration)",
+        },
+        kept_on_reimport: true,
+        set: |p, v, _| {
+            p.sign_in_lifetime = check_lifetime(&v.text)?;
+            Ok(())
+        },
+        show: |p| show_lifetime(p.sign_in_lifetime),
+    },
+    KeySpec {
         name: "prefix_template",
         kind: Kind::String,
         unset: Unset::Default {
@@ -298,6 +312,42 @@ pub const DEFAULT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::fr
 pub const DEFAULT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The longest a timeout may be set to.
 const MAX_TIMEOUT_SECS: i64 = 3600;
+
+/// How long a sign-in lasts when the profile does not say: Cognito's default refresh token
+/// expiration for an app client.
+pub const DEFAULT_SIGN_IN_LIFETIME: &str = "30d";
+
+/// `30d`, `12h`, `90m`, `45s`: from 1 second to 3650 days (Cognito's longest).
+fn check_lifetime(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let bad = || "must be a number and a unit, like 30d, 12h, 90m or 45s".to_owned();
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    let secs = n.checked_mul(unit_secs).ok_or_else(bad)?;
+    if !(1..=3650 * 86_400).contains(&secs) {
+        return Err("must be from 1s to 3650d".into());
+    }
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// The shortest exact form: `30d`, `36h`, `45s`.
+fn show_lifetime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
 
 /// The spec of `name`, if it is a known key.
 pub(super) fn spec(name: &str) -> Option<&'static KeySpec> {

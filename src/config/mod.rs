@@ -90,6 +90,9 @@ pub struct Profile {
     pub mount_point: Option<PathBuf>,
     /// This machine's name in conflict copies (default: the host name).
     pub device_name: Option<String>,
+    /// How long a sign-in lasts when the token endpoint does not say: the user pool app
+    /// client's refresh token expiration.
+    pub sign_in_lifetime: std::time::Duration,
     /// Contains `{identity_id}` and ends with `/`.
     pub prefix_template: String,
     /// Plain http to another host is allowed for the endpoints (and upload bodies are then
@@ -163,6 +166,7 @@ impl Profile {
             callback_port: 0,
             mount_point: None,
             device_name: None,
+            sign_in_lifetime: std::time::Duration::ZERO,
             prefix_template: String::new(),
             allow_insecure_http: false,
             s3_endpoint: None,
@@ -599,6 +603,7 @@ mod tests {
                 callback_port: DEFAULT_CALLBACK_PORT,
                 mount_point: None,
                 device_name: None,
+                sign_in_lifetime: std::time::Duration::from_secs(30 * 86_400),
                 prefix_template: "{identity_id}/".into(),
                 allow_insecure_http: false,
                 s3_endpoint: None,

@@ -377,6 +377,25 @@ impl Inodes {
         self.attr(ino, &state.nodes[&ino].found)
     }
 
+    /// The node at `rel` (`a/b`, or `a/b/` for a directory), if this mount knows it.
+    pub fn find(&self, rel: &str) -> Option<u64> {
+        let state = self.state.lock().unwrap();
+        let mut ino = ROOT_INO;
+        for name in rel.trim_end_matches('/').split('/').filter(|s| !s.is_empty()) {
+            ino = *state.children.get(&(ino, name.to_owned()))?;
+        }
+        Some(ino)
+    }
+
+    /// What this mount shows of `ino`'s metadata is not what S3 holds (a change made
+    /// offline was just replayed onto another version): asked for again when next needed.
+    pub fn forget_meta(&self, ino: u64) {
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            n.found.meta_known = false;
+            n.expires = Instant::now();
+        }
+    }
+
     /// Everything known is stale from now on (back online: S3 may hold something else).
     pub fn expire_all(&self) {
         let mut state = self.state.lock().unwrap();

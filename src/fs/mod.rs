@@ -157,28 +157,18 @@ pub(crate) fn location_of(store: &dyn ObjectStore) -> String {
 
 /// This machine's host name (`device` when it has none that fits).
 pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is writable for its length; gethostname NUL-terminates within it.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(0);
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(name) if r == 0 && !name.is_empty() => name.to_owned(),
+    let uname = rustix::system::uname();
+    match uname.nodename().to_str() {
+        Ok(name) if !name.is_empty() => name.to_owned(),
         _ => "device".to_owned(),
     }
 }
 
 /// (free for an unprivileged user, total) bytes of the filesystem holding `path`.
 pub fn filesystem_space(path: &std::path::Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is NUL-terminated; `st` is written by the call before it is read.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let frsize = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
+    let st = rustix::fs::statvfs(path).ok()?;
+    let frsize = st.f_frsize;
+    Some((st.f_bavail * frsize, st.f_blocks * frsize))
 }
 
 /// `$XDG_CACHE_HOME/cognifs/spool` (the one XDG rule of `config::xdg_dir`).
@@ -188,8 +178,10 @@ pub fn default_spool_dir() -> PathBuf {
 
 impl Default for MountOptions {
     fn default() -> Self {
-        // SAFETY: geteuid/getegid cannot fail and touch no memory.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let (uid, gid) = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
         MountOptions {
             read_only: false,
             allow_other: false,

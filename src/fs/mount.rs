@@ -64,13 +64,11 @@ impl Mount {
     /// while files already open keep working; the session ends when the last one is
     /// closed (see [`Mount::join`]). A plain unmount would fail with `EBUSY` instead.
     pub fn detach(&self) -> anyhow::Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes())?;
-        // SAFETY: `path` is a valid NUL-terminated string for the call's duration.
-        if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
+        let err: std::io::Error =
+            match rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH) {
+                Ok(()) => return Ok(()),
+                Err(e) => e.into(),
+            };
         if err.raw_os_error() != Some(libc::EPERM) {
             return Err(err).with_context(|| format!("detaching {}", self.mountpoint.display()));
         }

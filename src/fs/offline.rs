@@ -381,6 +381,11 @@ impl Fs {
         for q in journal.queued() {
             match self.apply_change(&q.change).await {
                 Ok(()) => {
+                    // What S3 holds now may not be what was shown (a change replayed onto
+                    // another version keeps the other client's keys): asked again.
+                    if let Some(ino) = self.inodes.find(q.change.rel()) {
+                        self.inodes.forget_meta(ino);
+                    }
                     if let Err(e) = journal.remove(q.seq) {
                         tracing::error!(error = %e, "cannot remove an applied change from the journal");
                         return;

@@ -109,19 +109,22 @@ impl Spool {
     /// changing the file's size. A refusal (no support, no room) only stops reserving: the
     /// writes themselves report a full disk.
     fn reserve_for(&self, end: u64) {
-        use std::os::fd::AsRawFd;
         let have = self.reserved.load(Ordering::Relaxed);
         if end <= RESERVE_FROM || end <= have {
             return;
         }
         let to = end.div_ceil(RESERVE_STEP) * RESERVE_STEP;
-        let (Ok(from), Ok(len)) = (i64::try_from(have), i64::try_from(to - have)) else {
+        // The kernel's offsets are signed.
+        if i64::try_from(to).is_err() {
             return;
-        };
-        // SAFETY: a plain syscall on a descriptor this spool owns.
-        let done =
-            unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, from, len) };
-        if done == 0 {
+        }
+        let done = rustix::fs::fallocate(
+            &*self.file,
+            rustix::fs::FallocateFlags::KEEP_SIZE,
+            have,
+            to - have,
+        );
+        if done.is_ok() {
             self.reserved.fetch_max(to, Ordering::Relaxed);
         } else {
             self.reserved.store(u64::MAX, Ordering::Relaxed);

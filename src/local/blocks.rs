@@ -883,8 +883,7 @@ impl DiskCache {
 }
 
 fn current_uid() -> u32 {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn is_pinned(pins: &[String], rel: &str) -> bool {

@@ -1,9 +1,13 @@
 //! Live status of a running mount: what `cognifs status` shows, `cognifs status --json`
-//! prints, and `/metrics` serves, all from one snapshot ([`MountStatus`]).
+//! prints, and `/metrics` serves, all from one sample ([`figures::Sample`]) and one table
+//! of figures ([`figures::FIGURES`]).
 //!
 //! - The figures come from the core ([`crate::fs::Fs::stats`]), from the S3 request counts
-//!   of [`crate::store::CountingStore`], and from the credential refresher; [`Probe`]
-//!   gathers them.
+//!   and latencies of [`crate::store::CountingStore`], the FUSE latencies of
+//!   [`latency::fuse`], and from the credential refresher; [`Probe`] gathers them.
+//! - The JSON's `live` object is built from the table; [`LiveStatus`] is the typed view
+//!   of it that the commands read, keeping whatever else it holds in its `extra` maps, so
+//!   a figure added to the table reaches every consumer without a change here.
 //! - The mount process answers on a Unix socket beside its registry record
 //!   (`{state}/{profile}/mounts/{pid}.sock`, mode 0600 in a 0700 directory): connect, read
 //!   one JSON [`MountStatus`], done ([`server::StatusSocket`], [`server::query`]).
@@ -13,6 +17,8 @@
 //! The JSON is a stable interface (README, "Status and metrics"): fields are only added,
 //! and [`STATUS_VERSION`] changes if one ever has to change meaning.
 
+pub mod figures;
+pub mod latency;
 pub mod prometheus;
 pub mod server;
 mod window;
@@ -23,8 +29,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use crate::auth::identity::WatchedCredentials;
+use crate::auth::identity::{CredentialState, WatchedCredentials};
 use crate::fs::Fs;
 use crate::store::{RequestKind, RequestStats};
 pub use window::{WINDOW_SECS, Window};
@@ -50,6 +57,22 @@ pub struct StatusReport {
     /// Uploads of this profile that failed and are kept on disk until they are in S3.
     #[serde(default)]
     pub pending: Vec<crate::pending::PendingRecord>,
+    /// Why the profile could not be loaded (no config file, no such profile); `mounts` then
+    /// lists every running mount of this user, whatever its profile.
+    #[serde(default)]
+    pub profile_problem: Option<String>,
+    /// `signed in`, `ending soon` (within 3 days), `signed out` (the sign-in ended or was
+    /// refused: run `cognifs login`), `not signed in`; `None` without a profile.
+    #[serde(default)]
+    pub sign_in: Option<String>,
+    /// When the sign-in ends, and what says so (`token endpoint`, `sign_in_lifetime`).
+    #[serde(default)]
+    pub sign_in_ends: Option<u64>,
+    #[serde(default)]
+    pub sign_in_ends_from: Option<String>,
+    /// Where the sign-in's secrets are kept: `keyring` (the OS keyring) or `file`.
+    #[serde(default)]
+    pub token_storage: Option<String>,
 }
 
 /// One running mount.
@@ -81,6 +104,10 @@ pub struct LiveStatus {
     pub writes: WriteStatus,
     pub last_error: Option<ErrorStatus>,
     pub credentials: CredentialStatus,
+    /// The other figures of [`figures::FIGURES`] (latency, disk cache, connectivity,
+    /// offline, …), as the JSON has them.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +128,11 @@ pub struct CacheStatus {
     pub hit_ratio: Option<f64>,
     pub bytes: u64,
     pub capacity_bytes: u64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct WriteStatus {
     pub files_open: u64,
@@ -129,6 +158,8 @@ pub struct WriteStatus {
     /// atomic).
     #[serde(default)]
     pub conflict_detection: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,13 +192,20 @@ pub struct ErrorStatus {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct CredentialStatus {
     /// Unix seconds when the credentials in use expire; `None`: they do not, or signed out.
     pub expires: Option<u64>,
     /// Unix seconds when they were obtained (at mount, then at each renewal).
     pub last_renewal: Option<u64>,
+    /// Why the mount has no usable sign-in (signed out by `cognifs logout`, the sign-in
+    /// ended or was revoked), or `None`. Until the next `cognifs login` requests fail and
+    /// what cannot be uploaded is kept.
+    #[serde(default)]
+    pub signed_out: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 pub fn unix(t: SystemTime) -> u64 {
@@ -192,86 +230,46 @@ pub struct Probe {
     pub fs: Arc<Fs>,
     pub requests: Arc<RequestStats>,
     pub credentials: Option<WatchedCredentials>,
+    /// When the sign-in ends (Unix seconds; 0: unknown), kept by the mount's sign-in watch.
+    pub sign_in_ends: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Probe {
-    pub fn snapshot(&self) -> MountStatus {
-        let s = self.fs.stats();
-        let requests = RequestKind::ALL
-            .iter()
-            .map(|&k| {
-                let c = self.requests.get(k);
-                (
-                    k.name().to_owned(),
-                    RequestCounts {
-                        total: c.total,
-                        errors: c.errors,
-                        last_minute: c.last_minute,
-                        errors_last_minute: c.errors_last_minute,
-                    },
-                )
-            })
-            .collect();
-        let lookups = s.cache_hits + s.cache_misses;
-        let live = LiveStatus {
-            time: crate::clock::unix_now(),
-            bytes_read: s.bytes_read,
-            bytes_written: s.bytes_written,
-            requests,
-            cache: CacheStatus {
-                hits: s.cache_hits,
-                misses: s.cache_misses,
-                hit_ratio: (lookups > 0).then(|| s.cache_hits as f64 / lookups as f64),
-                bytes: s.cache_bytes,
-                capacity_bytes: s.cache_capacity,
+    /// What the figures are computed from, now.
+    pub fn sample(&self) -> figures::Sample {
+        let credentials = match &self.credentials {
+            Some(c) => figures::CredentialSample {
+                expires: c.expiry().map(unix),
+                last_renewal: Some(unix(c.last_renewal())),
+                signed_out: match c.current() {
+                    CredentialState::SignedOut(why) => Some(why),
+                    CredentialState::Ready(_) => None,
+                },
+                sign_in_ends: Some(self.sign_in_ends.load(std::sync::atomic::Ordering::Relaxed))
+                    .filter(|&t| t > 0),
             },
-            writes: WriteStatus {
-                files_open: s.files_open_for_writing,
-                bytes_waiting: s.bytes_waiting,
-                uploads_in_flight: s.uploads.len() as u64,
-                uploads: s
-                    .uploads
-                    .into_iter()
-                    .map(|u| UploadStatus {
-                        path: u.path,
-                        bytes_sent: u.sent,
-                        bytes_total: u.total,
-                        streaming: u.streaming,
-                    })
-                    .collect(),
-                pending_uploads: s.pending.len() as u64,
-                pending_bytes: s.pending.iter().map(|p| p.size).sum(),
-                conflicts: s.conflicts,
-                last_conflict: s
-                    .recent_conflicts
-                    .iter()
-                    .rev()
-                    .find_map(|c| c.kept_as.clone()),
-                recent_conflicts: s
-                    .recent_conflicts
-                    .into_iter()
-                    .map(|c| ConflictStatus {
-                        time: unix(c.at),
-                        path: c.key,
-                        kept_as: c.kept_as,
-                    })
-                    .collect(),
-                conflict_detection: match s.conditions {
-                    Some(c) if c.atomic() => "atomic",
-                    Some(_) => "best effort",
-                    None => "unchecked",
-                }
-                .to_owned(),
-            },
-            last_error: self.requests.last_error().map(|e| ErrorStatus {
-                time: unix(e.at),
-                message: e.message,
-            }),
-            credentials: CredentialStatus {
-                expires: self.credentials.as_ref().and_then(|c| c.expiry()).map(unix),
-                last_renewal: self.credentials.as_ref().map(|c| unix(c.last_renewal())),
-            },
+            None => figures::CredentialSample::default(),
         };
+        figures::Sample {
+            ident: self.ident.clone(),
+            time: crate::clock::unix_now(),
+            fs: self.fs.stats(),
+            requests: RequestKind::ALL
+                .iter()
+                .map(|&k| (k.name(), self.requests.get(k)))
+                .collect(),
+            last_error: self.requests.last_error(),
+            s3_latency: RequestKind::ALL
+                .iter()
+                .map(|&k| (k.name(), self.requests.latency(k)))
+                .collect(),
+            fuse_latency: latency::fuse().snapshot(),
+            credentials,
+        }
+    }
+
+    pub fn snapshot(&self) -> MountStatus {
+        let sample = self.sample();
         MountStatus {
             version: STATUS_VERSION,
             pid: self.ident.pid,
@@ -279,79 +277,117 @@ impl Probe {
             profile: self.ident.profile.clone(),
             s3_url: self.ident.s3_url.clone(),
             started: self.ident.started,
-            live: Some(live),
+            live: Some(live_status(&sample)),
         }
     }
+}
+
+/// The typed view of the table's JSON for `sample`.
+pub fn live_status(sample: &figures::Sample) -> LiveStatus {
+    serde_json::from_value(figures::live_json(sample))
+        .expect("the table's JSON has every field LiveStatus requires")
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::time::Duration;
 
-    /// A status with something in every field, for the renderers' tests.
-    pub fn sample() -> MountStatus {
-        let mut requests: BTreeMap<String, RequestCounts> = RequestKind::ALL
+    /// A sample with something in every figure, for the renderers' tests.
+    pub fn sample_input() -> figures::Sample {
+        use crate::fs::stats::FsStats;
+        use crate::store::{LastError, RequestCount};
+        let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+        let requests = RequestKind::ALL
             .iter()
-            .map(|k| (k.name().to_owned(), RequestCounts::default()))
+            .map(|k| {
+                let c = if *k == RequestKind::UploadPart {
+                    RequestCount {
+                        total: 9,
+                        errors: 1,
+                        last_minute: 8,
+                        errors_last_minute: 1,
+                    }
+                } else {
+                    RequestCount::default()
+                };
+                (k.name(), c)
+            })
             .collect();
-        requests.insert(
-            "upload_part".into(),
-            RequestCounts {
-                total: 9,
-                errors: 1,
-                last_minute: 8,
-                errors_last_minute: 1,
+        let s3_latency = RequestKind::ALL
+            .iter()
+            .map(|k| {
+                let h = latency::Histogram::default();
+                if *k == RequestKind::UploadPart {
+                    h.observe(Duration::from_millis(30));
+                    h.observe(Duration::from_millis(40));
+                    h.observe(Duration::from_secs(2));
+                }
+                (k.name(), h.snapshot())
+            })
+            .collect();
+        let fuse = latency::Latencies::new(latency::FUSE_OPS);
+        fuse.observe("read", Duration::from_micros(300));
+        figures::Sample {
+            ident: MountIdent {
+                pid: 42,
+                mountpoint: "/home/me/cloud".into(),
+                profile: "default".into(),
+                s3_url: "s3://b/us-east-1:x/".into(),
+                started: 1_700_000_000,
             },
-        );
-        MountStatus {
-            version: STATUS_VERSION,
-            pid: 42,
-            mountpoint: "/home/me/cloud".into(),
-            profile: "default".into(),
-            s3_url: "s3://b/us-east-1:x/".into(),
-            started: 1_700_000_000,
-            live: Some(LiveStatus {
-                time: 1_700_000_100,
+            time: 1_700_000_100,
+            fs: FsStats {
                 bytes_read: 1 << 20,
                 bytes_written: 64 << 20,
-                requests,
-                cache: CacheStatus {
-                    hits: 3,
-                    misses: 1,
-                    hit_ratio: Some(0.75),
-                    bytes: 4 << 20,
-                    capacity_bytes: 256 << 20,
-                },
-                writes: WriteStatus {
-                    files_open: 1,
-                    bytes_waiting: 40 << 20,
-                    uploads_in_flight: 1,
-                    uploads: vec![UploadStatus {
-                        path: "big \"x\".bin".into(),
-                        bytes_sent: 24 << 20,
-                        bytes_total: 64 << 20,
-                        streaming: true,
-                    }],
-                    pending_uploads: 1,
-                    pending_bytes: 3 << 20,
-                    conflicts: 1,
-                    last_conflict: Some("a.txt.conflict-laptop-20261126T154001Z".into()),
-                    recent_conflicts: vec![ConflictStatus {
-                        time: 1_700_000_040,
-                        path: "a.txt".into(),
-                        kept_as: Some("a.txt.conflict-laptop-20261126T154001Z".into()),
-                    }],
-                    conflict_detection: "atomic".into(),
-                },
-                last_error: Some(ErrorStatus {
-                    time: 1_700_000_050,
-                    message: "upload_part \"big.bin\": S3 error: SlowDown".into(),
-                }),
-                credentials: CredentialStatus {
-                    expires: Some(1_700_003_600),
-                    last_renewal: Some(1_700_000_000),
-                },
+                cache_hits: 3,
+                cache_misses: 1,
+                cache_bytes: 4 << 20,
+                cache_capacity: 256 << 20,
+                files_open_for_writing: 1,
+                bytes_waiting: 40 << 20,
+                uploads: vec![crate::fs::stats::UploadProgress {
+                    path: "big \"x\".bin".into(),
+                    sent: 24 << 20,
+                    total: 64 << 20,
+                    streaming: true,
+                }],
+                conflicts: 1,
+                recent_conflicts: vec![crate::fs::stats::Conflict {
+                    at: at(1_700_000_040),
+                    key: "a.txt".into(),
+                    kept_as: Some("a.txt.conflict-laptop-20261126T154001Z".into()),
+                }],
+                conditions: Some(crate::store::ConditionSupport::FULL),
+                ..FsStats::default()
+            },
+            requests,
+            last_error: Some(LastError {
+                at: at(1_700_000_050),
+                message: "upload_part \"big.bin\": S3 error: SlowDown".into(),
             }),
+            s3_latency,
+            fuse_latency: fuse.snapshot(),
+            credentials: figures::CredentialSample {
+                expires: Some(1_700_003_600),
+                last_renewal: Some(1_700_000_000),
+                signed_out: None,
+                sign_in_ends: Some(1_700_086_500),
+            },
+        }
+    }
+
+    /// The status of [`sample_input`].
+    pub fn sample() -> MountStatus {
+        let input = sample_input();
+        MountStatus {
+            version: STATUS_VERSION,
+            pid: input.ident.pid,
+            mountpoint: input.ident.mountpoint.clone(),
+            profile: input.ident.profile.clone(),
+            s3_url: input.ident.s3_url.clone(),
+            started: input.ident.started,
+            live: Some(live_status(&input)),
         }
     }
 
@@ -369,6 +405,10 @@ pub(crate) mod tests {
             "writes",
             "last_error",
             "credentials",
+            "latency",
+            "connectivity",
+            "offline",
+            "disk_cache",
         ] {
             assert!(live.get(key).is_some(), "{key} missing: {live}");
         }
@@ -377,7 +417,28 @@ pub(crate) mod tests {
         assert_eq!(live["cache"]["hit_ratio"], 0.75);
         assert_eq!(live["writes"]["uploads"][0]["bytes_total"], 64 << 20);
         assert_eq!(live["credentials"]["expires"], 1_700_003_600u64);
-        let back: MountStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(live["latency"]["s3"]["upload_part"]["count"], 3);
+        assert_eq!(live["latency"]["s3"]["get"]["p50_seconds"], Value::Null);
+        assert_eq!(live["latency"]["fuse"]["read"]["count"], 1);
+        assert_eq!(live["connectivity"]["online"], true);
+        assert_eq!(live["disk_cache"]["used_bytes"], Value::Null);
+        let back: MountStatus = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(back, sample());
+        // Lossless through the typed view: nothing the table emits is dropped.
+        assert_eq!(serde_json::to_value(&back).unwrap(), v);
+    }
+
+    #[test]
+    fn the_typed_view_reads_the_tables_json() {
+        let live = sample().live.unwrap();
+        assert_eq!(live.writes.uploads[0].path, "big \"x\".bin");
+        assert_eq!(live.writes.uploads_in_flight, 1);
+        assert_eq!(
+            live.writes.last_conflict.as_deref(),
+            Some("a.txt.conflict-laptop-20261126T154001Z")
+        );
+        assert_eq!(live.writes.conflict_detection, "atomic");
+        assert_eq!(live.last_error.unwrap().time, 1_700_000_050);
+        assert_eq!(live.credentials.signed_out, None);
     }
 }

@@ -1,222 +1,195 @@
-//! The Prometheus text exposition format (version 0.0.4) of a [`MountStatus`], by hand: a
-//! `# HELP` and `# TYPE` line per metric family, then its samples.
+//! `/metrics`: the figures of [`super::figures::FIGURES`] for one [`Sample`], in the
+//! Prometheus text format (version 0.0.4), encoded by `prometheus-client` through a
+//! collector that reads the sample (the figures are kept by the mount's parts, not by
+//! metric objects).
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
 
-use super::MountStatus;
+use super::figures::{FIGURES, Kind, Sample, Val};
 
 /// The `Content-Type` of [`render`]'s output.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// A label value with `\`, `"` and newlines escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', r"\n")
+/// Metrics of the mount itself rather than of a figure: its identity and start.
+pub const IDENTITY_ROWS: &[(&str, &str)] = &[
+    (
+        "`cognifs_mount_info{mountpoint,profile,s3_url}` gauge",
+        "always 1; the mount's `mountpoint`, `profile` and `s3_url` as labels",
+    ),
+    (
+        "`cognifs_start_time_seconds` gauge",
+        "`started`: when the mount started",
+    ),
+];
+
+/// Every metric of `sample`.
+pub fn render(sample: &Sample) -> String {
+    // The collector owns what it encodes: a snapshot is small, and taken once per scrape.
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(owned(sample)));
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        .expect("writing to a String does not fail");
+    out
 }
 
-struct Out(String);
+/// What the collector encodes (the 0.0.4 format shows an info as a gauge of 1 named
+/// `…_info`): each figure's value, evaluated once per scrape.
+struct Encoded {
+    mountpoint: String,
+    profile: String,
+    s3_url: String,
+    started: u64,
+    values: Vec<(usize, Val)>,
+}
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+fn owned(s: &Sample) -> Encoded {
+    Encoded {
+        mountpoint: s.ident.mountpoint.to_string_lossy().into_owned(),
+        profile: s.ident.profile.clone(),
+        s3_url: s.ident.s3_url.clone(),
+        started: s.ident.started,
+        values: FIGURES
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.metric.is_some())
+            .map(|(i, f)| (i, (f.value)(s)))
+            .collect(),
     }
+}
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
+impl std::fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoded").finish_non_exhaustive()
+    }
+}
+
+/// One sample of a labelled family: `(label name, label value)`.
+type Label = [(&'static str, String); 1];
+
+impl Collector for Encoded {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = self;
+        let info = Info::new(vec![
+            ("mountpoint", e.mountpoint.clone()),
+            ("profile", e.profile.clone()),
+            ("s3_url", e.s3_url.clone()),
+        ]);
+        info.encode(encoder.encode_descriptor(
+            "cognifs_mount",
+            "The mount: mount point, profile and S3 URL as labels",
+            None,
+            MetricType::Info,
+        )?)?;
+        ConstGauge::new(e.started as i64).encode(encoder.encode_descriptor(
+            "cognifs_start_time_seconds",
+            "Unix time the mount started",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        for (i, value) in &e.values {
+            let figure = &FIGURES[*i];
+            let Some(metric) = figure.metric else {
+                continue;
+            };
+            let metric_type = match metric.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
+                Kind::Histogram => MetricType::Histogram,
+            };
+            let number = match value {
+                Val::Int(Some(v)) => Some(Number::Int(*v)),
+                Val::Float(Some(v)) => Some(Number::Float(*v)),
+                Val::Bool(b) => Some(Number::Int(u64::from(*b))),
+                Val::Int(None) | Val::Float(None) | Val::Text(_) | Val::Json(_) => None,
+                Val::ByKind(_) | Val::Latency(_) => None,
+            };
+            match (value, number) {
+                (_, Some(v)) => {
+                    let mut m = encoder.encode_descriptor(
+                        metric.name,
+                        figure.meaning,
+                        None,
+                        metric_type,
+                    )?;
+                    encode_number(&mut m, metric.kind, v)?;
                 }
-                let _ = write!(self.0, "{k}=\"{}\"", label(v));
+                (Val::ByKind(kinds), None) => {
+                    let label = metric.label.unwrap_or("kind");
+                    let mut m = encoder.encode_descriptor(
+                        metric.name,
+                        figure.meaning,
+                        None,
+                        metric_type,
+                    )?;
+                    for (kind, v) in kinds {
+                        let labels: Label = [(label, (*kind).to_owned())];
+                        encode_number(
+                            &mut m.encode_family(&labels)?,
+                            metric.kind,
+                            Number::Int(*v),
+                        )?;
+                    }
+                }
+                (Val::Latency(kinds), None) => {
+                    let label = metric.label.unwrap_or("kind");
+                    let mut m = encoder.encode_descriptor(
+                        metric.name,
+                        figure.meaning,
+                        None,
+                        metric_type,
+                    )?;
+                    for (kind, h) in kinds {
+                        let labels: Label = [(label, (*kind).to_owned())];
+                        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                            h.sum_seconds,
+                            h.count(),
+                            &h.per_bucket(),
+                            None,
+                        )?;
+                    }
+                }
+                // `null` now: no sample (Prometheus then shows the series as absent).
+                _ => {}
             }
-            self.0.push('}');
         }
-        let _ = writeln!(self.0, " {value}");
-    }
-
-    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
+        Ok(())
     }
 }
 
-/// Every metric of `status` (nothing but `cognifs_mount_info` when it has no live part).
-pub fn render(status: &MountStatus) -> String {
-    let mut o = Out(String::new());
-    o.family(
-        "cognifs_mount_info",
-        "gauge",
-        "The mount: mount point, profile and S3 URL as labels.",
-    );
-    let mountpoint = status.mountpoint.to_string_lossy();
-    o.sample(
-        "cognifs_mount_info",
-        &[
-            ("mountpoint", &mountpoint),
-            ("profile", &status.profile),
-            ("s3_url", &status.s3_url),
-        ],
-        1,
-    );
-    o.one(
-        "cognifs_start_time_seconds",
-        "gauge",
-        "Unix time the mount started.",
-        status.started,
-    );
-    let Some(l) = &status.live else {
-        return o.0;
-    };
-    o.one(
-        "cognifs_read_bytes_total",
-        "counter",
-        "Bytes read through the mount.",
-        l.bytes_read,
-    );
-    o.one(
-        "cognifs_written_bytes_total",
-        "counter",
-        "Bytes written through the mount.",
-        l.bytes_written,
-    );
-    type Pick = fn(&super::RequestCounts) -> u64;
-    let families: [(&str, &str, &str, Pick); 4] = [
-        (
-            "cognifs_s3_requests_total",
-            "counter",
-            "S3 requests, by kind.",
-            |c| c.total,
-        ),
-        (
-            "cognifs_s3_errors_total",
-            "counter",
-            "S3 requests that failed, by kind.",
-            |c| c.errors,
-        ),
-        (
-            "cognifs_s3_requests_last_minute",
-            "gauge",
-            "S3 requests in the last 60 seconds, by kind.",
-            |c| c.last_minute,
-        ),
-        (
-            "cognifs_s3_errors_last_minute",
-            "gauge",
-            "S3 requests that failed in the last 60 seconds, by kind.",
-            |c| c.errors_last_minute,
-        ),
-    ];
-    for (name, kind, help, pick) in families {
-        o.family(name, kind, help);
-        for (k, c) in &l.requests {
-            o.sample(name, &[("kind", k)], pick(c));
-        }
+/// A sample's value: counts stay integers in the text.
+#[derive(Clone, Copy)]
+enum Number {
+    Int(u64),
+    Float(f64),
+}
+
+fn encode_number(
+    m: &mut prometheus_client::encoding::MetricEncoder,
+    kind: Kind,
+    v: Number,
+) -> Result<(), std::fmt::Error> {
+    match (kind, v) {
+        (Kind::Counter, Number::Int(v)) => m.encode_counter::<NoLabelSet, _, f64>(&v, None),
+        (Kind::Counter, Number::Float(v)) => m.encode_counter::<NoLabelSet, _, f64>(&v, None),
+        (_, Number::Int(v)) => m.encode_gauge(&v),
+        (_, Number::Float(v)) => m.encode_gauge(&v),
     }
-    o.one(
-        "cognifs_cache_hits_total",
-        "counter",
-        "Block-cache lookups that found the block.",
-        l.cache.hits,
-    );
-    o.one(
-        "cognifs_cache_misses_total",
-        "counter",
-        "Block-cache lookups that did not.",
-        l.cache.misses,
-    );
-    o.one(
-        "cognifs_cache_bytes",
-        "gauge",
-        "Bytes held by the block cache.",
-        l.cache.bytes,
-    );
-    o.one(
-        "cognifs_cache_capacity_bytes",
-        "gauge",
-        "The block cache's budget.",
-        l.cache.capacity_bytes,
-    );
-    o.one(
-        "cognifs_files_open_for_writing",
-        "gauge",
-        "Files open for writing.",
-        l.writes.files_open,
-    );
-    o.one(
-        "cognifs_upload_waiting_bytes",
-        "gauge",
-        "Bytes written through the mount and not yet in S3.",
-        l.writes.bytes_waiting,
-    );
-    o.one(
-        "cognifs_uploads_in_flight",
-        "gauge",
-        "Uploads under way.",
-        l.writes.uploads_in_flight,
-    );
-    o.one(
-        "cognifs_pending_uploads",
-        "gauge",
-        "Uploads that failed, kept on disk and retried in the background.",
-        l.writes.pending_uploads,
-    );
-    o.one(
-        "cognifs_pending_upload_bytes",
-        "gauge",
-        "Bytes of the uploads kept on disk.",
-        l.writes.pending_bytes,
-    );
-    o.one(
-        "cognifs_upload_conflicts_total",
-        "counter",
-        "Writes that lost a race with another client: kept beside the object as a conflict copy, or not applied.",
-        l.writes.conflicts,
-    );
-    o.one(
-        "cognifs_conflict_detection_atomic",
-        "gauge",
-        "1 when the S3 server checks every write's condition itself; 0 when the mount checks by a HEAD first (best effort) or could not tell.",
-        u64::from(l.writes.conflict_detection == "atomic"),
-    );
-    if let Some(e) = &l.last_error {
-        o.one(
-            "cognifs_last_error_timestamp_seconds",
-            "gauge",
-            "Unix time of the last failed S3 request.",
-            e.time,
-        );
-    }
-    if let Some(t) = l.credentials.expires {
-        o.one(
-            "cognifs_credentials_expiry_timestamp_seconds",
-            "gauge",
-            "Unix time the AWS credentials in use expire.",
-            t,
-        );
-    }
-    if let Some(t) = l.credentials.last_renewal {
-        o.one(
-            "cognifs_credentials_last_renewal_timestamp_seconds",
-            "gauge",
-            "Unix time the AWS credentials in use were obtained.",
-            t,
-        );
-    }
-    o.0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::tests::sample;
+    use crate::metrics::tests::sample_input;
 
     #[test]
     fn renders_the_text_format() {
-        let text = render(&sample());
+        let text = render(&sample_input());
         assert!(text.ends_with('\n'));
         for line in [
             "# TYPE cognifs_written_bytes_total counter",
@@ -237,6 +210,16 @@ mod tests {
             "cognifs_last_error_timestamp_seconds 1700000050",
             "cognifs_credentials_expiry_timestamp_seconds 1700003600",
             "cognifs_credentials_last_renewal_timestamp_seconds 1700000000",
+            "cognifs_start_time_seconds 1700000000",
+            "cognifs_online 1",
+            "cognifs_signed_in 1",
+            "# TYPE cognifs_s3_request_duration_seconds histogram",
+            "cognifs_s3_request_duration_seconds_bucket{kind=\"upload_part\",le=\"0.025\"} 0",
+            "cognifs_s3_request_duration_seconds_bucket{kind=\"upload_part\",le=\"0.05\"} 2",
+            "cognifs_s3_request_duration_seconds_bucket{kind=\"upload_part\",le=\"+Inf\"} 3",
+            "cognifs_s3_request_duration_seconds_count{kind=\"upload_part\"} 3",
+            "# TYPE cognifs_fuse_operation_duration_seconds histogram",
+            "cognifs_fuse_operation_duration_seconds_count{op=\"read\"} 1",
             "cognifs_mount_info{mountpoint=\"/home/me/cloud\",profile=\"default\",s3_url=\"s3://b/us-east-1:x/\"} 1",
         ] {
             assert!(
@@ -244,15 +227,22 @@ mod tests {
                 "missing {line:?} in:\n{text}"
             );
         }
+        // Absent while null: no disk cache, online, no offline change.
+        assert!(!text.contains("cognifs_disk_cache_bytes "), "{text}");
+        assert!(!text.contains("cognifs_offline_since_timestamp_seconds "));
         // Every sample belongs to a family declared once, before it.
         let mut declared = std::collections::BTreeSet::new();
         for l in text.lines() {
             if let Some(rest) = l.strip_prefix("# TYPE ") {
                 let name = rest.split(' ').next().unwrap();
                 assert!(declared.insert(name.to_owned()), "{name} declared twice");
-            } else if !l.starts_with('#') {
+            } else if !l.starts_with('#') && !l.is_empty() {
                 let name = l.split(['{', ' ']).next().unwrap();
-                assert!(declared.contains(name), "{name} has no TYPE line");
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| declared.contains(*f)))
+                    .unwrap_or(name);
+                assert!(declared.contains(family), "{name} has no TYPE line");
                 let value = l.rsplit(' ').next().unwrap();
                 assert!(value.parse::<f64>().is_ok(), "{l}");
             }
@@ -261,18 +251,12 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        let mut s = sample();
-        s.mountpoint = "/m/\"q\"".into();
-        assert!(render(&s).contains("mountpoint=\"/m/\\\"q\\\"\""));
-    }
-
-    #[test]
-    fn without_a_live_part_only_the_mount_is_described() {
-        let mut s = sample();
-        s.live = None;
+        let mut s = sample_input();
+        s.ident.mountpoint = "/m/\"q\"\\x\ny".into();
         let text = render(&s);
-        assert!(text.contains("cognifs_mount_info{"));
-        assert!(!text.contains("cognifs_read_bytes_total"));
+        assert!(
+            text.contains("mountpoint=\"/m/\\\"q\\\"\\\\x\\ny\""),
+            "{text}"
+        );
     }
 }

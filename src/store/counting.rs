@@ -6,7 +6,7 @@
 //! inner store, counts as one `list`.
 
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +16,7 @@ use super::{
     StoreResult, UploadInfo, UserMeta,
 };
 use crate::metrics::Window;
+use crate::metrics::latency::{Histogram, HistogramSnapshot};
 
 #[derive(Default)]
 struct Series {
@@ -23,6 +24,8 @@ struct Series {
     errors: std::sync::atomic::AtomicU64,
     recent: Window,
     recent_errors: Window,
+    /// From the call to its answer, retries inside the SDK included.
+    latency: Histogram,
 }
 
 /// Counts of one kind of request.
@@ -51,8 +54,22 @@ pub struct RequestStats {
 
 impl RequestStats {
     pub fn record<T>(&self, kind: RequestKind, rel: &str, result: &StoreResult<T>) {
+        self.record_timed(kind, rel, None, result)
+    }
+
+    /// [`RequestStats::record`], with the time the request took.
+    pub fn record_timed<T>(
+        &self,
+        kind: RequestKind,
+        rel: &str,
+        took: Option<std::time::Duration>,
+        result: &StoreResult<T>,
+    ) {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.series[kind as usize];
+        if let Some(took) = took {
+            s.latency.observe(took);
+        }
         s.total.fetch_add(1, Relaxed);
         s.recent.add(1);
         // A condition that held a write back (412, 409) is the request doing its job, not
@@ -78,6 +95,11 @@ impl RequestStats {
             last_minute: s.recent.sum(),
             errors_last_minute: s.recent_errors.sum(),
         }
+    }
+
+    /// How long requests of `kind` took.
+    pub fn latency(&self, kind: RequestKind) -> HistogramSnapshot {
+        self.series[kind as usize].latency.snapshot()
     }
 
     pub fn last_error(&self) -> Option<LastError> {
@@ -109,9 +131,16 @@ impl CountingStore {
         &self.stats
     }
 
-    fn count<T>(&self, kind: RequestKind, rel: &str, r: StoreResult<T>) -> StoreResult<T> {
+    fn count<T>(
+        &self,
+        kind: RequestKind,
+        rel: &str,
+        started: Instant,
+        r: StoreResult<T>,
+    ) -> StoreResult<T> {
         tracing::trace!(request = ?kind, key = rel, ok = r.is_ok(), "S3 request");
-        self.stats.record(kind, rel, &r);
+        self.stats
+            .record_timed(kind, rel, Some(started.elapsed()), &r);
         r
     }
 }
@@ -131,8 +160,9 @@ impl ObjectStore for CountingStore {
     }
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
+        let started = Instant::now();
         let r = self.inner.head(rel).await;
-        self.count(RequestKind::Head, rel, r)
+        self.count(RequestKind::Head, rel, started, r)
     }
 
     async fn list_page(
@@ -141,13 +171,15 @@ impl ObjectStore for CountingStore {
         continuation: Option<String>,
         max_keys: i32,
     ) -> StoreResult<ListPage> {
+        let started = Instant::now();
         let r = self.inner.list_page(dir_rel, continuation, max_keys).await;
-        self.count(RequestKind::List, dir_rel, r)
+        self.count(RequestKind::List, dir_rel, started, r)
     }
 
     async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
+        let started = Instant::now();
         let r = self.inner.list_recursive(dir_rel).await;
-        self.count(RequestKind::List, dir_rel, r)
+        self.count(RequestKind::List, dir_rel, started, r)
     }
 
     async fn get_range(
@@ -157,8 +189,9 @@ impl ObjectStore for CountingStore {
         start: u64,
         len: u64,
     ) -> StoreResult<Bytes> {
+        let started = Instant::now();
         let r = self.inner.get_range(rel, if_match_etag, start, len).await;
-        self.count(RequestKind::Get, rel, r)
+        self.count(RequestKind::Get, rel, started, r)
     }
 
     async fn get_range_pieces(
@@ -170,11 +203,12 @@ impl ObjectStore for CountingStore {
         piece: u64,
         on_piece: &PieceSink<'_>,
     ) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self
             .inner
             .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
             .await;
-        self.count(RequestKind::Get, rel, r)
+        self.count(RequestKind::Get, rel, started, r)
     }
 
     async fn put_if(
@@ -184,13 +218,15 @@ impl ObjectStore for CountingStore {
         meta: &UserMeta,
         expect: &Expect,
     ) -> StoreResult<String> {
+        let started = Instant::now();
         let r = self.inner.put_if(rel, body, meta, expect).await;
-        self.count(RequestKind::Put, rel, r)
+        self.count(RequestKind::Put, rel, started, r)
     }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
+        let started = Instant::now();
         let r = self.inner.create_multipart(rel, meta).await;
-        self.count(RequestKind::CreateMultipart, rel, r)
+        self.count(RequestKind::CreateMultipart, rel, started, r)
     }
 
     async fn upload_part(
@@ -200,8 +236,9 @@ impl ObjectStore for CountingStore {
         number: i32,
         body: Bytes,
     ) -> StoreResult<PartDone> {
+        let started = Instant::now();
         let r = self.inner.upload_part(rel, upload_id, number, body).await;
-        self.count(RequestKind::UploadPart, rel, r)
+        self.count(RequestKind::UploadPart, rel, started, r)
     }
 
     async fn complete_multipart_if(
@@ -211,26 +248,30 @@ impl ObjectStore for CountingStore {
         parts: Vec<PartDone>,
         expect: &Expect,
     ) -> StoreResult<String> {
+        let started = Instant::now();
         let r = self
             .inner
             .complete_multipart_if(rel, upload_id, parts, expect)
             .await;
-        self.count(RequestKind::CompleteMultipart, rel, r)
+        self.count(RequestKind::CompleteMultipart, rel, started, r)
     }
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self.inner.abort_multipart(rel, upload_id).await;
-        self.count(RequestKind::AbortMultipart, rel, r)
+        self.count(RequestKind::AbortMultipart, rel, started, r)
     }
 
     async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
+        let started = Instant::now();
         let r = self.inner.list_uploads(dir_rel).await;
-        self.count(RequestKind::ListUploads, dir_rel, r)
+        self.count(RequestKind::ListUploads, dir_rel, started, r)
     }
 
     async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self.inner.delete_if(rel, expect).await;
-        self.count(RequestKind::Delete, rel, r)
+        self.count(RequestKind::Delete, rel, started, r)
     }
 
     async fn copy_if(
@@ -241,18 +282,21 @@ impl ObjectStore for CountingStore {
         meta: Option<&UserMeta>,
         expect: &Expect,
     ) -> StoreResult<String> {
+        let started = Instant::now();
         let r = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
-        self.count(RequestKind::Copy, dst, r)
+        self.count(RequestKind::Copy, dst, started, r)
     }
 
     async fn check_access(&self) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self.inner.check_access().await;
-        self.count(RequestKind::List, "", r)
+        self.count(RequestKind::List, "", started, r)
     }
 
     async fn probe(&self) -> StoreResult<()> {
+        let started = Instant::now();
         let r = self.inner.probe().await;
-        self.count(RequestKind::List, "", r)
+        self.count(RequestKind::List, "", started, r)
     }
 }
 

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use conditions::{ConditionSupport, EmulatedConditions, checked_store, probe_conditions};
-pub use counting::{CountingStore, RequestStats};
+pub use counting::{CountingStore, LastError, RequestCount, RequestStats};
 pub use memory::{Fault, MemoryStore, RequestCounts};
 pub use profile::{ProfileStore, profile_store};
 pub use reach::{Connectivity, Reach, ReachState};

@@ -180,6 +180,8 @@ pub async fn save_sign_in(
             identity_id: None,
             username: claims.username,
             email: claims.email,
+            signed_in_at: Some(cognifs::clock::unix_now()),
+            refresh_token_expires: None,
         })
         .expect("the token file is written");
 }

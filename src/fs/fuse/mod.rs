@@ -86,9 +86,11 @@ impl FuseFs {
     /// it has to wait. On two cores a hand-off (a wake-up, two context switches) costs more
     /// than most answers: a small file's create, write and release cost three of them. A
     /// wake-up lost by this first poll is harmless: a spawned task is always polled again.
-    /// A panic in `task`, here or on the runtime, is caught: see the module's doc.
+    /// A panic in `task`, here or on the runtime, is caught: see the module's doc. The
+    /// call's latency, from here to the task's end (its reply), goes to the status figures.
     fn run(&self, call: Call, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let _context = self.rt.enter();
+        let started = std::time::Instant::now();
         let fs = self.fs.clone();
         let injected = fs.take_injected_panic(call.op);
         let op = call.op;
@@ -105,6 +107,7 @@ impl FuseFs {
             if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
                 call.log_panic(&fs, panic.as_ref());
             }
+            crate::metrics::latency::fuse().observe(op, started.elapsed());
         });
         if (&mut task).now_or_never().is_none() {
             self.rt.spawn(task);
@@ -664,9 +667,13 @@ impl Filesystem for FuseFs {
     ) {
         // Straight from the kernel's buffer into the spool and the stream, here: no copy
         // first, no hand-off, unless a part of the streaming upload fills.
+        let started = std::time::Instant::now();
         self.inline(call("write", ino, None), || {
             match self.fs.write_now(fh.0, offset, data) {
-                Ok(None) => reply.written(data.len() as u32),
+                Ok(None) => {
+                    reply.written(data.len() as u32);
+                    crate::metrics::latency::fuse().observe("write", started.elapsed());
+                }
                 Ok(Some(state)) => {
                     let data = bytes::Bytes::copy_from_slice(data);
                     self.run(call("write", ino, None), async move {
