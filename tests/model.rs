@@ -1372,8 +1372,17 @@ fn run_with_failures(steps: &[(Step, Option<u64>)], ttl: Duration) {
     h.check_s3();
 }
 
+/// CI's count of cases, unless `PROPTEST_CASES` asks for another (a count written in the
+/// config would silently override the variable).
+fn cases(ci: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(1024), max_shrink_iters: 4000, ..ProptestConfig::default() })]
 
     #[test]
     fn fs_matches_the_model(steps in prop::collection::vec(step(), 1..40), short_ttl in any::<bool>()) {

@@ -663,8 +663,17 @@ fn run(
     h.check(raced).map_err(TestCaseError::fail)
 }
 
+/// CI's count of cases, unless `PROPTEST_CASES` asks for another (a count written in the
+/// config would silently override the variable).
+fn cases(ci: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ci)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     /// Two devices and the web app race on three names: nothing anyone saved is lost.
     #[test]

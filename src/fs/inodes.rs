@@ -381,7 +381,11 @@ impl Inodes {
     pub fn find(&self, rel: &str) -> Option<u64> {
         let state = self.state.lock().unwrap();
         let mut ino = ROOT_INO;
-        for name in rel.trim_end_matches('/').split('/').filter(|s| !s.is_empty()) {
+        for name in rel
+            .trim_end_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+        {
             ino = *state.children.get(&(ino, name.to_owned()))?;
         }
         Some(ino)
