@@ -62,7 +62,7 @@ pub struct Target {
     /// `{identity-id}/`
     pub prefix: String,
     pub cognifs: CognifsSetup,
-    /// `$MOUNT_S3` (else the one bench/build-mount-s3.sh builds), and extra arguments from
+    /// `$MOUNT_S3` (else `mount-s3` on the `PATH`), and extra arguments from
     /// `$MOUNT_S3_ARGS`.
     pub mount_s3: Option<PathBuf>,
     pub mount_s3_args: Vec<String>,
@@ -114,7 +114,6 @@ impl Target {
         prefix: String,
         admin: (String, String),
         cognifs: CognifsSetup,
-        built_mount_s3: PathBuf,
     ) -> Target {
         let secrets = work.join("secrets");
         std::fs::create_dir_all(&secrets).unwrap();
@@ -131,11 +130,16 @@ impl Target {
                 admin.0, admin.1
             ),
         );
-        // `$MOUNT_S3`, else what bench/build-mount-s3.sh built.
+        // `$MOUNT_S3`, else `mount-s3` on the PATH (installed by the person running the bench:
+        // the project builds no peer).
         let mount_s3 = std::env::var_os("MOUNT_S3")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
-            .or_else(|| built_mount_s3.is_file().then_some(built_mount_s3));
+            .or_else(|| {
+                std::env::split_paths(&std::env::var_os("PATH")?)
+                    .map(|dir| dir.join("mount-s3"))
+                    .find(|p| p.is_file())
+            });
         let mount_s3_args = std::env::var("MOUNT_S3_ARGS")
             .unwrap_or_default()
             .split_whitespace()
@@ -189,7 +193,7 @@ impl Target {
             Err(why) => {
                 return match fs {
                     Fs::MountS3 if why == "not given" => {
-                        "not built (run bench/build-mount-s3.sh, or set MOUNT_S3=/path/to/mount-s3)"
+                        "not found (install mount-s3 on the PATH, or set MOUNT_S3=/path/to/mount-s3)"
                             .into()
                     }
                     _ => why.into(),

@@ -15,8 +15,8 @@
 //! `BENCH_DIRECT_PARALLEL` (8) the direct client's ranged GETs in flight;
 //! `BENCH_COGNIFS_CACHE_MIB` (size + 256) cognifs's disk cache; `BENCH_DIR` (the target
 //! directory's `bench-work`) where the data goes, on a real disk (removed after the run but
-//! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3` binary (default: what
-//! `bench/build-mount-s3.sh` built; its column is skipped without one) and `MOUNT_S3_ARGS`
+//! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3` binary (default: `mount-s3` on
+//! the PATH; its column is skipped without one) and `MOUNT_S3_ARGS`
 //! extra arguments for it; `BENCH_ONLY` (e.g. `cognifs`) the file systems to run;
 //! `BENCH_GROUPS` (`io,fio,ls`) the groups of rows; `BENCH_PASSES` (`0,1`) the latencies
 //! run (`0`: 0 ms alone, `1`: the second alone).
@@ -678,7 +678,6 @@ fn setup(load: Load) -> (Bench, tempfile::TempDir) {
             profile: PROFILE.into(),
             cache_mib: load.cognifs_cache_mib,
         },
-        target_dir().join("mount-s3/release/mount-s3"),
     );
     let data: Bytes = (0..load.size())
         .map(|i| (i as u32).wrapping_mul(2654435761) as u8)
