@@ -1514,3 +1514,43 @@ fn a_directory_chmod_made_offline_shows_what_s3_holds_once_back() {
     ];
     run(&steps, Duration::from_secs(60));
 }
+
+/// A 1,024-case run found it: a symlink renamed online had its target cached (memory, disk)
+/// under its old key only, so offline after a remount its new name could not be read.
+#[test]
+fn a_renamed_symlink_reads_offline_after_a_remount() {
+    let steps = vec![
+        Step::Symlink {
+            path: vec!["c"],
+            target: b"a".to_vec(),
+        },
+        Step::Rename {
+            from: vec!["c"],
+            to: vec!["a"],
+            noreplace: false,
+        },
+        Step::GoOffline,
+        Step::Remount,
+    ];
+    run(&steps, Duration::from_secs(60));
+}
+
+/// The same inside a renamed directory (each of its objects is copied to a new key).
+#[test]
+fn a_symlink_in_a_renamed_directory_reads_offline_after_a_remount() {
+    let steps = vec![
+        Step::Mkdir(vec!["a"]),
+        Step::Symlink {
+            path: vec!["a", "c"],
+            target: b"b".to_vec(),
+        },
+        Step::Rename {
+            from: vec!["a"],
+            to: vec!["b"],
+            noreplace: false,
+        },
+        Step::GoOffline,
+        Step::Remount,
+    ];
+    run(&steps, Duration::from_secs(60));
+}

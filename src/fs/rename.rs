@@ -33,6 +33,22 @@ impl Fs {
     /// Files open for writing were copied to new keys by a directory rename: their base
     /// is now the copy's version (`copies`: new key → etag), not a HEAD's, which could
     /// already see another client's.
+    /// A symlink's target known here goes to the block caches under the key it was copied
+    /// to: offline after a remount, a target reads only from what is cached, and the copy is
+    /// an object of its own (the model found a renamed symlink unreadable there).
+    fn carry_link_target(&self, ino: u64, old_etag: &str, new_rel: &str, new_etag: &str) {
+        let Some(node) = self.inodes.get(ino) else {
+            return;
+        };
+        if node.kind != Kind::Symlink {
+            return;
+        }
+        if let Some(target) = self.inodes.link_target(ino, old_etag) {
+            self.read.keep_small(new_rel, new_etag, &target);
+            self.inodes.set_link_target(ino, new_etag, target);
+        }
+    }
+
     fn rebase_writes(&self, copies: &std::collections::HashMap<String, String>) {
         for ws in self.write_states() {
             if ws.base_etag().is_none() {
@@ -135,6 +151,7 @@ impl Fs {
                     };
                     self.inodes.set_written(src.ino, found);
                 }
+                self.carry_link_target(src.ino, &src_node.found.etag, &placed.rel, &placed.etag);
                 self.readers_follow(src.ino);
                 if placed.rel != dst_rel {
                     // The kernel moves its entry to `new_name`, which names the other
@@ -159,6 +176,13 @@ impl Fs {
                     .await?;
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
+                for (rel, etag) in &copies {
+                    if let Some(ino) = self.inodes.find(rel)
+                        && let Some(node) = self.inodes.get(ino)
+                    {
+                        self.carry_link_target(ino, &node.found.etag, rel, etag);
+                    }
+                }
                 // Its copies are new versions: a new index, the old one's gone.
                 self.index_gone(&src_node.rel);
                 self.index_changed(src_node.ino);
