@@ -466,3 +466,39 @@ async fn a_long_offline_queue_drains_whole() {
     }
     assert_eq!(store.keys().len(), files + dirs);
 }
+
+/// A file read once and then renamed (itself, or with its directory) reads offline after a
+/// remount: what the disk kept of it follows it to the key it was copied to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_file_reads_offline_after_a_remount() {
+    let store = Arc::new(MemoryStore::new("b", "p"));
+    let (notes, inner) = (body((3 << 20) + 77, 1), body(5_000, 2));
+    store
+        .put("notes.txt", notes.clone().into(), &UserMeta::new())
+        .await
+        .unwrap();
+    store
+        .put("dir/inner.txt", inner.clone().into(), &UserMeta::new())
+        .await
+        .unwrap();
+    let machine = Machine::new();
+    let fs = machine.mount(&store, |_| {});
+    assert_eq!(read_all(&fs, "notes.txt").await.unwrap(), notes);
+    assert_eq!(read_all(&fs, "dir/inner.txt").await.unwrap(), inner);
+    fs.rename(ROOT_INO, "notes.txt", ROOT_INO, "kept.txt", false)
+        .await
+        .unwrap();
+    fs.rename(ROOT_INO, "dir", ROOT_INO, "moved", false)
+        .await
+        .unwrap();
+    assert_eq!(names(&fs, "").await, ["kept.txt", "moved"]);
+    assert_eq!(names(&fs, "moved").await, ["inner.txt"]);
+    fs.close_caches();
+    drop(fs);
+
+    store.fail_always(None, Fault::Unreachable);
+    let fs = machine.mount(&store, |_| {});
+    assert_eq!(read_all(&fs, "kept.txt").await, Ok(notes));
+    assert_eq!(read_all(&fs, "moved/inner.txt").await, Ok(inner));
+    assert!(fs.is_offline());
+}

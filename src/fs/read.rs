@@ -142,6 +142,14 @@ impl ReadShared {
         }
     }
 
+    /// Version `from` (`size` bytes) was copied to `to` in S3: what the disk keeps of it is
+    /// kept under the new key too (written behind).
+    pub fn carry(&self, from: (&str, &str), to: (&str, &str), size: u64) {
+        if let Some(disk) = &self.disk {
+            disk.carry(from, to, size.div_ceil(self.block_size));
+        }
+    }
+
     /// Whether the block is on disk (no I/O: the disk cache's index).
     fn on_disk(&self, key: &BlockKey) -> bool {
         self.disk.as_ref().is_some_and(|d| d.contains(key))

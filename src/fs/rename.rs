@@ -33,19 +33,24 @@ impl Fs {
     /// Files open for writing were copied to new keys by a directory rename: their base
     /// is now the copy's version (`copies`: new key → etag), not a HEAD's, which could
     /// already see another client's.
-    /// A symlink's target known here goes to the block caches under the key it was copied
-    /// to: offline after a remount, a target reads only from what is cached, and the copy is
-    /// an object of its own (the model found a renamed symlink unreadable there).
-    fn carry_link_target(&self, ino: u64, old_etag: &str, new_rel: &str, new_etag: &str) {
+    /// What this machine keeps of a renamed object follows it to the key it was copied to
+    /// (`from`, `to`: key and etag): the copy is an object of its own, and offline after a
+    /// remount only what is cached under its key reads. A symlink's target known here goes
+    /// to the block caches (the model found a renamed symlink unreadable there); a file's
+    /// blocks on disk are kept under the new key too, written behind.
+    fn carry_cached(&self, ino: u64, from: (&str, &str), to: (&str, &str)) {
         let Some(node) = self.inodes.get(ino) else {
             return;
         };
-        if node.kind != Kind::Symlink {
-            return;
-        }
-        if let Some(target) = self.inodes.link_target(ino, old_etag) {
-            self.read.keep_small(new_rel, new_etag, &target);
-            self.inodes.set_link_target(ino, new_etag, target);
+        match node.kind {
+            Kind::Symlink => {
+                if let Some(target) = self.inodes.link_target(ino, from.1) {
+                    self.read.keep_small(to.0, to.1, &target);
+                    self.inodes.set_link_target(ino, to.1, target);
+                }
+            }
+            Kind::File => self.read.carry(from, to, node.attr.size),
+            _ => {}
         }
     }
 
@@ -127,6 +132,8 @@ impl Fs {
                     .as_ref()
                     .and_then(|d| self.inodes.get(d.ino))
                     .map(|n| n.etag);
+                // The version the copy is of (If-Match), after the flush above.
+                let copied = self.inodes.get(src.ino).map(|n| (n.rel, n.found.etag));
                 let placed = self
                     .rename_object(src.ino, &dst_rel, dst_etag.as_deref())
                     .await?;
@@ -151,7 +158,9 @@ impl Fs {
                     };
                     self.inodes.set_written(src.ino, found);
                 }
-                self.carry_link_target(src.ino, &src_node.found.etag, &placed.rel, &placed.etag);
+                if let Some((rel, etag)) = &copied {
+                    self.carry_cached(src.ino, (rel, etag), (&placed.rel, &placed.etag));
+                }
                 self.readers_follow(src.ino);
                 if placed.rel != dst_rel {
                     // The kernel moves its entry to `new_name`, which names the other
@@ -177,10 +186,15 @@ impl Fs {
                 self.dir_times.forget(dst.as_ref().map(|d| d.ino));
                 self.inodes.rename(parent, name, new_parent, new_name);
                 for (rel, etag) in &copies {
+                    // Only a copy of the version known here (a single-part copy keeps its
+                    // etag; a changed or multipart object is left to be read anew).
                     if let Some(ino) = self.inodes.find(rel)
                         && let Some(node) = self.inodes.get(ino)
+                        && node.found.etag == *etag
+                        && let Some(from_rel) = rel.strip_prefix(dst_rel.as_str())
                     {
-                        self.carry_link_target(ino, &node.found.etag, rel, etag);
+                        let from_rel = format!("{}{from_rel}", src_node.rel);
+                        self.carry_cached(ino, (&from_rel, &node.found.etag), (rel, etag));
                     }
                 }
                 // Its copies are new versions: a new index, the old one's gone.

@@ -109,6 +109,12 @@ enum Job {
         file: File,
         size: u64,
     },
+    /// The blocks of a version copied to another key (a rename), kept under that key too.
+    Carry {
+        from: BlockKey,
+        to: BlockKey,
+        blocks: u64,
+    },
 }
 
 /// Counters of the disk cache, for status and metrics.
@@ -141,6 +147,8 @@ pub struct DiskCache {
     scanned: AtomicBool,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     queued: AtomicU64,
+    /// Renamed files' blocks being carried to their new key (jobs queued or running).
+    carrying: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     corrupt: AtomicU64,
@@ -269,6 +277,7 @@ impl DiskCache {
             scanned: AtomicBool::new(false),
             jobs: Mutex::new(None),
             queued: AtomicU64::new(0),
+            carrying: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),
@@ -442,6 +451,30 @@ impl DiskCache {
         }
     }
 
+    /// A rename copied version `from` (its `blocks` blocks) to `to` in S3: the blocks on disk
+    /// are kept under the new key as well, written behind (a file read once stays readable
+    /// after a rename, offline and after a remount, without a GET). Blocks not on disk are
+    /// skipped; the old key's copies age out as usual.
+    pub fn carry(&self, from: (&str, &str), to: (&str, &str), blocks: u64) {
+        if from.1.is_empty() || to.1.is_empty() || from == to {
+            return;
+        }
+        let key = |(rel, etag): (&str, &str)| BlockKey {
+            key: rel.to_owned(),
+            etag: etag.to_owned(),
+            block: 0,
+        };
+        self.carrying.fetch_add(1, Ordering::AcqRel);
+        let sent = self.send(Job::Carry {
+            from: key(from),
+            to: key(to),
+            blocks,
+        });
+        if !sent {
+            self.carrying.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn send(&self, job: Job) -> bool {
         match &*self.jobs.lock().unwrap() {
             Some(tx) => tx.send(job).is_ok(),
@@ -452,7 +485,7 @@ impl DiskCache {
     /// Blocks until every block queued so far is on disk (tests, unmount).
     pub fn settle(&self, limit: Duration) -> bool {
         let until = std::time::Instant::now() + limit;
-        while self.queued.load(Ordering::Acquire) > 0 {
+        while self.queued.load(Ordering::Acquire) > 0 || self.carrying.load(Ordering::Acquire) > 0 {
             if std::time::Instant::now() >= until {
                 return false;
             }
@@ -495,6 +528,33 @@ impl DiskCache {
                     }
                 }
                 self.queued.fetch_sub(size, Ordering::AcqRel);
+            }
+            Job::Carry { from, to, blocks } => {
+                for block in 0..blocks {
+                    let (from, to) = (
+                        BlockKey {
+                            block,
+                            ..from.clone()
+                        },
+                        BlockKey {
+                            block,
+                            ..to.clone()
+                        },
+                    );
+                    if !self.contains(&from) || self.contains(&to) {
+                        continue;
+                    }
+                    // Read as the cache's own copy: not a reader's hit.
+                    let path = self.dir.join(self.name_of(&from).relative());
+                    let Ok(Some(data)) = self.read_verified(&path, &from) else {
+                        continue;
+                    };
+                    if let Err(e) = self.write_file(&to, &data) {
+                        tracing::debug!(key = %to.key, error = %e, "renamed file's block not cached on disk");
+                        break;
+                    }
+                }
+                self.carrying.fetch_sub(1, Ordering::AcqRel);
             }
             Job::Touch(name) => {
                 let path = self.dir.join(name.relative());
