@@ -596,7 +596,15 @@ fn write_index_of_d(store: &Arc<MemoryStore>) {
 type Shown = Vec<(String, Kind, u16)>;
 
 fn ls_l_elsewhere(store: &Arc<MemoryStore>) -> (Shown, Vec<(RequestKind, u64)>) {
-    let s = mount_on(store.clone(), &[], |_| {});
+    ls_l_elsewhere_with(store, |_| {})
+}
+
+/// The same through a mount `tune`d (its caches, say), closed at the end as an unmount does.
+fn ls_l_elsewhere_with(
+    store: &Arc<MemoryStore>,
+    tune: impl FnOnce(&mut MountOptions),
+) -> (Shown, Vec<(RequestKind, u64)>) {
+    let s = mount_on(store.clone(), &[], tune);
     let shown = s.rt.block_on(async {
         let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
         let fh = s.fs.opendir(d.ino).unwrap();
@@ -613,6 +621,7 @@ fn ls_l_elsewhere(store: &Arc<MemoryStore>) -> (Shown, Vec<(RequestKind, u64)>) 
         }
         shown
     });
+    s.fs.close_caches();
     (shown, counts(&s.store))
 }
 
@@ -642,6 +651,32 @@ fn a_directory_written_elsewhere_lists_from_its_index() {
             (RequestKind::List, 1),
             (RequestKind::Get, 1)
         ]
+    );
+}
+
+/// The symlink targets an index gave go to the disk cache: the next mount on that machine,
+/// which knows the entries' metadata from its disk and so reads no index, reads no target
+/// by GET either (`ls -l` reads every link: a GET each was most of its time).
+#[test]
+fn targets_an_index_gave_are_on_disk_for_the_next_mount() {
+    let s = setup(&[("d/a", 3), ("d/b", 4)]);
+    let store = s.store.clone();
+    drop(s);
+    write_index_of_d(&store);
+    let caches = tempfile::tempdir().unwrap();
+    let tune = |o: &mut MountOptions| {
+        o.disk_cache = Some(caches.path().join("blocks"));
+        o.meta_cache = Some(caches.path().join("meta.jsonl"));
+    };
+    store.reset_counts();
+    let (first, requests) = ls_l_elsewhere_with(&store, tune);
+    assert!(requests.contains(&(RequestKind::Get, 1)), "{requests:?}");
+    store.reset_counts();
+    let (again, requests) = ls_l_elsewhere_with(&store, tune);
+    assert_eq!(again, first);
+    assert!(
+        !requests.iter().any(|(kind, _)| *kind == RequestKind::Get),
+        "{requests:?}"
     );
 }
 

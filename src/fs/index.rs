@@ -359,8 +359,12 @@ impl Fs {
         if kind == Kind::Symlink
             && let Some(target) = index.target_of(name, &listed.etag)
         {
-            self.inodes
-                .set_link_target(attr.ino, &listed.etag, Bytes::from(target.to_owned()));
+            let target = Bytes::from(target.to_owned());
+            // Into the block caches too: a new mount that knows this version's metadata
+            // (and so reads no index) reads the target from disk, not by a GET per link.
+            self.read
+                .keep_small(&format!("{dir_rel}{name}"), &listed.etag, &target);
+            self.inodes.set_link_target(attr.ino, &listed.etag, target);
         }
         Some(attr)
     }
