@@ -1554,3 +1554,17 @@ fn a_symlink_in_a_renamed_directory_reads_offline_after_a_remount() {
     ];
     run(&steps, Duration::from_secs(60));
 }
+
+/// A 1,024-case run found it: a directory S3 holds, removed offline, made again and removed
+/// again, came back once S3 answered (the second removal cancelled the first with the mkdir).
+#[test]
+fn a_directory_removed_made_and_removed_again_offline_stays_removed() {
+    let steps = vec![
+        Step::Mkdir(vec!["a"]),
+        Step::GoOffline,
+        Step::Rmdir(vec!["a"]),
+        Step::Mkdir(vec!["a"]),
+        Step::Rmdir(vec!["a"]),
+    ];
+    run(&steps, Duration::from_secs(60));
+}

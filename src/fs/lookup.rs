@@ -573,7 +573,6 @@ impl Fs {
         index: &LazyIndex,
         chunk: Vec<(String, inodes::Found)>,
     ) -> Vec<DirEntry> {
-        use futures::StreamExt;
         let mut out = Vec::with_capacity(chunk.len());
         let mut missing = Vec::new();
         for (name, found) in chunk {
@@ -594,9 +593,24 @@ impl Fs {
         }
         self.fill_from_index(parent, dir_rel, index, &mut out, &mut missing)
             .await;
+        self.head_entries(parent, dir_rel, &mut out, missing).await;
+        out
+    }
+
+    /// HEADs the `entries` at `missing`, [`METADATA_FETCHES_IN_FLIGHT`] at a time, and
+    /// fills in what each found. A file whose HEAD fails keeps its listing attributes (the
+    /// lookup that follows asks again).
+    async fn head_entries(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        entries: &mut [DirEntry],
+        missing: Vec<usize>,
+    ) {
+        use futures::StreamExt;
         let heads: Vec<_> = futures::stream::iter(missing)
             .map(|i| {
-                let e: &DirEntry = &out[i];
+                let e: &DirEntry = &entries[i];
                 let is_dir = e.attr.kind == Kind::Dir;
                 // A directory's attributes are on its marker, if it has one.
                 let rel = format!("{dir_rel}{}{}", e.name, if is_dir { "/" } else { "" });
@@ -609,16 +623,15 @@ impl Fs {
             let found = match head {
                 Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
                 Ok(Some(info)) => {
-                    self.headed(&format!("{dir_rel}{name}", name = out[i].name), &info)
+                    self.headed(&format!("{dir_rel}{name}", name = entries[i].name), &info)
                 }
                 // Gone since the listing, or the HEAD failed: the lookup will ask again.
                 _ => continue,
             };
-            let name = out[i].name.clone();
-            out[i].attr = self.inodes.upsert(parent, &name, found, false);
-            out[i].ino = out[i].attr.ino;
+            let name = entries[i].name.clone();
+            entries[i].attr = self.inodes.upsert(parent, &name, found, false);
+            entries[i].ino = entries[i].attr.ino;
         }
-        out
     }
 
     /// The files of `entries` at `missing` (no metadata known) that the directory's listing
@@ -695,7 +708,6 @@ impl Fs {
         listing: &[DirEntry],
         index: Option<&LazyIndex>,
     ) -> Vec<DirEntry> {
-        use futures::StreamExt;
         let mut filled = listing.to_vec();
         if self.opts.list_only {
             // Attributes from the listing alone: Last-Modified, the mount's owner and modes.
@@ -725,33 +737,8 @@ impl Fs {
             self.fill_from_index(parent, dir_rel, index, &mut filled, &mut missing)
                 .await;
         }
-        let heads: Vec<_> = futures::stream::iter(missing)
-            .map(|i| {
-                let is_dir = filled[i].attr.kind == Kind::Dir;
-                // A directory's attributes are on its marker, if it has one.
-                let rel = format!(
-                    "{dir_rel}{}{}",
-                    filled[i].name,
-                    if is_dir { "/" } else { "" }
-                );
-                async move { (i, is_dir, self.store.head(&rel).await) }
-            })
-            .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
-            .collect()
+        self.head_entries(parent, dir_rel, &mut filled, missing)
             .await;
-        for (i, is_dir, head) in heads {
-            let found = match head {
-                Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
-                Ok(Some(info)) => {
-                    self.headed(&format!("{dir_rel}{name}", name = filled[i].name), &info)
-                }
-                // Gone since the listing, or the HEAD failed: the lookup will ask again.
-                _ => continue,
-            };
-            let name = filled[i].name.clone();
-            filled[i].attr = self.inodes.upsert(parent, &name, found, false);
-            filled[i].ino = filled[i].attr.ino;
-        }
         filled
     }
 

@@ -290,7 +290,8 @@ pub fn rebase_meta(before: &UserMeta, after: &UserMeta, current: &UserMeta) -> U
 /// holds one change per path wherever order cannot matter:
 /// - metadata changes of one path become one (first version and `before`, last `after`);
 /// - a metadata change of a directory made in the journal goes into its `Mkdir`;
-/// - an `Rmdir` of a directory made in the journal (and nothing since under it) cancels it;
+/// - an `Rmdir` of a directory made in the journal (and nothing since under it) cancels it,
+///   not what came before it (an `Rmdir` of the directory S3 holds, then a `Mkdir`);
 /// - an `Unlink` drops the metadata changes of its file, and names the version they
 ///   started from.
 pub fn fold(queue: &mut Vec<Queued>, new: Queued) {
@@ -322,7 +323,13 @@ pub fn fold(queue: &mut Vec<Queued>, new: Queued) {
             if let Some(m) = made_here
                 && !queue[m..].iter().any(below)
             {
-                queue.retain(|q| q.change.rel() != rel);
+                // That `Mkdir` and what followed it for this path go; anything before it (an
+                // `Rmdir` of the directory S3 holds) stays.
+                let mut at = 0;
+                queue.retain(|q| {
+                    at += 1;
+                    at <= m || q.change.rel() != rel
+                });
                 return;
             }
             queue
@@ -497,6 +504,17 @@ mod tests {
         // A directory that S3 has is removed for real.
         push(&mut q, Change::Rmdir { rel: "e/".into() });
         assert_eq!(q.len(), 2);
+        // Made again and removed again: the removal of S3's directory stays.
+        push(
+            &mut q,
+            Change::Mkdir {
+                rel: "e/".into(),
+                meta: meta(&[("mode", "16877")]),
+            },
+        );
+        push(&mut q, Change::Rmdir { rel: "e/".into() });
+        assert_eq!(q.len(), 2);
+        assert!(matches!(&q[1].change, Change::Rmdir { rel } if rel == "e/"));
     }
 
     #[test]
