@@ -714,14 +714,14 @@ fn a_save_on_a_version_another_device_replaced_goes_beside_it() {
     h.must_survive.insert(1, "notes.txt");
     // The laptop opens the file and reads it; the desktop saves meanwhile.
     let laptop = h.devices[0].fs.clone();
-    let fh = h.rt.block_on(async {
+    let (fh, ino) = h.rt.block_on(async {
         let attr = laptop.lookup(ROOT_INO, "notes.txt").await.unwrap();
         let fh = laptop.open(attr.ino, true, false).await.unwrap();
         assert_eq!(
             tag_of(&Harness::read_all(&laptop, fh).await.unwrap()),
             Some(1)
         );
-        fh
+        (fh, attr.ino)
     });
     h.apply(&Step::Save {
         dev: 1,
@@ -753,6 +753,25 @@ fn a_save_on_a_version_another_device_replaced_goes_beside_it() {
     let stats = h.devices[0].fs.stats();
     assert_eq!(stats.conflicts, 1);
     assert_eq!(stats.recent_conflicts[0].kept_as.as_deref(), Some(copy));
+    // The file went beside the name the kernel knows it by: an open of it before the kernel
+    // looks it up by its new name came through the old name's stale entry, and is refused
+    // as stale (the kernel then looks the name up and finds the desktop's version); once
+    // looked up by its new name, it opens.
+    let reopened = h.rt.block_on(async {
+        let stale = laptop
+            .open(ino, true, true)
+            .await
+            .map(drop)
+            .map_err(|e| e.errno);
+        let attr = laptop.lookup(ROOT_INO, copy).await.unwrap();
+        assert_eq!(attr.ino, ino);
+        let fh = laptop.open(ino, false, false).await.unwrap();
+        (
+            stale,
+            Harness::read_all(&laptop, fh).await.map(|b| tag_of(&b)),
+        )
+    });
+    assert_eq!(reopened, (Err(libc::ESTALE), Ok(Some(laptop_tag))));
     // The laptop now shows both: the name is the desktop's version again.
     let shown = h.rt.block_on(async {
         let attr = laptop.lookup(ROOT_INO, "notes.txt").await.unwrap();

@@ -95,6 +95,14 @@ impl Fs {
 
     /// Opens a file; `write` for write access, `trunc` for `O_TRUNC`.
     pub async fn open(&self, ino: u64, write: bool, trunc: bool) -> FsResult<u64> {
+        // A file a conflict moved aside, opened before the kernel looked it up by its new
+        // name: the open came through the name it left, whose entry the kernel has not
+        // dropped yet (the invalidation is sent behind). That name now holds another
+        // writer's version: ESTALE makes the kernel look it up again, so nothing is read
+        // from, or written over, the version the name no longer shows.
+        if self.inodes.is_aside(ino) {
+            return Err(FsError::new(libc::ESTALE));
+        }
         if write || trunc {
             // Written through this mount: pages may change under other opens' feet.
             self.same_version_as_last_open(ino, None);

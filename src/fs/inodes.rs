@@ -52,6 +52,9 @@ struct Node {
     stored_times: (Option<SystemTime>, Option<SystemTime>),
     /// The entries linked by name below this one (`State::children` of this parent).
     kids: HashSet<u64>,
+    /// Moved aside by a conflict ([`Inodes::move_aside`]) and not looked up since: the
+    /// kernel knows it only by the name it left, whose entry may not be invalidated yet.
+    aside: bool,
 }
 
 impl Node {
@@ -168,6 +171,7 @@ impl Inodes {
                 lookups: 1,
                 listing: None,
                 link: None,
+                aside: false,
                 pending_times: None,
                 stored_times: (None, None),
                 kids: HashSet::new(),
@@ -359,6 +363,7 @@ impl Inodes {
                 lookups: 0,
                 listing: None,
                 link: None,
+                aside: false,
                 pending_times: None,
                 stored_times: (None, None),
                 kids: HashSet::new(),
@@ -607,6 +612,26 @@ impl Inodes {
         };
         self.rename(parent, &name, parent, new_name);
         self.state.lock().unwrap().negative.remove(&(parent, name));
+        self.set_aside(ino);
+    }
+
+    /// `ino` went beside the name the kernel knows it by (a conflict): until the kernel
+    /// looks it up by its new name, opens of it come through the old one.
+    pub fn set_aside(&self, ino: u64) {
+        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+            n.aside = true;
+        }
+    }
+
+    /// Whether `ino` was moved aside and the kernel has not looked it up since: a new open
+    /// of it can only come through the name it left (a stale entry).
+    pub fn is_aside(&self, ino: u64) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .nodes
+            .get(&ino)
+            .is_some_and(|n| n.aside)
     }
 
     pub fn set_negative(&self, parent: u64, name: &str) {
@@ -746,6 +771,7 @@ impl Inodes {
     pub fn add_lookup(&self, ino: u64) {
         if let Some(node) = self.state.lock().unwrap().nodes.get_mut(&ino) {
             node.lookups += 1;
+            node.aside = false;
         }
     }
 

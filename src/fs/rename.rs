@@ -164,7 +164,9 @@ impl Fs {
                 self.readers_follow(src.ino);
                 if placed.rel != dst_rel {
                     // The kernel moves its entry to `new_name`, which names the other
-                    // writer's version: it must look it up again.
+                    // writer's version: it must look it up again (and an open through that
+                    // entry before it does is refused as stale).
+                    self.inodes.set_aside(src.ino);
                     self.tell_kernel(super::Invalidate::Entry(new_parent, new_name.to_owned()));
                 }
             }
