@@ -1568,3 +1568,26 @@ fn a_directory_removed_made_and_removed_again_offline_stays_removed() {
     ];
     run(&steps, Duration::from_secs(60));
 }
+
+/// A 1,024-case run found it: a symlink removed offline and a file made in its place, then
+/// back online: the name showed the symlink again.
+#[test]
+fn a_file_made_offline_where_a_symlink_was_removed_shows_once_back() {
+    let steps = vec![
+        Step::Symlink {
+            path: vec!["a"],
+            target: b"a".to_vec(),
+        },
+        Step::GoOffline,
+        Step::Unlink(vec!["a"]),
+        Step::Create(vec!["a"]),
+        Step::Open {
+            path: vec!["a"],
+            write: false,
+            trunc: true,
+        },
+        Step::Fsync { handle: 0 },
+        Step::BackOnline,
+    ];
+    run(&steps, Duration::from_secs(60));
+}

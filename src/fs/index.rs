@@ -355,7 +355,7 @@ impl Fs {
         };
         let found = self.headed(&format!("{dir_rel}{name}"), &known);
         let kind = found.kind;
-        let attr = self.inodes.upsert(parent, name, found, false);
+        let attr = self.upsert_listed(parent, name, found);
         if kind == Kind::Symlink
             && let Some(target) = index.target_of(name, &listed.etag)
         {

@@ -576,11 +576,11 @@ impl Fs {
         let mut out = Vec::with_capacity(chunk.len());
         let mut missing = Vec::new();
         for (name, found) in chunk {
-            let mut attr = self.inodes.upsert(parent, &name, found, false);
+            let mut attr = self.upsert_listed(parent, &name, found);
             if !attr.meta_known && !self.opts.list_only {
                 match self.remembered(attr.ino, &format!("{dir_rel}{name}")) {
                     Some(found) if attr.kind != Kind::Dir => {
-                        attr = self.inodes.upsert(parent, &name, found, false);
+                        attr = self.upsert_listed(parent, &name, found);
                     }
                     _ => missing.push(out.len()),
                 }
@@ -595,6 +595,21 @@ impl Fs {
             .await;
         self.head_entries(parent, dir_rel, &mut out, missing).await;
         out
+    }
+
+    /// What a listing found at `parent/name` goes into the table — unless this mount is
+    /// writing the file that holds that name: then that file shows (its data is newer than
+    /// anything S3 lists, and its upload names the version it replaces). Re-pointing the
+    /// name would hide the open file behind S3's object (the model found a file made offline
+    /// where a symlink was removed shown, once back online, as the symlink).
+    pub(super) fn upsert_listed(&self, parent: u64, name: &str, found: Found) -> Attr {
+        if let Some(child) = self.inodes.child(parent, name)
+            && let Some(ws) = self.write_state(child.ino)
+            && !ws.is_unlinked()
+        {
+            return self.inodes.attr(child.ino, &ws.overlay(child.found));
+        }
+        self.inodes.upsert(parent, name, found, false)
     }
 
     /// HEADs the `entries` at `missing`, [`METADATA_FETCHES_IN_FLIGHT`] at a time, and
@@ -629,7 +644,7 @@ impl Fs {
                 _ => continue,
             };
             let name = entries[i].name.clone();
-            entries[i].attr = self.inodes.upsert(parent, &name, found, false);
+            entries[i].attr = self.upsert_listed(parent, &name, found);
             entries[i].ino = entries[i].attr.ino;
         }
     }
@@ -727,7 +742,7 @@ impl Fs {
                         self.remembered(e.ino, &format!("{dir_rel}{}", e.name)) =>
                 {
                     // A kind learnt from the metadata (a symlink) is a new number.
-                    e.attr = self.inodes.upsert(parent, &e.name.clone(), found, false);
+                    e.attr = self.upsert_listed(parent, &e.name.clone(), found);
                     e.ino = e.attr.ino;
                 }
                 _ => missing.push(i),
