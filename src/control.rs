@@ -5,8 +5,7 @@
 //! the mount does it and answers one JSON [`Reply`] line, then closes. A pin may take as long
 //! as its fetch: the client waits (it shows what it asked for first).
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 use crate::fs::{Fs, PinReport};
+use crate::private_socket::PrivateSocket;
 
 /// The largest request line.
 const MAX_REQUEST: u64 = 8 << 10;
@@ -71,65 +71,34 @@ pub enum Reply {
 }
 
 /// The control socket of a running mount; dropping it stops serving and removes the file.
-pub struct ControlSocket {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct ControlSocket(PrivateSocket);
 
 impl ControlSocket {
     /// Listens at `path` (in the user's private registry directory), mode 0600.
     pub fn bind(path: &Path, fs: Arc<Fs>, rt: &tokio::runtime::Handle) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            crate::statefile::private_dir(dir)?;
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = {
-            let _rt = rt.enter();
-            tokio::net::UnixListener::bind(path)?
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let task = rt.spawn(async move {
-            loop {
-                let Ok((conn, _)) = listener.accept().await else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let fs = fs.clone();
-                tokio::spawn(async move {
-                    let (read, mut write) = conn.into_split();
-                    let mut line = Vec::new();
-                    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
-                    let got =
-                        tokio::time::timeout(REQUEST_DEADLINE, reader.read_until(b'\n', &mut line))
-                            .await;
-                    let reply = match (got, serde_json::from_slice::<Request>(&line)) {
-                        (Ok(Ok(_)), Ok(request)) => handle(&fs, request).await,
-                        _ => Reply::Failed {
-                            error: "not a request".into(),
-                        },
-                    };
-                    let mut body = serde_json::to_vec(&reply).unwrap_or_default();
-                    body.push(b'\n');
-                    let _ = write.write_all(&body).await;
-                });
-            }
-        });
-        Ok(ControlSocket {
-            path: path.to_path_buf(),
-            task,
-        })
+        PrivateSocket::bind(path, rt, move |conn| serve(conn, fs.clone())).map(ControlSocket)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 }
 
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// One client: its request line, then the reply line.
+async fn serve(conn: tokio::net::UnixStream, fs: Arc<Fs>) {
+    let (read, mut write) = conn.into_split();
+    let mut line = Vec::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    let got = tokio::time::timeout(REQUEST_DEADLINE, reader.read_until(b'\n', &mut line)).await;
+    let reply = match (got, serde_json::from_slice::<Request>(&line)) {
+        (Ok(Ok(_)), Ok(request)) => handle(&fs, request).await,
+        _ => Reply::Failed {
+            error: "not a request".into(),
+        },
+    };
+    let mut body = serde_json::to_vec(&reply).unwrap_or_default();
+    body.push(b'\n');
+    let _ = write.write_all(&body).await;
 }
 
 async fn handle(fs: &Fs, request: Request) -> Reply {

@@ -18,6 +18,7 @@ pub mod local;
 pub mod metrics;
 pub mod mounts;
 pub mod pending;
+pub mod private_socket;
 pub mod service;
 pub mod statefile;
 pub mod store;

@@ -7,8 +7,7 @@
 //! point holds the user name, the S3 URL the identity id).
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{MountStatus, Probe, prometheus};
 use crate::httpd::{self, Limits, Reply};
+use crate::private_socket::PrivateSocket;
 
 /// How long a client of either server may take.
 const CLIENT_DEADLINE: Duration = Duration::from_secs(5);
@@ -51,74 +51,40 @@ pub type CommandHandler = Arc<dyn Fn(SocketCommand) + Send + Sync>;
 /// Protocol: on connect the mount writes one JSON [`MountStatus`] and a newline, then shuts
 /// its writing side (a reader sees the end at once); a client may then send one command
 /// word ([`SocketCommand`], at most 64 bytes, within 5 s) and close.
-pub struct StatusSocket {
-    path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct StatusSocket(PrivateSocket);
 
 impl StatusSocket {
-    /// Listens at `path` (its directory made private to the user first, so the socket is
-    /// never reachable by others, not even between bind and chmod), mode 0600.
+    /// Listens at `path` (its directory made private to the user first), mode 0600.
     pub fn bind(
         path: &Path,
         probe: Arc<Probe>,
         on_command: CommandHandler,
         rt: &tokio::runtime::Handle,
     ) -> std::io::Result<StatusSocket> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = {
-            let _rt = rt.enter();
-            tokio::net::UnixListener::bind(path)?
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let task = rt.spawn(async move {
-            loop {
-                let (mut conn, _) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(_) => {
-                        // Out of descriptors, say: try again later rather than spin.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+        PrivateSocket::bind(path, rt, move |mut conn| {
+            let (probe, on_command) = (probe.clone(), on_command.clone());
+            async move {
+                let mut body = serde_json::to_vec(&probe.snapshot()).unwrap_or_default();
+                body.push(b'\n');
+                let exchange = async {
+                    conn.write_all(&body).await?;
+                    conn.shutdown().await?;
+                    let mut word = Vec::new();
+                    (&mut conn).take(64).read_to_end(&mut word).await?;
+                    std::io::Result::Ok(word)
                 };
-                let (probe, on_command) = (probe.clone(), on_command.clone());
-                tokio::spawn(async move {
-                    let mut body = serde_json::to_vec(&probe.snapshot()).unwrap_or_default();
-                    body.push(b'\n');
-                    let exchange = async {
-                        conn.write_all(&body).await?;
-                        conn.shutdown().await?;
-                        let mut word = Vec::new();
-                        (&mut conn).take(64).read_to_end(&mut word).await?;
-                        std::io::Result::Ok(word)
-                    };
-                    if let Ok(Ok(word)) = tokio::time::timeout(CLIENT_DEADLINE, exchange).await
-                        && let Some(command) = SocketCommand::parse(&word)
-                    {
-                        on_command(command);
-                    }
-                });
+                if let Ok(Ok(word)) = tokio::time::timeout(CLIENT_DEADLINE, exchange).await
+                    && let Some(command) = SocketCommand::parse(&word)
+                {
+                    on_command(command);
+                }
             }
-        });
-        Ok(StatusSocket {
-            path: path.to_path_buf(),
-            task,
         })
+        .map(StatusSocket)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for StatusSocket {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        self.0.path()
     }
 }
 
@@ -303,6 +269,7 @@ mod tests {
             &tokio::runtime::Handle::current(),
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o600);
         assert_eq!(mode(path.parent().unwrap()), 0o700);
