@@ -512,8 +512,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(90);
 
 /// `HH:MM:SS` of a Unix time, UTC (for the service STATUS line; no date library needed).
 fn clock(unix: u64) -> String {
-    let s = unix % 86_400;
-    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    let (_, _, _, hour, minute, second) = crate::clock::utc_parts(unix);
+    format!("{hour:02}:{minute:02}:{second:02}")
 }
 
 /// Set in the environment of the detached child [`daemonize`] starts.
