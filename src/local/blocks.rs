@@ -29,7 +29,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -181,13 +181,6 @@ fn crc32c(data: &[u8]) -> u32 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
 }
 
-fn private_dir(path: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-}
-
 /// The default budget for a cache in `dir`: 5% of its filesystem, at most 10 GiB (at least
 /// 256 MiB).
 pub fn default_budget(dir: &Path) -> u64 {
@@ -258,11 +251,11 @@ impl DiskCache {
         block_size: u64,
         budget: u64,
     ) -> std::io::Result<Arc<DiskCache>> {
-        private_dir(dir)?;
+        crate::statefile::private_dir(dir)?;
         let tmp = dir.join("tmp");
         // Files a crash left half written: never renamed into place, never read.
         let _ = std::fs::remove_dir_all(&tmp);
-        private_dir(&tmp)?;
+        crate::statefile::private_dir(&tmp)?;
         let cache = Arc::new(DiskCache {
             dir: dir.to_path_buf(),
             location: location.to_owned(),
@@ -604,7 +597,7 @@ impl DiskCache {
             drop(f);
             match std::fs::rename(&tmp, &final_path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    private_dir(final_path.parent().expect("in a subdirectory"))?;
+                    crate::statefile::private_dir(final_path.parent().expect("in a subdirectory"))?;
                     std::fs::rename(&tmp, &final_path)
                 }
                 other => other,
