@@ -40,14 +40,13 @@ use lru::LruCache;
 
 use crate::fs::cache::BlockKey;
 
-const MAGIC: &[u8; 8] = b"cgfsblk1";
-/// Fixed part of the header: magic, header length, data length, data crc, block, block
-/// size, and the three lengths of location, key and etag.
-const FIXED_HEADER: usize = 8 + 4 + 4 + 4 + 8 + 8 + 2 + 2 + 2;
-/// Location (`s3://bucket/prefix/`), key and etag together; anything longer is refused.
-const MAX_NAMES: usize = 4096;
-/// The largest header a block file can have (a longer one is not ours).
-const MAX_HEADER: usize = FIXED_HEADER + MAX_NAMES + 4;
+mod format;
+mod pins;
+mod space;
+
+use format::{FileName, MAX_HEADER, crc32c, encode_header, hash_of, parse_header};
+use pins::{is_pinned, load_pins, save_pins};
+
 /// Blocks queued for writing, in bytes, beyond which new blocks are not cached.
 const WRITE_QUEUE_BYTES: u64 = 32 << 20;
 /// A hit moves the block's mtime (its place in the order after a remount) at most this often.
@@ -57,32 +56,6 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// always have room).
 const KEEP_FREE_FRACTION: u64 = 20;
 const KEEP_FREE_MAX: u64 = 2 << 30;
-
-/// What one block file is: the object's version and the block's place in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileName {
-    hash: u64,
-    block: u64,
-}
-
-impl FileName {
-    fn parse(name: &[u8]) -> Option<FileName> {
-        let text = std::str::from_utf8(name).ok()?;
-        let (hash, block) = text.split_once('-')?;
-        if hash.len() != 16 || block.is_empty() || block.len() > 20 {
-            return None;
-        }
-        Some(FileName {
-            hash: u64::from_str_radix(hash, 16).ok()?,
-            block: block.parse().ok()?,
-        })
-    }
-
-    fn relative(&self) -> PathBuf {
-        PathBuf::from(format!("{:02x}", self.hash >> 56))
-            .join(format!("{:016x}-{}", self.hash, self.block))
-    }
-}
 
 struct Entry {
     /// The object's key and version, for pins.
@@ -165,80 +138,11 @@ impl std::fmt::Debug for DiskCache {
     }
 }
 
-/// FNV-1a over the parts, each followed by a zero byte: stable across builds and runs.
-fn hash_of(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for &b in part.iter().chain([0u8].iter()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
-
-fn crc32c(data: &[u8]) -> u32 {
-    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, data) as u32
-}
-
 /// The default budget for a cache in `dir`: 5% of its filesystem, at most 10 GiB (at least
 /// 256 MiB).
 pub fn default_budget(dir: &Path) -> u64 {
     let total = crate::fs::filesystem_space(dir).map_or(0, |(_, total)| total);
     (total / 20).clamp(256 << 20, 10 << 30)
-}
-
-/// What the header of one block says.
-struct Header<'a> {
-    data_len: usize,
-    data_crc: u32,
-    block: u64,
-    block_size: u64,
-    location: &'a [u8],
-    rel: &'a [u8],
-    etag: &'a [u8],
-    header_len: usize,
-}
-
-fn u16_at(b: &[u8], at: usize) -> usize {
-    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// Parses a block file's header from its first bytes; `None` unless it is whole and its
-/// checksum holds. Everything is checked before it is used: the file is untrusted input.
-fn parse_header(b: &[u8]) -> Option<Header<'_>> {
-    if b.len() < FIXED_HEADER + 4 || &b[..8] != MAGIC {
-        return None;
-    }
-    let header_len = u32_at(b, 8) as usize;
-    let (loc_len, rel_len, etag_len) = (u16_at(b, 36), u16_at(b, 38), u16_at(b, 40));
-    let names = loc_len + rel_len + etag_len;
-    if names > MAX_NAMES || header_len != FIXED_HEADER + names + 4 || b.len() < header_len {
-        return None;
-    }
-    let body = &b[..header_len - 4];
-    if crc32c(body) != u32_at(b, header_len - 4) {
-        return None;
-    }
-    let names_at = FIXED_HEADER;
-    Some(Header {
-        data_len: u32_at(b, 12) as usize,
-        data_crc: u32_at(b, 16),
-        block: u64_at(b, 20),
-        block_size: u64_at(b, 28),
-        location: &b[names_at..names_at + loc_len],
-        rel: &b[names_at + loc_len..names_at + loc_len + rel_len],
-        etag: &b[names_at + loc_len + rel_len..names_at + names],
-        header_len,
-    })
 }
 
 impl DiskCache {
@@ -618,32 +522,7 @@ impl DiskCache {
     }
 
     fn header(&self, key: &BlockKey, data: &[u8]) -> std::io::Result<Vec<u8>> {
-        let (loc, rel, etag) = (
-            self.location.as_bytes(),
-            key.key.as_bytes(),
-            key.etag.as_bytes(),
-        );
-        let names = loc.len() + rel.len() + etag.len();
-        if names > MAX_NAMES {
-            return Err(std::io::Error::other("names too long for a block header"));
-        }
-        let header_len = FIXED_HEADER + names + 4;
-        let mut h = Vec::with_capacity(header_len);
-        h.extend_from_slice(MAGIC);
-        h.extend_from_slice(&(header_len as u32).to_le_bytes());
-        h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        h.extend_from_slice(&crc32c(data).to_le_bytes());
-        h.extend_from_slice(&key.block.to_le_bytes());
-        h.extend_from_slice(&self.block_size.to_le_bytes());
-        for part in [loc, rel, etag] {
-            h.extend_from_slice(&(part.len() as u16).to_le_bytes());
-        }
-        h.extend_from_slice(loc);
-        h.extend_from_slice(rel);
-        h.extend_from_slice(etag);
-        let crc = crc32c(&h);
-        h.extend_from_slice(&crc.to_le_bytes());
-        Ok(h)
+        encode_header(&self.location, key, self.block_size, data)
     }
 
     /// A pinned file's new version arrives: the blocks of the version seen before it are
@@ -678,200 +557,6 @@ impl DiskCache {
             }
         }
         self.remove_files(victims);
-    }
-
-    fn admit(&self, index: &mut Index, name: FileName, key: &BlockKey, bytes: u64, at: SystemTime) {
-        let entry = Entry {
-            rel: key.key.as_str().into(),
-            etag: key.etag.as_str().into(),
-            bytes,
-            touched: at,
-        };
-        if let Some(old) = index.lru.put(name, entry) {
-            index.used -= old.bytes;
-        }
-        index.used += bytes;
-    }
-
-    fn forget(&self, name: FileName) {
-        let mut index = self.index.lock().unwrap();
-        if let Some(old) = index.lru.pop(&name) {
-            index.used -= old.bytes;
-        }
-    }
-
-    /// The budget now: the configured one, less what the filesystem needs to keep free.
-    fn effective_budget(&self, used: u64) -> u64 {
-        match crate::fs::filesystem_space(&self.dir) {
-            Some((free, total)) => {
-                let keep = (total / KEEP_FREE_FRACTION).min(KEEP_FREE_MAX);
-                // What the cache may still grow by, plus what it holds.
-                self.budget.min(used + free.saturating_sub(keep))
-            }
-            None => self.budget,
-        }
-    }
-
-    /// Takes least recently used unpinned blocks out of the index until it fits the budget;
-    /// returns their files, for removal outside the lock.
-    fn evict(&self, index: &mut Index) -> Vec<FileName> {
-        if index.used <= self.budget.saturating_sub(self.budget / 10)
-            && !index.lru.len().is_multiple_of(64)
-        {
-            return Vec::new();
-        }
-        let budget = self.effective_budget(index.used);
-        if index.used <= budget {
-            return Vec::new();
-        }
-        let pins = self.pins.lock().unwrap().clone();
-        let latest = self.pinned_versions.lock().unwrap().clone();
-        let kept = |e: &Entry| {
-            is_pinned(&pins, &e.rel) && latest.get(&*e.rel).is_none_or(|v| **v == *e.etag)
-        };
-        let mut victims = Vec::new();
-        let mut kept_pinned = Vec::new();
-        // Down to 90% of the budget, so eviction runs once per many writes.
-        let target = budget - budget / 10;
-        while index.used > target {
-            let Some((name, entry)) = index.lru.pop_lru() else {
-                break;
-            };
-            if kept(&entry) {
-                index.used -= entry.bytes;
-                kept_pinned.push((name, entry));
-                continue;
-            }
-            index.used -= entry.bytes;
-            victims.push(name);
-        }
-        for (name, entry) in kept_pinned {
-            index.used += entry.bytes;
-            index.lru.put(name, entry);
-        }
-        self.evicted
-            .fetch_add(victims.len() as u64, Ordering::Relaxed);
-        victims
-    }
-
-    fn remove_files(&self, names: Vec<FileName>) {
-        for name in names {
-            let _ = std::fs::remove_file(self.dir.join(name.relative()));
-        }
-    }
-
-    /// Indexes what is on disk: every block file's size, key and mtime (its last use), oldest
-    /// first. Files that are not block files of this layout are left alone; unreadable ones
-    /// are removed.
-    fn scan(&self) {
-        let mut found: Vec<(SystemTime, FileName, Entry)> = Vec::new();
-        let Ok(subdirs) = std::fs::read_dir(&self.dir) else {
-            self.scanned.store(true, Ordering::Release);
-            return;
-        };
-        for sub in subdirs.flatten() {
-            let sub_name = sub.file_name();
-            let sub_name = sub_name.as_encoded_bytes();
-            if sub_name.len() != 2 || !sub_name.iter().all(u8::is_ascii_hexdigit) {
-                continue;
-            }
-            let Ok(files) = std::fs::read_dir(sub.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let Some(name) = FileName::parse(file.file_name().as_encoded_bytes()) else {
-                    continue;
-                };
-                let path = file.path();
-                match self.index_entry(&path) {
-                    Ok((mtime, entry)) => found.push((mtime, name, entry)),
-                    // Counted by whoever removes it (a read may have found it first).
-                    Err(torn) => {
-                        if std::fs::remove_file(&path).is_ok() && torn {
-                            tracing::warn!(file = %path.display(), "torn block: removed from the disk cache");
-                            self.corrupt.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-        }
-        found.sort_by_key(|(mtime, ..)| *mtime);
-        {
-            // The newest version on disk of each pinned file is the one its pin keeps.
-            let pins = self.pins();
-            let mut latest = self.pinned_versions.lock().unwrap();
-            for (_, _, e) in &found {
-                if is_pinned(&pins, &e.rel) {
-                    latest.insert(e.rel.to_string(), e.etag.to_string());
-                }
-            }
-        }
-        let victims = {
-            let mut index = self.index.lock().unwrap();
-            // Blocks written since the scan began are newer: they stay the most recent.
-            let newer: Vec<(FileName, Entry)> =
-                std::iter::from_fn(|| index.lru.pop_lru()).collect();
-            index.used = 0;
-            for (mtime, name, entry) in found {
-                let bytes = entry.bytes;
-                if let Some(old) = index.lru.put(
-                    name,
-                    Entry {
-                        touched: mtime,
-                        ..entry
-                    },
-                ) {
-                    index.used -= old.bytes;
-                }
-                index.used += bytes;
-            }
-            for (name, entry) in newer {
-                let bytes = entry.bytes;
-                if let Some(old) = index.lru.put(name, entry) {
-                    index.used -= old.bytes;
-                }
-                index.used += bytes;
-            }
-            self.evict(&mut index)
-        };
-        self.remove_files(victims);
-        self.scanned.store(true, Ordering::Release);
-    }
-
-    /// A block file's modification time and index entry, from its header. `Err` if it is
-    /// not a block file of this cache — `Err(true)`: one of ours, torn — (someone else's,
-    /// another location's or block size's: the scan removes it, so that the budget counts
-    /// everything in the directory).
-    fn index_entry(&self, path: &Path) -> Result<(SystemTime, Entry), bool> {
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-            .map_err(|_| false)?;
-        let meta = file.metadata().map_err(|_| false)?;
-        if !meta.file_type().is_file() || meta.uid() != current_uid() {
-            return Err(false);
-        }
-        let mut head = vec![0u8; MAX_HEADER.min(meta.len() as usize)];
-        file.read_exact(&mut head).map_err(|_| true)?;
-        let header = parse_header(&head).ok_or(true)?;
-        if header.location != self.location.as_bytes() || header.block_size != self.block_size {
-            return Err(false);
-        }
-        if meta.len() != (header.header_len + header.data_len) as u64 {
-            return Err(true);
-        }
-        let rel = std::str::from_utf8(header.rel).map_err(|_| true)?;
-        let etag = std::str::from_utf8(header.etag).map_err(|_| true)?;
-        Ok((
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            Entry {
-                rel: rel.into(),
-                etag: etag.into(),
-                bytes: meta.len(),
-                touched: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            },
-        ))
     }
 
     /// Keeps everything under `path` (a key, or a directory's ending in `/`; `""`: all) from
@@ -939,49 +624,6 @@ fn current_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-fn is_pinned(pins: &[String], rel: &str) -> bool {
-    pins.iter()
-        .any(|p| p == rel || (p.is_empty() || p.ends_with('/')) && rel.starts_with(p.as_str()))
-}
-
-/// The pins file: a JSON array of paths. Untrusted like every file here: bounded, and
-/// anything that is not a list of strings is ignored (logged).
-fn load_pins(path: &Path) -> Vec<String> {
-    const MAX_PINS_FILE: u64 = 4 << 20;
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-    else {
-        return Vec::new();
-    };
-    let mut text = Vec::new();
-    if file.take(MAX_PINS_FILE).read_to_end(&mut text).is_err() {
-        return Vec::new();
-    }
-    match serde_json::from_slice::<Vec<String>>(&text) {
-        Ok(pins) => pins,
-        Err(e) => {
-            tracing::warn!(file = %path.display(), error = %e, "unreadable pins file; nothing pinned");
-            Vec::new()
-        }
-    }
-}
-
-fn save_pins(path: &Path, pins: &[String]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)?;
-    f.write_all(&serde_json::to_vec(pins).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// Pinned paths grouped for display: the stored list.
 pub fn pins_in(dir: &Path) -> Vec<String> {
     load_pins(&dir.join("pins.json"))
@@ -1005,6 +647,7 @@ pub fn bytes_by_key(cache: &DiskCache) -> HashMap<String, u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::format::MAGIC;
     use super::*;
 
     fn key(rel: &str, etag: &str, block: u64) -> BlockKey {
