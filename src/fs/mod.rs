@@ -24,6 +24,7 @@ mod fuse;
 mod handle;
 mod index;
 pub mod inodes;
+mod listing;
 mod lookup;
 pub mod meta;
 mod metacache;
@@ -241,8 +242,8 @@ pub struct Fs {
     read: Arc<ReadShared>,
     opts: MountOptions,
     handles: Mutex<HashMap<u64, Arc<Handle>>>,
-    /// Open directories (`lookup.rs`: `DirHandle`).
-    dirs: Mutex<HashMap<u64, Arc<lookup::DirHandle>>>,
+    /// Open directories (`listing.rs`: `DirHandle`).
+    dirs: Mutex<HashMap<u64, Arc<listing::DirHandle>>>,
     /// Write state per inode open for writing.
     writes: Mutex<HashMap<u64, Arc<WriteState>>>,
     upload: Arc<UploadCtx>,

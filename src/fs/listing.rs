@@ -1,0 +1,564 @@
+//! Listings: an open directory ([`DirHandle`]) hands its entries out page by page as S3
+//! sends them; each page's files whose metadata is not known are filled in (the disk
+//! memory of HEADs, the directory's listing index, else HEADs, many at a time) while the
+//! next page is listed. Also the listing as this mount shows it (open writes laid over)
+//! and, while S3 does not answer, the listing last seen.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Fs;
+use super::error::{FsError, FsResult};
+use super::inodes::{self, Attr, DirEntry, Found, Kind, build_listing};
+use super::lookup::LIST_PAGE_KEYS;
+
+/// HEAD requests in flight while a listing's metadata is filled in: on a link with 20 ms
+/// per request, 5,000 files take about a second.
+const METADATA_FETCHES_IN_FLIGHT: usize = 128;
+/// Entries one `readdir` call hands back at most (a reply holds fewer: the kernel asks
+/// again from where it stopped).
+const READDIR_CHUNK: usize = 512;
+
+/// An open directory: the entries handed out so far (`.` and `..` first, then the listing in
+/// S3's key order, [`inodes::key_order`]) and, while its listing is still being read, what
+/// comes next. Offsets are indices into `entries`, which only grows until a rewind (offset
+/// 0), so they stay valid while the kernel pages through.
+#[derive(Default)]
+pub(super) struct DirHandle {
+    state: tokio::sync::Mutex<DirState>,
+}
+
+#[derive(Default)]
+struct DirState {
+    started: bool,
+    entries: Vec<DirEntry>,
+    /// The listing being read from S3; `None` once it is complete.
+    reading: Option<Reading>,
+}
+
+/// A directory's listing index, read once (when a listed file's metadata is first missing).
+type LazyIndex = tokio::sync::OnceCell<Option<Arc<super::index::Index>>>;
+
+/// A listing being read page by page.
+struct Reading {
+    dir_rel: String,
+    stream: inodes::ListingStream,
+    /// The next page, listed while the previous page's metadata was fetched.
+    ready: Option<crate::store::ListPage>,
+    /// The continuation of the listing after `ready` (or, without it, the next page's).
+    next: Option<String>,
+    /// The entries as S3 has them (no open writes laid over), for the inode table.
+    listed: Vec<DirEntry>,
+    /// Files being written here when the listing started, in key order: each shows where
+    /// it sorts, unless S3 lists it (then S3's entry shows, with the write's attributes).
+    local: std::collections::VecDeque<DirEntry>,
+    /// The directory's listing index (`index.rs`), read when a file first needs it.
+    index: Arc<LazyIndex>,
+}
+
+impl Fs {
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.dir_node(ino)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(fh, Arc::new(DirHandle::default()));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// The whole listing of a directory handle, `.` and `..` first (what the kernel reads in
+    /// pieces through [`Fs::readdir_chunk`]).
+    pub async fn readdir(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Arc<Vec<DirEntry>>> {
+        let mut all = Vec::new();
+        let mut at = offset;
+        loop {
+            let chunk = self.readdir_chunk(ino, fh, at).await?;
+            if chunk.is_empty() {
+                break;
+            }
+            at += chunk.len() as u64;
+            all.extend(chunk);
+        }
+        if offset == 0 {
+            return Ok(Arc::new(all));
+        }
+        // From the start, as a handle's listing is numbered.
+        let mut whole = self.readdir_chunk(ino, fh, 0).await?;
+        whole.truncate(offset as usize);
+        whole.extend(all);
+        Ok(Arc::new(whole))
+    }
+
+    /// The entries of a directory handle from `offset` on, as many as are ready (at least one
+    /// unless the listing ended there): offset 0 (re)starts the listing, and an offset past
+    /// what was read waits for the next page.
+    pub async fn readdir_chunk(&self, ino: u64, fh: u64, offset: u64) -> FsResult<Vec<DirEntry>> {
+        let handle = self.dirs.lock().unwrap().get(&fh).cloned();
+        // A handle the kernel never opened here: read on its own.
+        let handle = handle.unwrap_or_default();
+        let mut st = handle.state.lock().await;
+        if offset == 0 || !st.started {
+            self.start_listing(ino, &mut st).await?;
+        }
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        while st.entries.len() <= offset && st.reading.is_some() {
+            self.read_more(ino, &mut st).await?;
+        }
+        Ok(st
+            .entries
+            .iter()
+            .skip(offset)
+            .take(READDIR_CHUNK)
+            .cloned()
+            .collect())
+    }
+
+    /// Starts a handle's listing: `.` and `..`, then the directory's listing if it is fresh
+    /// (or, while S3 does not answer, the one last seen), else its first page.
+    async fn start_listing(&self, ino: u64, st: &mut DirState) -> FsResult<()> {
+        let dir = self.dir_node(ino)?;
+        let parent = self
+            .inodes
+            .get(dir.parent)
+            .map(|p| p.attr)
+            .unwrap_or_else(|| dir.attr.clone());
+        st.started = true;
+        st.reading = None;
+        st.entries = vec![
+            DirEntry {
+                name: ".".into(),
+                ino,
+                attr: dir.attr.clone(),
+            },
+            DirEntry {
+                name: "..".into(),
+                ino: parent.ino,
+                attr: parent,
+            },
+        ];
+        let kept = self.first_pages.lock().unwrap().remove(&ino);
+        let first = match (self.inodes.fresh_listing(ino), kept) {
+            (Some(listing), _) => Err(listing),
+            (None, Some((at, page))) if at.elapsed() < self.inodes.ttl() => Ok(page),
+            (None, _) => match self.store.list_page(&dir.rel, None, LIST_PAGE_KEYS).await {
+                Ok(page) => Ok(page),
+                Err(e) => {
+                    let e = FsError::from(e);
+                    if !e.is_unreachable() {
+                        return Err(e);
+                    }
+                    // S3 does not answer: the listing last seen, whole.
+                    Err(self.list_dir(ino, &dir.rel).await?)
+                }
+            },
+        };
+        match first {
+            Ok(page) => {
+                let mut local = self.open_writes_in(ino);
+                local.sort_by(|a, b| a.name.cmp(&b.name));
+                st.reading = Some(Reading {
+                    dir_rel: dir.rel.clone(),
+                    stream: inodes::ListingStream::hiding(
+                        (ino == super::ROOT_INO).then_some(super::index::INDEX_DIR),
+                    ),
+                    index: Arc::default(),
+                    next: page.next.clone(),
+                    ready: Some(page),
+                    listed: Vec::new(),
+                    local: local.into(),
+                });
+                self.read_more(ino, st).await
+            }
+            Err(listing) => {
+                let index = LazyIndex::new();
+                let filled = self
+                    .fill_metadata(ino, &dir.rel, &listing, Some(&index))
+                    .await;
+                let mut shown = self.with_open_writes(ino, &filled);
+                shown.sort_by(|a, b| {
+                    inodes::key_order(
+                        (&a.name, a.attr.kind == Kind::Dir),
+                        (&b.name, b.attr.kind == Kind::Dir),
+                    )
+                });
+                st.entries.extend(shown);
+                Ok(())
+            }
+        }
+    }
+
+    /// The next page of a handle's listing: its entries, their metadata completed while the
+    /// page after it is listed. The last page stores the listing in the inode table.
+    async fn read_more(&self, ino: u64, st: &mut DirState) -> FsResult<()> {
+        let Some(r) = st.reading.as_mut() else {
+            return Ok(());
+        };
+        let page = match r.ready.take() {
+            Some(page) => page,
+            None => {
+                let page = self
+                    .store
+                    .list_page(&r.dir_rel, r.next.clone(), LIST_PAGE_KEYS)
+                    .await?;
+                r.next = page.next.clone();
+                page
+            }
+        };
+        let last = page.next.is_none();
+        let mut chunk = r.stream.push(&page);
+        drop(page);
+        if last {
+            chunk.extend(std::mem::take(&mut r.stream).finish());
+        }
+        let dir_rel = r.dir_rel.clone();
+        let index = r.index.clone();
+        let filled = if last {
+            self.fill_found(ino, &dir_rel, &index, chunk).await
+        } else {
+            let (filled, ready) = tokio::join!(
+                self.fill_found(ino, &dir_rel, &index, chunk),
+                self.store
+                    .list_page(&dir_rel, r.next.clone(), LIST_PAGE_KEYS)
+            );
+            // A failed look ahead is asked again when its entries are needed.
+            if let Ok(page) = ready {
+                r.next = page.next.clone();
+                r.ready = Some(page);
+            }
+            filled
+        };
+        r.listed.extend(filled.iter().cloned());
+        let writes = self.open_writes_in(ino);
+        fn key(e: &DirEntry) -> (&str, bool) {
+            (e.name.as_str(), e.attr.kind == Kind::Dir)
+        }
+        for mut e in filled {
+            // Files being written that S3 does not list (yet) go where they sort.
+            while let Some(w) = r.local.front() {
+                match inodes::key_order(key(w), key(&e)) {
+                    std::cmp::Ordering::Less => {
+                        st.entries.extend(r.local.pop_front());
+                    }
+                    _ if w.name == e.name => {
+                        r.local.pop_front();
+                    }
+                    _ => break,
+                }
+            }
+            if let Some(w) = writes.iter().find(|w| w.ino == e.ino) {
+                e.attr = w.attr.clone();
+            }
+            st.entries.push(e);
+        }
+        if last {
+            let r = st.reading.take().expect("reading above");
+            st.entries.extend(r.local);
+            // Trusted for the TTL from now, as a listing read whole was (a 100,000-entry one
+            // takes seconds: counted from its first page, its names would be stale before
+            // `ls -l` could stat them, and each stat would ask S3 again).
+            self.inodes
+                .set_listed(ino, r.listed, std::time::Instant::now() + self.inodes.ttl());
+        }
+        Ok(())
+    }
+
+    /// The entries of one piece of a listing with the metadata this mount knows of them
+    /// (its own writes, earlier HEADs, the disk cache of HEADs, the directory's listing
+    /// index), HEADing the rest many at a time; each is recorded in the inode table.
+    async fn fill_found(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        index: &LazyIndex,
+        chunk: Vec<(String, inodes::Found)>,
+    ) -> Vec<DirEntry> {
+        let mut out = Vec::with_capacity(chunk.len());
+        let mut missing = Vec::new();
+        for (name, found) in chunk {
+            let mut attr = self.upsert_listed(parent, &name, found);
+            if !attr.meta_known && !self.opts.list_only {
+                match self.remembered(attr.ino, &format!("{dir_rel}{name}")) {
+                    Some(found) if attr.kind != Kind::Dir => {
+                        attr = self.upsert_listed(parent, &name, found);
+                    }
+                    _ => missing.push(out.len()),
+                }
+            }
+            out.push(DirEntry {
+                name,
+                ino: attr.ino,
+                attr,
+            });
+        }
+        self.fill_from_index(parent, dir_rel, index, &mut out, &mut missing)
+            .await;
+        self.head_entries(parent, dir_rel, &mut out, missing).await;
+        out
+    }
+
+    /// What a listing found at `parent/name` goes into the table — unless this mount is
+    /// writing the file that holds that name: then that file shows (its data is newer than
+    /// anything S3 lists, and its upload names the version it replaces). Re-pointing the
+    /// name would hide the open file behind S3's object (the model found a file made offline
+    /// where a symlink was removed shown, once back online, as the symlink).
+    pub(super) fn upsert_listed(&self, parent: u64, name: &str, found: Found) -> Attr {
+        if let Some(child) = self.inodes.child(parent, name)
+            && let Some(ws) = self.write_state(child.ino)
+            && !ws.is_unlinked()
+        {
+            return self.inodes.attr(child.ino, &ws.overlay(child.found));
+        }
+        self.inodes.upsert(parent, name, found, false)
+    }
+
+    /// HEADs the `entries` at `missing`, [`METADATA_FETCHES_IN_FLIGHT`] at a time, and
+    /// fills in what each found. A file whose HEAD fails keeps its listing attributes (the
+    /// lookup that follows asks again).
+    async fn head_entries(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        entries: &mut [DirEntry],
+        missing: Vec<usize>,
+    ) {
+        use futures::StreamExt;
+        let heads: Vec<_> = futures::stream::iter(missing)
+            .map(|i| {
+                let e: &DirEntry = &entries[i];
+                let is_dir = e.attr.kind == Kind::Dir;
+                // A directory's attributes are on its marker, if it has one.
+                let rel = format!("{dir_rel}{}{}", e.name, if is_dir { "/" } else { "" });
+                async move { (i, is_dir, self.store.head(&rel).await) }
+            })
+            .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
+            .collect()
+            .await;
+        for (i, is_dir, head) in heads {
+            let found = match head {
+                Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
+                Ok(Some(info)) => {
+                    self.headed(&format!("{dir_rel}{name}", name = entries[i].name), &info)
+                }
+                // Gone since the listing, or the HEAD failed: the lookup will ask again.
+                _ => continue,
+            };
+            let name = entries[i].name.clone();
+            entries[i].attr = self.upsert_listed(parent, &name, found);
+            entries[i].ino = entries[i].attr.ino;
+        }
+    }
+
+    /// The files of `entries` at `missing` (no metadata known) that the directory's listing
+    /// index has at their listed version (read now, once per listing, if any is missing):
+    /// filled in and taken out of `missing`.
+    async fn fill_from_index(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        index: &LazyIndex,
+        entries: &mut [DirEntry],
+        missing: &mut Vec<usize>,
+    ) {
+        let files = missing
+            .iter()
+            .filter(|&&i| entries[i].attr.kind != Kind::Dir)
+            .count();
+        // One file is HEADed as fast as the index is found (a HEAD, then a GET).
+        if files < 2 && index.get().is_none() {
+            return;
+        }
+        let Some(index) = index.get_or_init(|| self.read_index(dir_rel)).await.clone() else {
+            return;
+        };
+        missing.retain(|&i| {
+            let e = &mut entries[i];
+            let Some(listed) = self.inodes.get(e.ino).filter(|n| n.kind != Kind::Dir) else {
+                return true;
+            };
+            match self.attr_from_index(parent, dir_rel, &index, &e.name, &listed.found) {
+                Some(attr) => {
+                    // (A kind learnt from the metadata, a symlink, is a new number.)
+                    e.ino = attr.ino;
+                    e.attr = attr;
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// Files open for writing in `dir` as this mount shows them (current size; S3 may not
+    /// have them yet).
+    fn open_writes_in(&self, dir: u64) -> Vec<DirEntry> {
+        let mut out = Vec::new();
+        for ws in self.write_states() {
+            let (Some(node), Some(name)) = (self.inodes.get(ws.ino), self.inodes.name(ws.ino))
+            else {
+                continue;
+            };
+            let named = self
+                .inodes
+                .child(dir, &name)
+                .is_some_and(|c| c.ino == ws.ino);
+            if node.parent != dir || !named || ws.is_unlinked() {
+                continue;
+            }
+            out.push(DirEntry {
+                name,
+                ino: ws.ino,
+                attr: self.inodes.attr(ws.ino, &ws.overlay(node.found)),
+            });
+        }
+        out
+    }
+
+    /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
+    /// so `ls -l` and rsync see stored values without one sequential round trip per file.
+    /// A file whose HEAD fails keeps its listing attributes (and is asked again on lookup).
+    pub(super) async fn fill_metadata(
+        &self,
+        parent: u64,
+        dir_rel: &str,
+        listing: &[DirEntry],
+        index: Option<&LazyIndex>,
+    ) -> Vec<DirEntry> {
+        let mut filled = listing.to_vec();
+        if self.opts.list_only {
+            // Attributes from the listing alone: Last-Modified, the mount's owner and modes.
+            return filled;
+        }
+        let mut missing = Vec::new();
+        for (i, e) in filled.iter_mut().enumerate() {
+            if e.attr.meta_known {
+                continue;
+            }
+            // HEADed since the listing was taken (an earlier `ls -l`, a lookup): known.
+            match self.inodes.child(parent, &e.name) {
+                Some(c) if c.ino == e.ino && c.attr.meta_known => e.attr = c.attr,
+                // HEADed by an earlier mount, and unchanged since (same etag).
+                _ if e.attr.kind != Kind::Dir
+                    && let Some(found) =
+                        self.remembered(e.ino, &format!("{dir_rel}{}", e.name)) =>
+                {
+                    // A kind learnt from the metadata (a symlink) is a new number.
+                    e.attr = self.upsert_listed(parent, &e.name.clone(), found);
+                    e.ino = e.attr.ino;
+                }
+                _ => missing.push(i),
+            }
+        }
+        if let Some(index) = index {
+            self.fill_from_index(parent, dir_rel, index, &mut filled, &mut missing)
+                .await;
+        }
+        self.head_entries(parent, dir_rel, &mut filled, missing)
+            .await;
+        filled
+    }
+
+    /// The listing as this mount sees it: files being written here show their current size,
+    /// and ones S3 does not have yet (created, not yet flushed) are added.
+    fn with_open_writes(&self, dir: u64, listing: &[DirEntry]) -> Vec<DirEntry> {
+        let mut out: Vec<DirEntry> = listing.to_vec();
+        for w in self.open_writes_in(dir) {
+            match out.binary_search_by(|e| e.name.as_str().cmp(&w.name)) {
+                Ok(i) if out[i].ino == w.ino => out[i].attr = w.attr,
+                Ok(_) => {}
+                Err(i) => out.insert(i, w),
+            }
+        }
+        out
+    }
+
+    /// Every page of the directory's listing, cached for the metadata TTL; while S3 does not
+    /// answer, the listing last seen (in this mount, or kept on disk).
+    pub(super) async fn list_dir(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+        match self.list_dir_remote(ino, rel).await {
+            Err(e) if e.is_unreachable() => match self.known_listing(ino, rel).await {
+                Some(listing) => Ok(listing),
+                None => {
+                    tracing::info!(
+                        dir = rel,
+                        "offline, and this directory was never listed on this machine"
+                    );
+                    Err(e)
+                }
+            },
+            other => other,
+        }
+    }
+
+    /// The listing of `ino` however old: this mount's last, else the one kept on disk (with
+    /// this mount's own changes not yet in S3 laid over it). `None`: never seen.
+    pub(super) async fn known_listing(&self, ino: u64, rel: &str) -> Option<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.inodes.any_listing(ino) {
+            return Some(l);
+        }
+        let saved = match self.tree.clone() {
+            Some(tree) => {
+                let dir_rel = rel.to_owned();
+                tokio::task::spawn_blocking(move || tree.load(&dir_rel))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        // A directory made offline holds nothing S3 has: what was made in it since.
+        let saved = match saved {
+            Some(s) => s,
+            None if self.made_offline(rel) => crate::local::SavedListing::default(),
+            None => return None,
+        };
+        let mut entries = build_listing(&[saved.to_page()]);
+        entries.retain(|(name, _)| !super::index::reserved(rel, name));
+        // The attributes last known of each entry, kept with the listing: shown, but not
+        // taken for what S3 holds now (`meta_known` stays false: asked again once it answers).
+        for e in &saved.entries {
+            if let (Some(meta), Ok(i)) = (
+                &e.meta,
+                entries.binary_search_by(|(n, _)| n.as_str().cmp(&e.name)),
+            ) && (entries[i].1.kind == Kind::Dir) == e.dir
+            {
+                let found = &mut entries[i].1;
+                found.meta = super::meta::Meta::from_user(meta);
+                if !e.dir {
+                    found.kind = Kind::of_object(found.meta.file_type());
+                }
+            }
+        }
+        self.overlay_local_changes(rel, &mut entries);
+        Some(self.inodes.set_old_listing(ino, entries))
+    }
+
+    async fn list_dir_remote(&self, ino: u64, rel: &str) -> FsResult<Arc<Vec<DirEntry>>> {
+        if let Some(l) = self.inodes.fresh_listing(ino) {
+            return Ok(l);
+        }
+        let mut pages = Vec::new();
+        let mut next = None;
+        let kept = self.first_pages.lock().unwrap().remove(&ino);
+        if let Some((at, page)) = kept
+            && at.elapsed() < self.inodes.ttl()
+        {
+            next = page.next.clone();
+            pages.push(page);
+        }
+        loop {
+            let page = self.store.list_page(rel, next, LIST_PAGE_KEYS).await?;
+            next = page.next.clone();
+            pages.push(page);
+            if next.is_none() {
+                break;
+            }
+        }
+        let mut listing = build_listing(&pages);
+        listing.retain(|(name, _)| !super::index::reserved(rel, name));
+        Ok(self.inodes.set_listing(ino, listing))
+    }
+}
