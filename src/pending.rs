@@ -23,6 +23,12 @@
 //! `flock` on `.lock` for as long as it has the area open, and leftovers are removed only by
 //! an opener that gets it exclusively (no one else has the area open, so nothing is in
 //! flight); a change of records holds an exclusive `flock` on the directory.
+//!
+//! A record is uploaded by one mount at a time: the mount that keeps or adopts it holds an
+//! exclusive `flock` on its data file (its *claim*) until the record is gone or the mount
+//! ends. Another mount adopts only records nobody claims, so a mount still finishing its
+//! unmount and the next mount of the profile never both upload one record (each would
+//! have made its own conflict copy of the same bytes).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -208,6 +214,19 @@ pub struct PendingArea {
     used: AtomicU64,
     /// When the records on disk were last looked at ([`PendingArea::refresh_due`]).
     looked: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The data files of the records this area claims, by name, their `flock` held (a
+    /// closed file lets its claim go).
+    claims: Mutex<std::collections::HashMap<String, File>>,
+}
+
+/// What [`PendingArea::claim`] found.
+#[derive(Debug)]
+pub enum Claim {
+    /// The record is this area's now: its data, opened for reading.
+    New(File),
+    /// This area or another process (a running mount) claims it already, or it changed
+    /// since it was listed.
+    Held,
 }
 
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
@@ -255,6 +274,7 @@ impl PendingArea {
             _presence: presence,
             used: AtomicU64::new(0),
             looked: std::sync::Mutex::new(None),
+            claims: Mutex::new(Default::default()),
         };
         if alone {
             area.remove_orphans();
@@ -328,6 +348,38 @@ impl PendingArea {
             .check()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         open_own_file(&self.data_path(record))
+    }
+
+    /// Claims a sound record that neither this area nor another process claims, to upload
+    /// it (see the module's text).
+    pub fn claim(&self, record: &PendingRecord) -> io::Result<Claim> {
+        // Under the area's lock: the record may have been replaced or removed since it was
+        // listed (a claim of stale data would upload an older version).
+        let _guard = self.exclusive();
+        if self.get(&record.location, &record.rel).as_ref() != Some(record) {
+            return Ok(Claim::Held);
+        }
+        let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+        if claims.contains_key(&record.data) {
+            return Ok(Claim::Held);
+        }
+        let data = self.open_data(record)?;
+        match data.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(Claim::Held),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
+        // The same open file (a dup): the lock lasts while either is open.
+        claims.insert(record.data.clone(), data.try_clone()?);
+        Ok(Claim::New(data))
+    }
+
+    /// Lets go of the claim on `data` (its record was removed by someone else).
+    pub fn release(&self, data: &str) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(data);
     }
 
     /// Bytes of data the area holds.
@@ -417,15 +469,29 @@ impl PendingArea {
             }
         };
         let written = (|| {
+            // A new file: nobody else can hold its lock. Claimed before the record names it.
+            let claim = data.try_clone()?;
+            let _ = claim.try_lock();
             copy_prefix(source, &mut data, record.size)?;
             data.sync_all()?;
-            self.write_json(&record)
+            self.write_json(&record)?;
+            Ok(claim)
         })();
-        if let Err(e) = written {
-            let _ = fs::remove_file(&data_path);
-            return Err(e);
-        }
+        let claim = match written {
+            Ok(claim) => claim,
+            Err(e) => {
+                let _ = fs::remove_file(&data_path);
+                return Err(e);
+            }
+        };
         let replaced = old.as_ref().map_or(0, |o| o.size);
+        {
+            let mut claims = self.claims.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(old) = &old {
+                claims.remove(&old.data);
+            }
+            claims.insert(record.data.clone(), claim);
+        }
         if let Some(old) = old.filter(|o| o.data != record.data) {
             let _ = fs::remove_file(self.data_path(&old));
         }
@@ -459,6 +525,7 @@ impl PendingArea {
         let _ = fs::remove_file(self.data_path(r));
         let _ = fsync_dir(&self.dir);
         self.adjust_used(0, r.size);
+        self.release(&r.data);
     }
 
     fn adjust_used(&self, added: u64, removed: u64) {
@@ -575,6 +642,37 @@ mod tests {
         assert_ne!(r1.data, r2.data);
         assert_eq!(fs::read(second.data_path(&r2)).unwrap(), b"two");
         assert_eq!(second.list(), vec![r2]);
+    }
+
+    #[test]
+    fn a_record_is_claimed_by_one_area_at_a_time_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pending");
+        let mine = PendingArea::open(&path).unwrap();
+        let kept = mine.put(record("a", 3), &source(b"abc")).unwrap();
+        // The area that kept it claims it; another (a second mount) may not take it, nor
+        // may the first take it twice.
+        let other = PendingArea::open(&path).unwrap();
+        assert!(matches!(other.claim(&kept).unwrap(), Claim::Held));
+        assert!(matches!(mine.claim(&kept).unwrap(), Claim::Held));
+        // The first mount ends with the record still there: the other takes it, once.
+        drop(mine);
+        let Claim::New(mut data) = other.claim(&kept).unwrap() else {
+            panic!("an unclaimed record was not claimed")
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut data, &mut bytes).unwrap();
+        assert_eq!(bytes, b"abc");
+        assert!(matches!(other.claim(&kept).unwrap(), Claim::Held));
+        let third = PendingArea::open(&path).unwrap();
+        assert!(matches!(third.claim(&kept).unwrap(), Claim::Held));
+        // A record replaced since it was listed is not claimed (its data would be stale).
+        let newer = other.put(record("a", 2), &source(b"xy")).unwrap();
+        assert!(matches!(third.claim(&kept).unwrap(), Claim::Held));
+        assert!(matches!(third.claim(&newer).unwrap(), Claim::Held));
+        // Removed: its claim goes with it.
+        assert!(other.remove_if(&newer.location, &newer.rel, &newer.data));
+        assert!(other.claims.lock().unwrap().is_empty());
     }
 
     #[test]

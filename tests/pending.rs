@@ -214,6 +214,73 @@ async fn the_next_mount_shows_and_uploads_what_an_earlier_one_kept() {
     assert!(records_in(&s.pending_dir()).is_empty());
 }
 
+/// The conflict copies of `name` in S3.
+fn conflict_copies(s: &Setup, name: &str) -> Vec<String> {
+    s.store
+        .keys()
+        .into_iter()
+        .filter(|k| k.contains(&format!("{name}.conflict-")))
+        .collect()
+}
+
+#[tokio::test]
+async fn one_mount_at_a_time_sends_a_kept_upload() {
+    let s = Setup::new();
+    s.store
+        .put("shared.txt", b"original".to_vec().into(), &UserMeta::new())
+        .await
+        .unwrap();
+    let first = s.mount(None);
+    let attr = first.lookup(ROOT_INO, "shared.txt").await.unwrap();
+    let fh = first.open(attr.ino, true, true).await.unwrap();
+    first.write(fh, 0, b"mine".to_vec()).await.unwrap();
+    s.s3_down();
+    assert_eq!(
+        errno(first.flush(fh).await.and(first.release(fh).await)),
+        libc::EIO
+    );
+    assert_eq!(
+        write_file(&first, ROOT_INO, "new.txt", b"new").await,
+        libc::EIO
+    );
+    assert_eq!(records_in(&s.pending_dir()).len(), 2);
+    // S3 is back and another client rewrites shared.txt; a second mount of the profile
+    // starts while the first is still running (its unmount not finished).
+    s.s3_back();
+    s.store
+        .put("shared.txt", b"theirs".to_vec().into(), &UserMeta::new())
+        .await
+        .unwrap();
+    let second = s.mount(None);
+    second.recover().await;
+    second.retry_pending_now().await;
+    assert!(
+        second.pending_uploads().is_empty(),
+        "the first mount holds them"
+    );
+    assert!(conflict_copies(&s, "shared.txt").is_empty());
+    assert_eq!(s.s3_body("new.txt"), None);
+    // The first sends shared.txt (beside the other client's version), then ends with
+    // new.txt still kept: the second takes that over and sends it, and nothing twice.
+    first.retry_pending_now().await;
+    assert_eq!(conflict_copies(&s, "shared.txt").len(), 1);
+    s.s3_down();
+    first.retry_pending_now().await;
+    drop(first);
+    s.s3_back();
+    second.retry_pending_now().await;
+    assert_eq!(s.s3_body("new.txt").as_deref(), Some(&b"new"[..]));
+    assert_eq!(s.s3_body("shared.txt").as_deref(), Some(&b"theirs"[..]));
+    assert_eq!(
+        conflict_copies(&s, "shared.txt").len(),
+        1,
+        "{:?}",
+        s.store.keys()
+    );
+    assert!(conflict_copies(&s, "new.txt").is_empty());
+    assert!(records_in(&s.pending_dir()).is_empty());
+}
+
 #[tokio::test]
 async fn a_kept_upload_never_overwrites_a_change_made_meanwhile() {
     let s = Setup::new();

@@ -422,10 +422,19 @@ impl Harness {
                 own.fail_nth(Some(RequestKind::Put), 0, Fault::SlowDown);
             }
             Step::Remount { dev } => {
-                let d = &self.devices[dev];
+                let d = &mut self.devices[dev];
                 let (view, opts) = (d.store.clone(), d.opts.clone());
-                let fs = Self::mount(&self.rt, view, opts);
-                self.devices[dev].fs = fs;
+                // An unmount ends the mount's process before the next mount starts: what
+                // it kept is let go (a mount still running keeps its kept uploads).
+                let ended = std::mem::replace(
+                    &mut d.fs,
+                    Arc::new(Fs::new(view.clone(), MountOptions::default())),
+                );
+                assert!(
+                    Arc::try_unwrap(ended).is_ok(),
+                    "the old mount is still in use"
+                );
+                d.fs = Self::mount(&self.rt, view, opts);
             }
         }
         Ok(())

@@ -284,6 +284,23 @@ impl Fs {
             if node.kind != Kind::Dir {
                 continue;
             }
+            // A directory replaced by a rename (or removed) keeps its node, and its path,
+            // while the kernel still holds it: only the one its name leads to says what the
+            // path holds (the model found the replaced one's empty listing saved over it).
+            let name = node
+                .rel
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            if dir != super::ROOT_INO
+                && self
+                    .inodes
+                    .child(node.parent, name)
+                    .is_none_or(|c| c.ino != dir)
+            {
+                continue;
+            }
             let mut saved = crate::local::SavedListing::default();
             for e in listing.iter() {
                 // What S3 holds (or the journal will make it hold): a directory's times not

@@ -251,6 +251,9 @@ impl Fs {
         // few seconds: reading every record each second costs O(records).
         let look_at_disk = area.refresh_due(AREA_LOOK_EVERY);
         let offline = self.is_offline();
+        if look_at_disk && !offline && !self.journal_pending() {
+            self.adopt_pending().await;
+        }
         let mut s3_answers = false;
         for ws in self.write_states() {
             let (kept, idle, due) = ws.retry_status();
@@ -262,6 +265,7 @@ impl Fs {
                 match area.get(&kept.location, &kept.rel) {
                     None => {
                         tracing::warn!(key = %kept.rel, "pending upload dropped by request; the file shows what S3 holds");
+                        area.release(&kept.data);
                         ws.drop_kept();
                         self.release_idle(&ws);
                         self.inodes.invalidate(ws.ino);
@@ -401,20 +405,35 @@ impl Fs {
         Ok(rel)
     }
 
-    /// Adopts the kept uploads an earlier mount of this prefix left: each becomes a live
-    /// write state again (shown, read, retried at once).
+    /// Adopts the kept uploads an earlier mount of this prefix left and no running mount
+    /// claims: each becomes a live write state again (shown, read, retried at once). Also
+    /// called as the retries look at the area: a mount that was still ending when this one
+    /// started lets its records go when it exits.
     pub(super) async fn adopt_pending(&self) {
         let Some(area) = self.pending.clone() else {
             return;
         };
+        if self.opts.read_only {
+            return;
+        }
         let location = self.location();
+        // A key this mount writes already is its own business (a newer version, or the
+        // record of this very state).
+        let writing: std::collections::HashSet<String> = self
+            .write_states()
+            .iter()
+            .filter_map(|ws| self.inodes.get(ws.ino).map(|n| n.rel))
+            .collect();
         for record in area.list() {
-            if record.location != location || self.opts.read_only {
+            if record.location != location || writing.contains(&record.rel) {
                 continue;
             }
             match self.adopt(&area, record.clone()).await {
-                Ok(()) => {
+                Ok(true) => {
                     tracing::info!(key = %record.rel, size = record.size, since = record.since, "resuming a pending upload")
+                }
+                Ok(false) => {
+                    tracing::debug!(key = %record.rel, "a pending upload another mount is sending")
                 }
                 Err(e) => {
                     tracing::error!(key = %record.rel, error = %e, "cannot resume a pending upload; it stays on disk")
@@ -423,11 +442,12 @@ impl Fs {
         }
     }
 
+    /// Adopts `record` if no one claims it; `false` if someone does.
     async fn adopt(
         &self,
         area: &crate::pending::PendingArea,
         record: PendingRecord,
-    ) -> FsResult<()> {
+    ) -> FsResult<bool> {
         // Nothing of a record reaches the inode table or the disk before it is checked: its
         // key a path under this prefix, its data a file of the area.
         if let Err(e) = record.check() {
@@ -435,10 +455,14 @@ impl Fs {
             return Err(FsError::new(libc::EINVAL));
         }
         self.store.check_object(&record.rel)?;
-        let source = area.open_data(&record).map_err(|e| {
-            tracing::warn!(key = %record.rel, error = %e, "a pending upload's data cannot be opened");
-            FsError::new(e.raw_os_error().unwrap_or(libc::EIO))
-        })?;
+        let source = match area.claim(&record) {
+            Ok(crate::pending::Claim::New(data)) => data,
+            Ok(crate::pending::Claim::Held) => return Ok(false),
+            Err(e) => {
+                tracing::warn!(key = %record.rel, error = %e, "a pending upload's data cannot be opened");
+                return Err(FsError::new(e.raw_os_error().unwrap_or(libc::EIO)));
+            }
+        };
         let mut parent = super::ROOT_INO;
         let mut parts: Vec<&str> = record.rel.split('/').collect();
         let name = parts.pop().unwrap_or_default().to_owned();
@@ -472,7 +496,7 @@ impl Fs {
             record,
         ));
         self.writes.lock().unwrap().insert(ino, ws);
-        Ok(())
+        Ok(true)
     }
 }
 
