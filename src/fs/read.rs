@@ -64,6 +64,7 @@ use crate::local::DiskCache;
 use crate::store::{ObjectStore, StoreError};
 
 mod link;
+mod misses;
 pub use link::LinkEstimate;
 
 pub type ReadResult<T> = Result<T, Arc<StoreError>>;
@@ -94,6 +95,8 @@ pub struct ReadShared {
     readahead_budget: Arc<Semaphore>,
     /// Round trip and bandwidth of GETs, as measured.
     pub link: LinkEstimate,
+    /// Random misses per version: when a reader's region is worth fetching (`misses.rs`).
+    misses: misses::Misses,
 }
 
 impl ReadShared {
@@ -116,6 +119,7 @@ impl ReadShared {
             fetch_permits: Arc::new(Semaphore::new(max_prefetch_gets.max(1))),
             readahead_budget: Arc::new(Semaphore::new(readahead_blocks.max(1))),
             link: LinkEstimate::default(),
+            misses: misses::Misses::default(),
         }
     }
 
@@ -459,6 +463,27 @@ impl FileReader {
         }
     }
 
+    /// The region around `block` that this version's random misses have made worth
+    /// fetching (`misses.rs`), if the disk cache and the readahead budget can take it now (a
+    /// region dropped on its way would be paid for again).
+    fn region_to_buy(&self, block: u64) -> Option<(u64, u64)> {
+        let disk = self.shared.disk.as_ref()?;
+        let bs = self.shared.block_size;
+        let region_blocks = (PREFETCH_GET_BYTES / bs).max(1);
+        if disk.write_room() < region_blocks * bs
+            || (self.shared.readahead_budget.available_permits() as u64) < region_blocks
+        {
+            return None;
+        }
+        let terms = misses::Terms {
+            block_size: bs,
+            region_blocks,
+            bandwidth: self.shared.link.bandwidth(),
+            limit: disk.budget() / 2,
+        };
+        self.shared.misses.buy(&self.rel, &self.etag, block, &terms)
+    }
+
     /// Reads up to `size` bytes at `offset`; fewer only at end of file.
     pub async fn read(&self, offset: u64, size: u32) -> ReadResult<Bytes> {
         if offset >= self.size || size == 0 {
@@ -508,6 +533,12 @@ impl FileReader {
                 && !self.shared.cache.contains(&self.block_key(first))
                 && !self.shared.on_disk(&self.block_key(first))
             {
+                // A dense random reader's misses buy the regions they fall in (misses.rs),
+                // in the background: this read still takes its piece.
+                if let Some((from, to)) = self.region_to_buy(first) {
+                    let to = to.min((self.size - 1) / bs);
+                    self.prefetch(&mut st, from, to, to + 1 - from, None, true);
+                }
                 let from = offset / RANDOM_PIECE * RANDOM_PIECE;
                 let to = end.div_ceil(RANDOM_PIECE) * RANDOM_PIECE;
                 Plan::Piece {
@@ -574,6 +605,9 @@ impl FileReader {
                     .map_err(Arc::new)?;
                 let took = started.elapsed();
                 self.shared.link.record(took, to - from, took, to - from);
+                self.shared
+                    .misses
+                    .note(&self.rel, &self.etag, from / bs, took);
                 return Ok(piece.slice((offset - from) as usize..(end - from) as usize));
             }
         };
@@ -764,6 +798,92 @@ mod tests {
             64,
             "arrived region blocks gave their budget back"
         );
+    }
+
+    /// [`reader`] with a disk cache in `dir` and the link pinned near, at `bandwidth`.
+    async fn near_reader_on_disk(
+        dir: &std::path::Path,
+        bandwidth: u64,
+    ) -> (Arc<MemoryStore>, FileReader) {
+        let (store, r) = reader().await;
+        let disk = DiskCache::open(dir, "loc", MIB, 1 << 30).unwrap();
+        let shared = ReadShared::new(store.clone(), r.shared.cache.clone(), MIB, 8 * MIB, 32, 64)
+            .with_disk(Some(disk));
+        shared
+            .link
+            .pin(std::time::Duration::from_micros(100), Some(bandwidth));
+        let r = FileReader::new(Arc::new(shared), "f".into(), r.etag.clone(), 32 * MIB);
+        (store, r)
+    }
+
+    /// Pages spread over the first `span` bytes (a fixed sequence).
+    fn scattered(n: u64, span: u64) -> impl Iterator<Item = u64> {
+        let pages = span / 4096 - 1;
+        (0..n).map(move |i| (i.wrapping_mul(2_654_435_761) % pages) * 4096 + 7)
+    }
+
+    #[tokio::test]
+    async fn a_dense_random_reader_has_its_region_fetched_then_reads_it_without_s3() {
+        let dir = tempfile::tempdir().unwrap();
+        // Fetching the 32 MiB span costs 0.34 ms at this bandwidth: a few misses pay for it.
+        let (store, r) = near_reader_on_disk(dir.path(), 100_000_000_000).await;
+        // Reads in the first and the last 8 MiB in turn: never two in a row near enough to
+        // count as sequential (which would fetch blocks anyway).
+        let dense = |n| {
+            scattered(n, 8 * MIB)
+                .enumerate()
+                .map(|(i, off)| off + if i % 2 == 1 { 24 * MIB } else { 0 })
+        };
+        let blocks: Vec<u64> = (0..8).chain(24..32).collect();
+        let fetched = |r: &FileReader| {
+            blocks.iter().all(|&b| {
+                r.shared.on_disk(&r.block_key(b)) || r.shared.cache.contains(&r.block_key(b))
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // (A read across a block boundary fetches blocks anyway: so few reads that those
+        // cannot have fetched the regions.)
+        for off in dense(2_000) {
+            if fetched(&r) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the regions were never fetched"
+            );
+            let data = r.read(off, 4096).await.unwrap();
+            assert_eq!(data[..], expected(off, 4096)[..]);
+        }
+        assert!(fetched(&r), "the regions were not fetched");
+        assert_eq!(r.shared.misses.bought("f", &r.etag), 2);
+        let before = store.counts().get(RequestKind::Get);
+        for off in dense(200) {
+            let data = r.read(off + 100, 3000).await.unwrap();
+            assert_eq!(data[..], expected(off + 100, 3000)[..]);
+        }
+        assert_eq!(
+            store.counts().get(RequestKind::Get),
+            before,
+            "reads in the fetched regions cost no request"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sparse_random_reader_only_ever_fetches_its_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        // 32 MiB cost 32 s at 1 MB/s: far more than these misses ever wait.
+        let (store, r) = near_reader_on_disk(dir.path(), 1_000_000).await;
+        for off in scattered(100, 32 * MIB) {
+            let data = r.read(off, 4096).await.unwrap();
+            assert_eq!(data[..], expected(off, 4096)[..]);
+        }
+        assert_eq!(
+            r.shared.misses.bought("f", &r.etag),
+            0,
+            "no region was worth it"
+        );
+        // Pieces, read by read (a read that lands just after another counts as sequential).
+        assert!(store.counts().get(RequestKind::Get) >= 50);
     }
 
     #[tokio::test]
