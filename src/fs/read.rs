@@ -23,7 +23,9 @@
 //! - Any other read is *random*: the window falls back to one block, and sequential
 //!   prefetches in flight for this handle are dropped (aborting their GETs). What it
 //!   fetches depends on the link (`link.rs`): with S3 near, only the pages it covers (not
-//!   cached: a block would cost more than the round trip); with S3 far, the
+//!   cached: a block would cost more than the round trip), until the misses of that version
+//!   have cost as much as fetching their span would (`misses.rs`: then the region around
+//!   each further miss is fetched too, in the background); with S3 far, the
 //!   blocks it covers and, in the background, the region around them that one more GET
 //!   brings in about a round trip, so the reads that follow nearby find it cached.
 //!
