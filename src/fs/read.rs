@@ -465,14 +465,13 @@ impl FileReader {
         }
     }
 
-    /// The region around `block` that this version's random misses have made worth
-    /// fetching (`misses.rs`), if the disk cache and the readahead budget can take it now (a
-    /// region dropped on its way would be paid for again).
-    fn region_to_buy(&self, block: u64) -> Option<(u64, u64)> {
+    /// The region of `region_blocks` around `block` that this version's random misses have
+    /// made worth fetching (`misses.rs`), if the disk cache and the readahead budget can take
+    /// it now (a region dropped on its way would be paid for again).
+    fn region_to_buy(&self, block: u64, region_blocks: u64) -> Option<(u64, u64)> {
         let disk = self.shared.disk.as_ref()?;
         let bs = self.shared.block_size;
-        let region_blocks = (PREFETCH_GET_BYTES / bs).max(1);
-        if disk.write_room() < region_blocks * bs
+        if disk.write_room() < (region_blocks * bs).min(PREFETCH_GET_BYTES)
             || (self.shared.readahead_budget.available_permits() as u64) < region_blocks
         {
             return None;
@@ -498,6 +497,9 @@ impl FileReader {
 
         // How far behind the furthest read a read may start and still be sequential.
         let behind = bs.max(KERNEL_READAHEAD);
+        let started = std::time::Instant::now();
+        // A random read with S3 far that waits for S3: its wait is a miss (misses.rs).
+        let mut far_miss = false;
         let plan = {
             let mut st = self.state.lock().unwrap();
             let skip = st.window.max(behind);
@@ -506,6 +508,13 @@ impl FileReader {
             if sequential {
                 if st.last_block.is_some_and(|b| last > b) {
                     st.window = (st.window * 2).min(self.shared.max_readahead);
+                } else if st.last_block.is_none() && offset == 0 {
+                    // A reader starting at the beginning (most read the whole file): its
+                    // first window is at least what one GET brings in a round trip, which
+                    // costs about nothing more than the block asked for (a 5 MiB file with S3
+                    // 20 ms away: one round trip instead of three).
+                    let bdp = self.shared.link.bandwidth_delay().unwrap_or(0);
+                    st.window = st.window.max(bdp / bs * bs).min(self.shared.max_readahead);
                 }
                 st.last_block = Some(st.last_block.map_or(last, |b| b.max(last)));
                 st.last_end = st.last_end.max(end);
@@ -537,7 +546,8 @@ impl FileReader {
             {
                 // A dense random reader's misses buy the regions they fall in (misses.rs),
                 // in the background: this read still takes its piece.
-                if let Some((from, to)) = self.region_to_buy(first) {
+                let region_blocks = (PREFETCH_GET_BYTES / bs).max(1);
+                if let Some((from, to)) = self.region_to_buy(first, region_blocks) {
                     let to = to.min((self.size - 1) / bs);
                     self.prefetch(&mut st, from, to, to + 1 - from, None, true);
                 }
@@ -568,6 +578,7 @@ impl FileReader {
                     }
                 }
                 if !sequential && !near {
+                    far_miss = parts.iter().any(|p| matches!(p, Part::Pending(_)));
                     // One more GET's worth around the read, aligned, in the background.
                     // Bandwidth not measured yet: a prefetch GET's worth, which measures it.
                     let bdp = self
@@ -576,7 +587,12 @@ impl FileReader {
                         .bandwidth_delay()
                         .unwrap_or(PREFETCH_GET_BYTES);
                     let cap = (self.shared.max_readahead / 2 / bs).max(1);
-                    let blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
+                    let mut blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
+                    // Misses that have cost as much as their span: the largest region
+                    // (rent or buy, misses.rs).
+                    if blocks < cap && self.region_to_buy(first, cap).is_some() {
+                        blocks = cap;
+                    }
                     let from = first / blocks * blocks;
                     let to = (from + blocks - 1).min((self.size - 1) / bs);
                     self.prefetch(&mut st, from, to, blocks, None, true);
@@ -620,6 +636,11 @@ impl FileReader {
                 Part::Ready(b) => b,
                 Part::Pending(f) => f.await?,
             });
+        }
+        if far_miss {
+            self.shared
+                .misses
+                .note(&self.rel, &self.etag, first, started.elapsed());
         }
         let base = first * bs;
         let (from, to) = ((offset - base) as usize, (end - base) as usize);
@@ -807,13 +828,34 @@ mod tests {
         dir: &std::path::Path,
         bandwidth: u64,
     ) -> (Arc<MemoryStore>, FileReader) {
+        reader_on_disk(
+            dir,
+            std::time::Duration::from_micros(100),
+            bandwidth,
+            8 * MIB,
+        )
+        .await
+    }
+
+    /// [`reader_with_window`] with a disk cache in `dir` and the link pinned.
+    async fn reader_on_disk(
+        dir: &std::path::Path,
+        rtt: std::time::Duration,
+        bandwidth: u64,
+        max_readahead: u64,
+    ) -> (Arc<MemoryStore>, FileReader) {
         let (store, r) = reader().await;
         let disk = DiskCache::open(dir, "loc", MIB, 1 << 30).unwrap();
-        let shared = ReadShared::new(store.clone(), r.shared.cache.clone(), MIB, 8 * MIB, 32, 64)
-            .with_disk(Some(disk));
-        shared
-            .link
-            .pin(std::time::Duration::from_micros(100), Some(bandwidth));
+        let shared = ReadShared::new(
+            store.clone(),
+            r.shared.cache.clone(),
+            MIB,
+            max_readahead,
+            32,
+            64,
+        )
+        .with_disk(Some(disk));
+        shared.link.pin(rtt, Some(bandwidth));
         let r = FileReader::new(Arc::new(shared), "f".into(), r.etag.clone(), 32 * MIB);
         (store, r)
     }
@@ -871,6 +913,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_s3_far_misses_that_cost_their_span_get_the_largest_regions() {
+        let dir = tempfile::tempdir().unwrap();
+        // Far, at 100 MB/s: a round trip's worth is half a block (one block around each
+        // miss), and the 32 MiB span costs 0.34 s, some 17 misses of 20 ms.
+        let (store, r) = reader_on_disk(
+            dir.path(),
+            std::time::Duration::from_millis(5),
+            100_000_000,
+            32 * MIB,
+        )
+        .await;
+        store.set_latency(std::time::Duration::from_millis(20));
+        // Blocks 0, 16, 1, 17, …: never two reads near enough to count as sequential.
+        let order = (0..16u64).flat_map(|b| [b, b + 16]);
+        for b in order {
+            if r.shared.misses.bought("f", &r.etag) > 0 {
+                break;
+            }
+            let off = b * MIB + 4000;
+            let data = r.read(off, 4096).await.unwrap();
+            assert_eq!(data[..], expected(off, 4096)[..]);
+        }
+        assert_eq!(r.shared.misses.bought("f", &r.etag), 1, "never worth it");
+        // The region bought is the largest (16 blocks: half the readahead): it arrives.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let region = |r: &FileReader, first: u64| {
+            (first..first + 16).all(|b| {
+                r.shared.cache.contains(&r.block_key(b)) || r.shared.on_disk(&r.block_key(b))
+            })
+        };
+        while !(region(&r, 0) || region(&r, 16)) {
+            assert!(std::time::Instant::now() < deadline, "no region arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_sparse_random_reader_only_ever_fetches_its_pieces() {
         let dir = tempfile::tempdir().unwrap();
         // 32 MiB cost 32 s at 1 MB/s: far more than these misses ever wait.
@@ -886,6 +965,22 @@ mod tests {
         );
         // Pieces, read by read (a read that lands just after another counts as sequential).
         assert!(store.counts().get(RequestKind::Get) >= 50);
+    }
+
+    #[tokio::test]
+    async fn a_reader_from_the_start_with_s3_far_asks_a_round_trip_worth_at_once() {
+        let (store, r) = reader_with_window(32 * MIB).await;
+        // 20 ms at 400 MB/s: one GET brings 8 MB in a round trip.
+        r.shared
+            .link
+            .pin(std::time::Duration::from_millis(20), Some(400_000_000));
+        let data = r.read(0, 4096).await.unwrap();
+        assert_eq!(data[..], expected(0, 4096)[..]);
+        assert!(r.window() >= 7 * MIB, "window {}", r.window());
+        // The first block, and the next ones in one GET, on their way at once.
+        assert!(r.in_flight() >= 7, "{} blocks asked for", r.in_flight());
+        let gets = store.counts().get(RequestKind::Get);
+        assert!(gets <= 2, "{gets} GETs");
     }
 
     #[tokio::test]
