@@ -497,9 +497,6 @@ impl FileReader {
 
         // How far behind the furthest read a read may start and still be sequential.
         let behind = bs.max(KERNEL_READAHEAD);
-        let started = std::time::Instant::now();
-        // A random read with S3 far that waits for S3: its wait is a miss (misses.rs).
-        let mut far_miss = false;
         let plan = {
             let mut st = self.state.lock().unwrap();
             let skip = st.window.max(behind);
@@ -578,7 +575,6 @@ impl FileReader {
                     }
                 }
                 if !sequential && !near {
-                    far_miss = parts.iter().any(|p| matches!(p, Part::Pending(_)));
                     // One more GET's worth around the read, aligned, in the background.
                     // Bandwidth not measured yet: a prefetch GET's worth, which measures it.
                     let bdp = self
@@ -587,12 +583,7 @@ impl FileReader {
                         .bandwidth_delay()
                         .unwrap_or(PREFETCH_GET_BYTES);
                     let cap = (self.shared.max_readahead / 2 / bs).max(1);
-                    let mut blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
-                    // Misses that have cost as much as their span: the largest region
-                    // (rent or buy, misses.rs).
-                    if blocks < cap && self.region_to_buy(first, cap).is_some() {
-                        blocks = cap;
-                    }
+                    let blocks = (bdp / bs).clamp(1, cap).next_power_of_two().min(cap);
                     let from = first / blocks * blocks;
                     let to = (from + blocks - 1).min((self.size - 1) / bs);
                     self.prefetch(&mut st, from, to, blocks, None, true);
@@ -636,11 +627,6 @@ impl FileReader {
                 Part::Ready(b) => b,
                 Part::Pending(f) => f.await?,
             });
-        }
-        if far_miss {
-            self.shared
-                .misses
-                .note(&self.rel, &self.etag, first, started.elapsed());
         }
         let base = first * bs;
         let (from, to) = ((offset - base) as usize, (end - base) as usize);
@@ -910,43 +896,6 @@ mod tests {
             before,
             "reads in the fetched regions cost no request"
         );
-    }
-
-    #[tokio::test]
-    async fn with_s3_far_misses_that_cost_their_span_get_the_largest_regions() {
-        let dir = tempfile::tempdir().unwrap();
-        // Far, at 100 MB/s: a round trip's worth is half a block (one block around each
-        // miss), and the 32 MiB span costs 0.34 s, some 17 misses of 20 ms.
-        let (store, r) = reader_on_disk(
-            dir.path(),
-            std::time::Duration::from_millis(5),
-            100_000_000,
-            32 * MIB,
-        )
-        .await;
-        store.set_latency(std::time::Duration::from_millis(20));
-        // Blocks 0, 16, 1, 17, …: never two reads near enough to count as sequential.
-        let order = (0..16u64).flat_map(|b| [b, b + 16]);
-        for b in order {
-            if r.shared.misses.bought("f", &r.etag) > 0 {
-                break;
-            }
-            let off = b * MIB + 4000;
-            let data = r.read(off, 4096).await.unwrap();
-            assert_eq!(data[..], expected(off, 4096)[..]);
-        }
-        assert_eq!(r.shared.misses.bought("f", &r.etag), 1, "never worth it");
-        // The region bought is the largest (16 blocks: half the readahead): it arrives.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let region = |r: &FileReader, first: u64| {
-            (first..first + 16).all(|b| {
-                r.shared.cache.contains(&r.block_key(b)) || r.shared.on_disk(&r.block_key(b))
-            })
-        };
-        while !(region(&r, 0) || region(&r, 16)) {
-            assert!(std::time::Instant::now() < deadline, "no region arrived");
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
     }
 
     #[tokio::test]

@@ -11,8 +11,9 @@
 //! never more than twice that of the better choice in hindsight: a sparse reader (a few seeks
 //! in a large file) never pays for neighbourhoods it does not use, and a dense one (many
 //! reads over a bounded region) soon reads from disk instead of paying round trips. With S3
-//! far, a random read already brings in the region one GET fetches in a round trip; there the
-//! rule makes that region the largest the readahead allows.
+//! far, a random read already brings in the region one GET fetches in a round trip; the rule
+//! is not applied there (making that region the largest the readahead allows once misses had
+//! cost their span measured worse: 500 reads over 512 MiB at 20 ms, 216 IOPS against 275).
 //!
 //! Bounded: at most [`MAX_VERSIONS`] versions tracked (the oldest forgotten), regions bought
 //! per version within a byte limit the caller gives (half the disk cache).
