@@ -408,7 +408,7 @@ impl Row {
             Row::LsCold(n) => format!("`ls -l` of {n} entries, cold"),
             Row::LsAgain(n) => format!("`ls -l` of {n} again at once"),
             Row::LsRemount(n) => format!("`ls -l` of {n} again, a new mount"),
-            Row::Find(n) => format!("`find | wc -l` of {n} entries, cold"),
+            Row::Find(n) => format!("`find \\| wc -l` of {n} entries, cold"),
             Row::Du(n) => format!("`du -s` of {n} entries, cold"),
             Row::Small => format!("{} × 4 KiB files into a new dir", load.small),
             Row::Rss(Group::Write) => "peak RSS: the write mount".into(),
