@@ -615,14 +615,31 @@ async fn warm_rereads_come_from_the_page_cache_until_the_object_changes() {
         let two = pseudo_random(3 << 20, 6);
         put(&admin, &b, &format!("{id}/warm.bin"), two.clone()).await;
         // The old version (from the page cache) until the mount's view is older than the
-        // TTL; then the new one, never cached pages of the old.
+        // TTL; then the new one, through the filesystem. The kernel may drop a few pages
+        // when it sees the new mtime in the middle of a read and read them again, so what
+        // reaches cognifs is at least the new version once, not exactly once.
         eventually(Duration::from_secs(30), "the new version read", || async {
             let seen = read(path.clone()).await;
             assert!(seen == one || seen == two, "a read mixed versions");
             seen == two
         })
         .await;
-        assert_eq!(m.mount().fs().stats().bytes_read, after_cold + (3 << 20));
+        let after_new = m.mount().fs().stats().bytes_read;
+        assert!(
+            after_new >= after_cold + (3 << 20),
+            "the new version came from the filesystem, not stale pages: {after_new} bytes read"
+        );
+        for _ in 0..3 {
+            assert!(
+                read(path.clone()).await == two,
+                "warm read of the new version"
+            );
+        }
+        assert_eq!(
+            m.mount().fs().stats().bytes_read,
+            after_new,
+            "warm re-reads of the new version never reached the filesystem"
+        );
         drop(m);
         running.shutdown().await;
     })

@@ -129,6 +129,10 @@ impl Fs {
             let n = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
             (n.etag, n.attr.size)
         };
+        // A new version found (here or by a lookup just before): the kernel drops the old
+        // one's pages and attributes before this reader fills the cache, not after (which
+        // would drop the new pages and have them read twice).
+        self.kernel_caught_up().await;
         let keep_cache = !etag.is_empty() && self.same_version_as_last_open(ino, Some(&etag));
         let reader = FileReader::new(self.read.clone(), node.rel.clone(), etag, size);
         Ok(self.add_handle(Handle::Reader {

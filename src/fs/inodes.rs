@@ -153,7 +153,7 @@ pub struct Inodes {
     mount_time: SystemTime,
     state: Mutex<State>,
     /// Told of every file whose new version a lookup, listing or HEAD brought in.
-    replaced: std::sync::OnceLock<std::sync::mpsc::Sender<super::Invalidate>>,
+    replaced: std::sync::OnceLock<super::KernelSink>,
 }
 
 impl Inodes {
@@ -194,7 +194,7 @@ impl Inodes {
     }
 
     /// Files found replaced by another client are reported to `sink` from now on.
-    pub fn report_replaced(&self, sink: std::sync::mpsc::Sender<super::Invalidate>) {
+    pub(super) fn report_replaced(&self, sink: super::KernelSink) {
         let _ = self.replaced.set(sink);
     }
 
@@ -207,7 +207,7 @@ impl Inodes {
             && old.etag != new.etag
             && let Some(sink) = self.replaced.get()
         {
-            let _ = sink.send(super::Invalidate::Inode(ino));
+            sink.send(super::Invalidate::Inode(ino));
         }
     }
 

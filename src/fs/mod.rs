@@ -24,6 +24,7 @@ mod fuse;
 mod handle;
 mod index;
 pub mod inodes;
+mod kernel;
 mod listing;
 mod lookup;
 pub mod meta;
@@ -55,6 +56,8 @@ pub use error::{FsError, FsResult};
 use handle::Handle;
 pub use inodes::{Attr, DirEntry, Kind, ROOT_INO};
 use inodes::{Defaults, Inodes};
+pub use kernel::Invalidate;
+use kernel::{KernelQueue, KernelSink};
 pub use mount::{Mount, mount};
 pub use namespace::{Caller, SetAttr};
 pub use offline::OfflineStats;
@@ -140,15 +143,6 @@ pub struct MountOptions {
     /// aborted at mount (24 h), whoever started them; younger ones only if this machine's
     /// own record proves them dead.
     pub stray_upload_age: Duration,
-}
-
-/// What the kernel is told to forget when the mount learns of a change it did not make.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invalidate {
-    /// The cached pages and attributes of a file (it has a new version).
-    Inode(u64),
-    /// A name in a directory (it now names something else).
-    Entry(u64, String),
 }
 
 /// `s3://bucket/prefix/`: the location records of this mount's prefix carry.
@@ -263,7 +257,7 @@ pub struct Fs {
     next_fh: AtomicU64,
     counters: stats::FsCounters,
     /// Where kernel invalidations go (the FUSE session's notifier), once mounted.
-    kernel: std::sync::OnceLock<std::sync::mpsc::Sender<Invalidate>>,
+    kernel: std::sync::OnceLock<KernelSink>,
     /// What checks the conditions of writes: the server, or a HEAD first (`store/conditions.rs`).
     conditions: std::sync::OnceLock<Arc<crate::store::EmulatedConditions>>,
     /// [`Fs::inject_panic`] (tests).
@@ -386,16 +380,26 @@ impl Fs {
         }
     }
 
-    /// From now on, invalidations go to `sink` (the FUSE layer sends them to the kernel).
-    pub fn set_kernel(&self, sink: std::sync::mpsc::Sender<Invalidate>) {
+    /// From now on, invalidations are queued for the FUSE layer, which serves the queue
+    /// returned and sends them to the kernel.
+    fn connect_kernel(&self) -> KernelQueue {
+        let (sink, queue) = kernel::kernel_channel();
         self.inodes.report_replaced(sink.clone());
         let _ = self.kernel.set(sink);
+        queue
+    }
+
+    /// Waits (boundedly) until the kernel was told everything queued so far.
+    pub(crate) async fn kernel_caught_up(&self) {
+        if let Some(k) = self.kernel.get() {
+            k.caught_up().await;
+        }
     }
 
     /// Tells the kernel to forget something (never waits: the FUSE layer sends it).
     pub(crate) fn tell_kernel(&self, what: Invalidate) {
         if let Some(k) = self.kernel.get() {
-            let _ = k.send(what);
+            k.send(what);
         }
     }
 

@@ -721,13 +721,12 @@ impl Filesystem for FuseFs {
 /// can wait on the kernel's locks, which a FUSE request in flight may hold, so it is never
 /// sent from a thread that answers requests. The thread ends with `fs`.
 fn forward_invalidations(fs: &Fs, notifier: fuser::Notifier) -> io::Result<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<super::Invalidate>();
-    fs.set_kernel(tx);
+    let queue = fs.connect_kernel();
     std::thread::Builder::new()
         .name("cognifs-inval".into())
         .spawn(move || {
-            for what in rx {
-                let sent = match &what {
+            queue.serve(|what| {
+                let sent = match what {
                     // Offset 0, length 0: every cached page, and the attributes.
                     super::Invalidate::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
                     super::Invalidate::Entry(parent, name) => {
@@ -738,7 +737,7 @@ fn forward_invalidations(fs: &Fs, notifier: fuser::Notifier) -> io::Result<()> {
                 if let Err(e) = sent {
                     tracing::debug!(?what, error = %e, "kernel invalidation not applied");
                 }
-            }
+            })
         })?;
     Ok(())
 }
