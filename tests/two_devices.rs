@@ -21,6 +21,11 @@ use cognifs::store::{Fault, MemoryStore, ObjectStore, RequestKind, UserMeta};
 use proptest::prelude::*;
 
 const NAMES: [&str; 3] = ["notes.txt", "report.pdf", "todo"];
+/// The temporary file of an editor's save of `NAMES[name]` on device `dev`.
+const TMP_NAMES: [[&str; 3]; 2] = [
+    [".notes.txt.dev0~", ".report.pdf.dev0~", ".todo.dev0~"],
+    [".notes.txt.dev1~", ".report.pdf.dev1~", ".todo.dev1~"],
+];
 const PREFIX: &str = "us-east-1:twodev/";
 const CALLER: Caller = Caller {
     uid: 1000,
@@ -45,6 +50,14 @@ enum Step {
     },
     /// A new file, if the device sees none by that name.
     Create {
+        dev: usize,
+        name: usize,
+        big: bool,
+    },
+    /// An editor's save: read the file (again while a read finds its version replaced:
+    /// the mount then looks again), write a temporary file, rename it onto the name. With
+    /// S3 answering: the device's armed faults are disarmed first.
+    RenameSave {
         dev: usize,
         name: usize,
         big: bool,
@@ -80,6 +93,7 @@ fn step(devices: usize, web: bool) -> impl Strategy<Value = Step> {
         6 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Save { dev, name, big }),
         4 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Rewrite { dev, name, big }),
         3 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::Create { dev, name, big }),
+        3 => (dev.clone(), name.clone(), big).prop_map(|(dev, name, big)| Step::RenameSave { dev, name, big }),
         2 => (dev.clone(), name.clone()).prop_map(|(dev, name)| Step::Unlink { dev, name }),
         web_weight => name.clone().prop_map(|name| Step::WebPut { name }),
         web_weight => name.prop_map(|name| Step::WebDelete { name }),
@@ -134,6 +148,8 @@ struct Harness {
     /// The version each device keeps for a name after a failed close (not in S3 yet: no
     /// etag names it); the device's next change of that file replaces it.
     kept: std::collections::HashMap<(usize, &'static str), u64>,
+    /// Views expire at once (1 ms): a device's view is then S3's at each operation.
+    short_ttl: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -184,6 +200,7 @@ impl Harness {
             must_survive: BTreeMap::new(),
             tags: Default::default(),
             kept: Default::default(),
+            short_ttl,
             _dir: dir,
         }
     }
@@ -224,6 +241,34 @@ impl Harness {
             }
             out.extend_from_slice(&chunk);
         }
+    }
+
+    /// What a reader sees at `name`: `Some(None)` if nothing, `Some(tag)` once a read
+    /// goes through (a read that finds its version replaced has made the mount look again:
+    /// read again), `None` if none did.
+    async fn read_through(fs: &Fs, name: &str) -> Result<Option<Option<u64>>, i32> {
+        for _ in 0..5 {
+            let attr = match fs.lookup(ROOT_INO, name).await {
+                Ok(attr) => attr,
+                Err(e) if e.errno == libc::ENOENT => return Ok(Some(None)),
+                Err(e) => return Err(e.errno),
+            };
+            let read = match fs.open(attr.ino, false, false).await {
+                Ok(fh) => {
+                    let read = Self::read_all(fs, fh).await;
+                    let _ = fs.release(fh).await;
+                    read
+                }
+                Err(e) => Err(e.errno),
+            };
+            match read {
+                Ok(body) => return Ok(Some(tag_of(&body))),
+                Err(libc::ENOENT) => return Ok(Some(None)),
+                Err(libc::ESTALE | libc::EIO) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Writes `body` through `fh` and closes it; the close's outcome.
@@ -371,6 +416,47 @@ impl Harness {
                         self.must_survive.insert(tag, n);
                     }
                     Some(Err(e)) => return Err(format!("create of {n}: errno {e}")),
+                }
+            }
+            Step::RenameSave { dev, name, big } => {
+                let tag = self.tag();
+                let (n, tmp) = (NAMES[name], TMP_NAMES[dev][name]);
+                self.devices[dev].store.own.clear_faults();
+                let fs = self.devices[dev].fs.clone();
+                // What a rename replaces is the version the mount knows there when it runs:
+                // what the device read, while its view is fresh (a long TTL); once the view
+                // expired, whatever the mount then finds, which is S3's version now.
+                let at_rename = self.s3_tag(n).filter(|_| self.short_ttl);
+                let outcome = self.rt.block_on(async {
+                    let Some(seen) = Self::read_through(&fs, n).await? else {
+                        return Ok(None);
+                    };
+                    let (_, fh) = fs
+                        .create(ROOT_INO, tmp, 0o644, CALLER)
+                        .await
+                        .map_err(|e| e.errno)?;
+                    Self::write_and_close(&fs, fh, body_of(tag, big)).await?;
+                    fs.rename(ROOT_INO, tmp, ROOT_INO, n, false)
+                        .await
+                        .map_err(|e| e.errno)?;
+                    Ok::<_, i32>(Some(seen))
+                });
+                match outcome {
+                    // The save replaced what the device read (nothing, if it read none),
+                    // and a version it kept of that name; its own version must survive
+                    // (at the name, or beside another device's as a conflict copy).
+                    Ok(Some(seen)) => {
+                        for replaced in seen.into_iter().chain(at_rename) {
+                            self.must_survive.remove(&replaced);
+                        }
+                        if let Some(kept) = self.kept.remove(&(dev, n)) {
+                            self.must_survive.remove(&kept);
+                        }
+                        self.must_survive.insert(tag, n);
+                    }
+                    // No read went through: the editor does not save.
+                    Ok(None) => {}
+                    Err(e) => return Err(format!("editor's save of {n}: errno {e}")),
                 }
             }
             Step::Unlink { dev, name } => {
@@ -826,4 +912,66 @@ fn a_kept_upload_retried_after_another_device_saved_goes_beside_it() {
         1,
         "{keys:?}"
     );
+}
+
+/// A device told a file is gone starts from "gone": an editor's save renamed onto the name
+/// afterwards must not replace what another device put there meanwhile, a version this
+/// device never showed. (The mount found the object gone when an open asked S3 again, not
+/// through a lookup; the name then had to be remembered as absent all the same.)
+#[test]
+fn a_save_renamed_onto_a_name_found_gone_keeps_what_another_device_put_there() {
+    let h = Harness::new(2, false, false);
+    let key = format!("{PREFIX}notes.txt");
+    h.store
+        .insert_raw(&key, &body_of(1, false), UserMeta::new());
+    let laptop = h.devices[0].fs.clone();
+    let ino =
+        h.rt.block_on(async { laptop.lookup(ROOT_INO, "notes.txt").await.unwrap().ino });
+    // Another device saves: the laptop's read of the version it knew fails, and the mount
+    // will ask S3 again at the next open.
+    h.store
+        .insert_raw(&key, &body_of(2, false), UserMeta::new());
+    let stale = h.rt.block_on(async {
+        let fh = laptop.open(ino, false, false).await.unwrap();
+        Harness::read_all(&laptop, fh).await
+    });
+    assert!(
+        stale.is_err(),
+        "the read of a replaced version failed: {stale:?}"
+    );
+    // The file is deleted: the laptop's next open says so.
+    let store = h.store.clone();
+    h.rt.block_on(store.delete("notes.txt")).unwrap();
+    let gone =
+        h.rt.block_on(laptop.open(ino, false, false))
+            .map(drop)
+            .map_err(|e| e.errno);
+    assert_eq!(gone, Err(libc::ENOENT));
+    // Another device creates the name again; the laptop, which saw no file, saves one.
+    h.store
+        .insert_raw(&key, &body_of(3, false), UserMeta::new());
+    let saved = h.rt.block_on(async {
+        let (_, fh) = laptop
+            .create(ROOT_INO, ".notes.txt.swp", 0o644, CALLER)
+            .await
+            .map_err(|e| e.errno)?;
+        Harness::write_and_close(&laptop, fh, body_of(4, false)).await?;
+        laptop
+            .rename(ROOT_INO, ".notes.txt.swp", ROOT_INO, "notes.txt", false)
+            .await
+            .map_err(|e| e.errno)
+    });
+    assert_eq!(saved, Ok(()));
+    assert_eq!(
+        h.s3_tag("notes.txt"),
+        Some(3),
+        "the other device's file was replaced"
+    );
+    let keys = h.store.keys();
+    let copies: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("notes.txt.conflict-dev0-"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{keys:?}");
+    assert_eq!(h.s3_tag(copies[0].trim_start_matches(PREFIX)), Some(4));
 }

@@ -301,7 +301,21 @@ impl Fs {
                 .inodes
                 .refresh(node.ino, self.headed(&node.rel, &info))
                 .ok_or(FsError::new(libc::ENOENT)),
-            None => Err(FsError::new(libc::ENOENT)),
+            None => {
+                // The caller is told the file is gone, so the name is known absent (as a
+                // lookup that finds nothing makes it): what follows (a rename onto it, an
+                // O_CREAT) starts from "nothing there", not from whatever another client
+                // puts there next, which no one here has seen.
+                if let Some(name) = self.inodes.name(node.ino)
+                    && self
+                        .inodes
+                        .child(node.parent, &name)
+                        .is_some_and(|c| c.ino == node.ino)
+                {
+                    self.inodes.set_negative(node.parent, &name);
+                }
+                Err(FsError::new(libc::ENOENT))
+            }
         }
     }
 }
