@@ -135,4 +135,28 @@ mod stalls {
         })
         .await;
     }
+
+    /// A small object read whole in one GET, whatever its version: missing, empty, small,
+    /// and too large (only `max + 1` bytes asked for, and nothing handed back).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_objects_are_read_whole_in_one_request_and_large_ones_refused() {
+        with_timeout(60, async {
+            let running = start().await;
+            let dir = tempfile::tempdir().unwrap();
+            let s3 = store(&running, dir.path()).await;
+            let small = pseudo_random(1000, 3);
+            s3.put("small", small.clone().into(), &Default::default())
+                .await
+                .unwrap();
+            s3.put("empty", Vec::new().into(), &Default::default())
+                .await
+                .unwrap();
+            assert_eq!(s3.get_small("missing", 1000).await.unwrap(), None);
+            assert_eq!(s3.get_small("empty", 1000).await.unwrap().unwrap().len(), 0);
+            assert!(s3.get_small("small", 1000).await.unwrap().unwrap() == small);
+            assert_eq!(s3.get_small("small", 999).await.unwrap(), None);
+            running.shutdown().await;
+        })
+        .await;
+    }
 }

@@ -110,12 +110,16 @@ fn ls_l_of_a_fresh_directory() {
     let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let s = setup(&seed);
     assert_eq!(ls_l(&s, "d"), 52);
-    // The directory's lookup (HEAD + LIST, whose page is the whole listing), the HEAD that
+    // The directory's lookup (HEAD + LIST, whose page is the whole listing), the GET that
     // finds it has no listing index, and one HEAD per file for its metadata (in
     // parallel); the stats then cost nothing.
     assert_eq!(
         counts(&s.store),
-        [(RequestKind::Head, 52), (RequestKind::List, 1)]
+        [
+            (RequestKind::Head, 51),
+            (RequestKind::List, 1),
+            (RequestKind::Get, 1)
+        ]
     );
 }
 
@@ -360,8 +364,9 @@ fn a_later_mounts_ls_l_of_unchanged_objects_costs_the_list_alone() {
     let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
     let first = setup_with(&seed, with_cache);
     ls_l(&first, "d");
-    // The lookup, the listing index looked for, each file.
-    assert_eq!(first.store.counts().get(RequestKind::Head), 22);
+    // The lookup and each file (and a GET for the listing index).
+    assert_eq!(first.store.counts().get(RequestKind::Head), 21);
+    assert_eq!(first.store.counts().get(RequestKind::Get), 1);
     let store = first.store.clone();
     drop(first);
     store.reset_counts();
@@ -429,8 +434,12 @@ fn readdir_answers_before_the_last_page_is_listed() {
             counts(&s.store),
             // The lookup's first page, the look-ahead of the second, the first page's HEADs
             // but for its last name (a directory of that name could still follow), and the
-            // HEAD that finds the directory has no listing index.
-            [(RequestKind::Head, 1000), (RequestKind::List, 1)]
+            // GET that finds the directory has no listing index.
+            [
+                (RequestKind::Head, 999),
+                (RequestKind::List, 1),
+                (RequestKind::Get, 1)
+            ]
         );
         assert!(first[2..].iter().all(|e| e.attr.meta_known), "HEADed");
         let mut names: Vec<String> = first.iter().map(|e| e.name.clone()).collect();
@@ -459,8 +468,12 @@ fn readdir_answers_before_the_last_page_is_listed() {
     });
     assert_eq!(
         counts(&s.store),
-        // Every file once, the directory's marker, the index looked for; four pages once.
-        [(RequestKind::Head, 3603), (RequestKind::List, 3)]
+        // Every file once, the directory's marker; four pages once; the index looked for.
+        [
+            (RequestKind::Head, 3602),
+            (RequestKind::List, 3),
+            (RequestKind::Get, 1)
+        ]
     );
 }
 
@@ -625,8 +638,8 @@ fn ls_l_elsewhere_with(
     (shown, counts(&s.store))
 }
 
-/// A directory cognifs wrote on another machine lists with its LIST pages and its index (a
-/// HEAD and a GET): no HEAD per file, and still the stored modes and symlinks.
+/// A directory cognifs wrote on another machine lists with its LIST pages and its index (one
+/// GET): no HEAD per file, and still the stored modes and symlinks.
 #[test]
 fn a_directory_written_elsewhere_lists_from_its_index() {
     let s = setup(&[("d/a", 3), ("d/b", 4)]);
@@ -643,11 +656,11 @@ fn a_directory_written_elsewhere_lists_from_its_index() {
             ("l".to_owned(), Kind::Symlink, 0o777),
         ]
     );
-    // The lookup of `d` (HEAD and LIST), the index (HEAD and GET): nothing per file.
+    // The lookup of `d` (HEAD and LIST), the index (one GET): nothing per file.
     assert_eq!(
         requests,
         [
-            (RequestKind::Head, 2),
+            (RequestKind::Head, 1),
             (RequestKind::List, 1),
             (RequestKind::Get, 1)
         ]
@@ -698,7 +711,7 @@ fn a_stale_or_damaged_index_costs_heads_never_wrong_attributes() {
     assert_eq!(
         requests,
         [
-            (RequestKind::Head, 3),
+            (RequestKind::Head, 2),
             (RequestKind::List, 1),
             (RequestKind::Get, 1)
         ]
@@ -717,7 +730,7 @@ fn a_stale_or_damaged_index_costs_heads_never_wrong_attributes() {
     assert_eq!(
         requests,
         [
-            (RequestKind::Head, 2 + 3),
+            (RequestKind::Head, 1 + 3),
             (RequestKind::List, 1),
             (RequestKind::Get, 2)
         ]

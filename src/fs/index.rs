@@ -173,16 +173,11 @@ impl Fs {
         if self.opts.list_only {
             return None;
         }
-        let rel = index_rel(dir_rel);
-        let info = self.store.head(&rel).await.ok()??;
-        if info.size > MAX_BYTES {
-            return None;
-        }
         let body = self
             .store
-            .get_range(&rel, &info.etag, 0, info.size)
+            .get_small(&index_rel(dir_rel), MAX_BYTES)
             .await
-            .ok()?;
+            .ok()??;
         let index = Index::parse(dir_rel, &body);
         if index.is_none() {
             tracing::debug!(dir = dir_rel, "a listing index that is not one; ignored");

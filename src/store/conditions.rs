@@ -211,6 +211,10 @@ impl ObjectStore for EmulatedConditions {
         self.inner.get_range(rel, if_match_etag, start, len).await
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        self.inner.get_small(rel, max).await
+    }
+
     async fn get_range_pieces(
         &self,
         rel: &str,

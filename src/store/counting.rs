@@ -194,6 +194,12 @@ impl ObjectStore for CountingStore {
         self.count(RequestKind::Get, rel, started, r)
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        let started = Instant::now();
+        let r = self.inner.get_small(rel, max).await;
+        self.count(RequestKind::Get, rel, started, r)
+    }
+
     async fn get_range_pieces(
         &self,
         rel: &str,

@@ -482,6 +482,16 @@ impl ObjectStore for MemoryStore {
         Ok(o.body.slice(start as usize..end as usize))
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        let key = self.scope.object_key(rel)?;
+        self.request(RequestKind::Get).await?;
+        let objects = self.objects.lock().unwrap();
+        Ok(objects
+            .get(&key)
+            .filter(|o| o.body.len() as u64 <= max)
+            .map(|o| o.body.clone()))
+    }
+
     async fn put_if(
         &self,
         rel: &str,

@@ -416,6 +416,25 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         len: u64,
     ) -> StoreResult<Bytes>;
 
+    /// The whole object at `rel`, whatever its version, if it holds at most `max` bytes:
+    /// `None` if there is none or it is larger (of which at most `max + 1` bytes are
+    /// fetched). For small objects read whole, in one request where the store can (the
+    /// default asks its size first).
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        let Some(info) = self.head(rel).await? else {
+            return Ok(None);
+        };
+        if info.size > max {
+            return Ok(None);
+        }
+        match self.get_range(rel, &info.etag, 0, info.size).await {
+            Ok(body) => Ok(Some(body)),
+            // Replaced or deleted between the two requests: as if read a moment later.
+            Err(StoreError::Changed | StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The same bytes as [`ObjectStore::get_range`], handed to `on_piece(index, bytes)` in
     /// pieces of `piece` bytes (the last may be shorter) as each arrives, so a reader
     /// waiting for the start of a large GET need not wait for its end, and each piece is an

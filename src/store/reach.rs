@@ -280,6 +280,11 @@ impl ObjectStore for Reach {
             .await
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        self.refuse()?;
+        self.seen(self.inner.get_small(rel, max).await).await
+    }
+
     async fn get_range_pieces(
         &self,
         rel: &str,

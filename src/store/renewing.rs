@@ -116,6 +116,10 @@ impl ObjectStore for RenewingStore {
         )
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        renewing!(self, "get", rel, self.inner.get_small(rel, max))
+    }
+
     async fn get_range_pieces(
         &self,
         rel: &str,

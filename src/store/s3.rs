@@ -479,6 +479,39 @@ impl ObjectStore for S3Store {
         Ok(out.freeze())
     }
 
+    async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
+        let key = self.scope.object_key(rel)?;
+        let sent = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            // One byte more than allowed: a body that long is too large.
+            .range(format!("bytes=0-{max}"))
+            .send()
+            .await;
+        let mut body = match sent {
+            Ok(out) => out.body,
+            // A range of an empty object is not satisfiable.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
+                return Ok(Some(Bytes::new()));
+            }
+            Err(e) => match StoreError::from_sdk(e) {
+                StoreError::NotFound => return Ok(None),
+                other => return Err(other),
+            },
+        };
+        let wait = self.body_wait();
+        let mut out = BytesMut::new();
+        while let Some(chunk) = next_chunk(&mut body, wait).await? {
+            if (out.len() + chunk.len()) as u64 > max {
+                return Ok(None);
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Some(out.freeze()))
+    }
+
     async fn get_range_pieces(
         &self,
         rel: &str,
