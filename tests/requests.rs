@@ -667,6 +667,49 @@ fn a_directory_written_elsewhere_lists_from_its_index() {
     );
 }
 
+/// The lookup that finds such a directory (`ls -l d` looks `d` up first) already fetches its
+/// index, in the background: the listing that follows finds it there and waits for no
+/// request of its own. A lookup of a directory without an index costs one GET that finds
+/// none, and the listing asks for no other.
+#[test]
+fn the_lookup_of_a_directory_fetches_its_index_for_the_listing_that_follows() {
+    let s = setup(&[("d/a", 3), ("d/b", 4)]);
+    let store = s.store.clone();
+    drop(s);
+    write_index_of_d(&store);
+    for (with_index, dir) in [(true, "d"), (false, "plain")] {
+        if !with_index {
+            store.insert_raw("us-east-1:counts/plain/x", b"1", UserMeta::new());
+            store.insert_raw("us-east-1:counts/plain/y", b"2", UserMeta::new());
+        }
+        let s = mount_on(store.clone(), &[], |_| {});
+        store.reset_counts();
+        s.rt.block_on(async {
+            let d = s.fs.lookup(ROOT_INO, dir).await.unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while store.counts().get(RequestKind::Get) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{dir}: the index was not asked for before the listing"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let fh = s.fs.opendir(d.ino).unwrap();
+            s.fs.readdir(d.ino, fh, 0).await.unwrap();
+            s.fs.releasedir(fh);
+        });
+        assert_eq!(
+            store.counts().get(RequestKind::Get),
+            1,
+            "{dir}: the listing used the lookup's GET"
+        );
+        let heads = store.counts().get(RequestKind::Head);
+        // The lookup's HEAD of `d`; without an index, each file's HEAD too.
+        assert_eq!(heads, if with_index { 1 } else { 3 }, "{dir}");
+        s.fs.close_caches();
+    }
+}
+
 /// The symlink targets an index gave go to the disk cache: the next mount on that machine,
 /// which knows the entries' metadata from its disk and so reads no index, reads no target
 /// by GET either (`ls -l` reads every link: a GET each was most of its time).

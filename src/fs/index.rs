@@ -52,6 +52,25 @@ const MAX_STALE: usize = 10_000;
 const MAX_TARGET: u64 = 4096;
 /// Keys per LIST page.
 const PAGE_KEYS: i32 = 1000;
+/// Indexes fetched ahead of their listing, kept at most (each for the metadata TTL).
+const PREFETCHED_KEPT: usize = 16;
+
+/// A directory's listing index, read once (when a listed file's metadata is first missing,
+/// or ahead of the listing: [`Fs::prefetch_index`]).
+pub(super) type LazyIndex = tokio::sync::OnceCell<Option<Arc<Index>>>;
+
+/// The index of `dir_rel` as `store` holds it, if there is one that parses: one GET.
+async fn fetch_index(store: &dyn crate::store::ObjectStore, dir_rel: &str) -> Option<Arc<Index>> {
+    let body = store
+        .get_small(&index_rel(dir_rel), MAX_BYTES)
+        .await
+        .ok()??;
+    let index = Index::parse(dir_rel, &body);
+    if index.is_none() {
+        tracing::debug!(dir = dir_rel, "a listing index that is not one; ignored");
+    }
+    index.map(Arc::new)
+}
 
 /// Whether `name` in the directory `dir_rel` is cognifs's own (never shown).
 pub fn reserved(dir_rel: &str, name: &str) -> bool {
@@ -168,21 +187,65 @@ impl Fs {
         }
     }
 
-    /// The index of `dir_rel` as stored, if there is one that parses; with its etag.
+    /// The index of `dir_rel` as stored, if there is one that parses.
     pub(super) async fn read_index(&self, dir_rel: &str) -> Option<Arc<Index>> {
         if self.opts.list_only {
             return None;
         }
-        let body = self
-            .store
-            .get_small(&index_rel(dir_rel), MAX_BYTES)
-            .await
-            .ok()??;
-        let index = Index::parse(dir_rel, &body);
-        if index.is_none() {
-            tracing::debug!(dir = dir_rel, "a listing index that is not one; ignored");
+        fetch_index(&*self.store, dir_rel).await
+    }
+
+    /// A lookup's LIST found `dir_rel` to be a directory of one page (`page`) with files
+    /// (two or more) this machine knows no metadata of: an `ls -l` of it is likely next, and its listing
+    /// would wait a round trip for the index. The index is fetched now, in the background,
+    /// for the listing to find (at most a small directory's index, once per TTL: a lookup
+    /// that only passes through costs one GET).
+    pub(super) fn prefetch_index(&self, dir_rel: &str, page: &crate::store::ListPage) {
+        if self.opts.list_only || page.next.is_some() {
+            return;
         }
-        index.map(Arc::new)
+        // As the listing would: a single file is HEADed as fast as the index is read.
+        let unknown = page
+            .files
+            .iter()
+            .filter(|f| {
+                !f.name.is_empty()
+                    && self
+                        .recall(&format!("{dir_rel}{}", f.name), (*f).clone())
+                        .is_none()
+            })
+            .take(2)
+            .count();
+        if unknown < 2 {
+            return;
+        }
+        let cell: Arc<LazyIndex> = Arc::default();
+        {
+            let ttl = self.inodes.ttl();
+            let mut kept = self.index_prefetch.lock().unwrap();
+            kept.retain(|_, (at, _)| at.elapsed() < ttl);
+            if kept.len() >= PREFETCHED_KEPT || kept.contains_key(dir_rel) {
+                return;
+            }
+            kept.insert(dir_rel.to_owned(), (Instant::now(), cell.clone()));
+        }
+        let (store, dir_rel) = (self.store.clone(), dir_rel.to_owned());
+        tokio::spawn(async move {
+            cell.get_or_init(|| fetch_index(&*store, &dir_rel)).await;
+        });
+    }
+
+    /// The index a lookup fetched (or is fetching) ahead of this listing of `dir_rel`, if
+    /// any, else one to read when first needed.
+    pub(super) fn prefetched_index(&self, dir_rel: &str) -> Arc<LazyIndex> {
+        let ttl = self.inodes.ttl();
+        self.index_prefetch
+            .lock()
+            .unwrap()
+            .remove(dir_rel)
+            .filter(|(at, _)| at.elapsed() < ttl)
+            .map(|(_, cell)| cell)
+            .unwrap_or_default()
     }
 
     /// At unmount: the indexes still due, for [`AT_UNMOUNT`] at most (none while offline: an

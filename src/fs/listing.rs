@@ -36,8 +36,7 @@ struct DirState {
     reading: Option<Reading>,
 }
 
-/// A directory's listing index, read once (when a listed file's metadata is first missing).
-type LazyIndex = tokio::sync::OnceCell<Option<Arc<super::index::Index>>>;
+use super::index::LazyIndex;
 
 /// A listing being read page by page.
 struct Reading {
@@ -166,7 +165,7 @@ impl Fs {
                     stream: inodes::ListingStream::hiding(
                         (ino == super::ROOT_INO).then_some(super::index::INDEX_DIR),
                     ),
-                    index: Arc::default(),
+                    index: self.prefetched_index(&dir.rel),
                     next: page.next.clone(),
                     ready: Some(page),
                     listed: Vec::new(),
@@ -175,7 +174,7 @@ impl Fs {
                 self.read_more(ino, st).await
             }
             Err(listing) => {
-                let index = LazyIndex::new();
+                let index = self.prefetched_index(&dir.rel);
                 let filled = self
                     .fill_metadata(ino, &dir.rel, &listing, Some(&index))
                     .await;

@@ -168,6 +168,7 @@ impl Fs {
         );
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
+            self.prefetch_index(&dir_rel, &list);
             // The marker `name/`, if any, sorts first; it holds the directory's attributes.
             let found = match list.files.first() {
                 Some(marker) if marker.name.is_empty() => {

@@ -252,6 +252,8 @@ pub struct Fs {
     index_due: Mutex<HashMap<u64, std::time::Instant>>,
     /// Directories removed or moved away: their indexes are deleted (`index.rs`).
     index_stale: Mutex<Vec<String>>,
+    /// Indexes fetched ahead of a listing a lookup made likely, by directory (`index.rs`).
+    index_prefetch: Mutex<HashMap<String, (std::time::Instant, Arc<index::LazyIndex>)>>,
     /// First pages of listings that lookups brought, by directory (`lookup.rs`).
     first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
     next_fh: AtomicU64,
@@ -368,6 +370,7 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             index_due: Mutex::new(HashMap::new()),
             index_stale: Mutex::new(Vec::new()),
+            index_prefetch: Mutex::new(HashMap::new()),
             writes: Mutex::new(HashMap::new()),
             opened_versions: Mutex::new(HashMap::new()),
             first_pages: Mutex::new(HashMap::new()),
