@@ -54,22 +54,46 @@ const MAX_TARGET: u64 = 4096;
 const PAGE_KEYS: i32 = 1000;
 /// Indexes fetched ahead of their listing, kept at most (each for the metadata TTL).
 const PREFETCHED_KEPT: usize = 16;
+/// The most of an index fetched ahead of its listing (about 16,000 entries): a larger one
+/// is read when the listing needs it.
+const PREFETCH_BYTES: u64 = 4 << 20;
 
-/// A directory's listing index, read once (when a listed file's metadata is first missing,
-/// or ahead of the listing: [`Fs::prefetch_index`]).
+/// A directory's listing index, read once per listing (when a listed file's metadata is
+/// first missing).
 pub(super) type LazyIndex = tokio::sync::OnceCell<Option<Arc<Index>>>;
 
-/// The index of `dir_rel` as `store` holds it, if there is one that parses: one GET.
-async fn fetch_index(store: &dyn crate::store::ObjectStore, dir_rel: &str) -> Option<Arc<Index>> {
-    let body = store
-        .get_small(&index_rel(dir_rel), MAX_BYTES)
-        .await
-        .ok()??;
+/// An index fetched ahead of its listing ([`Fs::prefetch_index`]).
+pub(super) type PrefetchCell = tokio::sync::OnceCell<Prefetched>;
+
+pub(super) enum Prefetched {
+    /// What the GET found: an index, or none (none there, not one, or no answer).
+    Read(Option<Arc<Index>>),
+    /// Larger than [`PREFETCH_BYTES`]: for the listing to read.
+    TooLarge,
+}
+
+async fn prefetch(store: &dyn crate::store::ObjectStore, dir_rel: &str) -> Prefetched {
+    match fetch_index(store, dir_rel, PREFETCH_BYTES).await {
+        Err(crate::store::StoreError::TooLarge) => Prefetched::TooLarge,
+        read => Prefetched::Read(read.ok().flatten()),
+    }
+}
+
+/// The index of `dir_rel` as `store` holds it, if there is one that parses (of at most
+/// `max` bytes): one GET.
+async fn fetch_index(
+    store: &dyn crate::store::ObjectStore,
+    dir_rel: &str,
+    max: u64,
+) -> crate::store::StoreResult<Option<Arc<Index>>> {
+    let Some(body) = store.get_small(&index_rel(dir_rel), max).await? else {
+        return Ok(None);
+    };
     let index = Index::parse(dir_rel, &body);
     if index.is_none() {
         tracing::debug!(dir = dir_rel, "a listing index that is not one; ignored");
     }
-    index.map(Arc::new)
+    Ok(index.map(Arc::new))
 }
 
 /// Whether `name` in the directory `dir_rel` is cognifs's own (never shown).
@@ -187,21 +211,35 @@ impl Fs {
         }
     }
 
-    /// The index of `dir_rel` as stored, if there is one that parses.
+    /// The index of `dir_rel` as stored, if there is one that parses: what a lookup fetched
+    /// ahead ([`Fs::prefetch_index`]; waited for if still on its way), else one GET now.
     pub(super) async fn read_index(&self, dir_rel: &str) -> Option<Arc<Index>> {
         if self.opts.list_only {
             return None;
         }
-        fetch_index(&*self.store, dir_rel).await
+        let ttl = self.inodes.ttl();
+        let ahead = self
+            .index_prefetch
+            .lock()
+            .unwrap()
+            .remove(dir_rel)
+            .filter(|(at, _)| at.elapsed() < ttl);
+        if let Some((_, cell)) = ahead
+            && let Prefetched::Read(index) =
+                cell.get_or_init(|| prefetch(&*self.store, dir_rel)).await
+        {
+            return index.clone();
+        }
+        fetch_index(&*self.store, dir_rel, MAX_BYTES).await.ok()?
     }
 
-    /// A lookup's LIST found `dir_rel` to be a directory of one page (`page`) with files
-    /// (two or more) this machine knows no metadata of: an `ls -l` of it is likely next, and its listing
-    /// would wait a round trip for the index. The index is fetched now, in the background,
-    /// for the listing to find (at most a small directory's index, once per TTL: a lookup
-    /// that only passes through costs one GET).
+    /// A lookup's LIST (its first page, `page`) found `dir_rel` to be a directory with files
+    /// (two or more) this machine knows no metadata of: an `ls -l` of it is likely next, and
+    /// its listing would wait a round trip for the index. The index is fetched now, in the
+    /// background, for the listing to find (once per TTL, at most [`PREFETCH_BYTES`] of it:
+    /// a lookup that only passes through costs one bounded GET).
     pub(super) fn prefetch_index(&self, dir_rel: &str, page: &crate::store::ListPage) {
-        if self.opts.list_only || page.next.is_some() {
+        if self.opts.list_only {
             return;
         }
         // As the listing would: a single file is HEADed as fast as the index is read.
@@ -219,7 +257,7 @@ impl Fs {
         if unknown < 2 {
             return;
         }
-        let cell: Arc<LazyIndex> = Arc::default();
+        let cell: Arc<PrefetchCell> = Arc::default();
         {
             let ttl = self.inodes.ttl();
             let mut kept = self.index_prefetch.lock().unwrap();
@@ -231,21 +269,8 @@ impl Fs {
         }
         let (store, dir_rel) = (self.store.clone(), dir_rel.to_owned());
         tokio::spawn(async move {
-            cell.get_or_init(|| fetch_index(&*store, &dir_rel)).await;
+            cell.get_or_init(|| prefetch(&*store, &dir_rel)).await;
         });
-    }
-
-    /// The index a lookup fetched (or is fetching) ahead of this listing of `dir_rel`, if
-    /// any, else one to read when first needed.
-    pub(super) fn prefetched_index(&self, dir_rel: &str) -> Arc<LazyIndex> {
-        let ttl = self.inodes.ttl();
-        self.index_prefetch
-            .lock()
-            .unwrap()
-            .remove(dir_rel)
-            .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, cell)| cell)
-            .unwrap_or_default()
     }
 
     /// At unmount: the indexes still due, for [`AT_UNMOUNT`] at most (none while offline: an

@@ -165,7 +165,7 @@ impl Fs {
                     stream: inodes::ListingStream::hiding(
                         (ino == super::ROOT_INO).then_some(super::index::INDEX_DIR),
                     ),
-                    index: self.prefetched_index(&dir.rel),
+                    index: Arc::default(),
                     next: page.next.clone(),
                     ready: Some(page),
                     listed: Vec::new(),
@@ -174,7 +174,7 @@ impl Fs {
                 self.read_more(ino, st).await
             }
             Err(listing) => {
-                let index = self.prefetched_index(&dir.rel);
+                let index = LazyIndex::new();
                 let filled = self
                     .fill_metadata(ino, &dir.rel, &listing, Some(&index))
                     .await;

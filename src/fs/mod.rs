@@ -253,7 +253,7 @@ pub struct Fs {
     /// Directories removed or moved away: their indexes are deleted (`index.rs`).
     index_stale: Mutex<Vec<String>>,
     /// Indexes fetched ahead of a listing a lookup made likely, by directory (`index.rs`).
-    index_prefetch: Mutex<HashMap<String, (std::time::Instant, Arc<index::LazyIndex>)>>,
+    index_prefetch: Mutex<HashMap<String, (std::time::Instant, Arc<index::PrefetchCell>)>>,
     /// First pages of listings that lookups brought, by directory (`lookup.rs`).
     first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
     next_fh: AtomicU64,

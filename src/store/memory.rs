@@ -486,10 +486,10 @@ impl ObjectStore for MemoryStore {
         let key = self.scope.object_key(rel)?;
         self.request(RequestKind::Get).await?;
         let objects = self.objects.lock().unwrap();
-        Ok(objects
-            .get(&key)
-            .filter(|o| o.body.len() as u64 <= max)
-            .map(|o| o.body.clone()))
+        match objects.get(&key) {
+            Some(o) if o.body.len() as u64 > max => Err(StoreError::TooLarge),
+            found => Ok(found.map(|o| o.body.clone())),
+        }
     }
 
     async fn put_if(

@@ -416,16 +416,16 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
         len: u64,
     ) -> StoreResult<Bytes>;
 
-    /// The whole object at `rel`, whatever its version, if it holds at most `max` bytes:
-    /// `None` if there is none or it is larger (of which at most `max + 1` bytes are
-    /// fetched). For small objects read whole, in one request where the store can (the
-    /// default asks its size first).
+    /// The whole object at `rel`, whatever its version: `None` if there is none,
+    /// [`StoreError::TooLarge`] if it holds more than `max` bytes (of which at most
+    /// `max + 1` are fetched). For small objects read whole, in one request where the store
+    /// can (the default asks for the size first).
     async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
         let Some(info) = self.head(rel).await? else {
             return Ok(None);
         };
         if info.size > max {
-            return Ok(None);
+            return Err(StoreError::TooLarge);
         }
         match self.get_range(rel, &info.etag, 0, info.size).await {
             Ok(body) => Ok(Some(body)),

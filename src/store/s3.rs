@@ -505,7 +505,7 @@ impl ObjectStore for S3Store {
         let mut out = BytesMut::new();
         while let Some(chunk) = next_chunk(&mut body, wait).await? {
             if (out.len() + chunk.len()) as u64 > max {
-                return Ok(None);
+                return Err(StoreError::TooLarge);
             }
             out.extend_from_slice(&chunk);
         }
