@@ -233,28 +233,13 @@ impl Fs {
         fetch_index(&*self.store, dir_rel, MAX_BYTES).await.ok()?
     }
 
-    /// A lookup's LIST (its first page, `page`) found `dir_rel` to be a directory with files
-    /// (two or more) this machine knows no metadata of: an `ls -l` of it is likely next, and
-    /// its listing would wait a round trip for the index. The index is fetched now, in the
-    /// background, for the listing to find (once per TTL, at most [`PREFETCH_BYTES`] of it:
-    /// a lookup that only passes through costs one bounded GET).
-    pub(super) fn prefetch_index(&self, dir_rel: &str, page: &crate::store::ListPage) {
+    /// A lookup's LIST found `dir_rel` to be a directory with files (two or more) this
+    /// machine knows no metadata of: an `ls -l` of it is likely next, and its listing would
+    /// wait a round trip for the index. The index is fetched now, in the background, for the
+    /// listing to find (once per TTL, at most [`PREFETCH_BYTES`] of it: a lookup that only
+    /// passes through costs one bounded GET).
+    pub(super) fn prefetch_index(&self, dir_rel: &str) {
         if self.opts.list_only {
-            return;
-        }
-        // As the listing would: a single file is HEADed as fast as the index is read.
-        let unknown = page
-            .files
-            .iter()
-            .filter(|f| {
-                !f.name.is_empty()
-                    && self
-                        .recall(&format!("{dir_rel}{}", f.name), (*f).clone())
-                        .is_none()
-            })
-            .take(2)
-            .count();
-        if unknown < 2 {
             return;
         }
         let cell: Arc<PrefetchCell> = Arc::default();

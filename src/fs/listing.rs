@@ -46,6 +46,8 @@ struct Reading {
     ready: Option<crate::store::ListPage>,
     /// The continuation of the listing after `ready` (or, without it, the next page's).
     next: Option<String>,
+    /// The page after the first, listed ahead by the lookup that brought the first.
+    after: Option<Arc<super::lookup::NextPage>>,
     /// The entries as S3 has them (no open writes laid over), for the inode table.
     listed: Vec<DirEntry>,
     /// Files being written here when the listing started, in key order: each shows where
@@ -141,9 +143,13 @@ impl Fs {
             },
         ];
         let kept = self.first_pages.lock().unwrap().remove(&ino);
+        let mut after = None;
         let first = match (self.inodes.fresh_listing(ino), kept) {
             (Some(listing), _) => Err(listing),
-            (None, Some((at, page))) if at.elapsed() < self.inodes.ttl() => Ok(page),
+            (None, Some(k)) if k.at.elapsed() < self.inodes.ttl() => {
+                after = k.after;
+                Ok(k.page)
+            }
             (None, _) => match self.store.list_page(&dir.rel, None, LIST_PAGE_KEYS).await {
                 Ok(page) => Ok(page),
                 Err(e) => {
@@ -167,6 +173,7 @@ impl Fs {
                     ),
                     index: Arc::default(),
                     next: page.next.clone(),
+                    after,
                     ready: Some(page),
                     listed: Vec::new(),
                     local: local.into(),
@@ -219,11 +226,19 @@ impl Fs {
         let filled = if last {
             self.fill_found(ino, &dir_rel, &index, chunk).await
         } else {
-            let (filled, ready) = tokio::join!(
-                self.fill_found(ino, &dir_rel, &index, chunk),
-                self.store
-                    .list_page(&dir_rel, r.next.clone(), LIST_PAGE_KEYS)
-            );
+            let (next, after) = (r.next.clone(), r.after.take());
+            let look_ahead = async {
+                let list = || self.store.list_page(&dir_rel, next.clone(), LIST_PAGE_KEYS);
+                // The lookup's LIST of this page, waited for if still on its way.
+                if let Some(after) = after
+                    && let Some(page) = after.get_or_init(|| async { list().await.ok() }).await
+                {
+                    return Ok(page.clone());
+                }
+                list().await
+            };
+            let (filled, ready) =
+                tokio::join!(self.fill_found(ino, &dir_rel, &index, chunk), look_ahead);
             // A failed look ahead is asked again when its entries are needed.
             if let Ok(page) = ready {
                 r.next = page.next.clone();
@@ -542,11 +557,11 @@ impl Fs {
         let mut pages = Vec::new();
         let mut next = None;
         let kept = self.first_pages.lock().unwrap().remove(&ino);
-        if let Some((at, page)) = kept
-            && at.elapsed() < self.inodes.ttl()
+        if let Some(k) = kept
+            && k.at.elapsed() < self.inodes.ttl()
         {
-            next = page.next.clone();
-            pages.push(page);
+            next = k.page.next.clone();
+            pages.push(k.page);
         }
         loop {
             let page = self.store.list_page(rel, next, LIST_PAGE_KEYS).await?;

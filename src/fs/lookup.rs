@@ -4,6 +4,8 @@
 //! directory's listing, so `ls DIR` costs no extra round trip). Listings themselves are
 //! `listing.rs`.
 
+use std::sync::Arc;
+
 use super::Fs;
 use super::error::{FsError, FsResult};
 use super::inodes::{self, Attr, Found, Kind, build_listing, valid_name};
@@ -15,6 +17,17 @@ const RELIST_ENTRIES: usize = 1000;
 pub(super) const LIST_PAGE_KEYS: i32 = 1000;
 /// First pages of listings kept from lookups, waiting for a readdir of their directory.
 const FIRST_PAGES_KEPT: usize = 64;
+
+/// A listing's page being listed ahead (`None`: that LIST failed; it is asked again).
+pub(super) type NextPage = tokio::sync::OnceCell<Option<crate::store::ListPage>>;
+
+/// A first page a lookup's LIST brought, kept for the listing that follows.
+pub(super) struct KeptPage {
+    pub at: std::time::Instant,
+    pub page: crate::store::ListPage,
+    /// The page after it, listed ahead (for a directory this machine knows nothing of).
+    pub after: Option<Arc<NextPage>>,
+}
 
 /// What identifies an object's version for the metadata cache: its etag, which a
 /// metadata-only change (CopyObject onto itself) keeps, and its Last-Modified, which that
@@ -48,18 +61,61 @@ impl Fs {
     }
 
     /// The first page of the directory `ino`'s listing, which a lookup's LIST brought: the
-    /// whole listing when it is the only page, else the start of the next `list_dir`.
-    fn keep_first_page(&self, ino: u64, page: crate::store::ListPage) {
+    /// whole listing when it is the only page, else the start of the next listing (with the
+    /// second page, if it is being listed ahead: `after`).
+    fn keep_first_page(
+        &self,
+        ino: u64,
+        page: crate::store::ListPage,
+        after: Option<Arc<NextPage>>,
+    ) {
         if page.next.is_none() {
             self.inodes.set_listing(ino, build_listing(&[page]));
             return;
         }
         let ttl = self.inodes.ttl();
         let mut kept = self.first_pages.lock().unwrap();
-        kept.retain(|_, (at, _)| at.elapsed() < ttl);
+        kept.retain(|_, k| k.at.elapsed() < ttl);
         if kept.len() < FIRST_PAGES_KEPT {
-            kept.insert(ino, (std::time::Instant::now(), page));
+            let at = std::time::Instant::now();
+            kept.insert(ino, KeptPage { at, page, after });
         }
+    }
+
+    /// The files of a directory's first page whose metadata this machine does not remember
+    /// (counted up to two: one is HEADed as fast as anything else is read).
+    fn unknown_files(&self, dir_rel: &str, page: &crate::store::ListPage) -> usize {
+        page.files
+            .iter()
+            .filter(|f| {
+                !f.name.is_empty()
+                    && self
+                        .recall(&format!("{dir_rel}{}", f.name), (*f).clone())
+                        .is_none()
+            })
+            .take(2)
+            .count()
+    }
+
+    /// Lists the page after `page` in the background, for the listing a lookup made likely.
+    fn prefetch_next_page(
+        &self,
+        dir_rel: &str,
+        page: &crate::store::ListPage,
+    ) -> Option<Arc<NextPage>> {
+        let next = page.next.clone()?;
+        let cell: Arc<NextPage> = Arc::default();
+        let (store, dir_rel, c) = (self.store.clone(), dir_rel.to_owned(), cell.clone());
+        tokio::spawn(async move {
+            c.get_or_init(|| async {
+                store
+                    .list_page(&dir_rel, Some(next), LIST_PAGE_KEYS)
+                    .await
+                    .ok()
+            })
+            .await;
+        });
+        Some(cell)
     }
 
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
@@ -168,7 +224,15 @@ impl Fs {
         );
         let list = list?;
         if !list.files.is_empty() || !list.dirs.is_empty() {
-            self.prefetch_index(&dir_rel, &list);
+            // A directory this machine knows nothing of: `ls -l` of it is likely next. What
+            // its listing will wait for (its index, its second page) is asked for now, while
+            // the lookup still reads the marker and the kernel comes back to list.
+            let after = if self.unknown_files(&dir_rel, &list) >= 2 {
+                self.prefetch_index(&dir_rel);
+                self.prefetch_next_page(&dir_rel, &list)
+            } else {
+                None
+            };
             // The marker `name/`, if any, sorts first; it holds the directory's attributes.
             let found = match list.files.first() {
                 Some(marker) if marker.name.is_empty() => {
@@ -180,7 +244,7 @@ impl Fs {
                 _ => Found::dir_with(None),
             };
             let attr = self.inodes.upsert(parent, name, found, count);
-            self.keep_first_page(attr.ino, list);
+            self.keep_first_page(attr.ino, list, after);
             return Ok(attr);
         }
         match head? {

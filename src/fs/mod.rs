@@ -255,7 +255,7 @@ pub struct Fs {
     /// Indexes fetched ahead of a listing a lookup made likely, by directory (`index.rs`).
     index_prefetch: Mutex<HashMap<String, (std::time::Instant, Arc<index::PrefetchCell>)>>,
     /// First pages of listings that lookups brought, by directory (`lookup.rs`).
-    first_pages: Mutex<HashMap<u64, (std::time::Instant, crate::store::ListPage)>>,
+    first_pages: Mutex<HashMap<u64, lookup::KeptPage>>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
     /// Where kernel invalidations go (the FUSE session's notifier), once mounted.
