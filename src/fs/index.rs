@@ -52,11 +52,12 @@ const MAX_STALE: usize = 10_000;
 const MAX_TARGET: u64 = 4096;
 /// Keys per LIST page.
 const PAGE_KEYS: i32 = 1000;
-/// Indexes fetched ahead of their listing, kept at most (each for the metadata TTL).
-const PREFETCHED_KEPT: usize = 16;
-/// The most of an index fetched ahead of its listing (about 16,000 entries): a larger one
-/// is read when the listing needs it.
-const PREFETCH_BYTES: u64 = 4 << 20;
+/// Indexes fetched ahead of their listing, kept at most (each for the metadata TTL): with
+/// [`PREFETCH_BYTES`], a few MiB of memory at worst for lookups no listing followed.
+const PREFETCHED_KEPT: usize = 4;
+/// The most of an index fetched ahead of its listing (about 4,000 entries): a larger one is
+/// read when the listing needs it.
+const PREFETCH_BYTES: u64 = 1 << 20;
 
 /// A directory's listing index, read once per listing (when a listed file's metadata is
 /// first missing).
