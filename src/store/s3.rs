@@ -82,6 +82,23 @@ fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// A GET's whole body into `out`, if it holds at most `limit` bytes (`None` once it is
+/// longer: never more is held), waiting at most `wait` for each next bytes.
+async fn body_within(
+    mut body: aws_sdk_s3::primitives::ByteStream,
+    limit: u64,
+    mut out: BytesMut,
+    wait: std::time::Duration,
+) -> StoreResult<Option<Bytes>> {
+    while let Some(chunk) = next_chunk(&mut body, wait).await? {
+        if (out.len() + chunk.len()) as u64 > limit {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out.freeze()))
+}
+
 /// The next bytes of a GET's body (`None` at its end), waiting at most `wait` for them.
 async fn next_chunk(
     body: &mut aws_sdk_s3::primitives::ByteStream,
@@ -462,21 +479,17 @@ impl ObjectStore for S3Store {
             self.scope.object_key(rel)?;
             return Ok(Bytes::new());
         }
-        let mut body = self.ranged_get(rel, if_match_etag, start, len).await?;
+        let body = self.ranged_get(rel, if_match_etag, start, len).await?;
         // Never more than asked for is held, and never a wait past the request timeout for
         // the next bytes.
-        let wait = self.body_wait();
-        let mut out =
-            BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(64 << 20));
-        while let Some(chunk) = next_chunk(&mut body, wait).await? {
-            if (out.len() + chunk.len()) as u64 > len {
-                return Err(StoreError::Other(format!(
+        let out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(usize::MAX).min(64 << 20));
+        body_within(body, len, out, self.body_wait())
+            .await?
+            .ok_or_else(|| {
+                StoreError::Other(format!(
                     "the answer to a GET of {len} bytes at {start} is longer"
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out.freeze())
+                ))
+            })
     }
 
     async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
@@ -490,7 +503,7 @@ impl ObjectStore for S3Store {
             .range(format!("bytes=0-{max}"))
             .send()
             .await;
-        let mut body = match sent {
+        let body = match sent {
             Ok(out) => out.body,
             // A range of an empty object is not satisfiable.
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 416) => {
@@ -501,15 +514,10 @@ impl ObjectStore for S3Store {
                 other => return Err(other),
             },
         };
-        let wait = self.body_wait();
-        let mut out = BytesMut::new();
-        while let Some(chunk) = next_chunk(&mut body, wait).await? {
-            if (out.len() + chunk.len()) as u64 > max {
-                return Err(StoreError::TooLarge);
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(Some(out.freeze()))
+        body_within(body, max, BytesMut::new(), self.body_wait())
+            .await?
+            .map(Some)
+            .ok_or(StoreError::TooLarge)
     }
 
     async fn get_range_pieces(
