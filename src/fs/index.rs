@@ -54,7 +54,7 @@ const MAX_TARGET: u64 = 4096;
 const PAGE_KEYS: i32 = 1000;
 /// Indexes fetched ahead of their listing, kept at most (each for the metadata TTL): with
 /// [`PREFETCH_BYTES`], a few MiB of memory at worst for lookups no listing followed.
-const PREFETCHED_KEPT: usize = 4;
+pub(super) const PREFETCHED_KEPT: usize = 4;
 /// The most of an index fetched ahead of its listing (about 4,000 entries): a larger one is
 /// read when the listing needs it.
 const PREFETCH_BYTES: u64 = 1 << 20;
@@ -218,14 +218,10 @@ impl Fs {
         if self.opts.list_only {
             return None;
         }
-        let ttl = self.inodes.ttl();
         let ahead = self
             .index_prefetch
-            .lock()
-            .unwrap()
-            .remove(dir_rel)
-            .filter(|(at, _)| at.elapsed() < ttl);
-        if let Some((_, cell)) = ahead
+            .take(&dir_rel.to_owned(), self.inodes.ttl());
+        if let Some(cell) = ahead
             && let Prefetched::Read(index) =
                 cell.get_or_init(|| prefetch(&*self.store, dir_rel)).await
         {
@@ -244,14 +240,12 @@ impl Fs {
             return;
         }
         let cell: Arc<PrefetchCell> = Arc::default();
+        let ttl = self.inodes.ttl();
+        if !self
+            .index_prefetch
+            .keep_new(dir_rel.to_owned(), cell.clone(), ttl)
         {
-            let ttl = self.inodes.ttl();
-            let mut kept = self.index_prefetch.lock().unwrap();
-            kept.retain(|_, (at, _)| at.elapsed() < ttl);
-            if kept.len() >= PREFETCHED_KEPT || kept.contains_key(dir_rel) {
-                return;
-            }
-            kept.insert(dir_rel.to_owned(), (Instant::now(), cell.clone()));
+            return;
         }
         let (store, dir_rel) = (self.store.clone(), dir_rel.to_owned());
         tokio::spawn(async move {

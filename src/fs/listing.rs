@@ -142,11 +142,11 @@ impl Fs {
                 attr: parent,
             },
         ];
-        let kept = self.first_pages.lock().unwrap().remove(&ino);
+        let kept = self.first_pages.take(&ino, self.inodes.ttl());
         let mut after = None;
         let first = match (self.inodes.fresh_listing(ino), kept) {
             (Some(listing), _) => Err(listing),
-            (None, Some(k)) if k.at.elapsed() < self.inodes.ttl() => {
+            (None, Some(k)) => {
                 after = k.after;
                 Ok(k.page)
             }
@@ -556,10 +556,7 @@ impl Fs {
         }
         let mut pages = Vec::new();
         let mut next = None;
-        let kept = self.first_pages.lock().unwrap().remove(&ino);
-        if let Some(k) = kept
-            && k.at.elapsed() < self.inodes.ttl()
-        {
+        if let Some(k) = self.first_pages.take(&ino, self.inodes.ttl()) {
             next = k.page.next.clone();
             pages.push(k.page);
         }

@@ -16,14 +16,13 @@ const RELIST_ENTRIES: usize = 1000;
 /// Keys per LIST page (S3's most).
 pub(super) const LIST_PAGE_KEYS: i32 = 1000;
 /// First pages of listings kept from lookups, waiting for a readdir of their directory.
-const FIRST_PAGES_KEPT: usize = 64;
+pub(super) const FIRST_PAGES_KEPT: usize = 64;
 
 /// A listing's page being listed ahead (`None`: that LIST failed; it is asked again).
 pub(super) type NextPage = tokio::sync::OnceCell<Option<crate::store::ListPage>>;
 
 /// A first page a lookup's LIST brought, kept for the listing that follows.
 pub(super) struct KeptPage {
-    pub at: std::time::Instant,
     pub page: crate::store::ListPage,
     /// The page after it, listed ahead (for a directory this machine knows nothing of).
     pub after: Option<Arc<NextPage>>,
@@ -73,13 +72,8 @@ impl Fs {
             self.inodes.set_listing(ino, build_listing(&[page]));
             return;
         }
-        let ttl = self.inodes.ttl();
-        let mut kept = self.first_pages.lock().unwrap();
-        kept.retain(|_, k| k.at.elapsed() < ttl);
-        if kept.len() < FIRST_PAGES_KEPT {
-            let at = std::time::Instant::now();
-            kept.insert(ino, KeptPage { at, page, after });
-        }
+        self.first_pages
+            .keep(ino, KeptPage { page, after }, self.inodes.ttl());
     }
 
     /// The files of a directory's first page whose metadata this machine does not remember

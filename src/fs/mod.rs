@@ -17,6 +17,7 @@
 //!
 //! `fs/` never builds S3 requests; the store never knows about inodes.
 
+mod ahead;
 pub mod cache;
 mod dirtimes;
 pub mod error;
@@ -253,9 +254,9 @@ pub struct Fs {
     /// Directories removed or moved away: their indexes are deleted (`index.rs`).
     index_stale: Mutex<Vec<String>>,
     /// Indexes fetched ahead of a listing a lookup made likely, by directory (`index.rs`).
-    index_prefetch: Mutex<HashMap<String, (std::time::Instant, Arc<index::PrefetchCell>)>>,
+    index_prefetch: ahead::Ahead<String, Arc<index::PrefetchCell>>,
     /// First pages of listings that lookups brought, by directory (`lookup.rs`).
-    first_pages: Mutex<HashMap<u64, lookup::KeptPage>>,
+    first_pages: ahead::Ahead<u64, lookup::KeptPage>,
     next_fh: AtomicU64,
     counters: stats::FsCounters,
     /// Where kernel invalidations go (the FUSE session's notifier), once mounted.
@@ -370,10 +371,10 @@ impl Fs {
             dirs: Mutex::new(HashMap::new()),
             index_due: Mutex::new(HashMap::new()),
             index_stale: Mutex::new(Vec::new()),
-            index_prefetch: Mutex::new(HashMap::new()),
+            index_prefetch: ahead::Ahead::new(index::PREFETCHED_KEPT),
             writes: Mutex::new(HashMap::new()),
             opened_versions: Mutex::new(HashMap::new()),
-            first_pages: Mutex::new(HashMap::new()),
+            first_pages: ahead::Ahead::new(lookup::FIRST_PAGES_KEPT),
             next_fh: AtomicU64::new(1),
             counters: Default::default(),
             kernel: Default::default(),
@@ -482,10 +483,9 @@ impl Fs {
             return;
         }
         let mut versions = self.opened_versions.lock().unwrap();
-        let mut pages = self.first_pages.lock().unwrap();
         for i in gone {
             versions.remove(&i);
-            pages.remove(&i);
+            self.first_pages.forget(&i);
         }
     }
 
