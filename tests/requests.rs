@@ -13,7 +13,7 @@ const CALLER: Caller = Caller {
     uid: 1000,
     gid: 1000,
 };
-use cognifs::store::{MemoryStore, ObjectStore, RequestKind, UserMeta};
+use cognifs::store::{MemoryStore, ObjectStore, RequestCounts, RequestKind, UserMeta};
 
 struct Setup {
     rt: tokio::runtime::Runtime,
@@ -81,6 +81,16 @@ fn ls_l(s: &Setup, dir: &str) -> usize {
 }
 
 /// Requests by kind, for the operations that cost any.
+/// Waits until `store` has counted what `asked` says (requests a lookup started in the
+/// background); fails the test after 5 s.
+async fn until_counted(store: &MemoryStore, what: &str, asked: impl Fn(&RequestCounts) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !asked(&store.counts()) {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 fn counts(store: &MemoryStore) -> Vec<(RequestKind, u64)> {
     store
         .counts()
@@ -428,13 +438,10 @@ fn readdir_answers_before_the_last_page_is_listed() {
         let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
         // The lookup of a directory this machine knows nothing of looks for its listing
         // index and lists its second page, in the background.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while s.store.counts().get(RequestKind::Get) == 0
-            || s.store.counts().get(RequestKind::List) < 2
-        {
-            assert!(std::time::Instant::now() < deadline, "nothing listed ahead");
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        until_counted(&s.store, "nothing listed ahead", |c| {
+            c.get(RequestKind::Get) >= 1 && c.get(RequestKind::List) >= 2
+        })
+        .await;
         s.store.reset_counts();
         let fh = s.fs.opendir(d.ino).unwrap();
         let first = s.fs.readdir_chunk(d.ino, fh, 0).await.unwrap();
@@ -687,14 +694,8 @@ fn the_lookup_of_a_directory_fetches_its_index_for_the_listing_that_follows() {
         store.reset_counts();
         s.rt.block_on(async {
             let d = s.fs.lookup(ROOT_INO, dir).await.unwrap();
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while store.counts().get(RequestKind::Get) == 0 {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{dir}: the index was not asked for before the listing"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-            }
+            let what = format!("{dir}: the index was not asked for before the listing");
+            until_counted(&store, &what, |c| c.get(RequestKind::Get) >= 1).await;
             let fh = s.fs.opendir(d.ino).unwrap();
             s.fs.readdir(d.ino, fh, 0).await.unwrap();
             s.fs.releasedir(fh);

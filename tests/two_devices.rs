@@ -222,6 +222,16 @@ impl Harness {
         self.next_tag
     }
 
+    /// The conflict copies device `dev` made of `name`, as keys under the prefix.
+    fn conflict_copies(&self, name: &str, dev: usize) -> Vec<String> {
+        let prefix = format!("{PREFIX}{name}.conflict-dev{dev}-");
+        self.store
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with(&prefix))
+            .collect()
+    }
+
     fn s3_tag(&self, name: &str) -> Option<u64> {
         self.store
             .get_raw(&format!("{PREFIX}{name}"))
@@ -834,12 +844,8 @@ fn a_save_on_a_version_another_device_replaced_goes_beside_it() {
     assert_eq!(closed, Ok(()));
     h.must_survive.insert(laptop_tag, "notes.txt");
     h.check(true).unwrap();
-    let keys = h.store.keys();
-    let copies: Vec<&String> = keys
-        .iter()
-        .filter(|k| k.contains("notes.txt.conflict-dev0-"))
-        .collect();
-    assert_eq!(copies.len(), 1, "{keys:?}");
+    let copies = h.conflict_copies("notes.txt", 0);
+    assert_eq!(copies.len(), 1, "{:?}", h.store.keys());
     // The desktop's version keeps the name; the laptop's is its conflict copy.
     let desktop_tag = h.s3_tag("notes.txt").unwrap();
     assert_ne!(desktop_tag, laptop_tag);
@@ -967,11 +973,7 @@ fn a_save_renamed_onto_a_name_found_gone_keeps_what_another_device_put_there() {
         Some(3),
         "the other device's file was replaced"
     );
-    let keys = h.store.keys();
-    let copies: Vec<&String> = keys
-        .iter()
-        .filter(|k| k.contains("notes.txt.conflict-dev0-"))
-        .collect();
-    assert_eq!(copies.len(), 1, "{keys:?}");
+    let copies = h.conflict_copies("notes.txt", 0);
+    assert_eq!(copies.len(), 1, "{:?}", h.store.keys());
     assert_eq!(h.s3_tag(copies[0].trim_start_matches(PREFIX)), Some(4));
 }
