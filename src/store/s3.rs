@@ -1,125 +1,28 @@
-//! [`ObjectStore`] over aws-sdk-s3: the only code in the crate that builds S3 requests.
+//! [`ObjectStore`] over aws-sdk-s3: the only code in the crate that builds S3 requests
+//! (what the SDK answers is made ours in `s3/sdk.rs`; copies past 5 GiB are `s3/copy.rs`).
+
+mod copy;
+mod sdk;
 
 use std::fmt;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use bytes::{Bytes, BytesMut};
 
 use super::{
     Expect, ListPage, MAX_RECURSIVE_KEYS, ObjectInfo, ObjectStore, PartDone, PieceSink, Scope,
     StoreError, StoreResult, UploadInfo, UserMeta, check_length, percent_encode,
 };
+use sdk::{body_within, next_chunk, sdk_meta, to_system_time};
 
-/// Part size of a multipart copy (S3 allows 5 MiB to 5 GiB).
-const COPY_PART_SIZE: u64 = 512 << 20;
 /// S3 copies server side and answers when done (up to 5 GiB, or a 512 MiB part): a copy may
 /// take this many times the request and operation timeouts.
 const COPY_TIMEOUT_FACTOR: u32 = 10;
 /// The request timeout when the client has none configured.
 const DEFAULT_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-/// UploadPartCopy requests in flight for one large copy.
-const COPY_PARTS_IN_FLIGHT: usize = 4;
-
-impl StoreError {
-    /// Classifies an SDK failure by its S3 error code and HTTP status.
-    fn from_sdk<E>(err: SdkError<E, HttpResponse>) -> Self
-    where
-        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let status = match &err {
-            SdkError::ServiceError(e) => Some(e.raw().status().as_u16()),
-            SdkError::ResponseError(e) => Some(e.raw().status().as_u16()),
-            _ => None,
-        };
-        let code = err.code().map(str::to_owned);
-        let text = DisplayErrorContext(&err).to_string();
-        match (&err, code.as_deref(), status) {
-            (_, Some("NoSuchKey" | "NotFound"), _) | (_, _, Some(404)) => StoreError::NotFound,
-            (_, Some("PreconditionFailed"), _) | (_, _, Some(412)) => StoreError::Changed,
-            (_, Some("ConditionalRequestConflict"), _) => StoreError::Raced,
-            (_, Some("KeyTooLongError" | "KeyTooLong"), _) => StoreError::KeyTooLong,
-            (
-                _,
-                Some(
-                    "AccessDenied"
-                    | "ExpiredToken"
-                    | "InvalidAccessKeyId"
-                    | "InvalidToken"
-                    | "SignatureDoesNotMatch"
-                    | "TokenRefreshRequired"
-                    | "AllAccessDisabled",
-                ),
-                _,
-            )
-            // A HEAD's 403 has no body, so no code: "Forbidden" is all S3 says.
-            | (_, _, Some(403)) => {
-                StoreError::AccessDenied(code.unwrap_or_else(|| "Forbidden".into()))
-            }
-            (SdkError::TimeoutError(_), _, _) => StoreError::Timeout(text),
-            (SdkError::DispatchFailure(d), _, _) if d.is_timeout() => StoreError::Timeout(text),
-            // Identity resolution failures (no or expired credentials) surface before any
-            // request is sent; they mean "not allowed", not "broken".
-            (SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_), _, _)
-                if text.to_ascii_lowercase().contains("credential") =>
-            {
-                StoreError::AccessDenied("credentials unavailable".into())
-            }
-            // No answer at all: refused, reset, no route, no name (the SDK retried).
-            (SdkError::DispatchFailure(d), _, _) if d.is_io() || d.is_other() => {
-                StoreError::Unreachable(text)
-            }
-            _ => StoreError::Other(text),
-        }
-    }
-}
-
-fn to_system_time(t: Option<&aws_smithy_types::DateTime>) -> SystemTime {
-    t.and_then(|t| SystemTime::try_from(*t).ok())
-        .unwrap_or(SystemTime::UNIX_EPOCH)
-}
-
-/// A GET's whole body into `out`, if it holds at most `limit` bytes (`None` once it is
-/// longer: never more is held), waiting at most `wait` for each next bytes.
-async fn body_within(
-    mut body: aws_sdk_s3::primitives::ByteStream,
-    limit: u64,
-    mut out: BytesMut,
-    wait: std::time::Duration,
-) -> StoreResult<Option<Bytes>> {
-    while let Some(chunk) = next_chunk(&mut body, wait).await? {
-        if (out.len() + chunk.len()) as u64 > limit {
-            return Ok(None);
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Some(out.freeze()))
-}
-
-/// The next bytes of a GET's body (`None` at its end), waiting at most `wait` for them.
-async fn next_chunk(
-    body: &mut aws_sdk_s3::primitives::ByteStream,
-    wait: std::time::Duration,
-) -> StoreResult<Option<Bytes>> {
-    match tokio::time::timeout(wait, body.next()).await {
-        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-        Ok(Some(Err(e))) => Err(StoreError::Other(format!("reading body: {e}"))),
-        Ok(None) => Ok(None),
-        Err(_) => Err(StoreError::Timeout(format!(
-            "no bytes of a GET's body for {} s",
-            wait.as_secs_f64()
-        ))),
-    }
-}
-
-/// The SDK wants a `HashMap`; `None` sends no metadata headers at all.
-fn sdk_meta(meta: &UserMeta) -> Option<std::collections::HashMap<String, String>> {
-    (!meta.is_empty()).then(|| meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-}
-
 /// The S3 client for a profile, signing with `credentials`. No identity cache: the provider
 /// is a cheap read of the watch channel, so renewals take effect on the next request.
 pub fn s3_client(
@@ -239,93 +142,6 @@ impl S3Store {
             last_modified: to_system_time(o.last_modified()),
             meta: None,
         }
-    }
-
-    /// CopyObject for objects over S3's single-copy limit: a multipart upload whose parts
-    /// are UploadPartCopy ranges of the source, aborted if any part fails.
-    async fn copy_by_parts(
-        &self,
-        (src_key, src_etag): (&str, Option<&str>),
-        dst: &str,
-        meta: Option<&UserMeta>,
-        expect: &Expect,
-    ) -> StoreResult<String> {
-        use futures::{StreamExt, TryStreamExt};
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(src_key)
-            .set_if_match(src_etag.map(str::to_owned))
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        // Every part copies this version, whatever the source becomes meanwhile.
-        let src_etag = head.e_tag().unwrap_or_default().to_owned();
-        let size = head.content_length().unwrap_or(0).max(0) as u64;
-        let metadata = match meta {
-            Some(m) => sdk_meta(m),
-            None => head.metadata().cloned(),
-        };
-        let dst_key = self.scope.entry_key(dst)?;
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&dst_key)
-            .set_metadata(metadata)
-            .send()
-            .await
-            .map_err(StoreError::from_sdk)?;
-        let upload_id = upload.upload_id().unwrap_or_default().to_owned();
-        let source = percent_encode(&format!("{}/{}", self.bucket, src_key));
-        let ranges: Vec<(i32, u64, u64)> = (0..size.div_ceil(COPY_PART_SIZE).max(1))
-            .map(|i| {
-                (
-                    i as i32 + 1,
-                    i * COPY_PART_SIZE,
-                    ((i + 1) * COPY_PART_SIZE).min(size),
-                )
-            })
-            .collect();
-        let parts: StoreResult<Vec<PartDone>> = futures::stream::iter(ranges)
-            .map(|(number, start, end)| {
-                let req = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.bucket)
-                    .key(&dst_key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .copy_source(&source)
-                    .copy_source_if_match(&src_etag)
-                    .copy_source_range(format!("bytes={start}-{}", end.max(start + 1) - 1))
-                    .customize()
-                    .config_override(self.copy_config());
-                async move {
-                    let out = req.send().await.map_err(StoreError::from_sdk)?;
-                    let etag = out
-                        .copy_part_result()
-                        .and_then(|r| r.e_tag())
-                        .unwrap_or_default()
-                        .to_owned();
-                    Ok(PartDone { number, etag })
-                }
-            })
-            .buffer_unordered(COPY_PARTS_IN_FLIGHT)
-            .try_collect()
-            .await;
-        let result = match parts {
-            Ok(parts) => {
-                self.complete_multipart_if(dst, &upload_id, parts, expect)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        if result.is_err() {
-            let _ = self.abort_multipart(dst, &upload_id).await;
-        }
-        result
     }
 }
 
@@ -818,12 +634,5 @@ mod tests {
     #[test]
     fn copy_source_is_percent_encoded() {
         assert_eq!(percent_encode("b/a b#%+?ü"), "b/a%20b%23%25%2B%3F%C3%BC");
-    }
-
-    #[test]
-    fn empty_metadata_sends_no_headers() {
-        assert_eq!(sdk_meta(&UserMeta::new()), None);
-        let m = UserMeta::from([("mode".to_owned(), "33188".to_owned())]);
-        assert_eq!(sdk_meta(&m).unwrap()["mode"], "33188");
     }
 }
