@@ -15,155 +15,25 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    BackgroundSession, Config, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
-    InitFlags, KernelConfig, LockOwner, MountOption, OpenAccMode, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use futures::FutureExt;
-use tokio::runtime::Handle;
 
 mod convert;
+mod dispatch;
 mod readahead;
+mod session;
 
-use super::inodes::Attr;
-use super::{Fs, FsError, SetAttr};
+pub(super) use session::spawn;
+
+use super::SetAttr;
 use convert::{caller, failed, file_attr, file_type, reply_xattr, time, utf8};
-
-struct FuseFs {
-    fs: Arc<Fs>,
-    rt: Handle,
-}
-
-/// Which call a callback answers: what its log line names should it panic.
-struct Call {
-    op: &'static str,
-    ino: u64,
-    name: Option<String>,
-}
-
-fn call(op: &'static str, ino: INodeNo, name: Option<&str>) -> Call {
-    Call {
-        op,
-        ino: ino.0,
-        name: name.map(str::to_owned),
-    }
-}
-
-impl Call {
-    fn log_panic(&self, fs: &Fs, panic: &(dyn std::any::Any + Send)) {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".to_owned());
-        let mut path = fs
-            .path_of(self.ino)
-            .unwrap_or_else(|| format!("inode {}", self.ino));
-        if let Some(name) = &self.name {
-            if !path.is_empty() && !path.ends_with('/') {
-                path.push('/');
-            }
-            path.push_str(name);
-        }
-        if path.is_empty() {
-            path.push('/');
-        }
-        tracing::error!(op = self.op, path = %path, panic = %why, "a bug: this call failed with EIO; the mount goes on");
-    }
-}
-
-impl FuseFs {
-    fn ttl(&self) -> Duration {
-        self.fs.ttl()
-    }
-
-    /// Polls `task` here once, in the runtime's context, and hands it to the runtime only if
-    /// it has to wait. On two cores a hand-off (a wake-up, two context switches) costs more
-    /// than most answers: a small file's create, write and release cost three of them. A
-    /// wake-up lost by this first poll is harmless: a spawned task is always polled again.
-    /// A panic in `task`, here or on the runtime, is caught: see the module's doc. The
-    /// call's latency, from here to the task's end (its reply), goes to the status figures.
-    fn run(&self, call: Call, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let _context = self.rt.enter();
-        let started = std::time::Instant::now();
-        let fs = self.fs.clone();
-        let injected = fs.take_injected_panic(call.op);
-        let op = call.op;
-        let task = async move {
-            if let Some(after_wait) = injected {
-                if after_wait {
-                    tokio::task::yield_now().await;
-                }
-                panic!("injected panic in {op} (a test)");
-            }
-            task.await
-        };
-        let mut task = Box::pin(async move {
-            if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
-                call.log_panic(&fs, panic.as_ref());
-            }
-            crate::metrics::latency::fuse().observe(op, started.elapsed());
-        });
-        if (&mut task).now_or_never().is_none() {
-            self.rt.spawn(task);
-        }
-    }
-
-    /// Runs a callback's body here, on the FUSE thread; a panic in it is caught: see the
-    /// module's doc.
-    fn inline(&self, call: Call, body: impl FnOnce()) {
-        let _context = self.rt.enter();
-        let injected = self.fs.take_injected_panic(call.op).is_some();
-        let op = call.op;
-        let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            if injected {
-                panic!("injected panic in {op} (a test)");
-            }
-            body()
-        }));
-        if let Err(panic) = done {
-            call.log_panic(&self.fs, panic.as_ref());
-        }
-    }
-
-    /// Runs `f` on the runtime and answers an entry reply from its outcome.
-    fn entry_reply(
-        &self,
-        reply: ReplyEntry,
-        (op, parent, name): (&'static str, INodeNo, String),
-        f: impl std::future::Future<Output = Result<Attr, FsError>> + Send + 'static,
-    ) {
-        let fs = self.fs.clone();
-        let ttl = self.ttl();
-        self.run(call(op, parent, Some(&name)), async move {
-            match f.await {
-                Ok(a) => reply.entry(&ttl, &file_attr(&a, fs.options()), Generation(0)),
-                Err(e) => reply.error(failed(&fs, op, parent.0, Some(&name), e)),
-            }
-        });
-    }
-
-    /// Runs `f` on the runtime and answers an empty reply from its outcome.
-    fn empty_reply(
-        &self,
-        reply: ReplyEmpty,
-        (op, ino, name): (&'static str, INodeNo, Option<String>),
-        f: impl std::future::Future<Output = Result<(), FsError>> + Send + 'static,
-    ) {
-        let fs = self.fs.clone();
-        self.run(call(op, ino, name.as_deref()), async move {
-            match f.await {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(failed(&fs, op, ino.0, name.as_deref(), e)),
-            }
-        });
-    }
-}
+use dispatch::{FuseFs, call};
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
@@ -721,57 +591,4 @@ impl Filesystem for FuseFs {
             }
         });
     }
-}
-
-/// Sends what `fs` learns changed to the kernel, from a thread of its own: a notification
-/// can wait on the kernel's locks, which a FUSE request in flight may hold, so it is never
-/// sent from a thread that answers requests. The thread ends with `fs`.
-fn forward_invalidations(fs: &Fs, notifier: fuser::Notifier) -> io::Result<()> {
-    let queue = fs.connect_kernel();
-    std::thread::Builder::new()
-        .name("cognifs-inval".into())
-        .spawn(move || {
-            queue.serve(|what| {
-                let sent = match what {
-                    // Offset 0, length 0: every cached page, and the attributes.
-                    super::Invalidate::Inode(ino) => notifier.inval_inode(INodeNo(*ino), 0, 0),
-                    super::Invalidate::Entry(parent, name) => {
-                        notifier.inval_entry(INodeNo(*parent), std::ffi::OsStr::new(name))
-                    }
-                };
-                // ENOENT: the kernel holds nothing of it; ENOTCONN: unmounted.
-                if let Err(e) = sent {
-                    tracing::debug!(?what, error = %e, "kernel invalidation not applied");
-                }
-            })
-        })?;
-    Ok(())
-}
-
-/// Mounts `fs` and runs the session on a background thread.
-pub(super) fn spawn(fs: Arc<Fs>, mountpoint: &Path, rt: Handle) -> io::Result<BackgroundSession> {
-    let opts = fs.options().clone();
-    let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName("cognifs".into()),
-        MountOption::Subtype("cognifs".into()),
-        MountOption::DefaultPermissions,
-        MountOption::NoDev,
-        MountOption::NoSuid,
-        MountOption::NoAtime,
-    ];
-    if opts.read_only {
-        config.mount_options.push(MountOption::RO);
-    }
-    if opts.allow_other {
-        config.acl = SessionACL::All;
-    }
-    config.n_threads = Some(opts.fuse_threads.max(1));
-    config.clone_fd = opts.fuse_threads > 1;
-    let session = fuser::spawn_mount(FuseFs { fs: fs.clone(), rt }, mountpoint, &config)?;
-    forward_invalidations(&fs, session.notifier())?;
-    if let Err(e) = readahead::raise(mountpoint, super::read::KERNEL_READAHEAD) {
-        tracing::debug!(error = %e, "kernel readahead left at its default");
-    }
-    Ok(session)
 }
