@@ -116,17 +116,32 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logged {
     }
 }
 
+impl Logged {
+    /// This test binary's log (one subscriber per process: the tests that read it share it).
+    fn shared() -> &'static Logged {
+        static LOGGED: std::sync::OnceLock<Logged> = std::sync::OnceLock::new();
+        LOGGED.get_or_init(|| {
+            let logged = Logged::default();
+            let _ = tracing_subscriber::fmt()
+                .with_writer(logged.clone())
+                .with_ansi(false)
+                .try_init();
+            logged
+        })
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 /// A panic in a FUSE callback — on the FUSE thread or in its task on the runtime — fails
 /// that one call with EIO and one log line naming the operation and the path; the next
 /// calls, the same operation included, are served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_panic_in_a_callback_is_eio_for_that_call_and_the_mount_goes_on() {
     let _caches = KERNEL_CACHES.lock().await;
-    let logged = Logged::default();
-    let _ = tracing_subscriber::fmt()
-        .with_writer(logged.clone())
-        .with_ansi(false)
-        .try_init();
+    let logged = Logged::shared();
     with_timeout(120, async {
         let running = start().await;
         let (id, s3) = user_s3(&running, "alice", "alice-pass").await;
@@ -189,7 +204,7 @@ async fn a_panic_in_a_callback_is_eio_for_that_call_and_the_mount_goes_on() {
             let again = blocking(move || probe(&r)).await;
             assert!(again.is_ok(), "{op} after the panic: {again:?}");
         }
-        let text = String::from_utf8_lossy(&logged.0.lock().unwrap()).into_owned();
+        let text = logged.text();
         // (getattr's and lookup's paths are whichever the kernel asked about first)
         for (op, path) in [
             ("getattr", ""),
@@ -214,6 +229,47 @@ async fn a_panic_in_a_callback_is_eio_for_that_call_and_the_mount_goes_on() {
             );
         }
         assert_eq!(std::fs::read(m.join("d/new")).unwrap(), b"x");
+        drop(m);
+        running.shutdown().await;
+    })
+    .await;
+}
+
+/// An ioctl the files do not support (every Python `open()` asks `isatty`, a TCGETS) is
+/// refused with ENOTTY, as a disk file system refuses it, and leaves no log line: a script
+/// that opens thousands of files does not fill the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ioctl_on_a_file_is_refused_quietly() {
+    let logged = Logged::shared();
+    with_timeout(120, async {
+        let running = start().await;
+        let spool = tempfile::tempdir().unwrap();
+        let m = mount_user(&running, "alice", "alice-pass", spool_opts(spool.path())).await;
+        let file = m.join("isatty-probe");
+        let answers = blocking(move || {
+            std::fs::write(&file, b"x").unwrap();
+            (0..3)
+                .map(|_| {
+                    let f = std::fs::File::open(&file).unwrap();
+                    let mut term: libc::termios = unsafe { std::mem::zeroed() };
+                    // SAFETY: `f` is an open descriptor; `term` is written by the call.
+                    let rc = unsafe {
+                        libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&f), libc::TCGETS, &mut term)
+                    };
+                    (rc, std::io::Error::last_os_error().raw_os_error())
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        assert!(
+            answers.iter().all(|&a| a == (-1, Some(libc::ENOTTY))),
+            "{answers:?}"
+        );
+        let text = logged.text();
+        assert!(
+            !text.lines().any(|l| l.contains("ioctl")),
+            "an ioctl was logged: {text}"
+        );
         drop(m);
         running.shutdown().await;
     })

@@ -300,6 +300,23 @@ impl Filesystem for FuseFs {
         });
     }
 
+    /// No ioctl means anything on these files: the answer a disk file system gives for an
+    /// ioctl it does not know. (fuser's default logs a warning per call, and every Python
+    /// `open()` asks `isatty`, a TCGETS ioctl, of the file it opens.)
+    fn ioctl(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        self.inline(call("ioctl", ino, None), || reply.error(Errno::ENOTTY));
+    }
+
     fn setattr(
         &self,
         _req: &Request,
