@@ -42,33 +42,69 @@ struct Node {
     expires: Instant,
     lookups: u64,
     listing: Option<(Arc<Vec<DirEntry>>, Instant)>,
+    // What only some nodes have is boxed: the table holds a node for every name the kernel
+    // knows (100,000 after an `ls -l` of as many), most of them plain files.
     /// A symlink's target, for the version (etag) it was read from.
-    link: Option<(String, bytes::Bytes)>,
-    /// A directory's mtime and ctime moved by a change of its entries, not yet stored:
-    /// what S3 says about the directory does not take them back.
-    pending_times: Option<SystemTime>,
-    /// While times are pending: the mtime and ctime the marker holds (what is kept on disk
-    /// for a later mount, which will not write the pending ones).
-    stored_times: (Option<SystemTime>, Option<SystemTime>),
+    link: Option<Box<(String, bytes::Bytes)>>,
+    /// A directory's times moved by a change of its entries, not yet stored.
+    pending_times: Option<Box<PendingTimes>>,
     /// The entries linked by name below this one (`State::children` of this parent).
-    kids: HashSet<u64>,
+    #[allow(clippy::box_collection)] // 8 bytes in every node, the set's 48 in directories'
+    kids: Option<Box<HashSet<u64>>>,
     /// Moved aside by a conflict ([`Inodes::move_aside`]) and not looked up since: the
     /// kernel knows it only by the name it left, whose entry may not be invalidated yet.
     aside: bool,
 }
 
+/// A directory's mtime and ctime moved to `at` by a change of its entries and not yet
+/// stored: what S3 says about the directory does not take them back.
+struct PendingTimes {
+    at: SystemTime,
+    /// The mtime and ctime the marker holds (what is kept on disk for a later mount, which
+    /// will not write the pending ones).
+    stored: (Option<SystemTime>, Option<SystemTime>),
+}
+
 impl Node {
+    fn new(parent: u64, name: String, rel: String, found: Found, expires: Instant) -> Box<Node> {
+        Box::new(Node {
+            parent,
+            name,
+            rel,
+            found,
+            expires,
+            lookups: 0,
+            listing: None,
+            link: None,
+            pending_times: None,
+            kids: None,
+            aside: false,
+        })
+    }
+
     fn set_found(&mut self, found: Found) {
-        self.stored_times = (found.meta.mtime, found.meta.ctime);
         self.found = found;
-        if let Some(t) = self.pending_times {
-            (self.found.meta.mtime, self.found.meta.ctime) = (Some(t), Some(t));
+        if let Some(p) = &mut self.pending_times {
+            p.stored = (self.found.meta.mtime, self.found.meta.ctime);
+            (self.found.meta.mtime, self.found.meta.ctime) = (Some(p.at), Some(p.at));
+        }
+    }
+
+    fn kids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.kids.iter().flat_map(|k| k.iter().copied())
+    }
+
+    fn forget_kid(&mut self, ino: u64) {
+        if let Some(k) = &mut self.kids {
+            k.remove(&ino);
         }
     }
 }
 
 struct State {
-    nodes: HashMap<u64, Node>,
+    // Boxed: a map's slots are allocated ahead (up to twice the entries), a box each only
+    // per entry.
+    nodes: HashMap<u64, Box<Node>>,
     children: HashMap<(u64, String), u64>,
     negative: HashMap<(u64, String), Instant>,
     next_ino: u64,
@@ -86,10 +122,10 @@ impl State {
             && old != ino
             && let Some(p) = self.nodes.get_mut(&parent)
         {
-            p.kids.remove(&old);
+            p.forget_kid(old);
         }
         if let Some(p) = self.nodes.get_mut(&parent) {
-            p.kids.insert(ino);
+            p.kids.get_or_insert_default().insert(ino);
         }
     }
 
@@ -97,7 +133,7 @@ impl State {
     fn unlink(&mut self, parent: u64, name: &str) -> Option<u64> {
         let ino = self.children.remove(&(parent, name.to_owned()))?;
         if let Some(p) = self.nodes.get_mut(&parent) {
-            p.kids.remove(&ino);
+            p.forget_kid(ino);
         }
         Some(ino)
     }
@@ -124,7 +160,7 @@ impl State {
         if ino == ROOT_INO || node.lookups > 0 || node.pending_times.is_some() || busy(ino) {
             return false;
         }
-        let kids: Vec<u64> = node.kids.iter().copied().collect();
+        let kids: Vec<u64> = node.kids().collect();
         let mut all = true;
         for kid in kids {
             all &= self.evict_tree(kid, busy, gone);
@@ -140,7 +176,7 @@ impl State {
             self.unlink(node.parent, &node.name);
         }
         if let Some(p) = self.nodes.get_mut(&node.parent) {
-            p.kids.remove(&ino);
+            p.forget_kid(ino);
         }
         gone.push(ino);
         true
@@ -159,24 +195,16 @@ pub struct Inodes {
 impl Inodes {
     pub fn new(ttl: Duration, defaults: Defaults) -> Self {
         let mut nodes = HashMap::new();
-        nodes.insert(
+        // The root's marker (the prefix's own key) is read at the first getattr.
+        let mut root = Node::new(
             ROOT_INO,
-            Node {
-                parent: ROOT_INO,
-                name: String::new(),
-                rel: String::new(),
-                // The root's marker (the prefix's own key) is read at the first getattr.
-                found: Found::dir(),
-                expires: Instant::now(),
-                lookups: 1,
-                listing: None,
-                link: None,
-                aside: false,
-                pending_times: None,
-                stored_times: (None, None),
-                kids: HashSet::new(),
-            },
+            String::new(),
+            String::new(),
+            Found::dir(),
+            Instant::now(),
         );
+        root.lookups = 1;
+        nodes.insert(ROOT_INO, root);
         Inodes {
             ttl,
             defaults,
@@ -352,23 +380,9 @@ impl Inodes {
         };
         let ino = state.next_ino;
         state.next_ino += 1;
-        state.nodes.insert(
-            ino,
-            Node {
-                parent,
-                name: name.to_owned(),
-                rel,
-                found,
-                expires,
-                lookups: 0,
-                listing: None,
-                link: None,
-                aside: false,
-                pending_times: None,
-                stored_times: (None, None),
-                kids: HashSet::new(),
-            },
-        );
+        state
+            .nodes
+            .insert(ino, Node::new(parent, name.to_owned(), rel, found, expires));
         state.link(parent, name, ino);
         state.dirty.insert(parent);
         ino
@@ -531,8 +545,8 @@ impl Inodes {
         let state = self.state.lock().unwrap();
         let node = state.nodes.get(&ino)?;
         let mut found = node.found.clone();
-        if node.pending_times.is_some() {
-            (found.meta.mtime, found.meta.ctime) = node.stored_times;
+        if let Some(p) = &node.pending_times {
+            (found.meta.mtime, found.meta.ctime) = p.stored;
         }
         Some(found)
     }
@@ -747,6 +761,8 @@ impl Inodes {
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         // A name listed twice (a server repeating itself across pages): once.
         entries.dedup_by(|a, b| a.name == b.name);
+        // Kept for the TTL: without the room its growth left (up to half of it).
+        entries.shrink_to_fit();
         let out = Arc::new(entries);
         let mut state = self.state.lock().unwrap();
         // Its entries are as fresh as the listing (a lookup after the last page must not ask
@@ -856,10 +872,10 @@ impl Inodes {
         let mut state = self.state.lock().unwrap();
         match state.nodes.get_mut(&ino) {
             Some(n) if n.found.kind == Kind::Dir => {
-                if n.pending_times.is_none() {
-                    n.stored_times = (n.found.meta.mtime, n.found.meta.ctime);
-                }
-                n.pending_times = Some(now);
+                let stored = (n.found.meta.mtime, n.found.meta.ctime);
+                n.pending_times
+                    .get_or_insert_with(|| Box::new(PendingTimes { at: now, stored }))
+                    .at = now;
                 (n.found.meta.mtime, n.found.meta.ctime) = (Some(now), Some(now));
                 let parent = n.parent;
                 state.dirty.insert(parent);
@@ -878,7 +894,7 @@ impl Inodes {
             state.dirty.insert(parent);
         }
         if let Some(n) = state.nodes.get_mut(&ino) {
-            if n.pending_times == meta.mtime {
+            if n.pending_times.as_ref().map(|p| p.at) == meta.mtime {
                 n.pending_times = None;
             }
             n.found.meta_known = true;
@@ -893,7 +909,7 @@ impl Inodes {
     /// A symlink's target as read before, if the node is still that version.
     pub fn link_target(&self, ino: u64, etag: &str) -> Option<bytes::Bytes> {
         let state = self.state.lock().unwrap();
-        match &state.nodes.get(&ino)?.link {
+        match state.nodes.get(&ino)?.link.as_deref() {
             Some((e, target)) if e == etag => Some(target.clone()),
             _ => None,
         }
@@ -901,7 +917,7 @@ impl Inodes {
 
     pub fn set_link_target(&self, ino: u64, etag: &str, target: bytes::Bytes) {
         if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
-            n.link = Some((etag.to_owned(), target));
+            n.link = Some(Box::new((etag.to_owned(), target)));
         }
     }
 

@@ -302,6 +302,7 @@ impl Fs {
                 continue;
             }
             let mut saved = crate::local::SavedListing::default();
+            saved.entries.reserve_exact(listing.len());
             for e in listing.iter() {
                 // What S3 holds (or the journal will make it hold): a directory's times not
                 // written yet are not (a later mount would not write them).
