@@ -36,10 +36,10 @@ const OPERATION_TIMEOUT: u64 = 6;
 /// (open for writing: GETs of the old contents; close: create, parts, complete), each
 /// bounded by the operation timeout. A hang, not slowness, is what exceeds it.
 const CALL_BOUND: Duration = Duration::from_secs(4 * OPERATION_TIMEOUT);
-/// The mount's peak RSS may not exceed this: its memory cache (32 MiB), readahead (48 MiB)
+/// The mount's peak RSS may not exceed this: its memory cache (16 MiB), readahead (48 MiB)
 /// and upload parts (12 × 8 MiB) budgets, and 128 MiB for the rest (runtime, tables,
 /// buffers in flight).
-const RSS_BUDGET_MIB: u64 = 32 + 48 + 12 * 8 + 128;
+const RSS_BUDGET_MIB: u64 = 16 + 48 + 12 * 8 + 128;
 
 /// What the workers saw.
 #[derive(Default)]
