@@ -30,11 +30,38 @@ struct Line {
     m: UserMeta,
 }
 
+/// What was learnt of one key.
+struct Known {
+    /// When the key was first added, in additions (eviction goes oldest first): a number
+    /// instead of a second copy of every key in an ordered list.
+    added: u64,
+    etag: String,
+    meta: UserMeta,
+}
+
 struct Inner {
-    map: HashMap<String, (String, UserMeta)>,
-    /// Keys in the order they were added (for eviction).
-    order: Vec<String>,
+    map: HashMap<String, Known>,
+    /// Keys added so far.
+    added: u64,
     log: Option<BufWriter<std::fs::File>>,
+}
+
+impl Inner {
+    /// Remembers `etag` and `meta` for `key`; true if the key is new.
+    fn insert(&mut self, key: String, etag: String, meta: UserMeta) -> bool {
+        match self.map.get_mut(&key) {
+            Some(k) => {
+                (k.etag, k.meta) = (etag, meta);
+                false
+            }
+            None => {
+                self.added += 1;
+                let added = self.added;
+                self.map.insert(key, Known { added, etag, meta });
+                true
+            }
+        }
+    }
 }
 
 pub struct MetaCache {
@@ -60,29 +87,26 @@ fn open_log(path: &Path, truncate: bool) -> std::io::Result<BufWriter<std::fs::F
 impl MetaCache {
     /// Loads the cache at `path` (missing or unreadable lines: skipped).
     pub fn open(path: &Path, max_entries: usize) -> Self {
-        let mut map = HashMap::new();
-        let mut order = Vec::new();
+        let mut inner = Inner {
+            map: HashMap::new(),
+            added: 0,
+            log: None,
+        };
         let mut lines = 0usize;
         // The file is input: its own regular file, lines bounded, unreadable ones skipped.
         if let Ok(f) = crate::statefile::open_own_file(path) {
             let reader = std::io::BufReader::new(f);
             crate::statefile::for_each_line(reader, MAX_LINE_BYTES, |line| {
                 lines += 1;
-                if let Ok(l) = serde_json::from_slice::<Line>(line)
-                    && map.insert(l.k.clone(), (l.e, l.m)).is_none()
-                {
-                    order.push(l.k);
+                if let Ok(l) = serde_json::from_slice::<Line>(line) {
+                    inner.insert(l.k, l.e, l.m);
                 }
             });
         }
         let cache = MetaCache {
             path: path.to_path_buf(),
             max_entries: max_entries.max(16),
-            inner: Mutex::new(Inner {
-                map,
-                order,
-                log: None,
-            }),
+            inner: Mutex::new(inner),
         };
         {
             let mut inner = cache.inner.lock().unwrap();
@@ -105,7 +129,7 @@ impl MetaCache {
         }
         let inner = self.inner.lock().unwrap();
         match inner.map.get(key) {
-            Some((e, m)) if e == etag => Some(m.clone()),
+            Some(k) if k.etag == etag => Some(k.meta.clone()),
             _ => None,
         }
     }
@@ -119,7 +143,7 @@ impl MetaCache {
             .unwrap()
             .map
             .get(key)
-            .is_some_and(|(e, _)| !e.is_empty());
+            .is_some_and(|k| !k.etag.is_empty());
         if known {
             // An empty version never matches: a tombstone, on disk too.
             self.store(key, "", &UserMeta::new());
@@ -139,17 +163,11 @@ impl MetaCache {
         if inner
             .map
             .get(key)
-            .is_some_and(|(e, m)| e == etag && m == meta)
+            .is_some_and(|k| k.etag == etag && k.meta == *meta)
         {
             return;
         }
-        if inner
-            .map
-            .insert(key.to_owned(), (etag.to_owned(), meta.clone()))
-            .is_none()
-        {
-            inner.order.push(key.to_owned());
-        }
+        inner.insert(key.to_owned(), etag.to_owned(), meta.clone());
         if inner.map.len() > self.max_entries {
             self.trim(&mut inner);
             inner.log = self.rewrite(&inner);
@@ -185,12 +203,11 @@ impl MetaCache {
         if inner.map.len() <= self.max_entries {
             return;
         }
-        let keep_from = inner.order.len() - self.max_entries / 2;
-        let dropped: Vec<String> = inner.order.drain(..keep_from).collect();
-        for k in dropped {
-            inner.map.remove(&k);
-        }
-        inner.order.retain(|k| inner.map.contains_key(k));
+        let drop = inner.map.len() - self.max_entries / 2;
+        let mut added: Vec<u64> = inner.map.values().map(|k| k.added).collect();
+        // The `drop` oldest go (additions are numbered uniquely).
+        let (_, &mut newest_dropped, _) = added.select_nth_unstable(drop - 1);
+        inner.map.retain(|_, k| k.added > newest_dropped);
     }
 
     /// Rewrites the file with what is kept; returns the log to append to.
@@ -198,19 +215,19 @@ impl MetaCache {
         let tmp = self.path.with_extension("tmp");
         let written = (|| {
             let mut w = open_log(&tmp, true)?;
-            for k in &inner.order {
-                if let Some((e, m)) = inner.map.get(k) {
-                    let line = Line {
-                        k: k.clone(),
-                        e: e.clone(),
-                        m: m.clone(),
-                    };
-                    writeln!(
-                        w,
-                        "{}",
-                        serde_json::to_string(&line).map_err(std::io::Error::other)?
-                    )?;
-                }
+            let mut known: Vec<(&String, &Known)> = inner.map.iter().collect();
+            known.sort_unstable_by_key(|(_, k)| k.added);
+            for (key, k) in known {
+                let line = Line {
+                    k: key.clone(),
+                    e: k.etag.clone(),
+                    m: k.meta.clone(),
+                };
+                writeln!(
+                    w,
+                    "{}",
+                    serde_json::to_string(&line).map_err(std::io::Error::other)?
+                )?;
             }
             w.flush()?;
             std::fs::rename(&tmp, &self.path)
