@@ -992,6 +992,42 @@ async fn a_directory_rename_whose_copy_fails_is_rolled_back() {
     .await;
 }
 
+/// A directory renamed over an empty one whose copy fails part-way: the target keeps its
+/// own metadata (its marker is replaced only once everything else is copied), so the tree
+/// S3 holds is as it was, the target's times included — as a new mount shows it. (Found by
+/// the model: the marker was copied first and stayed replaced after the rollback.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_directory_rename_over_another_keeps_the_target_s_own_times() {
+    use cognifs::store::{Fault, MemoryStore, RequestKind, UserMeta};
+    use std::os::unix::fs::MetadataExt;
+    with_timeout(60, async {
+        let store = std::sync::Arc::new(MemoryStore::new("bucket", "me"));
+        let times = |secs: &str| UserMeta::from([("mtime".to_owned(), secs.to_owned())]);
+        store.insert_raw("me/d/", b"", times("2000000"));
+        for i in 0..3 {
+            store.insert_raw(&format!("me/d/f{i}"), b"x", UserMeta::new());
+        }
+        store.insert_raw("me/e/", b"", times("1000000"));
+        let m = mount_any(store.clone(), "me".into(), MountOptions::default()).await;
+        let root = m.path().to_path_buf();
+        let keys = store.keys();
+        // The second copy fails: in listing order the first would be `d/`'s marker.
+        store.fail_nth(Some(RequestKind::Copy), 1, Fault::SlowDown);
+        let r = root.clone();
+        let renamed = blocking(move || std::fs::rename(r.join("d"), r.join("e"))).await;
+        assert_eq!(errno_of(renamed), libc::EIO);
+        assert!(!store.armed(), "the fault fired");
+        assert_eq!(store.keys(), keys, "S3 holds the keys it held");
+        drop(m);
+        let m = mount_any(store.clone(), "me".into(), MountOptions::default()).await;
+        let e = m.path().join("e");
+        let mtime = blocking(move || std::fs::metadata(e).map(|m| m.mtime())).await;
+        assert_eq!(mtime.unwrap(), 1_000_000, "e/'s own mtime, as S3 holds it");
+        drop(m);
+    })
+    .await;
+}
+
 /// The spool's disk fills up: the write that does not fit fails with ENOSPC at write time,
 /// the file holds exactly what was accepted, and the room comes back after the close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

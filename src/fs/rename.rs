@@ -291,8 +291,9 @@ impl Fs {
     }
 
     /// Copies every key below `src` to `dst`, then deletes the originals; bounded
-    /// concurrency, progress in the log. A failed copy removes what was copied (but the
-    /// marker of a `dst` that existed before), so the tree is as it was.
+    /// concurrency, progress in the log. A failed copy removes what was copied, and the
+    /// marker of a `dst` that existed is replaced only after every other copy, so the tree
+    /// is as it was, that directory's own metadata included.
     async fn rename_dir(
         &self,
         src: &str,
@@ -341,30 +342,43 @@ impl Fs {
                 )
             })
             .collect();
-        let done: Vec<StoreResult<(String, String)>> = futures::stream::iter(moves.clone())
-            .map(|(from, to, etag)| {
-                let (store, copied) = (self.store.clone(), copied.clone());
-                let src = src.to_owned();
-                let expect = if dst_existed && to == dst {
-                    Expect::Anything
-                } else {
-                    Expect::Absent
-                };
-                async move {
-                    let r = store
-                        .copy_if(&from, Some(&etag), &to, None, &expect)
-                        .await
-                        .map(|etag| (to, etag));
-                    let n = copied.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n % 100 == 0 {
-                        tracing::info!(from = src, copied = n, total, "renaming directory");
-                    }
-                    r
+        let copy = |(from, to, etag): (String, String, String)| {
+            let (store, copied) = (self.store.clone(), copied.clone());
+            let src = src.to_owned();
+            let expect = if dst_existed && to == dst {
+                Expect::Anything
+            } else {
+                Expect::Absent
+            };
+            async move {
+                let r = store
+                    .copy_if(&from, Some(&etag), &to, None, &expect)
+                    .await
+                    .map(|etag| (to, etag));
+                let n = copied.fetch_add(1, Ordering::Relaxed) + 1;
+                if n % 100 == 0 {
+                    tracing::info!(from = src, copied = n, total, "renaming directory");
                 }
-            })
+                r
+            }
+        };
+        // The marker of a `dst` that exists is replaced last, once everything else is
+        // copied: a copy that fails before leaves that directory's own metadata (its times,
+        // mode, owner) as it was, and a failed marker copy changed nothing of it either.
+        let (marker, rest): (Vec<_>, Vec<_>) = moves
+            .iter()
+            .cloned()
+            .partition(|(_, to, _)| dst_existed && to == dst);
+        let mut done: Vec<StoreResult<(String, String)>> = futures::stream::iter(rest)
+            .map(&copy)
             .buffer_unordered(RENAME_CONCURRENCY)
             .collect()
             .await;
+        if done.iter().all(Result::is_ok) {
+            for m in marker {
+                done.push(copy(m).await);
+            }
+        }
         if let Some(pos) = done.iter().position(Result::is_err) {
             let copies: Vec<(String, String)> = done
                 .iter()
@@ -373,7 +387,6 @@ impl Fs {
                 .cloned()
                 .collect();
             self.remove_keys(&copies).await;
-            let mut done = done;
             let e = done.swap_remove(pos).unwrap_err();
             // Refused offline (EXDEV) rather than failed: nothing of it stays.
             return Err(e.into());
