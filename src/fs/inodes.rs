@@ -16,7 +16,10 @@
 //!
 //! What a name is and what the kernel is told about it (`Kind`, `Found`, `Attr`) and the
 //! mapping rules (what is a directory, what is hidden: [`build_listing`], [`valid_name`])
-//! are in `entries.rs`; docs/SEMANTICS.md states the rules in prose.
+//! are in `entries.rs`; docs/SEMANTICS.md states the rules in prose. The table's parts by
+//! job: the listings it keeps per directory (`listings.rs`), the kernel's references and
+//! eviction (`references.rs`), a directory's times not yet stored (`times.rs`), a listing
+//! handed out page by page (`stream.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,7 +28,10 @@ use std::time::{Duration, Instant, SystemTime};
 use super::meta::Meta;
 
 mod entries;
+mod listings;
+mod references;
 mod stream;
+mod times;
 pub use entries::{Attr, Defaults, DirEntry, Found, Kind, NodeInfo, build_listing, valid_name};
 pub use stream::{ListingStream, key_order};
 
@@ -455,18 +461,6 @@ impl Inodes {
         }
     }
 
-    /// Makes a directory's cached listing stale (its contents changed through the mount):
-    /// listed again when next needed; kept, as the last one seen, for answering offline.
-    pub fn invalidate_listing(&self, ino: u64) {
-        Self::expire_listing(&mut self.state.lock().unwrap(), ino);
-    }
-
-    fn expire_listing(state: &mut State, ino: u64) {
-        if let Some(Some((_, until))) = state.nodes.get_mut(&ino).map(|n| &mut n.listing) {
-            *until = Instant::now();
-        }
-    }
-
     /// Records what this mount just wrote to a node's key, and drops the parent's listing
     /// so the next readdir shows it.
     pub fn set_written(&self, ino: u64, found: Found) -> Option<Attr> {
@@ -484,44 +478,6 @@ impl Inodes {
         Some(attr)
     }
 
-    /// `parent/name` was just made by this mount: a fresh listing of `parent` gets it (so
-    /// lookups of other names there still need no request); a stale one stays stale.
-    pub fn add_to_listing(&self, parent: u64, name: &str) {
-        let mut state = self.state.lock().unwrap();
-        let Some(attr) = state
-            .children
-            .get(&(parent, name.to_owned()))
-            .and_then(|&c| state.nodes.get(&c).map(|n| self.attr(c, &n.found)))
-        else {
-            return;
-        };
-        Self::put_in_listing(&mut state, parent, name, &attr);
-    }
-
-    /// Inserts or updates `name` in `parent`'s listing, if it has one (a stale one too: it
-    /// is what is shown while S3 does not answer, and kept on disk).
-    fn put_in_listing(state: &mut State, parent: u64, name: &str, attr: &Attr) {
-        let Some(p) = state.nodes.get_mut(&parent) else {
-            return;
-        };
-        let Some((listing, _)) = &mut p.listing else {
-            return;
-        };
-        // In place unless an open readdir still holds this listing: then it keeps its
-        // snapshot and this gets a copy. (A copy every time cost a create in a directory of
-        // n files O(n): 2,000 new files made 2 million entry copies.)
-        let entries = Arc::make_mut(listing);
-        let entry = DirEntry {
-            name: name.to_owned(),
-            ino: attr.ino,
-            attr: attr.clone(),
-        };
-        match entries.binary_search_by(|e| e.name.as_str().cmp(name)) {
-            Ok(i) => entries[i] = entry,
-            Err(i) => entries.insert(i, entry),
-        }
-    }
-
     /// `parent/name` no longer exists (unlink, rmdir). The node keeps its number for the
     /// kernel's sake but can no longer be found by name.
     pub fn remove(&self, parent: u64, name: &str) {
@@ -537,18 +493,6 @@ impl Inodes {
         {
             Arc::make_mut(listing).remove(i);
         }
-    }
-
-    /// What S3 holds of `ino` as far as this mount knows: its metadata without the
-    /// directory times still to be written.
-    pub fn stored(&self, ino: u64) -> Option<Found> {
-        let state = self.state.lock().unwrap();
-        let node = state.nodes.get(&ino)?;
-        let mut found = node.found.clone();
-        if let Some(p) = &node.pending_times {
-            (found.meta.mtime, found.meta.ctime) = p.stored;
-        }
-        Some(found)
     }
 
     /// The directories whose entries this mount changed since this was last asked.
@@ -673,236 +617,6 @@ impl Inodes {
                 false
             }
             None => false,
-        }
-    }
-
-    /// The directory's listing if fetched within the TTL.
-    pub fn fresh_listing(&self, ino: u64) -> Option<Arc<Vec<DirEntry>>> {
-        let state = self.state.lock().unwrap();
-        match &state.nodes.get(&ino)?.listing {
-            Some((entries, until)) if Instant::now() < *until => Some(entries.clone()),
-            _ => None,
-        }
-    }
-
-    /// How many entries the directory's last listing had, fresh or not (`None`: never
-    /// listed, or the listing was dropped).
-    pub fn last_listing_len(&self, ino: u64) -> Option<usize> {
-        let state = self.state.lock().unwrap();
-        state
-            .nodes
-            .get(&ino)?
-            .listing
-            .as_ref()
-            .map(|(l, _)| l.len())
-    }
-
-    /// Stores a complete listing (already filtered by [`build_listing`]) and records every
-    /// entry in the table, so readdir can report the same inode numbers lookup will.
-    pub fn set_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
-        self.set_listing_until(ino, entries, Instant::now() + self.ttl)
-    }
-
-    /// A listing last seen some time ago (kept on disk; S3 does not answer): shown, and
-    /// stale at once, so that the first lookup with S3 back asks again.
-    pub fn set_old_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
-        let listing = self.set_listing_until(ino, entries, Instant::now());
-        self.state.lock().unwrap().dirty.remove(&ino);
-        listing
-    }
-
-    /// The directory's listing however old (`None`: never listed, or dropped).
-    pub fn any_listing(&self, ino: u64) -> Option<Arc<Vec<DirEntry>>> {
-        let state = self.state.lock().unwrap();
-        state
-            .nodes
-            .get(&ino)?
-            .listing
-            .as_ref()
-            .map(|(l, _)| l.clone())
-    }
-
-    fn set_listing_until(
-        &self,
-        ino: u64,
-        entries: Vec<(String, Found)>,
-        expires: Instant,
-    ) -> Arc<Vec<DirEntry>> {
-        let mut state = self.state.lock().unwrap();
-        let mut out = Vec::with_capacity(entries.len());
-        for (name, found) in entries {
-            let child = self.upsert_locked_until(&mut state, ino, &name, found, expires);
-            let attr = self.attr(child, &state.nodes[&child].found);
-            out.push(DirEntry {
-                name,
-                ino: child,
-                attr,
-            });
-        }
-        let out = Arc::new(out);
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            n.listing = Some((out.clone(), expires));
-        }
-        state.dirty.insert(ino);
-        // Names absent from a fresh listing are known-absent for the TTL too.
-        state.negative.retain(|(p, _), _| *p != ino);
-        out
-    }
-
-    /// Stores the listing of `ino` read page by page, whose entries are already in the table
-    /// (recorded as each page came): in name order, it and its entries trusted until
-    /// `expires`.
-    pub fn set_listed(
-        &self,
-        ino: u64,
-        mut entries: Vec<DirEntry>,
-        expires: Instant,
-    ) -> Arc<Vec<DirEntry>> {
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        // A name listed twice (a server repeating itself across pages): once.
-        entries.dedup_by(|a, b| a.name == b.name);
-        // Kept for the TTL: without the room its growth left (up to half of it).
-        entries.shrink_to_fit();
-        let out = Arc::new(entries);
-        let mut state = self.state.lock().unwrap();
-        // Its entries are as fresh as the listing (a lookup after the last page must not ask
-        // S3 about the first page's names again).
-        for e in out.iter() {
-            if let Some(n) = state.nodes.get_mut(&e.ino)
-                && n.expires < expires
-            {
-                n.expires = expires;
-            }
-        }
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            n.listing = Some((out.clone(), expires));
-        }
-        state.dirty.insert(ino);
-        // Names absent from a fresh listing are known-absent for the TTL too.
-        state.negative.retain(|(p, _), _| *p != ino);
-        out
-    }
-
-    /// The kernel took a reference without a lookup (readdirplus).
-    pub fn add_lookup(&self, ino: u64) {
-        if let Some(node) = self.state.lock().unwrap().nodes.get_mut(&ino) {
-            node.lookups += 1;
-            node.aside = false;
-        }
-    }
-
-    /// The kernel dropped `n` references; returns how many it still holds.
-    pub fn forget(&self, ino: u64, n: u64) -> u64 {
-        match self.state.lock().unwrap().nodes.get_mut(&ino) {
-            Some(node) => {
-                node.lookups = node.lookups.saturating_sub(n);
-                node.lookups
-            }
-            None => 0,
-        }
-    }
-
-    /// Removes `ino` if the kernel holds no reference to it and `busy` (open, being written,
-    /// kept) says nothing else uses it, with the entries below it that only a listing
-    /// brought in; then its parent too if that is left unused and forgotten. Returns the
-    /// numbers removed.
-    pub fn evict(&self, ino: u64, busy: &dyn Fn(u64) -> bool) -> Vec<u64> {
-        let mut state = self.state.lock().unwrap();
-        let mut gone = Vec::new();
-        let mut parent = state.nodes.get(&ino).map(|n| n.parent);
-        if !state.evict_tree(ino, busy, &mut gone) {
-            return gone;
-        }
-        // A parent the kernel forgot while this kept it.
-        while let Some(p) = parent {
-            let Some(node) = state.nodes.get(&p) else {
-                break;
-            };
-            // (While the kernel holds any child, it holds the parent: this is cheap then.)
-            if node.lookups > 0 {
-                break;
-            }
-            parent = Some(node.parent);
-            if !state.evict_tree(p, busy, &mut gone) {
-                break;
-            }
-        }
-        gone
-    }
-
-    /// The number to hand the kernel for `entry` of `parent`'s listing (readdirplus): its
-    /// own while the table has it; if it was forgotten since the listing was taken, the
-    /// name's current entry, or a new one that the next use looks at afresh.
-    pub fn listed_ino(&self, parent: u64, entry: &DirEntry) -> u64 {
-        let mut state = self.state.lock().unwrap();
-        if state.nodes.contains_key(&entry.ino) {
-            return entry.ino;
-        }
-        if let Some(&ino) = state.children.get(&(parent, entry.name.clone())) {
-            return ino;
-        }
-        let found = Found {
-            kind: entry.attr.kind,
-            size: entry.attr.size,
-            etag: String::new(),
-            last_modified: entry.attr.mtime,
-            meta: Meta::default(),
-            meta_known: false,
-        };
-        let ino = self.upsert_locked(&mut state, parent, &entry.name, found);
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            n.expires = Instant::now();
-        }
-        ino
-    }
-
-    /// The kernel's reference count, for tests and diagnostics.
-    pub fn lookups(&self, ino: u64) -> u64 {
-        self.state
-            .lock()
-            .unwrap()
-            .nodes
-            .get(&ino)
-            .map_or(0, |n| n.lookups)
-    }
-
-    /// A change of `ino`'s entries at `now` (if it is a directory): its mtime and ctime
-    /// show `now` from here on. Returns whether it is a directory.
-    pub fn touch_dir(&self, ino: u64, now: SystemTime) -> bool {
-        let mut state = self.state.lock().unwrap();
-        match state.nodes.get_mut(&ino) {
-            Some(n) if n.found.kind == Kind::Dir => {
-                let stored = (n.found.meta.mtime, n.found.meta.ctime);
-                n.pending_times
-                    .get_or_insert_with(|| Box::new(PendingTimes { at: now, stored }))
-                    .at = now;
-                (n.found.meta.mtime, n.found.meta.ctime) = (Some(now), Some(now));
-                let parent = n.parent;
-                state.dirty.insert(parent);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// A directory's marker now holds `meta` (its times written behind): pending times it
-    /// carries are stored, newer ones stay pending.
-    /// A directory's marker now holds `meta`, as version `etag`.
-    pub fn set_dir_meta(&self, ino: u64, meta: Meta, etag: String) {
-        let mut state = self.state.lock().unwrap();
-        if let Some(parent) = state.nodes.get(&ino).map(|n| n.parent) {
-            state.dirty.insert(parent);
-        }
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            if n.pending_times.as_ref().map(|p| p.at) == meta.mtime {
-                n.pending_times = None;
-            }
-            n.found.meta_known = true;
-            n.set_found(Found {
-                meta,
-                etag,
-                ..n.found.clone()
-            });
         }
     }
 
