@@ -66,6 +66,9 @@ pub struct Target {
     /// `$MOUNT_S3_ARGS`.
     pub mount_s3: Option<PathBuf>,
     pub mount_s3_args: Vec<String>,
+    /// `$BENCH_COGNIFS_WRAP`: a command that runs cognifs's mounts (a profiler: `heaptrack
+    /// -o DIR/cognifs`, `valgrind --tool=massif`); empty: cognifs runs itself.
+    pub cognifs_wrap: Vec<String>,
     s3fs_passwd: PathBuf,
     rclone_conf: PathBuf,
     admin: (String, String),
@@ -145,6 +148,11 @@ impl Target {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
+        let cognifs_wrap = std::env::var("BENCH_COGNIFS_WRAP")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         Target {
             work,
             logs,
@@ -155,6 +163,7 @@ impl Target {
             cognifs,
             mount_s3,
             mount_s3_args,
+            cognifs_wrap,
             s3fs_passwd,
             rclone_conf,
             admin,
@@ -201,12 +210,22 @@ impl Target {
             }
         };
         match fs {
-            Fs::Cognifs => format!(
-                "`cognifs mount --foreground --cache-size {}MiB --cache-dir WORK` (this tree's \
+            Fs::Cognifs => {
+                format!(
+                    "`cognifs mount --foreground --cache-size {}MiB --cache-dir WORK` (this tree's \
                  release binary, a child process; otherwise defaults: 1 MiB blocks, 64 MiB \
                  readahead, 8 MiB parts × 4 in flight, 5 s metadata TTL)",
-                self.cognifs.cache_mib
-            ),
+                    self.cognifs.cache_mib
+                ) + &if self.cognifs_wrap.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; run by `{}` (BENCH_COGNIFS_WRAP: its RSS rows are left out, the \
+                     process measured would be the wrapper)",
+                        self.cognifs_wrap.join(" ")
+                    )
+                }
+            }
             Fs::CognifsListOnly => "the same with `--list-only` (attributes from listings \
                  alone, no HEADs), its own cache dir; only the `ls -l` and random-read mounts"
                 .into(),
@@ -236,8 +255,19 @@ impl Target {
         }
     }
 
+    /// Whether `fs`'s mounts run under `BENCH_COGNIFS_WRAP`.
+    fn wrapped(&self, fs: Fs) -> bool {
+        matches!(fs, Fs::Cognifs | Fs::CognifsListOnly) && !self.cognifs_wrap.is_empty()
+    }
+
     fn command(&self, fs: Fs, program: &Path, dir: &Path) -> Command {
-        let mut cmd = Command::new(program);
+        let mut cmd = if self.wrapped(fs) {
+            let mut cmd = Command::new(&self.cognifs_wrap[0]);
+            cmd.args(&self.cognifs_wrap[1..]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        };
         // The machine may name a CA bundle for HTTPS; devstack is plain HTTP, and rclone
         // refuses to start with one set ("LoadCustomCABundleError").
         cmd.env_remove("AWS_CA_BUNDLE");
@@ -335,6 +365,7 @@ impl Target {
             path: dir,
             child: Some(child),
             log,
+            wrapped: self.wrapped(fs),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cognifs::mounts::is_mounted(&mounted.path) {
@@ -357,6 +388,8 @@ pub struct Mounted {
     path: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// Run by a wrapper: the child is the wrapper, whose RSS is not the mount's.
+    wrapped: bool,
 }
 
 impl Mounted {
@@ -366,6 +399,9 @@ impl Mounted {
 
     /// Peak resident set of the mount process so far (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        if self.wrapped {
+            return None;
+        }
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status

@@ -17,7 +17,9 @@
 //! directory's `bench-work`) where the data goes, on a real disk (removed after the run but
 //! for `logs/`, each mount process's output); `MOUNT_S3` a `mount-s3` binary (default: `mount-s3` on
 //! the PATH; its column is skipped without one) and `MOUNT_S3_ARGS`
-//! extra arguments for it; `BENCH_ONLY` (e.g. `cognifs`) the file systems to run;
+//! extra arguments for it; `BENCH_COGNIFS_WRAP` a command that runs cognifs's mounts (a
+//! profiler, e.g. `heaptrack -o DIR/cognifs`; the RSS rows are then left out);
+//! `BENCH_ONLY` (e.g. `cognifs`) the file systems to run;
 //! `BENCH_GROUPS` (`io,fio,ls`) the groups of rows; `BENCH_PASSES` (`0,1`) the latencies
 //! run (`0`: 0 ms alone, `1`: the second alone).
 //! fio rows need `fio` on the PATH.
