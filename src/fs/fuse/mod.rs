@@ -317,6 +317,66 @@ impl Filesystem for FuseFs {
         self.inline(call("ioctl", ino, None), || reply.error(Errno::ENOTTY));
     }
 
+    // Not offered, and answered here only so that fuser logs no warning: ENOSYS makes the
+    // kernel stop asking and do without — SEEK_DATA/SEEK_HOLE by its generic rule (data up
+    // to the end), a copy by reads and writes, EOPNOTSUPP for fallocate (glibc's
+    // posix_fallocate then writes the zeros itself), the default poll mask.
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        self.inline(call("lseek", ino, None), || reply.error(Errno::ENOSYS));
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.inline(call("copy_file_range", ino_in, None), || {
+            reply.error(Errno::ENOSYS)
+        });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.inline(call("fallocate", ino, None), || reply.error(Errno::ENOSYS));
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        self.inline(call("poll", ino, None), || reply.error(Errno::ENOSYS));
+    }
+
     fn setattr(
         &self,
         _req: &Request,
