@@ -72,13 +72,7 @@ impl Inodes {
     /// How many entries the directory's last listing had, fresh or not (`None`: never
     /// listed, or the listing was dropped).
     pub fn last_listing_len(&self, ino: u64) -> Option<usize> {
-        let state = self.state.lock().unwrap();
-        state
-            .nodes
-            .get(&ino)?
-            .listing
-            .as_ref()
-            .map(|(l, _)| l.len())
+        self.any_listing(ino).map(|l| l.len())
     }
 
     /// Stores a complete listing (already filtered by [`build_listing`]) and records every
