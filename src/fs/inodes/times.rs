@@ -37,9 +37,8 @@ impl Inodes {
         }
     }
 
-    /// A directory's marker now holds `meta` (its times written behind): pending times it
-    /// carries are stored, newer ones stay pending.
-    /// A directory's marker now holds `meta`, as version `etag`.
+    /// A directory's marker now holds `meta`, as version `etag` (its times written behind):
+    /// pending times it carries are stored, newer ones stay pending.
     pub fn set_dir_meta(&self, ino: u64, meta: Meta, etag: String) {
         let mut state = self.state.lock().unwrap();
         if let Some(parent) = state.nodes.get(&ino).map(|n| n.parent) {
