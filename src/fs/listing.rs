@@ -21,8 +21,8 @@ const READDIR_CHUNK: usize = 512;
 
 /// An open directory: the entries handed out so far (`.` and `..` first, then the listing in
 /// S3's key order, [`inodes::key_order`]) and, while its listing is still being read, what
-/// comes next. Offsets are indices into `entries`, which only grows until a rewind (offset
-/// 0), so they stay valid while the kernel pages through.
+/// comes next. Offsets are indices into `.`, `..` and `shown`, which only grows until a
+/// rewind (offset 0), so they stay valid while the kernel pages through.
 #[derive(Default)]
 pub(super) struct DirHandle {
     state: tokio::sync::Mutex<DirState>,
@@ -31,9 +31,59 @@ pub(super) struct DirHandle {
 #[derive(Default)]
 struct DirState {
     started: bool,
-    entries: Vec<DirEntry>,
+    /// `.` and `..`.
+    dots: Vec<DirEntry>,
+    shown: Shown,
     /// The listing being read from S3; `None` once it is complete.
     reading: Option<Reading>,
+}
+
+impl DirState {
+    fn len(&self) -> usize {
+        self.dots.len() + self.shown.entries().len()
+    }
+
+    /// At most `n` entries from `offset` on.
+    fn chunk(&self, offset: usize, n: usize) -> Vec<DirEntry> {
+        let dots = self.dots.get(offset..).unwrap_or_default();
+        let rest = offset.saturating_sub(self.dots.len());
+        let listed = self.shown.entries().get(rest..).unwrap_or_default();
+        dots.iter().chain(listed).take(n).cloned().collect()
+    }
+}
+
+/// A handle's entries after `.` and `..`: its own while they are read page by page or differ
+/// from the inode table's listing (files being written laid over, another order), else that
+/// listing itself. A copy of a 100,000-entry listing is 15 MB.
+enum Shown {
+    Own(Vec<DirEntry>),
+    Table(Arc<Vec<DirEntry>>),
+}
+
+impl Default for Shown {
+    fn default() -> Self {
+        Shown::Own(Vec::new())
+    }
+}
+
+impl Shown {
+    fn entries(&self) -> &[DirEntry] {
+        match self {
+            Shown::Own(v) => v,
+            Shown::Table(t) => t,
+        }
+    }
+
+    /// The entries to add to while a listing is read (a table's listing is never added to).
+    fn own(&mut self) -> &mut Vec<DirEntry> {
+        if let Shown::Table(t) = self {
+            *self = Shown::Own(t.to_vec());
+        }
+        match self {
+            Shown::Own(v) => v,
+            Shown::Table(_) => unreachable!("made its own above"),
+        }
+    }
 }
 
 use super::index::LazyIndex;
@@ -48,11 +98,13 @@ struct Reading {
     next: Option<String>,
     /// The page after the first, listed ahead by the lookup that brought the first.
     after: Option<Arc<super::lookup::NextPage>>,
-    /// The entries as S3 has them (no open writes laid over), for the inode table.
-    listed: Vec<DirEntry>,
     /// Files being written here when the listing started, in key order: each shows where
     /// it sorts, unless S3 lists it (then S3's entry shows, with the write's attributes).
     local: std::collections::VecDeque<DirEntry>,
+    /// Entries shown that S3 does not list (from `local`), by number.
+    shown_local: Vec<u64>,
+    /// S3's entries shown with a write's attributes instead, as S3 listed them.
+    overlaid: Vec<DirEntry>,
     /// The directory's listing index (`index.rs`), read when a file first needs it.
     index: Arc<LazyIndex>,
 }
@@ -107,16 +159,10 @@ impl Fs {
             self.start_listing(ino, &mut st).await?;
         }
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        while st.entries.len() <= offset && st.reading.is_some() {
+        while st.len() <= offset && st.reading.is_some() {
             self.read_more(ino, &mut st).await?;
         }
-        Ok(st
-            .entries
-            .iter()
-            .skip(offset)
-            .take(READDIR_CHUNK)
-            .cloned()
-            .collect())
+        Ok(st.chunk(offset, READDIR_CHUNK))
     }
 
     /// Starts a handle's listing: `.` and `..`, then the directory's listing if it is fresh
@@ -130,7 +176,8 @@ impl Fs {
             .unwrap_or_else(|| dir.attr.clone());
         st.started = true;
         st.reading = None;
-        st.entries = vec![
+        st.shown = Shown::default();
+        st.dots = vec![
             DirEntry {
                 name: ".".into(),
                 ino,
@@ -175,28 +222,32 @@ impl Fs {
                     next: page.next.clone(),
                     after,
                     ready: Some(page),
-                    listed: Vec::new(),
                     local: local.into(),
+                    shown_local: Vec::new(),
+                    overlaid: Vec::new(),
                 });
                 self.read_more(ino, st).await
             }
             Err(listing) => {
                 let index = LazyIndex::new();
                 let filled = self
-                    .fill_metadata(ino, &dir.rel, &listing, Some(&index))
+                    .fill_metadata(ino, &dir.rel, listing, Some(&index))
                     .await;
-                let mut shown = self.with_open_writes(ino, filled);
-                shown.sort_by(|a, b| {
+                let writes = self.open_writes_in(ino);
+                let by_key = |a: &DirEntry, b: &DirEntry| {
                     inodes::key_order(
                         (&a.name, a.attr.kind == Kind::Dir),
                         (&b.name, b.attr.kind == Kind::Dir),
                     )
-                });
-                // `.` and `..` go in front in place: a second copy of a 100,000-entry
-                // listing would be 12 MB more at the peak.
-                let dots = std::mem::take(&mut st.entries);
-                shown.splice(0..0, dots);
-                st.entries = shown;
+                };
+                st.shown = if writes.is_empty() && filled.is_sorted_by(|a, b| by_key(a, b).is_le())
+                {
+                    Shown::Table(filled)
+                } else {
+                    let mut shown = Self::laid_over(writes, Arc::unwrap_or_clone(filled));
+                    shown.sort_by(by_key);
+                    Shown::Own(shown)
+                };
                 Ok(())
             }
         }
@@ -250,17 +301,19 @@ impl Fs {
             }
             filled
         };
-        r.listed.extend(filled.iter().cloned());
         let writes = self.open_writes_in(ino);
         fn key(e: &DirEntry) -> (&str, bool) {
             (e.name.as_str(), e.attr.kind == Kind::Dir)
         }
+        let shown = st.shown.own();
         for mut e in filled {
             // Files being written that S3 does not list (yet) go where they sort.
             while let Some(w) = r.local.front() {
                 match inodes::key_order(key(w), key(&e)) {
                     std::cmp::Ordering::Less => {
-                        st.entries.extend(r.local.pop_front());
+                        let w = r.local.pop_front().expect("front above");
+                        r.shown_local.push(w.ino);
+                        shown.push(w);
                     }
                     _ if w.name == e.name => {
                         r.local.pop_front();
@@ -269,21 +322,54 @@ impl Fs {
                 }
             }
             if let Some(w) = writes.iter().find(|w| w.ino == e.ino) {
+                r.overlaid.push(e.clone());
                 e.attr = w.attr.clone();
             }
-            st.entries.push(e);
+            shown.push(e);
         }
         if last {
             let r = st.reading.take().expect("reading above");
-            st.entries.extend(r.local);
-            st.entries.shrink_to_fit();
+            let Shown::Own(mut shown) = std::mem::take(&mut st.shown) else {
+                unreachable!("made its own above")
+            };
+            shown.extend(r.local.iter().cloned());
+            shown.shrink_to_fit();
             // Trusted for the TTL from now, as a listing read whole was (a 100,000-entry one
             // takes seconds: counted from its first page, its names would be stale before
             // `ls -l` could stat them, and each stat would ask S3 again).
-            self.inodes
-                .set_listed(ino, r.listed, std::time::Instant::now() + self.inodes.ttl());
+            let expires = std::time::Instant::now() + self.inodes.ttl();
+            let plain = r.local.is_empty()
+                && r.shown_local.is_empty()
+                && r.overlaid.is_empty()
+                && shown.is_sorted_by(|a, b| a.name < b.name);
+            st.shown = if plain {
+                // What the handle shows is the table's listing: one copy of it.
+                Shown::Table(self.inodes.set_listed(ino, shown, expires))
+            } else {
+                self.inodes
+                    .set_listed(ino, Self::as_listed(&shown, &r), expires);
+                Shown::Own(shown)
+            };
         }
         Ok(())
+    }
+
+    /// What S3 listed of the entries a handle shows: without the files being written that
+    /// it does not list, and with its own attributes where a write's were laid over.
+    fn as_listed(shown: &[DirEntry], r: &Reading) -> Vec<DirEntry> {
+        let local: std::collections::HashSet<u64> = r
+            .shown_local
+            .iter()
+            .copied()
+            .chain(r.local.iter().map(|e| e.ino))
+            .collect();
+        let overlaid: std::collections::HashMap<u64, &DirEntry> =
+            r.overlaid.iter().map(|e| (e.ino, e)).collect();
+        shown
+            .iter()
+            .filter(|e| !local.contains(&e.ino))
+            .map(|e| overlaid.get(&e.ino).map_or(e, |o| o).clone())
+            .collect()
     }
 
     /// The entries of one piece of a listing with the metadata this mount knows of them
@@ -439,18 +525,20 @@ impl Fs {
     /// HEADs, many at once, the files a listing knows without their stored mtime and mode,
     /// so `ls -l` and rsync see stored values without one sequential round trip per file.
     /// A file whose HEAD fails keeps its listing attributes (and is asked again on lookup).
+    /// The listing itself when every entry's metadata is known already (no copy of it).
     pub(super) async fn fill_metadata(
         &self,
         parent: u64,
         dir_rel: &str,
-        listing: &[DirEntry],
+        listing: Arc<Vec<DirEntry>>,
         index: Option<&LazyIndex>,
-    ) -> Vec<DirEntry> {
-        let mut filled = listing.to_vec();
-        if self.opts.list_only {
-            // Attributes from the listing alone: Last-Modified, the mount's owner and modes.
-            return filled;
+    ) -> Arc<Vec<DirEntry>> {
+        if self.opts.list_only || listing.iter().all(|e| e.attr.meta_known) {
+            // With --list-only, attributes from the listing alone: Last-Modified, the
+            // mount's owner and modes.
+            return listing;
         }
+        let mut filled = Arc::unwrap_or_clone(listing);
         let mut missing = Vec::new();
         for (i, e) in filled.iter_mut().enumerate() {
             if e.attr.meta_known {
@@ -477,13 +565,13 @@ impl Fs {
         }
         self.head_entries(parent, dir_rel, &mut filled, missing)
             .await;
-        filled
+        Arc::new(filled)
     }
 
-    /// The listing as this mount sees it: files being written here show their current size,
-    /// and ones S3 does not have yet (created, not yet flushed) are added.
-    fn with_open_writes(&self, dir: u64, mut out: Vec<DirEntry>) -> Vec<DirEntry> {
-        for w in self.open_writes_in(dir) {
+    /// The listing as this mount sees it: files being written here (`writes`) show their
+    /// current size, and ones S3 does not have yet (created, not yet flushed) are added.
+    fn laid_over(writes: Vec<DirEntry>, mut out: Vec<DirEntry>) -> Vec<DirEntry> {
+        for w in writes {
             match out.binary_search_by(|e| e.name.as_str().cmp(&w.name)) {
                 Ok(i) if out[i].ino == w.ino => out[i].attr = w.attr,
                 Ok(_) => {}
@@ -575,5 +663,92 @@ impl Fs {
         let mut listing = build_listing(&pages);
         listing.retain(|(name, _)| !super::index::reserved(rel, name));
         Ok(self.inodes.set_listing(ino, listing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fs::{Caller, MountOptions, ROOT_INO};
+    use crate::store::{MemoryStore, ObjectStore, UserMeta};
+
+    const FILES: usize = 2_500;
+
+    /// A mount over a directory `d` of [`FILES`] 3-byte files (three LIST pages).
+    fn mount() -> (tokio::runtime::Runtime, Fs, tempfile::TempDir) {
+        let store = Arc::new(MemoryStore::new("bucket", "p"));
+        for i in 0..FILES {
+            store.insert_raw(&format!("p/d/f{i:05}"), b"abc", UserMeta::new());
+        }
+        let spool = tempfile::tempdir().unwrap();
+        let opts = MountOptions {
+            metadata_ttl: Duration::from_secs(60),
+            spool_dir: spool.path().to_path_buf(),
+            ..MountOptions::default()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let fs = Fs::new(store as Arc<dyn ObjectStore>, opts);
+        (rt, fs, spool)
+    }
+
+    /// Reads a new handle of `dir` from `offset` 0 to its end: what it shows after `.`/`..`.
+    async fn read_whole(fs: &Fs, dir: u64) -> (Arc<DirHandle>, Vec<DirEntry>) {
+        let fh = fs.opendir(dir).unwrap();
+        let all = fs.readdir(dir, fh, 0).await.unwrap();
+        let handle = fs.dirs.lock().unwrap()[&fh].clone();
+        (handle, all[2..].to_vec())
+    }
+
+    fn size_of(entries: &[DirEntry], name: &str) -> Option<u64> {
+        entries.iter().find(|e| e.name == name).map(|e| e.attr.size)
+    }
+
+    #[test]
+    fn a_handle_shows_the_table_s_listing_itself_not_a_copy() {
+        let (rt, fs, _spool) = mount();
+        rt.block_on(async {
+            let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+            // Read page by page from S3, then again from the fresh listing.
+            for read in ["from S3", "again"] {
+                let (handle, shown) = read_whole(&fs, d.ino).await;
+                assert_eq!(shown.len(), FILES, "{read}");
+                let table = fs.inodes.any_listing(d.ino).unwrap();
+                match &handle.state.lock().await.shown {
+                    Shown::Table(t) => assert!(Arc::ptr_eq(t, &table), "{read}"),
+                    Shown::Own(_) => panic!("{read}: the handle holds a copy"),
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn a_file_s3_does_not_have_yet_shows_in_the_handle_not_in_the_table_s_listing() {
+        let (rt, fs, _spool) = mount();
+        let caller = Caller { uid: 1, gid: 1 };
+        rt.block_on(async {
+            let d = fs.lookup(ROOT_INO, "d").await.unwrap();
+            // One file S3 lists, being rewritten longer; one S3 does not have yet.
+            let f = fs.lookup(d.ino, "f01200").await.unwrap();
+            let fh = fs.open(f.ino, true, false).await.unwrap();
+            fs.write(fh, 0, vec![1; 10]).await.unwrap();
+            let (_, nh) = fs.create(d.ino, "f01200x", 0o100644, caller).await.unwrap();
+            fs.inodes.invalidate_listing(d.ino);
+            for read in ["from S3", "again"] {
+                let (handle, shown) = read_whole(&fs, d.ino).await;
+                assert_eq!(shown.len(), FILES + 1, "{read}");
+                assert_eq!(size_of(&shown, "f01200"), Some(10), "{read}");
+                assert_eq!(size_of(&shown, "f01200x"), Some(0), "{read}");
+                assert!(matches!(handle.state.lock().await.shown, Shown::Own(_)));
+                // The table keeps what S3 lists: not the file S3 does not have yet.
+                let table = fs.inodes.any_listing(d.ino).unwrap();
+                assert_eq!(table.len(), FILES, "{read}");
+                assert!(size_of(&table, "f01200").is_some(), "{read}");
+                assert_eq!(size_of(&table, "f01200x"), None, "{read}");
+            }
+            fs.release(fh).await.unwrap();
+            fs.release(nh).await.unwrap();
+        });
     }
 }

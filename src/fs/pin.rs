@@ -161,7 +161,7 @@ impl Fs {
         let mut dirs = vec![(node.ino, node.rel.clone())];
         while let Some((ino, rel)) = dirs.pop() {
             let listing = self.list_dir(ino, &rel).await?;
-            let listing = self.fill_metadata(ino, &rel, &listing, None).await;
+            let listing = self.fill_metadata(ino, &rel, listing, None).await;
             for e in listing.iter() {
                 let Some(n) = self.inodes.get(e.ino) else {
                     continue;
