@@ -310,13 +310,13 @@ impl DiskCache {
         Ok(Some(data))
     }
 
-    /// Keeps a block on disk, written behind by the cache's thread; not kept when the queue
-    /// is full (the block was served already; it is a cache).
     /// Bytes the writer can take now before blocks are skipped.
     pub fn write_room(&self) -> u64 {
         WRITE_QUEUE_BYTES.saturating_sub(self.queued.load(Ordering::Acquire))
     }
 
+    /// Keeps a block on disk, written behind by the cache's thread; not kept when the queue
+    /// is full (the block was served already; it is a cache).
     pub fn write_behind(&self, key: BlockKey, data: Bytes) {
         let len = data.len() as u64;
         if len == 0 || len > self.block_size || key.etag.is_empty() {
