@@ -143,16 +143,8 @@ impl Target {
                     .map(|dir| dir.join("mount-s3"))
                     .find(|p| p.is_file())
             });
-        let mount_s3_args = std::env::var("MOUNT_S3_ARGS")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
-        let cognifs_wrap = std::env::var("BENCH_COGNIFS_WRAP")
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+        let mount_s3_args = env_words("MOUNT_S3_ARGS");
+        let cognifs_wrap = env_words("BENCH_COGNIFS_WRAP");
         Target {
             work,
             logs,
@@ -491,4 +483,13 @@ impl Drop for Mounted {
         }
         let _ = std::fs::remove_dir(&self.path);
     }
+}
+
+/// The words of environment variable `name` (none when unset).
+fn env_words(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
