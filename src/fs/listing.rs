@@ -88,6 +88,12 @@ impl Shown {
 
 use super::index::LazyIndex;
 
+/// An entry's place in S3's key order ([`inodes::key_order`]): its name, and whether it is a
+/// directory (listed as `name/`).
+fn key(e: &DirEntry) -> (&str, bool) {
+    (e.name.as_str(), e.attr.kind == Kind::Dir)
+}
+
 /// A listing being read page by page.
 struct Reading {
     dir_rel: String,
@@ -102,7 +108,7 @@ struct Reading {
     /// it sorts, unless S3 lists it (then S3's entry shows, with the write's attributes).
     local: std::collections::VecDeque<DirEntry>,
     /// Entries shown that S3 does not list (from `local`), by number.
-    shown_local: Vec<u64>,
+    shown_local: std::collections::HashSet<u64>,
     /// S3's entries shown with a write's attributes instead, as S3 listed them.
     overlaid: Vec<DirEntry>,
     /// The directory's listing index (`index.rs`), read when a file first needs it.
@@ -223,7 +229,7 @@ impl Fs {
                     after,
                     ready: Some(page),
                     local: local.into(),
-                    shown_local: Vec::new(),
+                    shown_local: Default::default(),
                     overlaid: Vec::new(),
                 });
                 self.read_more(ino, st).await
@@ -234,12 +240,7 @@ impl Fs {
                     .fill_metadata(ino, &dir.rel, listing, Some(&index))
                     .await;
                 let writes = self.open_writes_in(ino);
-                let by_key = |a: &DirEntry, b: &DirEntry| {
-                    inodes::key_order(
-                        (&a.name, a.attr.kind == Kind::Dir),
-                        (&b.name, b.attr.kind == Kind::Dir),
-                    )
-                };
+                let by_key = |a: &DirEntry, b: &DirEntry| inodes::key_order(key(a), key(b));
                 st.shown = if writes.is_empty() && filled.is_sorted_by(|a, b| by_key(a, b).is_le())
                 {
                     Shown::Table(filled)
@@ -302,9 +303,6 @@ impl Fs {
             filled
         };
         let writes = self.open_writes_in(ino);
-        fn key(e: &DirEntry) -> (&str, bool) {
-            (e.name.as_str(), e.attr.kind == Kind::Dir)
-        }
         let shown = st.shown.own();
         for mut e in filled {
             // Files being written that S3 does not list (yet) go where they sort.
@@ -312,7 +310,7 @@ impl Fs {
                 match inodes::key_order(key(w), key(&e)) {
                     std::cmp::Ordering::Less => {
                         let w = r.local.pop_front().expect("front above");
-                        r.shown_local.push(w.ino);
+                        r.shown_local.insert(w.ino);
                         shown.push(w);
                     }
                     _ if w.name == e.name => {
@@ -328,18 +326,20 @@ impl Fs {
             shown.push(e);
         }
         if last {
-            let r = st.reading.take().expect("reading above");
+            let mut r = st.reading.take().expect("reading above");
             let Shown::Own(mut shown) = std::mem::take(&mut st.shown) else {
                 unreachable!("made its own above")
             };
-            shown.extend(r.local.iter().cloned());
+            for w in r.local.drain(..) {
+                r.shown_local.insert(w.ino);
+                shown.push(w);
+            }
             shown.shrink_to_fit();
             // Trusted for the TTL from now, as a listing read whole was (a 100,000-entry one
             // takes seconds: counted from its first page, its names would be stale before
             // `ls -l` could stat them, and each stat would ask S3 again).
             let expires = std::time::Instant::now() + self.inodes.ttl();
-            let plain = r.local.is_empty()
-                && r.shown_local.is_empty()
+            let plain = r.shown_local.is_empty()
                 && r.overlaid.is_empty()
                 && shown.is_sorted_by(|a, b| a.name < b.name);
             st.shown = if plain {
@@ -357,17 +357,11 @@ impl Fs {
     /// What S3 listed of the entries a handle shows: without the files being written that
     /// it does not list, and with its own attributes where a write's were laid over.
     fn as_listed(shown: &[DirEntry], r: &Reading) -> Vec<DirEntry> {
-        let local: std::collections::HashSet<u64> = r
-            .shown_local
-            .iter()
-            .copied()
-            .chain(r.local.iter().map(|e| e.ino))
-            .collect();
         let overlaid: std::collections::HashMap<u64, &DirEntry> =
             r.overlaid.iter().map(|e| (e.ino, e)).collect();
         shown
             .iter()
-            .filter(|e| !local.contains(&e.ino))
+            .filter(|e| !r.shown_local.contains(&e.ino))
             .map(|e| overlaid.get(&e.ino).map_or(e, |o| o).clone())
             .collect()
     }
