@@ -31,13 +31,15 @@ fn setup_with(seed: &[(&str, usize)], tune: impl FnOnce(&mut MountOptions)) -> S
     mount_on(store, seed, tune)
 }
 
+/// Longer than the time after which a HEAD's answer is kept by version (`fs/asked.rs`).
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// A mount of `store` (seeded with `seed`): a later mount of the same bucket.
 fn mount_on(
     store: Arc<MemoryStore>,
     seed: &[(&str, usize)],
     tune: impl FnOnce(&mut MountOptions),
 ) -> Setup {
-    let spool = tempfile::tempdir().unwrap();
     for (key, size) in seed {
         store.insert_raw(
             &format!("us-east-1:counts/{key}"),
@@ -45,6 +47,15 @@ fn mount_on(
             UserMeta::new(),
         );
     }
+    // What was there before this mount was written some time ago: a HEAD's answer stands
+    // for its version (an object written within the second before could share it).
+    store.age(SETTLE);
+    mount_now(store, tune)
+}
+
+/// A mount of `store` as it is, written just now or not.
+fn mount_now(store: Arc<MemoryStore>, tune: impl FnOnce(&mut MountOptions)) -> Setup {
+    let spool = tempfile::tempdir().unwrap();
     let opts = MountOptions {
         metadata_ttl: Duration::from_secs(60),
         // Directory times are written behind (see `directory_times_are_written_behind`).
@@ -485,6 +496,34 @@ fn readdir_answers_before_the_last_page_is_listed() {
     );
 }
 
+/// S3 dates a version to the second and a metadata change keeps the etag: a marker's HEAD
+/// answered within the second of its Last-Modified is not remembered, because another
+/// device's chmod in that second leaves a version that looks the same (etag, second).
+#[test]
+fn a_head_within_the_second_of_a_write_is_not_remembered_by_version() {
+    let cache = tempfile::tempdir().unwrap();
+    let path = cache.path().join("meta.jsonl");
+    let with_cache = |o: &mut MountOptions| o.meta_cache = Some(path.clone());
+    let store = Arc::new(MemoryStore::new("bucket", "us-east-1:counts"));
+    let marker = "us-east-1:counts/m/";
+    let mode =
+        |perm: u32| UserMeta::from([("mode".to_owned(), (libc::S_IFDIR | perm).to_string())]);
+    // Written just now (not aged): another device's `mkdir m`.
+    let first = mount_now(store.clone(), with_cache);
+    store.insert_raw(marker, b"", mode(0o755));
+    let seen = first.rt.block_on(first.fs.lookup(ROOT_INO, "m")).unwrap();
+    assert_eq!(seen.perm, 0o755);
+    drop(first);
+    // Its `chmod 700 m`, in the same second: the same etag and Last-Modified second.
+    assert!(store.replace_meta_raw(marker, mode(0o700)));
+    let later = mount_now(store.clone(), with_cache);
+    let found = later.rt.block_on(later.fs.lookup(ROOT_INO, "m")).unwrap();
+    assert_eq!(
+        found.perm, 0o700,
+        "the first answer was remembered for a version it does not describe alone"
+    );
+}
+
 /// A directory's marker (its mode, owner and times) learnt by HEAD is remembered on disk
 /// by its version: a later mount's lookup of the unchanged directory costs HEAD and LIST
 /// (is it an object, is it a directory), not the marker's HEAD too.
@@ -609,6 +648,8 @@ fn write_index_of_d(store: &Arc<MemoryStore>) {
             mtime: None,
         };
         s.fs.setattr(a.ino, None, chmod).await.unwrap();
+        // The index is written once the directory is quiet.
+        s.store.age(SETTLE);
         s.fs.write_due_indexes(true).await;
     });
 }

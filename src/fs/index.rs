@@ -10,7 +10,9 @@
 //!
 //! Each entry is what a HEAD of exactly that version returned (this mount's HEADs, or the
 //! on-disk memory of them, [`super::metacache`]; the writer HEADs the objects it knows no
-//! such answer for, its own uploads included), so an entry says no more than S3 would. A
+//! such answer for, its own uploads included), so an entry says no more than S3 would — and
+//! only from a HEAD sent after the second of the version's Last-Modified, the one answer no
+//! later write can share a version with (`asked.rs`; a fresher object is left out). A
 //! reader uses an entry only for an object its listing shows with the same name, etag and
 //! Last-Modified second; anything else (a version written since by anyone, an entry missing,
 //! an index that does not parse, names another directory or is too large) is HEADed as
@@ -362,8 +364,13 @@ impl Fs {
         let known = match self.recall(&rel, info.clone()) {
             Some(known) => known,
             None => {
+                let asked = super::inodes::Asked::now();
                 let head = self.store.head(&rel).await.ok()??;
-                self.headed(&rel, &head);
+                self.headed(&rel, &head, asked);
+                // Written within the second before: left to the reader's HEAD (`asked.rs`).
+                if !asked.settled(head.last_modified) {
+                    return None;
+                }
                 head
             }
         };
@@ -416,9 +423,11 @@ impl Fs {
             last_modified: listed.last_modified,
             meta: Some(meta.clone()),
         };
-        let found = self.headed(&format!("{dir_rel}{name}"), &known);
+        // Of the version the table has now.
+        let asked = super::inodes::Asked::now();
+        let found = self.headed(&format!("{dir_rel}{name}"), &known, asked);
         let kind = found.kind;
-        let attr = self.upsert_listed(parent, name, found);
+        let attr = self.upsert_listed(parent, name, found, None);
         if kind == Kind::Symlink
             && let Some(target) = index.target_of(name, &listed.etag)
         {

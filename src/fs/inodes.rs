@@ -25,6 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use super::asked::Asked;
+use super::asked::RecentWrites;
 use super::meta::Meta;
 
 mod entries;
@@ -39,6 +41,9 @@ pub const ROOT_INO: u64 = 1;
 
 /// Names remembered as absent, at most.
 pub const MAX_NEGATIVE: usize = 65_536;
+
+/// This mount's latest writes remembered per node, at most ([`State::written`]).
+const WRITES_KEPT: usize = 4096;
 
 struct Node {
     parent: u64,
@@ -119,6 +124,9 @@ struct State {
     /// Directories whose entries this mount changed (wrote, removed, renamed) since this
     /// was last asked: their listing indexes are due.
     changed_here: std::collections::HashSet<u64>,
+    /// The nodes this mount wrote lately (what S3 holds of them, or asked to hear it
+    /// again): answers asked before are not recorded over them.
+    written: RecentWrites<u64>,
 }
 
 impl State {
@@ -222,6 +230,7 @@ impl Inodes {
                 next_ino: ROOT_INO + 1,
                 dirty: Default::default(),
                 changed_here: Default::default(),
+                written: RecentWrites::new(WRITES_KEPT),
             }),
             replaced: Default::default(),
         }
@@ -318,11 +327,32 @@ impl Inodes {
             .map(|n| self.info(ino, n, Instant::now()))
     }
 
-    /// Records what S3 says about `parent/name`; returns its attributes. `count_lookup`
-    /// when the reply hands the kernel a reference (lookup, readdirplus).
+    /// Records what this mount knows of `parent/name` (it made it); returns its attributes.
+    /// `count_lookup` when the reply hands the kernel a reference (lookup, readdirplus).
     pub fn upsert(&self, parent: u64, name: &str, found: Found, count_lookup: bool) -> Attr {
+        self.upsert_answer(parent, name, found, count_lookup, None)
+    }
+
+    /// Records what S3 said about `parent/name` to a request sent at `asked` (`None`: what
+    /// this mount knows itself) — unless this mount wrote that name's node since — and
+    /// returns its attributes. `count_lookup` as for [`Inodes::upsert`].
+    pub fn upsert_answer(
+        &self,
+        parent: u64,
+        name: &str,
+        found: Found,
+        count_lookup: bool,
+        asked: Option<Asked>,
+    ) -> Attr {
         let mut state = self.state.lock().unwrap();
-        let ino = self.upsert_locked(&mut state, parent, name, found);
+        let ino = self.upsert_locked_until(
+            &mut state,
+            parent,
+            name,
+            found,
+            Instant::now() + self.ttl,
+            asked,
+        );
         let node = state.nodes.get_mut(&ino).expect("just inserted");
         if count_lookup {
             node.lookups += 1;
@@ -331,10 +361,11 @@ impl Inodes {
     }
 
     fn upsert_locked(&self, state: &mut State, parent: u64, name: &str, found: Found) -> u64 {
-        self.upsert_locked_until(state, parent, name, found, Instant::now() + self.ttl)
+        self.upsert_locked_until(state, parent, name, found, Instant::now() + self.ttl, None)
     }
 
-    /// [`Inodes::upsert_locked`], the result trusted until `expires` (now: stale at once).
+    /// [`Inodes::upsert_locked`], the result trusted until `expires` (now: stale at once),
+    /// an answer to a request sent at `asked` ([`Inodes::upsert_answer`]).
     fn upsert_locked_until(
         &self,
         state: &mut State,
@@ -342,8 +373,16 @@ impl Inodes {
         name: &str,
         mut found: Found,
         expires: Instant,
+        asked: Option<Asked>,
     ) -> u64 {
         let key = (parent, name.to_owned());
+        if let Some(asked) = asked
+            && let Some(&ino) = state.children.get(&key)
+            && state.written.stale(&ino, asked)
+        {
+            // This mount wrote it after the question went out: what the node shows is newer.
+            return ino;
+        }
         state.negative.remove(&key);
         // A listing does not know an object's kind (it needs the metadata): there, only a
         // change between directory and object counts as a change of kind.
@@ -398,7 +437,7 @@ impl Inodes {
     /// no kernel reference counted.
     pub fn upsert_old(&self, parent: u64, name: &str, found: Found) -> Attr {
         let mut state = self.state.lock().unwrap();
-        let ino = self.upsert_locked_until(&mut state, parent, name, found, Instant::now());
+        let ino = self.upsert_locked_until(&mut state, parent, name, found, Instant::now(), None);
         self.attr(ino, &state.nodes[&ino].found)
     }
 
@@ -419,7 +458,10 @@ impl Inodes {
     /// What this mount shows of `ino`'s metadata is not what S3 holds (a change made
     /// offline was just replayed onto another version): asked for again when next needed.
     pub fn forget_meta(&self, ino: u64) {
-        if let Some(n) = self.state.lock().unwrap().nodes.get_mut(&ino) {
+        let mut state = self.state.lock().unwrap();
+        // Answers already asked for predate the change that made it unknown.
+        state.written.wrote(ino);
+        if let Some(n) = state.nodes.get_mut(&ino) {
             n.found.meta_known = false;
             n.expires = Instant::now();
         }
@@ -438,10 +480,15 @@ impl Inodes {
         state.negative.clear();
     }
 
-    /// Updates a node from a fresh HEAD of its own key.
-    pub fn refresh(&self, ino: u64, found: Found) -> Option<Attr> {
+    /// Updates a node from a HEAD of its own key sent at `asked` (not if this mount wrote
+    /// the node since: it shows the newer).
+    pub fn refresh(&self, ino: u64, found: Found, asked: Asked) -> Option<Attr> {
         let mut state = self.state.lock().unwrap();
+        let stale = state.written.stale(&ino, asked);
         let node = state.nodes.get_mut(&ino)?;
+        if stale {
+            return Some(self.attr(ino, &node.found));
+        }
         if node.found.kind != found.kind {
             return None;
         }
@@ -465,6 +512,7 @@ impl Inodes {
     /// so the next readdir shows it.
     pub fn set_written(&self, ino: u64, found: Found) -> Option<Attr> {
         let mut state = self.state.lock().unwrap();
+        state.written.wrote(ino);
         let node = state.nodes.get_mut(&ino)?;
         node.found = found;
         node.pending_times = None;
@@ -700,6 +748,63 @@ mod tests {
         );
     }
 
+    /// The model found it: a HEAD of a directory's marker read just before the times written
+    /// behind replaced it, and its answer, recorded after, took the times back.
+    #[test]
+    fn an_answer_asked_before_this_mount_s_write_does_not_take_the_write_back() {
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let old = Found {
+            meta: Meta {
+                mode: Some(libc::S_IFREG | 0o644),
+                ..Meta::default()
+            },
+            meta_known: true,
+            ..Found::object(&obj("f", 1))
+        };
+        let f = t.upsert(ROOT_INO, "f", old.clone(), true);
+        let tick = || std::thread::sleep(Duration::from_millis(1));
+        let asked_before = Asked::now();
+        tick();
+        let mut new = old.clone();
+        new.meta.mode = Some(libc::S_IFREG | 0o600);
+        t.set_written(f.ino, new).unwrap();
+        tick();
+        let asked_after = Asked::now();
+        // HEAD, listing and lookup answers asked before the write: the write stays.
+        assert_eq!(
+            t.refresh(f.ino, old.clone(), asked_before).unwrap().perm,
+            0o600
+        );
+        let listed = t.set_listing(ROOT_INO, vec![("f".into(), old.clone())], asked_before);
+        assert_eq!(listed[0].attr.perm, 0o600);
+        let looked = t.upsert_answer(ROOT_INO, "f", old.clone(), false, Some(asked_before));
+        assert_eq!(looked.perm, 0o600);
+        // One asked after it is S3's word (another client's chmod, say).
+        assert_eq!(
+            t.refresh(f.ino, old.clone(), asked_after).unwrap().perm,
+            0o644
+        );
+
+        // A directory's times written behind, likewise.
+        let d = t.upsert(ROOT_INO, "d", Found::dir(), true);
+        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let marker = |secs| Found {
+            meta: Meta {
+                mtime: Some(at(secs)),
+                ..Meta::default()
+            },
+            meta_known: true,
+            ..Found::dir()
+        };
+        let asked_before = Asked::now();
+        tick();
+        t.set_dir_meta(d.ino, marker(2000).meta, String::new());
+        assert_eq!(
+            t.refresh(d.ino, marker(1000), asked_before).unwrap().mtime,
+            at(2000)
+        );
+    }
+
     #[test]
     fn inode_numbers_are_stable_and_kind_changes_renumber() {
         let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
@@ -721,7 +826,11 @@ mod tests {
     fn a_new_name_joins_the_listing_and_a_held_snapshot_stays_as_it_was() {
         let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
         let listed = |l: &[DirEntry]| l.iter().map(|e| e.name.clone()).collect::<Vec<_>>();
-        let held = t.set_listing(ROOT_INO, vec![("b".into(), Found::object(&obj("b", 1)))]);
+        let held = t.set_listing(
+            ROOT_INO,
+            vec![("b".into(), Found::object(&obj("b", 1)))],
+            Asked::now(),
+        );
         for name in ["c", "a"] {
             t.upsert(ROOT_INO, name, Found::object(&obj(name, 1)), true);
             t.add_to_listing(ROOT_INO, name);
@@ -760,12 +869,16 @@ mod tests {
         t.upsert(ROOT_INO, "f", Found::object(&o), true);
         // As `build_listing` makes them: no user metadata.
         let listed = Found::object;
-        let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&obj("f", 1)))]);
+        let l = t.set_listing(
+            ROOT_INO,
+            vec![("f".into(), listed(&obj("f", 1)))],
+            Asked::now(),
+        );
         assert_eq!(l[0].attr.mtime, m);
         assert!(l[0].attr.meta_known);
         let mut changed = obj("f", 1);
         changed.etag = "\"other\"".into();
-        let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&changed))]);
+        let l = t.set_listing(ROOT_INO, vec![("f".into(), listed(&changed))], Asked::now());
         assert_eq!(l[0].attr.mtime, changed.last_modified);
         assert!(!l[0].attr.meta_known, "a new version's metadata is unknown");
     }
@@ -805,7 +918,7 @@ mod tests {
         let listed: Vec<(String, Found)> = (0..100)
             .map(|i| (format!("n{i}"), Found::object(&obj("n", 1))))
             .collect();
-        t.set_listing(d.ino, listed);
+        t.set_listing(d.ino, listed, Asked::now());
         assert_eq!(
             t.entries(),
             1 + 1 + 1 + 100,
@@ -857,7 +970,11 @@ mod tests {
     #[test]
     fn an_entry_forgotten_after_its_listing_was_taken_is_handed_over_anew() {
         let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
-        let snapshot = t.set_listing(ROOT_INO, vec![("a".into(), Found::object(&obj("a", 3)))]);
+        let snapshot = t.set_listing(
+            ROOT_INO,
+            vec![("a".into(), Found::object(&obj("a", 3)))],
+            Asked::now(),
+        );
         let a = snapshot[0].clone();
         assert_eq!(t.listed_ino(ROOT_INO, &a), a.ino);
         t.add_lookup(a.ino);

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::Fs;
 use super::error::{FsError, FsResult};
-use super::inodes::{self, Attr, DirEntry, Found, Kind, build_listing};
+use super::inodes::{self, Asked, Attr, DirEntry, Found, Kind, build_listing};
 use super::lookup::LIST_PAGE_KEYS;
 
 /// HEAD requests in flight while a listing's metadata is filled in: on a link with 20 ms
@@ -97,6 +97,9 @@ fn key(e: &DirEntry) -> (&str, bool) {
 /// A listing being read page by page.
 struct Reading {
     dir_rel: String,
+    /// When the first page's LIST was sent: what the listing says is not recorded over a
+    /// node this mount wrote since.
+    asked: Asked,
     stream: inodes::ListingStream,
     /// The next page, listed while the previous page's metadata was fetched.
     ready: Option<crate::store::ListPage>,
@@ -197,10 +200,11 @@ impl Fs {
         ];
         let kept = self.first_pages.take(&ino, self.inodes.ttl());
         let mut after = None;
+        let mut asked = Asked::now();
         let first = match (self.inodes.fresh_listing(ino), kept) {
             (Some(listing), _) => Err(listing),
             (None, Some(k)) => {
-                after = k.after;
+                (after, asked) = (k.after, k.asked);
                 Ok(k.page)
             }
             (None, _) => match self.store.list_page(&dir.rel, None, LIST_PAGE_KEYS).await {
@@ -221,6 +225,7 @@ impl Fs {
                 local.sort_by(|a, b| a.name.cmp(&b.name));
                 st.reading = Some(Reading {
                     dir_rel: dir.rel.clone(),
+                    asked,
                     stream: inodes::ListingStream::hiding(
                         (ino == super::ROOT_INO).then_some(super::index::INDEX_DIR),
                     ),
@@ -277,10 +282,10 @@ impl Fs {
         if last {
             chunk.extend(std::mem::take(&mut r.stream).finish());
         }
-        let dir_rel = r.dir_rel.clone();
+        let (dir_rel, asked) = (r.dir_rel.clone(), r.asked);
         let index = r.index.clone();
         let filled = if last {
-            self.fill_found(ino, &dir_rel, &index, chunk).await
+            self.fill_found(ino, &dir_rel, asked, &index, chunk).await
         } else {
             let (next, after) = (r.next.clone(), r.after.take());
             let look_ahead = async {
@@ -293,8 +298,10 @@ impl Fs {
                 }
                 list().await
             };
-            let (filled, ready) =
-                tokio::join!(self.fill_found(ino, &dir_rel, &index, chunk), look_ahead);
+            let (filled, ready) = tokio::join!(
+                self.fill_found(ino, &dir_rel, asked, &index, chunk),
+                look_ahead
+            );
             // A failed look ahead is asked again when its entries are needed.
             if let Ok(page) = ready {
                 r.next = page.next.clone();
@@ -366,24 +373,27 @@ impl Fs {
             .collect()
     }
 
-    /// The entries of one piece of a listing with the metadata this mount knows of them
-    /// (its own writes, earlier HEADs, the disk cache of HEADs, the directory's listing
-    /// index), HEADing the rest many at a time; each is recorded in the inode table.
+    /// The entries of one piece of a listing (whose first LIST was sent at `asked`) with the
+    /// metadata this mount knows of them (its own writes, earlier HEADs, the disk cache of
+    /// HEADs, the directory's listing index), HEADing the rest many at a time; each is
+    /// recorded in the inode table.
     async fn fill_found(
         &self,
         parent: u64,
         dir_rel: &str,
+        asked: Asked,
         index: &LazyIndex,
         chunk: Vec<(String, inodes::Found)>,
     ) -> Vec<DirEntry> {
         let mut out = Vec::with_capacity(chunk.len());
         let mut missing = Vec::new();
         for (name, found) in chunk {
-            let mut attr = self.upsert_listed(parent, &name, found);
+            let mut attr = self.upsert_listed(parent, &name, found, Some(asked));
             if !attr.meta_known && !self.opts.list_only {
+                // (Of the version the table has now: what the listing said, or newer.)
                 match self.remembered(attr.ino, &format!("{dir_rel}{name}")) {
                     Some(found) if attr.kind != Kind::Dir => {
-                        attr = self.upsert_listed(parent, &name, found);
+                        attr = self.upsert_listed(parent, &name, found, None);
                     }
                     _ => missing.push(out.len()),
                 }
@@ -405,14 +415,22 @@ impl Fs {
     /// anything S3 lists, and its upload names the version it replaces). Re-pointing the
     /// name would hide the open file behind S3's object (the model found a file made offline
     /// where a symlink was removed shown, once back online, as the symlink).
-    pub(super) fn upsert_listed(&self, parent: u64, name: &str, found: Found) -> Attr {
+    /// `asked`: when the request that found it was sent (`None`: it is of the version the
+    /// table has now).
+    pub(super) fn upsert_listed(
+        &self,
+        parent: u64,
+        name: &str,
+        found: Found,
+        asked: Option<Asked>,
+    ) -> Attr {
         if let Some(child) = self.inodes.child(parent, name)
             && let Some(ws) = self.write_state(child.ino)
             && !ws.is_unlinked()
         {
             return self.inodes.attr(child.ino, &ws.overlay(child.found));
         }
-        self.inodes.upsert(parent, name, found, false)
+        self.inodes.upsert_answer(parent, name, found, false, asked)
     }
 
     /// HEADs the `entries` at `missing`, [`METADATA_FETCHES_IN_FLIGHT`] at a time, and
@@ -432,22 +450,23 @@ impl Fs {
                 let is_dir = e.attr.kind == Kind::Dir;
                 // A directory's attributes are on its marker, if it has one.
                 let rel = format!("{dir_rel}{}{}", e.name, if is_dir { "/" } else { "" });
-                async move { (i, is_dir, self.store.head(&rel).await) }
+                async move { (i, is_dir, Asked::now(), self.store.head(&rel).await) }
             })
             .buffer_unordered(METADATA_FETCHES_IN_FLIGHT)
             .collect()
             .await;
-        for (i, is_dir, head) in heads {
+        for (i, is_dir, asked, head) in heads {
             let found = match head {
                 Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
                 Ok(Some(info)) => {
-                    self.headed(&format!("{dir_rel}{name}", name = entries[i].name), &info)
+                    let rel = format!("{dir_rel}{name}", name = entries[i].name);
+                    self.headed(&rel, &info, asked)
                 }
                 // Gone since the listing, or the HEAD failed: the lookup will ask again.
                 _ => continue,
             };
             let name = entries[i].name.clone();
-            entries[i].attr = self.upsert_listed(parent, &name, found);
+            entries[i].attr = self.upsert_listed(parent, &name, found, Some(asked));
             entries[i].ino = entries[i].attr.ino;
         }
     }
@@ -547,7 +566,7 @@ impl Fs {
                         self.remembered(e.ino, &format!("{dir_rel}{}", e.name)) =>
                 {
                     // A kind learnt from the metadata (a symlink) is a new number.
-                    e.attr = self.upsert_listed(parent, &e.name.clone(), found);
+                    e.attr = self.upsert_listed(parent, &e.name.clone(), found, None);
                     e.ino = e.attr.ino;
                 }
                 _ => missing.push(i),
@@ -642,8 +661,9 @@ impl Fs {
         }
         let mut pages = Vec::new();
         let mut next = None;
+        let mut asked = Asked::now();
         if let Some(k) = self.first_pages.take(&ino, self.inodes.ttl()) {
-            next = k.page.next.clone();
+            (next, asked) = (k.page.next.clone(), k.asked);
             pages.push(k.page);
         }
         loop {
@@ -656,7 +676,7 @@ impl Fs {
         }
         let mut listing = build_listing(&pages);
         listing.retain(|(name, _)| !super::index::reserved(rel, name));
-        Ok(self.inodes.set_listing(ino, listing))
+        Ok(self.inodes.set_listing(ino, listing, asked))
     }
 }
 

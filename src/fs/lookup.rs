@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Fs;
 use super::error::{FsError, FsResult};
-use super::inodes::{self, Attr, Found, Kind, build_listing, valid_name};
+use super::inodes::{self, Asked, Attr, Found, Kind, build_listing, valid_name};
 
 /// A directory whose last listing had at most this many entries (one LIST page) is listed
 /// again to answer a lookup once that listing is stale.
@@ -24,6 +24,8 @@ pub(super) type NextPage = tokio::sync::OnceCell<Option<crate::store::ListPage>>
 /// A first page a lookup's LIST brought, kept for the listing that follows.
 pub(super) struct KeptPage {
     pub page: crate::store::ListPage,
+    /// When its LIST was sent.
+    pub asked: Asked,
     /// The page after it, listed ahead (for a directory this machine knows nothing of).
     pub after: Option<Arc<NextPage>>,
 }
@@ -45,9 +47,10 @@ impl Fs {
     /// A directory as its marker `dir_rel` (`a/b/`) says (no marker: a directory with
     /// nothing stored). What the marker holds is remembered on disk by its version.
     pub(super) async fn read_marker(&self, dir_rel: &str) -> FsResult<Found> {
+        let asked = Asked::now();
         let marker = self.store.head(dir_rel).await?;
         if let Some(info) = &marker {
-            self.remember(dir_rel, info);
+            self.remember(dir_rel, info, asked);
         }
         Ok(Found::dir_with(marker.as_ref()))
     }
@@ -66,14 +69,15 @@ impl Fs {
         &self,
         ino: u64,
         page: crate::store::ListPage,
+        asked: Asked,
         after: Option<Arc<NextPage>>,
     ) {
         if page.next.is_none() {
-            self.inodes.set_listing(ino, build_listing(&[page]));
+            self.inodes.set_listing(ino, build_listing(&[page]), asked);
             return;
         }
-        self.first_pages
-            .keep(ino, KeptPage { page, after }, self.inodes.ttl());
+        let kept = KeptPage { page, asked, after };
+        self.first_pages.keep(ino, kept, self.inodes.ttl());
     }
 
     /// The files of a directory's first page whose metadata this machine does not remember
@@ -212,6 +216,7 @@ impl Fs {
         // Ask S3 both questions at once: is `name/` a directory (it wins), is `name` an object?
         let file_rel = format!("{}{name}", dir.rel);
         let dir_rel = format!("{file_rel}/");
+        let asked = Asked::now();
         let (head, list) = tokio::join!(
             self.store.head(&file_rel),
             self.store.list_page(&dir_rel, None, LIST_PAGE_KEYS)
@@ -237,15 +242,18 @@ impl Fs {
                 }
                 _ => Found::dir_with(None),
             };
-            let attr = self.inodes.upsert(parent, name, found, count);
-            self.keep_first_page(attr.ino, list, after);
+            let attr = self
+                .inodes
+                .upsert_answer(parent, name, found, count, Some(asked));
+            self.keep_first_page(attr.ino, list, asked, after);
             return Ok(attr);
         }
         match head? {
             Some(info) => {
+                let found = self.headed(&file_rel, &info, asked);
                 Ok(self
                     .inodes
-                    .upsert(parent, name, self.headed(&file_rel, &info), count))
+                    .upsert_answer(parent, name, found, count, Some(asked)))
             }
             None => {
                 self.inodes.set_negative(parent, name);
@@ -254,16 +262,26 @@ impl Fs {
         }
     }
 
-    /// What a HEAD of `rel` said, remembered on disk for later mounts, by key and version.
-    pub(super) fn headed(&self, rel: &str, info: &crate::store::ObjectInfo) -> Found {
-        self.remember(rel, info);
+    /// What a HEAD of `rel` sent at `asked` said, remembered on disk for later mounts, by
+    /// key and version.
+    pub(super) fn headed(&self, rel: &str, info: &crate::store::ObjectInfo, asked: Asked) -> Found {
+        self.remember(rel, info, asked);
         Found::object(info)
     }
 
-    /// Keeps the user metadata a HEAD of `rel` found, on disk, by key and version.
-    fn remember(&self, rel: &str, info: &crate::store::ObjectInfo) {
+    /// Keeps the user metadata a HEAD of `rel` sent at `asked` found, on disk, by key and
+    /// version — if the answer stands for that version alone (`asked.rs`).
+    fn remember(&self, rel: &str, info: &crate::store::ObjectInfo, asked: Asked) {
+        if !asked.settled(info.last_modified) {
+            return;
+        }
         if let (Some(cache), Some(meta)) = (&self.meta_cache, &info.meta) {
-            cache.put(rel, &version_of(&info.etag, info.last_modified), meta);
+            cache.put(
+                rel,
+                &version_of(&info.etag, info.last_modified),
+                meta,
+                asked,
+            );
         }
     }
 
@@ -306,14 +324,20 @@ impl Fs {
         rel: &str,
         is_dir: bool,
     ) -> FsResult<Attr> {
+        let asked = Asked::now();
         if is_dir {
             let found = self.read_marker(&format!("{rel}/")).await?;
-            return Ok(self.inodes.upsert(parent, name, found, true));
+            return Ok(self
+                .inodes
+                .upsert_answer(parent, name, found, true, Some(asked)));
         }
         match self.store.head(rel).await? {
-            Some(info) => Ok(self
-                .inodes
-                .upsert(parent, name, self.headed(rel, &info), true)),
+            Some(info) => {
+                let found = self.headed(rel, &info, asked);
+                Ok(self
+                    .inodes
+                    .upsert_answer(parent, name, found, true, Some(asked)))
+            }
             None => {
                 self.inodes.set_negative(parent, name);
                 Err(FsError::new(libc::ENOENT))
@@ -332,11 +356,12 @@ impl Fs {
         if (node.fresh || node.attr.nlink == 0) && (node.attr.meta_known || self.opts.list_only) {
             return Ok(node.attr);
         }
+        let sent = Asked::now();
         let asked = match node.kind {
             Kind::Dir => match self.read_marker(&node.rel).await {
                 Ok(found) => self
                     .inodes
-                    .refresh(ino, found)
+                    .refresh(ino, found, sent)
                     .ok_or(FsError::new(libc::ENOENT)),
                 // S3 answering 5xx (it answered: not offline) or timing out: the directory
                 // keeps the attributes it showed. Failing would cut off every path through it
@@ -355,10 +380,11 @@ impl Fs {
     }
 
     pub(super) async fn refresh_file(&self, node: &inodes::NodeInfo) -> FsResult<Attr> {
+        let asked = Asked::now();
         match self.store.head(&node.rel).await? {
             Some(info) => self
                 .inodes
-                .refresh(node.ino, self.headed(&node.rel, &info))
+                .refresh(node.ino, self.headed(&node.rel, &info, asked), asked)
                 .ok_or(FsError::new(libc::ENOENT)),
             None => {
                 // The caller is told the file is gone, so the name is known absent (as a

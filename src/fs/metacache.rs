@@ -2,7 +2,9 @@
 //! version (etag + Last-Modified), so that a later mount's `ls -l` of objects that have not
 //! changed costs the LIST alone: an entry is used only while the listing shows the same
 //! version. A new upload changes the etag; a metadata-only change (chmod by CopyObject,
-//! which keeps the etag of a single-part object) changes Last-Modified.
+//! which keeps the etag of a single-part object) changes Last-Modified — unless made within
+//! the same second: so only answers from HEADs sent after that second are kept, and none
+//! sent before this mount's own last write of the key (`asked.rs`).
 //!
 //! The file is a log of JSON lines (`{"k":key,"e":etag,"m":{metadata}}`, later lines win),
 //! loaded at mount and appended to as HEADs answer. It is bounded: past `max_entries` the
@@ -17,11 +19,15 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::asked::{Asked, RecentWrites};
 use crate::store::UserMeta;
 
 /// A line longer than this is not one of ours (a key is at most 1 KiB, metadata 2 KiB,
 /// and JSON escapes at most sextuple them).
 const MAX_LINE_BYTES: usize = 32 << 10;
+/// Keys this mount changed, remembered at most (past it, HEADs sent before the older half's
+/// writes are not remembered either).
+const WRITES_KEPT: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Line {
@@ -44,6 +50,8 @@ struct Inner {
     /// Keys added so far.
     added: u64,
     log: Option<BufWriter<std::fs::File>>,
+    /// Keys this mount changed lately: HEADs sent before are not remembered.
+    written: RecentWrites<String>,
 }
 
 impl Inner {
@@ -91,6 +99,7 @@ impl MetaCache {
             map: HashMap::new(),
             added: 0,
             log: None,
+            written: RecentWrites::new(WRITES_KEPT),
         };
         let mut lines = 0usize;
         // The file is input: its own regular file, lines bounded, unreadable ones skipped.
@@ -137,22 +146,23 @@ impl MetaCache {
     /// Forgets what was learnt of `key` (this mount changed it: the version it had may come
     /// back with other metadata within the same second of Last-Modified).
     pub fn forget(&self, key: &str) {
-        let known = self
-            .inner
-            .lock()
-            .unwrap()
-            .map
-            .get(key)
-            .is_some_and(|k| !k.etag.is_empty());
+        let known = {
+            let mut inner = self.inner.lock().unwrap();
+            // HEADs of it already on their way read what may be gone now.
+            inner.written.wrote(key.to_owned());
+            inner.map.get(key).is_some_and(|k| !k.etag.is_empty())
+        };
         if known {
             // An empty version never matches: a tombstone, on disk too.
             self.store(key, "", &UserMeta::new());
         }
     }
 
-    /// Remembers what a HEAD of `key` said.
-    pub fn put(&self, key: &str, etag: &str, meta: &UserMeta) {
-        if etag.is_empty() {
+    /// Remembers what a HEAD of `key` sent at `asked` said (not if this mount changed
+    /// `key` since it was sent: the answer may be of the version before, under the same
+    /// etag and second).
+    pub fn put(&self, key: &str, etag: &str, meta: &UserMeta, asked: Asked) {
+        if etag.is_empty() || self.inner.lock().unwrap().written.stale(key, asked) {
             return;
         }
         self.store(key, etag, meta);
@@ -259,9 +269,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m/cache.jsonl");
         let c = MetaCache::open(&path, 1000);
-        c.put("a", "\"e1\"", &meta("33188"));
-        c.put("b", "\"e2\"", &meta("33261"));
-        c.put("a", "\"e3\"", &meta("33152"));
+        c.put("a", "\"e1\"", &meta("33188"), Asked::now());
+        c.put("b", "\"e2\"", &meta("33261"), Asked::now());
+        c.put("a", "\"e3\"", &meta("33152"), Asked::now());
         assert_eq!(c.get("a", "\"e1\""), None, "a new etag replaces the old");
         assert_eq!(c.get("a", "\"e3\""), Some(meta("33152")));
         drop(c);
@@ -335,7 +345,7 @@ mod tests {
         let path = dir.path().join("cache.jsonl");
         let c = MetaCache::open(&path, 100);
         for i in 0..250 {
-            c.put(&format!("k{i}"), "\"e\"", &meta("1"));
+            c.put(&format!("k{i}"), "\"e\"", &meta("1"), Asked::now());
         }
         assert!(c.len() <= 100, "{}", c.len());
         assert!(c.get("k249", "\"e\"").is_some());

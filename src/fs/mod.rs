@@ -18,6 +18,7 @@
 //! `fs/` never builds S3 requests; the store never knows about inodes.
 
 mod ahead;
+mod asked;
 pub mod cache;
 mod dirtimes;
 pub mod error;

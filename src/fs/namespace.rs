@@ -162,7 +162,8 @@ impl Fs {
         };
         let attr = self.inodes.upsert(parent, name, found, true);
         // Known empty: lookups of names in it (a `cp -r` into it) need no request.
-        self.inodes.set_listing(attr.ino, Vec::new());
+        self.inodes
+            .set_listing(attr.ino, Vec::new(), super::inodes::Asked::now());
         self.inodes.add_to_listing(parent, name);
         self.touch_dirs(&[parent]);
         Ok(attr)

@@ -211,6 +211,28 @@ impl MemoryStore {
         self.objects.lock().unwrap().insert(key.to_owned(), object);
     }
 
+    /// Time passes: every object was last modified at least `by` ago (older ones keep
+    /// their dates, so their versions stay the same).
+    pub fn age(&self, by: Duration) {
+        let then = SystemTime::now() - by;
+        for o in self.objects.lock().unwrap().values_mut() {
+            o.last_modified = o.last_modified.min(then);
+        }
+    }
+
+    /// Replaces the metadata under a full key as another client's CopyObject within the same
+    /// second would look: same etag (a single-part object's, an empty marker's), same
+    /// Last-Modified second. False if there is no such key.
+    pub fn replace_meta_raw(&self, key: &str, meta: UserMeta) -> bool {
+        match self.objects.lock().unwrap().get_mut(key) {
+            Some(o) => {
+                o.meta = meta;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The body and metadata under a full key, read without counting a request.
     pub fn get_raw(&self, key: &str) -> Option<(Bytes, UserMeta)> {
         let objects = self.objects.lock().unwrap();

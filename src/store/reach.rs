@@ -173,9 +173,8 @@ impl Reach {
     }
 
     async fn changed<T>(&self, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
-        if result.is_ok()
-            && let Some(hook) = self.written.get()
-        {
+        // Also when it failed: a write whose answer was lost (a timeout) may have landed.
+        if let Some(hook) = self.written.get() {
             hook(rel);
         }
         self.seen(result).await

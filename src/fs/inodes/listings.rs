@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Attr, DirEntry, Found, Inodes, Meta, State};
+use super::{Asked, Attr, DirEntry, Found, Inodes, Meta, State};
 
 impl Inodes {
     /// Makes a directory's cached listing stale (its contents changed through the mount):
@@ -75,16 +75,22 @@ impl Inodes {
         self.any_listing(ino).map(|l| l.len())
     }
 
-    /// Stores a complete listing (already filtered by [`build_listing`]) and records every
-    /// entry in the table, so readdir can report the same inode numbers lookup will.
-    pub fn set_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
-        self.set_listing_until(ino, entries, Instant::now() + self.ttl)
+    /// Stores a complete listing (already filtered by [`build_listing`]), the answer to a
+    /// request sent at `asked`, and records every entry in the table (but those this mount
+    /// wrote since), so readdir can report the same inode numbers lookup will.
+    pub fn set_listing(
+        &self,
+        ino: u64,
+        entries: Vec<(String, Found)>,
+        asked: Asked,
+    ) -> Arc<Vec<DirEntry>> {
+        self.set_listing_until(ino, entries, Instant::now() + self.ttl, Some(asked))
     }
 
     /// A listing last seen some time ago (kept on disk; S3 does not answer): shown, and
     /// stale at once, so that the first lookup with S3 back asks again.
     pub fn set_old_listing(&self, ino: u64, entries: Vec<(String, Found)>) -> Arc<Vec<DirEntry>> {
-        let listing = self.set_listing_until(ino, entries, Instant::now());
+        let listing = self.set_listing_until(ino, entries, Instant::now(), None);
         self.state.lock().unwrap().dirty.remove(&ino);
         listing
     }
@@ -105,11 +111,12 @@ impl Inodes {
         ino: u64,
         entries: Vec<(String, Found)>,
         expires: Instant,
+        asked: Option<Asked>,
     ) -> Arc<Vec<DirEntry>> {
         let mut state = self.state.lock().unwrap();
         let mut out = Vec::with_capacity(entries.len());
         for (name, found) in entries {
-            let child = self.upsert_locked_until(&mut state, ino, &name, found, expires);
+            let child = self.upsert_locked_until(&mut state, ino, &name, found, expires, asked);
             let attr = self.attr(child, &state.nodes[&child].found);
             out.push(DirEntry {
                 name,

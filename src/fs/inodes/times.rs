@@ -41,6 +41,7 @@ impl Inodes {
     /// pending times it carries are stored, newer ones stay pending.
     pub fn set_dir_meta(&self, ino: u64, meta: Meta, etag: String) {
         let mut state = self.state.lock().unwrap();
+        state.written.wrote(ino);
         if let Some(parent) = state.nodes.get(&ino).map(|n| n.parent) {
             state.dirty.insert(parent);
         }
