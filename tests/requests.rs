@@ -374,6 +374,40 @@ fn cp_of_small_files_into_a_new_directory_is_one_put_each() {
     assert_eq!(counts(&s.store), [(RequestKind::Put, 51)]);
 }
 
+/// A lookup of a large directory keeps its first LIST page for the `ls` that follows; a
+/// file made there after that LIST (`touch d/a; ls d`) is not hidden by the page, nor a
+/// file removed brought back.
+#[test]
+fn a_file_made_or_removed_after_the_lookup_s_list_shows_as_it_is() {
+    let files: Vec<(String, usize)> = (0..1500).map(|i| (format!("d/f{i:04}"), 1)).collect();
+    let seed: Vec<(&str, usize)> = files.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    let s = setup(&seed);
+    let names = s.rt.block_on(async {
+        let d = s.fs.lookup(ROOT_INO, "d").await.unwrap();
+        let (_, fh) = s.fs.create(d.ino, "a", 0o100644, CALLER).await.unwrap();
+        s.fs.write(fh, 0, vec![1; 10]).await.unwrap();
+        s.fs.flush(fh).await.unwrap();
+        s.fs.release(fh).await.unwrap();
+        s.fs.unlink(d.ino, "f0001").await.unwrap();
+        let fh = s.fs.opendir(d.ino).unwrap();
+        let entries = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+        s.fs.releasedir(fh);
+        // And again, from what the table kept.
+        let fh = s.fs.opendir(d.ino).unwrap();
+        let again = s.fs.readdir(d.ino, fh, 0).await.unwrap();
+        s.fs.releasedir(fh);
+        // (Counted, and the first names: a failure prints 1,500 names otherwise.)
+        let names = |l: &[cognifs::fs::DirEntry]| -> (usize, Vec<String>) {
+            let names = l[2..].iter().map(|e| e.name.clone());
+            (l.len() - 2, names.take(3).collect())
+        };
+        (names(&entries), names(&again))
+    });
+    let want = (1500, vec!["a".to_owned(), "f0000".into(), "f0002".into()]);
+    assert_eq!(names.0, want, "the first readdir");
+    assert_eq!(names.1, want, "the listing kept");
+}
+
 /// Metadata learnt by HEAD is kept on disk by key and etag: a later mount's `ls -l` of
 /// objects that have not changed costs the LIST alone; a changed object is HEADed again.
 #[test]

@@ -127,9 +127,18 @@ struct State {
     /// The nodes this mount wrote lately (what S3 holds of them, or asked to hear it
     /// again): answers asked before are not recorded over them.
     written: RecentWrites<u64>,
+    /// The directories whose entries this mount changed lately (made, wrote, removed or
+    /// renamed one): a listing asked before is older than the table.
+    entries_written: RecentWrites<u64>,
 }
 
 impl State {
+    /// This mount just changed `dir`'s entries (S3 holds the change).
+    fn entries_changed(&mut self, dir: u64) {
+        self.changed_here.insert(dir);
+        self.entries_written.wrote(dir);
+    }
+
     /// `parent/name` is `ino` from now on.
     fn link(&mut self, parent: u64, name: &str, ino: u64) {
         if let Some(old) = self.children.insert((parent, name.to_owned()), ino)
@@ -231,6 +240,7 @@ impl Inodes {
                 dirty: Default::default(),
                 changed_here: Default::default(),
                 written: RecentWrites::new(WRITES_KEPT),
+                entries_written: RecentWrites::new(WRITES_KEPT),
             }),
             replaced: Default::default(),
         }
@@ -521,7 +531,7 @@ impl Inodes {
         let attr = self.attr(ino, &node.found);
         state.negative.remove(&(parent, name.clone()));
         state.dirty.insert(parent);
-        state.changed_here.insert(parent);
+        state.entries_changed(parent);
         Self::put_in_listing(&mut state, parent, &name, &attr);
         Some(attr)
     }
@@ -533,7 +543,7 @@ impl Inodes {
         state.unlink(parent, name);
         state.set_negative(parent, name, Instant::now() + self.ttl);
         state.dirty.insert(parent);
-        state.changed_here.insert(parent);
+        state.entries_changed(parent);
         // Out of the listing in place (a copy only while an open readdir holds it).
         if let Some(p) = state.nodes.get_mut(&parent)
             && let Some((listing, _)) = &mut p.listing
@@ -603,7 +613,8 @@ impl Inodes {
         Self::put_in_listing(&mut state, new_parent, new_name, &attr);
         state.dirty.insert(parent);
         state.dirty.insert(new_parent);
-        state.changed_here.extend([parent, new_parent]);
+        state.entries_changed(parent);
+        state.entries_changed(new_parent);
     }
 
     /// Moves `ino` to `new_name` in its own directory (its data was put there: a conflict
@@ -803,6 +814,36 @@ mod tests {
             t.refresh(d.ino, marker(1000), asked_before).unwrap().mtime,
             at(2000)
         );
+    }
+
+    /// A listing asked before this mount removed a name (or made one) is shown without
+    /// the removed name, and not trusted: the next readdir lists again.
+    #[test]
+    fn a_listing_asked_before_this_mount_changed_the_directory_is_not_trusted() {
+        let t = Inodes::new(Duration::from_secs(5), DEFAULTS);
+        let listed = |names: &[&str]| -> Vec<(String, Found)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), Found::object(&obj(n, 1))))
+                .collect()
+        };
+        t.set_listing(ROOT_INO, listed(&["a", "b"]), Asked::now());
+        let asked = Asked::now();
+        std::thread::sleep(Duration::from_millis(1));
+        t.remove(ROOT_INO, "a");
+        let shown = t.set_listing(ROOT_INO, listed(&["a", "b"]), asked);
+        let names: Vec<&str> = shown.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["b"], "a removed name is not brought back");
+        assert!(t.child(ROOT_INO, "a").is_none());
+        assert!(t.is_negative(ROOT_INO, "a"));
+        assert!(
+            t.fresh_listing(ROOT_INO).is_none(),
+            "listed again next time"
+        );
+        // One asked after the change is trusted.
+        let shown = t.set_listing(ROOT_INO, listed(&["b"]), Asked::now());
+        assert_eq!(shown.len(), 1);
+        assert!(t.fresh_listing(ROOT_INO).is_some());
     }
 
     #[test]

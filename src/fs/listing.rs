@@ -198,7 +198,7 @@ impl Fs {
                 attr: parent,
             },
         ];
-        let kept = self.first_pages.take(&ino, self.inodes.ttl());
+        let kept = self.kept_first_page(ino);
         let mut after = None;
         let mut asked = Asked::now();
         let first = match (self.inodes.fresh_listing(ino), kept) {
@@ -351,10 +351,10 @@ impl Fs {
                 && shown.is_sorted_by(|a, b| a.name < b.name);
             st.shown = if plain {
                 // What the handle shows is the table's listing: one copy of it.
-                Shown::Table(self.inodes.set_listed(ino, shown, expires))
+                Shown::Table(self.inodes.set_listed(ino, shown, expires, r.asked))
             } else {
                 self.inodes
-                    .set_listed(ino, Self::as_listed(&shown, &r), expires);
+                    .set_listed(ino, Self::as_listed(&shown, &r), expires, r.asked);
                 Shown::Own(shown)
             };
         }
@@ -662,7 +662,7 @@ impl Fs {
         let mut pages = Vec::new();
         let mut next = None;
         let mut asked = Asked::now();
-        if let Some(k) = self.first_pages.take(&ino, self.inodes.ttl()) {
+        if let Some(k) = self.kept_first_page(ino) {
             (next, asked) = (k.page.next.clone(), k.asked);
             pages.push(k.page);
         }

@@ -80,6 +80,14 @@ impl Fs {
         self.first_pages.keep(ino, kept, self.inodes.ttl());
     }
 
+    /// The first page of `ino`'s listing a lookup kept, unless this mount changed the
+    /// directory since it was listed (a `touch d/new` after the lookup of `d`: the page would
+    /// not show it).
+    pub(super) fn kept_first_page(&self, ino: u64) -> Option<KeptPage> {
+        let kept = self.first_pages.take(&ino, self.inodes.ttl())?;
+        (!self.inodes.entries_changed_since(ino, kept.asked)).then_some(kept)
+    }
+
     /// The files of a directory's first page whose metadata this machine does not remember
     /// (counted up to two: one is HEADed as fast as anything else is read).
     fn unknown_files(&self, dir_rel: &str, page: &crate::store::ListPage) -> usize {

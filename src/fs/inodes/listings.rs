@@ -26,6 +26,7 @@ impl Inodes {
     /// lookups of other names there still need no request); a stale one stays stale.
     pub fn add_to_listing(&self, parent: u64, name: &str) {
         let mut state = self.state.lock().unwrap();
+        state.entries_written.wrote(parent);
         let Some(attr) = state
             .children
             .get(&(parent, name.to_owned()))
@@ -95,6 +96,16 @@ impl Inodes {
         listing
     }
 
+    /// Whether this mount changed `dir`'s entries (made, wrote, removed or renamed one)
+    /// after `asked`: a listing asked then is older than what the table shows.
+    pub fn entries_changed_since(&self, dir: u64, asked: Asked) -> bool {
+        self.state
+            .lock()
+            .unwrap()
+            .entries_written
+            .stale(&dir, asked)
+    }
+
     /// The directory's listing however old (`None`: never listed, or dropped).
     pub fn any_listing(&self, ino: u64) -> Option<Arc<Vec<DirEntry>>> {
         let state = self.state.lock().unwrap();
@@ -114,8 +125,14 @@ impl Inodes {
         asked: Option<Asked>,
     ) -> Arc<Vec<DirEntry>> {
         let mut state = self.state.lock().unwrap();
+        // Asked before this mount changed the directory: shown, but not trusted (the next
+        // lookup or readdir lists again), and no name removed since is brought back.
+        let stale = asked.is_some_and(|a| state.entries_written.stale(&ino, a));
         let mut out = Vec::with_capacity(entries.len());
         for (name, found) in entries {
+            if stale && state.negative.contains_key(&(ino, name.clone())) {
+                continue;
+            }
             let child = self.upsert_locked_until(&mut state, ino, &name, found, expires, asked);
             let attr = self.attr(child, &state.nodes[&child].found);
             out.push(DirEntry {
@@ -125,23 +142,37 @@ impl Inodes {
             });
         }
         let out = Arc::new(out);
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            n.listing = Some((out.clone(), expires));
-        }
-        state.dirty.insert(ino);
-        // Names absent from a fresh listing are known-absent for the TTL too.
-        state.negative.retain(|(p, _), _| *p != ino);
+        Self::keep_listing(
+            &mut state,
+            ino,
+            &out,
+            if stale { Instant::now() } else { expires },
+        );
         out
     }
 
-    /// Stores the listing of `ino` read page by page, whose entries are already in the table
-    /// (recorded as each page came): in name order, it and its entries trusted until
-    /// `expires`.
+    /// `listing` is `ino`'s, trusted until `expires`.
+    fn keep_listing(state: &mut State, ino: u64, listing: &Arc<Vec<DirEntry>>, expires: Instant) {
+        if let Some(n) = state.nodes.get_mut(&ino) {
+            n.listing = Some((listing.clone(), expires));
+        }
+        state.dirty.insert(ino);
+        // Names absent from a fresh listing are known-absent for the TTL too.
+        if expires > Instant::now() {
+            state.negative.retain(|(p, _), _| *p != ino);
+        }
+    }
+
+    /// Stores the listing of `ino` read page by page (its first LIST sent at `asked`), whose
+    /// entries are already in the table (recorded as each page came): in name order, it and
+    /// its entries trusted until `expires` — unless this mount changed the directory since
+    /// `asked` (then kept stale, as in [`Inodes::set_listing`]).
     pub fn set_listed(
         &self,
         ino: u64,
         mut entries: Vec<DirEntry>,
         expires: Instant,
+        asked: Asked,
     ) -> Arc<Vec<DirEntry>> {
         // Mostly in order already (S3 lists in key order): a sort would allocate half the
         // listing again as scratch space, 6 MB for 100,000 entries.
@@ -154,6 +185,11 @@ impl Inodes {
         entries.shrink_to_fit();
         let out = Arc::new(entries);
         let mut state = self.state.lock().unwrap();
+        let expires = if state.entries_written.stale(&ino, asked) {
+            Instant::now()
+        } else {
+            expires
+        };
         // Its entries are as fresh as the listing (a lookup after the last page must not ask
         // S3 about the first page's names again).
         for e in out.iter() {
@@ -163,12 +199,7 @@ impl Inodes {
                 n.expires = expires;
             }
         }
-        if let Some(n) = state.nodes.get_mut(&ino) {
-            n.listing = Some((out.clone(), expires));
-        }
-        state.dirty.insert(ino);
-        // Names absent from a fresh listing are known-absent for the TTL too.
-        state.negative.retain(|(p, _), _| *p != ino);
+        Self::keep_listing(&mut state, ino, &out, expires);
         out
     }
 
