@@ -462,6 +462,15 @@ impl Fs {
                     let rel = format!("{dir_rel}{name}", name = entries[i].name);
                     self.headed(&rel, &info, asked)
                 }
+                // S3 does not answer: what a HEAD of this version said before, if anything
+                // (offline, an answer from within the version's second will do).
+                Err(e) if !is_dir && e.is_unreachable() => {
+                    let rel = format!("{dir_rel}{name}", name = entries[i].name);
+                    match self.remembered(entries[i].ino, &rel) {
+                        Some(found) => found,
+                        None => continue,
+                    }
+                }
                 // Gone since the listing, or the HEAD failed: the lookup will ask again.
                 _ => continue,
             };

@@ -278,18 +278,12 @@ impl Fs {
     }
 
     /// Keeps the user metadata a HEAD of `rel` sent at `asked` found, on disk, by key and
-    /// version — if the answer stands for that version alone (`asked.rs`).
+    /// version, saying whether the answer stands for that version alone (`asked.rs`).
     fn remember(&self, rel: &str, info: &crate::store::ObjectInfo, asked: Asked) {
-        if !asked.settled(info.last_modified) {
-            return;
-        }
         if let (Some(cache), Some(meta)) = (&self.meta_cache, &info.meta) {
-            cache.put(
-                rel,
-                &version_of(&info.etag, info.last_modified),
-                meta,
-                asked,
-            );
+            let version = version_of(&info.etag, info.last_modified);
+            let settled = asked.settled(info.last_modified);
+            cache.put(rel, &version, meta, asked, settled);
         }
     }
 
@@ -301,7 +295,9 @@ impl Fs {
         info: crate::store::ObjectInfo,
     ) -> Option<crate::store::ObjectInfo> {
         let version = version_of(&info.etag, info.last_modified);
-        let meta = self.meta_cache.as_ref()?.get(rel, &version)?;
+        // Online, only what stands for the version alone; offline, any answer of it.
+        let offline = self.is_offline();
+        let meta = self.meta_cache.as_ref()?.get(rel, &version, offline)?;
         Some(crate::store::ObjectInfo {
             meta: Some(meta),
             ..info

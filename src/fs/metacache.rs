@@ -34,6 +34,9 @@ struct Line {
     k: String,
     e: String,
     m: UserMeta,
+    /// Unsettled: from a HEAD sent within the version's second (`asked.rs`); absent: settled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    u: bool,
 }
 
 /// What was learnt of one key.
@@ -43,6 +46,10 @@ struct Known {
     added: u64,
     etag: String,
     meta: UserMeta,
+    /// From a HEAD sent after the version's second: it describes that version alone, and
+    /// stands for it online. Otherwise it is used only while S3 does not answer (what a HEAD
+    /// said of the version then is better than nothing).
+    settled: bool,
 }
 
 struct Inner {
@@ -56,16 +63,22 @@ struct Inner {
 
 impl Inner {
     /// Remembers `etag` and `meta` for `key`; true if the key is new.
-    fn insert(&mut self, key: String, etag: String, meta: UserMeta) -> bool {
+    fn insert(&mut self, key: String, etag: String, meta: UserMeta, settled: bool) -> bool {
         match self.map.get_mut(&key) {
             Some(k) => {
-                (k.etag, k.meta) = (etag, meta);
+                (k.etag, k.meta, k.settled) = (etag, meta, settled);
                 false
             }
             None => {
                 self.added += 1;
                 let added = self.added;
-                self.map.insert(key, Known { added, etag, meta });
+                let known = Known {
+                    added,
+                    etag,
+                    meta,
+                    settled,
+                };
+                self.map.insert(key, known);
                 true
             }
         }
@@ -108,7 +121,7 @@ impl MetaCache {
             crate::statefile::for_each_line(reader, MAX_LINE_BYTES, |line| {
                 lines += 1;
                 if let Ok(l) = serde_json::from_slice::<Line>(line) {
-                    inner.insert(l.k, l.e, l.m);
+                    inner.insert(l.k, l.e, l.m, !l.u);
                 }
             });
         }
@@ -131,14 +144,15 @@ impl MetaCache {
         cache
     }
 
-    /// The metadata of `key` if it was learnt at `etag`.
-    pub fn get(&self, key: &str, etag: &str) -> Option<UserMeta> {
+    /// The metadata of `key` if it was learnt at `etag` — from a settled answer, or any
+    /// answer when `offline` (S3 cannot be asked).
+    pub fn get(&self, key: &str, etag: &str, offline: bool) -> Option<UserMeta> {
         if etag.is_empty() {
             return None;
         }
         let inner = self.inner.lock().unwrap();
         match inner.map.get(key) {
-            Some(k) if k.etag == etag => Some(k.meta.clone()),
+            Some(k) if k.etag == etag && (k.settled || offline) => Some(k.meta.clone()),
             _ => None,
         }
     }
@@ -154,30 +168,30 @@ impl MetaCache {
         };
         if known {
             // An empty version never matches: a tombstone, on disk too.
-            self.store(key, "", &UserMeta::new());
+            self.store(key, "", &UserMeta::new(), true);
         }
     }
 
-    /// Remembers what a HEAD of `key` sent at `asked` said (not if this mount changed
-    /// `key` since it was sent: the answer may be of the version before, under the same
-    /// etag and second).
-    pub fn put(&self, key: &str, etag: &str, meta: &UserMeta, asked: Asked) {
+    /// Remembers what a HEAD of `key` sent at `asked` said, `settled` or not (`Known`) —
+    /// not if this mount changed `key` since it was sent: the answer may be of the version
+    /// before, under the same etag and second.
+    pub fn put(&self, key: &str, etag: &str, meta: &UserMeta, asked: Asked, settled: bool) {
         if etag.is_empty() || self.inner.lock().unwrap().written.stale(key, asked) {
             return;
         }
-        self.store(key, etag, meta);
+        self.store(key, etag, meta, settled);
     }
 
-    fn store(&self, key: &str, etag: &str, meta: &UserMeta) {
+    fn store(&self, key: &str, etag: &str, meta: &UserMeta, settled: bool) {
         let mut inner = self.inner.lock().unwrap();
         if inner
             .map
             .get(key)
-            .is_some_and(|k| k.etag == etag && k.meta == *meta)
+            .is_some_and(|k| k.etag == etag && k.meta == *meta && k.settled >= settled)
         {
             return;
         }
-        inner.insert(key.to_owned(), etag.to_owned(), meta.clone());
+        inner.insert(key.to_owned(), etag.to_owned(), meta.clone(), settled);
         if inner.map.len() > self.max_entries {
             self.trim(&mut inner);
             inner.log = self.rewrite(&inner);
@@ -187,6 +201,7 @@ impl MetaCache {
             k: key.to_owned(),
             e: etag.to_owned(),
             m: meta.clone(),
+            u: !settled,
         };
         if let Some(log) = inner.log.as_mut()
             && let Ok(text) = serde_json::to_string(&line)
@@ -232,6 +247,7 @@ impl MetaCache {
                     k: key.clone(),
                     e: k.etag.clone(),
                     m: k.meta.clone(),
+                    u: !k.settled,
                 };
                 writeln!(
                     w,
@@ -264,22 +280,61 @@ mod tests {
         UserMeta::from([("mode".to_owned(), mode.to_owned())])
     }
 
+    /// An answer of a HEAD sent within its version's second stands in only while S3 does
+    /// not answer, on disk too, until a settled one of the same version replaces it; and an
+    /// answer asked before this mount changed the key is not kept at all.
+    #[test]
+    fn unsettled_answers_serve_offline_only_and_stale_ones_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache.jsonl");
+        let c = MetaCache::open(&path, 1000);
+        c.put("a", "\"e\"", &meta("1"), Asked::now(), false);
+        assert_eq!(c.get("a", "\"e\"", false), None);
+        assert_eq!(c.get("a", "\"e\"", true), Some(meta("1")));
+        drop(c);
+        let c = MetaCache::open(&path, 1000);
+        assert_eq!(
+            c.get("a", "\"e\"", false),
+            None,
+            "still unsettled after a reopen"
+        );
+        assert_eq!(c.get("a", "\"e\"", true), Some(meta("1")));
+        c.put("a", "\"e\"", &meta("1"), Asked::now(), true);
+        drop(c);
+        let c = MetaCache::open(&path, 1000);
+        assert_eq!(c.get("a", "\"e\"", false), Some(meta("1")), "settled since");
+
+        let asked = Asked::now();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        c.forget("b");
+        c.put("b", "\"e\"", &meta("2"), asked, true);
+        assert_eq!(
+            c.get("b", "\"e\"", true),
+            None,
+            "asked before this mount wrote it"
+        );
+    }
+
     #[test]
     fn entries_hold_for_their_etag_and_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m/cache.jsonl");
         let c = MetaCache::open(&path, 1000);
-        c.put("a", "\"e1\"", &meta("33188"), Asked::now());
-        c.put("b", "\"e2\"", &meta("33261"), Asked::now());
-        c.put("a", "\"e3\"", &meta("33152"), Asked::now());
-        assert_eq!(c.get("a", "\"e1\""), None, "a new etag replaces the old");
-        assert_eq!(c.get("a", "\"e3\""), Some(meta("33152")));
+        c.put("a", "\"e1\"", &meta("33188"), Asked::now(), true);
+        c.put("b", "\"e2\"", &meta("33261"), Asked::now(), true);
+        c.put("a", "\"e3\"", &meta("33152"), Asked::now(), true);
+        assert_eq!(
+            c.get("a", "\"e1\"", false),
+            None,
+            "a new etag replaces the old"
+        );
+        assert_eq!(c.get("a", "\"e3\"", false), Some(meta("33152")));
         drop(c);
         let c = MetaCache::open(&path, 1000);
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get("a", "\"e3\""), Some(meta("33152")));
-        assert_eq!(c.get("b", "\"e2\""), Some(meta("33261")));
-        assert_eq!(c.get("b", "\"other\""), None);
+        assert_eq!(c.get("a", "\"e3\"", false), Some(meta("33152")));
+        assert_eq!(c.get("b", "\"e2\"", false), Some(meta("33261")));
+        assert_eq!(c.get("b", "\"other\"", false), None);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -306,7 +361,7 @@ mod tests {
             let path = dir.path().join("cache.jsonl");
             std::fs::write(&path, lines.join(&b'\n')).unwrap();
             let c = MetaCache::open(&path, 100);
-            if let Some(m) = c.get("a", "e") {
+            if let Some(m) = c.get("a", "e", false) {
                 let _ = crate::fs::meta::Meta::from_user(&m);
             }
         }
@@ -330,13 +385,13 @@ mod tests {
         .join(&b'\n');
         std::fs::write(&path, text).unwrap();
         let c = MetaCache::open(&path, 100);
-        assert_eq!(c.get("a", "e"), Some(meta("33188")));
+        assert_eq!(c.get("a", "e", false), Some(meta("33188")));
         assert_eq!(
-            c.get("b", "e"),
+            c.get("b", "e", false),
             Some(meta("33188")),
             "reading stopped at a bad line"
         );
-        assert_eq!(c.get("x", "e"), None);
+        assert_eq!(c.get("x", "e", false), None);
     }
 
     #[test]
@@ -345,15 +400,15 @@ mod tests {
         let path = dir.path().join("cache.jsonl");
         let c = MetaCache::open(&path, 100);
         for i in 0..250 {
-            c.put(&format!("k{i}"), "\"e\"", &meta("1"), Asked::now());
+            c.put(&format!("k{i}"), "\"e\"", &meta("1"), Asked::now(), true);
         }
         assert!(c.len() <= 100, "{}", c.len());
-        assert!(c.get("k249", "\"e\"").is_some());
-        assert!(c.get("k0", "\"e\"").is_none());
+        assert!(c.get("k249", "\"e\"", false).is_some());
+        assert!(c.get("k0", "\"e\"", false).is_none());
         drop(c);
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= 150, "{lines} lines on disk");
         let c = MetaCache::open(&path, 100);
-        assert!(c.get("k249", "\"e\"").is_some());
+        assert!(c.get("k249", "\"e\"", false).is_some());
     }
 }
