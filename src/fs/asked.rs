@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long after the second of a version's Last-Modified a HEAD must have been sent for
 /// its answer to stand for that version.
-const SETTLED: Duration = Duration::from_secs(2);
+pub const SETTLED: Duration = Duration::from_secs(2);
 
 /// When a request to S3 was sent.
 #[derive(Clone, Copy, Debug)]

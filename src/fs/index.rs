@@ -258,9 +258,22 @@ impl Fs {
     /// At unmount: the indexes still due, for [`AT_UNMOUNT`] at most (none while offline: an
     /// unmount never waits for a dead network).
     pub async fn write_indexes_at_unmount(&self) {
-        if !self.is_offline() {
-            let _ = tokio::time::timeout(AT_UNMOUNT, self.write_due_indexes(true)).await;
+        if self.is_offline() {
+            return;
         }
+        let _ = tokio::time::timeout(AT_UNMOUNT, async {
+            for dir in self.inodes.take_changed_here() {
+                self.index_changed(dir);
+            }
+            // What was written in the last moments would be left out, its version's second
+            // not over (`asked.rs`): that is waited out once, at most 2 s.
+            let newest = self.index_due.lock().unwrap().values().max().copied();
+            if let Some(at) = newest {
+                tokio::time::sleep(super::asked::SETTLED.saturating_sub(at.elapsed())).await;
+            }
+            self.write_due_indexes(true).await;
+        })
+        .await;
     }
 
     /// Writes the indexes of the directories changed and quiet since (`all`: every one, at

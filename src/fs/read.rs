@@ -418,14 +418,24 @@ impl FileReader {
         let missing = |st: &State, b: u64| {
             !st.inflight.contains_key(&b) && !self.shared.cache.contains(&self.block_key(b))
         };
+        // Blocks the disk cache holds hide no S3 round trip: a sequential reader has them
+        // read a GET's worth ahead, not a whole window ahead (memory held meanwhile; four
+        // readers of one file's quarters ran that far into each other's).
+        let on_disk_far = |b: u64| {
+            reader_at.is_some_and(|at| b > at + per_get) && self.shared.on_disk(&self.block_key(b))
+        };
         let mut b = from;
         while b <= to {
             if !missing(st, b) {
                 b += 1;
                 continue;
             }
+            if on_disk_far(b) {
+                break;
+            }
             let mut end = b;
-            while end < to && end + 1 - b < per_get && missing(st, end + 1) {
+            while end < to && end + 1 - b < per_get && missing(st, end + 1) && !on_disk_far(end + 1)
+            {
                 end += 1;
             }
             let short = end + 1 - b < per_get;
@@ -844,6 +854,46 @@ mod tests {
         shared.link.pin(rtt, Some(bandwidth));
         let r = FileReader::new(Arc::new(shared), "f".into(), r.etag.clone(), 32 * MIB);
         (store, r)
+    }
+
+    /// A sequential reader of a file the disk cache holds has its blocks read a GET's worth
+    /// ahead (8 here), not a whole window (32): memory holds no more than that meanwhile.
+    #[tokio::test]
+    async fn a_sequential_reader_of_blocks_on_disk_holds_a_get_s_worth_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let far = std::time::Duration::from_millis(20);
+        let (store, first) = reader_on_disk(dir.path(), far, 400_000_000, 32 * MIB).await;
+        let whole = |r: FileReader| async move {
+            let mut most = 0;
+            for b in 0..32 {
+                let data = r.read(b * MIB, MIB as u32).await.unwrap();
+                assert_eq!(data[..], expected(b * MIB, MIB)[..]);
+                most = most.max(r.in_flight());
+            }
+            most
+        };
+        let disk = first.shared.disk.clone().unwrap();
+        let etag = first.etag.clone();
+        assert!(whole(first).await >= 24, "from S3, a whole window ahead");
+        assert!(disk.settle(std::time::Duration::from_secs(10)));
+        // A later mount: the same disk cache, nothing in memory.
+        let shared = ReadShared::new(
+            store.clone(),
+            Arc::new(BlockCache::new(64 * MIB)),
+            MIB,
+            32 * MIB,
+            32,
+            64,
+        )
+        .with_disk(Some(disk));
+        shared.link.pin(far, Some(400_000_000));
+        let gets = store.counts().get(RequestKind::Get);
+        let again = FileReader::new(Arc::new(shared), "f".into(), etag, 32 * MIB);
+        let most = whole(again).await;
+        // (And up to the kernel's readahead behind: its reads may come out of order.)
+        let behind = (KERNEL_READAHEAD / MIB) as usize + 1;
+        assert!(most <= 8 + behind, "{most} blocks held");
+        assert_eq!(store.counts().get(RequestKind::Get), gets, "all from disk");
     }
 
     /// Pages spread over the first `span` bytes (a fixed sequence).
