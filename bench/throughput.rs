@@ -930,7 +930,10 @@ fn with_mount(
     if let (Some((cells, group)), Some(kib)) = (rss, m.peak_rss_kib()) {
         let mib = kib as f64 / 1024.0;
         // Each mount's own peak, for finding the one a group's row reports.
-        eprintln!("bench: {} mount of the {group:?} group peaked at {mib:.0} MiB", fs.name());
+        eprintln!(
+            "bench: {} mount of the {group:?} group peaked at {mib:.0} MiB",
+            fs.name()
+        );
         let peak = match cells.get(&Row::Rss(group)) {
             Some(Ok(v)) => v.max(mib),
             _ => mib,

@@ -456,16 +456,13 @@ impl Fs {
             .collect()
             .await;
         for (i, is_dir, asked, head) in heads {
+            let rel = format!("{dir_rel}{}", entries[i].name);
             let found = match head {
                 Ok(marker) if is_dir => Found::dir_with(marker.as_ref()),
-                Ok(Some(info)) => {
-                    let rel = format!("{dir_rel}{name}", name = entries[i].name);
-                    self.headed(&rel, &info, asked)
-                }
+                Ok(Some(info)) => self.headed(&rel, &info, asked),
                 // S3 does not answer: what a HEAD of this version said before, if anything
                 // (offline, an answer from within the version's second will do).
                 Err(e) if !is_dir && e.is_unreachable() => {
-                    let rel = format!("{dir_rel}{name}", name = entries[i].name);
                     match self.remembered(entries[i].ino, &rel) {
                         Some(found) => found,
                         None => continue,
