@@ -23,6 +23,13 @@ use std::time::{Duration, Instant, SystemTime};
 /// its answer to stand for that version.
 pub const SETTLED: Duration = Duration::from_secs(2);
 
+/// The second S3 dates a version to (HEAD and listings share that precision).
+pub fn version_second(last_modified: SystemTime) -> u64 {
+    last_modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// When a request to S3 was sent.
 #[derive(Clone, Copy, Debug)]
 pub struct Asked {
@@ -41,9 +48,7 @@ impl Asked {
     /// Whether the answer describes the version last modified at `last_modified` alone: no
     /// write after it can carry the same etag and second.
     pub fn settled(&self, last_modified: SystemTime) -> bool {
-        let second = last_modified
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let second = version_second(last_modified);
         self.wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .is_ok_and(|d| d >= Duration::from_secs(second) + SETTLED)

@@ -33,6 +33,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::Fs;
+use super::asked::version_second;
 use super::inodes::Kind;
 use crate::store::{Expect, ObjectInfo, UserMeta};
 
@@ -139,11 +140,6 @@ pub struct Index {
     entries: HashMap<String, (String, u64, UserMeta, Option<String>)>,
 }
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Index {
     /// Parses an index of `dir_rel`; `None` if it is not one (wrong header, not ours).
     pub fn parse(dir_rel: &str, body: &[u8]) -> Option<Index> {
@@ -166,7 +162,7 @@ impl Index {
     /// `last_modified`).
     pub fn meta_of(&self, name: &str, etag: &str, last_modified: SystemTime) -> Option<&UserMeta> {
         let (e, t, meta, _) = self.entries.get(name)?;
-        (!etag.is_empty() && e == etag && *t == secs(last_modified)).then_some(meta)
+        (!etag.is_empty() && e == etag && *t == version_second(last_modified)).then_some(meta)
     }
 
     /// A symlink's target kept with the version `etag` of `name`.
@@ -411,7 +407,7 @@ impl Fs {
         Some(Line {
             n: info.name,
             e: known.etag,
-            t: secs(known.last_modified),
+            t: version_second(known.last_modified),
             m: meta,
             l: target,
         })

@@ -37,10 +37,7 @@ fn version_of(etag: &str, last_modified: std::time::SystemTime) -> String {
     if etag.is_empty() {
         return String::new();
     }
-    let secs = last_modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    format!("{etag}@{secs}")
+    format!("{etag}@{}", super::asked::version_second(last_modified))
 }
 
 impl Fs {
