@@ -160,15 +160,12 @@ impl MetaCache {
     /// Forgets what was learnt of `key` (this mount changed it: the version it had may come
     /// back with other metadata within the same second of Last-Modified).
     pub fn forget(&self, key: &str) {
-        let known = {
-            let mut inner = self.inner.lock().unwrap();
-            // HEADs of it already on their way read what may be gone now.
-            inner.written.wrote(key.to_owned());
-            inner.map.get(key).is_some_and(|k| !k.etag.is_empty())
-        };
-        if known {
+        let mut inner = self.inner.lock().unwrap();
+        // HEADs of it already on their way read what may be gone now.
+        inner.written.wrote(key.to_owned());
+        if inner.map.get(key).is_some_and(|k| !k.etag.is_empty()) {
             // An empty version never matches: a tombstone, on disk too.
-            self.store(key, "", &UserMeta::new(), true);
+            self.store(&mut inner, key, "", &UserMeta::new(), true);
         }
     }
 
@@ -176,14 +173,15 @@ impl MetaCache {
     /// not if this mount changed `key` since it was sent: the answer may be of the version
     /// before, under the same etag and second.
     pub fn put(&self, key: &str, etag: &str, meta: &UserMeta, asked: Asked, settled: bool) {
-        if etag.is_empty() || self.inner.lock().unwrap().written.stale(key, asked) {
+        // Checked and stored under one lock: a write of the key in between is seen.
+        let mut inner = self.inner.lock().unwrap();
+        if etag.is_empty() || inner.written.stale(key, asked) {
             return;
         }
-        self.store(key, etag, meta, settled);
+        self.store(&mut inner, key, etag, meta, settled);
     }
 
-    fn store(&self, key: &str, etag: &str, meta: &UserMeta, settled: bool) {
-        let mut inner = self.inner.lock().unwrap();
+    fn store(&self, inner: &mut Inner, key: &str, etag: &str, meta: &UserMeta, settled: bool) {
         if inner
             .map
             .get(key)
@@ -193,8 +191,8 @@ impl MetaCache {
         }
         inner.insert(key.to_owned(), etag.to_owned(), meta.clone(), settled);
         if inner.map.len() > self.max_entries {
-            self.trim(&mut inner);
-            inner.log = self.rewrite(&inner);
+            self.trim(inner);
+            inner.log = self.rewrite(inner);
             return;
         }
         let line = Line {
