@@ -386,8 +386,8 @@ impl Inodes {
         asked: Option<Asked>,
     ) -> u64 {
         let key = (parent, name.to_owned());
-        if let Some(asked) = asked
-            && let Some(&ino) = state.children.get(&key)
+        let linked = state.children.get(&key).copied();
+        if let (Some(asked), Some(ino)) = (asked, linked)
             && state.written.stale(&ino, asked)
         {
             // This mount wrote it after the question went out: what the node shows is newer.
@@ -400,7 +400,7 @@ impl Inodes {
             old.kind == new.kind
                 || (!new.meta_known && (old.kind == Kind::Dir) == (new.kind == Kind::Dir))
         };
-        if let Some(&ino) = state.children.get(&key)
+        if let Some(ino) = linked
             && let Some(node) = state.nodes.get_mut(&ino)
             && same_kind(&node.found, &found)
         {
