@@ -251,6 +251,14 @@ impl Fs {
         });
     }
 
+    /// The directories whose entries this mount changed since the last call: their indexes
+    /// are due.
+    fn note_changed_dirs(&self) {
+        for dir in self.inodes.take_changed_here() {
+            self.index_changed(dir);
+        }
+    }
+
     /// At unmount: the indexes still due, for [`AT_UNMOUNT`] at most (none while offline: an
     /// unmount never waits for a dead network).
     pub async fn write_indexes_at_unmount(&self) {
@@ -258,9 +266,7 @@ impl Fs {
             return;
         }
         let _ = tokio::time::timeout(AT_UNMOUNT, async {
-            for dir in self.inodes.take_changed_here() {
-                self.index_changed(dir);
-            }
+            self.note_changed_dirs();
             // What was written in the last moments would be left out, its version's second
             // not over (`asked.rs`): that is waited out once, at most 2 s.
             let newest = self.index_due.lock().unwrap().values().max().copied();
@@ -275,9 +281,7 @@ impl Fs {
     /// Writes the indexes of the directories changed and quiet since (`all`: every one, at
     /// unmount). A failure leaves the directory due for the next round.
     pub async fn write_due_indexes(&self, all: bool) {
-        for dir in self.inodes.take_changed_here() {
-            self.index_changed(dir);
-        }
+        self.note_changed_dirs();
         let stale = std::mem::take(&mut *self.index_stale.lock().unwrap());
         for dir_rel in stale {
             // Nothing reads an index of a directory that is gone: a failure leaves garbage.
