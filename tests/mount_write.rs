@@ -728,6 +728,58 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
     .await;
 }
 
+/// Any close of a descriptor flushes (a `dup`'s, a child's at exec, as CI met when another
+/// test spawned a process while this one had a file open): a utime while that flush's upload
+/// is in flight waits for it and lands on the uploaded file. It used to find the file
+/// "clean" mid-upload and copy the object in S3 onto itself: for a new file not there yet
+/// (ENOENT), for an old one a version the upload then replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_utime_while_another_descriptor_s_flush_uploads_lands_on_the_upload() {
+    use cognifs::store::{MemoryStore, RequestKind};
+    with_timeout(90, async {
+        let store = std::sync::Arc::new(MemoryStore::new("bucket", "me"));
+        let opts = MountOptions {
+            part_size: 5 << 20,
+            ..MountOptions::default()
+        };
+        let m = mount_any(store.clone(), "me".into(), opts).await;
+        // Two parts stream while it is written; the flush sends the third and completes.
+        let data = pseudo_random(11 << 20, 21);
+        let (p, d) = (m.join("f.bin"), data.clone());
+        let f = blocking(move || {
+            let mut f = std::fs::File::create(&p).unwrap();
+            f.write_all(&d).unwrap();
+            f
+        })
+        .await;
+        let completes = || store.counts().get(RequestKind::CompleteMultipart);
+        assert_eq!(completes(), 0, "not uploaded before the flush");
+        // Each request now takes long enough for the utime to arrive mid-upload.
+        store.set_latency(Duration::from_millis(400));
+        let dup = f.try_clone().unwrap();
+        let flushing = tokio::task::spawn_blocking(move || close_checked(dup));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let stamp = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let (set, f) = blocking(move || (f.set_modified(stamp), f)).await;
+        flushing.await.unwrap().unwrap();
+        set.unwrap();
+        store.set_latency(Duration::ZERO);
+        blocking(move || close_checked(f).unwrap()).await;
+        assert_eq!(completes(), 1, "the dup's flush uploaded it");
+        let (body, meta) = store.get_raw("me/f.bin").unwrap();
+        assert!(body == data, "contents intact");
+        assert_eq!(meta.get("mtime").map(String::as_str), Some("1000000000"));
+        let files: Vec<String> = store
+            .keys()
+            .into_iter()
+            .filter(|k| !k.ends_with('/'))
+            .collect();
+        assert_eq!(files, ["me/f.bin"], "no conflict copy, nothing else");
+        drop(m);
+    })
+    .await;
+}
+
 /// The production S3 client (the daemon's [`cognifs::store::profile_store`]: 5 attempts) under
 /// 503 SlowDown: a `cp` whose every request is refused once (its first attempt) completes,
 /// its bytes intact, the SDK's retries absorbing every 503; then every attempt is refused for

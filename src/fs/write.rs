@@ -324,6 +324,13 @@ impl WriteState {
         Ok(())
     }
 
+    /// Waits for the load or upload in flight, if any, and holds off the next one while the
+    /// guard lives: a metadata change stored server-side must not race an upload (during
+    /// one the state looks clean, yet S3 holds the old version, or for a new file nothing).
+    pub(super) async fn idle(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.io.lock().await
+    }
+
     /// Changes the metadata the next upload carries.
     pub(super) fn update_meta(&self, f: impl FnOnce(&mut Meta)) {
         let mut i = self.inner.lock().unwrap();

@@ -118,6 +118,23 @@ impl Fs {
         f: impl Fn(&mut Meta, Kind) -> FsResult<()>,
     ) -> FsResult<Attr> {
         let node = self.inodes.get(ino).ok_or(FsError::new(libc::ENOENT))?;
+        // An upload in flight (any close of a descriptor flushes: a dup's, a child's at
+        // exec) is waited for, and no other starts until the change is stored.
+        let mut idle_ws = self.write_state(ino);
+        let _idle = loop {
+            let guard = match &idle_ws {
+                Some(ws) => Some(ws.idle().await),
+                None => None,
+            };
+            let now = self.write_state(ino);
+            match (&idle_ws, &now) {
+                (Some(a), Some(b)) if std::sync::Arc::ptr_eq(a, b) => break guard,
+                (None, None) => break guard,
+                _ => {}
+            }
+            drop(guard);
+            idle_ws = now;
+        };
         let open_for_writing = {
             // Changed under the writes lock so a release in flight cannot miss it.
             let writes = self.writes.lock().unwrap();
