@@ -348,11 +348,10 @@ impl Fs {
         }
     }
 
-    /// [`Fs::stay_in_touch`] with a probe now (tests; after a long sleep).
+    /// [`Fs::stay_in_touch`] with a probe now, online or not (tests; after a long sleep):
+    /// its answer also outranks a request still in flight from before that reports none.
     pub async fn stay_in_touch_now(&self) {
-        if self.is_offline() {
-            self.reach.probe_now().await;
-        }
+        self.reach.probe_now().await;
         self.replay.lock().unwrap().next_try = None;
         self.stay_in_touch().await;
     }

@@ -9,6 +9,11 @@
 //! one-key LIST) is sent every [`PROBE_EVERY`] instead; the first that is answered makes the
 //! mount online again, which the filesystem hears ([`ReachState::generation`]) and uses to
 //! send what it queued.
+//!
+//! Verdicts are ordered by when their requests were **sent**: an answer to a request sent
+//! after the probe that found S3 away brings the mount back, an older one does not; a probe
+//! that got no answer takes the mount offline only if no request sent after it was answered
+//! (a request in flight across an outage may report long after S3 is back).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +42,15 @@ pub struct ReachState {
     generation: AtomicU64,
     /// Times the mount went offline since it started.
     outages: AtomicU64,
+    /// When the latest requests that decided something were sent.
+    heard: Mutex<Heard>,
+}
+
+/// Send times of the latest request S3 answered and of the latest probe it did not.
+#[derive(Debug, Default)]
+struct Heard {
+    answered: Option<Instant>,
+    unanswered: Option<Instant>,
 }
 
 impl Default for ReachState {
@@ -47,6 +61,7 @@ impl Default for ReachState {
             last_probe: Mutex::new(None),
             generation: AtomicU64::new(0),
             outages: AtomicU64::new(0),
+            heard: Mutex::default(),
         }
     }
 }
@@ -89,17 +104,35 @@ impl ReachState {
         }
     }
 
-    /// What a request's outcome says about reachability.
-    fn observe<T>(&self, result: &StoreResult<T>) {
+    /// What the outcome of a request (or a probe: no answer takes the mount offline only
+    /// from a probe) sent at `sent` says about reachability.
+    fn observe<T>(&self, sent: Instant, result: &StoreResult<T>) {
         match result {
-            Err(e) if e.is_unreachable() => self.went_offline(e),
-            // Any answer, a refusal included: S3 is there.
-            _ => self.came_back(),
+            Err(e) if e.is_unreachable() => self.unanswered(sent, e),
+            // Any answer, a refusal included: S3 is there (unless a later probe says no).
+            _ => self.answered(sent),
+        }
+    }
+
+    fn unanswered(&self, sent: Instant, cause: &StoreError) {
+        let mut heard = self.heard.lock().unwrap();
+        heard.unanswered = heard.unanswered.max(Some(sent));
+        // S3 answered a request sent after this one: it is there.
+        if heard.answered.is_none_or(|a| a <= sent) {
+            self.went_offline(cause);
+        }
+    }
+
+    fn answered(&self, sent: Instant) {
+        let mut heard = self.heard.lock().unwrap();
+        heard.answered = heard.answered.max(Some(sent));
+        if heard.unanswered.is_none_or(|u| u <= sent) {
+            self.came_back();
         }
     }
 
     /// The mount is offline from now on (if it was not already).
-    pub fn went_offline(&self, cause: &StoreError) {
+    fn went_offline(&self, cause: &StoreError) {
         if self.offline.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -172,12 +205,12 @@ impl Reach {
         let _ = self.written.set(hook);
     }
 
-    async fn changed<T>(&self, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
+    async fn changed<T>(&self, sent: Instant, rel: &str, result: StoreResult<T>) -> StoreResult<T> {
         // Also when it failed: a write whose answer was lost (a timeout) may have landed.
         if let Some(hook) = self.written.get() {
             hook(rel);
         }
-        self.seen(result).await
+        self.seen(sent, result).await
     }
 
     pub fn state(&self) -> &Arc<ReachState> {
@@ -189,27 +222,35 @@ impl Reach {
         if !self.state.probe_due() {
             return !self.state.is_offline();
         }
+        self.probe_answered().await
+    }
+
+    /// Asks S3 now, whatever the schedule and online or not (tests; a user's `status
+    /// --probe`; after a sleep): an answer also outranks any older request still to report
+    /// no answer.
+    pub async fn probe_now(&self) -> bool {
+        *self.state.last_probe.lock().unwrap() = Some(Instant::now());
+        self.probe_answered().await
+    }
+
+    async fn probe_answered(&self) -> bool {
+        let sent = Instant::now();
         let answer = self.inner.probe().await;
-        self.state.observe(&answer);
+        self.state.observe(sent, &answer);
         if let Err(e) = &answer {
-            tracing::debug!(error = %e, "S3 still does not answer");
+            tracing::debug!(error = %e, "S3 does not answer the probe");
         }
         !self.state.is_offline()
     }
 
-    /// Asks S3 now, whatever the schedule (tests; a user's `status --probe`).
-    pub async fn probe_now(&self) -> bool {
-        *self.state.last_probe.lock().unwrap() = None;
-        self.probe_if_due().await
-    }
-
-    fn refuse(&self) -> StoreResult<()> {
+    /// Refuses a request while offline; else returns when it is sent.
+    fn refuse(&self) -> StoreResult<Instant> {
         if self.state.is_offline() {
             Err(StoreError::Unreachable(
                 "offline (not sent; S3 is probed every 5 s)".into(),
             ))
         } else {
-            Ok(())
+            Ok(Instant::now())
         }
     }
 
@@ -217,20 +258,23 @@ impl Reach {
     /// once a probe gets none either: one request can fail to be sent while S3 answers
     /// others (a connection reset, a 503 that closed the connection before a large body was
     /// read), and that is no outage.
-    async fn seen<T>(&self, result: StoreResult<T>) -> StoreResult<T> {
+    async fn seen<T>(&self, sent: Instant, result: StoreResult<T>) -> StoreResult<T> {
         match &result {
-            Err(e) if e.is_unreachable() && !self.state.is_offline() => {
+            Err(e) if e.is_unreachable() => {
                 let _one = self.confirming.lock().await;
                 if !self.state.is_offline() {
+                    let probed = Instant::now();
                     match self.inner.probe().await {
-                        Err(p) if p.is_unreachable() => self.state.went_offline(e),
-                        _ => {
+                        // Offline, for the request's reason.
+                        Err(p) if p.is_unreachable() => self.state.unanswered(probed, e),
+                        answer => {
+                            self.state.observe(probed, &answer);
                             tracing::debug!(error = %e, "a request got no answer, but S3 answers: not offline")
                         }
                     }
                 }
             }
-            other => self.state.observe(other),
+            other => self.state.observe(sent, other),
         }
         result
     }
@@ -247,8 +291,8 @@ impl ObjectStore for Reach {
     }
 
     async fn head(&self, rel: &str) -> StoreResult<Option<ObjectInfo>> {
-        self.refuse()?;
-        self.seen(self.inner.head(rel).await).await
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.head(rel).await).await
     }
 
     async fn list_page(
@@ -257,14 +301,18 @@ impl ObjectStore for Reach {
         continuation: Option<String>,
         max_keys: i32,
     ) -> StoreResult<ListPage> {
-        self.refuse()?;
-        self.seen(self.inner.list_page(dir_rel, continuation, max_keys).await)
-            .await
+        let sent = self.refuse()?;
+        self.seen(
+            sent,
+            self.inner.list_page(dir_rel, continuation, max_keys).await,
+        )
+        .await
     }
 
     async fn list_recursive(&self, dir_rel: &str) -> StoreResult<Vec<ObjectInfo>> {
-        self.refuse()?;
-        self.seen(self.inner.list_recursive(dir_rel).await).await
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.list_recursive(dir_rel).await)
+            .await
     }
 
     async fn get_range(
@@ -274,14 +322,17 @@ impl ObjectStore for Reach {
         start: u64,
         len: u64,
     ) -> StoreResult<Bytes> {
-        self.refuse()?;
-        self.seen(self.inner.get_range(rel, if_match_etag, start, len).await)
-            .await
+        let sent = self.refuse()?;
+        self.seen(
+            sent,
+            self.inner.get_range(rel, if_match_etag, start, len).await,
+        )
+        .await
     }
 
     async fn get_small(&self, rel: &str, max: u64) -> StoreResult<Option<Bytes>> {
-        self.refuse()?;
-        self.seen(self.inner.get_small(rel, max).await).await
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.get_small(rel, max).await).await
     }
 
     async fn get_range_pieces(
@@ -293,12 +344,12 @@ impl ObjectStore for Reach {
         piece: u64,
         on_piece: &PieceSink<'_>,
     ) -> StoreResult<()> {
-        self.refuse()?;
+        let sent = self.refuse()?;
         let got = self
             .inner
             .get_range_pieces(rel, if_match_etag, start, len, piece, on_piece)
             .await;
-        self.seen(got).await
+        self.seen(sent, got).await
     }
 
     async fn put_if(
@@ -308,14 +359,14 @@ impl ObjectStore for Reach {
         meta: &UserMeta,
         expect: &Expect,
     ) -> StoreResult<String> {
-        self.refuse()?;
-        self.changed(rel, self.inner.put_if(rel, body, meta, expect).await)
+        let sent = self.refuse()?;
+        self.changed(sent, rel, self.inner.put_if(rel, body, meta, expect).await)
             .await
     }
 
     async fn create_multipart(&self, rel: &str, meta: &UserMeta) -> StoreResult<String> {
-        self.refuse()?;
-        self.seen(self.inner.create_multipart(rel, meta).await)
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.create_multipart(rel, meta).await)
             .await
     }
 
@@ -326,9 +377,12 @@ impl ObjectStore for Reach {
         number: i32,
         body: Bytes,
     ) -> StoreResult<PartDone> {
-        self.refuse()?;
-        self.seen(self.inner.upload_part(rel, upload_id, number, body).await)
-            .await
+        let sent = self.refuse()?;
+        self.seen(
+            sent,
+            self.inner.upload_part(rel, upload_id, number, body).await,
+        )
+        .await
     }
 
     async fn complete_multipart_if(
@@ -338,28 +392,29 @@ impl ObjectStore for Reach {
         parts: Vec<PartDone>,
         expect: &Expect,
     ) -> StoreResult<String> {
-        self.refuse()?;
+        let sent = self.refuse()?;
         let done = self
             .inner
             .complete_multipart_if(rel, upload_id, parts, expect)
             .await;
-        self.changed(rel, done).await
+        self.changed(sent, rel, done).await
     }
 
     async fn abort_multipart(&self, rel: &str, upload_id: &str) -> StoreResult<()> {
-        self.refuse()?;
-        self.seen(self.inner.abort_multipart(rel, upload_id).await)
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.abort_multipart(rel, upload_id).await)
             .await
     }
 
     async fn list_uploads(&self, dir_rel: &str) -> StoreResult<Vec<UploadInfo>> {
-        self.refuse()?;
-        self.seen(self.inner.list_uploads(dir_rel).await).await
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.list_uploads(dir_rel).await)
+            .await
     }
 
     async fn delete_if(&self, rel: &str, expect: &Expect) -> StoreResult<()> {
-        self.refuse()?;
-        self.changed(rel, self.inner.delete_if(rel, expect).await)
+        let sent = self.refuse()?;
+        self.changed(sent, rel, self.inner.delete_if(rel, expect).await)
             .await
     }
 
@@ -371,19 +426,20 @@ impl ObjectStore for Reach {
         meta: Option<&UserMeta>,
         expect: &Expect,
     ) -> StoreResult<String> {
-        self.refuse()?;
+        let sent = self.refuse()?;
         let copied = self.inner.copy_if(src, src_etag, dst, meta, expect).await;
-        self.changed(dst, copied).await
+        self.changed(sent, dst, copied).await
     }
 
     async fn check_access(&self) -> StoreResult<()> {
-        self.refuse()?;
-        self.seen(self.inner.check_access().await).await
+        let sent = self.refuse()?;
+        self.seen(sent, self.inner.check_access().await).await
     }
 
     async fn probe(&self) -> StoreResult<()> {
+        let sent = Instant::now();
         let answer = self.inner.probe().await;
-        self.state.observe(&answer);
+        self.state.observe(sent, &answer);
         answer
     }
 }
@@ -431,5 +487,32 @@ mod tests {
         assert!(!reach.state().is_offline());
         assert_eq!(reach.state().generation(), generation + 1);
         assert!(reach.head("a").await.unwrap().is_some());
+    }
+
+    /// A request sent while S3 was away reports no answer (and its confirming probe none
+    /// either) after a later probe got one: the later answer stands, the mount stays online.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_outranks_an_older_request_s_late_report_of_none() {
+        let memory = Arc::new(MemoryStore::new("b", "p"));
+        let reach = Arc::new(Reach::new(memory.clone()));
+        memory.fail_always(None, Fault::Unreachable);
+        memory.set_latency(Duration::from_millis(300));
+        let r = reach.clone();
+        // Fails at 300 ms; its confirming probe, sent then, reports none at 600 ms.
+        let late = tokio::spawn(async move { r.head("a").await });
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        memory.clear_faults();
+        memory.set_latency(Duration::ZERO);
+        assert!(reach.probe_now().await, "S3 answers again");
+        assert!(late.await.unwrap().unwrap_err().is_unreachable());
+        assert_eq!(
+            memory.counts().get(RequestKind::List),
+            2,
+            "both probes sent"
+        );
+        assert!(
+            !reach.state().is_offline(),
+            "the older probe's silence does not outrank the answer"
+        );
     }
 }
