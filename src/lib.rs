@@ -3,6 +3,7 @@
 // System calls go through rustix; the few `unsafe` blocks left say why they are sound.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod allocator;
 pub mod auth;
 pub mod cli;
 pub mod clock;
