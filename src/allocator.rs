@@ -44,6 +44,11 @@ fn is_large(size: usize) -> bool {
     size >= LARGE
 }
 
+/// The allocator that serves blocks of `size` bytes: the one decision, for every call.
+fn serving(size: usize) -> &'static dyn GlobalAlloc {
+    if is_large(size) { &System } else { &MiMalloc }
+}
+
 // SAFETY: every call is passed on unchanged to one of two sound allocators, chosen by the
 // block's size; a block is always freed or resized with the layout it was allocated (or
 // last resized) with, so it goes back to the allocator that made it. A resize that crosses
@@ -51,57 +56,35 @@ fn is_large(size: usize) -> bool {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract for `alloc`, passed on.
-        unsafe {
-            if is_large(layout.size()) {
-                System.alloc(layout)
-            } else {
-                MiMalloc.alloc(layout)
-            }
-        }
+        unsafe { serving(layout.size()).alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
-        unsafe {
-            if is_large(layout.size()) {
-                System.alloc_zeroed(layout)
-            } else {
-                MiMalloc.alloc_zeroed(layout)
-            }
-        }
+        unsafe { serving(layout.size()).alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` was allocated with `layout`, so by the allocator `layout` selects.
-        unsafe {
-            if is_large(layout.size()) {
-                System.dealloc(ptr, layout)
-            } else {
-                MiMalloc.dealloc(ptr, layout)
-            }
-        }
+        unsafe { serving(layout.size()).dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        match (is_large(layout.size()), is_large(new_size)) {
+        if is_large(layout.size()) == is_large(new_size) {
             // SAFETY: both sizes belong to the allocator that made `ptr`: passed on.
-            (true, true) => unsafe { System.realloc(ptr, layout, new_size) },
-            // SAFETY: as above.
-            (false, false) => unsafe { MiMalloc.realloc(ptr, layout, new_size) },
-            _ => {
-                // SAFETY: `realloc`'s contract makes `new_size` with `layout.align()` a valid
-                // layout; the new block is fresh, so the two cannot overlap, and `ptr` is
-                // freed with the layout it was allocated with.
-                unsafe {
-                    let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-                    let new = self.alloc(new_layout);
-                    if !new.is_null() {
-                        std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
-                        self.dealloc(ptr, layout);
-                    }
-                    new
-                }
+            return unsafe { serving(new_size).realloc(ptr, layout, new_size) };
+        }
+        // SAFETY: `realloc`'s contract makes `new_size` with `layout.align()` a valid layout;
+        // the new block is fresh, so the two cannot overlap, and `ptr` is freed with the
+        // layout it was allocated with.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
             }
+            new
         }
     }
 }

@@ -98,6 +98,19 @@ fn close_checked(f: std::fs::File) -> std::io::Result<()> {
     }
 }
 
+/// Creates `path` and writes `data` into it in 1 MiB calls, as `cp` does; the file stays
+/// open.
+async fn create_written(path: PathBuf, data: Vec<u8>) -> std::fs::File {
+    blocking(move || {
+        let mut f = std::fs::File::create(&path).unwrap();
+        for c in data.chunks(1 << 20) {
+            f.write_all(c).unwrap();
+        }
+        f
+    })
+    .await
+}
+
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     let a = CString::new(from.as_os_str().as_bytes()).unwrap();
     let b = CString::new(to.as_os_str().as_bytes()).unwrap();
@@ -672,15 +685,7 @@ async fn sequential_writer_streams_and_random_writer_falls_back() {
         let data = pseudo_random(20 << 20, 77);
 
         // Front to back: parts go up while the file is still open.
-        let (p, d) = (m.join("s.bin"), data.clone());
-        let f = blocking(move || {
-            let mut f = std::fs::File::create(&p).unwrap();
-            for c in d.chunks(1 << 20) {
-                f.write_all(c).unwrap();
-            }
-            f
-        })
-        .await;
+        let f = create_written(m.join("s.bin"), data.clone()).await;
         assert!(
             wait_uploads(&env, |n| n >= 1).await >= 1,
             "a multipart upload is under way before close"
@@ -745,13 +750,7 @@ async fn a_utime_while_another_descriptor_s_flush_uploads_lands_on_the_upload() 
         let m = mount_any(store.clone(), "me".into(), opts).await;
         // Two parts stream while it is written; the flush sends the third and completes.
         let data = pseudo_random(11 << 20, 21);
-        let (p, d) = (m.join("f.bin"), data.clone());
-        let f = blocking(move || {
-            let mut f = std::fs::File::create(&p).unwrap();
-            f.write_all(&d).unwrap();
-            f
-        })
-        .await;
+        let f = create_written(m.join("f.bin"), data.clone()).await;
         let completes = || store.counts().get(RequestKind::CompleteMultipart);
         assert_eq!(completes(), 0, "not uploaded before the flush");
         // Each request now takes long enough for the utime to arrive mid-upload.
@@ -836,13 +835,7 @@ async fn cp_completes_correctly_with_injected_503s() {
 
         // Every request refused while a file is closed: more than the client's 5 attempts.
         let kept = pseudo_random(1 << 20, 4);
-        let (path, body) = (m.join("kept.bin"), kept.clone());
-        let f = blocking(move || {
-            let mut f = std::fs::File::create(&path).unwrap();
-            f.write_all(&body).unwrap();
-            f
-        })
-        .await;
+        let f = create_written(m.join("kept.bin"), kept.clone()).await;
         let before_close = faults.injected().slow_downs;
         faults.set_s3_error_first_attempts_only(false);
         let closed = blocking(move || close_checked(f)).await;

@@ -234,10 +234,7 @@ impl Reach {
     }
 
     async fn probe_answered(&self) -> bool {
-        let sent = Instant::now();
-        let answer = self.inner.probe().await;
-        self.state.observe(sent, &answer);
-        if let Err(e) = &answer {
+        if let Err(e) = ObjectStore::probe(self).await {
             tracing::debug!(error = %e, "S3 does not answer the probe");
         }
         !self.state.is_offline()
