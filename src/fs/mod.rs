@@ -74,7 +74,7 @@ use write::WriteState;
 pub struct MountOptions {
     pub read_only: bool,
     pub allow_other: bool,
-    /// The block cache in memory, in bytes (16 MiB): a hot set above the disk cache (the
+    /// The block cache in memory, in bytes (8 MiB): a hot set above the disk cache (the
     /// kernel's page cache is the first level, and the disk cache's files are in it too).
     pub cache_bytes: u64,
     /// Where blocks are kept on disk across mounts (`$XDG_CACHE_HOME/cognifs/PROFILE/blocks`
@@ -182,7 +182,7 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: false,
-            cache_bytes: 16 << 20,
+            cache_bytes: 8 << 20,
             disk_cache: None,
             disk_cache_bytes: None,
             readahead_bytes: 48 << 20,

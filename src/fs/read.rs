@@ -39,7 +39,11 @@
 //! - `readahead_budget` counts blocks that were prefetched but not yet consumed, so
 //!   memory held by readahead is bounded mount-wide. When it is exhausted a reader simply
 //!   prefetches less (`try_acquire`); the permit returns when the reader moves past the
-//!   block, seeks elsewhere, or closes.
+//!   block, seeks elsewhere, or closes. A sequential reader holds at most its share of it
+//!   (the budget over the sequential readers open, never less than a GET's worth): a
+//!   reader whose window has grown does not starve the others, whose kernel readahead
+//!   would otherwise ask for blocks nobody fetched ahead — a GET per block, waited for,
+//!   each beside the budget.
 //!
 //! Dropping the handle drops its in-flight map, which aborts GETs nobody waits for.
 //!
@@ -53,6 +57,7 @@
 //! an unchanged cached file with no GET, and while S3 is away the disk answers alone.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -95,6 +100,9 @@ pub struct ReadShared {
     pub max_readahead: u64,
     fetch_permits: Arc<Semaphore>,
     readahead_budget: Arc<Semaphore>,
+    /// The budget's size in blocks, and the sequential readers sharing it.
+    readahead_blocks: u64,
+    sequential_readers: AtomicUsize,
     /// Round trip and bandwidth of GETs, as measured.
     pub link: LinkEstimate,
     /// Random misses per version: when a reader's region is worth fetching (`misses.rs`).
@@ -120,6 +128,8 @@ impl ReadShared {
             max_readahead: max_readahead.max(block_size),
             fetch_permits: Arc::new(Semaphore::new(max_prefetch_gets.max(1))),
             readahead_budget: Arc::new(Semaphore::new(readahead_blocks.max(1))),
+            readahead_blocks: readahead_blocks.max(1) as u64,
+            sequential_readers: AtomicUsize::new(0),
             link: LinkEstimate::default(),
             misses: misses::Misses::default(),
         }
@@ -189,6 +199,8 @@ struct State {
     last_block: Option<u64>,
     window: u64,
     inflight: HashMap<u64, Fetch>,
+    /// Counted among the sequential readers sharing the readahead budget.
+    sharing: bool,
 }
 
 pub struct FileReader {
@@ -231,6 +243,7 @@ impl FileReader {
                 last_block: None,
                 window,
                 inflight: HashMap::new(),
+                sharing: false,
             }),
         }
     }
@@ -447,8 +460,13 @@ impl FileReader {
             {
                 break;
             }
+            // A sequential reader's share of the budget: what it holds already counts.
+            let room = match reader_at {
+                Some(_) => self.budget_share(st, per_get),
+                None => u64::MAX,
+            };
             let mut permits = Vec::new();
-            while permits.len() as u64 <= end - b {
+            while permits.len() as u64 <= end - b && (permits.len() as u64) < room {
                 match self.shared.readahead_budget.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
@@ -473,6 +491,20 @@ impl FileReader {
             }
             b = end + 1;
         }
+    }
+
+    /// How many more blocks of the readahead budget this sequential reader may take: its
+    /// share (the budget over the sequential readers, at least `per_get`) less what it holds.
+    fn budget_share(&self, st: &mut State, per_get: u64) -> u64 {
+        let sh = &self.shared;
+        if !st.sharing {
+            st.sharing = true;
+            sh.sequential_readers.fetch_add(1, Ordering::Relaxed);
+        }
+        let readers = sh.sequential_readers.load(Ordering::Relaxed).max(1) as u64;
+        let share = (sh.readahead_blocks / readers).max(per_get);
+        let held = st.inflight.values().filter(|f| f._budget.is_some()).count() as u64;
+        share.saturating_sub(held)
     }
 
     /// The region of `region_blocks` around `block` that this version's random misses have
@@ -665,6 +697,17 @@ impl FileReader {
     /// Blocks requested and not yet passed by the reader.
     pub fn in_flight(&self) -> usize {
         self.state.lock().unwrap().inflight.len()
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        if st.sharing {
+            self.shared
+                .sequential_readers
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -894,6 +937,70 @@ mod tests {
         let behind = (KERNEL_READAHEAD / MIB) as usize + 1;
         assert!(most <= 8 + behind, "{most} blocks held");
         assert_eq!(store.counts().get(RequestKind::Get), gets, "all from disk");
+    }
+
+    /// Blocks a reader holds permits of the readahead budget for.
+    fn budgeted(r: &FileReader) -> usize {
+        let st = r.state.lock().unwrap();
+        st.inflight.values().filter(|f| f._budget.is_some()).count()
+    }
+
+    /// Two sequential readers share the budget: the first, alone, takes all of it; once a
+    /// second reads too, the first takes no more until it is down to half, and the second
+    /// gets what the first gives back.
+    #[tokio::test]
+    async fn sequential_readers_share_the_readahead_budget() {
+        let store = Arc::new(MemoryStore::new("b", "p"));
+        let body: Vec<u8> = (0..32 * MIB).map(|i| (i % 251) as u8).collect();
+        let body = Bytes::from(body);
+        let meta = UserMeta::new();
+        let etag_a = store.put("a", body.clone(), &meta).await.unwrap();
+        let etag_b = store.put("b", body, &meta).await.unwrap();
+        // 16 blocks of budget; windows up to 32 MiB; a GET's worth is 8 blocks.
+        let shared = Arc::new(ReadShared::new(
+            store.clone(),
+            Arc::new(BlockCache::new(64 * MIB)),
+            MIB,
+            32 * MIB,
+            32,
+            16,
+        ));
+        let a = FileReader::new(shared.clone(), "a".into(), etag_a, 32 * MIB);
+        let b = FileReader::new(shared.clone(), "b".into(), etag_b, 32 * MIB);
+        async fn read(r: &FileReader, block: u64) {
+            let data = r.read(block * MIB, MIB as u32).await.unwrap();
+            assert_eq!(data[..], expected(block * MIB, MIB)[..]);
+        }
+        for block in 0..8 {
+            read(&a, block).await;
+        }
+        assert_eq!(budgeted(&a), 16, "alone, a reader takes the whole budget");
+        read(&b, 0).await;
+        for block in 8..20 {
+            read(&a, block).await;
+            assert!(budgeted(&a) <= 16, "never more than the budget");
+        }
+        assert!(
+            budgeted(&a) <= 8,
+            "{} blocks held beside another reader",
+            budgeted(&a)
+        );
+        for block in 1..4 {
+            read(&b, block).await;
+        }
+        assert!(
+            budgeted(&b) >= 4,
+            "the second reader prefetches: {} blocks",
+            budgeted(&b)
+        );
+        drop(b);
+        for block in 20..24 {
+            read(&a, block).await;
+        }
+        assert!(
+            budgeted(&a) > 8,
+            "alone again, its share is the whole budget"
+        );
     }
 
     /// Pages spread over the first `span` bytes (a fixed sequence).

@@ -195,7 +195,7 @@ mod tests {
             .unwrap();
         let spool = tempfile::tempdir().unwrap();
         let fs = fs(store.clone(), spool.path());
-        assert_eq!(fs.stats().cache_capacity, 16 << 20);
+        assert_eq!(fs.stats().cache_capacity, 8 << 20);
 
         // Reads: bytes counted; the first read of a block misses, the second hits.
         let attr = fs.lookup(ROOT_INO, "r").await.unwrap();
