@@ -62,14 +62,14 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::Semaphore;
 
 use crate::fs::cache::{BlockCache, BlockKey};
 use crate::local::DiskCache;
 use crate::store::{ObjectStore, StoreError};
+use fetch::{Fetch, FetchFuture};
 
+mod fetch;
 mod link;
 mod misses;
 pub use link::LinkEstimate;
@@ -86,9 +86,6 @@ pub const PREFETCH_GET_BYTES: u64 = 8 << 20;
 /// larger piece serves nothing, as pieces are not cached: 64 KiB pieces cost 4 KiB O_DIRECT
 /// reads at 0 ms about a third of their rate.
 const RANDOM_PIECE: u64 = 4 << 10;
-/// How long a read that S3 did not answer waits for the disk cache to finish writing what it
-/// was given.
-const DISK_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What every reader of one mount shares.
 pub struct ReadShared {
@@ -172,26 +169,6 @@ impl ReadShared {
     }
 }
 
-type FetchFuture = Shared<BoxFuture<'static, ReadResult<Bytes>>>;
-
-struct Fetch {
-    fut: FetchFuture,
-    /// Held while a prefetched block waits to be read.
-    _budget: Option<OwnedSemaphorePermit>,
-    /// Prefetched around a random read: kept when the reader moves elsewhere, let go once
-    /// it has arrived (it is in the cache then).
-    around_random: bool,
-}
-
-/// Aborts the GET task once nobody can receive its result.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 struct State {
     /// End offset of the furthest sequential read so far.
     last_end: u64,
@@ -201,6 +178,16 @@ struct State {
     inflight: HashMap<u64, Fetch>,
     /// Counted among the sequential readers sharing the readahead budget.
     sharing: bool,
+}
+
+impl State {
+    /// Blocks this reader holds permits of the readahead budget for.
+    fn budgeted(&self) -> u64 {
+        self.inflight
+            .values()
+            .filter(|f| f._budget.is_some())
+            .count() as u64
+    }
 }
 
 pub struct FileReader {
@@ -254,162 +241,6 @@ impl FileReader {
             etag: self.etag.clone(),
             block,
         }
-    }
-
-    /// The blocks `first..first + count` (fewer at the end of the object): what the disk
-    /// cache has of them, then one GET of the rest; a future per block, ready as soon as
-    /// that block has arrived. The work is aborted once every future is dropped.
-    fn start_fetches(&self, first: u64, count: u64, prefetch: bool) -> Vec<FetchFuture> {
-        let sh = self.shared.clone();
-        let bs = sh.block_size;
-        let start = first * bs;
-        let len = (count * bs).min(self.size - start);
-        let blocks = len.div_ceil(bs);
-        let (senders, receivers): (Vec<_>, Vec<_>) = (0..blocks)
-            .map(|_| oneshot::channel::<ReadResult<Bytes>>())
-            .unzip();
-        let senders = Arc::new(Mutex::new(
-            senders.into_iter().map(Some).collect::<Vec<_>>(),
-        ));
-        let (rel, etag, size) = (self.rel.clone(), self.etag.clone(), self.size);
-        let task = tokio::spawn(async move {
-            let _permit = if prefetch {
-                sh.fetch_permits.clone().acquire_owned().await.ok()
-            } else {
-                None
-            };
-            let key = |i: u64| BlockKey {
-                key: rel.clone(),
-                etag: etag.clone(),
-                block: first + i,
-            };
-            // What the disk has, read off the async workers.
-            let on_disk: Vec<u64> = (0..blocks).filter(|&i| sh.on_disk(&key(i))).collect();
-            if let (Some(disk), false) = (sh.disk.clone(), on_disk.is_empty()) {
-                let (sh2, senders2, rel2, etag2) =
-                    (sh.clone(), senders.clone(), rel.clone(), etag.clone());
-                let read = tokio::task::spawn_blocking(move || {
-                    for i in on_disk {
-                        let k = BlockKey {
-                            key: rel2.clone(),
-                            etag: etag2.clone(),
-                            block: first + i,
-                        };
-                        let expected = bs.min(size - (first + i) * bs) as usize;
-                        if let Some(data) = disk.read(&k).filter(|d| d.len() == expected) {
-                            sh2.cache.insert(k, data.clone());
-                            if let Some(tx) = senders2
-                                .lock()
-                                .unwrap()
-                                .get_mut(i as usize)
-                                .and_then(Option::take)
-                            {
-                                let _ = tx.send(Ok(data));
-                            }
-                        }
-                    }
-                });
-                let _ = read.await;
-            }
-            // The rest from S3: one GET from the first block still missing to the last.
-            let missing: Vec<u64> = {
-                let s = senders.lock().unwrap();
-                (0..blocks).filter(|&i| s[i as usize].is_some()).collect()
-            };
-            let (Some(&from), Some(&to)) = (missing.first(), missing.last()) else {
-                return;
-            };
-            let get_start = start + from * bs;
-            let get_len = ((to + 1) * bs).min(len) - from * bs;
-            let started = std::time::Instant::now();
-            let first_piece = std::sync::OnceLock::new();
-            let deliver = |i: usize, data: Bytes| {
-                if i == 0 {
-                    let _ = first_piece.set((started.elapsed(), data.len() as u64));
-                }
-                let at = from + i as u64;
-                sh.cache.insert(key(at), data.clone());
-                if let Some(disk) = &sh.disk {
-                    disk.write_behind(key(at), data.clone());
-                }
-                if let Some(tx) = senders
-                    .lock()
-                    .unwrap()
-                    .get_mut(at as usize)
-                    .and_then(Option::take)
-                {
-                    let _ = tx.send(Ok(data));
-                }
-            };
-            let mut fetched = sh
-                .store
-                .get_range_pieces(&rel, &etag, get_start, get_len, bs, &deliver)
-                .await;
-            // S3 away: what the disk cache is still writing (a file just written here, blocks
-            // just fetched) may be what is missing.
-            if let (Err(e), Some(disk)) = (&fetched, sh.disk.clone())
-                && e.is_unreachable()
-            {
-                let (sh2, senders2) = (sh.clone(), senders.clone());
-                let (rel2, etag2) = (rel.clone(), etag.clone());
-                let key2 = move |i: u64| BlockKey {
-                    key: rel2.clone(),
-                    etag: etag2.clone(),
-                    block: first + i,
-                };
-                let waited = tokio::task::spawn_blocking(move || {
-                    if !disk.settle(DISK_SETTLE) {
-                        return false;
-                    }
-                    let mut all = true;
-                    for i in missing {
-                        if senders2.lock().unwrap()[i as usize].is_none() {
-                            continue;
-                        }
-                        let expected = bs.min(size - (first + i) * bs) as usize;
-                        match disk.read(&key2(i)).filter(|d| d.len() == expected) {
-                            Some(data) => {
-                                sh2.cache.insert(key2(i), data.clone());
-                                if let Some(tx) = senders2.lock().unwrap()[i as usize].take() {
-                                    let _ = tx.send(Ok(data));
-                                }
-                            }
-                            None => all = false,
-                        }
-                    }
-                    all
-                })
-                .await;
-                if waited.unwrap_or(false) {
-                    fetched = Ok(());
-                }
-            }
-            if let (Ok(()), Some((first, first_len))) = (&fetched, first_piece.get()) {
-                sh.link
-                    .record(*first, *first_len, started.elapsed(), get_len);
-            }
-            if let Err(e) = fetched {
-                let e = Arc::new(e);
-                for tx in senders.lock().unwrap().iter_mut().filter_map(Option::take) {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
-        });
-        let guard = Arc::new(AbortOnDrop(task));
-        receivers
-            .into_iter()
-            .map(|rx| {
-                let guard = guard.clone();
-                async move {
-                    let _guard = guard;
-                    rx.await.unwrap_or_else(|_| {
-                        Err(Arc::new(StoreError::Other("the fetch task ended".into())))
-                    })
-                }
-                .boxed()
-                .shared()
-            })
-            .collect()
     }
 
     /// Prefetches the blocks of `[from, to]` that are neither cached nor in flight, each run
@@ -503,8 +334,7 @@ impl FileReader {
         }
         let readers = sh.sequential_readers.load(Ordering::Relaxed).max(1) as u64;
         let share = (sh.readahead_blocks / readers).max(per_get);
-        let held = st.inflight.values().filter(|f| f._budget.is_some()).count() as u64;
-        share.saturating_sub(held)
+        share.saturating_sub(st.budgeted())
     }
 
     /// The region of `region_blocks` around `block` that this version's random misses have
@@ -939,10 +769,8 @@ mod tests {
         assert_eq!(store.counts().get(RequestKind::Get), gets, "all from disk");
     }
 
-    /// Blocks a reader holds permits of the readahead budget for.
-    fn budgeted(r: &FileReader) -> usize {
-        let st = r.state.lock().unwrap();
-        st.inflight.values().filter(|f| f._budget.is_some()).count()
+    fn budgeted(r: &FileReader) -> u64 {
+        r.state.lock().unwrap().budgeted()
     }
 
     /// Two sequential readers share the budget: the first, alone, takes all of it; once a
